@@ -1,0 +1,93 @@
+"""kaneda 1.0's settings helpers, with its behaviour and messages."""
+
+from __future__ import annotations
+
+import os
+from importlib import import_module
+from types import ModuleType
+from typing import Any
+
+from kaneda_core.config import DEFAULT_SETTINGS_MODULE, SETTINGS_VARIABLE, backend_from_settings
+from kaneda_core.errors import BackendNotFound
+
+from .base import QUEUES_UNSUPPORTED
+from .exceptions import SettingsError, UnexistingKanedaClass
+
+DEFAULT_SETTINGS_ENVAR = SETTINGS_VARIABLE
+
+__all__ = [
+    "DEFAULT_SETTINGS_ENVAR",
+    "DEFAULT_SETTINGS_MODULE",
+    "get_backend",
+    "get_kaneda_objects",
+    "get_object_from_settings",
+    "get_settings",
+    "import_class",
+]
+
+
+def import_class(path_or_callable: Any) -> Any:
+    """The class (or callable) itself, or the one a dotted path names."""
+    if callable(path_or_callable):
+        return path_or_callable
+    if not isinstance(path_or_callable, str):
+        raise TypeError(f"expected a dotted path or a callable, got {path_or_callable!r}")
+    package, attribute = path_or_callable.rsplit(".", 1)
+    return getattr(import_module(package), attribute)
+
+
+def get_settings() -> ModuleType:
+    """The settings module: ``kanedasettings``, or the one ``KANEDA_SETTINGS_MODULE`` names."""
+    return import_module(os.environ.get(DEFAULT_SETTINGS_ENVAR, DEFAULT_SETTINGS_MODULE))
+
+
+def get_object_from_settings(class_path: Any, settings: Any) -> Any:
+    """An instance of ``class_path`` built from the settings named after its namespace.
+
+    With ``settings_namespace = "MY_BACKEND"``, the settings ``MY_BACKEND_HOST`` and
+    ``MY_BACKEND_PORT`` become the arguments ``host`` and ``port``.
+    """
+    try:
+        kaneda_class = import_class(class_path)
+    except (ImportError, AttributeError) as error:
+        advice = f" {error}" if _is_install_advice(error) else ""
+        raise UnexistingKanedaClass(
+            "The selected BACKEND or QUEUE class does not exists." + advice
+        ) from error
+    return backend_from_settings(kaneda_class, settings)
+
+
+def _is_install_advice(error: BaseException) -> bool:
+    return isinstance(error, BackendNotFound) or "pip install" in str(error)
+
+
+def get_backend() -> Any:
+    """The backend the settings module describes, or a :class:`SettingsError`."""
+    try:
+        settings = get_settings()
+    except ImportError:
+        raise SettingsError(
+            f"Define backend settings on {DEFAULT_SETTINGS_MODULE}.py or set "
+            f'"{DEFAULT_SETTINGS_ENVAR}" enviroment variable with your settings module.'
+        ) from None
+    if not hasattr(settings, "BACKEND"):
+        raise SettingsError(
+            "You need to set BACKEND in Kaneda settings file to import a backend instance."
+        )
+    return get_object_from_settings(settings.BACKEND, settings)
+
+
+def get_kaneda_objects() -> tuple[Any, None]:
+    """``(backend, None)`` from the settings module; queues are not supported."""
+    try:
+        settings = get_settings()
+    except ImportError:
+        raise SettingsError(
+            f"Define backend or queue settings on {DEFAULT_SETTINGS_MODULE}.py or set "
+            f'"{DEFAULT_SETTINGS_ENVAR}" enviroment variable with your settings module.'
+        ) from None
+    if hasattr(settings, "BACKEND"):
+        return get_object_from_settings(settings.BACKEND, settings), None
+    if hasattr(settings, "QUEUE"):
+        raise SettingsError(QUEUES_UNSUPPORTED)
+    raise SettingsError("You need to set BACKEND or QUEUE to use Kaneda with a settings file.")

@@ -1,0 +1,138 @@
+"""Where a backend comes from: a name, a URL, ``KANEDA_URL``, or a kaneda 1.0 settings module."""
+
+from __future__ import annotations
+
+import os
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .backend import Backend
+from .errors import ConfigurationError
+from .redact import redact_url
+from .registry import load_backend
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+URL_VARIABLE = "KANEDA_URL"
+SETTINGS_VARIABLE = "KANEDA_SETTINGS_MODULE"
+DEFAULT_SETTINGS_MODULE = "kanedasettings"
+
+NOT_CONFIGURED = (
+    "Kaneda has no backend configured. Either set the {url} environment variable "
+    "(for example {url}=logger:///tmp/metrics.jsonl or influxdb://user:pass@localhost:8086/metrics), "
+    "or create a settings module {module}.py (or name yours in {settings}) holding "
+    "BACKEND = 'kaneda.backends.InfluxBackend' and its INFLUX_* parameters. "
+    "You can also pass a backend: Metrics('logger') or connect('memory://')."
+)
+
+
+def backend_name(url: str) -> str:
+    """The backend name a URL's scheme selects: ``elasticsearch+https`` -> ``elasticsearch``."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        raise ConfigurationError(
+            f"{redact_url(url)!r} is not a Kaneda URL: expected scheme://..., "
+            "for example influxdb://localhost:8086/metrics or memory://"
+        )
+    # Transport parts are not names: https+influxdb:// and elasticsearch+https:// name
+    # influxdb and elasticsearch; mongodb+srv:// names mongodb.
+    for part in scheme.lower().split("+"):
+        if part not in _TRANSPORTS:
+            return part
+    return scheme.lower()
+
+
+_TRANSPORTS = frozenset(("http", "https", "srv", "tcp", "tls", "ssl"))
+
+
+def create_backend(name_or_url: str, **options: Any) -> Backend:
+    """A backend from a registered name (``"memory"``) or a URL (``"influxdb://host/db"``).
+
+    With a name, ``options`` are the backend's constructor arguments. With a URL, the
+    scheme names the backend and the backend reads the rest (host, credentials,
+    database, query options); ``options`` then override what the URL says.
+    """
+    if "://" not in name_or_url:
+        return load_backend(name_or_url)(**options)
+    return load_backend(backend_name(name_or_url)).from_url(name_or_url, **options)
+
+
+def backend_from_environment() -> Backend:
+    """The backend ``KANEDA_URL`` names, else the settings module's, else a clear error."""
+    url = os.environ.get(URL_VARIABLE)
+    if url:
+        return create_backend(url)
+    settings = load_settings()
+    if settings is None or not hasattr(settings, "BACKEND"):
+        raise ConfigurationError(
+            NOT_CONFIGURED.format(
+                url=URL_VARIABLE, module=DEFAULT_SETTINGS_MODULE, settings=SETTINGS_VARIABLE
+            )
+        )
+    return backend_from_settings(settings.BACKEND, settings)
+
+
+def load_settings() -> ModuleType | None:
+    """The settings module (``KANEDA_SETTINGS_MODULE`` or ``kanedasettings``), None if absent.
+
+    A settings module that exists but fails to import is an error, not an absence.
+    """
+    name = os.environ.get(SETTINGS_VARIABLE, DEFAULT_SETTINGS_MODULE)
+    try:
+        return import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name == name or (error.name and name.startswith(error.name + ".")):
+            if SETTINGS_VARIABLE in os.environ:
+                raise ConfigurationError(
+                    f"{SETTINGS_VARIABLE}={name!r} names a module that cannot be imported"
+                ) from None
+            return None
+        raise
+
+
+def backend_from_settings(backend: str | type, settings: ModuleType | object) -> Backend:
+    """Build ``backend`` (a class, a dotted class path, or a registered name) from settings.
+
+    Its parameters are the settings named ``<NAMESPACE>_<PARAM>``, where NAMESPACE is the
+    class's ``settings_namespace`` (kaneda 1.0's convention: ``INFLUX_HOST`` -> ``host``).
+    """
+    cls = resolve_backend_class(backend)
+    namespace = getattr(cls, "settings_namespace", None)
+    params: dict[str, Any] = {}
+    if namespace:
+        prefix = namespace + "_"
+        params = {
+            key[len(prefix):].lower(): value
+            for key, value in vars(settings).items()
+            if key.startswith(prefix)
+        }
+    return cls(**params)  # type: ignore[no-any-return]
+
+
+def resolve_backend_class(backend: str | type) -> Any:
+    """A backend class from itself, a dotted path (``kaneda.backends.InfluxBackend``) or a name."""
+    if isinstance(backend, type):
+        return backend
+    if not isinstance(backend, str) or not backend:
+        raise ConfigurationError(f"BACKEND must be a class path or a backend name, got {backend!r}")
+    if "." not in backend:
+        return load_backend(backend)
+    module_name, _, attribute = backend.rpartition(".")
+    try:
+        return getattr(import_module(module_name), attribute)
+    except AttributeError:
+        raise ConfigurationError(f"{module_name} has no backend class {attribute!r}") from None
+
+
+def connect(url: str, **metrics_options: Any) -> Metrics:
+    """A :class:`Metrics` on the backend ``url`` names: ``connect("influxdb://host:8086/db")``.
+
+    The URL's scheme picks the backend and its query carries backend options
+    (``?timeout=1``); keyword arguments are :class:`Metrics` options
+    (``batching=False``, ``batch_size=500`` ...).
+    """
+    from .metrics import Metrics
+
+    return Metrics(create_backend(url), **metrics_options)

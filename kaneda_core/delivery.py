@@ -1,0 +1,185 @@
+"""Turning queued calls into metrics, handing them to the backend, and what happens on failure.
+
+Shared by both dispatchers: filtering hooks, retries with backoff, counting, logging
+and the failure hook live here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import DeliveryError, KanedaError
+from .model import Metric, host_name, timestamp_from_ns
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+log = logging.getLogger("kaneda")
+
+#: What a reporting call queues: (name, kind, value, tags, id, time in ns).
+Item = tuple[str, str, Any, Any, Any, int]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a batch that failed for a transient reason is retried.
+
+    Delays grow as ``initial_delay * multiplier ** n`` up to ``max_delay``, each with up
+    to ``jitter`` of itself added at random so that many processes do not retry in step.
+    """
+
+    attempts: int = 5
+    initial_delay: float = 0.2
+    max_delay: float = 10.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts!r}")
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before the ``retry``-th retry (1 for the first)."""
+        base = min(self.max_delay, self.initial_delay * self.multiplier ** (retry - 1))
+        return base * (1 + self.jitter * random.random())
+
+
+@dataclass
+class Stats:
+    """Counts of what happened to the metrics a ``Metrics`` accepted.
+
+    ``sent``: stored by the backend. ``failed``: given up on after retries, or refused.
+    ``dropped``: discarded because the buffer was full. ``filtered``: dropped by a
+    ``kaneda_filter_metric`` hook. ``retried``: metric re-sends. ``queued``: waiting now.
+    """
+
+    sent: int = 0
+    failed: int = 0
+    dropped: int = 0
+    filtered: int = 0
+    retried: int = 0
+    queued: int = 0
+
+
+class Delivery:
+    """Delivers lists of queued items to one backend, with hooks, retries and counting."""
+
+    def __init__(self, backend: Backend, retry: RetryPolicy | None = None) -> None:
+        from .plugins import get_plugin_manager, implements
+
+        self.backend = backend
+        self.retry = retry or RetryPolicy()
+        self.stats = Stats()
+        self._lock = threading.Lock()
+        hook = get_plugin_manager().hook
+        self._filter = hook.kaneda_filter_metric if implements("kaneda_filter_metric") else None
+        self._failed_hook = hook.kaneda_batch_failed
+
+    def to_metrics(self, items: Sequence[Item]) -> list[Metric]:
+        """The metric records for queued items, host and timestamp filled in."""
+        host = host_name()
+        make = Metric
+        stamp = timestamp_from_ns
+        return [make(n, k, v, t, stamp(ns), host, i) for n, k, v, t, i, ns in items]
+
+    def deliver(
+        self, items: Sequence[Item], *, retry: bool, stop: threading.Event | None = None
+    ) -> None:
+        """Send ``items`` as one batch; retry transient failures when ``retry`` is true.
+
+        ``stop``, once set, ends the waiting between retries early; the metrics still
+        pending then fail for good. Never raises: failures are logged, counted and
+        passed to the ``kaneda_batch_failed`` hook.
+        """
+        metrics = self.to_metrics(items)
+        if self._filter is not None:
+            metrics = self._apply_filter(metrics)
+        attempt = 1
+        pending: Sequence[Metric] = metrics
+        while pending:
+            try:
+                self.backend.send(pending)
+            except Exception as error:  # noqa: BLE001 - a backend failure must not escape
+                failed, retryable = self._classify(error, pending)
+                self.count(sent=len(pending) - len(failed))
+                may_retry = retry and retryable and attempt < self.retry.attempts
+                if may_retry and not (stop is not None and stop.is_set()):
+                    delay = self.retry.delay(attempt)
+                    log.warning(
+                        "Kaneda: %d metrics not delivered to %s (%s); retry %d in %.2fs",
+                        len(failed), type(self.backend).__name__, self.describe(error),
+                        attempt, delay,
+                    )
+                    self.count(retried=len(failed))
+                    attempt += 1
+                    pending = failed
+                    if stop is None or not stop.wait(delay):
+                        continue
+                self.fail(failed, error)
+                return
+            else:
+                self.count(sent=len(pending))
+                return
+
+    def _apply_filter(self, metrics: list[Metric]) -> list[Metric]:
+        assert self._filter is not None
+        kept = []
+        for metric in metrics:
+            try:
+                verdicts = self._filter(metric=metric)
+            except Exception as error:  # noqa: BLE001 - a broken hook must not lose metrics
+                log.error("Kaneda: kaneda_filter_metric hook failed, keeping the metric: %s", error)
+                verdicts = []
+            if False in verdicts:
+                continue
+            kept.append(metric)
+        self.count(filtered=len(metrics) - len(kept))
+        return kept
+
+    def _classify(
+        self, error: Exception, pending: Sequence[Metric]
+    ) -> tuple[Sequence[Metric], bool]:
+        if isinstance(error, DeliveryError):
+            failed = error.metrics if error.metrics is not None else pending
+            return failed, error.retryable
+        return pending, self.backend.is_retryable(error)
+
+    def fail(self, metrics: Sequence[Metric], error: BaseException, *, dropped: bool = False) -> None:
+        """Count ``metrics`` as lost, log it, and tell the ``kaneda_batch_failed`` hook."""
+        if not metrics:
+            return
+        if dropped:
+            self.count(dropped=len(metrics))
+        else:
+            self.count(failed=len(metrics))
+        log.error(
+            "Kaneda: %d metrics %s by %s: %s",
+            len(metrics),
+            "dropped" if dropped else "not delivered",
+            type(self.backend).__name__,
+            self.describe(error),
+        )
+        try:
+            self._failed_hook(metrics=list(metrics), error=error, backend=self.backend)
+        except Exception as hook_error:  # noqa: BLE001 - a broken hook must not stop delivery
+            log.error("Kaneda: kaneda_batch_failed hook failed: %s", hook_error)
+
+    def describe(self, error: BaseException) -> str:
+        """A one-line account of ``error``, with the backend's secrets masked."""
+        text = f"{type(error).__name__}: {error}"
+        return self.backend.redact(text)
+
+    def count(self, **increments: int) -> None:
+        """Add to the counters, safely from any thread."""
+        with self._lock:
+            for name, amount in increments.items():
+                setattr(self.stats, name, getattr(self.stats, name) + amount)
+
+
+class BufferFull(KanedaError):
+    """Metrics were dropped because the buffer was full (passed to the failure hook)."""

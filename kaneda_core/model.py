@@ -1,0 +1,196 @@
+"""The metric record and its validation.
+
+A :class:`Metric` is built once per call and never changed. Validation lives here so
+every path (batched or not, any backend) refuses the same input with the same message.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple, Union
+
+from .errors import InvalidMetric
+
+#: The kinds the :class:`~kaneda_core.Metrics` methods report; ``custom`` adds its own.
+GAUGE, COUNTER, TIMING, EVENT = "gauge", "counter", "timing", "event"
+BUILTIN_KINDS = frozenset((GAUGE, COUNTER, TIMING, EVENT))
+
+Scalar = Union[str, int, float, bool]
+Tags = Union[dict[str, Scalar], list[str]]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MAX_DEPTH = 32
+_host: str | None = None
+
+
+class Metric(NamedTuple):
+    """One reported measurement or event.
+
+    ``kind`` is ``gauge``, ``counter``, ``timing``, ``event`` or the ``metric`` name of
+    a custom report. ``tags`` is a dict of scalars (or, for backends that accept one, a
+    list of strings); it is ``{}`` when none were given. ``timestamp`` is when the call
+    was made, in UTC, to the microsecond. ``host`` is this machine's name. ``id`` is the
+    caller's ``id_`` (or one Kaneda assigned), which backends that store ids use to
+    de-duplicate.
+    """
+
+    name: str
+    kind: str
+    value: Any
+    tags: Tags
+    timestamp: datetime
+    host: str
+    id: str | int | None = None
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        kind: str,
+        value: Any,
+        tags: Tags | None = None,
+        id: str | int | None = None,
+        *,
+        timestamp: datetime | None = None,
+    ) -> Metric:
+        """Validate the arguments and build a metric stamped now (or at ``timestamp``)."""
+        check_name(name)
+        check_kind(kind)
+        check_value(kind, value)
+        check_id(id)
+        if timestamp is None:
+            timestamp = timestamp_from_ns(now_ns())
+        elif timestamp.tzinfo is None:
+            raise InvalidMetric(f"timestamp must be timezone-aware (UTC), got {timestamp!r}")
+        return cls(name, kind, value, copy_tags(tags), timestamp, host_name(), id)
+
+
+def now_ns() -> int:
+    """The current time in nanoseconds since the epoch (the clock every metric uses)."""
+    from time import time_ns
+
+    return time_ns()
+
+
+def timestamp_from_ns(ns: int) -> datetime:
+    """A UTC datetime for ``ns`` nanoseconds since the epoch, truncated to microseconds."""
+    return EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def epoch_us(timestamp: datetime) -> int:
+    """Microseconds since the epoch, exact (no float rounding)."""
+    return (timestamp - EPOCH) // timedelta(microseconds=1)
+
+
+def host_name() -> str:
+    """This machine's host name, asked of the OS once per process."""
+    global _host
+    if _host is None:
+        import socket
+
+        _host = socket.gethostname()
+    return _host
+
+
+def check_name(name: object, field: str = "name") -> None:
+    """Refuse a name that is not a non-empty string."""
+    if not isinstance(name, str) or not name:
+        raise InvalidMetric(f"{field} must be a non-empty string, got {name!r}")
+
+
+def check_kind(kind: object) -> None:
+    """Refuse a metric kind that is not a non-empty string."""
+    check_name(kind, "metric")
+
+
+def check_id(id: object) -> None:
+    """Refuse an ``id_`` that is neither None, a non-empty string nor an integer."""
+    if id is None or (type(id) is str and id) or (type(id) is int):
+        return
+    raise InvalidMetric(f"id_ must be a non-empty string or an integer, got {id!r}")
+
+
+def check_number(value: object, field: str = "value") -> None:
+    """Refuse anything but a finite int or float (bool is not a number here)."""
+    kind = type(value)
+    if kind is int:
+        return
+    if kind is float:
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return
+        raise InvalidMetric(f"{field} must be a finite number, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value):
+            return
+        raise InvalidMetric(f"{field} must be a finite number, got {value!r}")
+    raise InvalidMetric(f"{field} must be a number (int or float), got {value!r}")
+
+
+def check_value(kind: str, value: object) -> None:
+    """Refuse a value that the metric's kind cannot carry."""
+    if kind in (GAUGE, COUNTER, TIMING):
+        check_number(value)
+    elif kind == EVENT:
+        if not isinstance(value, str):
+            raise InvalidMetric(f"value of an event must be a string (its text), got {value!r}")
+    else:
+        check_custom_value(value)
+
+
+def check_custom_value(value: object, field: str = "value", depth: int = 0) -> None:
+    """Refuse a custom value that is not JSON-like: scalars, lists and str-keyed dicts."""
+    if depth > _MAX_DEPTH:
+        raise InvalidMetric(f"{field} is nested more than {_MAX_DEPTH} levels deep")
+    if isinstance(value, (bool, str)):
+        return
+    if isinstance(value, (int, float)):
+        check_number(value, field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key:
+                raise InvalidMetric(f"{field} keys must be non-empty strings, got {key!r}")
+            check_custom_value(item, f"{field}[{key!r}]", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_custom_value(item, f"{field}[{index}]", depth + 1)
+    else:
+        raise InvalidMetric(
+            f"{field} must be a number, a string, a bool, a list or a dict of those, got {value!r}"
+        )
+
+
+def check_tags(tags: object) -> None:
+    """Refuse tags that are neither a dict of scalars nor a list of strings."""
+    if tags is None:
+        return
+    if isinstance(tags, dict):
+        for key, item in tags.items():
+            if not isinstance(key, str) or not key:
+                raise InvalidMetric(f"tag keys must be non-empty strings, got {key!r}")
+            if isinstance(item, (str, bool)):
+                continue
+            if isinstance(item, (int, float)):
+                check_number(item, f"tags[{key!r}]")
+                continue
+            raise InvalidMetric(
+                f"tags[{key!r}] must be a string, number or bool, got {item!r}"
+            )
+    elif isinstance(tags, (list, tuple)):
+        for item in tags:
+            if not isinstance(item, str) or not item:
+                raise InvalidMetric(f"tags given as a list must hold non-empty strings, got {item!r}")
+    else:
+        raise InvalidMetric(
+            f"tags must be a dict of scalars or a list of strings, got {tags!r}"
+        )
+
+
+def copy_tags(tags: object) -> Tags:
+    """Validate ``tags`` and return the metric's own copy ({} when none were given)."""
+    check_tags(tags)
+    if tags is None:
+        return {}
+    if isinstance(tags, dict):
+        return dict(tags)
+    return list(tags)  # type: ignore[call-overload, no-any-return]

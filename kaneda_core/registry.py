@@ -1,0 +1,164 @@
+"""Backend names -> backend classes, through the ``kaneda.backends`` entry-point group.
+
+Listing reads entry-point metadata only; loading goes through stevedore and imports
+just the plugin asked for, so an application pays only for the backend it uses.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
+
+from .errors import BackendLoadError, BackendNotFound
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+GROUP = "kaneda.backends"
+
+#: Where the backends this project publishes live, for install advice.
+KNOWN_DISTRIBUTIONS = {
+    "elasticsearch": "kaneda-elasticsearch",
+    "mongo": "kaneda-mongo",
+    "mongodb": "kaneda-mongo",
+    "rethink": "kaneda-rethink",
+    "rethinkdb": "kaneda-rethink",
+    "influx": "kaneda-influx",
+    "influxdb": "kaneda-influx",
+}
+
+_loaded: dict[str, type[Backend]] = {}
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What :func:`available_backends` knows of one installed backend."""
+
+    name: str
+    aliases: tuple[str, ...]
+    class_path: str
+    distribution: str | None
+    version: str | None
+    loads: bool
+    error: str | None = None
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def installed_names() -> list[str]:
+    """The names of every installed backend, sorted."""
+    return sorted(_entry_points())
+
+
+def install_advice(name: str) -> str:
+    """How to get the backend called ``name``, as a sentence (empty if unknown)."""
+    distribution = KNOWN_DISTRIBUTIONS.get(name)
+    return f" Install it with: pip install {distribution}" if distribution else ""
+
+
+def load_backend(name: str) -> type[Backend]:
+    """The backend class installed under ``name``; imports that plugin and no other.
+
+    Raises :class:`BackendNotFound` (listing what is installed and what to install)
+    or :class:`BackendLoadError` (naming the distribution and the import error).
+    """
+    cls = _loaded.get(name)
+    if cls is not None:
+        return cls
+    with _lock:
+        if name not in _loaded:
+            _loaded[name] = _load(name)
+    return _loaded[name]
+
+
+def _load(name: str) -> type[Backend]:
+    from stevedore import driver
+    from stevedore.exception import NoMatches
+
+    failures: list[tuple[EntryPoint, BaseException]] = []
+
+    def on_failure(_manager: object, entry_point: EntryPoint, error: BaseException) -> None:
+        failures.append((entry_point, error))
+
+    try:
+        manager = driver.DriverManager(
+            GROUP,
+            name,
+            invoke_on_load=False,
+            on_load_failure_callback=on_failure,
+            verify_requirements=False,
+        )
+    except NoMatches:
+        if failures:
+            entry_point, error = failures[0]
+            raise _load_error(name, entry_point, error) from error
+        installed = ", ".join(installed_names()) or "none"
+        raise BackendNotFound(
+            f"No Kaneda backend named {name!r} is installed (installed: {installed})."
+            + install_advice(name)
+        ) from None
+    cls: type[Backend] = manager.driver
+    _check_is_backend(name, cls)
+    return cls
+
+
+def _load_error(name: str, entry_point: EntryPoint, error: BaseException) -> BackendLoadError:
+    distribution = _distribution_of(entry_point) or KNOWN_DISTRIBUTIONS.get(name, "its plugin")
+    return BackendLoadError(
+        f"The Kaneda backend {name!r} ({entry_point.value}) from {distribution} failed to "
+        f"import: {type(error).__name__}: {error}. Reinstall or upgrade it: "
+        f"pip install --upgrade {distribution}"
+    )
+
+
+def _check_is_backend(name: str, cls: object) -> None:
+    from .backend import Backend
+
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BackendLoadError(
+            f"The entry point {name!r} in group {GROUP!r} names {cls!r}, "
+            "which is not a kaneda_core.Backend subclass"
+        )
+
+
+def _distribution_of(entry_point: EntryPoint) -> str | None:
+    dist = getattr(entry_point, "dist", None)
+    return dist.name if dist is not None else None
+
+
+def available_backends() -> list[BackendInfo]:
+    """Every installed backend: its aliases, class path, distribution, version, whether it loads.
+
+    Loading is attempted for each, so this imports every plugin; use it to inspect an
+    installation (``kaneda backends``), not on a hot path.
+    """
+    points = _entry_points()
+    infos = []
+    for name, entry_point in sorted(points.items()):
+        aliases = tuple(
+            other for other, ep in sorted(points.items())
+            if other != name and ep.value == entry_point.value
+        )
+        dist = getattr(entry_point, "dist", None)
+        error = None
+        try:
+            load_backend(name)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            error = str(exc)
+        infos.append(
+            BackendInfo(
+                name=name,
+                aliases=aliases,
+                class_path=entry_point.value,
+                distribution=dist.name if dist is not None else None,
+                version=dist.version if dist is not None else None,
+                loads=error is None,
+                error=error,
+            )
+        )
+    return infos
