@@ -1,0 +1,234 @@
+"""The backend contract as a reusable pytest suite.
+
+Every backend, in this repository or a third party's, proves itself by subclassing
+:class:`BackendContract` in a test module::
+
+    from kaneda_core.testing import BackendContract
+
+    class TestContract(BackendContract):
+        @pytest.fixture
+        def backend(self):
+            backend = MyBackend(...)
+            yield backend
+            backend.close()
+
+        def stored(self, backend):
+            return [...]          # every metric the store holds, read back as Metric
+
+The suite reports through :class:`~kaneda_core.Metrics` and reads back with
+:meth:`BackendContract.stored`, so it checks what really reached the store. Each test
+uses names of its own, so a store shared between tests is fine. Capability flags say
+what the backend cannot do (list tags, ids); the suite then checks that it refuses
+such metrics at the call instead of losing them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar
+
+import pytest
+
+from .backend import Backend
+from .errors import InvalidMetric
+from .metrics import Metrics
+from .model import Metric, host_name
+
+
+class BackendContract:
+    """The checks every backend passes. Subclass it as ``TestContract`` and fill in the fixtures."""
+
+    #: Whether the backend stores tags given as a list of strings.
+    supports_list_tags: ClassVar[bool] = True
+    #: Whether the backend keeps one copy per ``id_`` (re-sent metrics do not duplicate).
+    supports_ids: ClassVar[bool] = True
+    #: The finest time step the store keeps.
+    timestamp_resolution: ClassVar[timedelta] = timedelta(microseconds=1)
+    #: How many metrics the big-batch test sends in one batch.
+    big_batch: ClassVar[int] = 3000
+
+    # -- what a backend's test module provides -----------------------------------
+
+    @pytest.fixture
+    def backend(self) -> Iterator[Backend]:
+        """The backend under test, connected to a working store."""
+        raise NotImplementedError("override the backend fixture")
+
+    @pytest.fixture
+    def unreachable_backend(self) -> Iterator[Backend]:
+        """The backend configured for a store that is not there (a closed port)."""
+        pytest.skip("this backend has no server that can be unreachable")
+
+    def stored(self, backend: Backend) -> Sequence[Metric]:
+        """Every metric the store holds, read back from the store itself."""
+        raise NotImplementedError("override stored()")
+
+    def normalize_tags(self, tags: Any) -> Any:
+        """Tags as the store gives them back (InfluxDB, for one, keeps strings only)."""
+        return tags
+
+    # -- helpers -----------------------------------------------------------------
+
+    @pytest.fixture
+    def prefix(self) -> str:
+        """A name prefix of this test's own."""
+        return f"contract.{uuid.uuid4().hex[:10]}."
+
+    def mine(self, backend: Backend, prefix: str) -> list[Metric]:
+        """The stored metrics whose names start with ``prefix``."""
+        return [m for m in self.stored(backend) if m.name.startswith(prefix)]
+
+    def report(self, backend: Backend, calls: Any, **options: Any) -> Metrics:
+        """Run ``calls(metrics)`` on a batching Metrics over ``backend`` and flush it."""
+        metrics = Metrics(backend, **options)
+        calls(metrics)
+        left = metrics.flush(timeout=30)
+        assert left == 0, f"{left} metrics were still queued after 30s"
+        return metrics
+
+    def summary(self, metric: Metric) -> tuple[Any, ...]:
+        """What must survive the trip: kind, name, value, tags."""
+        value = metric.value
+        if isinstance(value, dict):
+            value = tuple(sorted(value.items()))
+        return (metric.kind, metric.name, value, repr(self.normalize_tags(metric.tags)))
+
+    # -- the contract --------------------------------------------------------------
+
+    def test_every_kind_is_stored(self, backend: Backend, prefix: str) -> None:
+        """gauge, increment, decrement, timing, event and custom all reach the store."""
+
+        def calls(metrics: Metrics) -> None:
+            metrics.gauge(prefix + "users", 13, tags={"plan": "free"})
+            metrics.gauge(prefix + "load", 0.75)
+            metrics.increment(prefix + "views", tags={"page": "home"})
+            metrics.decrement(prefix + "occupation")
+            metrics.timing(prefix + "request_time", 0.25, tags={"route": "/"})
+            metrics.event(prefix + "signup", "New user registered", tags={"source": "web"})
+            metrics.custom(prefix + "search", "query_time", {"start_time": 120, "end_time": 230})
+            metrics.custom(prefix + "ratio", "share", 0.5)
+
+        stats = self.report(backend, calls).stats()
+        stored = self.mine(backend, prefix)
+        expected = [
+            ("gauge", prefix + "users", 13, {"plan": "free"}),
+            ("gauge", prefix + "load", 0.75, {}),
+            ("counter", prefix + "views", 1, {"page": "home"}),
+            ("counter", prefix + "occupation", -1, {}),
+            ("timing", prefix + "request_time", 0.25, {"route": "/"}),
+            ("event", prefix + "signup", "New user registered", {"source": "web"}),
+            ("query_time", prefix + "search", {"start_time": 120, "end_time": 230}, {}),
+            ("share", prefix + "ratio", 0.5, {}),
+        ]
+        want = sorted(self.summary(_fake(*row)) for row in expected)
+        assert sorted(self.summary(m) for m in stored) == want
+        assert {m.host for m in stored} == {host_name()}
+        assert stats.sent == len(expected) and stats.failed == 0
+
+    def test_value_types_survive(self, backend: Backend, prefix: str) -> None:
+        """Integers stay integers and floats stay floats."""
+
+        def calls(metrics: Metrics) -> None:
+            metrics.gauge(prefix + "int", 7)
+            metrics.gauge(prefix + "float", 7.5)
+            metrics.gauge(prefix + "negative", -3)
+
+        self.report(backend, calls)
+        values = {m.name: m.value for m in self.mine(backend, prefix)}
+        assert values == {prefix + "int": 7, prefix + "float": 7.5, prefix + "negative": -3}
+        assert type(values[prefix + "int"]) is int
+        assert type(values[prefix + "float"]) is float
+
+    def test_a_batch_of_thousands(self, backend: Backend, prefix: str) -> None:
+        """Thousands of metrics in one batch are all stored, none twice."""
+        count = self.big_batch
+
+        def calls(metrics: Metrics) -> None:
+            for i in range(count):
+                metrics.gauge(prefix + "big", i, tags={"shard": str(i % 7)})
+
+        self.report(backend, calls, batch_size=count, flush_interval=60)
+        stored = self.mine(backend, prefix)
+        assert len(stored) == count
+        assert sorted(m.value for m in stored) == list(range(count))
+
+    def test_dict_tags(self, backend: Backend, prefix: str) -> None:
+        """Tags given as a dict are stored with their keys and values."""
+        tags = {"route": "/users", "code": "200", "region": "eu-west-1"}
+        self.report(backend, lambda m: m.increment(prefix + "requests", tags=tags))
+        [metric] = self.mine(backend, prefix)
+        assert self.normalize_tags(metric.tags) == self.normalize_tags(tags)
+
+    def test_list_tags(self, backend: Backend, prefix: str) -> None:
+        """Tags given as a list are stored, or refused at the call with advice."""
+        tags = ["login", "edit_profile"]
+        if not self.supports_list_tags:
+            metrics = Metrics(backend)
+            with pytest.raises(InvalidMetric, match="tags"):
+                metrics.timing(prefix + "profile_load_time", 230, tags=tags)
+            assert metrics.flush(10) == 0
+            assert self.mine(backend, prefix) == []
+            return
+        self.report(backend, lambda m: m.timing(prefix + "profile_load_time", 230, tags=tags))
+        [metric] = self.mine(backend, prefix)
+        assert list(metric.tags) == tags
+
+    def test_ids_do_not_duplicate(self, backend: Backend, prefix: str) -> None:
+        """A metric re-sent with the same ``id_`` is stored once, and keeps its id."""
+        if not self.supports_ids:
+            pytest.skip("this backend does not store ids")
+
+        def calls(metrics: Metrics) -> None:
+            for _ in range(2):
+                metrics.custom(prefix + "response", "xml", {"status": "ok"}, id_="2B75D750")
+            metrics.flush(10)
+
+        self.report(backend, calls)
+        stored = self.mine(backend, prefix)
+        assert [m.id for m in stored] == ["2B75D750"]
+
+    def test_timestamps_are_the_metrics_own(self, backend: Backend, prefix: str) -> None:
+        """The stored time is the metric's timestamp, not the time of the write."""
+        when = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=timezone.utc)
+        metric = Metric.create(prefix + "past", "gauge", 1, timestamp=when)
+        backend.send([metric])
+        [stored] = self.mine(backend, prefix)
+        resolution = self.timestamp_resolution
+        assert abs(stored.timestamp - when) < resolution, (stored.timestamp, when)
+
+    def test_timestamps_of_calls(self, backend: Backend, prefix: str) -> None:
+        """A call is stamped when it is made, in UTC."""
+        before = datetime.now(timezone.utc)
+        self.report(backend, lambda m: m.gauge(prefix + "now", 1))
+        after = datetime.now(timezone.utc)
+        [stored] = self.mine(backend, prefix)
+        slack = self.timestamp_resolution
+        assert before - slack <= stored.timestamp <= after + slack
+
+    def test_close_is_idempotent(self, backend: Backend) -> None:
+        """Closing twice is harmless."""
+        backend.close()
+        backend.close()
+
+    def test_unreachable_store_fails_loudly_in_send(self, unreachable_backend: Backend) -> None:
+        """``send`` raises when the store is not there; it never pretends to have stored."""
+        metric = Metric.create("contract.unreachable", "gauge", 1)
+        with pytest.raises(Exception) as caught:
+            unreachable_backend.send([metric])
+        assert unreachable_backend.is_retryable(caught.value) or getattr(
+            caught.value, "retryable", False
+        ), f"a down server should be retryable, got {caught.value!r}"
+
+    def test_unreachable_store_never_breaks_the_caller(self, unreachable_backend: Backend) -> None:
+        """Reporting to a store that is down returns normally and counts the failure."""
+        metrics = Metrics(unreachable_backend, batching=False)
+        metrics.increment("contract.unreachable")
+        metrics.gauge("contract.unreachable", 2)
+        stats = metrics.stats()
+        assert stats.failed == 2 and stats.sent == 0
+
+
+def _fake(kind: str, name: str, value: Any, tags: Any) -> Metric:
+    return Metric(name, kind, value, tags, datetime.now(timezone.utc), host_name())
