@@ -149,20 +149,17 @@ class Delivery:
             return failed, error.retryable
         return pending, self.backend.is_retryable(error)
 
-    def fail(self, metrics: Sequence[Metric], error: BaseException, *, dropped: bool = False) -> None:
-        """Count ``metrics`` as lost, log it, and tell the ``kaneda_batch_failed`` hook."""
-        if not metrics:
-            return
-        if dropped:
-            self.count(dropped=len(metrics))
-        else:
+    def fail(self, metrics: Sequence[Metric], error: BaseException) -> None:
+        """Count ``metrics`` as failed for good, log it, and tell the failure hook."""
+        if metrics:
             self.count(failed=len(metrics))
+            self.report_loss(metrics, error, "not delivered")
+
+    def report_loss(self, metrics: Sequence[Metric], error: BaseException, what: str) -> None:
+        """Log that ``metrics`` were lost (``what`` happened) and tell the failure hook."""
         log.error(
-            "Kaneda: %d metrics %s by %s: %s",
-            len(metrics),
-            "dropped" if dropped else "not delivered",
-            type(self.backend).__name__,
-            self.describe(error),
+            "Kaneda: %d metrics %s to %s: %s",
+            len(metrics), what, type(self.backend).__name__, self.describe(error),
         )
         try:
             self._failed_hook(metrics=list(metrics), error=error, backend=self.backend)

@@ -137,8 +137,11 @@ class BatchingDispatcher:
 
     def _record_drop(self, item: Item) -> None:
         # Counted now; reported to the failure hook by the worker, off the caller's path.
+        self.delivery.count(dropped=1)
         with self._state:
-            self._dropped.append(item)
+            # Bounded too: past this many, drops are counted but not passed to the hook.
+            if len(self._dropped) < self.max_buffer:
+                self._dropped.append(item)
         self._wake.set()
 
     def _run(self) -> None:
@@ -148,6 +151,7 @@ class BatchingDispatcher:
             self._report_drops()
             self._drain()
             if self._closed and not self.queue:
+                self._report_drops()
                 with self._state:
                     self._state.notify_all()
                 return
@@ -175,7 +179,7 @@ class BatchingDispatcher:
                 f"the buffer of {self.max_buffer} metrics was full "
                 f"(overflow policy {self.overflow!r})"
             )
-            self.delivery.fail(self.delivery.to_metrics(dropped), error, dropped=True)
+            self.delivery.report_loss(self.delivery.to_metrics(dropped), error, "dropped")
 
     def queued(self) -> int:
         """Metrics accepted and not yet delivered or given up on."""

@@ -91,7 +91,6 @@ def _load(name: str) -> type[Backend]:
             name,
             invoke_on_load=False,
             on_load_failure_callback=on_failure,
-            verify_requirements=False,
         )
     except NoMatches:
         if failures:

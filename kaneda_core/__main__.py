@@ -1,0 +1,7 @@
+"""``python -m kaneda_core`` runs the ``kaneda`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,155 @@
+"""The ``kaneda`` command: list backends, send one metric, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .errors import KanedaError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kaneda`` command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="kaneda", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("backends", help="list installed backends and hook plugins")
+
+    send = commands.add_parser("send", help="send one metric and wait until it is stored")
+    send.add_argument("url", help="backend URL, e.g. influxdb://localhost:8086/metrics or logger://")
+    send.add_argument("kind", help="gauge, counter, timing, event, or a custom metric name")
+    send.add_argument("name", help="the metric's name, e.g. requests")
+    send.add_argument("value", help="a number; the text of an event; JSON for a custom metric")
+    send.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag (repeatable)"
+    )
+    send.add_argument("--id", dest="id_", default=None, help="the metric's id")
+
+    demo = commands.add_parser("demo", help="report a burst of metrics to the logger backend")
+    demo.add_argument(
+        "--file", default="kaneda-demo.jsonl", help="where the JSON lines go (default: %(default)s)"
+    )
+    demo.add_argument("--requests", type=int, default=2000, help="simulated requests")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "backends":
+            return backends_command()
+        if args.command == "send":
+            return send_command(args.url, args.kind, args.name, args.value, args.tag, args.id_)
+        from .demo import run_demo
+
+        return run_demo(args.file, args.requests)
+    except KanedaError as error:
+        print(f"kaneda: {error}", file=sys.stderr)
+        return 1
+
+
+def backends_command() -> int:
+    """Print the installed backends and the hook plugins."""
+    from .plugins import get_plugin_manager
+    from .registry import available_backends
+
+    rows = [("NAME", "ALIASES", "CLASS", "DISTRIBUTION", "VERSION", "LOADS")]
+    failures = []
+    for info in available_backends():
+        rows.append(
+            (
+                info.name,
+                ",".join(info.aliases) or "-",
+                info.class_path,
+                info.distribution or "-",
+                info.version or "-",
+                "yes" if info.loads else "NO",
+            )
+        )
+        if info.error:
+            failures.append(f"{info.name}: {info.error}")
+    _print_table(rows)
+    for failure in failures:
+        print(f"  ! {failure}")
+
+    manager = get_plugin_manager()
+    hook_rows = [("HOOK PLUGIN", "DISTRIBUTION", "VERSION", "HOOKS")]
+    for plugin, dist in manager.list_plugin_distinfo():
+        callers = manager.get_hookcallers(plugin) or []
+        hook_rows.append(
+            (
+                manager.get_name(plugin) or repr(plugin),
+                dist.project_name,
+                dist.version,
+                ",".join(sorted(caller.name for caller in callers)),
+            )
+        )
+    print()
+    if len(hook_rows) > 1:
+        _print_table(hook_rows)
+    else:
+        print("No hook plugins installed (entry-point group 'kaneda').")
+    return 1 if failures else 0
+
+
+def send_command(
+    url: str, kind: str, name: str, raw_value: str, raw_tags: list[str], id_: str | None
+) -> int:
+    """Send one metric straight to the backend and report the outcome."""
+    from .config import create_backend
+    from .model import BUILTIN_KINDS, EVENT, Metric
+    from .redact import redact_url
+
+    tags = dict(_parse_tag(tag) for tag in raw_tags)
+    value = _parse_value(kind, raw_value)
+    metric = Metric.create(name, kind, value, tags, id_ if kind not in BUILTIN_KINDS else None)
+    backend = create_backend(url)
+    try:
+        backend.check(metric)
+        backend.send([metric])
+    except KanedaError:
+        raise
+    except Exception as error:  # noqa: BLE001 - reported to the user as a failure
+        print(f"kaneda: sending to {redact_url(url)} failed: "
+              f"{backend.redact(f'{type(error).__name__}: {error}')}", file=sys.stderr)
+        return 1
+    finally:
+        backend.close()
+    shown = value if kind != EVENT else repr(value)
+    print(f"sent {kind} {name}={shown} to {redact_url(url)}")
+    return 0
+
+
+def _parse_tag(raw: str) -> tuple[str, str]:
+    key, sep, value = raw.partition("=")
+    if not sep or not key:
+        raise KanedaError(f"--tag must look like KEY=VALUE, got {raw!r}")
+    return key, value
+
+
+def _parse_value(kind: str, raw: str) -> object:
+    from .model import COUNTER, EVENT, GAUGE, TIMING
+
+    if kind == EVENT:
+        return raw
+    if kind in (GAUGE, COUNTER, TIMING):
+        try:
+            return int(raw)
+        except ValueError:
+            try:
+                return float(raw)
+            except ValueError:
+                raise KanedaError(f"the value of a {kind} must be a number, got {raw!r}") from None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
