@@ -107,7 +107,11 @@ def _load(name: str) -> type[Backend]:
 
 
 def _load_error(name: str, entry_point: EntryPoint, error: BaseException) -> BackendLoadError:
-    distribution = _distribution_of(entry_point) or KNOWN_DISTRIBUTIONS.get(name, "its plugin")
+    # stevedore's cached entry points lack .dist; importlib.metadata's have it.
+    distribution = (
+        _distribution_of(_entry_points().get(name, entry_point))
+        or KNOWN_DISTRIBUTIONS.get(name, "its plugin")
+    )
     return BackendLoadError(
         f"The Kaneda backend {name!r} ({entry_point.value}) from {distribution} failed to "
         f"import: {type(error).__name__}: {error}. Reinstall or upgrade it: "
