@@ -18,7 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("backends", help="list installed backends and hook plugins")
 
     send = commands.add_parser("send", help="send one metric and wait until it is stored")
-    send.add_argument("url", help="backend URL, e.g. influxdb://localhost:8086/metrics or logger://")
+    send.add_argument(
+        "url", help="backend URL, e.g. influxdb://localhost:8086/metrics or logger://"
+    )
     send.add_argument("kind", help="gauge, counter, timing, event, or a custom metric name")
     send.add_argument("name", help="the metric's name, e.g. requests")
     send.add_argument("value", help="a number; the text of an event; JSON for a custom metric")
@@ -109,8 +111,11 @@ def send_command(
     except KanedaError:
         raise
     except Exception as error:  # noqa: BLE001 - reported to the user as a failure
-        print(f"kaneda: sending to {redact_url(url)} failed: "
-              f"{backend.redact(f'{type(error).__name__}: {error}')}", file=sys.stderr)
+        print(
+            f"kaneda: sending to {redact_url(url)} failed: "
+            f"{backend.redact(f'{type(error).__name__}: {error}')}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         backend.close()
@@ -145,10 +150,11 @@ def _parse_value(kind: str, raw: str) -> object:
         return raw
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
 
 
 if __name__ == "__main__":

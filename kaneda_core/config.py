@@ -21,7 +21,8 @@ DEFAULT_SETTINGS_MODULE = "kanedasettings"
 
 NOT_CONFIGURED = (
     "Kaneda has no backend configured. Either set the {url} environment variable "
-    "(for example {url}=logger:///tmp/metrics.jsonl or influxdb://user:pass@localhost:8086/metrics), "
+    "(for example {url}=logger:///tmp/metrics.jsonl or "
+    "{url}=influxdb://user:pass@localhost:8086/metrics), "
     "or create a settings module {module}.py (or name yours in {settings}) holding "
     "BACKEND = 'kaneda.backends.InfluxBackend' and its INFLUX_* parameters. "
     "You can also pass a backend: Metrics('logger') or connect('memory://')."
@@ -104,7 +105,7 @@ def backend_from_settings(backend: str | type, settings: ModuleType | object) ->
     if namespace:
         prefix = namespace + "_"
         params = {
-            key[len(prefix):].lower(): value
+            key[len(prefix) :].lower(): value
             for key, value in vars(settings).items()
             if key.startswith(prefix)
         }

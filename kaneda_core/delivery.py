@@ -112,8 +112,11 @@ class Delivery:
                     delay = self.retry.delay(attempt)
                     log.warning(
                         "Kaneda: %d metrics not delivered to %s (%s); retry %d in %.2fs",
-                        len(failed), type(self.backend).__name__, self.describe(error),
-                        attempt, delay,
+                        len(failed),
+                        type(self.backend).__name__,
+                        self.describe(error),
+                        attempt,
+                        delay,
                     )
                     self.count(retried=len(failed))
                     attempt += 1
@@ -159,7 +162,10 @@ class Delivery:
         """Log that ``metrics`` were lost (``what`` happened) and tell the failure hook."""
         log.error(
             "Kaneda: %d metrics %s to %s: %s",
-            len(metrics), what, type(self.backend).__name__, self.describe(error),
+            len(metrics),
+            what,
+            type(self.backend).__name__,
+            self.describe(error),
         )
         try:
             self._failed_hook(metrics=list(metrics), error=error, backend=self.backend)

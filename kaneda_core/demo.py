@@ -31,9 +31,11 @@ def run_demo(filename: str, requests: int = 2000, seed: int = 7) -> int:
                 metrics.event("http.error", f"{method} {route} failed", tags=tags)
             if route == "/checkout" and status == "200":
                 metrics.custom(
-                    "shop.order", "order",
+                    "shop.order",
+                    "order",
                     {"items": rng.randint(1, 5), "total": round(rng.uniform(5, 300), 2)},
-                    tags={"currency": "EUR"}, id_=f"order-{number}",
+                    tags={"currency": "EUR"},
+                    id_=f"order-{number}",
                 )
             if number % 100 == 0:
                 metrics.gauge("worker.queue_depth", rng.randint(0, 40), tags={"worker": "w1"})

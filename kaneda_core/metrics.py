@@ -19,7 +19,7 @@ from .model import (
     TIMING,
     Metric,
     Scalar,
-    Tags,
+    TagsInput,
     check_custom_value,
     check_id,
     check_kind,
@@ -65,7 +65,9 @@ class Metrics:
         exit_timeout: float = 5.0,
         retry: RetryPolicy | None = None,
     ) -> None:
-        _check_options(batch_size, flush_interval, max_buffer, overflow, block_timeout, exit_timeout)
+        _check_options(
+            batch_size, flush_interval, max_buffer, overflow, block_timeout, exit_timeout
+        )
         if backend is None:
             from .config import backend_from_environment
 
@@ -101,27 +103,27 @@ class Metrics:
 
     # -- reporting ---------------------------------------------------------------
 
-    def gauge(self, name: str, value: float, tags: Tags | None = None) -> None:
+    def gauge(self, name: str, value: float, tags: TagsInput | None = None) -> None:
         """Record the current value of something: ``metrics.gauge('queue.size', 13)``."""
         if type(value) is not int:
             check_number(value)
         self._report(name, GAUGE, value, tags, None)
 
-    def increment(self, name: str, tags: Tags | None = None) -> None:
+    def increment(self, name: str, tags: TagsInput | None = None) -> None:
         """Add one to a counter: ``metrics.increment('user.profile.views')``."""
         self._report(name, COUNTER, 1, tags, None)
 
-    def decrement(self, name: str, tags: Tags | None = None) -> None:
+    def decrement(self, name: str, tags: TagsInput | None = None) -> None:
         """Subtract one from a counter: ``metrics.decrement('hotel.occupation')``."""
         self._report(name, COUNTER, -1, tags, None)
 
-    def timing(self, name: str, value: float, tags: Tags | None = None) -> None:
+    def timing(self, name: str, value: float, tags: TagsInput | None = None) -> None:
         """Record a duration: ``metrics.timing('request_time', 0.25)`` (units are yours)."""
         if type(value) is not int:
             check_number(value)
         self._report(name, TIMING, value, tags, None)
 
-    def event(self, name: str, text: str, tags: Tags | None = None) -> None:
+    def event(self, name: str, text: str, tags: TagsInput | None = None) -> None:
         """Record something that happened: ``metrics.event('user.signup', 'New user')``."""
         if not isinstance(text, str):
             raise InvalidMetric(f"text of an event must be a string, got {text!r}")
@@ -132,7 +134,7 @@ class Metrics:
         name: str,
         metric: str,
         value: Any,
-        tags: Tags | None = None,
+        tags: TagsInput | None = None,
         id_: str | int | None = None,
     ) -> None:
         """Record a value of your own kind ``metric``: a number, a string or a dict of them.
@@ -167,7 +169,7 @@ class Metrics:
     # -- timing ------------------------------------------------------------------
 
     def timed(
-        self, name: str | None = None, tags: Tags | None = None, use_ms: bool | None = None
+        self, name: str | None = None, tags: TagsInput | None = None, use_ms: bool | None = None
     ) -> Timer:
         """Time a function (as a decorator) or a block (as a context manager).
 
@@ -181,7 +183,7 @@ class Metrics:
     # -- lifecycle ---------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> int:
-        """Deliver what is queued, waiting at most ``timeout`` seconds; returns how many are left."""
+        """Deliver what is queued, waiting at most ``timeout`` seconds; returns what is left."""
         return self._dispatcher.flush(timeout)
 
     def close(self, timeout: float | None = None) -> int:
@@ -216,7 +218,7 @@ class Timer:
     """What :meth:`Metrics.timed` returns: a decorator and a context manager."""
 
     def __init__(
-        self, metrics: Metrics, name: str | None, tags: Tags | None, use_ms: bool | None
+        self, metrics: Metrics, name: str | None, tags: TagsInput | None, use_ms: bool | None
     ) -> None:
         if name is not None:
             check_name(name)
@@ -228,7 +230,7 @@ class Timer:
 
     def report(self, elapsed: float, name: str | None = None) -> None:
         """Report ``elapsed`` seconds under this timer's name (or ``name``)."""
-        value: float = int(round(elapsed * 1000)) if self.use_ms else elapsed
+        value: float = round(elapsed * 1000) if self.use_ms else elapsed
         self.metrics.timing(cast(str, name or self.name), value, self.tags)
 
     def __call__(self, func: F) -> F:

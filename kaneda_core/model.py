@@ -7,8 +7,9 @@ every path (batched or not, any backend) refuses the same input with the same me
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from .errors import InvalidMetric
 
@@ -16,8 +17,11 @@ from .errors import InvalidMetric
 GAUGE, COUNTER, TIMING, EVENT = "gauge", "counter", "timing", "event"
 BUILTIN_KINDS = frozenset((GAUGE, COUNTER, TIMING, EVENT))
 
-Scalar = Union[str, int, float, bool]
-Tags = Union[dict[str, Scalar], list[str]]
+Scalar = str | int | float | bool
+#: Tags as a metric holds them: its own dict, or its own list.
+Tags = dict[str, Scalar] | list[str]
+#: Tags as a caller may give them.
+TagsInput = Mapping[str, Scalar] | Sequence[str]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MAX_DEPTH = 32
@@ -49,7 +53,7 @@ class Metric(NamedTuple):
         name: str,
         kind: str,
         value: Any,
-        tags: Tags | None = None,
+        tags: TagsInput | None = None,
         id: str | int | None = None,
         *,
         timestamp: datetime | None = None,
@@ -173,17 +177,15 @@ def check_tags(tags: object) -> None:
             if isinstance(item, (int, float)):
                 check_number(item, f"tags[{key!r}]")
                 continue
-            raise InvalidMetric(
-                f"tags[{key!r}] must be a string, number or bool, got {item!r}"
-            )
+            raise InvalidMetric(f"tags[{key!r}] must be a string, number or bool, got {item!r}")
     elif isinstance(tags, (list, tuple)):
         for item in tags:
             if not isinstance(item, str) or not item:
-                raise InvalidMetric(f"tags given as a list must hold non-empty strings, got {item!r}")
+                raise InvalidMetric(
+                    f"tags given as a list must hold non-empty strings, got {item!r}"
+                )
     else:
-        raise InvalidMetric(
-            f"tags must be a dict of scalars or a list of strings, got {tags!r}"
-        )
+        raise InvalidMetric(f"tags must be a dict of scalars or a list of strings, got {tags!r}")
 
 
 def copy_tags(tags: object) -> Tags:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import BackendLoadError, BackendNotFound
 
@@ -86,7 +86,7 @@ def _load(name: str) -> type[Backend]:
         failures.append((entry_point, error))
 
     try:
-        manager = driver.DriverManager(
+        manager: driver.DriverManager[Any] = driver.DriverManager(
             GROUP,
             name,
             invoke_on_load=False,
@@ -101,17 +101,15 @@ def _load(name: str) -> type[Backend]:
             f"No Kaneda backend named {name!r} is installed (installed: {installed})."
             + install_advice(name)
         ) from None
-    cls: type[Backend] = manager.driver
-    _check_is_backend(name, cls)
+    cls: type[Backend] = _check_is_backend(name, manager.driver)
     return cls
 
 
 def _load_error(name: str, entry_point: EntryPoint, error: BaseException) -> BackendLoadError:
     # stevedore's cached entry points lack .dist; importlib.metadata's have it.
-    distribution = (
-        _distribution_of(_entry_points().get(name, entry_point))
-        or KNOWN_DISTRIBUTIONS.get(name, "its plugin")
-    )
+    distribution = _distribution_of(
+        _entry_points().get(name, entry_point)
+    ) or KNOWN_DISTRIBUTIONS.get(name, "its plugin")
     return BackendLoadError(
         f"The Kaneda backend {name!r} ({entry_point.value}) from {distribution} failed to "
         f"import: {type(error).__name__}: {error}. Reinstall or upgrade it: "
@@ -119,14 +117,15 @@ def _load_error(name: str, entry_point: EntryPoint, error: BaseException) -> Bac
     )
 
 
-def _check_is_backend(name: str, cls: object) -> None:
+def _check_is_backend(name: str, cls: object) -> type[Backend]:
     from .backend import Backend
 
-    if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise BackendLoadError(
-            f"The entry point {name!r} in group {GROUP!r} names {cls!r}, "
-            "which is not a kaneda_core.Backend subclass"
-        )
+    if isinstance(cls, type) and issubclass(cls, Backend):
+        return cls
+    raise BackendLoadError(
+        f"The entry point {name!r} in group {GROUP!r} names {cls!r}, "
+        "which is not a kaneda_core.Backend subclass"
+    )
 
 
 def _distribution_of(entry_point: EntryPoint) -> str | None:
@@ -144,7 +143,8 @@ def available_backends() -> list[BackendInfo]:
     infos = []
     for name, entry_point in sorted(points.items()):
         aliases = tuple(
-            other for other, ep in sorted(points.items())
+            other
+            for other, ep in sorted(points.items())
             if other != name and ep.value == entry_point.value
         )
         dist = getattr(entry_point, "dist", None)

@@ -21,8 +21,19 @@ def test_backends_lists_installed_backends(capsys: pytest.CaptureFixture[str]) -
 
 def test_send_stores_the_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "m.jsonl"
-    status = main(["send", f"logger://{path}", "gauge", "queue.depth", "12.5",
-                   "--tag", "worker=w1", "--tag", "zone=a"])
+    status = main(
+        [
+            "send",
+            f"logger://{path}",
+            "gauge",
+            "queue.depth",
+            "12.5",
+            "--tag",
+            "worker=w1",
+            "--tag",
+            "zone=a",
+        ]
+    )
     assert status == 0
     record = json.loads(path.read_text())
     assert record["name"] == "queue.depth" and record["value"] == 12.5
@@ -61,7 +72,10 @@ def test_demo_writes_json_lines_and_summarizes(tmp_path: Path) -> None:
     path = tmp_path / "demo.jsonl"
     done = subprocess.run(
         [sys.executable, "-m", "kaneda_core", "demo", "--file", str(path), "--requests", "300"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     lines = path.read_text().splitlines()
     kinds = {json.loads(line)["metric"] for line in lines}

@@ -79,11 +79,13 @@ def test_kaneda_url_configures_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(Metrics().backend, MemoryBackend)
 
 
-def test_settings_module_configures_metrics(settings_module: Any, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_module_configures_metrics(
+    settings_module: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings_module(
         "kaneda_test_settings",
-        f"BACKEND = 'kaneda.backends.LoggerBackend'\nLOGGER_FILENAME = {str(tmp_path / 's.jsonl')!r}\n",
+        "BACKEND = 'kaneda.backends.LoggerBackend'\n"
+        f"LOGGER_FILENAME = {str(tmp_path / 's.jsonl')!r}\n",
     )
     monkeypatch.setenv("KANEDA_SETTINGS_MODULE", "kaneda_test_settings")
     metrics = Metrics()
@@ -91,15 +93,17 @@ def test_settings_module_configures_metrics(settings_module: Any, tmp_path: Path
     assert metrics.backend.filename == str(tmp_path / "s.jsonl")
 
 
-def test_settings_module_may_name_a_backend(settings_module: Any,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_module_may_name_a_backend(
+    settings_module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings_module("kaneda_named_settings", "BACKEND = 'memory'\n")
     monkeypatch.setenv("KANEDA_SETTINGS_MODULE", "kaneda_named_settings")
     assert isinstance(Metrics().backend, MemoryBackend)
 
 
-def test_kaneda_url_wins_over_settings(settings_module: Any,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kaneda_url_wins_over_settings(
+    settings_module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings_module("kaneda_loser_settings", "BACKEND = 'kaneda.backends.LoggerBackend'\n")
     monkeypatch.setenv("KANEDA_SETTINGS_MODULE", "kaneda_loser_settings")
     monkeypatch.setenv("KANEDA_URL", "memory://")
@@ -127,8 +131,10 @@ def test_a_named_settings_module_that_is_missing_is_an_error(
 
 @pytest.mark.parametrize(
     "url",
-    ["influxdb://admin:s3cr3t-pw@db.example:8086/metrics",
-     "elasticsearch+https://elastic:s3cr3t-pw@[::1]:9200/?index_name=k"],
+    [
+        "influxdb://admin:s3cr3t-pw@db.example:8086/metrics",
+        "elasticsearch+https://elastic:s3cr3t-pw@[::1]:9200/?index_name=k",
+    ],
 )
 def test_redact_url_hides_the_password(url: str) -> None:
     redacted = redact_url(url)

@@ -48,6 +48,11 @@ def from_json_line(line: str) -> Metric:
     record = json.loads(line)
     timestamp = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
     return Metric(
-        record["name"], record["metric"], record["value"], record["tags"],
-        timestamp, record["host"], record.get("id"),
+        record["name"],
+        record["metric"],
+        record["value"],
+        record["tags"],
+        timestamp,
+        record["host"],
+        record.get("id"),
     )

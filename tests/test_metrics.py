@@ -93,8 +93,13 @@ def test_a_non_backend_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("batch_size", 0), ("max_buffer", -1), ("flush_interval", 0), ("overflow", "explode"),
-     ("exit_timeout", -1)],
+    [
+        ("batch_size", 0),
+        ("max_buffer", -1),
+        ("flush_interval", 0),
+        ("overflow", "explode"),
+        ("exit_timeout", -1),
+    ],
 )
 def test_bad_options_are_refused_with_their_name(option: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match=option):
@@ -349,7 +354,10 @@ def test_flush_and_close_return_by_their_deadline_while_the_backend_hangs() -> N
 def test_a_full_buffer_drops_by_policy_and_says_so(policy: str, failures: object) -> None:
     backend = HangingBackend()
     metrics = Metrics(
-        backend, batch_size=1, max_buffer=5, overflow=policy,  # type: ignore[arg-type]
+        backend,
+        batch_size=1,
+        max_buffer=5,
+        overflow=policy,  # type: ignore[arg-type]
         block_timeout=0.01,
     )
     metrics.gauge("g", -1)  # taken by the worker, which then hangs
@@ -359,8 +367,11 @@ def test_a_full_buffer_drops_by_policy_and_says_so(policy: str, failures: object
     backend.release.set()
     metrics.close(10)
     stored = [m.value for m in backend.metrics]
-    expected = {"drop_oldest": [-1, 5, 6, 7, 8, 9], "drop_newest": [-1, 0, 1, 2, 3, 4],
-                "block": [-1, 0, 1, 2, 3, 4]}[policy]
+    expected = {
+        "drop_oldest": [-1, 5, 6, 7, 8, 9],
+        "drop_newest": [-1, 0, 1, 2, 3, 4],
+        "block": [-1, 0, 1, 2, 3, 4],
+    }[policy]
     assert stored == expected
     assert metrics.stats().dropped == 5
     dropped = [m.value for batch, _ in failures.failures for m in batch]  # type: ignore[attr-defined]

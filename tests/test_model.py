@@ -91,8 +91,12 @@ def test_create_refuses_a_naive_timestamp() -> None:
 # -- property: every method records exactly what it was given, or says why not -------
 
 scalars = st.one_of(
-    st.text(max_size=8), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
-    st.booleans(), st.none(), st.binary(max_size=3),
+    st.text(max_size=8),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.binary(max_size=3),
 )
 names = st.one_of(st.text(max_size=12), st.none(), st.integers())
 tags = st.one_of(
@@ -145,8 +149,12 @@ METHODS = ["gauge", "increment", "decrement", "timing", "event", "custom"]
 
 @settings(max_examples=400, deadline=None)
 @given(
-    method=st.sampled_from(METHODS), name=names, value=values, tags=tags,
-    kind=st.one_of(st.text(max_size=6), st.none()), batching=st.booleans(),
+    method=st.sampled_from(METHODS),
+    name=names,
+    value=values,
+    tags=tags,
+    kind=st.one_of(st.text(max_size=6), st.none()),
+    batching=st.booleans(),
 )
 def test_every_call_records_what_it_was_given_or_raises_invalid_metric(
     method: str, name: Any, value: Any, tags: Any, kind: Any, batching: bool
@@ -154,8 +162,12 @@ def test_every_call_records_what_it_was_given_or_raises_invalid_metric(
     backend = MemoryBackend()
     metrics = Metrics(backend, batching=batching, flush_interval=60)
     expected_kind, expected_value = {
-        "gauge": ("gauge", value), "increment": ("counter", 1), "decrement": ("counter", -1),
-        "timing": ("timing", value), "event": ("event", value), "custom": (kind, value),
+        "gauge": ("gauge", value),
+        "increment": ("counter", 1),
+        "decrement": ("counter", -1),
+        "timing": ("timing", value),
+        "event": ("event", value),
+        "custom": (kind, value),
     }[method]
     valid = isinstance(name, str) and bool(name) and _valid_tags(tags)
     if method in ("gauge", "timing"):
@@ -165,8 +177,12 @@ def test_every_call_records_what_it_was_given_or_raises_invalid_metric(
     elif method == "custom":
         valid = valid and isinstance(kind, str) and bool(kind) and _json_like(value)
     args: tuple[Any, ...] = {
-        "gauge": (name, value), "increment": (name,), "decrement": (name,),
-        "timing": (name, value), "event": (name, value), "custom": (name, kind, value),
+        "gauge": (name, value),
+        "increment": (name,),
+        "decrement": (name,),
+        "timing": (name, value),
+        "event": (name, value),
+        "custom": (name, kind, value),
     }[method]
     try:
         getattr(metrics, method)(*args, tags=tags)

@@ -17,11 +17,15 @@ def test_pip_install_dot_installs_the_core_and_no_storage_client(tmp_path: Path)
     python = env / "bin" / "python"
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", str(ROOT)],
-        check=True, timeout=600, cwd=tmp_path,
+        check=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     installed = subprocess.run(
         [str(python), "-m", "pip", "list", "--format=freeze"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.lower()
     names = {line.split("==")[0] for line in installed.splitlines()}
     assert "kaneda-core" in names

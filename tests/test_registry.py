@@ -31,7 +31,10 @@ def run_python(code: str, site: Path | None = None) -> dict[str, object]:
     prelude = f"import sys; sys.path[:0] = {env_path!r}\n"
     done = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -50,8 +53,12 @@ def test_an_unknown_name_lists_what_is_installed() -> None:
 
 @pytest.mark.parametrize(
     ("name", "distribution"),
-    [("influxdb", "kaneda-influx"), ("mongo", "kaneda-mongo"), ("rethinkdb", "kaneda-rethink"),
-     ("elasticsearch", "kaneda-elasticsearch")],
+    [
+        ("influxdb", "kaneda-influx"),
+        ("mongo", "kaneda-mongo"),
+        ("rethinkdb", "kaneda-rethink"),
+        ("elasticsearch", "kaneda-elasticsearch"),
+    ],
 )
 def test_a_known_but_missing_backend_says_what_to_install(
     name: str, distribution: str, monkeypatch: pytest.MonkeyPatch
@@ -59,9 +66,9 @@ def test_a_known_but_missing_backend_says_what_to_install(
     from kaneda_core import registry
 
     real = registry._entry_points
-    monkeypatch.setattr(registry, "_entry_points", lambda: {
-        k: v for k, v in real().items() if k != name
-    })
+    monkeypatch.setattr(
+        registry, "_entry_points", lambda: {k: v for k, v in real().items() if k != name}
+    )
     monkeypatch.setattr(registry, "_loaded", {})
     # stevedore reads entry points itself; hide the plugin from it too.
     from stevedore import driver
@@ -78,12 +85,14 @@ def test_a_known_but_missing_backend_says_what_to_install(
 
 def test_loading_one_backend_imports_no_other_plugin(tmp_path: Path) -> None:
     fake_distribution(
-        tmp_path, "kaneda-fake-a",
+        tmp_path,
+        "kaneda-fake-a",
         "[kaneda.backends]\nfake_a = kaneda_fake_a:A\n",
         "from kaneda_core.backends.memory import MemoryBackend\nclass A(MemoryBackend): pass\n",
     )
     fake_distribution(
-        tmp_path, "kaneda-fake-b",
+        tmp_path,
+        "kaneda-fake-b",
         "[kaneda.backends]\nfake_b = kaneda_fake_b:B\n",
         "raise RuntimeError('kaneda_fake_b must not be imported')\n",
     )
@@ -97,8 +106,8 @@ def test_loading_one_backend_imports_no_other_plugin(tmp_path: Path) -> None:
             'before': before,
             'class': cls.__name__,
             'b_imported': 'kaneda_fake_b' in sys.modules,
-            'plugins': sorted(m for m in sys.modules if m.startswith('kaneda_') and m != 'kaneda_core'
-                              and not m.startswith('kaneda_core.')),
+            'plugins': sorted(m for m in sys.modules if m.startswith('kaneda_')
+                              and m.partition('.')[0] != 'kaneda_core'),
         }))
         """,
         tmp_path,
@@ -111,7 +120,8 @@ def test_loading_one_backend_imports_no_other_plugin(tmp_path: Path) -> None:
 
 def test_a_broken_plugin_names_its_distribution_and_the_others_still_load(tmp_path: Path) -> None:
     fake_distribution(
-        tmp_path, "kaneda-broken",
+        tmp_path,
+        "kaneda-broken",
         "[kaneda.backends]\nbroken = kaneda_broken:Broken\n",
         "import a_module_that_does_not_exist\n",
     )
@@ -141,7 +151,8 @@ def test_a_broken_plugin_names_its_distribution_and_the_others_still_load(tmp_pa
 
 def test_an_entry_point_that_is_not_a_backend_is_refused(tmp_path: Path) -> None:
     fake_distribution(
-        tmp_path, "kaneda-notabackend",
+        tmp_path,
+        "kaneda-notabackend",
         "[kaneda.backends]\nodd = kaneda_notabackend:Odd\n",
         "class Odd: pass\n",
     )
@@ -157,9 +168,9 @@ def test_an_entry_point_that_is_not_a_backend_is_refused(tmp_path: Path) -> None
         """,
         tmp_path,
     )
-    assert str(result["error"]).startswith("BackendLoadError") and "not a kaneda_core.Backend" in str(
-        result["error"]
-    )
+    assert str(result["error"]).startswith(
+        "BackendLoadError"
+    ) and "not a kaneda_core.Backend" in str(result["error"])
 
 
 def test_available_backends_describes_each_installed_backend() -> None:

@@ -26,9 +26,19 @@ def installed_example() -> Iterator[None]:
         importlib.metadata.distribution("kaneda-example-plugin")
     except importlib.metadata.PackageNotFoundError:
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-             "--no-build-isolation", "-e", str(EXAMPLE)],
-            check=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "-e",
+                str(EXAMPLE),
+            ],
+            check=True,
+            timeout=300,
         )
         importlib.invalidate_caches()
         plugin_module._manager = None  # rescan the entry points on next use
@@ -83,7 +93,10 @@ def test_its_hooks_add_tags_filter_and_keep_failures(
 def test_listed_by_the_cli() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "kaneda_core", "backends"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert "kaneda_example.backend:CsvBackend" in done.stdout
     assert "kaneda-example-plugin" in done.stdout

@@ -39,8 +39,15 @@ class CsvBackend(Backend):
         writer = csv.writer(self._file)
         for m in batch:
             writer.writerow(
-                [m.timestamp.isoformat(), m.kind, m.name, json.dumps(m.value),
-                 json.dumps(m.tags), m.host, "" if m.id is None else m.id]
+                [
+                    m.timestamp.isoformat(),
+                    m.kind,
+                    m.name,
+                    json.dumps(m.value),
+                    json.dumps(m.tags),
+                    m.host,
+                    "" if m.id is None else m.id,
+                ]
             )
         self._file.flush()
 

@@ -42,8 +42,13 @@ def kaneda_batch_failed(metrics: Sequence[Metric], error: BaseException, backend
     with open(path, "a", encoding="utf-8") as dead_letter:
         for m in metrics:
             record = {
-                "timestamp": m.timestamp.isoformat(), "metric": m.kind, "name": m.name,
-                "value": m.value, "tags": m.tags, "id": m.id,
-                "backend": type(backend).__name__, "error": str(error),
+                "timestamp": m.timestamp.isoformat(),
+                "metric": m.kind,
+                "name": m.name,
+                "value": m.value,
+                "tags": m.tags,
+                "id": m.id,
+                "backend": type(backend).__name__,
+                "error": str(error),
             }
             dead_letter.write(json.dumps(record) + "\n")
