@@ -7,11 +7,9 @@ and the failure hook live here once.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import DeliveryError, KanedaError
 from .model import Metric, host_name, timestamp_from_ns
@@ -25,8 +23,7 @@ log = logging.getLogger("kaneda")
 Item = tuple[str, str, Any, Any, Any, int]
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(NamedTuple):
     """How often and how patiently a batch that failed for a transient reason is retried.
 
     Delays grow as ``initial_delay * multiplier ** n`` up to ``max_delay``, each with up
@@ -39,17 +36,14 @@ class RetryPolicy:
     multiplier: float = 2.0
     jitter: float = 0.5
 
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"attempts must be at least 1, got {self.attempts!r}")
-
     def delay(self, retry: int) -> float:
         """Seconds to wait before the ``retry``-th retry (1 for the first)."""
+        import random
+
         base = min(self.max_delay, self.initial_delay * self.multiplier ** (retry - 1))
-        return base * (1 + self.jitter * random.random())
+        return float(base * (1 + self.jitter * random.random()))
 
 
-@dataclass
 class Stats:
     """Counts of what happened to the metrics a ``Metrics`` accepted.
 
@@ -58,12 +52,32 @@ class Stats:
     ``kaneda_filter_metric`` hook. ``retried``: metric re-sends. ``queued``: waiting now.
     """
 
-    sent: int = 0
-    failed: int = 0
-    dropped: int = 0
-    filtered: int = 0
-    retried: int = 0
-    queued: int = 0
+    __slots__ = ("dropped", "failed", "filtered", "queued", "retried", "sent")
+
+    def __init__(
+        self, sent: int = 0, failed: int = 0, dropped: int = 0, filtered: int = 0,
+        retried: int = 0, queued: int = 0,
+    ) -> None:
+        self.sent = sent
+        self.failed = failed
+        self.dropped = dropped
+        self.filtered = filtered
+        self.retried = retried
+        self.queued = queued
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name."""
+        return {name: getattr(self, name) for name in _STAT_NAMES}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Stats) and self.as_dict() == other.as_dict()
+
+    def __repr__(self) -> str:
+        counters = ", ".join(f"{name}={value}" for name, value in self.as_dict().items())
+        return f"Stats({counters})"
+
+
+_STAT_NAMES = ("sent", "failed", "dropped", "filtered", "retried", "queued")
 
 
 class Delivery:

@@ -194,7 +194,7 @@ class Metrics:
         """A snapshot of the delivery counters: sent, failed, dropped, filtered, retried, queued."""
         counters = self._delivery.stats
         with self._delivery._lock:
-            snapshot = Stats(**vars(counters))
+            snapshot = Stats(**counters.as_dict())
         snapshot.queued = self._dispatcher.queued()
         return snapshot
 

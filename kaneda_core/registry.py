@@ -7,13 +7,13 @@ just the plugin asked for, so an application pays only for the backend it uses.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import BackendLoadError, BackendNotFound
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     from .backend import Backend
 
 GROUP = "kaneda.backends"
@@ -33,8 +33,7 @@ _loaded: dict[str, type[Backend]] = {}
 _lock = threading.Lock()
 
 
-@dataclass(frozen=True)
-class BackendInfo:
+class BackendInfo(NamedTuple):
     """What :func:`available_backends` knows of one installed backend."""
 
     name: str
@@ -47,6 +46,9 @@ class BackendInfo:
 
 
 def _entry_points() -> dict[str, EntryPoint]:
+    # Imported here: scanning metadata costs ~10 ms, paid when a backend is looked up.
+    from importlib.metadata import entry_points
+
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
