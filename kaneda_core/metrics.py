@@ -68,6 +68,8 @@ class Metrics:
         _check_options(
             batch_size, flush_interval, max_buffer, overflow, block_timeout, exit_timeout
         )
+        if retry is not None and (not isinstance(retry, RetryPolicy) or retry.attempts < 1):
+            raise ConfigurationError(f"retry must be a RetryPolicy with attempts >= 1, got {retry!r}")
         if backend is None:
             from .config import backend_from_environment
 
