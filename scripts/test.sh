@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The full test suite: installs the workspace (core, every plugin, the example plugin)
+# and the InfluxDB server the kaneda-influx tests start, then lint, types and tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+
+if ! command -v influxd >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing InfluxDB 1.x (Debian's influxdb) for the kaneda-influx tests..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb >/dev/null
+  else
+    echo "The kaneda-influx tests need InfluxDB 1.x: sudo apt-get install influxdb" >&2
+    exit 1
+  fi
+fi
+
+python3 -m ruff check .
+python3 -m ruff format --check .
+python3 -m mypy
+python3 -m pytest "$@"
