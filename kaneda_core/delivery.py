@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import DeliveryError, KanedaError
-from .model import Metric, host_name, timestamp_from_ns
+from .model import Metric, host_name
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -97,9 +98,16 @@ class Delivery:
     def to_metrics(self, items: Sequence[Item]) -> list[Metric]:
         """The metric records for queued items, host and timestamp filled in."""
         host = host_name()
-        make = Metric
-        stamp = timestamp_from_ns
-        return [make(n, k, v, t, stamp(ns), host, i) for n, k, v, t, i, ns in items]
+        # tuple.__new__ skips NamedTuple's Python-level __new__: the worker builds
+        # every metric, so this halves its cost per metric.
+        new = tuple.__new__
+        cls = Metric
+        stamp = datetime.fromtimestamp
+        utc = timezone.utc
+        return [
+            new(cls, (n, k, v, t, stamp(ns // 1000 / 1e6, utc), host, i))
+            for n, k, v, t, i, ns in items
+        ]
 
     def deliver(
         self, items: Sequence[Item], *, retry: bool, stop: threading.Event | None = None

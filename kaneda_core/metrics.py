@@ -9,8 +9,8 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from .backend import Backend
-from .delivery import Delivery, RetryPolicy, Stats
-from .dispatch import OVERFLOW_POLICIES, BatchingDispatcher, Overflow, SyncDispatcher
+from .delivery import Delivery, Item, RetryPolicy, Stats
+from .dispatch import OVERFLOW_POLICIES, BatchingDispatcher, Overflow, Submit, SyncDispatcher
 from .errors import ConfigurationError, InvalidMetric
 from .model import (
     COUNTER,
@@ -69,7 +69,7 @@ class Metrics:
             batch_size, flush_interval, max_buffer, overflow, block_timeout, exit_timeout
         )
         if retry is not None and (not isinstance(retry, RetryPolicy) or retry.attempts < 1):
-            raise ConfigurationError(f"retry must be a RetryPolicy with attempts >= 1, got {retry!r}")
+            raise ConfigurationError(f"retry must be a RetryPolicy, attempts >= 1; got {retry!r}")
         if backend is None:
             from .config import backend_from_environment
 
@@ -86,8 +86,6 @@ class Metrics:
         delivery = Delivery(backend, retry)
         self._delivery = delivery
         self._default_tags = _default_tags(backend)
-        # Only backends that refuse some metrics pay for a check at every call.
-        self._check = backend.check if type(backend).check is not Backend.check else None
         self._dispatcher: SyncDispatcher | BatchingDispatcher
         if batching:
             self._dispatcher = BatchingDispatcher(
@@ -102,6 +100,9 @@ class Metrics:
         else:
             self._dispatcher = SyncDispatcher(delivery)
         self._submit = self._dispatcher.submit
+        if type(backend).check is not Backend.check:
+            # Only backends that refuse some metrics pay for a check at every call.
+            self._submit = self._checked(self._submit)
 
     # -- reporting ---------------------------------------------------------------
 
@@ -113,7 +114,18 @@ class Metrics:
 
     def increment(self, name: str, tags: TagsInput | None = None) -> None:
         """Add one to a counter: ``metrics.increment('user.profile.views')``."""
-        self._report(name, COUNTER, 1, tags, None)
+        # The hottest call: _report's body inlined (a call costs as much as the checks).
+        if type(name) is not str or not name:
+            check_name(name)
+        if type(tags) is dict:
+            for key, item in tags.items():
+                if type(key) is not str or type(item) not in _PLAIN_TAG_TYPES or not key:
+                    tags = copy_tags(tags)
+                    break
+            tags = {**self._default_tags, **tags} if self._default_tags else tags.copy()
+        else:
+            tags = self._own_tags(tags)
+        self._submit((name, COUNTER, 1, tags, None, time_ns()))
 
     def decrement(self, name: str, tags: TagsInput | None = None) -> None:
         """Subtract one from a counter: ``metrics.decrement('hotel.occupation')``."""
@@ -153,20 +165,34 @@ class Metrics:
             check_name(name)
         # Validate and copy the tags in one pass; odd but valid values take the slow path.
         if type(tags) is dict:
-            plain = _PLAIN_TAG_TYPES
             for key, item in tags.items():
-                if type(key) is not str or not key or type(item) not in plain:
+                if type(key) is not str or type(item) not in _PLAIN_TAG_TYPES or not key:
                     tags = copy_tags(tags)
                     break
             tags = {**self._default_tags, **tags} if self._default_tags else tags.copy()
-        elif tags is None:
-            tags = dict(self._default_tags)
         else:
-            tags = copy_tags(tags)
-        item = (name, kind, value, tags, id_, time_ns())
-        if self._check is not None:
-            self._check(self._delivery.to_metrics((item,))[0])
-        self._submit(item)
+            tags = self._own_tags(tags)
+        self._submit((name, kind, value, tags, id_, time_ns()))
+
+    def _own_tags(self, tags: Any) -> Any:
+        """The metric's own copy of tags that are not a plain dict (None, a list, a subclass)."""
+        if tags is None:
+            return dict(self._default_tags)
+        tags = copy_tags(tags)
+        if type(tags) is dict and self._default_tags:
+            return {**self._default_tags, **tags}
+        return tags
+
+    def _checked(self, submit: Submit) -> Submit:
+        """``submit`` preceded by the backend's own check of each metric, at the call."""
+        check = self.backend.check
+        to_metrics = self._delivery.to_metrics
+
+        def checked_submit(item: Item) -> None:
+            check(to_metrics((item,))[0])
+            submit(item)
+
+        return checked_submit
 
     # -- timing ------------------------------------------------------------------
 

@@ -78,8 +78,12 @@ def now_ns() -> int:
 
 
 def timestamp_from_ns(ns: int) -> datetime:
-    """A UTC datetime for ``ns`` nanoseconds since the epoch, truncated to microseconds."""
-    return EPOCH + timedelta(microseconds=ns // 1000)
+    """A UTC datetime for ``ns`` nanoseconds since the epoch, truncated to microseconds.
+
+    Through a float for speed, yet exact: a double holds whole microseconds since the
+    epoch exactly, and ``fromtimestamp`` rounds the quotient back to that microsecond.
+    """
+    return datetime.fromtimestamp(ns // 1000 / 1e6, timezone.utc)
 
 
 def epoch_us(timestamp: datetime) -> int:

@@ -203,3 +203,14 @@ def test_every_call_records_what_it_was_given_or_raises_invalid_metric(
     expected_tags = {} if tags is None else tags
     assert metric.tags == expected_tags and metric.tags is not tags
     assert metric.host == host_name()
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800 * 10**9 - 1))
+def test_timestamps_keep_the_exact_microsecond(ns: int) -> None:
+    from datetime import timedelta
+
+    from kaneda_core.model import EPOCH, epoch_us, timestamp_from_ns
+
+    stamp = timestamp_from_ns(ns)
+    assert stamp == EPOCH + timedelta(microseconds=ns // 1000)
+    assert epoch_us(stamp) == ns // 1000

@@ -1,0 +1,207 @@
+"""What one tagged counter increment costs, next to the alternatives, in one run.
+
+    python3 bench/bench_hot_path.py            # prints a Markdown table
+
+Each row times ``N`` calls recording ``requests`` with tags route="/" and code="200",
+repeated; the table shows the median and best per-call time. kaneda's batching rows:
+"the call" is what the caller spends (validation, copy, timestamp, enqueue; the worker
+delivers between repeats); "call + worker" has the worker building metrics and
+delivering to the memory backend during the timing, sharing the GIL, so it is the
+whole cost per metric. "sync" delivers in the caller's thread. Installed hook plugins
+are blocked, so the rows measure the core alone. kaneda 1.0 is fetched from PyPI (``pip download kaneda==1.0``) into a
+cache folder and given a do-nothing backend. Also: ``import kaneda_core`` cumulative
+time from ``python -X importtime``, median of fresh interpreters.
+"""
+
+from __future__ import annotations
+
+import collections
+import platform
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+
+N = 100_000
+REPEAT = 9
+TAGS_LIST = ["route:/", "code:200"]
+CACHE = Path(tempfile.gettempdir()) / "kaneda-bench-cache"
+
+
+def per_call(stmt: Callable[[], object], setup: Callable[[], object] | None = None) -> list[float]:
+    """Per-call seconds for each repeat of N calls."""
+    times = []
+    for _ in range(REPEAT):
+        if setup:
+            setup()
+        times.append(timeit.timeit(stmt, number=N) / N)
+    return times
+
+
+def case_floor() -> list[float]:
+    queue: collections.deque[tuple[object, ...]] = collections.deque()
+    append = queue.append
+
+    def call() -> None:
+        append(("requests", 1, ("/", "200")))
+
+    return per_call(call, queue.clear)
+
+
+def without_hook_plugins() -> None:
+    """Block installed hook plugins (the example plugin's filter, say): measure the core."""
+    from kaneda_core.plugins import get_plugin_manager
+
+    manager = get_plugin_manager()
+    for name, _plugin in manager.list_name_plugin():
+        manager.set_blocked(name)
+
+
+def case_kaneda(batching: bool, worker_during_timing: bool = True) -> list[float]:
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    without_hook_plugins()
+    backend = MemoryBackend()
+    # With worker_during_timing False, batches are large enough that the worker only
+    # delivers between repeats: the time is the caller's alone.
+    batch = 1000 if worker_during_timing else 2 * N
+    interval = 1.0 if worker_during_timing else 3600
+    metrics = Metrics(
+        backend, batching=batching, max_buffer=10 * N, batch_size=batch, flush_interval=interval
+    )
+
+    def call() -> None:
+        metrics.increment("requests", tags={"route": "/", "code": "200"})
+
+    def setup() -> None:
+        metrics.flush()
+        backend.clear()
+
+    times = per_call(call, setup)
+    metrics.flush()
+    assert metrics.stats().sent == REPEAT * N and metrics.stats().dropped == 0
+    metrics.close()
+    return times
+
+
+def case_prometheus() -> list[float]:
+    from prometheus_client import CollectorRegistry, Counter
+
+    counter = Counter("requests", "requests", ["route", "code"], registry=CollectorRegistry())
+
+    def call() -> None:
+        counter.labels(route="/", code="200").inc()
+
+    return per_call(call)
+
+
+def case_opentelemetry() -> list[float]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    counter = provider.get_meter("bench").create_counter("requests")
+
+    def call() -> None:
+        counter.add(1, {"route": "/", "code": "200"})
+
+    return per_call(call)
+
+
+def case_dogstatsd(aggregation: bool) -> list[float]:
+    from datadog.dogstatsd.base import DogStatsd
+
+    client = DogStatsd(
+        host="127.0.0.1", port=9, disable_buffering=False, disable_aggregation=not aggregation,
+        disable_telemetry=True,
+    )
+
+    def call() -> None:
+        client.increment("requests", tags=TAGS_LIST)
+
+    times = per_call(call)
+    client.close_socket()
+    return times
+
+
+def kaneda_1_0() -> Path:
+    """kaneda 1.0's sources from PyPI, unpacked once into the cache folder."""
+    root = CACHE / "kaneda-1.0"
+    if not root.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "kaneda==1.0",
+             "-d", str(CACHE)], check=True,
+        )
+        with tarfile.open(CACHE / "kaneda-1.0.tar.gz") as archive:
+            archive.extractall(CACHE, filter="data")
+    return root
+
+
+def case_kaneda_1_0() -> list[float]:
+    script = f"""
+import sys, timeit, json
+sys.path.insert(0, {str(kaneda_1_0())!r})
+from kaneda import Metrics
+from kaneda.backends import BaseBackend
+class Nothing(BaseBackend):
+    def report(self, name, metric, value, tags, id_=None):
+        pass
+metrics = Metrics(backend=Nothing())
+call = lambda: metrics.increment("requests", tags={{"route": "/", "code": "200"}})
+print(json.dumps([timeit.timeit(call, number={N}) / {N} for _ in range({REPEAT})]))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    import json
+
+    return [float(x) for x in json.loads(out.stdout)]
+
+
+def import_time_ms(module: str, path: str | None = None, runs: int = 9) -> float:
+    """Median cumulative import time of ``module`` in fresh interpreters, in ms."""
+    results = []
+    code = f"import sys; sys.path.insert(0, {path!r}); import {module}" if path else f"import {module}"
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+            check=True,
+        )
+        for line in done.stderr.splitlines():
+            parts = [p.strip() for p in line.split("|")]
+            if len(parts) == 3 and parts[2] == module:
+                results.append(int(parts[1]) / 1000)
+    return statistics.median(results)
+
+
+def main() -> None:
+    cases: list[tuple[str, Callable[[], list[float]]]] = [
+        ("floor: deque.append of a tuple", case_floor),
+        ("**kaneda_core, batching: the call**", lambda: case_kaneda(True, False)),
+        ("kaneda_core, batching: call + worker delivering to memory", lambda: case_kaneda(True)),
+        ("kaneda_core, sync (memory backend)", lambda: case_kaneda(False)),
+        ("DogStatsD, client-side aggregation", lambda: case_dogstatsd(True)),
+        ("DogStatsD, buffered", lambda: case_dogstatsd(False)),
+        ("prometheus_client, labels().inc()", case_prometheus),
+        ("OpenTelemetry SDK, counter.add", case_opentelemetry),
+        ("kaneda 1.0, do-nothing backend", case_kaneda_1_0),
+    ]
+    print(f"Python {platform.python_version()}, {N:,} calls x {REPEAT} repeats\n")
+    print("| increment with two tags | median µs/call | best µs/call |")
+    print("|---|---:|---:|")
+    for label, case in cases:
+        times = case()
+        print(f"| {label} | {statistics.median(times) * 1e6:.2f} | {min(times) * 1e6:.2f} |")
+    print()
+    print("| import (python -X importtime, cumulative, median of 9) | ms |")
+    print("|---|---:|")
+    print(f"| import kaneda_core | {import_time_ms('kaneda_core'):.1f} |")
+    print(f"| import kaneda (1.0) | {import_time_ms('kaneda', str(kaneda_1_0())):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
