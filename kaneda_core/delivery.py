@@ -56,8 +56,13 @@ class Stats:
     __slots__ = ("dropped", "failed", "filtered", "queued", "retried", "sent")
 
     def __init__(
-        self, sent: int = 0, failed: int = 0, dropped: int = 0, filtered: int = 0,
-        retried: int = 0, queued: int = 0,
+        self,
+        sent: int = 0,
+        failed: int = 0,
+        dropped: int = 0,
+        filtered: int = 0,
+        retried: int = 0,
+        queued: int = 0,
     ) -> None:
         self.sent = sent
         self.failed = failed

@@ -122,7 +122,7 @@ class Metrics:
                 if type(key) is not str or type(item) not in _PLAIN_TAG_TYPES or not key:
                     tags = copy_tags(tags)
                     break
-            tags = {**self._default_tags, **tags} if self._default_tags else tags.copy()
+            tags = {**self._default_tags, **tags} if self._default_tags else tags.copy()  # type: ignore[dict-item]
         else:
             tags = self._own_tags(tags)
         self._submit((name, COUNTER, 1, tags, None, time_ns()))

@@ -18,7 +18,9 @@ class Recorder:
     from kaneda_core.hookspecs import hookimpl
 
     @hookimpl
-    def kaneda_batch_failed(self, metrics: list[object], error: BaseException, backend: object) -> None:
+    def kaneda_batch_failed(
+        self, metrics: list[object], error: BaseException, backend: object
+    ) -> None:
         self.failures.append((list(metrics), error))
 
 
