@@ -31,7 +31,7 @@ class RetryPolicy(NamedTuple):
     to ``jitter`` of itself added at random so that many processes do not retry in step.
     """
 
-    attempts: int = 5
+    attempts: int = 8
     initial_delay: float = 0.2
     max_delay: float = 10.0
     multiplier: float = 2.0
@@ -115,13 +115,21 @@ class Delivery:
         ]
 
     def deliver(
-        self, items: Sequence[Item], *, retry: bool, stop: threading.Event | None = None
-    ) -> None:
+        self,
+        items: Sequence[Item],
+        *,
+        retry: bool,
+        stop: threading.Event | None = None,
+        keep_transient: bool = False,
+    ) -> bool:
         """Send ``items`` as one batch; retry transient failures when ``retry`` is true.
 
-        ``stop``, once set, ends the waiting between retries early; the metrics still
-        pending then fail for good. Never raises: failures are logged, counted and
-        passed to the ``kaneda_batch_failed`` hook.
+        ``stop``, once set, ends the waiting between retries early. Metrics that still
+        fail for a transient reason after the retries (or at ``stop``) fail for good,
+        unless ``keep_transient`` is set: then this returns False and the caller keeps
+        the items to send again later (the disk buffer does). Otherwise it returns True:
+        the batch is settled. Never raises: failures are logged, counted and passed to
+        the ``kaneda_batch_failed`` hook.
         """
         metrics = self.to_metrics(items)
         if self._filter is not None:
@@ -134,8 +142,8 @@ class Delivery:
             except Exception as error:  # noqa: BLE001 - a backend failure must not escape
                 failed, retryable = self._classify(error, pending)
                 self.count(sent=len(pending) - len(failed))
-                may_retry = retry and retryable and attempt < self.retry.attempts
-                if may_retry and not (stop is not None and stop.is_set()):
+                stopping = stop is not None and stop.is_set()
+                if retry and retryable and attempt < self.retry.attempts and not stopping:
                     delay = self.retry.delay(attempt)
                     log.warning(
                         "Kaneda: %d metrics not delivered to %s (%s); retry %d in %.2fs",
@@ -150,11 +158,17 @@ class Delivery:
                     pending = failed
                     if stop is None or not stop.wait(delay):
                         continue
+                if retryable and keep_transient:
+                    log.warning(
+                        "Kaneda: %d metrics kept for later: %s", len(failed), self.describe(error)
+                    )
+                    return False
                 self.fail(failed, error)
-                return
+                return True
             else:
                 self.count(sent=len(pending))
-                return
+                return True
+        return True
 
     def _apply_filter(self, metrics: list[Metric]) -> list[Metric]:
         assert self._filter is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Mapping
 from time import perf_counter, time_ns
 from types import TracebackType
@@ -42,10 +43,12 @@ class Metrics:
     settings module says which. With ``batching=True`` (the default) a call validates
     its input and queues the metric; a background worker delivers batches of
     ``batch_size`` at least every ``flush_interval`` seconds, retrying transient
-    failures per ``retry``. At most ``max_buffer`` metrics wait; past that,
-    ``overflow`` decides (``drop_oldest``, ``drop_newest``, or ``block`` for up to
-    ``block_timeout`` seconds). At interpreter exit the queue gets ``exit_timeout``
-    seconds to drain. With ``batching=False`` each call delivers before returning.
+    failures per ``retry``. At most ``max_buffer`` metrics (and, if given, about
+    ``max_buffer_bytes`` of memory) wait; past that, ``overflow`` decides
+    (``drop_oldest``, ``drop_newest``, or ``block`` for up to ``block_timeout``
+    seconds). With ``buffer_path`` the queue is a SQLite file that keeps metrics across
+    a backend outage and a crash of the process, delivered at least once. At
+    interpreter exit the queue gets ``exit_timeout`` seconds to drain. With ``batching=False`` each call delivers before returning.
 
     A call raises :class:`InvalidMetric` for bad input, and never because the backend
     is down: delivery failures are logged, counted in :meth:`stats` and passed to the
@@ -60,6 +63,8 @@ class Metrics:
         batch_size: int = 1000,
         flush_interval: float = 1.0,
         max_buffer: int = 100_000,
+        max_buffer_bytes: int | None = None,
+        buffer_path: str | os.PathLike[str] | None = None,
         overflow: Overflow = "drop_oldest",
         block_timeout: float = 0.1,
         exit_timeout: float = 5.0,
@@ -87,12 +92,27 @@ class Metrics:
         self._delivery = delivery
         self._default_tags = _default_tags(backend)
         self._dispatcher: SyncDispatcher | BatchingDispatcher
+        if buffer_path is not None and not batching:
+            raise ConfigurationError("buffer_path needs batching=True")
+        if max_buffer_bytes is not None and (
+            not isinstance(max_buffer_bytes, int) or max_buffer_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_buffer_bytes must be a positive integer, got {max_buffer_bytes!r}"
+            )
         if batching:
+            disk = None
+            if buffer_path is not None:
+                from .disk_buffer import DiskBuffer
+
+                disk = DiskBuffer(os.fspath(buffer_path))
             self._dispatcher = BatchingDispatcher(
                 delivery,
                 batch_size=batch_size,
                 flush_interval=flush_interval,
                 max_buffer=max_buffer,
+                max_buffer_bytes=max_buffer_bytes,
+                disk=disk,
                 overflow=overflow,
                 block_timeout=block_timeout,
                 exit_timeout=exit_timeout,

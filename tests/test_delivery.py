@@ -1,0 +1,204 @@
+"""Delivery that loses nothing: the byte bound, the disk buffer, crashes and restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from kaneda_core import ConfigurationError, DeliveryError, Metric, Metrics, RetryPolicy
+from kaneda_core.backends import MemoryBackend
+
+FAST_RETRY = RetryPolicy(attempts=2, initial_delay=0.01, max_delay=0.02)
+
+
+class Switchable(MemoryBackend):
+    """A memory backend that can be taken down (every send raises a retryable error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        if self.down:
+            raise ConnectionRefusedError("down")
+        super().send(batch)
+
+
+def test_the_byte_bound_lowers_the_count_bound(failures: object) -> None:
+    backend = Switchable()
+    backend.down = True
+    metrics = Metrics(
+        backend,
+        batch_size=10,
+        flush_interval=0.01,
+        max_buffer=100_000,
+        max_buffer_bytes=20_000,
+        overflow="drop_newest",
+        retry=FAST_RETRY,
+    )
+    big = {f"tag{i}": "x" * 40 for i in range(8)}
+    for i in range(20):  # the worker measures these as it fails to deliver them
+        metrics.gauge("g", i, tags=big)
+    time.sleep(0.3)
+    for i in range(5000):
+        metrics.gauge("g", i, tags=big)
+    stats = metrics.stats()
+    assert stats.dropped > 4000, stats  # about 20 kB of ~1 kB metrics fit
+    assert stats.queued < 100
+    metrics.close(1)
+
+
+def test_disk_buffer_delivers_and_empties(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    path = tmp_path / "buffer.sqlite"
+    with Metrics(backend, buffer_path=path, batch_size=100) as metrics:
+        for i in range(250):
+            metrics.gauge("g", i, tags={"i": i})
+        metrics.custom("c", "order", {"total": 9.5}, id_="order-1")
+    assert sorted(m.value for m in backend.metrics if m.name == "g") == list(range(250))
+    ids = [m.id for m in backend.metrics]
+    assert "order-1" in ids and all(ids) and len(set(ids)) == len(ids)
+    assert metrics.stats().queued == 0
+    reopened = Metrics(MemoryBackend(), buffer_path=path)
+    assert reopened.stats().queued == 0
+    reopened.close()
+
+
+def test_disk_buffer_keeps_metrics_through_an_outage(tmp_path: Path) -> None:
+    backend = Switchable()
+    backend.down = True
+    metrics = Metrics(
+        backend,
+        buffer_path=tmp_path / "b.sqlite",
+        batch_size=50,
+        flush_interval=0.05,
+        retry=FAST_RETRY,
+    )
+    for i in range(300):
+        metrics.increment("c", tags={"i": i})
+    assert metrics.flush(0.5) == 300  # nothing delivered, nothing given up
+    assert metrics.stats().failed == 0
+    backend.down = False
+    assert metrics.flush(10) == 0
+    values = sorted(m.tags["i"] for m in backend.metrics)  # type: ignore[call-overload]
+    assert values == list(range(300))
+    metrics.close()
+
+
+def test_disk_buffer_survives_close_while_down_and_a_new_process_delivers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.sqlite"
+    backend = Switchable()
+    backend.down = True
+    metrics = Metrics(backend, buffer_path=path, retry=FAST_RETRY)
+    for i in range(40):
+        metrics.gauge("g", i)
+    assert metrics.close(timeout=1) == 40
+    later = MemoryBackend()
+    with Metrics(later, buffer_path=path) as again:
+        assert again.flush(10) == 0
+    assert sorted(m.value for m in later.metrics) == list(range(40))
+
+
+def test_disk_buffer_after_sigkill_delivers_everything_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    progress = tmp_path / "accepted.txt"
+    script = textwrap.dedent(f"""
+        import os, time
+        from kaneda_core import Metrics, Backend
+
+        class Never(Backend):
+            def send(self, batch):
+                time.sleep(3600)
+
+        metrics = Metrics(Never(), buffer_path={str(path)!r}, batch_size=100)
+        with open({str(progress)!r}, "w") as out:
+            for i in range(100000):
+                metrics.gauge("g", i)
+                out.write(f"{{i}}\\n")
+                out.flush()
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if progress.exists() and len(progress.read_text().splitlines()) > 2000:
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    accepted = len(progress.read_text().splitlines())
+    assert 2000 <= accepted < 100000
+    backend = MemoryBackend()
+    with Metrics(backend, buffer_path=path) as metrics:
+        metrics.flush(30)
+    values = [m.value for m in backend.metrics]
+    assert set(values) >= set(range(accepted))  # nothing accepted is lost
+    assert len({m.id for m in backend.metrics}) == len(values)  # every metric has its own id
+
+
+def test_disk_buffer_rows_of_a_live_process_are_not_taken(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    backend = Switchable()
+    backend.down = True
+    first = Metrics(backend, buffer_path=path, retry=FAST_RETRY)
+    first.gauge("mine", 1)
+    second_backend = MemoryBackend()
+    second = Metrics(second_backend, buffer_path=path)
+    second.gauge("theirs", 2)
+    second.flush(5)
+    assert [m.name for m in second_backend.metrics] == ["theirs"]
+    backend.down = False
+    first.flush(5)
+    assert [m.name for m in backend.metrics] == ["mine"]
+    first.close()
+    second.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_disk_buffer_after_fork_parent_and_child_each_deliver_their_own(tmp_path: Path) -> None:
+    out = tmp_path / "m.jsonl"
+    from kaneda_core import connect
+
+    metrics = connect(f"logger://{out}", buffer_path=tmp_path / "b.sqlite", flush_interval=60)
+    for i in range(50):
+        metrics.gauge("parent", i)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            metrics.gauge("child", 1)
+            os._exit(0 if metrics.flush(10) == 0 else 3)
+        finally:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    metrics.close(10)
+    names = [json.loads(line)["name"] for line in out.read_text().splitlines()]
+    assert names.count("parent") == 50 and names.count("child") == 1
+
+
+def test_buffer_path_needs_batching(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="buffer_path"):
+        Metrics(MemoryBackend(), batching=False, buffer_path=tmp_path / "x")
+
+
+def test_a_permanent_failure_leaves_the_disk_buffer(tmp_path: Path, failures: object) -> None:
+    class Refusing(MemoryBackend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            raise DeliveryError("400 bad request", retryable=False)
+
+    path = tmp_path / "b.sqlite"
+    with Metrics(Refusing(), buffer_path=path) as metrics:
+        metrics.gauge("g", 1)
+    assert metrics.stats().failed == 1
+    assert len(failures.failures) == 1  # type: ignore[attr-defined]
+    assert Metrics(MemoryBackend(), buffer_path=path).stats().queued == 0
