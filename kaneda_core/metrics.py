@@ -48,7 +48,8 @@ class Metrics:
     (``drop_oldest``, ``drop_newest``, or ``block`` for up to ``block_timeout``
     seconds). With ``buffer_path`` the queue is a SQLite file that keeps metrics across
     a backend outage and a crash of the process, delivered at least once. At
-    interpreter exit the queue gets ``exit_timeout`` seconds to drain. With ``batching=False`` each call delivers before returning.
+    interpreter exit the queue gets ``exit_timeout`` seconds to drain. With
+    ``batching=False`` each call delivers before returning.
 
     A call raises :class:`InvalidMetric` for bad input, and never because the backend
     is down: delivery failures are logged, counted in :meth:`stats` and passed to the
