@@ -1,0 +1,145 @@
+"""Kaneda metrics as InfluxDB 1.x line protocol, and the checks that keep it unambiguous.
+
+Schema, one point per metric:
+
+- measurement: the metric's kind (``gauge``, ``counter``, ``timing``, ``event``, or the
+  custom metric's name);
+- tags: ``name`` and ``host``, plus the caller's tags (values written as strings);
+- fields: ``value`` for a number (always a float: InfluxDB fixes a field's type, and a
+  gauge of 7 and one of 7.5 must both be stored) or a bool, ``text`` for an event's text
+  or a custom string, a custom dict's own keys (numbers as floats), and ``id`` when the
+  metric has one;
+- time: the metric's timestamp in microseconds (``precision=u``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kaneda_core import InvalidMetric, Metric
+from kaneda_core.model import EVENT, epoch_us
+
+RESERVED_TAGS = frozenset(("name", "host", "time"))
+RESERVED_FIELDS = frozenset(("value", "text", "id", "time"))
+
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
+_STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+def check(metric: Metric) -> None:
+    """Refuse, with advice, what InfluxDB cannot store or could misread."""
+    tags = metric.tags
+    if isinstance(tags, list):
+        raise InvalidMetric(
+            f"InfluxDB tags must be a dict, not a list: got tags={tags!r}. "
+            "Give each tag a key, e.g. tags={'from': 'login', 'to': 'edit_profile'}"
+        )
+    _check_identifier(metric.kind, "metric kind (the measurement)")
+    _check_identifier(metric.name, "name")
+    for key, value in tags.items():
+        if key in RESERVED_TAGS:
+            raise InvalidMetric(
+                f"tag {key!r} is reserved by kaneda-influx (it holds the metric's {key}): "
+                "rename the tag"
+            )
+        _check_identifier(key, "tag key")
+        text = tag_text(value)
+        if text == "":
+            raise InvalidMetric(
+                f"tags[{key!r}] is empty: InfluxDB drops empty tag values; leave the tag out"
+            )
+        _check_identifier(text, f"tags[{key!r}]")
+    value = metric.value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list, tuple)):
+                raise InvalidMetric(
+                    f"InfluxDB fields cannot hold a list or a nested dict: got "
+                    f"value[{key!r}]={item!r}. Flatten it into scalars, e.g. "
+                    "value={'start_time': 120, 'end_time': 230}"
+                )
+            if key in RESERVED_FIELDS:
+                raise InvalidMetric(f"value key {key!r} is reserved by kaneda-influx: rename it")
+            _check_identifier(key, "value key")
+            if isinstance(item, str):
+                _check_text(item, f"value[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        raise InvalidMetric(
+            f"InfluxDB cannot store a list as a value: got value={value!r}. "
+            "Use a dict of scalars instead, e.g. value={'start_time': 120, 'end_time': 230}"
+        )
+    elif isinstance(value, str):
+        _check_text(value, "text" if metric.kind == EVENT else "value")
+    if isinstance(metric.id, str):
+        _check_text(metric.id, "id_")
+
+
+def _check_identifier(text: str, field: str) -> None:
+    if "\n" in text or "\r" in text:
+        raise InvalidMetric(
+            f"{field} {text!r} contains a line break, which InfluxDB cannot store: remove it"
+        )
+    if text.endswith("\\"):
+        raise InvalidMetric(
+            f"{field} {text!r} ends with a backslash, which InfluxDB's line protocol "
+            "reads as an escape: remove it"
+        )
+
+
+def _check_text(text: str, field: str) -> None:
+    if "\n" in text or "\r" in text:
+        raise InvalidMetric(
+            f"{field} {text!r} contains a line break, which InfluxDB cannot store: "
+            "replace it (with ' / ' for instance)"
+        )
+
+
+def tag_text(value: Any) -> str:
+    """A tag value as InfluxDB stores it: a string (``true``/``false`` for bools)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _field(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(float(value))
+    return '"' + str(value).translate(_STRING_ESCAPES) + '"'
+
+
+def line(metric: Metric) -> str:
+    """One point of line protocol for ``metric`` (checked beforehand with :func:`check`)."""
+    tags = metric.tags
+    parts = [metric.kind.translate(_MEASUREMENT_ESCAPES)]
+    pairs = [("host", metric.host), ("name", metric.name)]
+    if tags:
+        pairs += [(k, tag_text(v)) for k, v in tags.items()]  # type: ignore[union-attr]
+        pairs.sort()
+    for key, text in pairs:
+        parts.append(f",{key.translate(_KEY_ESCAPES)}={text.translate(_KEY_ESCAPES)}")
+    parts.append(" ")
+    parts.append(",".join(_fields(metric)))
+    parts.append(f" {epoch_us(metric.timestamp)}")
+    return "".join(parts)
+
+
+def _fields(metric: Metric) -> Iterable[str]:
+    value = metric.value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{key.translate(_KEY_ESCAPES)}={_field(item)}"
+    elif isinstance(value, str):
+        yield f"text={_field(value)}"
+    else:
+        yield f"value={_field(value)}"
+    if metric.id is not None:
+        yield f"id={_field(str(metric.id))}"
+
+
+def lines(batch: Iterable[Metric]) -> str:
+    """Line protocol for a batch, one point per line."""
+    return "\n".join(map(line, batch))

@@ -1,0 +1,36 @@
+"""Fixtures: a throwaway InfluxDB server, a fresh database per test, reading points back."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from influx_server import InfluxServer, stored_metrics  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def influx_server() -> Iterator[InfluxServer]:
+    """One influxd for the session, on free loopback ports, deleted afterwards."""
+    server = InfluxServer()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def database(influx_server: InfluxServer) -> str:
+    """A database name of this test's own (not created: the backend does that)."""
+    return f"kaneda_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def read_points(influx_server: InfluxServer) -> Any:
+    """``read_points(db)``: every stored point as a Metric, through an InfluxQL query."""
+    return lambda db, server=influx_server: stored_metrics(server, db)
