@@ -14,11 +14,17 @@ Schema, one point per metric:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from kaneda_core import InvalidMetric, Metric
 from kaneda_core.model import EVENT, epoch_us
+
+# A backslash InfluxDB would take for an escape: at the end, or before , = space \ ".
+_AMBIGUOUS_BACKSLASH = re.compile(r'\\([, =\\"]|$)')
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 RESERVED_TAGS = frozenset(("name", "host", "time"))
 RESERVED_FIELDS = frozenset(("value", "text", "id", "time"))
@@ -37,6 +43,11 @@ def check(metric: Metric) -> None:
             "Give each tag a key, e.g. tags={'from': 'login', 'to': 'edit_profile'}"
         )
     _check_identifier(metric.kind, "metric kind (the measurement)")
+    if metric.kind.startswith("#"):
+        raise InvalidMetric(
+            f"metric kind {metric.kind!r} starts with '#', which InfluxDB reads as a comment "
+            "line: rename it"
+        )
     _check_identifier(metric.name, "name")
     for key, value in tags.items():
         if key in RESERVED_TAGS:
@@ -81,10 +92,16 @@ def _check_identifier(text: str, field: str) -> None:
         raise InvalidMetric(
             f"{field} {text!r} contains a line break, which InfluxDB cannot store: remove it"
         )
-    if text.endswith("\\"):
+    if _CONTROL.search(text):
         raise InvalidMetric(
-            f"{field} {text!r} ends with a backslash, which InfluxDB's line protocol "
-            "reads as an escape: remove it"
+            f"{field} {text!r} contains a control character (a tab, for one), which "
+            "InfluxDB's line protocol reads as whitespace: remove it"
+        )
+    if "\\" in text and _AMBIGUOUS_BACKSLASH.search(text):
+        raise InvalidMetric(
+            f"{field} {text!r} has a backslash at its end or before a space, comma, equals "
+            "sign, quote or backslash, which InfluxDB's line protocol reads as an escape: "
+            "remove it"
         )
 
 
