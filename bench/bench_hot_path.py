@@ -117,7 +117,10 @@ def case_dogstatsd(aggregation: bool) -> list[float]:
     from datadog.dogstatsd.base import DogStatsd
 
     client = DogStatsd(
-        host="127.0.0.1", port=9, disable_buffering=False, disable_aggregation=not aggregation,
+        host="127.0.0.1",
+        port=9,
+        disable_buffering=False,
+        disable_aggregation=not aggregation,
         disable_telemetry=True,
     )
 
@@ -135,8 +138,18 @@ def kaneda_1_0() -> Path:
     if not root.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "kaneda==1.0",
-             "-d", str(CACHE)], check=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "kaneda==1.0",
+                "-d",
+                str(CACHE),
+            ],
+            check=True,
         )
         with tarfile.open(CACHE / "kaneda-1.0.tar.gz") as archive:
             archive.extractall(CACHE, filter="data")
@@ -165,10 +178,14 @@ print(json.dumps([timeit.timeit(call, number={N}) / {N} for _ in range({REPEAT})
 def import_time_ms(module: str, path: str | None = None, runs: int = 9) -> float:
     """Median cumulative import time of ``module`` in fresh interpreters, in ms."""
     results = []
-    code = f"import sys; sys.path.insert(0, {path!r}); import {module}" if path else f"import {module}"
+    code = (
+        f"import sys; sys.path.insert(0, {path!r}); import {module}" if path else f"import {module}"
+    )
     for _ in range(runs):
         done = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+            [sys.executable, "-X", "importtime", "-c", code],
+            capture_output=True,
+            text=True,
             check=True,
         )
         for line in done.stderr.splitlines():

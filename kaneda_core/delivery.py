@@ -110,7 +110,7 @@ class Delivery:
         stamp = datetime.fromtimestamp
         utc = timezone.utc
         return [
-            new(cls, (n, k, v, t, stamp(ns // 1000 / 1e6, utc), host, i))
+            new(cls, (n, k, v, t, stamp(ns // 1000 / 1e6, utc), host, i, ns))
             for n, k, v, t, i, ns in items
         ]
 

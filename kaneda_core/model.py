@@ -34,9 +34,11 @@ class Metric(NamedTuple):
     ``kind`` is ``gauge``, ``counter``, ``timing``, ``event`` or the ``metric`` name of
     a custom report. ``tags`` is a dict of scalars (or, for backends that accept one, a
     list of strings); it is ``{}`` when none were given. ``timestamp`` is when the call
-    was made, in UTC, to the microsecond. ``host`` is this machine's name. ``id`` is the
-    caller's ``id_`` (or one Kaneda assigned), which backends that store ids use to
-    de-duplicate.
+    was made, in UTC, to the microsecond; ``time_ns`` is the same instant in nanoseconds
+    since the epoch, for stores that keep them (None when the metric was built from a
+    datetime alone; :attr:`epoch_ns` always answers). ``host`` is this machine's name.
+    ``id`` is the caller's ``id_`` (or one Kaneda assigned), which backends that store
+    ids use to de-duplicate.
     """
 
     name: str
@@ -46,6 +48,14 @@ class Metric(NamedTuple):
     timestamp: datetime
     host: str
     id: str | int | None = None
+    time_ns: int | None = None
+
+    @property
+    def epoch_ns(self) -> int:
+        """Nanoseconds since the epoch: ``time_ns``, or the timestamp's microseconds."""
+        if self.time_ns is not None:
+            return self.time_ns
+        return epoch_us(self.timestamp) * 1000
 
     @classmethod
     def create(
@@ -64,10 +74,13 @@ class Metric(NamedTuple):
         check_value(kind, value)
         check_id(id)
         if timestamp is None:
-            timestamp = timestamp_from_ns(now_ns())
+            ns = now_ns()
+            timestamp = timestamp_from_ns(ns)
         elif timestamp.tzinfo is None:
             raise InvalidMetric(f"timestamp must be timezone-aware (UTC), got {timestamp!r}")
-        return cls(name, kind, value, copy_tags(tags), timestamp, host_name(), id)
+        else:
+            ns = epoch_us(timestamp) * 1000
+        return cls(name, kind, value, copy_tags(tags), timestamp, host_name(), id, ns)
 
 
 def now_ns() -> int:

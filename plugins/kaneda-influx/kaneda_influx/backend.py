@@ -107,7 +107,7 @@ class InfluxBackend(Backend):
         line_protocol.check(metric)
 
     def send(self, batch: Sequence[Metric]) -> None:
-        """Write the batch in one request (``precision=u``), creating the database first."""
+        """Write the batch in one request (``precision=n``), creating the database first."""
         if not self._database_ready:
             self._create_database()
         body = line_protocol.lines(batch).encode("utf-8")
@@ -115,7 +115,7 @@ class InfluxBackend(Backend):
             self.client.request(
                 "write",
                 method="POST",
-                params={"db": self.database, "precision": "u"},
+                params={"db": self.database, "precision": "n"},
                 data=body,
                 expected_response_code=204,
                 headers={"Content-Type": "application/octet-stream"},

@@ -9,7 +9,7 @@ Schema, one point per metric:
   gauge of 7 and one of 7.5 must both be stored) or a bool, ``text`` for an event's text
   or a custom string, a custom dict's own keys (numbers as floats), and ``id`` when the
   metric has one;
-- time: the metric's timestamp in microseconds (``precision=u``).
+- time: the metric's timestamp in nanoseconds (``precision=n``), as taken at the call.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from kaneda_core.model import EVENT, epoch_us
 _AMBIGUOUS_BACKSLASH = re.compile(r'\\([, =\\"]|$)')
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_CACHE_SIZE = 10_000
+_checked_series: set[tuple[Any, ...]] = set()
+_series_prefixes: dict[tuple[Any, ...], str] = {}
 
 RESERVED_TAGS = frozenset(("name", "host", "time"))
 RESERVED_FIELDS = frozenset(("value", "text", "id", "time"))
@@ -42,13 +46,28 @@ def check(metric: Metric) -> None:
             f"InfluxDB tags must be a dict, not a list: got tags={tags!r}. "
             "Give each tag a key, e.g. tags={'from': 'login', 'to': 'edit_profile'}"
         )
-    _check_identifier(metric.kind, "metric kind (the measurement)")
-    if metric.kind.startswith("#"):
+    # Series (kind, name, tags) repeat: each is checked once, then remembered.
+    key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
+    if key not in _checked_series:
+        _check_series(metric.kind, metric.name, tags)
+        if len(_checked_series) >= _CACHE_SIZE:
+            _checked_series.clear()
+        _checked_series.add(key)
+    value = metric.value
+    if isinstance(value, (str, dict, list, tuple)):
+        _check_value(metric.kind, value)
+    if isinstance(metric.id, str):
+        _check_text(metric.id, "id_")
+
+
+def _check_series(kind: str, name: str, tags: dict[str, Any]) -> None:
+    _check_identifier(kind, "metric kind (the measurement)")
+    if kind.startswith("#"):
         raise InvalidMetric(
-            f"metric kind {metric.kind!r} starts with '#', which InfluxDB reads as a comment "
+            f"metric kind {kind!r} starts with '#', which InfluxDB reads as a comment "
             "line: rename it"
         )
-    _check_identifier(metric.name, "name")
+    _check_identifier(name, "name")
     for key, value in tags.items():
         if key in RESERVED_TAGS:
             raise InvalidMetric(
@@ -62,7 +81,9 @@ def check(metric: Metric) -> None:
                 f"tags[{key!r}] is empty: InfluxDB drops empty tag values; leave the tag out"
             )
         _check_identifier(text, f"tags[{key!r}]")
-    value = metric.value
+
+
+def _check_value(kind: str, value: Any) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, (dict, list, tuple)):
@@ -81,13 +102,13 @@ def check(metric: Metric) -> None:
             f"InfluxDB cannot store a list as a value: got value={value!r}. "
             "Use a dict of scalars instead, e.g. value={'start_time': 120, 'end_time': 230}"
         )
-    elif isinstance(value, str):
-        _check_text(value, "text" if metric.kind == EVENT else "value")
-    if isinstance(metric.id, str):
-        _check_text(metric.id, "id_")
+    else:
+        _check_text(value, "text" if kind == EVENT else "value")
 
 
 def _check_identifier(text: str, field: str) -> None:
+    if text.isprintable() and "\\" not in text:
+        return  # the common case: no control character, no backslash
     if "\n" in text or "\r" in text:
         raise InvalidMetric(
             f"{field} {text!r} contains a line break, which InfluxDB cannot store: remove it"
@@ -128,20 +149,52 @@ def _field(value: Any) -> str:
     return '"' + str(value).translate(_STRING_ESCAPES) + '"'
 
 
-def line(metric: Metric) -> str:
-    """One point of line protocol for ``metric`` (checked beforehand with :func:`check`)."""
+def series(metric: Metric) -> str:
+    """The escaped measurement and sorted tags of ``metric``: the start of its line."""
     tags = metric.tags
-    parts = [metric.kind.translate(_MEASUREMENT_ESCAPES)]
     pairs = [("host", metric.host), ("name", metric.name)]
     if tags:
         pairs += [(k, tag_text(v)) for k, v in tags.items()]  # type: ignore[union-attr]
         pairs.sort()
-    for key, text in pairs:
-        parts.append(f",{key.translate(_KEY_ESCAPES)}={text.translate(_KEY_ESCAPES)}")
-    parts.append(" ")
-    parts.append(",".join(_fields(metric)))
-    parts.append(f" {epoch_us(metric.timestamp)}")
-    return "".join(parts)
+    escaped = "".join(
+        f",{key.translate(_KEY_ESCAPES)}={text.translate(_KEY_ESCAPES)}" for key, text in pairs
+    )
+    return metric.kind.translate(_MEASUREMENT_ESCAPES) + escaped
+
+
+def line(metric: Metric) -> str:
+    """One point of line protocol for ``metric`` (checked beforehand with :func:`check`)."""
+    return lines((metric,))
+
+
+def lines(batch: Iterable[Metric]) -> str:
+    """Line protocol for a batch, one point per line, nanosecond timestamps."""
+    prefixes = _series_prefixes
+    out = []
+    append = out.append
+    for metric in batch:
+        tags = metric.tags
+        key = (
+            (metric.kind, metric.name, metric.host, *tags.items())  # type: ignore[union-attr]
+            if tags
+            else (metric.kind, metric.name, metric.host)
+        )
+        prefix = prefixes.get(key)
+        if prefix is None:
+            if len(prefixes) >= _CACHE_SIZE:
+                prefixes.clear()
+            prefix = prefixes[key] = series(metric)
+        value = metric.value
+        kind = type(value)
+        if (kind is float or kind is int) and metric.id is None:
+            fields = f"value={float(value)!r}"
+        else:
+            fields = ",".join(_fields(metric))
+        time_ns = metric.time_ns
+        if time_ns is None:
+            time_ns = epoch_us(metric.timestamp) * 1000
+        append(f"{prefix} {fields} {time_ns}")
+    return "\n".join(out)
 
 
 def _fields(metric: Metric) -> Iterable[str]:
@@ -155,8 +208,3 @@ def _fields(metric: Metric) -> Iterable[str]:
         yield f"value={_field(value)}"
     if metric.id is not None:
         yield f"id={_field(str(metric.id))}"
-
-
-def lines(batch: Iterable[Metric]) -> str:
-    """Line protocol for a batch, one point per line."""
-    return "\n".join(map(line, batch))

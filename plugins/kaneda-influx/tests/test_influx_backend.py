@@ -209,7 +209,7 @@ def test_one_request_per_batch(
         metrics.gauge("g", i)
     metrics.close()
     assert len(writes) == 3
-    assert all(w["params"]["precision"] == "u" for w in writes)
+    assert all(w["params"]["precision"] == "n" for w in writes)
     assert len(stored_metrics(influx_server, database)) == 6000
 
 

@@ -1,0 +1,163 @@
+"""Points per second into a real InfluxDB 1.x, side by side in one run.
+
+    python3 bench/bench_influx.py [--points 200000]
+
+Starts a throwaway influxd (Debian's ``influxdb`` package) on a free loopback port, then
+writes the same gauges, each with two tags, in four ways, each into a database of its
+own, and counts what was stored with ``SELECT count(*)``:
+
+- kaneda-influx: ``metrics.gauge(...)`` calls with batching on (batches of 5,000), timed
+  from the first call until ``flush()`` returns, calls included;
+- the raw ``influxdb`` client: ``write_points`` of point dicts, batches of 5,000 (the
+  dicts are built in the timed loop, as an application would);
+- pre-serialized line protocol POSTed to ``/write`` in batches of 5,000: the server's
+  ceiling, nothing left to do on the client;
+- kaneda 1.0 from PyPI (``pip download kaneda==1.0``), one point per call, in a
+  subprocess (fewer points: it does one HTTP request per metric).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins" / "kaneda-influx" / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_hot_path import kaneda_1_0, without_hook_plugins  # noqa: E402
+from influx_server import InfluxServer  # noqa: E402
+
+BATCH = 5000
+TAGS = {"route": "/checkout", "region": "eu-west-1"}
+
+
+def count(server: InfluxServer, database: str) -> int:
+    answer = server.query("SELECT count(value) FROM /.*/", db=database)
+    series = answer["results"][0].get("series", [])
+    return sum(s["values"][0][1] for s in series)
+
+
+def run_kaneda(server: InfluxServer, points: int) -> float:
+    from kaneda_influx import InfluxBackend
+
+    from kaneda_core import Metrics
+
+    without_hook_plugins()
+    backend = InfluxBackend("bench_kaneda", host="127.0.0.1", port=server.port, timeout=60)
+    metrics = Metrics(backend, batch_size=BATCH, max_buffer=points + 1)
+    metrics.gauge("warmup", 0)  # creates the database before the clock starts
+    metrics.flush()
+    gauge = metrics.gauge
+    started = time.perf_counter()
+    for i in range(points):
+        gauge("checkout.total", i, tags=TAGS)
+    metrics.flush()
+    elapsed = time.perf_counter() - started
+    metrics.close()
+    assert count(server, "bench_kaneda") == points + 1
+    return points / elapsed
+
+
+def run_raw_client(server: InfluxServer, points: int) -> float:
+    from influxdb import InfluxDBClient
+
+    client = InfluxDBClient("127.0.0.1", server.port, database="bench_raw", timeout=60)
+    client.create_database("bench_raw")
+    started = time.perf_counter()
+    base = time.time_ns() // 1000
+    batch = []
+    for i in range(points):
+        batch.append(
+            {
+                "measurement": "gauge",
+                "tags": {"name": "checkout.total", "host": "bench", **TAGS},
+                "time": base + i,  # distinct microseconds: points at one time would merge
+                "fields": {"value": float(i)},
+            }
+        )
+        if len(batch) == BATCH:
+            client.write_points(batch, time_precision="u", batch_size=BATCH)
+            batch = []
+    if batch:
+        client.write_points(batch, time_precision="u", batch_size=BATCH)
+    elapsed = time.perf_counter() - started
+    assert count(server, "bench_raw") == points
+    return points / elapsed
+
+
+def run_line_protocol(server: InfluxServer, points: int) -> float:
+    server.query("CREATE DATABASE bench_lines")
+    base = time.time_ns() // 1000
+    bodies = [
+        "\n".join(
+            f"gauge,host=bench,name=checkout.total,region=eu-west-1,route=/checkout "
+            f"value={float(i)} {base + i}"
+            for i in range(start, min(points, start + BATCH))
+        ).encode()
+        for start in range(0, points, BATCH)
+    ]
+    url = f"{server.url}/write?db=bench_lines&precision=u"
+    started = time.perf_counter()
+    for body in bodies:
+        urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST")).close()
+    elapsed = time.perf_counter() - started
+    assert count(server, "bench_lines") == points
+    return points / elapsed
+
+
+def run_kaneda_1_0(server: InfluxServer, points: int) -> float:
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(kaneda_1_0())!r})
+from kaneda import Metrics
+from kaneda.backends import InfluxBackend
+backend = InfluxBackend("bench_k10", host="127.0.0.1", port={server.port}, timeout=60)
+metrics = Metrics(backend=backend)
+started = time.perf_counter()
+for i in range({points}):
+    metrics.gauge("checkout.total", i, tags={TAGS!r})
+print({points} / (time.perf_counter() - started))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    stored = count(server, "bench_k10")
+    assert stored == points, f"kaneda 1.0 stored {stored} of {points}"
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--points", type=int, default=200_000)
+    parser.add_argument("--points-1-0", type=int, default=3000)
+    args = parser.parse_args()
+    server = InfluxServer()
+    server.start()
+    try:
+        rows = [
+            (
+                "pre-serialized line protocol, POST /write (server ceiling)",
+                run_line_protocol(server, args.points),
+            ),
+            ("**kaneda-influx**, metrics.gauge() calls, batching", run_kaneda(server, args.points)),
+            ("influxdb client, write_points", run_raw_client(server, args.points)),
+            ("kaneda 1.0, one point per call", run_kaneda_1_0(server, args.points_1_0)),
+        ]
+    finally:
+        server.destroy()
+    raw = rows[2][1]
+    print(
+        f"{args.points:,} points (kaneda 1.0: {args.points_1_0:,}), batches of {BATCH:,}, "
+        "each count checked by query\n"
+    )
+    print("| writer | points/s | vs raw client |")
+    print("|---|---:|---:|")
+    for label, rate in rows:
+        print(f"| {label} | {rate:,.0f} | {rate / raw:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
