@@ -72,7 +72,7 @@ def main() -> None:
     metrics.flush(0.2)  # the worker is now stuck in the first send
     latencies = []
     clock = time.perf_counter_ns
-    for i in range(args.calls):
+    for _ in range(args.calls):
         start = clock()
         metrics.increment("requests", tags={"route": "/", "code": "200"})
         latencies.append(clock() - start)

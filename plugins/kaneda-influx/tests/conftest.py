@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from influx_server import InfluxServer, stored_metrics  # noqa: E402
+from influx_server import InfluxServer, stored_metrics
 
 
 @pytest.fixture(scope="session")
