@@ -9,8 +9,9 @@ delivers between repeats); "call + worker" has the worker building metrics and
 delivering to the memory backend during the timing, sharing the GIL, so it is the
 whole cost per metric. "sync" delivers in the caller's thread. Installed hook plugins
 are blocked, so the rows measure the core alone. kaneda 1.0 is fetched from PyPI
-(``pip download kaneda==1.0``) into a cache folder and given a do-nothing backend. Also: ``import kaneda_core`` cumulative
-time from ``python -X importtime``, median of fresh interpreters.
+(``pip download kaneda==1.0``) into a cache folder and given a do-nothing backend.
+Also: ``import kaneda_core`` cumulative time from ``python -X importtime``, median of
+fresh interpreters.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from kaneda_core.backend import Backend
 from kaneda_core.errors import DeliveryError
@@ -19,11 +19,9 @@ class BaseBackend(Backend):
     backend's parameters in a settings module.
     """
 
-    settings_namespace: Any = None
+    settings_namespace: ClassVar[str | None] = None
 
-    def report(
-        self, name: str, metric: str, value: Any, tags: Any, id_: Any = None
-    ) -> Any:
+    def report(self, name: str, metric: str, value: Any, tags: Any, id_: Any = None) -> Any:
         """Store one metric. Subclasses implement it."""
         raise NotImplementedError(f"{type(self).__name__} must implement report()")
 
