@@ -170,7 +170,7 @@ def line(metric: Metric) -> str:
 def lines(batch: Iterable[Metric]) -> str:
     """Line protocol for a batch, one point per line, nanosecond timestamps."""
     prefixes = _series_prefixes
-    out = []
+    out: list[str] = []
     append = out.append
     for metric in batch:
         tags = metric.tags
