@@ -193,7 +193,8 @@ class BatchingDispatcher:
             # Bounded too: past this many, drops are counted but not passed to the hook.
             if len(self._dropped) < self.max_buffer:
                 self._dropped.append(item)
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
 
     # -- the worker ------------------------------------------------------------------
 

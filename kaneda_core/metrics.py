@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from time import perf_counter, time_ns
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -27,6 +28,7 @@ from .model import (
     check_name,
     check_number,
     copy_tags,
+    host_name,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -207,10 +209,16 @@ class Metrics:
     def _checked(self, submit: Submit) -> Submit:
         """``submit`` preceded by the backend's own check of each metric, at the call."""
         check = self.backend.check
-        to_metrics = self._delivery.to_metrics
+        new = tuple.__new__
+        stamp = datetime.fromtimestamp
+        utc = timezone.utc
+        host = host_name()
 
         def checked_submit(item: Item) -> None:
-            check(to_metrics((item,))[0])
+            name, kind, value, tags, id_, ns = item
+            check(
+                new(Metric, (name, kind, value, tags, stamp(ns // 1000 / 1e6, utc), host, id_, ns))
+            )
             submit(item)
 
         return checked_submit
