@@ -78,7 +78,7 @@ def load_backend(name: str) -> type[Backend]:
     return _loaded[name]
 
 
-def _load(name: str) -> type[Backend]:
+def _load(name: str, *, fresh: bool = False) -> type[Backend]:
     from stevedore import driver
     from stevedore.exception import NoMatches
 
@@ -98,6 +98,10 @@ def _load(name: str) -> type[Backend]:
         if failures:
             entry_point, error = failures[0]
             raise _load_error(name, entry_point, error) from error
+        if not fresh and name in _entry_points():
+            # Installed after stevedore cached this process's entry points: forget them.
+            _forget_stevedore_cache()
+            return _load(name, fresh=True)
         installed = ", ".join(installed_names()) or "none"
         raise BackendNotFound(
             f"No Kaneda backend named {name!r} is installed (installed: {installed})."
@@ -105,6 +109,15 @@ def _load(name: str) -> type[Backend]:
         ) from None
     cls: type[Backend] = _check_is_backend(name, manager.driver)
     return cls
+
+
+def _forget_stevedore_cache() -> None:
+    from stevedore import _cache, extension
+
+    extension.ExtensionManager.ENTRY_POINT_CACHE.pop(GROUP, None)
+    internal = getattr(getattr(_cache, "_c", None), "_internal", None)
+    if isinstance(internal, dict):
+        internal.clear()
 
 
 def _load_error(name: str, entry_point: EntryPoint, error: BaseException) -> BackendLoadError:

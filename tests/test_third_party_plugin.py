@@ -33,7 +33,6 @@ def installed_example() -> Iterator[None]:
                 "install",
                 "--quiet",
                 "--no-deps",
-                "--no-build-isolation",
                 "-e",
                 str(EXAMPLE),
             ],
