@@ -241,11 +241,7 @@ def test_import_class_of_an_installed_plugin_is_the_plugin_class() -> None:
 
 def test_get_object_from_settings_builds_from_namespaced_settings() -> None:
     settings = settings_module(DUMMY_PREFIX="p.", DUMMY_FAIL_ON="x", OTHER_THING=1)
-    backend = (
-        get_object_from_settings("tests_dummy_path", settings)
-        if False
-        else (get_object_from_settings(DummyBackend, settings))
-    )
+    backend = get_object_from_settings(DummyBackend, settings)
     assert (backend.prefix, backend.fail_on) == ("p.", "x")
 
 
