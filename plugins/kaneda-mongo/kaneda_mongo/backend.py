@@ -1,0 +1,279 @@
+"""``MongoBackend``: one ``insert_many`` per batch, optionally into a time-series collection."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from pymongo import MongoClient
+from pymongo.errors import (
+    BulkWriteError,
+    CollectionInvalid,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+)
+
+from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
+from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
+from kaneda_core.redact import redact_text, redact_url
+
+DUPLICATE_KEY = 11000
+AUTH_FAILED = 18
+UNAUTHORIZED = 13
+GRANULARITIES = ("seconds", "minutes", "hours")
+
+#: Query options of a Kaneda URL that are the backend's, not the MongoDB driver's.
+_OWN_OPTIONS = ("collection_name", "timeout", "time_series", "granularity")
+
+
+class MongoBackend(Backend):
+    """MongoDB backend.
+
+    :param db_name: name of the MongoDB database.
+    :param collection_name: name of the collection metrics are stored in.
+    :param client: a ``pymongo.MongoClient`` to use instead of building one.
+    :param connection_url: ``mongodb://localhost:27017/`` (or ``mongodb+srv://``).
+    :param host: server host.
+    :param port: server port.
+    :param timeout: server selection timeout, in milliseconds.
+    :param time_series: create the collection as a time-series collection (MongoDB 5.0+)
+        if it does not exist.
+    :param granularity: the time-series granularity: seconds, minutes or hours.
+
+    The client connects lazily: constructing the backend never waits for a server.
+    """
+
+    settings_namespace = "MONGO"
+
+    def __init__(
+        self,
+        db_name: str,
+        collection_name: str,
+        client: MongoClient[Any] | None = None,
+        connection_url: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        timeout: int = 300,
+        *,
+        time_series: bool = False,
+        granularity: str = "seconds",
+    ) -> None:
+        for field, value in (("db_name", db_name), ("collection_name", collection_name)):
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(f"{field} must be a non-empty string, got {value!r}")
+        if granularity not in GRANULARITIES:
+            raise ConfigurationError(
+                f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
+            )
+        self._password: str | None = None
+        if client is not None:
+            if not isinstance(client, MongoClient):
+                raise ImproperlyConfigured(
+                    '"client" parameter is not an instance of MongoClient client.'
+                )
+            self.client = client
+        elif connection_url:
+            self._password = urlsplit(connection_url).password
+            self.client = MongoClient(
+                connection_url, serverSelectionTimeoutMS=timeout, connect=False, tz_aware=True
+            )
+        else:
+            self.client = MongoClient(
+                host=host,
+                port=port,
+                serverSelectionTimeoutMS=timeout,
+                connect=False,
+                tz_aware=True,
+            )
+        self.db_name = db_name
+        self.collection_name = collection_name
+        self.time_series = time_series
+        self.granularity = granularity
+        self.collection = self.client[db_name][collection_name]
+        self._ready = not time_series
+        self._setup_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> MongoBackend:
+        """``mongodb://user:pw@host:27017/db?collection_name=metrics`` (``mongodb+srv://`` too).
+
+        ``collection_name``, ``timeout``, ``time_series`` and ``granularity`` are Kaneda's;
+        the other query options (``authSource``, ``replicaSet``, ``tls`` ...) go to pymongo.
+        """
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        own = {k: v for k, v in query if k in _OWN_OPTIONS}
+        driver_query = urlencode([(k, v) for k, v in query if k not in _OWN_OPTIONS])
+        scheme = "mongodb+srv" if "srv" in parts.scheme.lower().split("+") else "mongodb"
+        connection_url = urlunsplit((scheme, parts.netloc, parts.path, driver_query, ""))
+        options: dict[str, Any] = {"connection_url": connection_url}
+        db_name = unquote(parts.path).strip("/")
+        if db_name:
+            options["db_name"] = db_name
+        if "collection_name" in own:
+            options["collection_name"] = own["collection_name"]
+        if "timeout" in own:
+            options["timeout"] = _number(own["timeout"], "timeout", url)
+        if "time_series" in own:
+            options["time_series"] = own["time_series"].lower() in ("1", "true", "yes", "on")
+        if "granularity" in own:
+            options["granularity"] = own["granularity"]
+        options.update(overrides)
+        for needed in ("db_name", "collection_name"):
+            if needed not in options:
+                raise ConfigurationError(
+                    f"{redact_url(url)} names no {needed}: use "
+                    "mongodb://host:27017/<db_name>?collection_name=<collection>"
+                )
+        return cls(**options)
+
+    def check(self, metric: Metric) -> None:
+        """Refuse keys MongoDB would read as operators or paths (``$x``, ``a.b``)."""
+        if isinstance(metric.value, dict):
+            _check_keys(metric.value, "value")
+        if isinstance(metric.tags, dict):
+            _check_keys(metric.tags, "tags")
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        """Insert the batch with one unordered ``insert_many``."""
+        if not self._ready:
+            self._create_time_series()
+        documents = [self.document(metric) for metric in batch]
+        try:
+            self.collection.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            self._raise_for_write_errors(batch, error)
+        except PyMongoError as error:
+            raise self._delivery_error(error) from None
+
+    def document(self, metric: Metric) -> dict[str, Any]:
+        """The document stored for ``metric``."""
+        if self.time_series:
+            document: dict[str, Any] = {
+                "timestamp": metric.timestamp,
+                "meta": {
+                    "name": metric.name,
+                    "metric": metric.kind,
+                    "host": metric.host,
+                    "tags": metric.tags,
+                },
+                "value": metric.value,
+            }
+        else:
+            document = {
+                "timestamp": metric.timestamp,
+                "metric": metric.kind,
+                "name": metric.name,
+                "value": metric.value,
+                "tags": metric.tags,
+                "host": metric.host,
+            }
+        if metric.id is not None:
+            document["_id"] = metric.id
+        return document
+
+    def _raise_for_write_errors(self, batch: Sequence[Metric], error: BulkWriteError) -> None:
+        failed = []
+        reasons = []
+        for write_error in error.details.get("writeErrors", []):
+            metric = batch[write_error["index"]]
+            if write_error.get("code") == DUPLICATE_KEY and metric.id is not None:
+                continue  # stored by an earlier attempt of this batch: delivered
+            failed.append(metric)
+            reasons.append(f"{write_error.get('code')}: {write_error.get('errmsg')}")
+        concern = error.details.get("writeConcernErrors") or []
+        if concern:
+            raise DeliveryError(
+                f"MongoDB write concern failed for {self._where()}: {concern[0].get('errmsg')}",
+                retryable=True,
+            )
+        if failed:
+            raise DeliveryError(
+                f"MongoDB refused {len(failed)} documents in {self._where()}: "
+                + self.redact("; ".join(sorted(set(reasons)))),
+                retryable=False,
+                metrics=failed,
+            )
+
+    def _create_time_series(self) -> None:
+        with self._setup_lock:
+            if self._ready:
+                return
+            try:
+                version = self.client.server_info().get("versionArray", [0])
+                if list(version[:2]) < [5, 0]:
+                    raise DeliveryError(
+                        f"time-series collections need MongoDB 5.0 or later; the server runs "
+                        f"{'.'.join(map(str, version[:3]))}. Use time_series=False",
+                        retryable=False,
+                    )
+                database = self.client[self.db_name]
+                if self.collection_name not in database.list_collection_names():
+                    database.create_collection(
+                        self.collection_name,
+                        timeseries={
+                            "timeField": "timestamp",
+                            "metaField": "meta",
+                            "granularity": self.granularity,
+                        },
+                    )
+            except CollectionInvalid:
+                pass  # created meanwhile by another process
+            except PyMongoError as error:
+                raise self._delivery_error(error) from None
+            self._ready = True
+
+    def _delivery_error(self, error: PyMongoError) -> DeliveryError:
+        detail = self.redact(f"{type(error).__name__}: {error}")
+        if isinstance(error, OperationFailure) and error.code in (AUTH_FAILED, UNAUTHORIZED):
+            return DeliveryError(
+                f"MongoDB refused the credentials or the permission for {self._where()} "
+                f"({error.code}): check the user, password and authSource",
+                retryable=False,
+            )
+        retryable = isinstance(error, ConnectionFailure) or error.has_error_label(
+            "RetryableWriteError"
+        )
+        doing = "unreachable" if isinstance(error, ConnectionFailure) else "failed"
+        return DeliveryError(f"MongoDB {doing} for {self._where()}: {detail}", retryable=retryable)
+
+    def _where(self) -> str:
+        return f"{self.db_name}.{self.collection_name}"
+
+    def redact(self, text: str) -> str:
+        """``text`` with the connection password masked."""
+        return redact_text(text, self._password)
+
+    def close(self) -> None:
+        """Close the client (connections and monitors)."""
+        self.client.close()
+
+    def __repr__(self) -> str:
+        return f"<MongoBackend {self._where()}>"
+
+
+def _check_keys(mapping: dict[str, Any], field: str) -> None:
+    for key, item in mapping.items():
+        if key.startswith("$") or "." in key:
+            raise InvalidMetric(
+                f"{field} key {key!r} starts with '$' or contains '.', which MongoDB reads "
+                "as an operator or a path: rename it (e.g. with '_')"
+            )
+        if isinstance(item, dict):
+            _check_keys(item, f"{field}[{key!r}]")
+        elif isinstance(item, list):
+            for element in item:
+                if isinstance(element, dict):
+                    _check_keys(element, f"{field}[{key!r}]")
+
+
+def _number(raw: str, field: str, url: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{field}={raw!r} in {redact_url(url)} is not a whole number of milliseconds"
+        ) from None

@@ -1,0 +1,45 @@
+"""Helpers shared by the kaneda-mongo tests (on sys.path through conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timezone
+from typing import Any
+
+from kaneda_core import Metric
+
+
+def real_server_url() -> str | None:
+    """The real MongoDB the opt-in suite runs against, from KANEDA_TEST_MONGO_URL."""
+    return os.environ.get("KANEDA_TEST_MONGO_URL")
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stored_metrics(collection: Any) -> list[Metric]:
+    """Every document of ``collection`` read back as a Metric."""
+    metrics = []
+    for document in collection.find():
+        meta = document.get("meta")
+        source = meta if meta is not None else document
+        timestamp = document["timestamp"]
+        if timestamp.tzinfo is None:
+            timestamp = timestamp.replace(tzinfo=timezone.utc)
+        identifier = document["_id"] if isinstance(document["_id"], (str, int)) else None
+        metrics.append(
+            Metric(
+                source["name"],
+                source["metric"],
+                document["value"],
+                source["tags"],
+                timestamp,
+                source["host"],
+                identifier,
+            )
+        )
+    return metrics
