@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from influxdb import InfluxDBClient
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
-from requests.exceptions import RequestException
+from influxdb.line_protocol import quote_ident
+from requests.exceptions import RequestException, SSLError
 
 from kaneda_core import Backend, DeliveryError, Metric
 from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
-from kaneda_core.redact import MASK, redact_text
+from kaneda_core.redact import MASK, redact_text, redact_url
 
 from . import line_protocol
 
 log = logging.getLogger("kaneda.influx")
+
+_DROPPED = re.compile(r"dropped=(\d+)")
 
 
 class InfluxBackend(Backend):
@@ -67,11 +71,7 @@ class InfluxBackend(Backend):
             self.client = client
             self._password = getattr(client, "_password", None)
         elif connection_url:
-            # One attempt per request: the dispatcher retries, with backoff.
-            self.client = InfluxDBClient.from_dsn(
-                _client_dsn(connection_url), timeout=timeout, retries=1, verify_ssl=verify_ssl
-            )
-            self._password = urlsplit(connection_url).password
+            self.client, self._password = _client_for_url(connection_url, timeout, verify_ssl)
         else:
             self.client = InfluxDBClient(
                 host=host or "localhost",
@@ -97,8 +97,7 @@ class InfluxBackend(Backend):
         options.update(overrides)
         if "database" not in options:
             raise ConfigurationError(
-                f"{redact_text(url, parts.password)} names no database: "
-                "use influxdb://host:8086/<database>"
+                f"{redact_url(url)} names no database: use influxdb://host:8086/<database>"
             )
         return cls(**options)
 
@@ -107,23 +106,76 @@ class InfluxBackend(Backend):
         line_protocol.check(metric)
 
     def send(self, batch: Sequence[Metric]) -> None:
-        """Write the batch in one request (``precision=n``), creating the database first."""
+        """Write the batch in one request (``precision=n``), creating the database first.
+
+        A batch larger than the server's ``max-body-size`` (413) is written in halves.
+        When InfluxDB stores part of a batch and drops the rest (a field type conflict),
+        the error names the dropped metrics if they can be told apart.
+        """
         if not self._database_ready:
             self._create_database()
-        body = line_protocol.lines(batch).encode("utf-8")
         try:
-            self.client.request(
-                "write",
-                method="POST",
-                params={"db": self.database, "precision": "n"},
-                data=body,
-                expected_response_code=204,
-                headers={"Content-Type": "application/octet-stream"},
-            )
-        except Exception as error:  # noqa: BLE001 - translated below
-            if isinstance(error, InfluxDBClientError) and error.code == 404:
+            self._write(line_protocol.lines(batch).encode("utf-8"))
+        except InfluxDBClientError as error:
+            if error.code == 413 and len(batch) > 1:
+                half = len(batch) // 2
+                self.send(batch[:half])
+                self.send(batch[half:])
+                return
+            if error.code == 404:
                 self._database_ready = False  # dropped meanwhile: create it again next time
+            failed = self._dropped(batch, error) if error.code == 400 else None
+            raise self._delivery_error("writing", error, failed) from None
+        except Exception as error:  # noqa: BLE001 - translated below
             raise self._delivery_error("writing", error) from None
+
+    def _write(self, body: bytes) -> None:
+        self.client.request(
+            "write",
+            method="POST",
+            params={"db": self.database, "precision": "n"},
+            data=body,
+            expected_response_code=204,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def _dropped(self, batch: Sequence[Metric], error: InfluxDBClientError) -> list[Metric] | None:
+        """The metrics of ``batch`` a partial write dropped, or None when unsure.
+
+        InfluxDB stores the points it can and reports only the first field type
+        conflict and a count (``dropped=N``). The field types now stored tell which of
+        our points were refused; the answer is trusted only if it matches the count.
+        """
+        found = _DROPPED.search(str(error))
+        if not found or "partial write" not in str(error):
+            return None
+        try:
+            stored = self._field_types({metric.kind for metric in batch})
+        except Exception as query_error:  # noqa: BLE001 - best effort: all failed, then
+            log.debug("kaneda-influx: cannot read field types: %s", self.redact(str(query_error)))
+            return None
+        dropped = [
+            metric
+            for metric in batch
+            if any(
+                kind not in stored.get((metric.kind, key), ())
+                for key, kind in line_protocol.field_types(metric)
+            )
+        ]
+        return dropped if len(dropped) == int(found.group(1)) else None
+
+    def _field_types(self, measurements: set[str]) -> dict[tuple[str, str], set[str]]:
+        """``{(measurement, field): {types}}`` from ``SHOW FIELD KEYS``."""
+        names = ", ".join(quote_ident(name) for name in sorted(measurements))
+        result = self.client.query(
+            f"SHOW FIELD KEYS ON {quote_ident(self.database)} FROM {names}",
+            database=self.database,
+        )
+        types: dict[tuple[str, str], set[str]] = {}
+        for (measurement, _), rows in result.items():
+            for row in rows:
+                types.setdefault((measurement, row["fieldKey"]), set()).add(row["fieldType"])
+        return types
 
     def _create_database(self) -> None:
         with self._setup_lock:
@@ -144,7 +196,9 @@ class InfluxBackend(Backend):
                 raise self._delivery_error("creating the database", error) from None
             self._database_ready = True
 
-    def _delivery_error(self, doing: str, error: Exception) -> DeliveryError:
+    def _delivery_error(
+        self, doing: str, error: Exception, failed: Sequence[Metric] | None = None
+    ) -> DeliveryError:
         where = f"InfluxDB at {self.client._host}:{self.client._port} (database {self.database!r})"
         detail = self.redact(f"{type(error).__name__}: {error}")
         if isinstance(error, InfluxDBServerError):
@@ -169,17 +223,43 @@ class InfluxBackend(Backend):
                     f'while {doing}); create it as an admin: CREATE DATABASE "{self.database}"'
                 )
                 return DeliveryError(message, retryable=True)
-            return DeliveryError(
-                f"{where} refused the batch while {doing} ({code}): {detail}",
-                retryable=code in (408, 429),
+            if failed is not None:
+                return DeliveryError(
+                    f"{where} stored part of the batch and dropped {len(failed)} metrics "
+                    f"({code}): {detail}",
+                    retryable=False,
+                    metrics=failed,
+                )
+            if "HTTP request to an HTTPS server" in detail:
+                message = (
+                    f"{where} serves HTTPS only ({code} while {doing}): use an "
+                    "https+influxdb:// URL"
+                )
+                return DeliveryError(message, retryable=False)
+            if "partial write" in detail:
+                message = (
+                    f"{where} stored part of the batch and dropped the rest ({code}): {detail}"
+                )
+            else:
+                message = f"{where} refused the batch while {doing} ({code}): {detail}"
+            return DeliveryError(message, retryable=code in (408, 429))
+        if isinstance(error, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(error):
+            # Retrying cannot help: the certificate will not change by itself.
+            message = (
+                f"{where}: the server's TLS certificate did not verify while {doing}: "
+                f"{detail}. Give the server a certificate your system trusts, or pass "
+                "verify_ssl=False (?verify_ssl=false in a URL) for a self-signed one"
             )
+            return DeliveryError(message, retryable=False)
         if isinstance(error, (RequestException, OSError)):
             return DeliveryError(f"{where} unreachable while {doing}: {detail}", retryable=True)
         return DeliveryError(f"{where} failed {doing}: {detail}", retryable=False)
 
     def redact(self, text: str) -> str:
-        """``text`` with the password masked."""
-        return redact_text(text, self._password)
+        """``text`` with the password masked (as given, and as a URL would escape it)."""
+        if not self._password:
+            return text
+        return redact_text(text, self._password, quote(self._password, safe=""))
 
     def close(self) -> None:
         """Close the client's HTTP session (a client you passed in is closed too)."""
@@ -190,9 +270,41 @@ class InfluxBackend(Backend):
         return f"<InfluxBackend {user}{self.client._host}:{self.client._port}/{self.database}>"
 
 
-def _client_dsn(url: str) -> str:
-    """The influxdb client's spelling of a Kaneda URL: ``https+influxdb://``, no query."""
-    scheme, rest = url.split("://", 1)
-    parts = {part.lower() for part in scheme.split("+")}
-    scheme = "https+influxdb" if "https" in parts else "influxdb"
-    return f"{scheme}://{rest.split('?', 1)[0]}"
+def _client_for_url(
+    url: str, timeout: float, verify_ssl: bool
+) -> tuple[InfluxDBClient, str | None]:
+    """A client for ``influxdb://user:pw@host:port/db`` (``https+influxdb://`` for TLS).
+
+    Parsed here rather than by ``InfluxDBClient.from_dsn``, which keeps percent-escapes
+    in the credentials (a password ``p@ss`` written ``p%40ss`` would be refused).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise ConfigurationError(
+            f"{redact_url(url)} is not a valid InfluxDB URL: {error}"
+        ) from None
+    transport = {part for part in parts.scheme.lower().split("+")}
+    if not transport & {"influxdb", "influx"} or transport - {
+        "influxdb",
+        "influx",
+        "https",
+        "http",
+    }:
+        raise ConfigurationError(
+            f"{redact_url(url)} is not an InfluxDB URL: use influxdb://user:password@host:8086/db "
+            "(https+influxdb:// for TLS)"
+        )
+    password = unquote(parts.password) if parts.password is not None else None
+    client = InfluxDBClient(
+        host=parts.hostname or "localhost",
+        port=port or 8086,
+        username=unquote(parts.username) if parts.username else None,
+        password=password,
+        ssl="https" in transport,
+        verify_ssl=verify_ssl,
+        timeout=timeout,
+        retries=1,  # one attempt per request: the dispatcher retries, with backoff
+    )
+    return client, password

@@ -85,6 +85,11 @@ def _check_series(kind: str, name: str, tags: dict[str, Any]) -> None:
 
 def _check_value(kind: str, value: Any) -> None:
     if isinstance(value, dict):
+        if not value:
+            raise InvalidMetric(
+                "InfluxDB cannot store a point without fields: got value={}. Give at least "
+                "one, e.g. value={'start_time': 120, 'end_time': 230}"
+            )
         for key, item in value.items():
             if isinstance(item, (dict, list, tuple)):
                 raise InvalidMetric(
@@ -138,6 +143,8 @@ def tag_text(value: Any) -> str:
     """A tag value as InfluxDB stores it: a string (``true``/``false`` for bools)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if value == 0 and isinstance(value, float):
+        return "0.0"  # not "-0.0": equal keys must give one series (see lines())
     return str(value)
 
 
@@ -174,8 +181,10 @@ def lines(batch: Iterable[Metric]) -> str:
     append = out.append
     for metric in batch:
         tags = metric.tags
+        # The value types are part of the key: True == 1 == 1.0, yet their tags read
+        # "true", "1" and "1.0".
         key = (
-            (metric.kind, metric.name, metric.host, *tags.items())  # type: ignore[union-attr]
+            (metric.kind, metric.name, metric.host, *tags.items(), *map(type, tags.values()))  # type: ignore[union-attr]
             if tags
             else (metric.kind, metric.name, metric.host)
         )
@@ -197,9 +206,34 @@ def lines(batch: Iterable[Metric]) -> str:
     return "\n".join(out)
 
 
+def field_types(metric: Metric) -> Iterable[tuple[str, str]]:
+    """``(field key, InfluxDB type)`` of each field :func:`lines` writes for ``metric``."""
+    value = metric.value
+    items = value.items() if isinstance(value, dict) else [(_scalar_key(value), value)]
+    for key, item in items:
+        yield (
+            key,
+            _TYPE_NAMES.get(type(item), "float" if isinstance(item, (int, float)) else "string"),
+        )
+    if metric.id is not None:
+        yield "id", "string"
+
+
+def _scalar_key(value: Any) -> str:
+    return "text" if isinstance(value, str) else "value"
+
+
+_TYPE_NAMES = {bool: "boolean", str: "string", int: "float", float: "float"}
+
+
 def _fields(metric: Metric) -> Iterable[str]:
     value = metric.value
     if isinstance(value, dict):
+        if not value:
+            raise InvalidMetric(
+                "InfluxDB cannot store a point without fields: got value={}. Give at least "
+                "one, e.g. value={'start_time': 120, 'end_time': 230}"
+            )
         for key, item in value.items():
             yield f"{key.translate(_KEY_ESCAPES)}={_field(item)}"
     elif isinstance(value, str):

@@ -3,13 +3,15 @@
 Importable from the tests (``conftest.py`` puts this folder on ``sys.path``) and from
 ``bench/``. The server binds loopback ports of its own, keeps its data in a temporary
 folder, and can be stopped and started again on the same port and data (the fault tests
-do). ``auth_enabled=True`` turns on authentication with an admin user.
+do). ``auth_enabled=True`` turns on authentication with an admin user; ``tls=True`` serves
+HTTPS with a self-signed certificate (``openssl`` makes it).
 """
 
 from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -18,6 +20,7 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from kaneda_core import Metric
 
@@ -27,7 +30,14 @@ ADMIN = ("admin", "admin-s3cret")
 class InfluxServer:
     """One ``influxd`` process with its own config, ports and data folder."""
 
-    def __init__(self, *, auth_enabled: bool = False, root: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        auth_enabled: bool = False,
+        tls: bool = False,
+        max_body_size: int = 0,
+        root: Path | None = None,
+    ) -> None:
         binary = shutil.which("influxd")
         if binary is None:
             raise RuntimeError(
@@ -36,12 +46,27 @@ class InfluxServer:
             )
         self.binary = binary
         self.auth_enabled = auth_enabled
+        self.tls = tls
+        self.max_body_size = max_body_size
         self.root = root or Path(tempfile.mkdtemp(prefix="kaneda-influxd-"))
         self.port = free_port()
         self.rpc_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.config = self.root / "influxdb.conf"
+        if tls:
+            self._make_certificate()
         self.config.write_text(self._config_text())
+
+    def _make_certificate(self) -> None:
+        key, cert = str(self.root / "key.pem"), str(self.root / "cert.pem")
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+                *("-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert),
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def _config_text(self) -> str:
         return f"""
@@ -63,7 +88,10 @@ bind-address = "127.0.0.1:{self.rpc_port}"
   bind-address = "127.0.0.1:{self.port}"
   auth-enabled = {"true" if self.auth_enabled else "false"}
   log-enabled = false
-  max-body-size = 0
+  max-body-size = {self.max_body_size}
+  https-enabled = {"true" if self.tls else "false"}
+  https-certificate = "{self.root}/cert.pem"
+  https-private-key = "{self.root}/key.pem"
 [logging]
   level = "error"
 [continuous_queries]
@@ -74,8 +102,16 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:<port>`` (``https://`` with ``tls``)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def _open(self, request: urllib.request.Request | str, timeout: float) -> Any:
+        context = None
+        if self.tls:  # the certificate is self-signed: the tests trust it blindly
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return urllib.request.urlopen(request, timeout=timeout, context=context)
 
     def start(self, timeout: float = 30) -> None:
         """Start influxd and wait until it answers /ping."""
@@ -91,7 +127,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
                     + (self.root / "influxd.log").read_text()[-2000:]
                 )
             try:
-                urllib.request.urlopen(f"{self.url}/ping", timeout=1).close()
+                self._open(f"{self.url}/ping", timeout=1).close()
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.05)
                 continue
@@ -139,7 +175,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         if credentials:
             token = base64.b64encode(":".join(credentials).encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with self._open(request, timeout=30) as response:
             return json.loads(response.read())  # type: ignore[no-any-return]
 
 

@@ -175,6 +175,26 @@ def test_group_by_name_and_host_and_filter_by_tag(
     assert counts == {"requests": 5, "logins": 1}
 
 
+def test_equal_tag_values_of_different_types_keep_their_own_text(
+    influx_server: InfluxServer, database: str
+) -> None:
+    backend = fresh(influx_server, database)
+    # True == 1 == 1.0 in Python, yet they are three different tag values.
+    for value, shard in enumerate([True, 1, 1.0, "1", False, 0, 0.0, -0.0]):
+        backend.send([Metric.create("g", "gauge", value, {"shard": shard})])
+    stored = {m.value: m.tags["shard"] for m in stored_metrics(influx_server, database)}  # type: ignore[call-overload]
+    assert stored == {
+        0.0: "true",
+        1.0: "1",
+        2.0: "1.0",
+        3.0: "1",
+        4.0: "false",
+        5.0: "0",
+        6.0: "0.0",
+        7.0: "0.0",
+    }
+
+
 def test_timestamps_keep_microseconds(influx_server: InfluxServer, database: str) -> None:
     when = datetime(2025, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc)
     backend = fresh(influx_server, database)
@@ -235,6 +255,7 @@ def test_one_request_per_batch(
             lambda m: m.custom("zone.search", metric="query_time", value=[120, 230]),
             "dict of scalars",
         ),
+        (lambda m: m.custom("zone.search", metric="query_time", value={}), "at least one"),
         (lambda m: m.increment("x", tags={"host": "other"}), "reserved"),
         (lambda m: m.increment("x", tags={"user": ""}), "leave the tag out"),
         (lambda m: m.increment("line\nbreak"), "line break"),

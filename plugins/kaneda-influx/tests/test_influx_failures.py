@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from influx_server import ADMIN, InfluxServer, free_port, stored_metrics
@@ -135,6 +136,22 @@ def test_a_refused_point_is_a_permanent_failure(influx_server: InfluxServer, dat
     with pytest.raises(DeliveryError) as caught:  # same field, now a string: type conflict
         backend.send([Metric.create("g", "shape", {"size": "big"})])
     assert not caught.value.retryable and "400" in str(caught.value)
+
+
+def test_credentials_escaped_in_a_url_are_unescaped(
+    auth_server: InfluxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    password = "p@ss:w/rd%?#"
+    auth_server.query(f"CREATE USER odd WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
+    database = f"escaped_{uuid.uuid4().hex[:6]}"
+    escaped = quote(password, safe="")
+    url = f"influxdb://odd:{escaped}@127.0.0.1:{auth_server.port}/{database}?timeout=5"
+    with connect(url) as metrics:
+        metrics.gauge("g", 4)
+        assert escaped not in repr(metrics.backend) and password not in repr(metrics.backend)
+        assert metrics.backend.redact(f"{escaped} {password}") == "*** ***"
+    assert [m.value for m in stored_metrics(auth_server, database)] == [4.0]
+    assert escaped not in caplog.text and password not in caplog.text
 
 
 def test_secrets_stay_out_of_the_repr() -> None:

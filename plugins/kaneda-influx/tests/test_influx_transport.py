@@ -1,0 +1,153 @@
+"""TLS, request size limits and partial writes, against real InfluxDB servers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from influx_server import InfluxServer, stored_metrics
+from kaneda_influx import InfluxBackend
+
+from kaneda_core import DeliveryError, Metric, Metrics, RetryPolicy, connect
+
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+
+FAST = RetryPolicy(attempts=2, initial_delay=0.01, max_delay=0.02)
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[InfluxServer]:
+    """An InfluxDB serving HTTPS with a self-signed certificate."""
+    server = InfluxServer(tls=True)
+    server.start()
+    yield server
+    server.destroy()
+
+
+def test_https_url_against_a_tls_server(tls_server: InfluxServer, database: str) -> None:
+    url = f"https+influxdb://127.0.0.1:{tls_server.port}/{database}?verify_ssl=false&timeout=5"
+    with connect(url) as metrics:
+        metrics.gauge("secure", 1.5, tags={"via": "tls"})
+    [metric] = stored_metrics(tls_server, database)
+    assert (metric.name, metric.value, metric.tags) == ("secure", 1.5, {"via": "tls"})
+
+
+def test_connection_url_parameter_against_a_tls_server(
+    tls_server: InfluxServer, database: str
+) -> None:
+    backend = InfluxBackend(
+        database,
+        connection_url=f"influxdb+https://127.0.0.1:{tls_server.port}/{database}",
+        timeout=5,
+        verify_ssl=False,
+    )
+    backend.send([Metric.create("c", "counter", 1)])
+    assert [m.value for m in stored_metrics(tls_server, database)] == [1.0]
+
+
+def test_an_unverifiable_certificate_is_not_retried_and_says_what_to_do(
+    tls_server: InfluxServer, database: str
+) -> None:
+    backend = InfluxBackend(
+        database, connection_url=f"https+influxdb://127.0.0.1:{tls_server.port}/x", timeout=5
+    )
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("c", "counter", 1)])
+    assert not caught.value.retryable
+    assert "certificate did not verify" in str(caught.value)
+    assert "verify_ssl=False" in str(caught.value)
+
+
+def test_plain_http_to_a_tls_server_says_to_use_https(tls_server: InfluxServer) -> None:
+    backend = InfluxBackend("db", host="127.0.0.1", port=tls_server.port, timeout=5)
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("c", "counter", 1)])
+    assert not caught.value.retryable and "use an https+influxdb:// URL" in str(caught.value)
+
+
+def test_a_batch_over_the_servers_body_limit_is_written_in_parts(database: str) -> None:
+    server = InfluxServer(max_body_size=4000)
+    server.start()
+    try:
+        backend = InfluxBackend(database, host="127.0.0.1", port=server.port, timeout=5)
+        writes: list[int] = []
+        original = backend.client.request
+
+        def counting(url: str, **kwargs: Any) -> Any:
+            if url == "write":
+                writes.append(len(kwargs["data"]))
+            return original(url, **kwargs)
+
+        backend.client.request = counting  # type: ignore[method-assign]
+        batch = [Metric.create(f"n{i}", "gauge", i, {"shard": str(i)}) for i in range(300)]
+        backend.send(batch)
+        stored = stored_metrics(server, database)
+        assert sorted(m.value for m in stored) == [float(i) for i in range(300)]
+        accepted = [size for size in writes if size <= 4000]
+        assert writes[0] > 4000 and len(accepted) > 1
+        # The accepted parts are the whole body cut at line ends: nothing sent twice.
+        assert sum(accepted) + len(accepted) - 1 == writes[0]
+    finally:
+        server.destroy()
+
+
+def test_a_partial_write_names_the_dropped_metrics(
+    influx_server: InfluxServer, database: str
+) -> None:
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=5)
+    backend.send([Metric.create("g", "shape", {"size": 1.0})])
+    conflicting = Metric.create("bad", "shape", {"size": "big"})
+    also_bad = Metric.create("bad2", "shape", {"size": True, "colour": "red"})
+    good = [
+        Metric.create("ok", "shape", {"size": 2.5}),
+        Metric.create("ok", "gauge", 3),
+        Metric.create("ok", "event", "fine"),
+    ]
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([good[0], conflicting, good[1], also_bad, good[2]])
+    error = caught.value
+    assert not error.retryable
+    assert error.metrics == [conflicting, also_bad]
+    assert "dropped 2 metrics" in str(error) and "field type conflict" in str(error)
+    names = sorted((m.kind, m.name) for m in stored_metrics(influx_server, database))
+    assert names == [("event", "ok"), ("gauge", "ok"), ("shape", "g"), ("shape", "ok")]
+
+
+def test_a_partial_write_counts_only_the_dropped_metrics_as_failed(
+    influx_server: InfluxServer, database: str
+) -> None:
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=5)
+    metrics = Metrics(backend, retry=FAST)
+    metrics.custom("a", "flag", True)
+    assert metrics.flush(10) == 0
+    for i in range(10):
+        metrics.custom("a", "flag", i if i == 4 else i % 2 == 0)  # one number among bools
+    assert metrics.flush(10) == 0
+    stats = metrics.stats()
+    metrics.close()
+    assert (stats.sent, stats.failed) == (10, 1)
+    assert len(stored_metrics(influx_server, database)) == 10
+
+
+def test_a_partial_write_the_backend_cannot_explain_fails_the_whole_batch(
+    influx_server: InfluxServer, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=5)
+    backend.send([Metric.create("g", "shape", {"size": 1.0})])
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no READ permission")
+
+    monkeypatch.setattr(backend.client, "query", forbidden)  # a write-only user, say
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("x", "shape", {"size": "big"}), Metric.create("y", "gauge", 1)])
+    assert caught.value.metrics is None and not caught.value.retryable
+    assert "stored part of the batch" in str(caught.value)
+
+
+def test_missing_influxd_fails_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", f"/nonexistent-{uuid.uuid4().hex}")
+    with pytest.raises(RuntimeError, match="apt-get install influxdb"):
+        InfluxServer()
