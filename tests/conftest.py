@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +53,29 @@ def plugin() -> Iterator[object]:
     yield Registrar()
     for obj in registered:
         manager.unregister(obj)
+
+
+def install_once(distribution: str, path: Path, *, editable: bool = False) -> None:
+    """pip-install the distribution at ``path`` into this environment unless it is there.
+
+    Afterwards the registry finds its entry points (it rescans plugins installed after
+    its first lookup) and the hook plugin manager is rebuilt on next use.
+    """
+    try:
+        importlib.metadata.distribution(distribution)
+        return
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+    command += ["-e", str(path)] if editable else [str(path)]
+    subprocess.run(command, check=True, timeout=300)
+    importlib.invalidate_caches()
+    from kaneda_core import plugins
+
+    plugins._manager = None
+
+
+@pytest.fixture(scope="session")
+def install_distribution() -> object:
+    """:func:`install_once`, for tests that install a distribution of their own."""
+    return install_once

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import subprocess
 import sys
 import threading
 import time
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -350,25 +346,8 @@ def test_timed_keeps_1_0s_conventions() -> None:
 
 
 @pytest.fixture(scope="module")
-def recording_installed() -> Iterator[None]:
-    try:
-        importlib.metadata.distribution("kaneda1-recording-backend")
-    except importlib.metadata.PackageNotFoundError:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                str(RECORDING),
-            ],
-            check=True,
-            timeout=300,
-        )
-        importlib.invalidate_caches()
-    yield
+def recording_installed(install_distribution: Any) -> None:
+    install_distribution("kaneda1-recording-backend", RECORDING)
 
 
 def test_a_published_1_0_backend_loads_by_name_and_by_settings(

@@ -3,45 +3,23 @@
 from __future__ import annotations
 
 import csv
-import importlib
-import importlib.metadata
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kaneda_core import Metrics, connect, load_backend
-from kaneda_core import plugins as plugin_module
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "kaneda-example-plugin"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def installed_example() -> Iterator[None]:
+def installed_example(install_distribution: Any) -> None:
     """Install the example distribution into this environment unless it already is."""
-    try:
-        importlib.metadata.distribution("kaneda-example-plugin")
-    except importlib.metadata.PackageNotFoundError:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                "-e",
-                str(EXAMPLE),
-            ],
-            check=True,
-            timeout=300,
-        )
-        importlib.invalidate_caches()
-        plugin_module._manager = None  # rescan the entry points on next use
-    yield
+    install_distribution("kaneda-example-plugin", EXAMPLE, editable=True)
 
 
 def rows(path: Path) -> list[dict[str, str]]:
