@@ -118,9 +118,7 @@ class InfluxBackend(Backend):
             self._write(line_protocol.lines(batch).encode("utf-8"))
         except InfluxDBClientError as error:
             if error.code == 413 and len(batch) > 1:
-                half = len(batch) // 2
-                self.send(batch[:half])
-                self.send(batch[half:])
+                self._send_in_halves(batch)
                 return
             if error.code == 404:
                 self._database_ready = False  # dropped meanwhile: create it again next time
@@ -128,6 +126,23 @@ class InfluxBackend(Backend):
             raise self._delivery_error("writing", error, failed) from None
         except Exception as error:  # noqa: BLE001 - translated below
             raise self._delivery_error("writing", error) from None
+
+    def _send_in_halves(self, batch: Sequence[Metric]) -> None:
+        """Send both halves; if either fails, raise for exactly what was not stored."""
+        half = len(batch) // 2
+        failed: list[Metric] = []
+        errors: list[DeliveryError] = []
+        for part in (batch[:half], batch[half:]):
+            try:
+                self.send(part)
+            except DeliveryError as error:
+                failed.extend(part if error.metrics is None else error.metrics)
+                errors.append(error)
+        if errors:
+            # Retry when any part may succeed later; a part refused for good is refused
+            # again then, and reported as such.
+            retryable = any(error.retryable for error in errors)
+            raise DeliveryError(str(errors[0]), retryable=retryable, metrics=failed)
 
     def _write(self, body: bytes) -> None:
         self.client.request(
@@ -230,6 +245,12 @@ class InfluxBackend(Backend):
                     retryable=False,
                     metrics=failed,
                 )
+            if code == 413:
+                message = (
+                    f"{where} refused a metric larger than its [http] max-body-size (413 "
+                    f"while {doing}): raise max-body-size or report smaller values"
+                )
+                return DeliveryError(message, retryable=False)
             if "HTTP request to an HTTPS server" in detail:
                 message = (
                     f"{where} serves HTTPS only ({code} while {doing}): use an "

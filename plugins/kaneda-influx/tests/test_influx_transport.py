@@ -89,6 +89,14 @@ def test_a_batch_over_the_servers_body_limit_is_written_in_parts(database: str) 
         assert writes[0] > 4000 and len(accepted) > 1
         # The accepted parts are the whole body cut at line ends: nothing sent twice.
         assert sum(accepted) + len(accepted) - 1 == writes[0]
+        # A single point over the limit cannot be split: it alone is refused.
+        huge = Metric.create("huge", "event", "x" * 5000)
+        small = [Metric.create(f"s{i}", "gauge", i) for i in range(3)]
+        with pytest.raises(DeliveryError) as caught:
+            backend.send([*small, huge])
+        assert caught.value.metrics == [huge] and not caught.value.retryable
+        assert "max-body-size" in str(caught.value)
+        assert {m.name for m in stored_metrics(server, database)} >= {"s0", "s1", "s2"}
     finally:
         server.destroy()
 
