@@ -38,8 +38,22 @@ _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
 _STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
 
 
+_NUMBERS = frozenset((int, float, bool))
+
+
 def check(metric: Metric) -> None:
     """Refuse, with advice, what InfluxDB cannot store or could misread."""
+    # Called at every reporting call: a number, no id, on a series checked before
+    # (the usual case) costs one tuple and one set lookup.
+    tags = metric.tags
+    if type(tags) is dict and type(metric.value) in _NUMBERS and metric.id is None:
+        key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
+        if key in _checked_series:
+            return
+    _check(metric)
+
+
+def _check(metric: Metric) -> None:
     tags = metric.tags
     if isinstance(tags, list):
         raise InvalidMetric(
@@ -181,29 +195,47 @@ def lines(batch: Iterable[Metric]) -> str:
     append = out.append
     for metric in batch:
         tags = metric.tags
-        # The value types are part of the key: True == 1 == 1.0, yet their tags read
-        # "true", "1" and "1.0".
         key = (
-            (metric.kind, metric.name, metric.host, *tags.items(), *map(type, tags.values()))  # type: ignore[union-attr]
+            (metric.kind, metric.name, metric.host, *tags.items())  # type: ignore[union-attr]
             if tags
             else (metric.kind, metric.name, metric.host)
         )
         prefix = prefixes.get(key)
-        if prefix is None:
-            if len(prefixes) >= _CACHE_SIZE:
-                prefixes.clear()
-            prefix = prefixes[key] = series(metric)
+        if prefix is None or prefix is _TYPED:
+            prefix = _prefix(metric, key, prefix)
         value = metric.value
         kind = type(value)
-        if (kind is float or kind is int) and metric.id is None:
-            fields = f"value={float(value)!r}"
-        else:
-            fields = ",".join(_fields(metric))
         time_ns = metric.time_ns
         if time_ns is None:
             time_ns = epoch_us(metric.timestamp) * 1000
-        append(f"{prefix} {fields} {time_ns}")
+        if (kind is float or kind is int) and metric.id is None:
+            append(f"{prefix} value={float(value)!r} {time_ns}")
+        else:
+            append(f"{prefix} {','.join(_fields(metric))} {time_ns}")
     return "\n".join(out)
+
+
+# Stands in the cache for a key whose tag values are not all strings: True == 1 == 1.0,
+# yet their tags read "true", "1" and "1.0", so such series are cached under a key that
+# holds the value types too. A string equals only a string: all-string keys are exact.
+_TYPED = "\0typed"
+
+
+def _prefix(metric: Metric, key: tuple[Any, ...], cached: str | None) -> str:
+    prefixes = _series_prefixes
+    if len(prefixes) >= _CACHE_SIZE:
+        prefixes.clear()
+        cached = None
+    tags = metric.tags
+    if cached is None and all(type(v) is str for v in tags.values()):  # type: ignore[union-attr]
+        prefixes[key] = prefix = series(metric)
+        return prefix
+    prefixes[key] = _TYPED
+    typed = (*key, *map(type, tags.values()))  # type: ignore[union-attr]
+    found = prefixes.get(typed)
+    if found is None:
+        prefixes[typed] = found = series(metric)
+    return found
 
 
 def field_types(metric: Metric) -> Iterable[tuple[str, str]]:
