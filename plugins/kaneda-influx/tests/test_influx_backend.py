@@ -12,7 +12,15 @@ from influx_server import InfluxServer, stored_metrics
 from influxdb import InfluxDBClient
 from kaneda_influx import InfluxBackend
 
-from kaneda_core import InvalidMetric, Metric, Metrics, connect, create_backend, load_backend
+from kaneda_core import (
+    InvalidMetric,
+    Metric,
+    Metrics,
+    RetryPolicy,
+    connect,
+    create_backend,
+    load_backend,
+)
 from kaneda_core.errors import ImproperlyConfigured
 
 
@@ -102,9 +110,24 @@ def test_the_seed_import_path_is_this_class() -> None:
     assert Seed is InfluxBackend and Seed.settings_namespace == "INFLUX"
 
 
-def test_constructing_never_touches_the_network() -> None:
-    backend = InfluxBackend("db", host="192.0.2.1", port=9, timeout=30)  # TEST-NET: no route
-    assert backend._database_ready is False
+def test_constructing_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def no_connection(*args: Any) -> None:
+        raise AssertionError("construction opened a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_connection)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_connection)
+    monkeypatch.setattr(socket, "getaddrinfo", no_connection)
+    backends = [
+        InfluxBackend("db", host="192.0.2.1", port=9, timeout=30),  # TEST-NET: no route
+        InfluxBackend("db", connection_url="https+influxdb://u:pw@192.0.2.1:9/db"),
+        create_backend("influxdb://u:pw@192.0.2.1:9/db?timeout=30"),
+    ]
+    assert all(not b._database_ready for b in backends)  # type: ignore[attr-defined]
+    # The guard works: sending does try to connect.
+    with pytest.raises(Exception, match="construction opened a connection"):
+        backends[0].client.request("ping", expected_response_code=204)
 
 
 # -- database ---------------------------------------------------------------------------
@@ -127,6 +150,22 @@ def test_database_is_created_once_per_backend(
     metrics.close()
     assert created == [database]
     assert len(stored_metrics(influx_server, database)) == 50
+
+
+def test_a_database_dropped_meanwhile_is_created_again_on_the_retry(
+    influx_server: InfluxServer, database: str
+) -> None:
+    backend = fresh(influx_server, database)
+    metrics = Metrics(backend, retry=RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02))
+    metrics.gauge("g", 1)
+    assert metrics.flush(10) == 0
+    influx_server.query(f'DROP DATABASE "{database}"')
+    metrics.gauge("g", 2)
+    assert metrics.flush(10) == 0
+    stats = metrics.stats()
+    metrics.close()
+    assert (stats.sent, stats.retried, stats.failed) == (2, 1, 0)
+    assert [m.value for m in stored_metrics(influx_server, database)] == [2.0]
 
 
 # -- schema -----------------------------------------------------------------------------
