@@ -35,6 +35,13 @@ class TestLoggerContract(BackendContract):
         yield backend
         backend.close()
 
+    @pytest.fixture
+    def unreachable_backend(self, tmp_path: Path) -> Iterator[Backend]:
+        # The logger's "server" is its file: here, in a folder that does not exist.
+        backend = LoggerBackend(filename=str(tmp_path / "missing" / "metrics.jsonl"))
+        yield backend
+        backend.close()
+
     def stored(self, backend: Backend) -> Sequence[Metric]:
         assert isinstance(backend, LoggerBackend)
         path = Path(backend.filename)
