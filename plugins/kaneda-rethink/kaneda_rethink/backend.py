@@ -1,0 +1,239 @@
+"""``RethinkBackend``: one insert per table per batch, tables created once."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from rethinkdb import RethinkDB
+from rethinkdb.errors import (
+    ReqlAuthError,
+    ReqlAvailabilityError,
+    ReqlDriverError,
+    ReqlError,
+    ReqlOpFailedError,
+    ReqlTimeoutError,
+)
+
+from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
+from kaneda_core.backend import url_options
+from kaneda_core.errors import ConfigurationError
+from kaneda_core.redact import redact_text, redact_url
+
+r = RethinkDB()
+
+#: What RethinkDB accepts as a database or table name.
+VALID_NAME = re.compile(r"[A-Za-z0-9_-]+")
+DEFAULT_PORT = 28015
+
+#: How a document whose id is already stored is treated: replaced by the new one, so a
+#: retried batch leaves exactly one copy.
+CONFLICT = "replace"
+
+
+class RethinkBackend(Backend):
+    """RethinkDB backend.
+
+    :param db: name of the RethinkDB database (created on the first write if missing).
+    :param table_name: the table metrics go to; without one, each metric goes to the
+        table named after its kind (``gauge``, ``counter``, ``timing``, ``event`` or the
+        ``metric`` of a custom report).
+    :param connection: an open ``rethinkdb`` connection to use.
+    :param host: server host (default ``localhost``).
+    :param port: server port (default 28015).
+    :param user: auth username.
+    :param password: auth password.
+    :param timeout: connection timeout (seconds).
+
+    Without ``connection``, the backend connects on its first delivery (never at
+    construction) and reconnects on the next batch after a connection is lost.
+    """
+
+    settings_namespace = "RETHINK"
+
+    def __init__(
+        self,
+        db: str,
+        table_name: str | None = None,
+        connection: Any = None,
+        host: str | None = None,
+        port: int | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = 0.3,
+    ) -> None:
+        if not isinstance(db, str) or not VALID_NAME.fullmatch(db):
+            raise ConfigurationError(
+                f"db must be a RethinkDB name (A-Z, a-z, 0-9, _ and - only), got {db!r}"
+            )
+        if table_name is not None and not VALID_NAME.fullmatch(table_name):
+            raise ConfigurationError(
+                f"table_name must be a RethinkDB name (A-Z, a-z, 0-9, _ and - only), "
+                f"got {table_name!r}"
+            )
+        self.db = db
+        self.table_name = table_name
+        self.host = host or "localhost"
+        self.port = port or DEFAULT_PORT
+        self.user = user
+        self._password = password
+        self.timeout = timeout
+        self.connection = connection
+        self._owns_connection = connection is None
+        self._database_ready = False
+        self._tables: set[str] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> RethinkBackend:
+        """``rethinkdb://user:pw@host:28015/db?table_name=metrics&timeout=1``."""
+        parts = urlsplit(url)
+        fixed: dict[str, Any] = {
+            "db": unquote(parts.path).strip("/") or None,
+            "host": parts.hostname,
+            "port": parts.port,
+            "user": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None,
+        }
+        options = url_options(cls, url, **fixed)
+        options.update(overrides)
+        if "db" not in options:
+            raise ConfigurationError(
+                f"{redact_url(url)} names no database: use rethinkdb://host:28015/<db>"
+            )
+        return cls(**options)
+
+    def table_for(self, metric: Metric) -> str:
+        """The table ``metric`` is stored in."""
+        return self.table_name or metric.kind
+
+    def check(self, metric: Metric) -> None:
+        """Refuse a metric whose kind cannot name a table (when no ``table_name`` is set)."""
+        if self.table_name is None and not VALID_NAME.fullmatch(metric.kind):
+            raise InvalidMetric(
+                f"metric kind {metric.kind!r} names the RethinkDB table it goes to, and table "
+                "names may only hold A-Z, a-z, 0-9, _ and -: rename it, or give the backend a "
+                "table_name"
+            )
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        """Insert the batch: one ``insert`` of a list per table."""
+        by_table: dict[str, list[Metric]] = defaultdict(list)
+        for metric in batch:
+            by_table[self.table_for(metric)].append(metric)
+        failed: list[Metric] = []
+        reasons: list[str] = []
+        try:
+            connection = self._connect()
+            for table, metrics in by_table.items():
+                self._ensure_table(connection, table)
+                result = (
+                    r.db(self.db)
+                    .table(table)
+                    .insert([self.document(m) for m in metrics], conflict=CONFLICT)
+                    .run(connection)
+                )
+                if result.get("errors"):
+                    # The insert reports a count and the first error, not which documents.
+                    failed.extend(metrics)
+                    reasons.append(f"{table}: {result.get('first_error')}")
+        except ReqlError as error:
+            raise self._delivery_error(error) from None
+        if failed:
+            raise DeliveryError(
+                f"RethinkDB refused documents in {self.db}: " + self.redact("; ".join(reasons)),
+                retryable=False,
+                metrics=failed,
+            )
+
+    def document(self, metric: Metric) -> dict[str, Any]:
+        """The document stored for ``metric``."""
+        document: dict[str, Any] = {
+            "timestamp": metric.timestamp,  # an aware datetime: a RethinkDB time
+            "metric": metric.kind,
+            "name": metric.name,
+            "value": metric.value,
+            "tags": metric.tags,
+            "host": metric.host,
+        }
+        if metric.id is not None:
+            document["id"] = metric.id
+        return document
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self.connection is None or not _is_open(self.connection):
+                self.connection = r.connect(
+                    host=self.host,
+                    port=self.port,
+                    db=self.db,
+                    user=self.user or "admin",
+                    password=self._password or "",
+                    timeout=self.timeout,
+                )
+            return self.connection
+
+    def _ensure_table(self, connection: Any, table: str) -> None:
+        if table in self._tables:
+            return
+        if not self._database_ready:
+            if self.db not in r.db_list().run(connection):
+                _create_once(r.db_create(self.db), connection)
+            self._database_ready = True
+        if table not in r.db(self.db).table_list().run(connection):
+            _create_once(r.db(self.db).table_create(table), connection)
+        self._tables.add(table)
+
+    def _delivery_error(self, error: ReqlError) -> DeliveryError:
+        where = f"RethinkDB at {self.host}:{self.port} (database {self.db!r})"
+        detail = self.redact(f"{type(error).__name__}: {error}")
+        if isinstance(error, ReqlAuthError):
+            return DeliveryError(
+                f"{where} refused the credentials of user {self.user or 'admin'!r}: "
+                "check the user and password",
+                retryable=False,
+            )
+        if isinstance(error, (ReqlDriverError, ReqlTimeoutError)):
+            self._drop_connection()
+            return DeliveryError(f"{where} unreachable: {detail}", retryable=True)
+        if isinstance(error, ReqlAvailabilityError):
+            return DeliveryError(f"{where} unavailable: {detail}", retryable=True)
+        return DeliveryError(f"{where} failed: {detail}", retryable=False)
+
+    def _drop_connection(self) -> None:
+        # A lost connection is reopened by the next batch.
+        if self._owns_connection and self.connection is not None:
+            with contextlib.suppress(Exception):  # it is already broken
+                self.connection.close(noreply_wait=False)
+            self.connection = None
+
+    def redact(self, text: str) -> str:
+        """``text`` with the password masked."""
+        return redact_text(text, self._password)
+
+    def close(self) -> None:
+        """Close the connection this backend opened (not one you passed in)."""
+        if self._owns_connection:
+            self._drop_connection()
+
+    def __repr__(self) -> str:
+        return f"<RethinkBackend {self.host}:{self.port}/{self.db}>"
+
+
+def _is_open(connection: Any) -> bool:
+    is_open = getattr(connection, "is_open", None)
+    return bool(is_open()) if callable(is_open) else True
+
+
+def _create_once(query: Any, connection: Any) -> None:
+    """Run a db/table create; "already exists" (another process was first) is fine."""
+    try:
+        query.run(connection)
+    except ReqlOpFailedError as error:
+        if "already exists" not in str(error):
+            raise
