@@ -141,7 +141,10 @@ class Delivery:
                 self.backend.send(pending)
             except Exception as error:  # noqa: BLE001 - a backend failure must not escape
                 failed, retryable = self._classify(error, pending)
-                self.count(sent=len(pending) - len(failed))
+                rejected = getattr(error, "rejected", ())
+                if rejected:
+                    self.fail(rejected, error)
+                self.count(sent=len(pending) - len(failed) - len(rejected))
                 stopping = stop is not None and stop.is_set()
                 if retry and retryable and attempt < self.retry.attempts and not stopping:
                     delay = self.retry.delay(attempt)

@@ -46,6 +46,8 @@ class DeliveryError(KanedaError):
     ``retryable`` says whether sending the same metrics again may succeed (the server
     was down, timed out, or asked to slow down). ``metrics`` holds the metrics that were
     not stored when only part of a batch failed; ``None`` means the whole batch.
+    ``rejected`` holds metrics of the same batch that failed for good even though the
+    others may be retried (a bulk response with both a refused document and a 429).
     """
 
     def __init__(
@@ -54,7 +56,9 @@ class DeliveryError(KanedaError):
         *,
         retryable: bool,
         metrics: Sequence[Metric] | None = None,
+        rejected: Sequence[Metric] = (),
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.metrics = metrics
+        self.rejected = rejected

@@ -426,3 +426,28 @@ def test_a_broken_failure_hook_does_not_stop_delivery(plugin: object, caplog: ob
     metrics.increment("b")
     assert [m.name for m in metrics.backend.metrics] == ["b"]  # type: ignore[attr-defined]
     assert "hook bug" in caplog.text  # type: ignore[attr-defined]
+
+
+def test_rejected_metrics_fail_at_once_while_the_others_are_retried(failures: object) -> None:
+    class Mixed(MemoryBackend):
+        calls: list[list[int]] = []
+
+        def send(self, batch: Sequence[Metric]) -> None:
+            self.calls.append([m.value for m in batch])
+            if len(self.calls) == 1:
+                super().send(batch[:1])
+                raise DeliveryError(
+                    "1 refused, 2 throttled", retryable=True, metrics=batch[2:], rejected=batch[1:2]
+                )
+            super().send(batch)
+
+    backend = Mixed()
+    metrics = Metrics(backend, retry=FAST_RETRY)
+    for i in range(4):
+        metrics.gauge("g", i)
+    metrics.flush(10)
+    assert backend.calls == [[0, 1, 2, 3], [2, 3]]
+    stats = metrics.stats()
+    assert (stats.sent, stats.failed, stats.retried) == (3, 1, 2)
+    [(lost, _)] = failures.failures  # type: ignore[attr-defined]
+    assert [m.value for m in lost] == [1]
