@@ -1,0 +1,187 @@
+"""A local HTTP server speaking the part of the Elasticsearch API kaneda-elasticsearch uses.
+
+It is not Elasticsearch: it answers the product check (``GET /`` and the
+``X-Elastic-Product`` header), stores index templates, and parses ``_bulk`` NDJSON into
+documents per index and id, answering with a real-shaped bulk response. Tests inject
+whole-request failures (``fail_next``) and per-item failures (``item_errors``), and read
+what arrived in ``requests``, ``templates`` and ``indices``. The real official client
+talks to it over a real socket.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import uuid
+from typing import Any
+
+PRODUCT_HEADER = ("X-Elastic-Product", "Elasticsearch")
+
+
+class FakeElasticsearch(http.server.ThreadingHTTPServer):
+    """The server; ``url`` is where to point the client."""
+
+    daemon_threads = True
+
+    def __init__(self, *, product: bool = True, store: bool = True) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.product = product
+        self.store = store
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.templates: dict[str, Any] = {}
+        self.indices: dict[str, dict[str, dict[str, Any]]] = {}
+        self.fail_next: list[tuple[int, dict[str, Any]]] = []
+        self.item_errors: dict[int, tuple[int, str, str]] = {}
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def bulk_requests(self) -> list[bytes]:
+        """The bodies of every ``_bulk`` request received."""
+        return [body for _, path, _, body in self.requests if path.startswith("/_bulk")]
+
+    def documents(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every stored document: (index, id, source)."""
+        with self.lock:
+            return [
+                (index, doc_id, source)
+                for index, docs in self.indices.items()
+                for doc_id, source in docs.items()
+            ]
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: FakeElasticsearch
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes: without this, Nagle's algorithm and the
+        # client's delayed ACK add ~40 ms to every response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _reply(self, status: int, body: Any) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        if self.server.product:
+            self.send_header(*PRODUCT_HEADER)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _read(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.requests.append((self.command, self.path, dict(self.headers), body))
+        return body
+
+    def do_HEAD(self) -> None:
+        self._read()
+        self._reply(200, {})
+
+    def do_GET(self) -> None:
+        self._read()
+        if self.path.split("?")[0] == "/":
+            self._reply(
+                200,
+                {
+                    "name": "fake",
+                    "cluster_name": "kaneda-tests",
+                    "version": {"number": "9.1.0", "build_flavor": "default"},
+                    "tagline": "You Know, for Search",
+                },
+            )
+        else:
+            self._reply(404, {"error": {"type": "not_found", "reason": self.path}, "status": 404})
+
+    def do_PUT(self) -> None:
+        path = self.path.split("?")[0]
+        if path == "/_bulk":  # the client sends _bulk as PUT or POST
+            self.do_POST()
+            return
+        body = self._read()
+        if path.startswith("/_index_template/"):
+            if self._injected_failure():
+                return
+            self.server.templates[path.rsplit("/", 1)[1]] = json.loads(body)
+            self._reply(200, {"acknowledged": True})
+        else:
+            self._reply(404, {"error": {"type": "not_found", "reason": path}, "status": 404})
+
+    def do_POST(self) -> None:
+        body = self._read()
+        path = self.path.split("?")[0]
+        if path != "/_bulk":
+            self._reply(404, {"error": {"type": "not_found", "reason": path}, "status": 404})
+            return
+        if self._injected_failure():
+            return
+        if not self.server.store:  # benchmarks: a canned success, no parsing
+            count = body.count(b"\n") // 2
+            self._reply(
+                200, {"took": 1, "errors": False, "items": [{"index": {"status": 201}}] * count}
+            )
+            return
+        lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+        items = []
+        errors = False
+        for position in range(0, len(lines), 2):
+            action = lines[position]
+            ((op, meta),) = action.items()
+            source = lines[position + 1]
+            index = meta["_index"]
+            doc_id = meta.get("_id") or uuid.uuid4().hex
+            injected = self.server.item_errors.pop(position // 2, None)
+            if injected is not None:
+                status, kind, reason = injected
+                errors = True
+                items.append(
+                    {
+                        op: {
+                            "_index": index,
+                            "_id": doc_id,
+                            "status": status,
+                            "error": {"type": kind, "reason": reason},
+                        }
+                    }
+                )
+                continue
+            created = True
+            if self.server.store:
+                with self.server.lock:
+                    docs = self.server.indices.setdefault(index, {})
+                    created = doc_id not in docs
+                    docs[doc_id] = source
+            items.append(
+                {
+                    op: {
+                        "_index": index,
+                        "_id": doc_id,
+                        "result": "created" if created else "updated",
+                        "status": 201 if created else 200,
+                    }
+                }
+            )
+        self._reply(200, {"took": 1, "errors": errors, "items": items})
+
+    def _injected_failure(self) -> bool:
+        if not self.server.fail_next:
+            return False
+        status, body = self.server.fail_next.pop(0)
+        self._reply(status, body)
+        return True
