@@ -83,6 +83,22 @@ class Metric(NamedTuple):
         return cls(name, kind, value, copy_tags(tags), timestamp, host_name(), id, ns)
 
 
+def record(metric: Metric) -> dict[str, Any]:
+    """The metric as a document, the shape document stores and the logger share.
+
+    ``timestamp`` (the datetime), ``metric`` (the kind), ``name``, ``value``, ``tags``
+    and ``host``; each backend adds the id under its store's own key.
+    """
+    return {
+        "timestamp": metric.timestamp,
+        "metric": metric.kind,
+        "name": metric.name,
+        "value": metric.value,
+        "tags": metric.tags,
+        "host": metric.host,
+    }
+
+
 def now_ns() -> int:
     """The current time in nanoseconds since the epoch (the clock every metric uses)."""
     from time import time_ns

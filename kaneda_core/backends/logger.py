@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..backend import Backend, url_options
-from ..model import Metric
+from ..model import Metric, record
 
 
 class LoggerBackend(Backend):
@@ -74,14 +74,8 @@ class LoggerBackend(Backend):
 
 def to_json(metric: Metric) -> str:
     """The JSON line for ``metric``."""
-    record: dict[str, Any] = {
-        "timestamp": metric.timestamp.isoformat().replace("+00:00", "Z"),
-        "metric": metric.kind,
-        "name": metric.name,
-        "value": metric.value,
-        "tags": metric.tags,
-        "host": metric.host,
-    }
+    line = record(metric)
+    line["timestamp"] = metric.timestamp.isoformat().replace("+00:00", "Z")
     if metric.id is not None:
-        record["id"] = metric.id
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        line["id"] = metric.id
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":"))

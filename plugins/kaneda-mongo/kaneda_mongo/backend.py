@@ -18,6 +18,7 @@ from pymongo.errors import (
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
+from kaneda_core.model import record
 from kaneda_core.redact import redact_text, redact_url
 
 DUPLICATE_KEY = 11000
@@ -163,14 +164,7 @@ class MongoBackend(Backend):
                 "value": metric.value,
             }
         else:
-            document = {
-                "timestamp": metric.timestamp,
-                "metric": metric.kind,
-                "name": metric.name,
-                "value": metric.value,
-                "tags": metric.tags,
-                "host": metric.host,
-            }
+            document = record(metric)
         if metric.id is not None:
             document["_id"] = metric.id
         return document

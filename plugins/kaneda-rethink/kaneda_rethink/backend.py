@@ -23,6 +23,7 @@ from rethinkdb.errors import (
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError
+from kaneda_core.model import record
 from kaneda_core.redact import redact_text, redact_url
 
 r = RethinkDB()
@@ -153,14 +154,7 @@ class RethinkBackend(Backend):
 
     def document(self, metric: Metric) -> dict[str, Any]:
         """The document stored for ``metric``."""
-        document: dict[str, Any] = {
-            "timestamp": metric.timestamp,  # an aware datetime: a RethinkDB time
-            "metric": metric.kind,
-            "name": metric.name,
-            "value": metric.value,
-            "tags": metric.tags,
-            "host": metric.host,
-        }
+        document = record(metric)  # its aware timestamp becomes a RethinkDB time
         if metric.id is not None:
             document["id"] = metric.id
         return document
