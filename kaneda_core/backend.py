@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from .errors import ConfigurationError
 from .model import Metric
@@ -122,9 +122,3 @@ def _convert(key: str, raw: str, default: object, url: str) -> object:
             f"Option {key}={raw!r} in {redact_url(url)} is not a valid {expected}"
         ) from None
     return raw
-
-
-def url_path_name(url: str) -> str | None:
-    """The first path segment of ``url`` (the database name in ``scheme://host/db``)."""
-    path = unquote(urlsplit(url).path).strip("/")
-    return path.split("/", 1)[0] or None if path else None
