@@ -5,7 +5,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qsl, urlsplit
 
 from .errors import ConfigurationError
 from .model import Metric
@@ -82,6 +81,7 @@ def url_options(cls: type, url: str, **fixed: Any) -> dict[str, Any]:
     to that type; an unknown option or a bad value raises ConfigurationError.
     """
     import inspect
+    from urllib.parse import parse_qsl, urlsplit
 
     from .redact import redact_url
 

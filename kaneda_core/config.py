@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
 from .errors import ConfigurationError
-from .redact import redact_url
 from .registry import load_backend
 
 if TYPE_CHECKING:
@@ -33,6 +32,8 @@ def backend_name(url: str) -> str:
     """The backend name a URL's scheme selects: ``elasticsearch+https`` -> ``elasticsearch``."""
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
+        from .redact import redact_url
+
         raise ConfigurationError(
             f"{redact_url(url)!r} is not a Kaneda URL: expected scheme://..., "
             "for example influxdb://localhost:8086/metrics or memory://"
