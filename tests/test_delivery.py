@@ -202,3 +202,27 @@ def test_a_permanent_failure_leaves_the_disk_buffer(tmp_path: Path, failures: ob
     assert metrics.stats().failed == 1
     assert len(failures.failures) == 1  # type: ignore[attr-defined]
     assert Metrics(MemoryBackend(), buffer_path=path).stats().queued == 0
+
+
+def test_interpreter_exit_waits_a_bounded_configurable_time_for_a_hanging_backend() -> None:
+    script = textwrap.dedent("""
+        import time
+        from kaneda_core import Backend, Metrics
+
+        class Hanging(Backend):
+            def send(self, batch):
+                time.sleep(3600)
+
+        metrics = Metrics(Hanging(), exit_timeout=0.5)
+        for i in range(100):
+            metrics.gauge("g", i)
+        metrics.flush(0.1)
+    """)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0
+    assert elapsed < 5, f"exit took {elapsed:.1f}s with exit_timeout=0.5"
+    assert "not delivered at exit" in done.stderr
