@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from elastic_transport import SecurityWarning
 from elasticsearch import Elasticsearch
 from es_helpers import closed_port
 from fake_elasticsearch import FakeElasticsearch
@@ -94,13 +95,17 @@ def test_tls_verification_stays_on_unless_turned_off(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("")
     on = ElasticsearchBackend("kaneda", "web", connection_url="https://es:9200")
-    off = ElasticsearchBackend(
-        "kaneda", "web", connection_url="https://es:9200", verify_certs=False
-    )
+    with pytest.warns(SecurityWarning, match="insecure"):  # the client says so, too
+        off = ElasticsearchBackend(
+            "kaneda", "web", connection_url="https://es:9200", verify_certs=False
+        )
     [node_on] = on.client.transport.node_pool.all()
     [node_off] = off.client.transport.node_pool.all()
     assert node_on.config.verify_certs is True and node_off.config.verify_certs is False
-    from_url = connect("elasticsearch+https://es:9200/?index_name=k&app_name=w&verify_certs=false")
+    with pytest.warns(SecurityWarning):
+        from_url = connect(
+            "elasticsearch+https://es:9200/?index_name=k&app_name=w&verify_certs=false"
+        )
     [node_url] = from_url.backend.client.transport.node_pool.all()  # type: ignore[attr-defined]
     assert node_url.config.verify_certs is False and node_url.config.scheme == "https"
     bundled = ElasticsearchBackend(
