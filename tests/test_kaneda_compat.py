@@ -284,7 +284,13 @@ def test_exceptions_are_1_0s_and_kaneda_errors() -> None:
 
 @pytest.mark.parametrize(
     ("class_name", "namespace"),
-    [("InfluxBackend", "INFLUX"), ("LoggerBackend", "LOGGER")],
+    [
+        ("InfluxBackend", "INFLUX"),
+        ("LoggerBackend", "LOGGER"),
+        ("ElasticsearchBackend", "ELASTIC"),
+        ("MongoBackend", "MONGO"),
+        ("RethinkBackend", "RETHINK"),
+    ],
 )
 def test_classes_keep_1_0s_settings_namespace(class_name: str, namespace: str) -> None:
     assert getattr(kaneda.backends, class_name).settings_namespace == namespace
