@@ -78,6 +78,14 @@ class Metrics:
         )
         if retry is not None and (not isinstance(retry, RetryPolicy) or retry.attempts < 1):
             raise ConfigurationError(f"retry must be a RetryPolicy, attempts >= 1; got {retry!r}")
+        if buffer_path is not None and not batching:
+            raise ConfigurationError("buffer_path needs batching=True")
+        if max_buffer_bytes is not None and (
+            not isinstance(max_buffer_bytes, int) or max_buffer_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_buffer_bytes must be a positive integer, got {max_buffer_bytes!r}"
+            )
         if backend is None:
             from .config import backend_from_environment
 
@@ -95,14 +103,6 @@ class Metrics:
         self._delivery = delivery
         self._default_tags = _default_tags(backend)
         self._dispatcher: SyncDispatcher | BatchingDispatcher
-        if buffer_path is not None and not batching:
-            raise ConfigurationError("buffer_path needs batching=True")
-        if max_buffer_bytes is not None and (
-            not isinstance(max_buffer_bytes, int) or max_buffer_bytes < 1
-        ):
-            raise ConfigurationError(
-                f"max_buffer_bytes must be a positive integer, got {max_buffer_bytes!r}"
-            )
         if batching:
             disk = None
             if buffer_path is not None:
