@@ -50,6 +50,18 @@ class Backend(ABC):
     def close(self) -> None:
         """Release connections and files. Safe to call more than once."""
 
+    def after_fork(self) -> None:
+        """Forget the connections, clients, sessions and files inherited from the parent.
+
+        Called in a forked child (``os.fork``, gunicorn ``--preload``, ``multiprocessing``)
+        before the child delivers anything. A socket, client or file handle opened by the
+        parent is shared with it: a child writing on it would interleave its bytes with
+        the parent's. Drop the references so the child opens its own, lazily, on its
+        first delivery. Do not *close* them politely: closing can talk on the parent's
+        connection (a TLS goodbye, a driver's end-session command). The default does
+        nothing, right for a backend that holds no connection.
+        """
+
     def redact(self, text: str) -> str:
         """``text`` with this backend's secrets (passwords, tokens) masked.
 
