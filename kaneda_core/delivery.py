@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -104,6 +105,8 @@ class Delivery:
         # Reentrant: a signal handler that reports while this thread counts must not wait
         # on itself.
         self._lock = threading.RLock()
+        self._counting = False
+        self._deferred_counts: deque[dict[str, int]] = deque()
         self.incidents = IncidentLog(type(backend).__name__)
         hook = get_plugin_manager().hook
         self._filter = hook.kaneda_filter_metric if implements("kaneda_filter_metric") else None
@@ -114,6 +117,8 @@ class Delivery:
         # A child counts what it does itself, from zero, under locks of its own.
         self.stats = Stats()
         self._lock = threading.RLock()
+        self._counting = False
+        self._deferred_counts = deque()
         self.incidents = IncidentLog(self.incidents.backend_name)
 
     def to_metrics(self, items: Sequence[Any]) -> list[Metric]:
@@ -254,11 +259,32 @@ class Delivery:
             return type(error).__name__
 
     def count(self, **increments: int) -> None:
-        """Add to the counters, safely from any thread (and from a signal handler)."""
+        """Add to the counters, safely from any thread and from a signal handler.
+
+        A signal handler that reports while its thread is halfway through an update
+        must not let that update overwrite its own: its increments wait in a queue that
+        the interrupted update applies when it is done.
+        """
         with self._lock:
-            stats = self.stats
-            for name, amount in increments.items():
-                setattr(stats, name, getattr(stats, name) + amount)
+            if self._counting:
+                self._deferred_counts.append(increments)
+                return
+            self._counting = True
+            try:
+                self._apply(increments)
+            finally:
+                self._counting = False
+            while self._deferred_counts:
+                self._counting = True
+                try:
+                    self._apply(self._deferred_counts.popleft())
+                finally:
+                    self._counting = False
+
+    def _apply(self, increments: dict[str, int]) -> None:
+        stats = self.stats
+        for name, amount in increments.items():
+            setattr(stats, name, getattr(stats, name) + amount)
 
     def snapshot(self) -> Stats:
         """A copy of the counters."""

@@ -41,7 +41,7 @@ from typing import Any
 
 from .delivery import Item
 from .errors import ConfigurationError
-from .forking import abandon
+from .forking import abandon, hold_across_fork
 from .model import Metric
 
 log = logging.getLogger("kaneda")
@@ -99,10 +99,12 @@ class DiskBuffer:
         self.pending = 0
         self.token = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
-        self._holder: int | None = None
+        # Per thread: whether it is inside a section that holds the file.
+        self._local = threading.local()
         self._reset_file_state()
         with self._lock:
             self._ensure_open()
+        hold_across_fork(self)
 
     def _reset_file_state(self) -> None:
         self._db: sqlite3.Connection | None = None
@@ -132,33 +134,35 @@ class DiskBuffer:
         """Take the file for this thread, as a reporting call does.
 
         When another thread has it, wait for that thread (it holds the file for one
-        statement), at most ``CALL_WAIT`` seconds. When this very thread has it (a signal
-        handler interrupted it inside Kaneda), do not wait: False, and what was staged is
-        written by this thread as soon as it lets the file go.
+        statement), at most ``CALL_WAIT`` seconds. When this very thread is inside a
+        section that holds the file (a signal handler interrupted it), do not wait:
+        False, and what was staged is written when the file is next taken.
         """
-        me = threading.get_ident()
-        if self._lock.acquire(blocking=False):
-            self._holder = me
-            return True
-        holder = self._holder
-        if holder == me:
+        local = self._local
+        if getattr(local, "inside", False):
             return False
-        # holder None: taken an instant ago, by another thread or by this one just
-        # before a signal came; a short wait tells which.
-        if self._lock.acquire(timeout=CALL_WAIT if holder is not None else 0.05):
-            self._holder = me
+        local.inside = True  # before the lock: a signal may come as soon as it is taken
+        if self._lock.acquire(timeout=CALL_WAIT):
             return True
+        local.inside = False
         return False
 
     def _acquire(self) -> None:
+        self._local.inside = True
         self._lock.acquire()
-        self._holder = threading.get_ident()
+
+    def _release(self) -> None:
+        self._lock.release()
+        self._local.inside = False
 
     def drop_oldest(self) -> Any | None:
         """Remove and return this buffer's oldest metric; None if the file is busy."""
-        if not self._lock.acquire(blocking=False):
+        if getattr(self._local, "inside", False):
             return None
-        self._holder = threading.get_ident()
+        self._local.inside = True
+        if not self._lock.acquire(blocking=False):
+            self._local.inside = False
+            return None
         try:
             entries = self._take_locked(1)
             if not entries:
@@ -179,11 +183,13 @@ class DiskBuffer:
                 if self.staged and self._writable():
                     self._write_staged()
             finally:
-                self._holder = None
-                self._lock.release()
-            if not (self.staged and self._writable() and self._lock.acquire(blocking=False)):
+                self._release()
+            if not (self.staged and self._writable()):
                 return
-            self._holder = threading.get_ident()
+            self._local.inside = True
+            if not self._lock.acquire(blocking=False):
+                self._local.inside = False
+                return
 
     # -- the worker's side ------------------------------------------------------------------
 
@@ -463,6 +469,16 @@ class DiskBuffer:
 
     # -- fork and close ------------------------------------------------------------------
 
+    def hold_for_fork(self, timeout: float) -> bool:
+        """Take the file before a fork, so no thread is inside SQLite when it happens."""
+        if getattr(self._local, "inside", False):
+            return False  # this very thread has it (a fork from a signal handler)
+        return self._lock.acquire(timeout=timeout)
+
+    def release_after_fork(self) -> None:
+        """Give the file back, in the parent, after the fork."""
+        self._lock.release()
+
     def after_fork_in_child(self) -> None:
         """A forked child keeps its own rows: a new connection and owner of its own.
 
@@ -474,7 +490,7 @@ class DiskBuffer:
             os.close(self._owner_lock)  # the parent's lock stays the parent's alone
         self.staged = deque()
         self._lock = threading.Lock()
-        self._holder = None
+        self._local = threading.local()
         self._reset_file_state()
         self.pending = 0
         with self._lock:
@@ -485,7 +501,8 @@ class DiskBuffer:
 
         Rows not delivered stay for the next buffer on this path.
         """
-        with self._lock:
+        self._acquire()
+        try:
             if self.staged and self._writable():
                 self._write_staged()
             left = len(self.staged)
@@ -498,6 +515,8 @@ class DiskBuffer:
                 self._owner_lock = None
             self._retry_at = float("inf")  # closed: nothing opens it again
             return left
+        finally:
+            self._release()
 
 
 def _encode(item: Any) -> str:

@@ -11,6 +11,12 @@ child's copy. So in the child, before anything else runs:
 3. every delivery starts its counters at zero with new locks;
 4. every dispatcher empties its queue (the parent delivers its own) and starts a worker.
 
+Some state cannot be made anew in the child: SQLite keeps process-wide bookkeeping of
+its open files and a global mutex, and a parent thread caught inside SQLite at the fork
+leaves them locked in the child for ever. So, as ``logging`` does for its handlers,
+objects registered with :func:`hold_across_fork` take their lock *before* the fork (no
+Kaneda thread is then inside SQLite) and release it after, in the parent.
+
 Inherited objects the child must not use are *abandoned*, not closed: closing can talk
 on the parent's connection (a driver's goodbye) or, for SQLite, checkpoint and delete
 the parent's write-ahead log. :func:`abandon` keeps them referenced for the life of the
@@ -41,6 +47,10 @@ _backends: weakref.WeakSet[Any] = weakref.WeakSet()
 _deliveries: weakref.WeakSet[Any] = weakref.WeakSet()
 _dispatchers: weakref.WeakSet[Any] = weakref.WeakSet()
 _exit_callbacks: list[Callable[[], None]] = []
+_held: weakref.WeakSet[Any] = weakref.WeakSet()
+_held_now: list[Any] = []
+#: Seconds the fork waits for a Kaneda thread to leave a held section, at most.
+HOLD_TIMEOUT = 2.0
 _abandoned: list[object] = []
 _installed = False
 _multiprocessing_hooked = False
@@ -74,6 +84,13 @@ def track_dispatcher(dispatcher: _Resettable) -> None:
     _dispatchers.add(dispatcher)
 
 
+def hold_across_fork(guarded: Any) -> None:
+    """Have ``guarded.hold_for_fork(timeout) -> bool`` called before each fork, in the
+    forking thread, and ``guarded.release_after_fork()`` after it, in the parent."""
+    _install()
+    _held.add(guarded)
+
+
 def untrack_dispatcher(dispatcher: _Resettable) -> None:
     """Stop resetting ``dispatcher`` (it was closed)."""
     _dispatchers.discard(dispatcher)
@@ -98,11 +115,30 @@ def abandon(*objects: object) -> None:
 def _install() -> None:
     global _installed
     if not _installed and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(
+            before=_before_fork,
+            after_in_parent=_release_held,
+            after_in_child=_after_fork_in_child,
+        )
         _installed = True
 
 
+def _before_fork() -> None:
+    for guarded in list(_held):
+        try:
+            if guarded.hold_for_fork(HOLD_TIMEOUT):
+                _held_now.append(guarded)
+        except Exception as error:  # noqa: BLE001 - the fork must go on
+            log.debug("Kaneda: could not hold %s across a fork: %s", guarded, error)
+
+
+def _release_held() -> None:
+    while _held_now:
+        _held_now.pop().release_after_fork()
+
+
 def _after_fork_in_child() -> None:
+    _held_now.clear()  # the child makes those locks anew
     for reset in _module_resets:
         reset()
     for backend in list(_backends):
