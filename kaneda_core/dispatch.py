@@ -405,9 +405,10 @@ class BatchingDispatcher(_Closable):
                 self._busy = True
                 batch = [popleft() for _ in range(min(self.batch_size, len(queue)))]
                 self._inflight = len(batch)
-            if self.max_buffer_bytes is not None:
-                self._bytes[0] -= sum(item_bytes(item) for item in batch)
             self._deliver_or_count(batch)
+            if self.max_buffer_bytes is not None:
+                # Counted until settled: a batch being retried still holds its memory.
+                self._bytes[0] -= sum(item_bytes(item) for item in batch)
 
     def _deliver_or_count(self, batch: list[Any]) -> None:
         try:
@@ -462,8 +463,9 @@ class BatchingDispatcher(_Closable):
     def _report_drops(self) -> None:
         dropped = []
         while self._dropped:
-            dropped.append(self._dropped.popleft())
-        self._dropped_bytes = 0
+            item = self._dropped.popleft()
+            dropped.append(item)
+            self._dropped_bytes -= self._size_of(item)
         total = self.delivery.snapshot().dropped
         incidents = self.delivery.incidents
         if dropped:
@@ -527,7 +529,8 @@ class BatchingDispatcher(_Closable):
         deadline = None if timeout is None else time.monotonic() + timeout
         self._switch_to_closed()
         self._wake.set()
-        self._worker.join(timeout)
+        # Most of the time to drain; the rest, if it is still retrying, to give up.
+        self._worker.join(None if timeout is None else timeout * 0.75)
         if self._worker.is_alive():
             # Still retrying or stuck in the backend: stop waiting between retries.
             self._stop.set()

@@ -94,7 +94,11 @@ def test_when_memory_is_full_too_what_could_not_be_kept_is_counted_and_hooked(
     path = tmp_path / "b.sqlite"
     backend = MemoryBackend()
     metrics = Metrics(
-        backend, buffer_path=path, batch_size=10_000, flush_interval=60, max_buffer=50,
+        backend,
+        buffer_path=path,
+        batch_size=10_000,
+        flush_interval=60,
+        max_buffer=50,
         overflow="drop_newest",
     )
     buffer = metrics._dispatcher.disk
