@@ -1,0 +1,213 @@
+"""Where applications really run: forked workers (os.fork, gunicorn --preload) and slow servers.
+
+Against the real InfluxDB: every count is checked by query.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from influx_server import InfluxServer, free_port
+from kaneda_influx import InfluxBackend
+
+from kaneda_core import Metrics, connect
+
+APPS = Path(__file__).parent / "apps"
+
+
+def count(server: InfluxServer, database: str, where: str = "") -> int:
+    answer = server.query(f'SELECT count("value") FROM "gauge" {where}', db=database)
+    series = answer["results"][0].get("series")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_fork_after_first_use_parent_and_children_each_store_everything(
+    influx_server: InfluxServer, database: str, tmp_path: Path, buffered: bool
+) -> None:
+    """The parent's keep-alive connection is open at the fork; five processes then write."""
+    url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=5"
+    options = {"buffer_path": tmp_path / "b.sqlite"} if buffered else {}
+    metrics = connect(url, batch_size=500, **options)
+    metrics.gauge("first", 0)
+    assert metrics.flush(10) == 0
+    children = []
+    for child in range(4):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                fresh = metrics.stats().sent == 0
+                for i in range(20_000):
+                    metrics.gauge("g", i, tags={"p": f"child{child}"})
+                left = metrics.close(60)
+                stats = metrics.stats()
+                code = 0 if fresh and left == 0 and stats.sent == 20_000 else 2
+            finally:
+                os._exit(code)
+        children.append(pid)
+    for i in range(20_000):
+        metrics.gauge("g", i, tags={"p": "parent"})
+    assert metrics.flush(60) == 0
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    assert codes == [0, 0, 0, 0]
+    assert metrics.stats().sent == 20_001
+    metrics.close()
+    assert count(influx_server, database) == 100_001
+    for who in ("parent", "child0", "child1", "child2", "child3"):
+        assert count(influx_server, database, f"WHERE \"p\" = '{who}'") == 20_000
+
+
+# -- a real gunicorn, --preload ---------------------------------------------------------
+
+
+@pytest.fixture
+def gunicorn() -> str:
+    binary = shutil.which("gunicorn") or str(Path(sys.executable).parent / "gunicorn")
+    if not Path(binary).exists():
+        raise RuntimeError("gunicorn is not installed: pip install -e plugins/kaneda-influx[test]")
+    return binary
+
+
+def _serve(
+    gunicorn: str, port: int, worker_class: str, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    command = [
+        gunicorn, "--preload", "--workers", "4", "--worker-class", worker_class,
+        "--threads", "4", "--bind", f"127.0.0.1:{port}", "--chdir", str(APPS),
+        "--graceful-timeout", "30", "reporting_app:app",
+    ]  # fmt: skip
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("gunicorn did not start")
+
+
+def _get(port: int, query: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", f"/?{query}")
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_gunicorn_preload_workers_store_exactly_what_they_report(
+    influx_server: InfluxServer, database: str, gunicorn: str, worker_class: str
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "KANEDA_URL": f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=5",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    server = _serve(gunicorn, port, worker_class, env)
+    try:
+        _wait_listening(port, server)
+        requests = 2_000
+        with ThreadPoolExecutor(8) as pool:  # a bounded loopback load
+            statuses = list(pool.map(lambda i: _get(port, f"n={i % 50}"), range(requests)))
+        assert statuses == [200] * requests
+    finally:
+        server.send_signal(signal.SIGTERM)  # graceful: workers exit and flush
+        output = server.communicate(timeout=60)[0].decode()
+    assert server.returncode == 0, output
+    pids = influx_server.query('SHOW TAG VALUES FROM "gauge" WITH KEY = "pid"', db=database)
+    workers = {v[1] for v in pids["results"][0]["series"][0]["values"]}
+    assert len(workers) >= 3  # the load reached several forked workers
+    assert count(influx_server, database, "WHERE \"name\" = 'request'") == requests
+    assert count(influx_server, database, "WHERE \"name\" = 'master'") == 1
+    assert "unable to parse" not in output and "Traceback" not in output, output
+
+
+# -- a server that drips its answer -------------------------------------------------------
+
+
+class DripServer:
+    """Accepts connections and answers one byte every ``every`` seconds, for ever."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.every = every
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(client,), daemon=True).start()
+
+    def _drip(self, client: socket.socket) -> None:
+        answer = b"HTTP/1.1 204 No Content\r\nX-Slow: " + b"z" * 10_000
+        with client:
+            for byte in answer:
+                if self.closed.wait(self.every):
+                    return
+                try:
+                    client.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def drip() -> Iterator[DripServer]:
+    server = DripServer()
+    yield server
+    server.close()
+
+
+def test_a_dripping_server_cannot_hold_a_call_past_the_timeout(drip: DripServer) -> None:
+    backend = InfluxBackend("app", host="127.0.0.1", port=drip.port, timeout=0.3)
+    backend._database_ready = True  # straight to the write
+    metrics = Metrics(backend, batching=False)
+    started = time.monotonic()
+    metrics.gauge("g", 1)
+    took = time.monotonic() - started
+    assert took < 1.0, took  # one attempt, bounded as a whole (a stale-connection retry at most)
+    assert metrics.stats().failed == 1
+    metrics.close()
+
+
+def test_a_dripping_server_cannot_hold_the_worker(drip: DripServer) -> None:
+    url = f"influxdb://127.0.0.1:{drip.port}/app?timeout=0.3"
+    from kaneda_core import RetryPolicy
+
+    metrics = connect(url, retry=RetryPolicy(attempts=3, initial_delay=0.05))
+    metrics.gauge("g", 1)
+    started = time.monotonic()
+    left = metrics.flush(5)
+    assert time.monotonic() - started < 4
+    assert left == 0 and metrics.stats().failed == 1
+    metrics.close()
