@@ -5,15 +5,19 @@ The embedded default: it needs no server, so ``kaneda demo`` and first steps use
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from ..backend import Backend, url_options
+from ..arguments import check_arguments
+from ..backend import Backend, is_transient_os_error, url_options
+from ..errors import ConfigurationError, DeliveryError
 from ..model import Metric, record
+from ..redact import redact_url
+from ..urls import parse_url
 
 
 class LoggerBackend(Backend):
@@ -26,8 +30,10 @@ class LoggerBackend(Backend):
     """
 
     settings_namespace = "LOGGER"
+    example_url = "logger:///var/log/metrics.jsonl"
 
     def __init__(self, logger: logging.Logger | str | None = None, filename: str = "") -> None:
+        check_arguments(LoggerBackend, locals())
         self.filename = filename
         self._handler: logging.Handler | None = None
         if isinstance(logger, str):
@@ -48,24 +54,43 @@ class LoggerBackend(Backend):
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> LoggerBackend:
         """``logger:///var/log/metrics.jsonl`` writes to that file; ``logger://`` to stderr."""
-        path = unquote(urlsplit(url).path)
-        options = url_options(cls, url, filename=path or None)
+        parsed = parse_url(url, cls.example_url)
+        if parsed.host or parsed.port:
+            # logger://metrics.jsonl reads "metrics.jsonl" as a host: say so, do not
+            # quietly write to stderr.
+            raise ConfigurationError(
+                f"{redact_url(url)} names a host; a logger URL takes a file path after three "
+                "slashes (logger:///var/log/metrics.jsonl) or none for stderr (logger://)"
+            )
+        options = url_options(cls, url, filename=parsed.path or None)
         return cls(**{**options, **overrides})
 
     def send(self, batch: Sequence[Metric]) -> None:
         """Log one JSON line per metric."""
         info = self.logger.info
-        for metric in batch:
-            info("%s", to_json(metric))
-        if self._handler is not None:
-            self._handler.flush()
+        try:
+            for metric in batch:
+                info("%s", to_json(metric))
+            if self._handler is not None:
+                self._handler.flush()
+        except OSError as error:
+            transient = is_transient_os_error(error)
+            advice = "" if transient else ": check that the folder exists and that it is writable"
+            raise DeliveryError(
+                f"cannot write metrics to {self.filename or 'the log stream'} "
+                f"({error.strerror or error}){advice}",
+                retryable=transient,
+            ) from None
 
     def close(self) -> None:
         """Close the file or stream handler this backend opened (not a logger you gave)."""
         if self._handler is not None:
             self.logger.removeHandler(self._handler)
-            self._handler.close()
-            self._handler = None
+            handler, self._handler = self._handler, None
+            # The last flush can fail (a full disk): those lines already failed in send,
+            # and the file is closed all the same.
+            with contextlib.suppress(OSError):
+                handler.close()
 
     def __repr__(self) -> str:
         target = self.filename or ("stderr" if self._handler else self.logger.name)
