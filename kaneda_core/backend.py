@@ -185,14 +185,23 @@ def url_options(cls: type, url: str, **fixed: Any) -> dict[str, Any]:
     """
     import inspect
 
-    from .redact import redact_url
+    from .redact import is_secret_name, redact_url
     from .urls import parse_url
 
     parameters = inspect.signature(cls).parameters
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     options: dict[str, Any] = {}
+    secret_before = None  # an option after ?password= may be a piece of the password
     for key, raw in parse_url(url, getattr(cls, "example_url", None)).query:
         parameter = parameters.get(key)
+        if secret_before and ((parameter is None and not accepts_any) or key in options):
+            raise ConfigurationError(
+                f"{redact_url(url)}: an option after ?{secret_before}= is unknown or given "
+                f"twice. If the {secret_before} holds &, #, + or %, escape them with %: & is "
+                "%26, # is %23, + is %2B, % is %25."
+            )
+        if is_secret_name(key):
+            secret_before = secret_before or key
         if parameter is None and not accepts_any:
             from difflib import get_close_matches
 
@@ -206,7 +215,7 @@ def url_options(cls: type, url: str, **fixed: Any) -> dict[str, Any]:
         default = parameter.default if parameter is not None else None
         if default is None or default is inspect.Parameter.empty:
             default = _sample_of_annotation(cls, key)
-        options[key] = _convert(key, raw, default, url)
+        options[key] = _convert(key, raw, default, url, hide=bool(secret_before))
     for key, value in fixed.items():
         if value is None:
             continue
@@ -229,7 +238,7 @@ def _sample_of_annotation(cls: type, key: str) -> object:
     return None
 
 
-def _convert(key: str, raw: str, default: object, url: str) -> object:
+def _convert(key: str, raw: str, default: object, url: str, *, hide: bool = False) -> object:
     from .redact import MASK, is_secret_name, redact_url
 
     try:
@@ -245,7 +254,7 @@ def _convert(key: str, raw: str, default: object, url: str) -> object:
             return float(raw)
     except ValueError:
         expected = {bool: "true or false", int: "a whole number", float: "a number"}[type(default)]
-        shown = MASK if is_secret_name(key) else repr(raw)
+        shown = MASK if hide or is_secret_name(key) else repr(raw)
         raise ConfigurationError(
             f"Option {key}={shown} in {redact_url(url)} must be {expected}"
         ) from None

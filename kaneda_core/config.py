@@ -8,7 +8,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
-from .errors import ConfigurationError
+from .errors import ConfigurationError, KanedaError
 from .registry import load_backend
 
 if TYPE_CHECKING:
@@ -68,7 +68,22 @@ def create_backend(name_or_url: str, **options: Any) -> Backend:
             raise ConfigurationError(_not_a_url_advice(name_or_url))
         cls = load_backend(name_or_url)
         return construct(cls, options, name_or_url.lower())
-    return load_backend(backend_name(name_or_url)).from_url(name_or_url, **options)
+    name = backend_name(name_or_url)
+    cls = load_backend(name)
+    try:
+        return cls.from_url(name_or_url, **options)
+    except KanedaError:
+        raise
+    except (ValueError, TypeError) as error:
+        # A from_url (a third party's, or a client library it calls) that trips on the
+        # URL may quote it whole in its message: never let the password through.
+        from .redact import redact_text, redact_url
+        from .urls import url_password
+
+        detail = redact_text(f"{type(error).__name__}: {error}", url_password(name_or_url))
+        raise ConfigurationError(
+            f"The {name!r} backend cannot use {redact_url(name_or_url)}: {redact_url(detail)}"
+        ) from None
 
 
 def _not_a_url_advice(text: str) -> str:

@@ -4,7 +4,8 @@ A URL is redacted from its raw text, not from what a URL parser makes of it: a p
 holding an unescaped ``/``, ``?``, ``#`` or ``@`` fools every parser into reading part
 of it as a path, a query or a fragment, and the part outside the "password" would leak.
 So everything between the first ``:`` after ``scheme://`` and the last ``@`` is masked,
-which never shows too little and at worst hides a little more than the password.
+and everything after a secret query option (``?password=``), which never shows too
+little and at worst hides a little more than the password.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from urllib.parse import quote, unquote
 
 MASK = "***"
 
-#: Query option names whose values are secrets (``?password=``, ``?api_key=``, ``?token=``).
+#: A query option whose value is a secret (``?password=``, ``?api_key=``, ``?token=``).
 _SECRET_OPTION = re.compile(
-    r"(?P<key>(?:^|[?&;])[^=&;#]*(?:pass|pwd|secret|token|api_?key|credential|signature)"
-    r"[^=&;#]*=)[^&;#]*",
+    r"[?&;][^=&;#]*(?:pass|pwd|secret|token|api_?key|credential|signature)[^=&;#]*=",
     re.IGNORECASE,
 )
 _SECRET_NAME = re.compile(
@@ -34,28 +34,44 @@ def redact_url(url: str) -> str:
     """``url`` with its password and its secret query options replaced by ``***``.
 
     Works on any text, well-formed URL or not: ``user:pw@host`` (no scheme) and
-    ``influxdb://user:pa/ss@host`` (an unescaped ``/``) are masked too.
+    ``influxdb://user:pa/ss@host`` (an unescaped ``/``) are masked too. A user name
+    alone before the ``@`` (``https://TOKEN@host``) is masked as well: it often is a
+    token.
     """
-    return _mask_secret_options(_mask_userinfo(url))
+    hidden = [*_userinfo_span(url), *_secret_options_span(url)]
+    if not hidden:
+        return url
+    # Mask the union of the spans, each run of hidden characters as one MASK.
+    out: list[str] = []
+    position = 0
+    for start, end in sorted(hidden):
+        if start > position:
+            out.append(url[position:start])
+            out.append(MASK)
+        elif not out or out[-1] != MASK:
+            out.append(MASK)
+        position = max(position, end)
+    out.append(url[position:])
+    return "".join(out)
 
 
-def _mask_userinfo(text: str) -> str:
+def _userinfo_span(text: str) -> list[tuple[int, int]]:
+    """Where the password is (or the user name, when alone): first ':' to the last '@'."""
     scheme_end = text.find("://")
     start = scheme_end + 3 if scheme_end >= 0 else 0
     at = text.rfind("@")
-    if at < start:
-        return text
+    if at <= start or text.startswith("/", start):
+        return []  # no '@', or no host part at all (logger:///var/log/a@b.jsonl)
     colon = text.find(":", start, at)
-    if colon < 0:
-        return text  # a user name and no password
-    return text[: colon + 1] + MASK + text[at:]
+    return [(colon + 1 if colon >= 0 else start, at)]
 
 
-def _mask_secret_options(text: str) -> str:
+def _secret_options_span(text: str) -> list[tuple[int, int]]:
+    """From the first secret option's value to the end: a password holding an unescaped
+    & or # would run on into what looks like further options or a fragment."""
     query = text.find("?")
-    if query < 0:
-        return text
-    return text[:query] + _SECRET_OPTION.sub(rf"\g<key>{MASK}", text[query:])
+    found = _SECRET_OPTION.search(text, query) if query >= 0 else None
+    return [(found.end(), len(text))] if found else []
 
 
 def redact_text(text: str, *secrets: str | None) -> str:

@@ -27,13 +27,15 @@ class URL(NamedTuple):
     query: list[tuple[str, str]]
 
 
-def parse_url(url: str, example: str | None = None) -> URL:
+def parse_url(url: str, example: str | None = None, *, several_hosts: bool = False) -> URL:
     """Split ``url`` into its parts, or raise :class:`ConfigurationError` with advice.
 
     Refused: a port that is not a number from 1 to 65535, and an ``@`` after the host
     part, which is what a password holding an unescaped ``/``, ``?``, ``#`` or ``@``
-    looks like (``influxdb://app:pa/ss@host``). ``example`` is a URL that works, shown
-    in the advice.
+    looks like (``influxdb://app:pa/ss@host``), and a ``#fragment``. ``example`` is a
+    URL that works, shown in the advice. With ``several_hosts``, the host part may list
+    ``host:port,host:port`` (MongoDB); each port is checked, and ``host`` and ``port``
+    are then None.
     """
     shown = redact_url(url)
     advice = f" For example: {example}" if example else ""
@@ -44,17 +46,37 @@ def parse_url(url: str, example: str | None = None) -> URL:
         )
     check_credentials_escaped(url)
     host_end = _host_end(rest)
+    hosts = rest[:host_end].rpartition("@")[2]
     try:
         parts = urlsplit(url)
-        port = parts.port
+        if several_hosts and "," in hosts:
+            for host_port in hosts.split(","):
+                urlsplit(f"//{host_port}").port  # noqa: B018 - raises for a bad port
+            port = None
+        else:
+            port = parts.port
     except ValueError as error:
-        host_port = rest[:host_end].rpartition("@")[2]
         if "port" not in str(error).lower():
-            raise ConfigurationError(f"{shown} is not a valid URL: {error}.{advice}") from None
-        raw_port = host_port.rpartition("]")[2].partition(":")[2]
+            # Python's message quotes the host part, which may hold a piece of a password.
+            raise ConfigurationError(
+                f"{shown} is not a valid URL: its host part cannot be read (brackets are for "
+                f"IPv6 addresses, as in [::1]:8086). If a password holds [ or ], escape them "
+                f"with %: [ is %5B, ] is %5D.{advice}"
+            ) from None
+        bad = [
+            raw
+            for raw in (item.rpartition("]")[2].partition(":")[2] for item in hosts.split(","))
+            if not (raw.isdigit() and 0 < int(raw) < 65536) and raw
+        ]
         raise ConfigurationError(
-            f"The port of {shown} is not a number from 1 to 65535 (got {raw_port!r}).{advice}"
+            f"The port of {shown} is not a number from 1 to 65535 "
+            f"(got {bad[0] if bad else ''!r}).{advice}"
         ) from None
+    if "#" in rest:
+        raise ConfigurationError(
+            f"{shown} has a '#', and a Kaneda URL takes no #fragment. If a password holds "
+            f"#, {ESCAPES}."
+        )
     if port == 0:
         raise ConfigurationError(
             f"The port of {shown} is not a number from 1 to 65535 (got '0').{advice}"
@@ -63,7 +85,7 @@ def parse_url(url: str, example: str | None = None) -> URL:
         scheme=parts.scheme.lower(),
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
-        host=parts.hostname or None,
+        host=None if several_hosts and "," in hosts else parts.hostname or None,
         port=port,
         path=unquote(parts.path),
         query=parse_qsl(parts.query, keep_blank_values=True),

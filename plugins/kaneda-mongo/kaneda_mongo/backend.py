@@ -22,7 +22,7 @@ from kaneda_core.arguments import check_arguments
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.model import record
 from kaneda_core.redact import redact_text, redact_url
-from kaneda_core.urls import check_credentials_escaped, url_password
+from kaneda_core.urls import check_credentials_escaped, parse_url, url_password
 
 DUPLICATE_KEY = 11000
 AUTH_FAILED = 18
@@ -121,7 +121,7 @@ class MongoBackend(Backend):
         ``collection_name``, ``timeout``, ``time_series`` and ``granularity`` are Kaneda's;
         the other query options (``authSource``, ``replicaSet``, ``tls`` ...) go to pymongo.
         """
-        check_credentials_escaped(url)
+        parse_url(url, cls.example_url, several_hosts=True)
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         for key, _ in query:
