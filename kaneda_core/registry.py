@@ -60,7 +60,13 @@ def installed_names() -> list[str]:
 def install_advice(name: str) -> str:
     """How to get the backend called ``name``, as a sentence (empty if unknown)."""
     distribution = KNOWN_DISTRIBUTIONS.get(name)
-    return f" Install it with: pip install {distribution}" if distribution else ""
+    if not distribution:
+        return ""
+    # Until the plugins are on PyPI, a clone of the repository installs them with the core.
+    return (
+        f" Install it with: pip install {distribution} (at the root of a clone of the Kaneda "
+        f"repository: pip install . ./plugins/{distribution})"
+    )
 
 
 def load_backend(name: str) -> type[Backend]:
