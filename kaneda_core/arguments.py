@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import types
 from collections.abc import Callable, Mapping
 from difflib import get_close_matches
@@ -35,9 +36,10 @@ def check_arguments(cls: type, arguments: Mapping[str, Any]) -> None:
 
     Call it first thing in a constructor: ``check_arguments(InfluxBackend, locals())``.
     Parameters annotated with plain types (``str``, ``int``, ``float``, ``bool``,
-    ``list[str]``, ``None`` and unions of them) are checked; others (a client class,
-    ``Any``) are left to the constructor. ``int`` refuses ``True``; ``float`` takes an
-    int. A ``port`` must be from 1 to 65535 and a ``timeout`` above zero.
+    ``list[str]``, ``os.PathLike[str]``, ``None`` and unions of them) are checked;
+    others (a client class, ``Any``) are left to the constructor. ``int`` refuses
+    ``True``; ``float`` takes an int. A ``port`` must be from 1 to 65535 and a
+    ``timeout`` above zero.
     """
     for name, accepted in _accepted_types(cls.__init__).items():  # type: ignore[misc]
         if name not in arguments:
@@ -144,6 +146,8 @@ def _read_annotation(annotation: object) -> _Accepted | None:
             kinds.append(member)  # type: ignore[arg-type]
         elif member in ("list[str]", list[str]):
             list_of = str
+        elif member in ("os.PathLike[str]", "PathLike[str]", os.PathLike[str]):
+            kinds.append(os.PathLike)
         else:
             return None  # a class, Any, a generic: not ours to check
     if not kinds and list_of is None:
@@ -164,7 +168,13 @@ def _fits(value: object, accepted: _Accepted) -> bool:
 
 
 def _describe(accepted: _Accepted) -> str:
-    names = {str: "a string", int: "an int", float: "a number", bool: "True or False"}
+    names = {
+        str: "a string",
+        int: "an int",
+        float: "a number",
+        bool: "True or False",
+        os.PathLike: "a path",
+    }
     words = [names[kind] for kind in accepted.types]
     if accepted.list_of is not None:
         words.append("a list of strings")
@@ -185,7 +195,7 @@ def _example(cls: type, name: str) -> str:
     example = getattr(cls, "example_url", None)
     default = inspect.signature(cls).parameters.get(name)
     hints = []
-    if default is not None and default.default not in (inspect.Parameter.empty, None):
+    if default is not None and default.default not in (inspect.Parameter.empty, None, ""):
         hints.append(f"{name}={default.default!r}")
     elif example and name in ("host", "port"):
         from urllib.parse import urlsplit

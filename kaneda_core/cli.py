@@ -90,6 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KanedaError as error:
         print(f"kaneda: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (kaneda backends | head): stop quietly, as other tools do,
+        # and keep the interpreter's final flush from raising again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def backends_command() -> int:

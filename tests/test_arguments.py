@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -63,7 +64,7 @@ SPEC: dict[str, tuple[dict[str, Any], dict[str, tuple[type, ...]]]] = {
             "timeout": (int, float),
         },
     ),
-    "logger": ({}, {"filename": (str,)}),
+    "logger": ({}, {"filename": (str, os.PathLike)}),
 }
 
 CASES = [(name, parameter) for name, (_, types) in SPEC.items() for parameter in sorted(types)]

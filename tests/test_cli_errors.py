@@ -92,3 +92,15 @@ def test_demo_into_a_missing_folder_fails_at_once_in_one_line(tmp_path: Path) ->
     assert done.stderr.count("\n") == 1, done.stderr
     assert str(target) in done.stderr and "No such file or directory" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly() -> None:
+    done = subprocess.run(
+        f"{sys.executable} -m kaneda_core backends | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.startswith("NAME")
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr

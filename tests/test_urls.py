@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kaneda_core import Backend, ConfigurationError, create_backend
+from kaneda_core import Backend, ConfigurationError, connect, create_backend
 from kaneda_core.cli import main
 from kaneda_core.redact import MASK, redact_text, redact_url
 from kaneda_core.urls import parse_url
@@ -319,3 +319,26 @@ def test_kaneda_send_says_where_it_failed_with_the_password_masked(closed_port: 
         assert main(["send", url, "gauge", "g", "1"]) == 1
     assert f"app:***@127.0.0.1:{closed_port}" in err.getvalue()
     assert "qz7" not in err.getvalue() and "xk9" not in err.getvalue()
+
+
+@pytest.mark.parametrize("shape", sorted(set(SEND_SHAPES) - {"memory"}))
+@settings(max_examples=10, deadline=None)
+@given(password=passwords(), escape=st.booleans())
+def test_delivery_log_lines_never_show_a_password(
+    shape: str, password: tuple[str, list[str]], escape: bool, closed_port: int
+) -> None:
+    secret, pieces = password
+    written = quote(secret, safe="") if escape else secret
+    url = SEND_SHAPES[shape].format(pw=written, port=closed_port)
+    with capture_logs() as logged:
+        try:
+            metrics = connect(url, batching=False)
+        except ConfigurationError as error:
+            assert_hidden(str(error), pieces)
+            return
+        metrics.gauge("queue.depth", 12)
+        shown = [repr(metrics), repr(metrics.backend), str(metrics.stats())]
+        metrics.close()
+    assert "not delivered" in logged.getvalue()
+    for text in [*shown, logged.getvalue()]:
+        assert_hidden(text, pieces)

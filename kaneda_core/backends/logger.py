@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -32,8 +33,11 @@ class LoggerBackend(Backend):
     settings_namespace = "LOGGER"
     example_url = "logger:///var/log/metrics.jsonl"
 
-    def __init__(self, logger: logging.Logger | str | None = None, filename: str = "") -> None:
+    def __init__(
+        self, logger: logging.Logger | str | None = None, filename: str | os.PathLike[str] = ""
+    ) -> None:
         check_arguments(LoggerBackend, locals())
+        filename = os.fspath(filename)
         self.filename = filename
         self._handler: logging.Handler | None = None
         if isinstance(logger, str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -81,6 +82,12 @@ class ElasticsearchBackend(Backend):
             "max_retries": 0,  # the dispatcher retries, with backoff
         }
         if ca_certs:
+            if not os.access(ca_certs, os.R_OK):
+                raise ConfigurationError(
+                    f"ElasticsearchBackend: ca_certs={ca_certs!r} is not a file this process "
+                    "can read: give the path of the CA bundle (PEM) that signed the server's "
+                    "certificate"
+                )
             options["ca_certs"] = ca_certs
         if client is not None:
             if not isinstance(client, Elasticsearch):

@@ -12,7 +12,7 @@ import pytest
 from es_helpers import closed_port
 from kaneda_elasticsearch import ElasticsearchBackend
 
-from kaneda_core import DeliveryError, Metric
+from kaneda_core import ConfigurationError, DeliveryError, Metric
 
 TLS = Path(__file__).parent / "tls"
 
@@ -97,3 +97,9 @@ def test_the_trusted_certificate_is_then_accepted_as_far_as_tls_goes(
     assert "certificate" not in str(caught.value)
     assert caught.value.retryable
     backend.close()
+
+
+def test_a_ca_bundle_that_is_missing_is_refused_at_construction(tmp_path: Path) -> None:
+    missing = tmp_path / "ca.pem"
+    with pytest.raises(ConfigurationError, match=r"ca_certs=.*is not a file this process can read"):
+        ElasticsearchBackend("k", "web", connection_url="https://h:9200", ca_certs=str(missing))

@@ -107,7 +107,7 @@ class MongoBackend(Backend):
         """A MongoClient; what pymongo refuses in the URL or options is a ConfigurationError."""
         try:
             return MongoClient(*args, **kwargs)
-        except (PyMongoError, ValueError, TypeError) as error:
+        except (PyMongoError, ValueError, TypeError, OSError) as error:  # OSError: tlsCAFile
             shown = redact_url(args[0]) if args else f"{kwargs.get('host')}:{kwargs.get('port')}"
             raise ConfigurationError(
                 f"pymongo refuses {shown}: {self.redact(str(error))}. For example: "

@@ -46,3 +46,8 @@ def test_what_pymongo_refuses_in_a_url_is_a_configuration_error_without_the_pass
     with pytest.raises(ConfigurationError) as caught:
         MongoBackend("db", "m", connection_url="mongodb://kaneda:qz7xk9@h/?w")
     assert "pymongo refuses" in str(caught.value) and "qz7xk9" not in str(caught.value)
+
+
+def test_a_tls_ca_file_that_is_missing_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="tlscafile"):
+        MongoBackend("db", "m", connection_url="mongodb://h/?tls=true&tlsCAFile=/nonexistent.pem")
