@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kaneda_core import Backend, Metric
+from kaneda_core.arguments import check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.urls import parse_url
 
@@ -21,6 +22,7 @@ class CsvBackend(Backend):
     example_url = "csv:///var/log/metrics.csv"
 
     def __init__(self, path: str, write_header: bool = True) -> None:
+        check_arguments(CsvBackend, locals())  # path=3 fails here, naming path
         self.path = path
         self.write_header = write_header
         self._file: Any = None

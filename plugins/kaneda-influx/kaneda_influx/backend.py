@@ -278,7 +278,12 @@ class InfluxBackend(Backend):
             )
             return DeliveryError(message, retryable=False)
         if isinstance(error, (RequestException, OSError)):
-            return DeliveryError(f"{where} unreachable while {doing}: {detail}", retryable=True)
+            return DeliveryError(
+                f"{where} unreachable while {doing}: {self.redact(_network_reason(error))}. "
+                "Check that influxd runs there, that host and port are right "
+                "(https+influxdb:// for TLS), and that this machine can reach it",
+                retryable=True,
+            )
         return DeliveryError(f"{where} failed {doing}: {detail}", retryable=False)
 
     def redact(self, text: str) -> str:
@@ -333,3 +338,13 @@ def _client_for_url(
         retries=1,  # one attempt per request: the dispatcher retries, with backoff
     )
     return client, password
+
+
+def _network_reason(error: Exception) -> str:
+    """What failed, in a few words, from a requests error wrapping urllib3's long one."""
+    inner = error.args[0] if error.args and isinstance(error.args[0], Exception) else error
+    text = str(getattr(inner, "reason", inner))
+    # "HTTPConnection(host='h', port=1): Failed to establish ..." -> "Failed to establish ..."
+    if text.startswith("HTTP") and "): " in text:
+        text = text.split("): ", 1)[1]
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__

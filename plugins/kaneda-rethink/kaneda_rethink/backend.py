@@ -197,7 +197,12 @@ class RethinkBackend(Backend):
             )
         if isinstance(error, (ReqlDriverError, ReqlTimeoutError)):
             self._drop_connection()
-            return DeliveryError(f"{where} unreachable: {detail}", retryable=True)
+            return DeliveryError(
+                f"{where} unreachable: {detail}. Check that RethinkDB runs there, that host "
+                "and port are right (the driver port, 28015 by default), and that this "
+                "machine can reach it",
+                retryable=True,
+            )
         if isinstance(error, ReqlAvailabilityError):
             return DeliveryError(f"{where} unavailable: {detail}", retryable=True)
         return DeliveryError(f"{where} failed: {detail}", retryable=False)
