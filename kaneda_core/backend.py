@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
 
 from .errors import ConfigurationError
+from .forking import track_backend
 from .model import Metric
 
 B = TypeVar("B", bound="Backend")
@@ -32,6 +33,12 @@ class Backend(ABC):
     #: A URL that works for this backend, shown in error messages as an example
     #: (``influxdb://user:password@localhost:8086/metrics``).
     example_url: ClassVar[str | None] = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Backend:
+        backend = super().__new__(cls)
+        # Every backend, however it was made, gets its fork step in a forked child.
+        track_backend(backend)
+        return backend
 
     @abstractmethod
     def send(self, batch: Sequence[Metric]) -> None:

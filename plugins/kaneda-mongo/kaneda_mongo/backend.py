@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import pymongo
 from pymongo import MongoClient
 from pymongo.errors import (
     BulkWriteError,
@@ -20,6 +22,7 @@ from pymongo.errors import (
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.arguments import check_arguments
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
+from kaneda_core.forking import abandon
 from kaneda_core.model import record
 from kaneda_core.redact import redact_text, redact_url
 from kaneda_core.urls import check_credentials_escaped, parse_url, url_password
@@ -81,20 +84,29 @@ class MongoBackend(Backend):
                     '"client" parameter is not an instance of MongoClient client.'
                 )
             self.client = client
+            self._new_client = None
         elif connection_url:
             check_credentials_escaped(connection_url)
             self._password = url_password(connection_url)
-            self.client = self._client(
-                connection_url, serverSelectionTimeoutMS=timeout, connect=False, tz_aware=True
+            self._new_client = functools.partial(
+                MongoClient,
+                connection_url,
+                serverSelectionTimeoutMS=timeout,
+                connect=False,
+                tz_aware=True,
             )
+            self.client = self._checked_client(self._new_client)
         else:
-            self.client = self._client(
+            self._new_client = functools.partial(
+                MongoClient,
                 host=host,
                 port=port,
                 serverSelectionTimeoutMS=timeout,
                 connect=False,
                 tz_aware=True,
             )
+            self.client = self._checked_client(self._new_client)
+        self.timeout = timeout
         self.db_name = db_name
         self.collection_name = collection_name
         self.time_series = time_series
@@ -103,16 +115,18 @@ class MongoBackend(Backend):
         self._ready = not time_series
         self._setup_lock = threading.Lock()
 
-    def _client(self, *args: Any, **kwargs: Any) -> MongoClient[Any]:
-        """A MongoClient; what pymongo refuses in the URL or options is a ConfigurationError."""
+    def _checked_client(self, new_client: Any) -> MongoClient[Any]:
+        """``new_client()``; what pymongo refuses in the URL or options is a ConfigurationError."""
         try:
-            return MongoClient(*args, **kwargs)
+            client: MongoClient[Any] = new_client()
         except (PyMongoError, ValueError, TypeError, OSError) as error:  # OSError: tlsCAFile
+            args, kwargs = new_client.args, new_client.keywords
             shown = redact_url(args[0]) if args else f"{kwargs.get('host')}:{kwargs.get('port')}"
             raise ConfigurationError(
                 f"pymongo refuses {shown}: {self.redact(str(error))}. For example: "
                 f"{self.example_url}"
             ) from None
+        return client
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> MongoBackend:
@@ -169,7 +183,10 @@ class MongoBackend(Backend):
             self._create_time_series()
         documents = [self.document(metric) for metric in batch]
         try:
-            self.collection.insert_many(documents, ordered=False)
+            # timeout bounds the whole operation (server selection, every read), not
+            # each read: a server that answers a byte at a time cannot hold it open.
+            with pymongo.timeout(self.timeout / 1000):
+                self.collection.insert_many(documents, ordered=False)
         except BulkWriteError as error:
             self._raise_for_write_errors(batch, error)
         except PyMongoError as error:
@@ -298,6 +315,19 @@ class MongoBackend(Backend):
     def redact(self, text: str) -> str:
         """``text`` with the connection password masked."""
         return redact_text(text, self._password)
+
+    def after_fork(self) -> None:
+        """Drop the parent's client; the child builds its own (a client you passed in is kept).
+
+        pymongo resets a client's pools after a fork itself, with a warning; building a
+        new one keeps the child clear of the parent's monitors and sessions.
+        """
+        self._setup_lock = threading.Lock()
+        if self._new_client is None:
+            return
+        abandon(self.client)
+        self.client = self._new_client()
+        self.collection = self.client[self.db_name][self.collection_name]
 
     def close(self) -> None:
         """Close the client (connections and monitors)."""
