@@ -30,6 +30,10 @@ class Backend(ABC):
     #: (``INFLUX`` reads ``INFLUX_HOST``, ``INFLUX_PORT`` ...).
     settings_namespace: ClassVar[str | None] = None
 
+    #: A URL that works for this backend, shown in error messages as an example
+    #: (``influxdb://user:password@localhost:8086/metrics``).
+    example_url: ClassVar[str | None] = None
+
     def __new__(cls, *args: Any, **kwargs: Any) -> Backend:
         backend = super().__new__(cls)
         # Every backend, however it was made, gets its fork step in a forked child.
@@ -50,9 +54,11 @@ class Backend(ABC):
     def is_retryable(self, error: BaseException) -> bool:
         """Whether sending the same batch again may succeed after ``error``.
 
-        The default retries network errors (``OSError``: refused, reset, timed out).
+        The default retries network errors (``OSError``: refused, reset, timed out), but
+        not the ``OSError`` that no retry can mend: a missing file or folder, a
+        permission, a certificate that does not verify (:func:`is_transient_os_error`).
         """
-        return isinstance(error, OSError)
+        return is_transient_os_error(error)
 
     def close(self) -> None:
         """Release connections and files. Safe to call more than once."""
@@ -79,18 +85,103 @@ class Backend(ABC):
 
     @classmethod
     def from_url(cls: type[B], url: str, **overrides: Any) -> B:
-        """Build the backend from a URL; the default reads options from the query string.
+        """Build the backend from a URL: ``name://user:password@host:port/path?option=value``.
 
-        ``overrides`` are constructor arguments that win over the URL. Backends with a
-        server override this to read host, port, credentials and path as well.
+        The default passes the URL's host, port, user, password and path to the
+        constructor parameters of those names (``user`` or ``username``; the path
+        unescaped, with its leading ``/``) and the query options converted to the types
+        of their defaults (:func:`url_options`). A URL part the constructor has no
+        parameter for is refused with advice. ``overrides`` are constructor arguments
+        that win over the URL.
         """
-        return cls(**url_options(cls, url, **overrides))
+        from .arguments import construct
+
+        options = url_options(cls, url, **location_options(cls, url))
+        options.update({key: value for key, value in overrides.items() if value is not None})
+        return construct(cls, options)
 
     def __enter__(self: B) -> B:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+#: The URL parts :meth:`Backend.from_url` passes, and the parameter names that take them.
+_LOCATION_PARAMETERS = {
+    "host": ("host",),
+    "port": ("port",),
+    "user": ("user", "username"),
+    "password": ("password",),
+    "path": ("path",),
+}
+
+#: ``OSError`` subclasses that a retry cannot mend.
+_PERMANENT_OS_ERRORS: tuple[type[OSError], ...] = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+def is_transient_os_error(error: BaseException) -> bool:
+    """Whether ``error`` is an ``OSError`` a retry may mend (a network error, a full disk).
+
+    A missing file or folder, a permission, a read-only file system, a name too long
+    and a TLS certificate that does not verify stay as they are however often one tries.
+    """
+    import errno
+
+    if not isinstance(error, OSError) or isinstance(error, _PERMANENT_OS_ERRORS):
+        return False
+    if error.errno in (errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.EPERM):
+        return False
+    import ssl
+
+    return not isinstance(error, ssl.SSLCertVerificationError)
+
+
+def location_options(cls: type, url: str) -> dict[str, Any]:
+    """Host, port, user, password and path of ``url``, keyed by ``cls``'s parameter names.
+
+    Raises :class:`ConfigurationError` when the URL gives a part that ``cls`` takes no
+    parameter for (``memory://localhost``), or when the URL cannot be read (a port
+    that is not a number, an unescaped ``/`` in the password).
+    """
+    import inspect
+
+    from .redact import redact_url
+    from .urls import parse_url
+
+    parsed = parse_url(url, getattr(cls, "example_url", None))
+    given = {
+        "host": parsed.host,
+        "port": parsed.port,
+        "user": parsed.user,
+        "password": parsed.password,
+        "path": parsed.path or None,
+    }
+    parameters = inspect.signature(cls).parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    options: dict[str, Any] = {}
+    for part, value in given.items():
+        if value is None:
+            continue
+        names = [n for n in _LOCATION_PARAMETERS[part] if n in parameters] or (
+            [part] if accepts_any else []
+        )
+        if not names:
+            accepted = ", ".join(p for p in parameters if not p.startswith("_")) or "none"
+            raise ConfigurationError(
+                f"{redact_url(url)} gives a {part}, but {cls.__name__} takes no "
+                f"{' or '.join(_LOCATION_PARAMETERS[part])} parameter (its parameters: "
+                f"{accepted}). Leave the {part} out of the URL, pass options in the query "
+                "(?option=value), or give the backend a from_url of its own."
+            )
+        options[names[0]] = value
+    return options
 
 
 def url_options(cls: type, url: str, **fixed: Any) -> dict[str, Any]:
@@ -100,29 +191,62 @@ def url_options(cls: type, url: str, **fixed: Any) -> dict[str, Any]:
     to that type; an unknown option or a bad value raises ConfigurationError.
     """
     import inspect
-    from urllib.parse import parse_qsl, urlsplit
 
-    from .redact import redact_url
+    from .redact import is_secret_name, redact_url
+    from .urls import parse_url
 
     parameters = inspect.signature(cls).parameters
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     options: dict[str, Any] = {}
-    for key, raw in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+    secret_before = None  # an option after ?password= may be a piece of the password
+    for key, raw in parse_url(url, getattr(cls, "example_url", None)).query:
         parameter = parameters.get(key)
+        if secret_before and ((parameter is None and not accepts_any) or key in options):
+            raise ConfigurationError(
+                f"{redact_url(url)}: an option after ?{secret_before}= is unknown or given "
+                f"twice. If the {secret_before} holds &, #, + or %, escape them with %: & is "
+                "%26, # is %23, + is %2B, % is %25."
+            )
+        if is_secret_name(key):
+            secret_before = secret_before or key
         if parameter is None and not accepts_any:
-            accepted = ", ".join(sorted(p for p in parameters if not p.startswith("_")))
+            from difflib import get_close_matches
+
+            names = sorted(p for p in parameters if not p.startswith("_"))
+            close = get_close_matches(key, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigurationError(
                 f"Unknown option {key!r} in {redact_url(url)} for {cls.__name__} "
-                f"(accepted: {accepted})"
+                f"(accepted: {', '.join(names) or 'none'}).{hint}"
             )
         default = parameter.default if parameter is not None else None
-        options[key] = _convert(key, raw, default, url)
-    options.update({k: v for k, v in fixed.items() if v is not None})
+        if default is None or default is inspect.Parameter.empty:
+            default = _sample_of_annotation(cls, key)
+        options[key] = _convert(key, raw, default, url, hide=bool(secret_before))
+    for key, value in fixed.items():
+        if value is None:
+            continue
+        if key in options and options[key] != value:
+            raise ConfigurationError(
+                f"{redact_url(url)} gives {key} twice, in the URL and as ?{key}=: keep one"
+            )
+        options[key] = value
     return options
 
 
-def _convert(key: str, raw: str, default: object, url: str) -> object:
-    from .redact import redact_url
+def _sample_of_annotation(cls: type, key: str) -> object:
+    """A value of the type ``cls.__init__`` declares for ``key`` (``int | None`` -> 0)."""
+    from .arguments import accepted_types
+
+    accepted = accepted_types(cls, key)
+    for kind in (bool, int, float):
+        if kind in accepted:
+            return kind()
+    return None
+
+
+def _convert(key: str, raw: str, default: object, url: str, *, hide: bool = False) -> object:
+    from .redact import MASK, is_secret_name, redact_url
 
     try:
         if isinstance(default, bool):
@@ -136,8 +260,9 @@ def _convert(key: str, raw: str, default: object, url: str) -> object:
         if isinstance(default, float):
             return float(raw)
     except ValueError:
-        expected = type(default).__name__
+        expected = {bool: "true or false", int: "a whole number", float: "a number"}[type(default)]
+        shown = MASK if hide or is_secret_name(key) else repr(raw)
         raise ConfigurationError(
-            f"Option {key}={raw!r} in {redact_url(url)} is not a valid {expected}"
+            f"Option {key}={shown} in {redact_url(url)} must be {expected}"
         ) from None
     return raw

@@ -9,27 +9,70 @@ from collections.abc import Sequence
 
 from .errors import KanedaError
 
+DESCRIPTION = """\
+Kaneda reports metrics and events to the storage backend you choose.
+This command lists the installed backends, sends one metric, and runs a demo."""
+
+EXAMPLES = """\
+examples:
+  kaneda backends
+  kaneda send logger:///tmp/metrics.jsonl gauge queue.depth 12 --tag worker=w1
+  kaneda send influxdb://localhost:8086/metrics counter http.requests 1
+  kaneda send memory:// custom:query_time search '{"start": 120, "end": 230}'
+  kaneda demo --file /tmp/kaneda-demo.jsonl
+
+Run "kaneda COMMAND --help" for a command's arguments."""
+
+#: What ``kaneda send`` takes as KIND, for its help and its errors.
+SEND_KINDS = "gauge, counter, timing, event, or custom:METRIC (e.g. custom:query_time)"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``kaneda`` command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="kaneda", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="kaneda",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("backends", help="list installed backends and hook plugins")
+    commands.add_parser(
+        "backends",
+        help="list installed backends and hook plugins",
+        description="List the installed backends (name, aliases, class, distribution, "
+        "version, whether each loads) and the hook plugins with the hooks they implement.",
+    )
 
-    send = commands.add_parser("send", help="send one metric and wait until it is stored")
+    send = commands.add_parser(
+        "send",
+        help="send one metric and wait until it is stored",
+        description="Send one metric straight to a backend, in this process, and say "
+        "whether it was stored. Exits non-zero when it was not.",
+    )
     send.add_argument(
         "url", help="backend URL, e.g. influxdb://localhost:8086/metrics or logger://"
     )
-    send.add_argument("kind", help="gauge, counter, timing, event, or a custom metric name")
+    send.add_argument("kind", help=SEND_KINDS)
     send.add_argument("name", help="the metric's name, e.g. requests")
-    send.add_argument("value", help="a number; the text of an event; JSON for a custom metric")
+    send.add_argument(
+        "value",
+        help="a number (gauge, counter, timing); the text of an event; JSON for custom: "
+        "12, true, '\"text\"' or '{\"start\": 1}'",
+    )
     send.add_argument(
         "--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag (repeatable)"
     )
-    send.add_argument("--id", dest="id_", default=None, help="the metric's id")
+    send.add_argument(
+        "--id", dest="id_", default=None, metavar="ID", help="the id of a custom metric"
+    )
 
-    demo = commands.add_parser("demo", help="report a burst of metrics to the logger backend")
+    demo = commands.add_parser(
+        "demo",
+        help="report a burst of metrics to the logger backend",
+        description="Report a simulated web shop's metrics (requests, timings, events, "
+        "orders) to the built-in logger backend, then summarize the JSON lines written.",
+    )
     demo.add_argument(
         "--file", default="kaneda-demo.jsonl", help="where the JSON lines go (default: %(default)s)"
     )
@@ -46,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.file, args.requests)
     except KanedaError as error:
         print(f"kaneda: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (kaneda backends | head): stop quietly, as other tools do,
+        # and keep the interpreter's final flush from raising again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 
@@ -98,9 +148,11 @@ def send_command(
 ) -> int:
     """Send one metric straight to the backend and report the outcome."""
     from .config import create_backend
+    from .errors import DeliveryError
     from .model import BUILTIN_KINDS, EVENT, Metric
     from .redact import redact_url
 
+    kind = _parse_kind(kind)
     tags = dict(_parse_tag(tag) for tag in raw_tags)
     value = _parse_value(kind, raw_value)
     metric = Metric.create(name, kind, value, tags, id_ if kind not in BUILTIN_KINDS else None)
@@ -108,6 +160,9 @@ def send_command(
     try:
         backend.check(metric)
         backend.send([metric])
+    except DeliveryError as error:
+        print(f"kaneda: sending to {redact_url(url)} failed: {error}", file=sys.stderr)
+        return 1
     except KanedaError:
         raise
     except Exception as error:  # noqa: BLE001 - reported to the user as a failure
@@ -122,6 +177,27 @@ def send_command(
     shown = value if kind != EVENT else repr(value)
     print(f"sent {kind} {name}={shown} to {redact_url(url)}")
     return 0
+
+
+def _parse_kind(raw: str) -> str:
+    """The metric kind ``raw`` names: a built-in kind, or ``custom:METRIC``'s METRIC."""
+    from difflib import get_close_matches
+
+    from .model import BUILTIN_KINDS
+
+    if raw in BUILTIN_KINDS:
+        return raw
+    prefix, sep, custom = raw.partition(":")
+    if sep and prefix == "custom" and custom:
+        return custom
+    close = get_close_matches(raw.lower(), sorted(BUILTIN_KINDS), n=1, cutoff=0.6)
+    if close:
+        hint = f" Did you mean {close[0]!r}?"
+    elif raw and not sep:
+        hint = f" For a custom metric, write custom:{raw}."
+    else:
+        hint = ""
+    raise KanedaError(f"KIND must be {SEND_KINDS}; got {raw!r}.{hint}")
 
 
 def _parse_tag(raw: str) -> tuple[str, str]:
@@ -147,7 +223,10 @@ def _parse_value(kind: str, raw: str) -> object:
     try:
         return json.loads(raw)
     except ValueError:
-        return raw
+        raise KanedaError(
+            f"the value of a custom metric is JSON: a number (12), true or false, a string "
+            f"in quotes ('\"text\"') or an object ('{{\"start\": 1}}'); got {raw!r}"
+        ) from None
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:

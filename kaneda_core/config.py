@@ -8,7 +8,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
-from .errors import ConfigurationError
+from .errors import ConfigurationError, KanedaError
 from .registry import load_backend
 
 if TYPE_CHECKING:
@@ -57,8 +57,61 @@ def create_backend(name_or_url: str, **options: Any) -> Backend:
     database, query options); ``options`` then override what the URL says.
     """
     if "://" not in name_or_url:
-        return load_backend(name_or_url)(**options)
-    return load_backend(backend_name(name_or_url)).from_url(name_or_url, **options)
+        from .arguments import construct
+
+        if not isinstance(name_or_url, str) or not name_or_url:
+            raise ConfigurationError(
+                f"a backend is named by a non-empty string, got {name_or_url!r}: "
+                "for example 'memory', or a URL such as 'logger:///tmp/metrics.jsonl'"
+            )
+        if any(mark in name_or_url for mark in ":/@"):
+            raise ConfigurationError(_not_a_url_advice(name_or_url))
+        cls = load_backend(name_or_url)
+        return construct(cls, options, name_or_url.lower())
+    name = backend_name(name_or_url)
+    cls = load_backend(name)
+    try:
+        return cls.from_url(name_or_url, **options)
+    except KanedaError:
+        raise
+    except (ValueError, TypeError) as error:
+        # A from_url (a third party's, or a client library it calls) that trips on the
+        # URL may quote it whole in its message: never let the password through.
+        from .redact import redact_text, redact_url
+        from .urls import url_password
+
+        detail = redact_text(f"{type(error).__name__}: {error}", url_password(name_or_url))
+        raise ConfigurationError(
+            f"The {name!r} backend cannot use {redact_url(name_or_url)}: {redact_url(detail)}"
+        ) from None
+
+
+def _not_a_url_advice(text: str) -> str:
+    """Why ``text`` (neither a name nor a URL) is neither, and what to write instead."""
+    from .redact import redact_url
+    from .registry import installed_names
+
+    shown = redact_url(text)
+    scheme, colon, rest = text.partition(":")
+    installed = installed_names()
+    if colon and scheme.lower() in installed:
+        example = getattr(load_backend(scheme.lower()), "example_url", None)
+        hint = f", for example {example}" if example else ""
+        return (
+            f"{shown!r} is missing '//' after {scheme + ':'!r}: a Kaneda URL reads "
+            f"{scheme.lower()}://...{hint}"
+        )
+    if colon and rest.split("/")[0].isdigit():
+        return (
+            f"{shown!r} has no backend name in front: put the backend's name and '://' before "
+            f"the host, for example influxdb://{shown}/metrics (installed backends: "
+            f"{', '.join(installed) or 'none'})"
+        )
+    return (
+        f"{shown!r} is neither a backend name nor a URL: a URL starts with the backend's "
+        f"name and '://', for example logger:///tmp/metrics.jsonl or influxdb://localhost:8086/"
+        f"metrics (installed backends: {', '.join(installed) or 'none'})"
+    )
 
 
 def backend_from_environment() -> Backend:
@@ -110,7 +163,9 @@ def backend_from_settings(backend: str | type, settings: ModuleType | object) ->
             for key, value in vars(settings).items()
             if key.startswith(prefix)
         }
-    return cls(**params)  # type: ignore[no-any-return]
+    from .arguments import construct
+
+    return construct(cls, params)  # type: ignore[no-any-return]
 
 
 def resolve_backend_class(backend: str | type) -> Any:

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from .backends.logger import LoggerBackend
+from .errors import ConfigurationError
 from .metrics import Metrics
 
 ROUTES = [("GET", "/"), ("GET", "/products"), ("GET", "/cart"), ("POST", "/checkout")]
@@ -17,6 +18,7 @@ ROUTES = [("GET", "/"), ("GET", "/products"), ("GET", "/cart"), ("POST", "/check
 def run_demo(filename: str, requests: int = 2000, seed: int = 7) -> int:
     """Report ``requests`` simulated requests (and what goes with them) to ``filename``."""
     path = Path(filename).resolve()
+    _check_writable(path)
     rng = random.Random(seed)
     started = time.perf_counter()
     with Metrics(LoggerBackend(filename=str(path)), batch_size=500) as metrics:
@@ -45,6 +47,18 @@ def run_demo(filename: str, requests: int = 2000, seed: int = 7) -> int:
     elapsed = time.perf_counter() - started
     print(summarize(path, stats.sent, stats.failed, elapsed))
     return 0 if stats.failed == 0 else 1
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse at once, in one line, a file the demo could never write."""
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot write the demo's file {path}: {error.strerror or error}. "
+            "Pass --file a path in a folder that exists and that you may write to"
+        ) from None
 
 
 def summarize(path: Path, sent: int, failed: int, elapsed: float) -> str:

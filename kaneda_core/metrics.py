@@ -388,7 +388,21 @@ def _default_tags(backend: Backend) -> dict[str, Scalar]:
     from .plugins import get_plugin_manager
 
     merged: dict[str, Scalar] = {}
-    for tags in reversed(get_plugin_manager().hook.kaneda_default_tags(backend=backend)):
+    # Each hook on its own (first registered first, so later ones win): one that raises
+    # is logged and left out, and never stops the Metrics from being created.
+    for hook in get_plugin_manager().hook.kaneda_default_tags.get_hookimpls():
+        if hook.hookwrapper or hook.wrapper:
+            continue
+        try:
+            tags = hook.function(**{arg: backend for arg in hook.argnames if arg == "backend"})
+        except Exception:
+            import logging
+
+            logging.getLogger("kaneda").exception(
+                "kaneda_default_tags hook of plugin %r raised; its tags are left out",
+                hook.plugin_name,
+            )
+            continue
         if tags:
             merged.update(cast(Mapping[str, Scalar], tags))
     if merged:

@@ -60,7 +60,13 @@ def installed_names() -> list[str]:
 def install_advice(name: str) -> str:
     """How to get the backend called ``name``, as a sentence (empty if unknown)."""
     distribution = KNOWN_DISTRIBUTIONS.get(name)
-    return f" Install it with: pip install {distribution}" if distribution else ""
+    if not distribution:
+        return ""
+    # Until the plugins are on PyPI, a clone of the repository installs them with the core.
+    return (
+        f" Install it with: pip install {distribution} (at the root of a clone of the Kaneda "
+        f"repository: pip install . ./plugins/{distribution})"
+    )
 
 
 def load_backend(name: str) -> type[Backend]:
@@ -74,8 +80,33 @@ def load_backend(name: str) -> type[Backend]:
         return cls
     with _lock:
         if name not in _loaded:
-            _loaded[name] = _load(name)
+            _loaded[name] = _load(_registered_spelling(name))
     return _loaded[name]
+
+
+def _registered_spelling(name: str) -> str:
+    """``name`` as installed, matched without regard to case (``InfluxDB`` -> ``influxdb``)."""
+    if not isinstance(name, str):
+        return name
+    points = _entry_points()
+    if name in points:
+        return name
+    by_case = {installed.lower(): installed for installed in points}
+    return by_case.get(name.lower(), name)
+
+
+def _suggestion(name: str) -> str:
+    """ " Did you mean 'influxdb'?", from the installed and the known names (or "")."""
+    from difflib import get_close_matches
+
+    if not isinstance(name, str):
+        return ""
+    candidates = sorted(set(installed_names()) | set(KNOWN_DISTRIBUTIONS))
+    close = get_close_matches(name.lower(), candidates, n=1, cutoff=0.6)
+    if not close or close[0] == name.lower():
+        return ""
+    advice = "" if close[0] in installed_names() else install_advice(close[0])
+    return f" Did you mean {close[0]!r}?{advice}"
 
 
 def _load(name: str, *, fresh: bool = False) -> type[Backend]:
@@ -105,7 +136,7 @@ def _load(name: str, *, fresh: bool = False) -> type[Backend]:
         installed = ", ".join(installed_names()) or "none"
         raise BackendNotFound(
             f"No Kaneda backend named {name!r} is installed (installed: {installed})."
-            + install_advice(name)
+            + (install_advice(name.lower()) or _suggestion(name))
         ) from None
     cls: type[Backend] = _check_is_backend(name, manager.driver)
     return cls

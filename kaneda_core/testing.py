@@ -18,14 +18,16 @@ Every backend, in this repository or a third party's, proves itself by subclassi
 The suite reports through :class:`~kaneda_core.Metrics` and reads back with
 :meth:`BackendContract.stored`, so it checks what really reached the store. Each test
 uses names of its own, so a store shared between tests is fine. Capability flags say
-what the backend cannot do (list tags, ids); the suite then checks that it refuses
-such metrics at the call instead of losing them.
+what the store does not keep (events, custom metrics, tags, list tags, ids, the host,
+the metric's own time); the suite then checks that the backend refuses such metrics
+at the call (``check``) instead of losing them, and does not compare what the store
+cannot give back.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
@@ -40,6 +42,19 @@ from .model import Metric, host_name
 class BackendContract:
     """The checks every backend passes. Subclass it as ``TestContract`` and fill in the fixtures."""
 
+    #: Whether the store keeps events; if not, ``check`` must refuse them at the call.
+    stores_events: ClassVar[bool] = True
+    #: Whether the store keeps custom metrics (``metrics.custom``); if not, ``check``
+    #: must refuse them at the call.
+    stores_custom: ClassVar[bool] = True
+    #: Whether the store keeps tags; if not, ``check`` must refuse tagged metrics.
+    stores_tags: ClassVar[bool] = True
+    #: Whether the store keeps the reporting host (``Metric.host``); if not, the host
+    #: ``stored()`` gives back is not compared.
+    stores_host: ClassVar[bool] = True
+    #: Whether the store keeps each metric's own time; if not (the store stamps what it
+    #: receives), the timestamps ``stored()`` gives back are not compared.
+    stores_timestamps: ClassVar[bool] = True
     #: Whether the backend stores tags given as a list of strings.
     supports_list_tags: ClassVar[bool] = True
     #: Whether the backend keeps one copy per ``id_`` (re-sent metrics do not duplicate).
@@ -61,7 +76,7 @@ class BackendContract:
     @pytest.fixture
     def unreachable_backend(self) -> Iterator[Backend]:
         """The backend configured for a store that is not there (a closed port)."""
-        pytest.skip("this backend has no server that can be unreachable")
+        pytest.skip("this backend gives no unreachable_backend fixture (no server to be down)")
 
     def stored(self, backend: Backend) -> Sequence[Metric]:
         """Every metric the store holds, read back from the store itself."""
@@ -90,6 +105,18 @@ class BackendContract:
         assert left == 0, f"{left} metrics were still queued after 30s"
         return metrics
 
+    def tags(self, tags: dict[str, Any]) -> dict[str, Any]:
+        """``tags``, or none for a store that keeps no tags."""
+        return tags if self.stores_tags else {}
+
+    def assert_refused(self, backend: Backend, prefix: str, call: Any) -> None:
+        """``call(metrics)`` raises InvalidMetric at the call, and nothing is stored."""
+        metrics = Metrics(backend)
+        with pytest.raises(InvalidMetric):
+            call(metrics)
+        assert metrics.flush(10) == 0
+        assert self.mine(backend, prefix) == []
+
     def summary(self, metric: Metric) -> tuple[Any, ...]:
         """What must survive the trip: kind, name, value, tags."""
         value = metric.value
@@ -100,34 +127,69 @@ class BackendContract:
     # -- the contract --------------------------------------------------------------
 
     def test_every_kind_is_stored(self, backend: Backend, prefix: str) -> None:
-        """gauge, increment, decrement, timing, event and custom all reach the store."""
+        """gauge, increment, decrement, timing, event and custom all reach the store.
+
+        (Events and custom metrics only where the store keeps them.)
+        """
+        tags = self.tags
+        expected: list[tuple[str, str, Any, dict[str, Any]]] = [
+            ("gauge", prefix + "users", 13, tags({"plan": "free"})),
+            ("gauge", prefix + "load", 0.75, {}),
+            ("counter", prefix + "views", 1, tags({"page": "home"})),
+            ("counter", prefix + "occupation", -1, {}),
+            ("timing", prefix + "request_time", 0.25, tags({"route": "/"})),
+        ]
+        if self.stores_events:
+            expected.append(
+                ("event", prefix + "signup", "New user registered", tags({"source": "web"}))
+            )
+        if self.stores_custom:
+            expected.append(
+                ("query_time", prefix + "search", {"start_time": 120, "end_time": 230}, {})
+            )
+            expected.append(("share", prefix + "ratio", 0.5, {}))
 
         def calls(metrics: Metrics) -> None:
-            metrics.gauge(prefix + "users", 13, tags={"plan": "free"})
+            metrics.gauge(prefix + "users", 13, tags=tags({"plan": "free"}))
             metrics.gauge(prefix + "load", 0.75)
-            metrics.increment(prefix + "views", tags={"page": "home"})
+            metrics.increment(prefix + "views", tags=tags({"page": "home"}))
             metrics.decrement(prefix + "occupation")
-            metrics.timing(prefix + "request_time", 0.25, tags={"route": "/"})
-            metrics.event(prefix + "signup", "New user registered", tags={"source": "web"})
-            metrics.custom(prefix + "search", "query_time", {"start_time": 120, "end_time": 230})
-            metrics.custom(prefix + "ratio", "share", 0.5)
+            metrics.timing(prefix + "request_time", 0.25, tags=tags({"route": "/"}))
+            if self.stores_events:
+                metrics.event(
+                    prefix + "signup", "New user registered", tags=tags({"source": "web"})
+                )
+            if self.stores_custom:
+                metrics.custom(
+                    prefix + "search", "query_time", {"start_time": 120, "end_time": 230}
+                )
+                metrics.custom(prefix + "ratio", "share", 0.5)
 
         stats = self.report(backend, calls).stats()
         stored = self.mine(backend, prefix)
-        expected = [
-            ("gauge", prefix + "users", 13, {"plan": "free"}),
-            ("gauge", prefix + "load", 0.75, {}),
-            ("counter", prefix + "views", 1, {"page": "home"}),
-            ("counter", prefix + "occupation", -1, {}),
-            ("timing", prefix + "request_time", 0.25, {"route": "/"}),
-            ("event", prefix + "signup", "New user registered", {"source": "web"}),
-            ("query_time", prefix + "search", {"start_time": 120, "end_time": 230}, {}),
-            ("share", prefix + "ratio", 0.5, {}),
-        ]
         want = sorted(self.summary(_fake(*row)) for row in expected)
         assert sorted(self.summary(m) for m in stored) == want
-        assert {m.host for m in stored} == {host_name()}
+        if self.stores_host:
+            assert {m.host for m in stored} == {host_name()}
         assert stats.sent == len(expected) and stats.failed == 0
+
+    def test_what_the_store_cannot_keep_is_refused_at_the_call(
+        self, backend: Backend, prefix: str
+    ) -> None:
+        """Events, custom metrics or tags the store does not keep raise InvalidMetric at the
+        call, never vanish; those it keeps are accepted."""
+        cases: list[tuple[bool, Callable[[Metrics], None]]] = [
+            (self.stores_events, lambda m: m.event(prefix + "e", "text")),
+            (self.stores_custom, lambda m: m.custom(prefix + "c", "share", 0.5)),
+            (self.stores_tags, lambda m: m.gauge(prefix + "t", 1, tags={"a": "b"})),
+        ]
+        for kept, call in cases:
+            if not kept:
+                self.assert_refused(backend, prefix, call)
+        kept_calls = [call for kept, call in cases if kept]
+        metrics = self.report(backend, lambda m: [call(m) for call in kept_calls])
+        assert metrics.stats().sent == len(kept_calls)
+        assert len(self.mine(backend, prefix)) == len(kept_calls)
 
     def test_value_types_survive(self, backend: Backend, prefix: str) -> None:
         """Integers stay integers and floats stay floats (or all are floats, if so declared)."""
@@ -152,7 +214,7 @@ class BackendContract:
 
         def calls(metrics: Metrics) -> None:
             for i in range(count):
-                metrics.gauge(prefix + "big", i, tags={"shard": str(i % 7)})
+                metrics.gauge(prefix + "big", i, tags=self.tags({"shard": str(i % 7)}))
 
         self.report(backend, calls, batch_size=count, flush_interval=60)
         stored = self.mine(backend, prefix)
@@ -160,8 +222,11 @@ class BackendContract:
         assert sorted(m.value for m in stored) == list(range(count))
 
     def test_dict_tags(self, backend: Backend, prefix: str) -> None:
-        """Tags given as a dict are stored with their keys and values."""
+        """Tags given as a dict are stored with their keys and values (or refused at the call)."""
         tags = {"route": "/users", "code": "200", "region": "eu-west-1"}
+        if not self.stores_tags:
+            self.assert_refused(backend, prefix, lambda m: m.increment(prefix + "r", tags=tags))
+            return
         self.report(backend, lambda m: m.increment(prefix + "requests", tags=tags))
         [metric] = self.mine(backend, prefix)
         assert self.normalize_tags(metric.tags) == self.normalize_tags(tags)
@@ -169,12 +234,10 @@ class BackendContract:
     def test_list_tags(self, backend: Backend, prefix: str) -> None:
         """Tags given as a list are stored, or refused at the call with advice."""
         tags = ["login", "edit_profile"]
-        if not self.supports_list_tags:
-            metrics = Metrics(backend)
-            with pytest.raises(InvalidMetric, match="tags"):
-                metrics.timing(prefix + "profile_load_time", 230, tags=tags)
-            assert metrics.flush(10) == 0
-            assert self.mine(backend, prefix) == []
+        if not (self.supports_list_tags and self.stores_tags):
+            self.assert_refused(
+                backend, prefix, lambda m: m.timing(prefix + "profile_load_time", 230, tags=tags)
+            )
             return
         self.report(backend, lambda m: m.timing(prefix + "profile_load_time", 230, tags=tags))
         [metric] = self.mine(backend, prefix)
@@ -184,8 +247,13 @@ class BackendContract:
         """A metric reported twice with one ``id_`` is stored once, and keeps its id.
 
         Backends that do not key by id (``supports_ids = False``) store both reports,
-        each still carrying the id.
+        each still carrying the id. A store without custom metrics refuses them.
         """
+        if not self.stores_custom:
+            self.assert_refused(
+                backend, prefix, lambda m: m.custom(prefix + "r", "xml", {"s": 1}, id_="2B75D750")
+            )
+            return
 
         def calls(metrics: Metrics) -> None:
             for _ in range(2):
@@ -198,11 +266,18 @@ class BackendContract:
         assert [m.id for m in stored] == ["2B75D750"] * copies
 
     def test_timestamps_are_the_metrics_own(self, backend: Backend, prefix: str) -> None:
-        """The stored time is the metric's timestamp, not the time of the write."""
+        """The stored time is the metric's timestamp, not the time of the write.
+
+        A store that stamps what it receives (``stores_timestamps = False``) must still
+        store the metric, once.
+        """
         when = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=timezone.utc)
         metric = Metric.create(prefix + "past", "gauge", 1, timestamp=when)
         backend.send([metric])
         [stored] = self.mine(backend, prefix)
+        assert (stored.name, stored.value) == (prefix + "past", 1)
+        if not self.stores_timestamps:
+            return
         resolution = self.timestamp_resolution
         assert abs(stored.timestamp - when) < resolution, (stored.timestamp, when)
 
@@ -212,6 +287,9 @@ class BackendContract:
         self.report(backend, lambda m: m.gauge(prefix + "now", 1))
         after = datetime.now(timezone.utc)
         [stored] = self.mine(backend, prefix)
+        assert stored.value == 1
+        if not self.stores_timestamps:
+            return
         slack = self.timestamp_resolution
         assert before - slack <= stored.timestamp <= after + slack
 

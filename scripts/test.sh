@@ -4,7 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Installing the core, every plugin and the test tools (requirements-dev.txt)"
+# One line per package pip fetches or builds: progress, without pip's ~100 lines of detail.
+python3 -m pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt \
+  | sed -un -E 's/^(Obtaining|Collecting|Downloading|Building wheels|Successfully installed)/  \1/p'
 
 if ! command -v influxd >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -17,7 +22,11 @@ if ! command -v influxd >/dev/null 2>&1; then
   fi
 fi
 
+step "ruff check"
 python3 -m ruff check .
+step "ruff format --check"
 python3 -m ruff format --check .
+step "mypy"
 python3 -m mypy
+step "pytest (skipped tests are listed at the end, with what they need)"
 python3 -m pytest "$@"

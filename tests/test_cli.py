@@ -43,7 +43,7 @@ def test_send_stores_the_metric(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_send_custom_parses_json(tmp_path: Path) -> None:
     path = tmp_path / "m.jsonl"
-    assert main(["send", f"logger://{path}", "query_time", "search", '{"start": 1}']) == 0
+    assert main(["send", f"logger://{path}", "custom:query_time", "search", '{"start": 1}']) == 0
     assert json.loads(path.read_text())["value"] == {"start": 1}
 
 
@@ -65,7 +65,8 @@ def test_send_fails_with_a_clear_message(
 
 def test_send_to_a_server_that_is_down_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["send", "logger:///nonexistent-dir/sub/m.jsonl", "gauge", "x", "1"]) == 1
-    assert "failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "failed" in err and "/nonexistent-dir/sub/m.jsonl" in err
 
 
 def test_demo_writes_json_lines_and_summarizes(tmp_path: Path) -> None:

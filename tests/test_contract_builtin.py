@@ -36,9 +36,10 @@ class TestLoggerContract(BackendContract):
         backend.close()
 
     @pytest.fixture
-    def unreachable_backend(self, tmp_path: Path) -> Iterator[Backend]:
-        # The logger's "server" is its file: here, in a folder that does not exist.
-        backend = LoggerBackend(filename=str(tmp_path / "missing" / "metrics.jsonl"))
+    def unreachable_backend(self) -> Iterator[Backend]:
+        # The logger's "server" is its file; its transient failure is a full disk, which
+        # /dev/full is. (A folder that does not exist is no outage: see test_logger.py.)
+        backend = LoggerBackend(filename="/dev/full")
         yield backend
         backend.close()
 

@@ -1,4 +1,4 @@
-"""`pip install .` installs the core alone."""
+"""`pip install .` installs the core alone; the documented commands install a plugin with it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = ("elasticsearch", "pymongo", "rethinkdb", "influxdb")
 
 
-def test_pip_install_dot_installs_the_core_and_no_storage_client(tmp_path: Path) -> None:
+def make_venv(tmp_path: Path) -> Path:
+    """A fresh virtual environment under ``tmp_path``; returns its python."""
     env = tmp_path / "venv"
     venv.create(env, with_pip=True)
-    python = env / "bin" / "python"
+    return env / "bin" / "python"
+
+
+def test_pip_install_dot_installs_the_core_and_no_storage_client(tmp_path: Path) -> None:
+    python = make_venv(tmp_path)
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", str(ROOT)],
         check=True,
@@ -47,3 +52,42 @@ def test_pip_install_dot_installs_the_core_and_no_storage_client(tmp_path: Path)
     assert out.splitlines()[0] == "1"
     assert "pip install kaneda-influx" in out
     assert sys.version_info >= (3, 10)
+
+
+def documented_command(page: str, target: str) -> str:
+    """The ``pip install ...`` command ``page`` documents for ``target``, as written."""
+    text = (ROOT / page).read_text("utf-8")
+    for line in text.splitlines():
+        if "pip install" in line and target in line:
+            command = line[line.index("pip install") :].split("#")[0].split("`")[0].strip()
+            return command
+    raise AssertionError(f"{page} documents no pip install for {target}")
+
+
+def test_the_documented_plugin_installs_work_in_a_fresh_environment(tmp_path: Path) -> None:
+    """README's command for a plugin, then the example plugin's README command, verbatim."""
+    python = make_venv(tmp_path)
+    bin_dir = python.parent
+    for page, target in (
+        ("plugins/kaneda-influx/README.md", "./plugins/kaneda-influx"),
+        ("examples/kaneda-example-plugin/README.md", "./examples/kaneda-example-plugin"),
+    ):
+        command = documented_command(page, target)
+        assert command.startswith("pip install . ")
+        subprocess.run(
+            [str(python), "-m", *command.split(), "--quiet"], check=True, timeout=600, cwd=ROOT
+        )
+    listed = subprocess.run(
+        [str(bin_dir / "kaneda"), "backends"], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines() if line}
+    assert rows["influxdb"][-1] == "yes" and rows["csv"][-1] == "yes"
+    sent = subprocess.run(
+        [str(bin_dir / "kaneda"), "send", f"csv://{tmp_path}/m.csv", "gauge", "queue.depth", "12"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert "queue.depth" in (tmp_path / "m.csv").read_text()

@@ -8,14 +8,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
-from urllib.parse import unquote, urlsplit
 
-from ..backend import Backend, url_options
+from ..arguments import check_arguments
+from ..backend import Backend, is_transient_os_error, url_options
+from ..errors import ConfigurationError, DeliveryError
 from ..forking import abandon
 from ..model import Metric, record
+from ..redact import redact_url
+from ..urls import parse_url
 
 
 class LoggerBackend(Backend):
@@ -33,8 +37,13 @@ class LoggerBackend(Backend):
     """
 
     settings_namespace = "LOGGER"
+    example_url = "logger:///var/log/metrics.jsonl"
 
-    def __init__(self, logger: logging.Logger | str | None = None, filename: str = "") -> None:
+    def __init__(
+        self, logger: logging.Logger | str | None = None, filename: str | os.PathLike[str] = ""
+    ) -> None:
+        check_arguments(LoggerBackend, locals())
+        filename = os.fspath(filename)
         self.filename = filename
         if isinstance(logger, str):
             logger = logging.getLogger(logger)
@@ -44,8 +53,15 @@ class LoggerBackend(Backend):
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> LoggerBackend:
         """``logger:///var/log/metrics.jsonl`` writes to that file; ``logger://`` to stderr."""
-        path = unquote(urlsplit(url).path)
-        options = url_options(cls, url, filename=path or None)
+        parsed = parse_url(url, cls.example_url)
+        if parsed.host or parsed.port:
+            # logger://metrics.jsonl reads "metrics.jsonl" as a host: say so, do not
+            # quietly write to stderr.
+            raise ConfigurationError(
+                f"{redact_url(url)} names a host; a logger URL takes a file path after three "
+                "slashes (logger:///var/log/metrics.jsonl) or none for stderr (logger://)"
+            )
+        options = url_options(cls, url, filename=parsed.path or None)
         return cls(**{**options, **overrides})
 
     def send(self, batch: Sequence[Metric]) -> None:
@@ -60,15 +76,23 @@ class LoggerBackend(Backend):
             sys.stderr.write(text)
             sys.stderr.flush()
             return
-        if self._file is None:
-            self._file = open(self.filename, "a", encoding="utf-8")  # noqa: SIM115 - kept open
         try:
-            self._file.write(text)
-            self._file.flush()
-        except BaseException:
-            # Part of the text may sit in the buffer: a new file object starts clean.
-            self._drop_file()
-            raise
+            if self._file is None:
+                self._file = open(self.filename, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+            try:
+                self._file.write(text)
+                self._file.flush()
+            except BaseException:
+                # Part of the text may sit in the buffer: a new file object starts clean.
+                self._drop_file()
+                raise
+        except OSError as error:
+            transient = is_transient_os_error(error)
+            advice = "" if transient else ": check that the folder exists and that it is writable"
+            raise DeliveryError(
+                f"cannot write metrics to {self.filename} ({error.strerror or error}){advice}",
+                retryable=transient,
+            ) from None
 
     def _drop_file(self) -> None:
         file, self._file = self._file, None

@@ -13,6 +13,7 @@ class MemoryBackend(Backend):
     """Stores metrics in :attr:`metrics`, a list of :class:`Metric`, in delivery order."""
 
     settings_namespace = "MEMORY"
+    example_url = "memory://"
 
     def __init__(self) -> None:
         self.metrics: list[Metric] = []

@@ -6,10 +6,11 @@ import csv
 import json
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from kaneda_core import Backend, Metric
+from kaneda_core.arguments import check_arguments
 from kaneda_core.backend import url_options
+from kaneda_core.urls import parse_url
 
 COLUMNS = ["timestamp", "metric", "name", "value", "tags", "host", "id"]
 
@@ -18,8 +19,10 @@ class CsvBackend(Backend):
     """Appends each metric to ``path`` as a CSV row (values and tags as JSON)."""
 
     settings_namespace = "CSV"
+    example_url = "csv:///var/log/metrics.csv"
 
     def __init__(self, path: str, write_header: bool = True) -> None:
+        check_arguments(CsvBackend, locals())  # path=3 fails here, naming path
         self.path = path
         self.write_header = write_header
         self._file: Any = None
@@ -27,7 +30,7 @@ class CsvBackend(Backend):
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> CsvBackend:
         """``csv:///var/log/metrics.csv``: the URL's path is the file."""
-        path = unquote(urlsplit(url).path) or None
+        path = parse_url(url, cls.example_url).path or None
         return cls(**{**url_options(cls, url, path=path), **overrides})
 
     def send(self, batch: Sequence[Metric]) -> None:

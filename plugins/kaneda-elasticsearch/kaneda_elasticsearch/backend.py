@@ -5,22 +5,25 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import socket
 import threading
 import weakref
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from elastic_transport import TransportError
+from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 
 from kaneda_core import Backend, DeliveryError, Metric
+from kaneda_core.arguments import check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.deadline import deadline
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
 from kaneda_core.redact import MASK, redact_text, redact_url
+from kaneda_core.urls import parse_url, url_password
 
 from . import schema
 
@@ -48,6 +51,9 @@ class ElasticsearchBackend(Backend):
     """
 
     settings_namespace = "ELASTIC"
+    example_url = (
+        "elasticsearch+https://user:password@localhost:9200/?index_name=metrics&app_name=web"
+    )
 
     def __init__(
         self,
@@ -64,6 +70,7 @@ class ElasticsearchBackend(Backend):
         verify_certs: bool = True,
         ca_certs: str | None = None,
     ) -> None:
+        check_arguments(ElasticsearchBackend, locals())
         for field, value in (("index_name", index_name), ("app_name", app_name)):
             if not isinstance(value, str) or not value:
                 raise ConfigurationError(f"{field} must be a non-empty string, got {value!r}")
@@ -81,6 +88,12 @@ class ElasticsearchBackend(Backend):
             "max_retries": 0,  # the dispatcher retries, with backoff
         }
         if ca_certs:
+            if not os.access(ca_certs, os.R_OK):
+                raise ConfigurationError(
+                    f"ElasticsearchBackend: ca_certs={ca_certs!r} is not a file this process "
+                    "can read: give the path of the CA bundle (PEM) that signed the server's "
+                    "certificate"
+                )
             options["ca_certs"] = ca_certs
         if client is not None:
             if not isinstance(client, Elasticsearch):
@@ -92,25 +105,35 @@ class ElasticsearchBackend(Backend):
         elif connection_url:
             urls = [connection_url] if isinstance(connection_url, str) else list(connection_url)
             for url in urls:
-                secret = urlsplit(url).password
+                _check_node_url(url, "connection_url")
+                secret = url_password(url)
                 if secret:
-                    self._secrets += [secret, unquote(secret)]
-            if user:
-                options["basic_auth"] = (user, password or "")
-            self._new_client = functools.partial(Elasticsearch, urls, **options)
+                    self._secrets.append(secret)
+            self._new_client = self._client_factory(urls, user, password, options)
             self.client = self._new_client()
         else:
             hosts = host if isinstance(host, list) else [host or "localhost"]
             urls = [_host_url(h, port or DEFAULT_PORT) for h in hosts]
-            if user:
-                options["basic_auth"] = (user, password or "")
-            self._new_client = functools.partial(Elasticsearch, urls, **options)
+            self._new_client = self._client_factory(urls, user, password, options)
             self.client = self._new_client()
         self.timeout = timeout
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
         _track_connections(self.client, self._connections)
         self._template_ready = False
         self._setup_lock = threading.Lock()
+
+    def _client_factory(
+        self, urls: list[str], user: str | None, password: str | None, options: dict[str, Any]
+    ) -> Any:
+        """What builds this backend's client: now, and again in a forked child."""
+        if password and not user:
+            raise ConfigurationError(
+                "ElasticsearchBackend: a password was given without a user: pass user= too "
+                f"(or write both in the URL). For example: {self.example_url}"
+            )
+        if user:
+            options["basic_auth"] = (user, password or "")
+        return functools.partial(Elasticsearch, urls, **options)
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> ElasticsearchBackend:
@@ -119,10 +142,16 @@ class ElasticsearchBackend(Backend):
         ``elasticsearch://`` is plain HTTP; query options are the constructor's
         (``index_name``, ``app_name``, ``timeout``, ``verify_certs``, ``ca_certs``).
         """
+        parsed = parse_url(url, cls.example_url)
         parts = urlsplit(url)
-        scheme = "https" if "https" in parts.scheme.lower().split("+") else "http"
+        scheme = "https" if "https" in parsed.scheme.split("+") else "http"
         server = urlunsplit((scheme, parts.netloc, "", "", ""))
         options = url_options(cls, url, connection_url=server)
+        if parsed.user is not None and ({"user", "password"} & options.keys()):
+            raise ConfigurationError(
+                f"{redact_url(url)} gives credentials twice, before the host and as ?user= "
+                "or ?password=: keep the ones before the host"
+            )
         options.update(overrides)
         for needed in ("index_name", "app_name"):
             if needed not in options:
@@ -217,7 +246,24 @@ class ElasticsearchBackend(Backend):
                 retryable=status == 429 or status >= 500,
             )
         if isinstance(error, (TransportError, TimeoutError)):
-            return DeliveryError(f"{where} unreachable while {doing}: {detail}", retryable=True)
+            if isinstance(error, TransportError):
+                reason = self.redact(_transport_reason(error))
+            else:
+                reason = f"no answer within the {self.timeout} s timeout"
+            if isinstance(error, TlsError) and "CERTIFICATE_VERIFY_FAILED" in reason:
+                # Retrying cannot help: the certificate will not change by itself.
+                return DeliveryError(
+                    f"{where}: the server's TLS certificate did not verify while {doing} "
+                    f"({reason}). Give the server a certificate this machine trusts, pass "
+                    "ca_certs= the CA that signed it, or verify_certs=False for a test server",
+                    retryable=False,
+                )
+            return DeliveryError(
+                f"{where} unreachable while {doing}: {reason}. Check that Elasticsearch runs "
+                "there, that host, port and scheme (http or https) are right, and that this "
+                "machine can reach it",
+                retryable=True,
+            )
         return DeliveryError(f"{where} failed while {doing}: {detail}", retryable=False)
 
     def _nodes(self) -> str:
@@ -286,5 +332,26 @@ def _timed_out(error: Exception, watch: Any, timeout: float) -> Exception:
 
 def _host_url(host: str, port: int) -> str:
     if "://" in host:
+        _check_node_url(host, "host")
         return host
     return f"http://{host}:{port}"
+
+
+def _check_node_url(url: str, parameter: str) -> None:
+    """Refuse, before the client quotes it whole, a node URL it cannot use."""
+    example = "https://user:secret@localhost:9200"
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https"):
+        raise ConfigurationError(
+            f"ElasticsearchBackend: {parameter} must start with http:// or https://, got "
+            f"{redact_url(url)!r}. For example: {example}"
+        )
+    parse_url(url, example)
+
+
+def _transport_reason(error: TransportError) -> str:
+    """What failed, from a transport error whose ``str`` may be only "Connection error"."""
+    reason = str(error.args[0]) if error.args and error.args[0] else str(error)
+    # "HTTPConnection(host='127.0.0.1', port=1): Failed to ..." -> "Failed to ..."
+    reason = reason.split("): ", 1)[1] if reason.startswith("HTTP") and "): " in reason else reason
+    return reason.strip().splitlines()[0] if reason.strip() else type(error).__name__

@@ -42,7 +42,8 @@ class TestContract(BackendContract):
 
 @pytest.mark.skipif(
     real_server_url() is None,
-    reason="set KANEDA_TEST_ELASTICSEARCH_URL to run against a real Elasticsearch",
+    reason="a real Elasticsearch: docker compose up -d elasticsearch, then set "
+    "KANEDA_TEST_ELASTICSEARCH_URL=http://localhost:9200",
 )
 class TestContractRealServer(BackendContract):
     """The same contract against a real Elasticsearch (docker compose up -d elasticsearch)."""

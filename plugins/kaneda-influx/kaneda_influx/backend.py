@@ -9,7 +9,7 @@ import ssl
 import threading
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import requests
 from influxdb import InfluxDBClient
@@ -18,10 +18,12 @@ from influxdb.line_protocol import quote_ident
 from requests.exceptions import RequestException
 
 from kaneda_core import Backend, DeliveryError, Metric
+from kaneda_core.arguments import check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
 from kaneda_core.redact import MASK, redact_text, redact_url
+from kaneda_core.urls import parse_url
 
 from . import line_protocol
 from .transport import HTTPTransport
@@ -53,6 +55,7 @@ class InfluxBackend(Backend):
     """
 
     settings_namespace = "INFLUX"
+    example_url = "influxdb://user:password@localhost:8086/metrics"
 
     def __init__(
         self,
@@ -67,6 +70,7 @@ class InfluxBackend(Backend):
         *,
         verify_ssl: bool = True,
     ) -> None:
+        check_arguments(InfluxBackend, locals())
         if not isinstance(database, str) or not database:
             raise ConfigurationError(f"database must be a non-empty string, got {database!r}")
         self.database = database
@@ -78,7 +82,9 @@ class InfluxBackend(Backend):
             self.client = client
             self._password = getattr(client, "_password", None)
         elif connection_url:
-            self.client, self._password = _client_for_url(connection_url, timeout, verify_ssl)
+            self.client, self._password = _client_for_url(
+                connection_url, timeout, verify_ssl, username, password
+            )
         else:
             self.client = InfluxDBClient(
                 host=host or "localhost",
@@ -98,8 +104,7 @@ class InfluxBackend(Backend):
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> InfluxBackend:
         """``influxdb://user:pw@host:8086/db?timeout=1`` (``https+influxdb://`` for TLS)."""
-        parts = urlsplit(url)
-        database = unquote(parts.path).strip("/") or None
+        database = parse_url(url, cls.example_url).path.strip("/") or None
         fixed = {"database": database, "connection_url": url.split("?", 1)[0]}
         options = url_options(cls, url, **fixed)
         options.update(overrides)
@@ -278,7 +283,12 @@ class InfluxBackend(Backend):
             )
             return DeliveryError(message, retryable=False)
         if isinstance(error, (OSError, http.client.HTTPException, RequestException)):
-            return DeliveryError(f"{where} unreachable while {doing}: {detail}", retryable=True)
+            return DeliveryError(
+                f"{where} unreachable while {doing}: {self.redact(_network_reason(error))}. "
+                "Check that influxd runs there, that host and port are right "
+                "(https+influxdb:// for TLS), and that this machine can reach it",
+                retryable=True,
+            )
         return DeliveryError(f"{where} failed {doing}: {detail}", retryable=False)
 
     def redact(self, text: str) -> str:
@@ -318,21 +328,20 @@ def _transport_for(client: InfluxDBClient) -> HTTPTransport:
 
 
 def _client_for_url(
-    url: str, timeout: float, verify_ssl: bool
+    url: str,
+    timeout: float,
+    verify_ssl: bool,
+    username: str | None = None,
+    password: str | None = None,
 ) -> tuple[InfluxDBClient, str | None]:
     """A client for ``influxdb://user:pw@host:port/db`` (``https+influxdb://`` for TLS).
 
     Parsed here rather than by ``InfluxDBClient.from_dsn``, which keeps percent-escapes
     in the credentials (a password ``p@ss`` written ``p%40ss`` would be refused).
+    ``username`` and ``password``, when given, win over the URL's.
     """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as error:
-        raise ConfigurationError(
-            f"{redact_url(url)} is not a valid InfluxDB URL: {error}"
-        ) from None
-    transport = {part for part in parts.scheme.lower().split("+")}
+    parts = parse_url(url, InfluxBackend.example_url)
+    transport = {part for part in parts.scheme.split("+")}
     if not transport & {"influxdb", "influx"} or transport - {
         "influxdb",
         "influx",
@@ -343,11 +352,11 @@ def _client_for_url(
             f"{redact_url(url)} is not an InfluxDB URL: use influxdb://user:password@host:8086/db "
             "(https+influxdb:// for TLS)"
         )
-    password = unquote(parts.password) if parts.password is not None else None
+    password = password if password is not None else parts.password
     client = InfluxDBClient(
-        host=parts.hostname or "localhost",
-        port=port or 8086,
-        username=unquote(parts.username) if parts.username else None,
+        host=parts.host or "localhost",
+        port=parts.port or 8086,
+        username=username or parts.user,
         password=password,
         ssl="https" in transport,
         verify_ssl=verify_ssl,
@@ -355,3 +364,13 @@ def _client_for_url(
         retries=1,  # one attempt per request: the dispatcher retries, with backoff
     )
     return client, password
+
+
+def _network_reason(error: Exception) -> str:
+    """What failed, in a few words, from a requests error wrapping urllib3's long one."""
+    inner = error.args[0] if error.args and isinstance(error.args[0], Exception) else error
+    text = str(getattr(inner, "reason", inner))
+    # "HTTPConnection(host='h', port=1): Failed to establish ..." -> "Failed to establish ..."
+    if text.startswith("HTTP") and "): " in text:
+        text = text.split("): ", 1)[1]
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__

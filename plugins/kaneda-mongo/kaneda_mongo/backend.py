@@ -16,13 +16,16 @@ from pymongo.errors import (
     ConnectionFailure,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
 )
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
+from kaneda_core.arguments import check_arguments
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
 from kaneda_core.model import record
 from kaneda_core.redact import redact_text, redact_url
+from kaneda_core.urls import check_credentials_escaped, parse_url, url_password
 
 DUPLICATE_KEY = 11000
 AUTH_FAILED = 18
@@ -51,6 +54,7 @@ class MongoBackend(Backend):
     """
 
     settings_namespace = "MONGO"
+    example_url = "mongodb://localhost:27017/metrics?collection_name=metrics"
 
     def __init__(
         self,
@@ -65,6 +69,7 @@ class MongoBackend(Backend):
         time_series: bool = False,
         granularity: str = "seconds",
     ) -> None:
+        check_arguments(MongoBackend, locals())
         for field, value in (("db_name", db_name), ("collection_name", collection_name)):
             if not isinstance(value, str) or not value:
                 raise ConfigurationError(f"{field} must be a non-empty string, got {value!r}")
@@ -81,7 +86,8 @@ class MongoBackend(Backend):
             self.client = client
             self._new_client = None
         elif connection_url:
-            self._password = urlsplit(connection_url).password
+            check_credentials_escaped(connection_url)
+            self._password = url_password(connection_url)
             self._new_client = functools.partial(
                 MongoClient,
                 connection_url,
@@ -89,7 +95,7 @@ class MongoBackend(Backend):
                 connect=False,
                 tz_aware=True,
             )
-            self.client = self._new_client()
+            self.client = self._checked_client(self._new_client)
         else:
             self._new_client = functools.partial(
                 MongoClient,
@@ -99,7 +105,7 @@ class MongoBackend(Backend):
                 connect=False,
                 tz_aware=True,
             )
-            self.client = self._new_client()
+            self.client = self._checked_client(self._new_client)
         self.timeout = timeout
         self.db_name = db_name
         self.collection_name = collection_name
@@ -109,6 +115,19 @@ class MongoBackend(Backend):
         self._ready = not time_series
         self._setup_lock = threading.Lock()
 
+    def _checked_client(self, new_client: Any) -> MongoClient[Any]:
+        """``new_client()``; what pymongo refuses in the URL or options is a ConfigurationError."""
+        try:
+            client: MongoClient[Any] = new_client()
+        except (PyMongoError, ValueError, TypeError, OSError) as error:  # OSError: tlsCAFile
+            args, kwargs = new_client.args, new_client.keywords
+            shown = redact_url(args[0]) if args else f"{kwargs.get('host')}:{kwargs.get('port')}"
+            raise ConfigurationError(
+                f"pymongo refuses {shown}: {self.redact(str(error))}. For example: "
+                f"{self.example_url}"
+            ) from None
+        return client
+
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> MongoBackend:
         """``mongodb://user:pw@host:27017/db?collection_name=metrics`` (``mongodb+srv://`` too).
@@ -116,8 +135,16 @@ class MongoBackend(Backend):
         ``collection_name``, ``timeout``, ``time_series`` and ``granularity`` are Kaneda's;
         the other query options (``authSource``, ``replicaSet``, ``tls`` ...) go to pymongo.
         """
+        parse_url(url, cls.example_url, several_hosts=True)
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
+        for key, _ in query:
+            if key.lower() in ("user", "username", "password"):
+                raise ConfigurationError(
+                    f"{redact_url(url)} gives ?{key}= as an option; MongoDB takes credentials "
+                    "before the host: mongodb://user:password@host:27017/db?collection_name=m "
+                    "(escape reserved characters with %, e.g. @ as %40)"
+                )
         own = {k: v for k, v in query if k in _OWN_OPTIONS}
         driver_query = urlencode([(k, v) for k, v in query if k not in _OWN_OPTIONS])
         scheme = "mongodb+srv" if "srv" in parts.scheme.lower().split("+") else "mongodb"
@@ -243,11 +270,44 @@ class MongoBackend(Backend):
                 f"({error.code}): check the user, password and authSource",
                 retryable=False,
             )
+        if isinstance(error, ServerSelectionTimeoutError):
+            return DeliveryError(self._unreachable(error), retryable=True)
         retryable = isinstance(error, ConnectionFailure) or error.has_error_label(
             "RetryableWriteError"
         )
         doing = "unreachable" if isinstance(error, ConnectionFailure) else "failed"
-        return DeliveryError(f"MongoDB {doing} for {self._where()}: {detail}", retryable=retryable)
+        return DeliveryError(
+            f"MongoDB {doing} for {self._where()}: {_first_line(detail)}", retryable=retryable
+        )
+
+    def _unreachable(self, error: ServerSelectionTimeoutError) -> str:
+        """One line for "no server answered": each address tried, what failed, what to check.
+
+        pymongo's own message holds the whole topology description (~900 characters);
+        this keeps, for each server, its address and the reason it could not be used.
+        """
+        try:
+            servers = self.client.topology_description.server_descriptions()
+        except Exception:  # noqa: BLE001 - the summary is best effort; the cause is below
+            servers = {}
+        reasons = []
+        for (host, port), server in list(servers.items())[:3]:
+            reason = str(server.error) if server.error else server.server_type_name
+            reason = reason.split(" (configured timeouts", 1)[0]
+            reason = reason.removeprefix(f"{host}:{port}: ")
+            reasons.append(f"{host}:{port}: {reason}")
+        if len(servers) > 3:
+            reasons.append(f"and {len(servers) - 3} more")
+        tried = "; ".join(reasons) or _first_line(str(error)).split(", Timeout:", 1)[0]
+        try:
+            waited = f" within {self.client.options.server_selection_timeout * 1000:g} ms"
+        except Exception:  # noqa: BLE001 - a client double without options
+            waited = ""
+        return self.redact(
+            f"MongoDB unreachable for {self._where()}: no server could be used{waited} "
+            f"({tried}). Check that mongod runs at that address, the host and port (and "
+            "replicaSet) in the URL, and that this machine can reach it"
+        )
 
     def _where(self) -> str:
         return f"{self.db_name}.{self.collection_name}"
@@ -275,6 +335,12 @@ class MongoBackend(Backend):
 
     def __repr__(self) -> str:
         return f"<MongoBackend {self._where()}>"
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    """The first line of ``text``, cut to ``limit`` characters."""
+    line = text.strip().splitlines()[0] if text.strip() else text
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _check_keys(mapping: dict[str, Any], field: str) -> None:

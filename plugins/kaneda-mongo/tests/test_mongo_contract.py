@@ -37,7 +37,9 @@ class TestContract(BackendContract):
 
 
 @pytest.mark.skipif(
-    real_server_url() is None, reason="set KANEDA_TEST_MONGO_URL to run against a real MongoDB"
+    real_server_url() is None,
+    reason="a real MongoDB: docker compose up -d mongo, then set "
+    "KANEDA_TEST_MONGO_URL=mongodb://localhost:27017/",
 )
 class TestContractRealServer(TestContract):
     """The same contract against a real MongoDB (docker compose up -d mongo)."""

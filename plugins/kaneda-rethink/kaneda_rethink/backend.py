@@ -9,7 +9,6 @@ import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from rethinkdb import RethinkDB
 from rethinkdb.errors import (
@@ -22,12 +21,14 @@ from rethinkdb.errors import (
 )
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
+from kaneda_core.arguments import check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.deadline import deadline
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.forking import abandon
 from kaneda_core.model import record
 from kaneda_core.redact import redact_text, redact_url
+from kaneda_core.urls import parse_url
 
 r = RethinkDB()
 
@@ -59,6 +60,7 @@ class RethinkBackend(Backend):
     """
 
     settings_namespace = "RETHINK"
+    example_url = "rethinkdb://admin:password@localhost:28015/metrics"
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class RethinkBackend(Backend):
         password: str | None = None,
         timeout: float = 0.3,
     ) -> None:
+        check_arguments(RethinkBackend, locals())
         if not isinstance(db, str) or not VALID_NAME.fullmatch(db):
             raise ConfigurationError(
                 f"db must be a RethinkDB name (A-Z, a-z, 0-9, _ and - only), got {db!r}"
@@ -96,13 +99,13 @@ class RethinkBackend(Backend):
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RethinkBackend:
         """``rethinkdb://user:pw@host:28015/db?table_name=metrics&timeout=1``."""
-        parts = urlsplit(url)
+        parts = parse_url(url, cls.example_url)
         fixed: dict[str, Any] = {
-            "db": unquote(parts.path).strip("/") or None,
-            "host": parts.hostname,
+            "db": parts.path.strip("/") or None,
+            "host": parts.host,
             "port": parts.port,
-            "user": unquote(parts.username) if parts.username else None,
-            "password": unquote(parts.password) if parts.password else None,
+            "user": parts.user,
+            "password": parts.password or None,
         }
         options = url_options(cls, url, **fixed)
         options.update(overrides)
@@ -216,7 +219,12 @@ class RethinkBackend(Backend):
             )
         if isinstance(error, (ReqlDriverError, ReqlTimeoutError)):
             self._drop_connection()
-            return DeliveryError(f"{where} unreachable: {detail}", retryable=True)
+            return DeliveryError(
+                f"{where} unreachable: {detail}. Check that RethinkDB runs there, that host "
+                "and port are right (the driver port, 28015 by default), and that this "
+                "machine can reach it",
+                retryable=True,
+            )
         if isinstance(error, ReqlAvailabilityError):
             return DeliveryError(f"{where} unavailable: {detail}", retryable=True)
         return DeliveryError(f"{where} failed: {detail}", retryable=False)

@@ -36,7 +36,8 @@ class TestContract(BackendContract):
 
 @pytest.mark.skipif(
     real_server_url() is None,
-    reason="set KANEDA_TEST_RETHINKDB_URL to run against a real RethinkDB",
+    reason="a real RethinkDB: docker compose up -d rethinkdb, then set "
+    "KANEDA_TEST_RETHINKDB_URL=rethinkdb://localhost:28015/",
 )
 class TestContractRealServer(TestContract):
     """The same contract against a real RethinkDB (docker compose up -d rethinkdb)."""

@@ -1,0 +1,105 @@
+"""What a user reads when Elasticsearch cannot be reached or used: one line, with advice."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from es_helpers import closed_port
+from kaneda_elasticsearch import ElasticsearchBackend
+
+from kaneda_core import ConfigurationError, DeliveryError, Metric
+
+TLS = Path(__file__).parent / "tls"
+
+
+def test_a_closed_port_names_the_address_the_reason_and_what_to_check() -> None:
+    port = closed_port()
+    backend = ElasticsearchBackend("k", "web", host="127.0.0.1", port=port)
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("g", "gauge", 1)])
+    message = str(caught.value)
+    assert caught.value.retryable
+    assert f"http://127.0.0.1:{port}" in message
+    assert "Connection refused" in message
+    assert "Check that Elasticsearch runs there" in message
+    assert "\n" not in message and message.count("Connection error") == 0
+    backend.close()
+
+
+def test_a_name_that_does_not_resolve_says_so() -> None:
+    backend = ElasticsearchBackend("k", "web", host="kaneda-no-such-host.invalid", port=9200)
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("g", "gauge", 1)])
+    assert "kaneda-no-such-host.invalid" in str(caught.value)
+    assert "resolve" in str(caught.value)
+    backend.close()
+
+
+@pytest.fixture
+def self_signed_server() -> Iterator[int]:
+    """A TLS server on a loopback port whose certificate no one trusts."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)  # so the loop sees stop soon
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            connection.settimeout(5)
+            try:
+                with context.wrap_socket(connection, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                pass  # the client hung up: it did not trust us
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield port
+    stop.set()
+    listener.close()
+    thread.join(5)
+
+
+def test_a_certificate_that_does_not_verify_is_not_retried(self_signed_server: int) -> None:
+    url = f"https://127.0.0.1:{self_signed_server}"
+    backend = ElasticsearchBackend("k", "web", connection_url=url, timeout=5)
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("g", "gauge", 1)])
+    message = str(caught.value)
+    assert not caught.value.retryable, message
+    assert "certificate did not verify" in message and "ca_certs=" in message
+    backend.close()
+
+
+def test_the_trusted_certificate_is_then_accepted_as_far_as_tls_goes(
+    self_signed_server: int,
+) -> None:
+    url = f"https://127.0.0.1:{self_signed_server}"
+    backend = ElasticsearchBackend(
+        "k", "web", connection_url=url, ca_certs=str(TLS / "cert.pem"), timeout=5
+    )
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("g", "gauge", 1)])
+    # TLS passed; the server then hangs up without an HTTP answer: a transient failure.
+    assert "certificate" not in str(caught.value)
+    assert caught.value.retryable
+    backend.close()
+
+
+def test_a_ca_bundle_that_is_missing_is_refused_at_construction(tmp_path: Path) -> None:
+    missing = tmp_path / "ca.pem"
+    with pytest.raises(ConfigurationError, match=r"ca_certs=.*is not a file this process can read"):
+        ElasticsearchBackend("k", "web", connection_url="https://h:9200", ca_certs=str(missing))

@@ -1,0 +1,185 @@
+"""Constructor arguments are checked at construction, for every backend, with advice."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kaneda_core import ConfigurationError, Metrics, create_backend, load_backend
+from kaneda_core.config import backend_from_settings
+
+# name -> (required arguments, {parameter: what it must be})
+SPEC: dict[str, tuple[dict[str, Any], dict[str, tuple[type, ...]]]] = {
+    "influxdb": (
+        {"database": "metrics"},
+        {
+            "database": (str,),
+            "connection_url": (str, type(None)),
+            "host": (str, type(None)),
+            "port": (int, type(None)),
+            "username": (str, type(None)),
+            "password": (str, type(None)),
+            "timeout": (int, float),
+            "verify_ssl": (bool,),
+        },
+    ),
+    "mongodb": (
+        {"db_name": "metrics", "collection_name": "m"},
+        {
+            "db_name": (str,),
+            "collection_name": (str,),
+            "connection_url": (str, type(None)),
+            "host": (str, type(None)),
+            "port": (int, type(None)),
+            "timeout": (int,),
+            "time_series": (bool,),
+            "granularity": (str,),
+        },
+    ),
+    "elasticsearch": (
+        {"index_name": "metrics", "app_name": "web"},
+        {
+            "index_name": (str,),
+            "app_name": (str,),
+            "port": (int, type(None)),
+            "user": (str, type(None)),
+            "password": (str, type(None)),
+            "timeout": (int, float),
+            "verify_certs": (bool,),
+            "ca_certs": (str, type(None)),
+        },
+    ),
+    "rethinkdb": (
+        {"db": "metrics"},
+        {
+            "db": (str,),
+            "host": (str, type(None)),
+            "port": (int, type(None)),
+            "user": (str, type(None)),
+            "password": (str, type(None)),
+            "timeout": (int, float),
+        },
+    ),
+    "logger": ({}, {"filename": (str, os.PathLike)}),
+}
+
+CASES = [(name, parameter) for name, (_, types) in SPEC.items() for parameter in sorted(types)]
+
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def is_wrong(value: object, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool not in types
+    return not isinstance(value, types)
+
+
+@pytest.mark.parametrize(("name", "parameter"), CASES)
+@settings(max_examples=25, deadline=None)
+@given(value=ANY_VALUE)
+def test_a_wrong_type_is_refused_at_construction_naming_the_parameter(
+    name: str, parameter: str, value: object
+) -> None:
+    required, types = SPEC[name]
+    cls = load_backend(name)
+    arguments = {**required, parameter: value}
+    if not is_wrong(value, types[parameter]):
+        return  # a right type: other tests prove construction works
+    with pytest.raises(ConfigurationError) as caught:
+        cls(**arguments)
+    message = str(caught.value)
+    assert parameter in message
+    if "password" not in parameter:
+        assert repr(value)[:20] in message or type(value).__name__ in message
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        (lambda: load_backend("influxdb")("app", timeout="fast"), "timeout must be a number"),
+        (lambda: load_backend("influxdb")("app", port=True), "port must be an int or None"),
+        (lambda: load_backend("mongodb")("db", "m", port="27017"), "got '27017' (str)"),
+        (lambda: load_backend("mongodb")("db", "m", port=70000), "from 1 to 65535"),
+        (lambda: load_backend("rethinkdb")("db", timeout=0), "timeout must be above zero"),
+        (
+            lambda: load_backend("elasticsearch")("k", "web", connection_url="localhost:9200"),
+            "connection_url must start with http:// or https://, got 'localhost:9200'",
+        ),
+        (
+            lambda: load_backend("elasticsearch")("k", "web", host="https://h:92x"),
+            "not a number from 1 to 65535",
+        ),
+    ],
+)
+def test_each_refusal_names_what_it_got_and_an_example_that_works(
+    build: Any, expected: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        build()
+    message = str(caught.value)
+    assert expected in message
+    assert "For example" in message and "://" in message
+
+
+def test_a_password_of_the_wrong_type_is_not_shown() -> None:
+    with pytest.raises(ConfigurationError, match=r"password must be a string or None, got \*\*\*"):
+        load_backend("rethinkdb")("db", password=12345678)
+
+
+def test_a_connection_url_in_an_error_has_its_password_masked() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_backend("elasticsearch")("k", "web", connection_url="ftp://u:qz7xk9@h:9200")
+    assert "qz7xk9" not in str(caught.value) and "ftp://u:***@h:9200" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "needs"),
+    [
+        ("influxdb", "needs database"),
+        ("mongodb", "needs db_name, collection_name"),
+        ("elasticsearch", "needs index_name, app_name"),
+        ("rethinkdb", "needs db"),
+    ],
+)
+def test_a_backend_by_name_without_its_required_arguments_says_what_it_needs(
+    name: str, needs: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Metrics(name)
+    message = str(caught.value)
+    assert needs in message
+    assert f"create_backend({name!r}" in message
+    assert f"{name}://" in message or "+https://" in message  # an example URL
+
+
+def test_an_unknown_argument_suggests_the_nearest_parameter() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"takes no argument 'databse'\. Did you mean 'database'"
+    ):
+        create_backend("influxdb", databse="metrics")
+
+
+def test_settings_without_a_required_parameter_say_what_is_missing() -> None:
+    class Settings:
+        INFLUX_HOST = "localhost"
+
+    with pytest.raises(ConfigurationError, match="needs database"):
+        backend_from_settings("kaneda.backends.InfluxBackend", Settings())
+
+
+def test_right_arguments_still_construct() -> None:
+    backend = create_backend("influxdb", database="app", host="localhost", port=8086, timeout=1)
+    assert repr(backend) == "<InfluxBackend localhost:8086/app>"
+    backend.close()
