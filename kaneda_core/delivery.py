@@ -121,6 +121,7 @@ class Delivery:
         retry: bool,
         stop: threading.Event | None = None,
         keep_transient: bool = False,
+        answers: list[Any] | None = None,
     ) -> bool:
         """Send ``items`` as one batch; retry transient failures when ``retry`` is true.
 
@@ -129,7 +130,8 @@ class Delivery:
         unless ``keep_transient`` is set: then this returns False and the caller keeps
         the items to send again later (the disk buffer does). Otherwise it returns True:
         the batch is settled. Never raises: failures are logged, counted and passed to
-        the ``kaneda_batch_failed`` hook.
+        the ``kaneda_batch_failed`` hook. With ``answers``, what the backend's ``send``
+        returned for the batch is appended to it when the batch was stored.
         """
         metrics = self.to_metrics(items)
         if self._filter is not None:
@@ -138,7 +140,7 @@ class Delivery:
         pending: Sequence[Metric] = metrics
         while pending:
             try:
-                self.backend.send(pending)
+                answer = self.backend.send(pending)
             except Exception as error:  # noqa: BLE001 - a backend failure must not escape
                 failed, retryable = self._classify(error, pending)
                 rejected = getattr(error, "rejected", ())
@@ -170,6 +172,8 @@ class Delivery:
                 return True
             else:
                 self.count(sent=len(pending))
+                if answers is not None:
+                    answers.append(answer)
                 return True
         return True
 
