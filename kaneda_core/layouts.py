@@ -30,7 +30,7 @@ DEFAULT_LAYOUT = KANEDA2
 def check_layout(layout: object) -> str:
     """``layout`` if it names a layout, else a :class:`ConfigurationError` saying which exist."""
     if layout in LAYOUTS:
-        return layout  # type: ignore[return-value]
+        return str(layout)
     raise ConfigurationError(
         f"layout must be one of {', '.join(repr(name) for name in LAYOUTS)}, got {layout!r} "
         f"({KANEDA2!r} is this version's layout, {KANEDA1!r} the one kaneda 1.0 wrote)"

@@ -14,9 +14,11 @@ from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 from kaneda_core import Backend, DeliveryError, Metric
 from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
+from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.redact import MASK, redact_text, redact_url
 
 from . import schema
+from .layouts import LAYOUTS, Layout
 
 DEFAULT_PORT = 9200
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -36,6 +38,8 @@ class ElasticsearchBackend(Backend):
     :param timeout: request timeout (seconds).
     :param verify_certs: check the server's TLS certificate (default True).
     :param ca_certs: path of a CA bundle to check it against.
+    :param layout: ``"kaneda2"`` (the default) or ``"kaneda1"``, the documents kaneda
+        1.0 wrote (see :mod:`kaneda_elasticsearch.layouts`).
 
     Constructing it opens no connection. The index template is installed by the first
     delivery that reaches the server.
@@ -57,6 +61,7 @@ class ElasticsearchBackend(Backend):
         *,
         verify_certs: bool = True,
         ca_certs: str | None = None,
+        layout: str = DEFAULT_LAYOUT,
     ) -> None:
         for field, value in (("index_name", index_name), ("app_name", app_name)):
             if not isinstance(value, str) or not value:
@@ -68,6 +73,7 @@ class ElasticsearchBackend(Backend):
             )
         self.index_name = index_name
         self.app_name = app_name
+        self.layout: Layout = LAYOUTS[check_layout(layout)]()
         self._secrets: list[str] = [password] if password else []
         options: dict[str, Any] = {
             "request_timeout": timeout,
@@ -119,18 +125,23 @@ class ElasticsearchBackend(Backend):
                 )
         return cls(**options)
 
-    def send(self, batch: Sequence[Metric]) -> None:
-        """Index the batch with one ``_bulk`` request; failed items raise with their reasons."""
+    def send(self, batch: Sequence[Metric]) -> list[dict[str, Any]]:
+        """Index the batch with one ``_bulk`` request; failed items raise with their reasons.
+
+        Returns, per metric, its item of the bulk response (``_index``, ``_id``,
+        ``result`` ...: what kaneda 1.0's index call answered).
+        """
         if not self._template_ready:
             self._install_template()
         lines = []
         dumps = _COMPACT.encode
+        document = self.layout.document
         for metric in batch:
             action: dict[str, Any] = {"_index": schema.index_for(self.index_name, metric)}
             if metric.id is not None:
                 action["_id"] = str(metric.id)
             lines.append(dumps({"index": action}))
-            lines.append(dumps(schema.document(metric, self.app_name)))
+            lines.append(dumps(document(metric, self.app_name)))
         try:
             # A pre-serialized NDJSON body: the client's NDJSON serializer sends a str as is,
             # which spares it serializing every line again.
@@ -138,8 +149,10 @@ class ElasticsearchBackend(Backend):
             response = self.client.bulk(operations=body)  # type: ignore[arg-type]
         except Exception as error:  # noqa: BLE001 - translated below
             raise self._delivery_error("writing", error) from None
+        items = response.get("items") or []
         if response.get("errors"):
-            self._raise_for_items(batch, response["items"])
+            self._raise_for_items(batch, items)
+        return [next(iter(item.values())) for item in items]
 
     def _raise_for_items(self, batch: Sequence[Metric], items: list[dict[str, Any]]) -> None:
         retry: list[Metric] = []
@@ -168,7 +181,7 @@ class ElasticsearchBackend(Backend):
         with self._setup_lock:
             if self._template_ready:
                 return
-            template = schema.index_template(self.index_name)
+            template = self.layout.index_template(self.index_name)
             try:
                 self.client.indices.put_index_template(name=self.index_name, **template)
             except Exception as error:  # noqa: BLE001 - translated below

@@ -104,10 +104,14 @@ def test_settings_module_with_influx_names(
     assert [m.value for m in stored_metrics(influx_server, database)] == ["v2"]
 
 
-def test_the_seed_import_path_is_this_class() -> None:
+def test_the_seed_import_path_is_this_class_writing_kaneda_1_0s_layout() -> None:
+    import inspect
+
     from kaneda.backends import InfluxBackend as Seed
 
-    assert Seed is InfluxBackend and Seed.settings_namespace == "INFLUX"
+    assert issubclass(Seed, InfluxBackend) and Seed.settings_namespace == "INFLUX"
+    assert inspect.signature(Seed).parameters["layout"].default == "kaneda1"
+    assert inspect.signature(InfluxBackend).parameters["layout"].default == "kaneda2"
 
 
 def test_constructing_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -139,18 +139,43 @@ def test_a_partial_write_counts_only_the_dropped_metrics_as_failed(
     assert len(stored_metrics(influx_server, database)) == 10
 
 
-def test_a_partial_write_the_backend_cannot_explain_fails_the_whole_batch(
-    influx_server: InfluxServer, database: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=5)
-    backend.send([Metric.create("g", "shape", {"size": 1.0})])
+def forbid_queries(backend: InfluxBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write-only user, say: SHOW FIELD KEYS fails."""
 
     def forbidden(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no READ permission")
 
-    monkeypatch.setattr(backend.client, "query", forbidden)  # a write-only user, say
+    monkeypatch.setattr(backend.client, "query", forbidden)
+
+
+def test_without_read_permission_the_error_alone_names_a_single_conflict(
+    influx_server: InfluxServer, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=5)
+    backend.send([Metric.create("g", "shape", {"size": 1.0})])
+    forbid_queries(backend, monkeypatch)
+    bad = Metric.create("x", "shape", {"size": "big"})
     with pytest.raises(DeliveryError) as caught:
-        backend.send([Metric.create("x", "shape", {"size": "big"}), Metric.create("y", "gauge", 1)])
+        backend.send([bad, Metric.create("y", "gauge", 1)])
+    assert caught.value.metrics == [bad] and not caught.value.retryable
+    assert 'field "size" of measurement "shape" is stored as float' in str(caught.value)
+
+
+def test_a_partial_write_the_backend_cannot_explain_fails_the_whole_batch(
+    influx_server: InfluxServer, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=5)
+    backend.send([Metric.create("g", "shape", {"size": 1.0}), Metric.create("g", "form", {"w": 2})])
+    forbid_queries(backend, monkeypatch)
+    # Two fields conflict; InfluxDB's error names only the first, and without READ the
+    # backend cannot tell which points the second one cost.
+    batch = [
+        Metric.create("x", "shape", {"size": "big"}),
+        Metric.create("z", "form", {"w": "text"}),
+        Metric.create("y", "gauge", 1),
+    ]
+    with pytest.raises(DeliveryError) as caught:
+        backend.send(batch)
     assert caught.value.metrics is None and not caught.value.retryable
     assert "stored part of the batch" in str(caught.value)
 

@@ -23,8 +23,10 @@ from rethinkdb.errors import (
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError
-from kaneda_core.model import record
+from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.redact import redact_text, redact_url
+
+from .layouts import LAYOUTS
 
 r = RethinkDB()
 
@@ -50,6 +52,8 @@ class RethinkBackend(Backend):
     :param user: auth username.
     :param password: auth password.
     :param timeout: connection timeout (seconds).
+    :param layout: ``"kaneda2"`` (the default) or ``"kaneda1"``, the documents kaneda
+        1.0 wrote (see :mod:`kaneda_rethink.layouts`).
 
     Without ``connection``, the backend connects on its first delivery (never at
     construction) and reconnects on the next batch after a connection is lost.
@@ -67,6 +71,8 @@ class RethinkBackend(Backend):
         user: str | None = None,
         password: str | None = None,
         timeout: float = 0.3,
+        *,
+        layout: str = DEFAULT_LAYOUT,
     ) -> None:
         if not isinstance(db, str) or not VALID_NAME.fullmatch(db):
             raise ConfigurationError(
@@ -77,6 +83,8 @@ class RethinkBackend(Backend):
                 f"table_name must be a RethinkDB name (A-Z, a-z, 0-9, _ and - only), "
                 f"got {table_name!r}"
             )
+        self.layout = check_layout(layout)
+        self._document = LAYOUTS[self.layout]
         self.db = db
         self.table_name = table_name
         self.host = host or "localhost"
@@ -122,13 +130,17 @@ class RethinkBackend(Backend):
                 "table_name"
             )
 
-    def send(self, batch: Sequence[Metric]) -> None:
-        """Insert the batch: one ``insert`` of a list per table."""
+    def send(self, batch: Sequence[Metric]) -> list[dict[str, Any]]:
+        """Insert the batch: one ``insert`` of a list per table.
+
+        Returns, per metric, the result of its table's insert (kaneda 1.0's answer).
+        """
         by_table: dict[str, list[Metric]] = defaultdict(list)
         for metric in batch:
             by_table[self.table_for(metric)].append(metric)
         failed: list[Metric] = []
         reasons: list[str] = []
+        answers: dict[int, dict[str, Any]] = {}
         try:
             connection = self._connect()
             for table, metrics in by_table.items():
@@ -139,6 +151,8 @@ class RethinkBackend(Backend):
                     .insert([self.document(m) for m in metrics], conflict=CONFLICT)
                     .run(connection)
                 )
+                for metric in metrics:
+                    answers[id(metric)] = result
                 if result.get("errors"):
                     # The insert reports a count and the first error, not which documents.
                     failed.extend(metrics)
@@ -151,13 +165,11 @@ class RethinkBackend(Backend):
                 retryable=False,
                 metrics=failed,
             )
+        return [answers[id(metric)] for metric in batch]
 
     def document(self, metric: Metric) -> dict[str, Any]:
-        """The document stored for ``metric``."""
-        document = record(metric)  # its aware timestamp becomes a RethinkDB time
-        if metric.id is not None:
-            document["id"] = metric.id
-        return document
+        """The document stored for ``metric``, in this backend's layout."""
+        return self._document(metric)
 
     def _connect(self) -> Any:
         with self._lock:
