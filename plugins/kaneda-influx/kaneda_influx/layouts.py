@@ -30,8 +30,9 @@ from .field_types import KnownTypes
 from .line_protocol import _check_identifier, _check_text
 
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
-_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
-_STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+# kaneda 1.0's client escaped a backslash in names, tags and field keys as two, which
+# InfluxDB stores as two: its layout does the same, so its series stay the same.
+_KANEDA1_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\"})
 _CACHE_SIZE = 10_000
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -43,6 +44,8 @@ class Layout:
     name = ""
     #: Whether Python ints are written as InfluxDB integers (else as floats).
     integers = False
+    #: How field keys are escaped.
+    key_escapes = _KEY_ESCAPES
 
     def check(self, metric: Metric) -> None:
         """Refuse, with advice, what this layout cannot write or InfluxDB could misread."""
@@ -94,9 +97,9 @@ class Layout:
 
     def typed_line(self, metric: Metric, known: dict[str, str]) -> str:
         """One line for ``metric``, numbers in their ``known`` stored types when lossless."""
+        escapes = self.key_escapes
         fields = ",".join(
-            f"{key.translate(_KEY_ESCAPES)}={text}"
-            for key, _, text in self.typed_fields(metric, known)
+            f"{key.translate(escapes)}={text}" for key, _, text in self.typed_fields(metric, known)
         )
         return f"{self.series(metric)} {fields} {_time_ns(metric)}"
 
@@ -134,6 +137,7 @@ class Kaneda1Layout(Layout):
 
     name = KANEDA1
     integers = True
+    key_escapes = _KANEDA1_ESCAPES
     #: Tags kaneda 1.0 set itself (``host``) or InfluxDB forbids (``time``).
     reserved_tags = frozenset(("host", "time"))
     #: Keys of a custom dict kaneda 1.0 overwrote (``name``) or InfluxDB forbids.
@@ -241,7 +245,7 @@ class Kaneda1Layout(Layout):
                 append(f"{head},value={value!r} {_time_ns(metric)}")
             else:
                 fields = ",".join(
-                    f"{field.translate(_KEY_ESCAPES)}={field_types.encode(item, influx_type)}"
+                    f"{field.translate(_KANEDA1_ESCAPES)}={field_types.encode(item, influx_type)}"
                     for field, item, influx_type in self._natural_fields(metric)
                     if field != "name"  # already in the head
                 )
@@ -272,9 +276,10 @@ class Kaneda1Layout(Layout):
             pairs += [(k, str(v)) for k, v in metric.tags.items()]  # type: ignore[union-attr]
             pairs.sort()
         escaped = "".join(
-            f",{key.translate(_KEY_ESCAPES)}={text.translate(_KEY_ESCAPES)}" for key, text in pairs
+            f",{key.translate(_KANEDA1_ESCAPES)}={text.translate(_KANEDA1_ESCAPES)}"
+            for key, text in pairs
         )
-        return metric.kind.translate(_MEASUREMENT_ESCAPES) + escaped
+        return metric.kind.translate(_KANEDA1_ESCAPES) + escaped
 
     def fields(self, metric: Metric) -> list[tuple[str, Any]]:
         value = metric.value
