@@ -20,6 +20,8 @@ from typing import Any
 
 CACHE = Path(os.environ.get("KANEDA1_CACHE", Path(tempfile.gettempdir()) / "kaneda1-sdist"))
 SDIST_NAME = "kaneda-1.0.tar.gz"
+PIP_DOWNLOAD = (sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "kaneda==1.0")
+PIP_DOWNLOAD += ("--no-binary", ":all:")
 
 
 def kaneda1_sdist() -> Path:
@@ -31,8 +33,7 @@ def kaneda1_sdist() -> Path:
     if not sdist.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "kaneda==1.0"]
-            + ["--no-binary", ":all:", "-d", str(CACHE)],
+            [*PIP_DOWNLOAD, "-d", str(CACHE)],
             check=True,
             timeout=300,
         )

@@ -200,7 +200,7 @@ def test_what_kaneda_1_0_could_not_store_is_refused_at_the_call(
         metrics.timing("t", 230, tags=["login", "edit_profile"])  # 1.0 logged a TypeError
     with pytest.raises(InvalidMetric, match="nested dict"):
         metrics.custom("zone.search", metric="query_time", value={"times": {"start": 120}})
-    with pytest.raises(InvalidMetric, match="reserved by kaneda 1.0's layout"):
+    with pytest.raises(InvalidMetric, match=r"reserved by kaneda 1\.0's layout"):
         metrics.gauge("g", 1, tags={"host": "other"})  # 1.0 overwrote it silently
     with pytest.raises(InvalidMetric, match="does not fit InfluxDB's 64-bit integers"):
         metrics.gauge("g", 2**64)  # 1.0's write failed

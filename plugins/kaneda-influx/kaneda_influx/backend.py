@@ -35,7 +35,7 @@ _A_TYPE = {
 }
 
 #: Rounds of learning stored field types and writing again, after a type conflict.
-_CONFLICT_ROUNDS = 4
+_CONFLICT_ROUNDS = 8
 
 
 class InfluxBackend(Backend):
@@ -142,7 +142,7 @@ class InfluxBackend(Backend):
                 return [True] * len(batch)
             if error.code == 404:
                 self._database_ready = False  # dropped meanwhile: create it again next time
-            if error.code == 400 and field_types.parse_conflict(server_message(error)):
+            if error.code == 400 and field_types.is_conflict(server_message(error)):
                 self._resolve_conflicts(batch, error)
                 return [True] * len(batch)
             raise self._delivery_error("writing", error) from None
@@ -181,17 +181,21 @@ class InfluxBackend(Backend):
         """After a field type conflict: learn the stored types, write the batch again.
 
         Writing the batch again is safe: a point already stored is overwritten by the
-        same point (same series, time and fields). Each round learns at least one
-        stored type or stops; what still conflicts then is refused, metric by metric.
+        same point (same series, time and fields). A round that learns nothing after a
+        conflict InfluxDB named ends it; after a bare "field type conflict" (nothing was
+        stored, but the fields now exist) the batch is written again regardless. What
+        still conflicts at the end is refused, metric by metric.
         """
         for _ in range(_CONFLICT_ROUNDS):
-            if not self._learn_field_types(batch, error):
+            learned = self._learn_field_types(batch, error)
+            named = field_types.parse_conflict(server_message(error)) is not None
+            if named and not learned:
                 break
             try:
                 self._write(self.layout.lines(batch, self._known).encode("utf-8"))
                 return
             except InfluxDBClientError as again:
-                if again.code != 400 or not field_types.parse_conflict(server_message(again)):
+                if again.code != 400 or not field_types.is_conflict(server_message(again)):
                     raise self._delivery_error("writing", again) from None
                 error = again
             except Exception as again:  # noqa: BLE001 - translated below

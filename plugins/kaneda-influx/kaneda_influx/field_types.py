@@ -42,6 +42,17 @@ class Conflict(NamedTuple):
     stored: str
 
 
+def is_conflict(message: str) -> bool:
+    """Whether an InfluxDB error is a field type conflict.
+
+    Two forms: ``partial write: field type conflict: input field ... dropped=N`` when a
+    field already holds another type (the other points are stored), and a bare ``field
+    type conflict`` when one batch gives a new field two types: then InfluxDB stores
+    nothing, yet creates the field with the type of its first value.
+    """
+    return "field type conflict" in message
+
+
 def parse_conflict(message: str) -> Conflict | None:
     """The conflict named in an InfluxDB error message, or None."""
     found = _CONFLICT.search(message)
