@@ -9,7 +9,9 @@ types and every point (but its time) must be equal.
 from __future__ import annotations
 
 import json
+import socket
 import string
+import time
 import uuid
 from typing import Any
 
@@ -204,3 +206,66 @@ def test_what_kaneda_1_0_could_not_store_is_refused_at_the_call(
         metrics.gauge("g", 1, tags={"host": "other"})  # 1.0 overwrote it silently
     with pytest.raises(InvalidMetric, match="does not fit InfluxDB's 64-bit integers"):
         metrics.gauge("g", 2**64)  # 1.0's write failed
+
+
+# -- the database exists once the backend is constructed, as in 1.0 -------------------------
+
+
+def test_the_face_creates_its_database_when_constructed(influx_server: InfluxServer) -> None:
+    database = fresh()
+    InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=300)
+    answer = influx_server.query("SHOW DATABASES")
+    assert [database] in answer["results"][0]["series"][0]["values"]
+
+
+def test_the_plugin_itself_still_waits_for_the_first_delivery(
+    influx_server: InfluxServer,
+) -> None:
+    from kaneda_influx import InfluxBackend as PluginBackend
+
+    database = fresh()
+    PluginBackend(database, host="127.0.0.1", port=influx_server.port)
+    answer = influx_server.query("SHOW DATABASES")
+    assert [database] not in answer["results"][0]["series"][0]["values"]
+
+
+def silent_server() -> tuple[socket.socket, int]:
+    """A port that accepts connections and never answers: a hung server."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    return listener, listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("timeout", [300, None])
+def test_construction_waits_at_most_a_second_for_a_hung_server(timeout: float | None) -> None:
+    listener, port = silent_server()
+    try:
+        started = time.monotonic()
+        backend = InfluxBackend("db", host="127.0.0.1", port=port, timeout=timeout)
+        assert time.monotonic() - started < 1.0 + 0.5
+    finally:
+        listener.close()
+    assert not backend._database_ready  # the first delivery creates it, later
+
+
+def test_construction_with_no_server_is_quick_and_quiet() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    backend = InfluxBackend("db", host="127.0.0.1", port=port)
+    assert time.monotonic() - started < 0.5
+    assert not backend._database_ready
+
+
+def test_after_a_failed_attempt_the_first_delivery_creates_the_database(
+    influx_server: InfluxServer,
+) -> None:
+    database = fresh()
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port)
+    influx_server.query(f'DROP DATABASE "{database}"')
+    backend._database_ready = False  # as if the server had been down at construction
+    assert kaneda.Metrics(backend=backend).gauge("g", 1) is True
+    answer = influx_server.query('SELECT "value" FROM "gauge"', db=database)
+    assert answer["results"][0]["series"][0]["values"][0][1] == 1
