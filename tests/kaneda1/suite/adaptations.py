@@ -50,11 +50,15 @@ ADAPTATIONS = [
         "tests/integration/conftest.py",
         "elasticsearch 8 dropped port=, http_auth= and timeout= (and wants a URL per "
         "node); this fixture builds its client while the tests are collected",
-        "    client = Elasticsearch([elastic_settings.ELASTIC_HOST], port=elastic_settings.ELASTIC_PORT,\n"
-        "                           http_auth=(elastic_settings.ELASTIC_USER, elastic_settings.ELASTIC_PASSWORD),\n"
+        "    client = Elasticsearch([elastic_settings.ELASTIC_HOST], "
+        "port=elastic_settings.ELASTIC_PORT,\n"
+        "                           http_auth=(elastic_settings.ELASTIC_USER, "
+        "elastic_settings.ELASTIC_PASSWORD),\n"
         "                           timeout=elastic_settings.ELASTIC_TIMEOUT)\n",
-        "    client = Elasticsearch(['http://{}:{}'.format(elastic_settings.ELASTIC_HOST, elastic_settings.ELASTIC_PORT)],\n"
-        "                           basic_auth=(elastic_settings.ELASTIC_USER, elastic_settings.ELASTIC_PASSWORD),\n"
+        "    client = Elasticsearch(['http://{}:{}'.format(elastic_settings.ELASTIC_HOST, "
+        "elastic_settings.ELASTIC_PORT)],\n"
+        "                           basic_auth=(elastic_settings.ELASTIC_USER, "
+        "elastic_settings.ELASTIC_PASSWORD),\n"
         "                           request_timeout=elastic_settings.ELASTIC_TIMEOUT)\n",
     ),
     Adaptation(

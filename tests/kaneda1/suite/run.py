@@ -146,11 +146,9 @@ def _redis(work: Path) -> Iterator[None]:
         raise RuntimeError("redis-server is not installed: apt-get install redis-server")
     data = work / "redis"
     data.mkdir()
-    process = subprocess.Popen(
-        [binary, "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", ""]
-        + ["--appendonly", "no", "--dir", str(data)],
-        stdout=subprocess.DEVNULL,
-    )
+    options = ("--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "")
+    options += ("--appendonly", "no", "--dir", str(data))
+    process = subprocess.Popen([binary, *options], stdout=subprocess.DEVNULL)
     try:
         _wait_for_redis(process)
         yield
