@@ -6,6 +6,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 import kaneda_core
 from kaneda import Metrics
 from kaneda.backends import BaseBackend
@@ -46,9 +48,11 @@ def test_a_1_0_backend_answering_none_returns_none_as_in_1_0() -> None:
     assert Metrics(backend=DummyBackend()).gauge("g", 1) is None
 
 
-def test_a_failure_returns_none() -> None:
+def test_a_failure_returns_none(caplog: pytest.LogCaptureFixture) -> None:
     metrics = Metrics(backend=Answering(fail_on="bad"))
     assert metrics.gauge("bad", 1) is None
+    [record] = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert record.name == "kaneda"  # 1.0's backends logged on kaneda.backends.<module>
     assert metrics.gauge("good", 1) == {"stored": "good", "thread": "MainThread"}
 
 

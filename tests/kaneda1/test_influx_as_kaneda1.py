@@ -54,6 +54,7 @@ CALLS: list[Call] = [
     ("custom", ["flags.dark_mode"], {"metric": "flag", "value": True}),
     ("custom", ["note"], {"metric": "note", "value": 'a, b = "c" \\ d'}),
     ("gauge", ['a name, with = "specials" and ünïcode', 1], {"tags": {"k ey": "v,al=ue"}}),
+    ("custom", ["back\\slash"], {"metric": "k\\ind", "value": {"f\\d": 1}, "tags": {"t": "a\\b"}}),
 ]
 
 
@@ -96,6 +97,8 @@ def test_the_face_stores_what_kaneda_1_0_stores(influx_server: InfluxServer) -> 
     expected = snapshot(influx_server, theirs)
     assert expected["fields"]["gauge"] == {"name": "string", "value": "integer"}  # as 1.0 did
     assert expected["fields"]["xml_response"]["count"] == "integer"
+    # 1.0's client doubled a backslash in names, keys and tags; InfluxDB kept both.
+    assert expected["fields"]["k\\\\ind"] == {"f\\\\d": "integer", "name": "string"}
     assert snapshot(influx_server, ours) == expected
     # 1.0 returned write_points' True from gauge (and None from the other calls).
     assert kaneda1_answers[0] == "True" and answers[0] is True
