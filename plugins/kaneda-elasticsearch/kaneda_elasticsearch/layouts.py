@@ -17,8 +17,8 @@ layout keeps it in the ``metric`` field instead (the only key 1.0 did not write)
 query filters on it (``metric:gauge`` for 1.0's ``_type:gauge``). ``@timestamp`` is
 written as 1.0's client wrote it: ISO 8601 without a zone, in UTC. The index template of
 this layout maps only ``@timestamp`` (a date), ``metric`` (a keyword) and ``value`` (a
-double that keeps, unindexed, a value that is not a number: an event's text); every
-other field is mapped by Elasticsearch as it mapped 1.0's (text with a ``.keyword``).
+double with ``ignore_malformed``, as an event's text shares the field with numbers);
+every other field is left to Elasticsearch's dynamic mapping, as 1.0's were.
 """
 
 from __future__ import annotations
