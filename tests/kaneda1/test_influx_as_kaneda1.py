@@ -272,3 +272,26 @@ def test_after_a_failed_attempt_the_first_delivery_creates_the_database(
     assert kaneda.Metrics(backend=backend).gauge("g", 1) is True
     answer = influx_server.query('SELECT "value" FROM "gauge"', db=database)
     assert answer["results"][0]["series"][0]["values"][0][1] == 1
+
+
+@pytest.mark.parametrize("layout", ["kaneda1", "kaneda2"])
+def test_in_a_database_kaneda_1_0_wrote_lossless_numbers_are_stored_the_rest_refused(
+    influx_server: InfluxServer, layout: str, failures: Any
+) -> None:
+    database = fresh()
+    kaneda1_writes(
+        influx_server, database, [("gauge", ["load", 7], {}), ("timing", ["t", 0.5], {})]
+    )
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, layout=layout)
+    metrics = kaneda.Metrics(backend=backend)
+    assert metrics.gauge("load", 8.0) is True  # 1.0's integer field: stored as 8
+    assert metrics.gauge("load", 9) is True
+    assert metrics.timing("t", 2) is True  # 1.0's float field: stored as 2.0
+    assert metrics.gauge("load", 7.5) is None  # an integer field cannot hold it
+    fields = snapshot(influx_server, database)["fields"]
+    assert fields["gauge"]["value"] == "integer" and fields["timing"]["value"] == "float"
+    answer = influx_server.query('SELECT "value" FROM "gauge"', db=database)
+    assert sorted(row[1] for row in answer["results"][0]["series"][0]["values"]) == [7, 8, 9]
+    [(lost, error)] = failures.failures
+    assert [m.value for m in lost] == [7.5]
+    assert 'field "value" of measurement "gauge" is stored as integer' in str(error)
