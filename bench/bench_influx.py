@@ -7,13 +7,19 @@ writes the same gauges, each with two tags, in four ways, each into a database o
 own, and counts what was stored with ``SELECT count(*)``:
 
 - kaneda-influx: ``metrics.gauge(...)`` calls with batching on (batches of 5,000), timed
-  from the first call until ``flush()`` returns, calls included;
+  from the first call until ``flush()`` returns, calls included; once in the default
+  layout and once in kaneda 1.0's (``layout="kaneda1"``: ``name`` a field, ints as
+  integers);
 - the raw ``influxdb`` client: ``write_points`` of point dicts, batches of 5,000 (the
   dicts are built in the timed loop, as an application would);
 - pre-serialized line protocol POSTed to ``/write`` in batches of 5,000: the server's
-  ceiling, nothing left to do on the client;
+  ceiling, nothing left to do on the client; once per layout, since the server's work
+  differs (kaneda 1.0's layout stores the name as a string field in every point);
 - kaneda 1.0 from PyPI (``pip download kaneda==1.0``), one point per call, in a
   subprocess (fewer points: it does one HTTP request per metric).
+
+A second table isolates each layout's client-side cost per metric, with no server: its
+``check`` (run at every reporting call) and the worker's line protocol for a batch.
 """
 
 from __future__ import annotations
@@ -42,13 +48,14 @@ def count(server: InfluxServer, database: str) -> int:
     return sum(s["values"][0][1] for s in series)
 
 
-def run_kaneda(server: InfluxServer, points: int) -> float:
+def run_kaneda(server: InfluxServer, points: int, layout: str = "kaneda2") -> float:
     from kaneda_influx import InfluxBackend
 
     from kaneda_core import Metrics
 
     without_hook_plugins()
-    backend = InfluxBackend("bench_kaneda", host="127.0.0.1", port=server.port, timeout=60)
+    database = f"bench_{layout}"
+    backend = InfluxBackend(database, host="127.0.0.1", port=server.port, timeout=60, layout=layout)
     metrics = Metrics(backend, batch_size=BATCH, max_buffer=points + 1)
     metrics.gauge("warmup", 0)  # creates the database before the clock starts
     metrics.flush()
@@ -59,7 +66,7 @@ def run_kaneda(server: InfluxServer, points: int) -> float:
     metrics.flush()
     elapsed = time.perf_counter() - started
     metrics.close()
-    assert count(server, "bench_kaneda") == points + 1
+    assert count(server, database) == points + 1
     return points / elapsed
 
 
@@ -90,23 +97,29 @@ def run_raw_client(server: InfluxServer, points: int) -> float:
     return points / elapsed
 
 
-def run_line_protocol(server: InfluxServer, points: int) -> float:
-    server.query("CREATE DATABASE bench_lines")
+def run_line_protocol(server: InfluxServer, points: int, layout: str = "kaneda2") -> float:
+    database = f"bench_lines_{layout}"
+    server.query(f"CREATE DATABASE {database}")
     base = time.time_ns() // 1000
+    if layout == "kaneda1":
+        line = (
+            'gauge,host=bench,region=eu-west-1,route=/checkout name="checkout.total",value={}i {}'
+        )
+    else:
+        line = "gauge,host=bench,name=checkout.total,region=eu-west-1,route=/checkout value={} {}"
     bodies = [
         "\n".join(
-            f"gauge,host=bench,name=checkout.total,region=eu-west-1,route=/checkout "
-            f"value={float(i)} {base + i}"
+            line.format(i if layout == "kaneda1" else float(i), base + i)
             for i in range(start, min(points, start + BATCH))
         ).encode()
         for start in range(0, points, BATCH)
     ]
-    url = f"{server.url}/write?db=bench_lines&precision=u"
+    url = f"{server.url}/write?db={database}&precision=u"
     started = time.perf_counter()
     for body in bodies:
         urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST")).close()
     elapsed = time.perf_counter() - started
-    assert count(server, "bench_lines") == points
+    assert count(server, database) == points
     return points / elapsed
 
 
@@ -129,6 +142,34 @@ print({points} / (time.perf_counter() - started))
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def client_side_costs(rounds: int = 9) -> list[tuple[str, float, float]]:
+    """Per layout: µs per metric for ``check`` (at the call) and for ``lines`` (worker).
+
+    The layouts are timed in turn, round after round, and the best round of each kept:
+    a machine shared with other work slows both alike.
+    """
+    from time import perf_counter
+
+    from kaneda_influx.layouts import LAYOUTS
+
+    from kaneda_core import Metric
+
+    batch = [Metric.create("checkout.total", "gauge", i, TAGS) for i in range(BATCH)]
+    layouts = {name: layout_class() for name, layout_class in LAYOUTS.items()}
+    best = {name: [float("inf"), float("inf")] for name in layouts}
+    for _ in range(rounds):
+        for name, layout in layouts.items():
+            started = perf_counter()
+            for metric in batch:
+                layout.check(metric)
+            checked = perf_counter()
+            layout.lines(batch, {})
+            done = perf_counter()
+            best[name][0] = min(best[name][0], checked - started)
+            best[name][1] = min(best[name][1], done - checked)
+    return [(name, c / BATCH * 1e6, w / BATCH * 1e6) for name, (c, w) in best.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--points", type=int, default=200_000)
@@ -142,13 +183,21 @@ def main() -> None:
                 "pre-serialized line protocol, POST /write (server ceiling)",
                 run_line_protocol(server, args.points),
             ),
+            (
+                "pre-serialized line protocol, kaneda 1.0's layout (its server ceiling)",
+                run_line_protocol(server, args.points, "kaneda1"),
+            ),
             ("**kaneda-influx**, metrics.gauge() calls, batching", run_kaneda(server, args.points)),
+            (
+                '**kaneda-influx**, `layout="kaneda1"`, same calls',
+                run_kaneda(server, args.points, "kaneda1"),
+            ),
             ("influxdb client, write_points", run_raw_client(server, args.points)),
             ("kaneda 1.0, one point per call", run_kaneda_1_0(server, args.points_1_0)),
         ]
     finally:
         server.destroy()
-    raw = rows[2][1]
+    raw = rows[4][1]
     print(
         f"{args.points:,} points (kaneda 1.0: {args.points_1_0:,}), batches of {BATCH:,}, "
         "each count checked by query\n"
@@ -157,6 +206,10 @@ def main() -> None:
     print("|---|---:|---:|")
     for label, rate in rows:
         print(f"| {label} | {rate:,.0f} | {rate / raw:.2f}x |")
+    print("\n| layout | check, µs/metric (at the call) | lines, µs/metric (worker) |")
+    print("|---|---:|---:|")
+    for name, check, lines in client_side_costs():
+        print(f"| `{name}` | {check:.2f} | {lines:.2f} |")
 
 
 if __name__ == "__main__":

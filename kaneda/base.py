@@ -6,7 +6,8 @@ from typing import Any
 
 from kaneda_core.backend import Backend
 from kaneda_core.errors import ConfigurationError
-from kaneda_core.metrics import Metrics as CoreMetrics
+
+from .answering import AnsweringMetrics
 
 QUEUES_UNSUPPORTED = (
     "Kaneda queues (queue=..., QUEUE in settings) are not supported by this version. "
@@ -15,13 +16,15 @@ QUEUES_UNSUPPORTED = (
 )
 
 
-class Metrics(CoreMetrics):
+class Metrics(AnsweringMetrics):
     """Metrics reporting class, with kaneda 1.0's meaning.
 
     ``backend`` is an instance of a backend; without one (and without ``queue``) the
     backend comes from the settings module, as in kaneda 1.0. Each call stores the
     metric before it returns; pass ``batching=True`` (and any other
     :class:`kaneda_core.Metrics` option) to deliver from a background worker instead.
+    Delivered in the caller's thread, each call returns the backend's answer, as in
+    kaneda 1.0 (see :class:`kaneda.answering.AnsweringMetrics`).
     """
 
     def __init__(

@@ -41,8 +41,13 @@ class Backend(ABC):
         return backend
 
     @abstractmethod
-    def send(self, batch: Sequence[Metric]) -> None:
-        """Store every metric of ``batch`` or raise; called from one thread at a time."""
+    def send(self, batch: Sequence[Metric]) -> Sequence[Any] | None:
+        """Store every metric of ``batch`` or raise; called from one thread at a time.
+
+        It may return the store's answer for each metric, in order (an index response,
+        an insert result): the ``kaneda`` package returns it from a reporting call
+        delivered in the caller's thread, as kaneda 1.0 did. Returning None is fine.
+        """
 
     def check(self, metric: Metric) -> None:
         """Refuse, with :class:`~kaneda_core.InvalidMetric`, a metric this backend cannot store.

@@ -150,6 +150,7 @@ class Delivery:
         retry: bool,
         stop: threading.Event | None = None,
         keep_transient: bool = False,
+        answers: list[Any] | None = None,
     ) -> list[int]:
         """Send ``items`` as one batch; retry transient failures when ``retry`` is true.
 
@@ -160,7 +161,8 @@ class Delivery:
         at ``stop``) fail for good, unless ``keep_transient`` is set: then their
         positions in ``items`` are returned and the caller keeps them to send later
         (the disk buffer does). Never raises: failures are logged, counted and passed
-        to the ``kaneda_batch_failed`` hook.
+        to the ``kaneda_batch_failed`` hook. With ``answers``, what the backend's
+        ``send`` returned is appended to it for each part that was stored.
         """
         built = self.to_metrics(items)
         metrics = self._apply_filter(built) if self._filter is not None else built
@@ -170,7 +172,7 @@ class Delivery:
         while parts:
             pending, attempt = parts.pop()
             try:
-                self.backend.send(pending)
+                answer = self.backend.send(pending)
             except Exception as error:  # noqa: BLE001 - a backend failure must not escape
                 failed, retryable, isolate = self._classify(error, pending)
                 rejected = getattr(error, "rejected", ())
@@ -200,6 +202,8 @@ class Delivery:
             else:
                 self.count(sent=len(pending))
                 self.incidents.delivered()
+                if answers is not None:
+                    answers.append(answer)
         if not kept:
             return []
         position = {id(metric): index for index, metric in enumerate(built)}  # from items[i]

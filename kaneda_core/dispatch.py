@@ -21,7 +21,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from threading import get_ident
 from typing import TYPE_CHECKING, Any, Literal
 
 from .delivery import BufferFull, Delivery, Item, log
@@ -118,39 +117,43 @@ class SyncDispatcher(_Closable):
 
     def _init_threading(self) -> None:
         self._lock = threading.Lock()
-        self._holder: int | None = None
+        # Per thread: whether it is delivering (a signal handler may interrupt it there).
+        self._local = threading.local()
         self._deferred: deque[Any] = deque()
 
     def _submit(self, item: Any) -> None:
-        me = get_ident()
-        if not self._lock.acquire(blocking=False):
-            if self._holder in (me, None):
-                # This thread is inside a delivery (a signal handler interrupted it), or
-                # the holder is taking the lock right now: it delivers this one too.
-                self._deferred.append(item)
-                self._deliver_deferred()
-                return
-            self._lock.acquire()
-        self._holder = me
+        local = self._local
+        if getattr(local, "inside", False):
+            # This thread is inside a delivery (a signal handler interrupted it): it
+            # delivers this one too, right after its own; the call does not wait.
+            self._deferred.append(item)
+            return
+        local.inside = True  # before the lock: a signal may come as soon as it is taken
         try:
-            self.delivery.deliver((item,), retry=False)
-            while self._deferred:
-                self.delivery.deliver((self._deferred.popleft(),), retry=False)
-        finally:
-            self._holder = None
-            self._lock.release()
-        self._deliver_deferred()
-
-    def _deliver_deferred(self) -> None:
-        # Deferred just as the holder let go: deliver them if nobody else is.
-        while self._deferred and self._lock.acquire(blocking=False):
-            self._holder = get_ident()
-            try:
+            with self._lock:
+                self._deliver_one(item)
                 while self._deferred:
                     self.delivery.deliver((self._deferred.popleft(),), retry=False)
-            finally:
-                self._holder = None
-                self._lock.release()
+        finally:
+            local.inside = False
+        if self._deferred:  # deferred just as this thread let go
+            self._deliver_deferred()
+
+    def _deliver_one(self, item: Any) -> None:
+        """Deliver one call's metric (a subclass may keep what the backend answered)."""
+        self.delivery.deliver((item,), retry=False)
+
+    def _deliver_deferred(self) -> None:
+        local = self._local
+        if getattr(local, "inside", False):
+            return
+        local.inside = True
+        try:
+            with self._lock:
+                while self._deferred:
+                    self.delivery.deliver((self._deferred.popleft(),), retry=False)
+        finally:
+            local.inside = False
 
     def queued(self) -> int:
         """Metrics waiting for delivery: only those deferred by a signal handler."""

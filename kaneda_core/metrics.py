@@ -60,6 +60,10 @@ class Metrics:
     ``kaneda_batch_failed`` hook.
     """
 
+    #: The dispatcher of ``batching=False``; the ``kaneda`` face uses one that keeps
+    #: the backend's answer for the caller.
+    _sync_dispatcher: type[SyncDispatcher] = SyncDispatcher
+
     def __init__(
         self,
         backend: Backend | str | None = None,
@@ -126,7 +130,7 @@ class Metrics:
                 exit_timeout=exit_timeout,
             )
         else:
-            self._dispatcher = SyncDispatcher(delivery)
+            self._dispatcher = self._sync_dispatcher(delivery)
         self._submit = self._dispatcher.submit
         if type(backend).check is not Backend.check:
             # Only backends that refuse some metrics pay for a check at every call.

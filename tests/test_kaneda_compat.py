@@ -228,11 +228,16 @@ def test_import_class_returns_callables_and_resolves_paths() -> None:
     assert import_class("kaneda_core.backends.memory.MemoryBackend").__name__ == "MemoryBackend"
 
 
-def test_import_class_of_an_installed_plugin_is_the_plugin_class() -> None:
+def test_import_class_of_an_installed_plugin_is_its_kaneda1_subclass() -> None:
     from kaneda_influx import InfluxBackend
 
-    assert import_class("kaneda.backends.InfluxBackend") is InfluxBackend
-    assert import_class("kaneda.backends.influxdb.InfluxBackend") is InfluxBackend
+    face = import_class("kaneda.backends.InfluxBackend")
+    assert issubclass(face, InfluxBackend) and face.__name__ == "InfluxBackend"
+    assert import_class("kaneda.backends.influxdb.InfluxBackend") is face
+    assert kaneda.backends.InfluxBackend is face  # one class, whichever the path
+    assert face(database="m", host="127.0.0.1", port=1).layout.name == "kaneda1"
+    assert face(database="m", port=1, layout="kaneda2").layout.name == "kaneda2"
+    assert InfluxBackend(database="m").layout.name == "kaneda2"
 
 
 def test_get_object_from_settings_builds_from_namespaced_settings() -> None:

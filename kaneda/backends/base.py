@@ -25,24 +25,27 @@ class BaseBackend(Backend):
         """Store one metric. Subclasses implement it."""
         raise NotImplementedError(f"{type(self).__name__} must implement report()")
 
-    def send(self, batch: Sequence[Metric]) -> None:
+    def send(self, batch: Sequence[Metric]) -> list[Any]:
         """Deliver ``batch`` through :meth:`report`, one metric at a time, in order.
 
-        If ``report`` raises, the metrics from that one on are reported as failed
-        (and retried when the error is a network error).
+        Returns what each ``report`` returned (``kaneda.Metrics`` hands it to the
+        caller, as 1.0 did). If ``report`` raises, the metrics from that one on are
+        reported as failed (and retried when the error is a network error).
         """
+        answers = []
         for index, item in enumerate(batch):
             # 1.0 backends may mutate what they are given: hand them copies.
             value = dict(item.value) if isinstance(item.value, dict) else item.value
             tags = item.tags.copy() if item.tags else None
             try:
-                self.report(item.name, item.kind, value, tags, item.id)
+                answers.append(self.report(item.name, item.kind, value, tags, item.id))
             except Exception as error:
                 raise DeliveryError(
                     f"{type(self).__name__}.report failed: {type(error).__name__}: {error}",
                     retryable=self.is_retryable(error),
                     metrics=batch[index:],
                 ) from error
+        return answers
 
     def _get_host_name(self) -> str:
         return socket.gethostname()

@@ -1,5 +1,5 @@
-"""kaneda 1.0's ``kaneda.backends.logger``: the built-in logger backend."""
+"""kaneda 1.0's ``kaneda.backends.logger``: the built-in logger backend, 1.0's lines."""
 
-from kaneda_core.backends.logger import LoggerBackend
+from . import LoggerBackend
 
 __all__ = ["LoggerBackend"]

@@ -1,6 +1,7 @@
 """``logger``: one JSON object per metric, to a ``logging`` logger or a file.
 
 The embedded default: it needs no server, so ``kaneda demo`` and first steps use it.
+With ``layout="kaneda1"`` it writes kaneda 1.0's lines through 1.0's logger instead.
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ from ..arguments import check_arguments
 from ..backend import Backend, is_transient_os_error, url_options
 from ..errors import ConfigurationError, DeliveryError
 from ..forking import abandon
+from ..layouts import DEFAULT_LAYOUT, KANEDA1, check_layout, kaneda1_payload
 from ..model import Metric, record
 from ..redact import redact_url
 from ..urls import parse_url
+
+#: The logger kaneda 1.0 logged through, and the format of its lines.
+KANEDA1_LOGGER = "kaneda.backends.logger"
+KANEDA1_FORMAT = "%(asctime)s - %(name)s - %(message)s"
 
 
 class LoggerBackend(Backend):
@@ -34,21 +40,47 @@ class LoggerBackend(Backend):
     a write that fails (a full disk, a missing folder) fails the delivery, and is
     counted and retried, instead of being swallowed the way ``logging`` swallows a
     handler's errors. Through your own ``logger``, ``logging`` decides.
+
+    With ``layout="kaneda1"``, kaneda 1.0's lines: each metric is logged at INFO as 1.0's
+    payload dict (``host``, ``name``, ``value`` or a dict value's keys, ``tags`` when
+    given, ``metric``, ``_id`` when given) through ``logger`` or, without one, through
+    the ``kaneda.backends.logger`` logger, where a handler of this backend writes
+    ``asctime - kaneda.backends.logger - {payload}`` to ``filename`` or stderr (a write
+    that fails fails the delivery there too).
     """
 
     settings_namespace = "LOGGER"
     example_url = "logger:///var/log/metrics.jsonl"
 
     def __init__(
-        self, logger: logging.Logger | str | None = None, filename: str | os.PathLike[str] = ""
+        self,
+        logger: logging.Logger | str | None = None,
+        filename: str | os.PathLike[str] = "",
+        *,
+        layout: str = DEFAULT_LAYOUT,
     ) -> None:
         check_arguments(LoggerBackend, locals())
         filename = os.fspath(filename)
         self.filename = filename
+        self.layout = check_layout(layout)
+        self._file: TextIO | None = None
+        self._handler: _Kaneda1Handler | None = None
         if isinstance(logger, str):
             logger = logging.getLogger(logger)
         self.logger = logger
-        self._file: TextIO | None = None
+        if logger is None and self.layout == KANEDA1:
+            self._log_like_kaneda1(filename)
+
+    def _log_like_kaneda1(self, filename: str) -> None:
+        # kaneda 1.0's logger, level and format. Its handler takes this backend's lines
+        # only, so two backends writing to two files do not write to both.
+        self.logger = logging.getLogger(KANEDA1_LOGGER)
+        self.logger.setLevel(logging.INFO)
+        handler = _Kaneda1Handler(filename)
+        handler.setFormatter(logging.Formatter(KANEDA1_FORMAT))
+        handler.addFilter(lambda record: getattr(record, "kaneda_backend", None) is self)
+        self.logger.addHandler(handler)
+        self._handler = handler
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> LoggerBackend:
@@ -65,7 +97,10 @@ class LoggerBackend(Backend):
         return cls(**{**options, **overrides})
 
     def send(self, batch: Sequence[Metric]) -> None:
-        """Write one JSON line per metric."""
+        """Write one line per metric: JSON, or kaneda 1.0's payload with ``layout="kaneda1"``."""
+        if self.layout == KANEDA1 and self.logger is not None:
+            self._log_kaneda1(batch)
+            return
         if self.logger is not None:
             info = self.logger.info
             for metric in batch:
@@ -87,12 +122,24 @@ class LoggerBackend(Backend):
                 self._drop_file()
                 raise
         except OSError as error:
-            transient = is_transient_os_error(error)
-            advice = "" if transient else ": check that the folder exists and that it is writable"
-            raise DeliveryError(
-                f"cannot write metrics to {self.filename} ({error.strerror or error}){advice}",
-                retryable=transient,
-            ) from None
+            raise self._write_error(error) from None
+
+    def _log_kaneda1(self, batch: Sequence[Metric]) -> None:
+        assert self.logger is not None
+        info = self.logger.info
+        mark = {"kaneda_backend": self}
+        handler = self._handler
+        for index, metric in enumerate(batch):
+            info(kaneda1_record(metric), extra=mark)
+            if handler is not None and handler.error is not None:
+                error, handler.error = handler.error, None
+                failed = _write_error_for(self.filename, error)
+                raise DeliveryError(str(failed), retryable=failed.retryable, metrics=batch[index:])
+        if handler is not None:
+            handler.flush()
+
+    def _write_error(self, error: OSError) -> DeliveryError:
+        return _write_error_for(self.filename, error)
 
     def _drop_file(self) -> None:
         file, self._file = self._file, None
@@ -101,17 +148,78 @@ class LoggerBackend(Backend):
                 file.close()
 
     def after_fork(self) -> None:
-        """Forget the parent's file object (its buffer is the parent's); reopen on first write."""
+        """Forget the parent's file objects (their buffers are the parent's); reopen on use."""
         abandon(self._file)
         self._file = None
+        if self._handler is not None:
+            abandon(self._handler.stream)
+            self._handler.stream = None
 
     def close(self) -> None:
-        """Close the file this backend opened (not a logger you gave)."""
+        """Close the file or handler this backend opened (not a logger you gave)."""
         self._drop_file()
+        if self._handler is not None and self.logger is not None:
+            self.logger.removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
 
     def __repr__(self) -> str:
-        target = self.logger.name if self.logger is not None else self.filename or "stderr"
+        target = self.filename or (
+            self.logger.name if self.logger is not None and self._handler is None else "stderr"
+        )
         return f"<LoggerBackend {target}>"
+
+
+class _Kaneda1Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """kaneda 1.0's file or stderr handler, which keeps a write's error for the backend.
+
+    ``logging`` prints a handler's error and carries on; the backend must know, so that
+    a line it could not write is not counted as delivered.
+    """
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(sys.stderr)
+        self.filename = filename
+        self.error: BaseException | None = None
+        if filename:
+            self.stream = None  # opened on the first line
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.filename and self.stream is None:
+            try:
+                self.stream = open(self.filename, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as error:
+                self.error = error
+                return
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.error = sys.exc_info()[1]
+
+    def close(self) -> None:
+        if self.filename and self.stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.close()
+            self.stream = None
+        super().close()
+
+
+def _write_error_for(filename: str, error: BaseException) -> DeliveryError:
+    transient = isinstance(error, OSError) and is_transient_os_error(error)
+    advice = "" if transient else ": check that the folder exists and that it is writable"
+    reason = getattr(error, "strerror", None) or error
+    return DeliveryError(
+        f"cannot write metrics to {filename or 'stderr'} ({reason}){advice}", retryable=transient
+    )
+
+
+def kaneda1_record(metric: Metric) -> dict[str, Any]:
+    """kaneda 1.0's payload for ``metric``: the dict its logger backend logged."""
+    payload = kaneda1_payload(metric)
+    payload["metric"] = metric.kind
+    if metric.id:
+        payload["_id"] = metric.id
+    return payload
 
 
 def to_json(metric: Metric) -> str:

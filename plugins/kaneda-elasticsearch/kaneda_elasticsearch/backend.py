@@ -22,10 +22,12 @@ from kaneda_core.backend import url_options
 from kaneda_core.deadline import deadline
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
+from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.redact import MASK, redact_text, redact_url
 from kaneda_core.urls import parse_url, url_password
 
 from . import schema
+from .layouts import LAYOUTS, Layout
 
 DEFAULT_PORT = 9200
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -42,9 +44,11 @@ class ElasticsearchBackend(Backend):
     :param port: server port (default 9200).
     :param user: HTTP basic auth username.
     :param password: HTTP basic auth password.
-    :param timeout: request timeout (seconds).
+    :param timeout: bounds each request as a whole (seconds; None means the default).
     :param verify_certs: check the server's TLS certificate (default True).
     :param ca_certs: path of a CA bundle to check it against.
+    :param layout: ``"kaneda2"`` (the default) or ``"kaneda1"``, the documents kaneda
+        1.0 wrote (see :mod:`kaneda_elasticsearch.layouts`).
 
     Constructing it opens no connection. The index template is installed by the first
     delivery that reaches the server.
@@ -65,12 +69,15 @@ class ElasticsearchBackend(Backend):
         port: int | None = None,
         user: str | None = None,
         password: str | None = None,
-        timeout: float = 0.3,
+        timeout: float | None = 0.3,
         *,
         verify_certs: bool = True,
         ca_certs: str | None = None,
+        layout: str = DEFAULT_LAYOUT,
     ) -> None:
         check_arguments(ElasticsearchBackend, locals())
+        if timeout is None:  # kaneda 1.0 allowed it; Kaneda never waits without a bound
+            timeout = 0.3
         for field, value in (("index_name", index_name), ("app_name", app_name)):
             if not isinstance(value, str) or not value:
                 raise ConfigurationError(f"{field} must be a non-empty string, got {value!r}")
@@ -81,6 +88,7 @@ class ElasticsearchBackend(Backend):
             )
         self.index_name = index_name
         self.app_name = app_name
+        self.layout: Layout = LAYOUTS[check_layout(layout)]()
         self._secrets: list[str] = [password] if password else []
         options: dict[str, Any] = {
             "request_timeout": timeout,
@@ -160,18 +168,23 @@ class ElasticsearchBackend(Backend):
                 )
         return cls(**options)
 
-    def send(self, batch: Sequence[Metric]) -> None:
-        """Index the batch with one ``_bulk`` request; failed items raise with their reasons."""
+    def send(self, batch: Sequence[Metric]) -> list[dict[str, Any]]:
+        """Index the batch with one ``_bulk`` request; failed items raise with their reasons.
+
+        Returns, per metric, its item of the bulk response (``_index``, ``_id``,
+        ``result`` ...: what kaneda 1.0's index call answered).
+        """
         if not self._template_ready:
             self._install_template()
         lines = []
         dumps = _COMPACT.encode
+        document = self.layout.document
         for metric in batch:
             action: dict[str, Any] = {"_index": schema.index_for(self.index_name, metric)}
             if metric.id is not None:
                 action["_id"] = str(metric.id)
             lines.append(dumps({"index": action}))
-            lines.append(dumps(schema.document(metric, self.app_name)))
+            lines.append(dumps(document(metric, self.app_name)))
         try:
             # A pre-serialized NDJSON body: the client's NDJSON serializer sends a str as is,
             # which spares it serializing every line again.
@@ -180,8 +193,10 @@ class ElasticsearchBackend(Backend):
                 response = self.client.bulk(operations=body)  # type: ignore[arg-type]
         except Exception as error:  # noqa: BLE001 - translated below
             raise self._delivery_error("writing", _timed_out(error, watch, self.timeout)) from None
+        items = response.get("items") or []
         if response.get("errors"):
-            self._raise_for_items(batch, response["items"])
+            self._raise_for_items(batch, items)
+        return [next(iter(item.values())) for item in items]
 
     def _raise_for_items(self, batch: Sequence[Metric], items: list[dict[str, Any]]) -> None:
         retry: list[Metric] = []
@@ -210,7 +225,7 @@ class ElasticsearchBackend(Backend):
         with self._setup_lock:
             if self._template_ready:
                 return
-            template = schema.index_template(self.index_name)
+            template = self.layout.index_template(self.index_name)
             try:
                 with deadline(self.timeout, self._abort) as watch:
                     self.client.indices.put_index_template(name=self.index_name, **template)

@@ -38,10 +38,14 @@ def bulk_lines(server: FakeElasticsearch) -> list[list[dict[str, Any]]]:
 
 
 def test_registered_and_reachable_by_the_seed_import_path() -> None:
+    import inspect
+
     from kaneda.backends import ElasticsearchBackend as Seed
 
-    assert load_backend("elasticsearch") is ElasticsearchBackend is Seed
-    assert Seed.settings_namespace == "ELASTIC"
+    assert load_backend("elasticsearch") is ElasticsearchBackend
+    assert issubclass(Seed, ElasticsearchBackend) and Seed.settings_namespace == "ELASTIC"
+    assert inspect.signature(Seed).parameters["layout"].default == "kaneda1"
+    assert inspect.signature(ElasticsearchBackend).parameters["layout"].default == "kaneda2"
 
 
 def test_a_client_is_used_and_anything_else_refused(fake_es: FakeElasticsearch) -> None:

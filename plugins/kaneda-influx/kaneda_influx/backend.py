@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import json
 import logging
-import re
 import ssl
 import threading
 from collections.abc import Sequence
@@ -22,15 +22,27 @@ from kaneda_core.arguments import check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
+from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.redact import MASK, redact_text, redact_url
 from kaneda_core.urls import parse_url
 
-from . import line_protocol
+from . import field_types
+from .field_types import KnownTypes
+from .layouts import LAYOUTS, Layout
 from .transport import HTTPTransport
 
 log = logging.getLogger("kaneda.influx")
 
-_DROPPED = re.compile(r"dropped=(\d+)")
+_A_TYPE = {
+    field_types.FLOAT: "a float",
+    field_types.INTEGER: "an integer",
+    field_types.UNSIGNED: "an unsigned integer",
+    field_types.STRING: "a string",
+    field_types.BOOLEAN: "a boolean",
+}
+
+#: Rounds of learning stored field types and writing again, after a type conflict.
+_CONFLICT_ROUNDS = 8
 
 
 class InfluxBackend(Backend):
@@ -44,14 +56,16 @@ class InfluxBackend(Backend):
     :param port: server port (default 8086).
     :param username: auth username.
     :param password: auth password.
-    :param timeout: InfluxDB timeout (seconds): bounds each request as a whole.
+    :param timeout: bounds each request as a whole (seconds; None means the default).
     :param verify_ssl: check the server's TLS certificate (default True).
+    :param layout: ``"kaneda2"`` (the default) or ``"kaneda1"``, the measurements,
+        tags and fields kaneda 1.0 wrote (see :mod:`kaneda_influx.layouts`).
 
     Constructing it never touches the network; the database is created on the first
-    delivery that reaches the server. Writes go over one keep-alive connection of the
-    plugin's own (:mod:`kaneda_influx.transport`); ``client`` stays available for your
-    own queries. The schema is described in the plugin's README and in
-    :mod:`kaneda_influx.line_protocol`.
+    delivery that reaches the server (or by :meth:`create_database`). Writes go over
+    one keep-alive connection of the plugin's own (:mod:`kaneda_influx.transport`);
+    ``client`` stays available for your own queries. The layouts are described in the
+    plugin's README and in :mod:`kaneda_influx.layouts`.
     """
 
     settings_namespace = "INFLUX"
@@ -66,11 +80,14 @@ class InfluxBackend(Backend):
         port: int | None = None,
         username: str | None = None,
         password: str | None = None,
-        timeout: float = 0.3,
+        timeout: float | None = 0.3,
         *,
         verify_ssl: bool = True,
+        layout: str = DEFAULT_LAYOUT,
     ) -> None:
         check_arguments(InfluxBackend, locals())
+        if timeout is None:  # kaneda 1.0 allowed it; Kaneda never waits without a bound
+            timeout = 0.3
         if not isinstance(database, str) or not database:
             raise ConfigurationError(f"database must be a non-empty string, got {database!r}")
         self.database = database
@@ -100,6 +117,9 @@ class InfluxBackend(Backend):
         self._transport = _transport_for(self.client)
         self._database_ready = False
         self._setup_lock = threading.Lock()
+        self.layout: Layout = LAYOUTS[check_layout(layout)]()
+        # Stored types learned from field type conflicts: measurement -> field -> type.
+        self._known: KnownTypes = {}
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> InfluxBackend:
@@ -116,29 +136,34 @@ class InfluxBackend(Backend):
 
     def check(self, metric: Metric) -> None:
         """Refuse list tags, nested custom values and names InfluxDB would misread."""
-        line_protocol.check(metric)
+        self.layout.check(metric)
 
-    def send(self, batch: Sequence[Metric]) -> None:
+    def send(self, batch: Sequence[Metric]) -> list[bool]:
         """Write the batch in one request (``precision=n``), creating the database first.
 
         A batch larger than the server's ``max-body-size`` (413) is written in halves.
-        When InfluxDB stores part of a batch and drops the rest (a field type conflict),
-        the error names the dropped metrics if they can be told apart.
+        When InfluxDB refuses points for a field type conflict, the backend learns the
+        stored types and writes those points again, each number in its field's stored
+        type when that loses nothing; the others are refused, each named. Returns
+        ``True`` per metric (kaneda 1.0's answer for a stored point).
         """
         if not self._database_ready:
             self._create_database()
         try:
-            self._write(line_protocol.lines(batch).encode("utf-8"))
+            self._write(self.layout.lines(batch, self._known).encode("utf-8"))
         except InfluxDBClientError as error:
             if error.code == 413 and len(batch) > 1:
                 self._send_in_halves(batch)
-                return
+                return [True] * len(batch)
             if error.code == 404:
                 self._database_ready = False  # dropped meanwhile: create it again next time
-            failed = self._dropped(batch, error) if error.code == 400 else None
-            raise self._delivery_error("writing", error, failed) from None
+            if error.code == 400 and field_types.is_conflict(server_message(error)):
+                self._resolve_conflicts(batch, error)
+                return [True] * len(batch)
+            raise self._delivery_error("writing", error) from None
         except Exception as error:  # noqa: BLE001 - translated below
             raise self._delivery_error("writing", error) from None
+        return [True] * len(batch)
 
     def _send_in_halves(self, batch: Sequence[Metric]) -> None:
         """Send both halves; if either fails, raise for exactly what was not stored."""
@@ -160,30 +185,94 @@ class InfluxBackend(Backend):
     def _write(self, body: bytes) -> None:
         self._transport.post("write", {"db": self.database, "precision": "n"}, body)
 
-    def _dropped(self, batch: Sequence[Metric], error: InfluxDBClientError) -> list[Metric] | None:
-        """The metrics of ``batch`` a partial write dropped, or None when unsure.
+    def _resolve_conflicts(self, batch: Sequence[Metric], error: InfluxDBClientError) -> None:
+        """After a field type conflict: learn the stored types, write the batch again.
 
-        InfluxDB stores the points it can and reports only the first field type
-        conflict and a count (``dropped=N``). The field types now stored tell which of
-        our points were refused; the answer is trusted only if it matches the count.
+        Writing the batch again is safe: a point already stored is overwritten by the
+        same point (same series, time and fields). A round that learns nothing after a
+        conflict InfluxDB named ends it; after a bare "field type conflict" (nothing was
+        stored, but the fields now exist) the batch is written again regardless. What
+        still conflicts at the end is refused, metric by metric.
         """
-        found = _DROPPED.search(str(error))
-        if not found or "partial write" not in str(error):
-            return None
+        for _ in range(_CONFLICT_ROUNDS):
+            learned = self._learn_field_types(batch, error)
+            named = field_types.parse_conflict(server_message(error)) is not None
+            if named and not learned:
+                break
+            try:
+                self._write(self.layout.lines(batch, self._known).encode("utf-8"))
+                return
+            except InfluxDBClientError as again:
+                if again.code != 400 or not field_types.is_conflict(server_message(again)):
+                    raise self._delivery_error("writing", again) from None
+                error = again
+            except Exception as again:  # noqa: BLE001 - translated below
+                raise self._delivery_error("writing", again) from None
+        raise self._refusal(batch, error)
+
+    def _learn_field_types(self, batch: Sequence[Metric], error: InfluxDBClientError) -> bool:
+        """Learn the stored types of the batch's fields; whether anything new was learned.
+
+        From the error (it names the first conflict, with the type of the shard being
+        written) and from ``SHOW FIELD KEYS`` (which needs READ; without it the error's
+        conflict is all there is). A field with several types across shards is learned
+        only from an error.
+        """
+        stored: dict[tuple[str, str], set[str]] = {}
         try:
             stored = self._field_types({metric.kind for metric in batch})
-        except Exception as query_error:  # noqa: BLE001 - best effort: all failed, then
+        except Exception as query_error:  # noqa: BLE001 - the error's conflict is enough
             log.debug("kaneda-influx: cannot read field types: %s", self.redact(str(query_error)))
-            return None
-        dropped = [
-            metric
-            for metric in batch
-            if any(
-                kind not in stored.get((metric.kind, key), ())
-                for key, kind in line_protocol.field_types(metric)
-            )
-        ]
-        return dropped if len(dropped) == int(found.group(1)) else None
+        conflict = field_types.parse_conflict(server_message(error))
+        if conflict is not None:
+            stored[(conflict.measurement, conflict.field)] = {conflict.stored}
+        learned = False
+        for metric in batch:
+            known = self._known.get(metric.kind)
+            for key, written, _ in self.layout.typed_fields(metric, known):
+                types = stored.get((metric.kind, key))
+                if types is None or len(types) != 1 or written in types:
+                    continue
+                (stored_type,) = types
+                if (known or {}).get(key) != stored_type:
+                    known = self._known.setdefault(metric.kind, {})
+                    known[key] = stored_type
+                    learned = True
+        return learned
+
+    def _refusal(self, batch: Sequence[Metric], error: InfluxDBClientError) -> DeliveryError:
+        """The error for the metrics that no stored type can take without loss.
+
+        They are named only when their number is the ``dropped=N`` InfluxDB reported;
+        otherwise the whole batch is reported as failed (part of it was stored).
+        """
+        refused: list[Metric] = []
+        reasons: list[str] = []
+        for metric in batch:
+            known = self._known.get(metric.kind) or {}
+            for key, written, _ in self.layout.typed_fields(metric, known):
+                stored_type = known.get(key)
+                if stored_type is not None and stored_type != written:
+                    value = dict(self.layout.fields(metric))[key]
+                    reasons.append(
+                        f'field "{key}" of measurement "{metric.kind}" is stored as '
+                        f"{stored_type}, the value {field_types.describe(value)} is "
+                        f"{_A_TYPE[written]}: it cannot be written as {stored_type} without "
+                        "losing information"
+                    )
+                    refused.append(metric)
+                    break
+        if not refused or len(refused) != field_types.dropped_count(server_message(error)):
+            return self._delivery_error("writing", error)
+        where = f"InfluxDB at {self.client._host}:{self.client._port} (database {self.database!r})"
+        unique = sorted(set(reasons))
+        more = f" (and {len(unique) - 5} more)" if len(unique) > 5 else ""
+        return DeliveryError(
+            f"{where} stored part of the batch and dropped {len(refused)} metrics (400): "
+            f"field type conflict: {'; '.join(unique[:5])}{more}",
+            retryable=False,
+            metrics=refused,
+        )
 
     def _field_types(self, measurements: set[str]) -> dict[tuple[str, str], set[str]]:
         """``{(measurement, field): {types}}`` from ``SHOW FIELD KEYS``."""
@@ -196,6 +285,26 @@ class InfluxBackend(Backend):
             for field_key, field_type in series["values"]:
                 types.setdefault((series["name"], field_key), set()).add(field_type)
         return types
+
+    def create_database(self, timeout: float | None = None) -> bool:
+        """Create the database now, waiting at most ``timeout`` seconds; best effort.
+
+        Returns True when the database exists afterwards. When the server cannot be
+        reached in time, or refuses, it returns False (never raises): the first delivery
+        tries again. ``timeout`` defaults to the backend's.
+        """
+        query = f"CREATE DATABASE {quote_ident(self.database)}"
+        try:
+            self._transport.query(query, timeout=timeout)
+        except (InfluxDBClientError, InfluxDBServerError, OSError, http.client.HTTPException,
+                ValueError) as error:  # fmt: skip
+            log.debug(
+                "kaneda-influx: could not create %r now: %s", self.database, self.redact(str(error))
+            )
+            return False
+        with self._setup_lock:
+            self._database_ready = True
+        return True
 
     def _create_database(self) -> None:
         with self._setup_lock:
@@ -216,9 +325,7 @@ class InfluxBackend(Backend):
                 raise self._delivery_error("creating the database", error) from None
             self._database_ready = True
 
-    def _delivery_error(
-        self, doing: str, error: Exception, failed: Sequence[Metric] | None = None
-    ) -> DeliveryError:
+    def _delivery_error(self, doing: str, error: Exception) -> DeliveryError:
         where = f"InfluxDB at {self.client._host}:{self.client._port} (database {self.database!r})"
         detail = self.redact(f"{type(error).__name__}: {error}")
         if isinstance(error, InfluxDBServerError):
@@ -243,13 +350,6 @@ class InfluxBackend(Backend):
                     f'while {doing}); create it as an admin: CREATE DATABASE "{self.database}"'
                 )
                 return DeliveryError(message, retryable=True)
-            if failed is not None:
-                return DeliveryError(
-                    f"{where} stored part of the batch and dropped {len(failed)} metrics "
-                    f"({code}): {detail}",
-                    retryable=False,
-                    metrics=failed,
-                )
             if code == 413:
                 message = (
                     f"{where} refused a metric larger than its [http] max-body-size (413 "
@@ -312,6 +412,14 @@ class InfluxBackend(Backend):
     def __repr__(self) -> str:
         user = f"{self.client._username}:{MASK}@" if self.client._username else ""
         return f"<InfluxBackend {user}{self.client._host}:{self.client._port}/{self.database}>"
+
+
+def server_message(error: InfluxDBClientError) -> str:
+    """The server's own error text (the body's ``error``), unescaped; else the error."""
+    try:
+        return str(json.loads(error.content)["error"])
+    except (ValueError, TypeError, KeyError):
+        return str(error)
 
 
 def _transport_for(client: InfluxDBClient) -> HTTPTransport:

@@ -1,6 +1,7 @@
 """Kaneda metrics as InfluxDB 1.x line protocol, and the checks that keep it unambiguous.
 
-Schema, one point per metric:
+The default (``kaneda2``) layout; kaneda 1.0's is beside it in :mod:`kaneda_influx.layouts`.
+One point per metric:
 
 - measurement: the metric's kind (``gauge``, ``counter``, ``timing``, ``event``, or the
   custom metric's name);
@@ -236,26 +237,6 @@ def _prefix(metric: Metric, key: tuple[Any, ...], cached: str | None) -> str:
     if found is None:
         prefixes[typed] = found = series(metric)
     return found
-
-
-def field_types(metric: Metric) -> Iterable[tuple[str, str]]:
-    """``(field key, InfluxDB type)`` of each field :func:`lines` writes for ``metric``."""
-    value = metric.value
-    items = value.items() if isinstance(value, dict) else [(_scalar_key(value), value)]
-    for key, item in items:
-        yield (
-            key,
-            _TYPE_NAMES.get(type(item), "float" if isinstance(item, (int, float)) else "string"),
-        )
-    if metric.id is not None:
-        yield "id", "string"
-
-
-def _scalar_key(value: Any) -> str:
-    return "text" if isinstance(value, str) else "value"
-
-
-_TYPE_NAMES = {bool: "boolean", str: "string", int: "float", float: "float"}
 
 
 def _fields(metric: Metric) -> Iterable[str]:

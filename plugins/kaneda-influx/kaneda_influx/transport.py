@@ -58,24 +58,31 @@ class HTTPTransport:
             self._headers["Authorization"] = f"Basic {token}"
         self._connection: http.client.HTTPConnection | None = None
 
-    def post(self, endpoint: str, params: dict[str, str], body: bytes = b"") -> bytes:
+    def post(
+        self,
+        endpoint: str,
+        params: dict[str, str],
+        body: bytes = b"",
+        *,
+        timeout: float | None = None,
+    ) -> bytes:
         """POST ``body`` to ``/endpoint?params``; the answer's body, or raise.
 
         An answer of 4xx raises ``InfluxDBClientError`` (with ``.code``), 5xx
         ``InfluxDBServerError``; a network failure raises ``OSError`` or
         ``http.client.HTTPException``; a request longer than ``timeout`` seconds in all
-        raises :class:`RequestTimeout`.
+        raises :class:`RequestTimeout` (``timeout`` overrides it for this request).
         """
         path = f"/{endpoint}?{urlencode(params)}"
         headers = {**self._headers, "Content-Type": "application/octet-stream"}
         reused = self._connection is not None
         try:
-            status, content = self._exchange(path, body, headers)
+            status, content = self._exchange(path, body, headers, timeout)
         except _STALE:
             if not reused:
                 raise
             # The server closed the idle connection meanwhile: once more, on a new one.
-            status, content = self._exchange(path, body, headers)
+            status, content = self._exchange(path, body, headers, timeout)
         if status < 300:
             return content
         text = content.decode("utf-8", "replace")
@@ -83,20 +90,25 @@ class HTTPTransport:
             raise InfluxDBServerError(text)
         raise InfluxDBClientError(text, status)
 
-    def query(self, q: str, database: str | None = None) -> dict[str, Any]:
+    def query(
+        self, q: str, database: str | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Run InfluxQL through ``POST /query``; its first result."""
         params = {"q": q}
         if database:
             params["db"] = database
-        answer = json.loads(self.post("query", params) or b"{}")
+        answer = json.loads(self.post("query", params, timeout=timeout) or b"{}")
         result: dict[str, Any] = (answer.get("results") or [{}])[0]
         if "error" in result:
             raise InfluxDBClientError(result["error"], 400)
         return result
 
-    def _exchange(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    def _exchange(
+        self, path: str, body: bytes, headers: dict[str, str], timeout: float | None
+    ) -> tuple[int, bytes]:
+        limit = self.timeout if timeout is None else timeout
         connection = self._connection or self._connect()
-        with deadline(self.timeout, self.abort) as watch:
+        with deadline(limit, self.abort) as watch:
             try:
                 connection.request("POST", path, body=body, headers=headers)
                 response = connection.getresponse()
@@ -105,8 +117,7 @@ class HTTPTransport:
                 self._drop()
                 if watch.expired:
                     raise RequestTimeout(
-                        f"no complete answer within {self.timeout} s (timeout bounds the "
-                        "whole request)"
+                        f"no complete answer within {limit} s (timeout bounds the whole request)"
                     ) from error
                 raise
         if response.will_close:

@@ -194,7 +194,7 @@ def stored_metrics(server: InfluxServer, database: str) -> list[Metric]:
     metrics = []
     for series in result.get("series", []):
         tags = {k: v for k, v in series["tags"].items() if v != ""}
-        name = tags.pop("name")
+        name = tags.pop("name", None)  # None: kaneda 1.0's layout, a field
         host = tags.pop("host")
         for row in series["values"]:
             fields = {
@@ -204,6 +204,9 @@ def stored_metrics(server: InfluxServer, database: str) -> list[Metric]:
             }
             timestamp = datetime.fromtimestamp(fields.pop("time") / 1e6, timezone.utc)
             id_ = fields.pop("id", None)
+            if name is None:
+                metrics.append(kaneda1_metric(series["name"], fields, tags, timestamp, host))
+                continue
             # The schema stores numbers as floats; JSON prints 7.0 as 7, so restore them.
             fields = {k: float(v) if type(v) is int else v for k, v in fields.items()}
             if "value" in fields:
@@ -214,3 +217,13 @@ def stored_metrics(server: InfluxServer, database: str) -> list[Metric]:
                 value = fields
             metrics.append(Metric(name, series["name"], value, tags, timestamp, host, id_))
     return metrics
+
+
+def kaneda1_metric(
+    kind: str, fields: dict[str, Any], tags: dict[str, str], timestamp: datetime, host: str
+) -> Metric:
+    """A point of kaneda 1.0's layout as a Metric: ``name`` is a field, numbers as stored
+    (JSON prints a float 7.0 as 7: ask SHOW FIELD KEYS for the types)."""
+    name = fields.pop("name")
+    value = fields["value"] if set(fields) == {"value"} else fields
+    return Metric(name, kind, value, tags, timestamp, host)

@@ -104,10 +104,14 @@ def test_settings_module_with_influx_names(
     assert [m.value for m in stored_metrics(influx_server, database)] == ["v2"]
 
 
-def test_the_seed_import_path_is_this_class() -> None:
+def test_the_seed_import_path_is_this_class_writing_kaneda_1_0s_layout() -> None:
+    import inspect
+
     from kaneda.backends import InfluxBackend as Seed
 
-    assert Seed is InfluxBackend and Seed.settings_namespace == "INFLUX"
+    assert issubclass(Seed, InfluxBackend) and Seed.settings_namespace == "INFLUX"
+    assert inspect.signature(Seed).parameters["layout"].default == "kaneda1"
+    assert inspect.signature(InfluxBackend).parameters["layout"].default == "kaneda2"
 
 
 def test_constructing_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,10 +144,10 @@ def test_database_is_created_once_per_backend(
     created: list[str] = []
     original = backend._transport.query
 
-    def query(q: str, database: str | None = None) -> Any:
+    def query(q: str, database: str | None = None, **options: Any) -> Any:
         if q.startswith("CREATE DATABASE"):
             created.append(q.split('"')[1])
-        return original(q, database)
+        return original(q, database, **options)
 
     monkeypatch.setattr(backend._transport, "query", query)
     metrics = Metrics(backend, batch_size=10)
@@ -261,10 +265,10 @@ def test_one_request_per_batch(
     writes: list[dict[str, str]] = []
     original = backend._transport.post
 
-    def counting(endpoint: str, params: dict[str, str], body: bytes = b"") -> bytes:
+    def counting(endpoint: str, params: dict[str, str], body: bytes = b"", **options: Any) -> bytes:
         if endpoint == "write":
             writes.append(params)
-        return original(endpoint, params, body)
+        return original(endpoint, params, body, **options)
 
     monkeypatch.setattr(backend._transport, "post", counting)
     metrics = Metrics(backend, batch_size=2000, flush_interval=60)

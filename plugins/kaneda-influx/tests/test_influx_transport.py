@@ -75,10 +75,12 @@ def test_a_batch_over_the_servers_body_limit_is_written_in_parts(database: str) 
         writes: list[int] = []
         original = backend._transport.post
 
-        def counting(endpoint: str, params: dict[str, str], body: bytes = b"") -> bytes:
+        def counting(
+            endpoint: str, params: dict[str, str], body: bytes = b"", **options: Any
+        ) -> bytes:
             if endpoint == "write":
                 writes.append(len(body))
-            return original(endpoint, params, body)
+            return original(endpoint, params, body, **options)
 
         backend._transport.post = counting  # type: ignore[method-assign]
         batch = [Metric.create(f"n{i}", "gauge", i, {"shard": str(i)}) for i in range(300)]
@@ -139,33 +141,59 @@ def test_a_partial_write_counts_only_the_dropped_metrics_as_failed(
     assert len(stored_metrics(influx_server, database)) == 10
 
 
-def test_a_partial_write_the_backend_cannot_explain_is_halved_until_the_bad_point_is_found(
+def forbid_queries(backend: InfluxBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write-only user, say: SHOW FIELD KEYS fails."""
+    original = backend._transport.query
+
+    def forbidden(q: str, database: str | None = None, **options: Any) -> Any:
+        if q.startswith("SHOW"):
+            raise RuntimeError("no READ permission")
+        return original(q, database, **options)
+
+    monkeypatch.setattr(backend._transport, "query", forbidden)
+
+
+def test_without_read_permission_the_error_alone_names_a_single_conflict(
     influx_server: InfluxServer, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=5)
     backend.send([Metric.create("g", "shape", {"size": 1.0})])
-    original = backend._transport.query
-
-    def forbidden(q: str, database: str | None = None) -> Any:
-        if q.startswith("SHOW"):
-            raise RuntimeError("no READ permission")  # a write-only user, say
-        return original(q, database)
-
-    monkeypatch.setattr(backend._transport, "query", forbidden)
+    forbid_queries(backend, monkeypatch)
+    bad = Metric.create("x", "shape", {"size": "big"})
     with pytest.raises(DeliveryError) as caught:
-        backend.send([Metric.create("x", "shape", {"size": "big"}), Metric.create("y", "gauge", 1)])
+        backend.send([bad, Metric.create("y", "gauge", 1)])
+    assert caught.value.metrics == [bad] and not caught.value.retryable
+    assert 'field "size" of measurement "shape" is stored as float' in str(caught.value)
+
+
+def test_a_partial_write_the_backend_cannot_explain_is_halved_until_the_bad_points_are_found(
+    influx_server: InfluxServer, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=5)
+    backend.send([Metric.create("g", "shape", {"size": 1.0}), Metric.create("g", "form", {"w": 2})])
+    forbid_queries(backend, monkeypatch)
+    # Two fields conflict; InfluxDB's error names only the first, and without READ the
+    # backend cannot tell which points the second one cost.
+    batch = [
+        Metric.create("x", "shape", {"size": "big"}),
+        Metric.create("z", "form", {"w": "text"}),
+        Metric.create("y", "gauge", 1),
+    ]
+    with pytest.raises(DeliveryError) as caught:
+        backend.send(batch)
     assert caught.value.metrics is None and not caught.value.retryable and caught.value.isolate
     assert "stored part of the batch" in str(caught.value)
-    # Through Metrics the batch is halved: the good point is counted sent, the bad failed.
+    # Through Metrics the batch is halved: the good points are counted sent, the bad failed.
     metrics = Metrics(backend, batch_size=100, flush_interval=60)
     metrics.gauge("y2", 2)
     metrics.custom("x2", "shape", {"size": "bigger"})
+    metrics.custom("z2", "form", {"w": "longer"})
     metrics.gauge("y3", 3)
     metrics.flush(10)
     stats = metrics.stats()
-    assert (stats.sent, stats.failed) == (2, 1), stats
+    assert (stats.sent, stats.failed) == (2, 2), stats
     stored = {m.name for m in stored_metrics(influx_server, database)}
-    assert {"y2", "y3"} <= stored and "x2" not in stored
+    assert {"y2", "y3"} <= stored and not {"x2", "z2"} & stored
     metrics.close()
 
 

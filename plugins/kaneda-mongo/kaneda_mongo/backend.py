@@ -18,14 +18,17 @@ from pymongo.errors import (
     PyMongoError,
     ServerSelectionTimeoutError,
 )
+from pymongo.results import InsertOneResult
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.arguments import check_arguments
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
-from kaneda_core.model import record
+from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.redact import redact_text, redact_url
 from kaneda_core.urls import check_credentials_escaped, parse_url, url_password
+
+from .layouts import LAYOUTS
 
 DUPLICATE_KEY = 11000
 AUTH_FAILED = 18
@@ -33,7 +36,7 @@ UNAUTHORIZED = 13
 GRANULARITIES = ("seconds", "minutes", "hours")
 
 #: Query options of a Kaneda URL that are the backend's, not the MongoDB driver's.
-_OWN_OPTIONS = ("collection_name", "timeout", "time_series", "granularity")
+_OWN_OPTIONS = ("collection_name", "timeout", "time_series", "granularity", "layout")
 
 
 class MongoBackend(Backend):
@@ -45,10 +48,13 @@ class MongoBackend(Backend):
     :param connection_url: ``mongodb://localhost:27017/`` (or ``mongodb+srv://``).
     :param host: server host.
     :param port: server port.
-    :param timeout: server selection timeout, in milliseconds.
+    :param timeout: bounds each operation as a whole, server selection included
+        (milliseconds).
     :param time_series: create the collection as a time-series collection (MongoDB 5.0+)
         if it does not exist.
     :param granularity: the time-series granularity: seconds, minutes or hours.
+    :param layout: ``"kaneda2"`` (the default) or ``"kaneda1"``, the documents kaneda
+        1.0 wrote (see :mod:`kaneda_mongo.layouts`).
 
     The client connects lazily: constructing the backend never waits for a server.
     """
@@ -68,6 +74,7 @@ class MongoBackend(Backend):
         *,
         time_series: bool = False,
         granularity: str = "seconds",
+        layout: str = DEFAULT_LAYOUT,
     ) -> None:
         check_arguments(MongoBackend, locals())
         for field, value in (("db_name", db_name), ("collection_name", collection_name)):
@@ -77,6 +84,8 @@ class MongoBackend(Backend):
             raise ConfigurationError(
                 f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
             )
+        self.layout = check_layout(layout)
+        self._document = LAYOUTS[self.layout]
         self._password: str | None = None
         if client is not None:
             if not isinstance(client, MongoClient):
@@ -161,6 +170,8 @@ class MongoBackend(Backend):
             options["time_series"] = own["time_series"].lower() in ("1", "true", "yes", "on")
         if "granularity" in own:
             options["granularity"] = own["granularity"]
+        if "layout" in own:
+            options["layout"] = own["layout"]
         options.update(overrides)
         for needed in ("db_name", "collection_name"):
             if needed not in options:
@@ -177,39 +188,31 @@ class MongoBackend(Backend):
         if isinstance(metric.tags, dict):
             _check_keys(metric.tags, "tags")
 
-    def send(self, batch: Sequence[Metric]) -> None:
-        """Insert the batch with one unordered ``insert_many``."""
+    def send(self, batch: Sequence[Metric]) -> list[InsertOneResult]:
+        """Insert the batch with one unordered ``insert_many``.
+
+        Returns an ``InsertOneResult`` per metric (kaneda 1.0's answer for one insert).
+        """
         if not self._ready:
             self._create_time_series()
         documents = [self.document(metric) for metric in batch]
+        acknowledged = True
         try:
             # timeout bounds the whole operation (server selection, every read), not
             # each read: a server that answers a byte at a time cannot hold it open.
             with pymongo.timeout(self.timeout / 1000):
-                self.collection.insert_many(documents, ordered=False)
+                result = self.collection.insert_many(documents, ordered=False)
+            acknowledged = result.acknowledged
         except BulkWriteError as error:
             self._raise_for_write_errors(batch, error)
         except PyMongoError as error:
             raise self._delivery_error(error) from None
+        # insert_many gave each document without one the _id it stored it under.
+        return [InsertOneResult(document.get("_id"), acknowledged) for document in documents]
 
     def document(self, metric: Metric) -> dict[str, Any]:
-        """The document stored for ``metric``."""
-        if self.time_series:
-            document: dict[str, Any] = {
-                "timestamp": metric.timestamp,
-                "meta": {
-                    "name": metric.name,
-                    "metric": metric.kind,
-                    "host": metric.host,
-                    "tags": metric.tags,
-                },
-                "value": metric.value,
-            }
-        else:
-            document = record(metric)
-        if metric.id is not None:
-            document["_id"] = metric.id
-        return document
+        """The document stored for ``metric``, in this backend's layout."""
+        return self._document(metric, self.time_series)
 
     def _raise_for_write_errors(self, batch: Sequence[Metric], error: BulkWriteError) -> None:
         failed = []

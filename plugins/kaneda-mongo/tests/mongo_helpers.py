@@ -21,8 +21,12 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
+#: The keys of a kaneda 1.0 layout document that are not a custom dict's own.
+KANEDA1_KEYS = frozenset(("_id", "host", "name", "tags", "timestamp", "metric"))
+
+
 def stored_metrics(collection: Any) -> list[Metric]:
-    """Every document of ``collection`` read back as a Metric."""
+    """Every document of ``collection`` read back as a Metric (either layout)."""
     metrics = []
     for document in collection.find():
         meta = document.get("meta")
@@ -31,12 +35,16 @@ def stored_metrics(collection: Any) -> list[Metric]:
         if timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=timezone.utc)
         identifier = document["_id"] if isinstance(document["_id"], (str, int)) else None
+        if "value" in document:
+            value = document["value"]
+        else:  # kaneda 1.0's layout: a custom dict's keys at the top level
+            value = {k: v for k, v in document.items() if k not in KANEDA1_KEYS}
         metrics.append(
             Metric(
                 source["name"],
                 source["metric"],
-                document["value"],
-                source["tags"],
+                value,
+                source.get("tags", {}),  # kaneda 1.0's layout leaves out empty tags
                 timestamp,
                 source["host"],
                 identifier,

@@ -25,10 +25,14 @@ def test_registered_under_both_names() -> None:
     assert load_backend("mongodb") is MongoBackend and load_backend("mongo") is MongoBackend
 
 
-def test_the_seed_import_path_is_this_class() -> None:
+def test_the_seed_import_path_is_this_class_writing_kaneda_1_0s_layout() -> None:
+    import inspect
+
     from kaneda.backends import MongoBackend as Seed
 
-    assert Seed is MongoBackend and Seed.settings_namespace == "MONGO"
+    assert issubclass(Seed, MongoBackend) and Seed.settings_namespace == "MONGO"
+    assert inspect.signature(Seed).parameters["layout"].default == "kaneda1"
+    assert inspect.signature(MongoBackend).parameters["layout"].default == "kaneda2"
 
 
 def test_a_real_pymongo_client_is_accepted_and_anything_else_refused() -> None:

@@ -26,9 +26,11 @@ from kaneda_core.backend import url_options
 from kaneda_core.deadline import deadline
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.forking import abandon
-from kaneda_core.model import record
+from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.redact import redact_text, redact_url
 from kaneda_core.urls import parse_url
+
+from .layouts import LAYOUTS
 
 r = RethinkDB()
 
@@ -53,7 +55,10 @@ class RethinkBackend(Backend):
     :param port: server port (default 28015).
     :param user: auth username.
     :param password: auth password.
-    :param timeout: connection timeout (seconds).
+    :param timeout: bounds connecting, and each query as a whole (seconds; None means
+        the default).
+    :param layout: ``"kaneda2"`` (the default) or ``"kaneda1"``, the documents kaneda
+        1.0 wrote (see :mod:`kaneda_rethink.layouts`).
 
     Without ``connection``, the backend connects on its first delivery (never at
     construction) and reconnects on the next batch after a connection is lost.
@@ -71,9 +76,13 @@ class RethinkBackend(Backend):
         port: int | None = None,
         user: str | None = None,
         password: str | None = None,
-        timeout: float = 0.3,
+        timeout: float | None = 0.3,
+        *,
+        layout: str = DEFAULT_LAYOUT,
     ) -> None:
         check_arguments(RethinkBackend, locals())
+        if timeout is None:  # kaneda 1.0 allowed it; Kaneda never waits without a bound
+            timeout = 0.3
         if not isinstance(db, str) or not VALID_NAME.fullmatch(db):
             raise ConfigurationError(
                 f"db must be a RethinkDB name (A-Z, a-z, 0-9, _ and - only), got {db!r}"
@@ -83,6 +92,8 @@ class RethinkBackend(Backend):
                 f"table_name must be a RethinkDB name (A-Z, a-z, 0-9, _ and - only), "
                 f"got {table_name!r}"
             )
+        self.layout = check_layout(layout)
+        self._document = LAYOUTS[self.layout]
         self.db = db
         self.table_name = table_name
         self.host = host or "localhost"
@@ -128,13 +139,17 @@ class RethinkBackend(Backend):
                 "table_name"
             )
 
-    def send(self, batch: Sequence[Metric]) -> None:
-        """Insert the batch: one ``insert`` of a list per table."""
+    def send(self, batch: Sequence[Metric]) -> list[dict[str, Any]]:
+        """Insert the batch: one ``insert`` of a list per table.
+
+        Returns, per metric, the result of its table's insert (kaneda 1.0's answer).
+        """
         by_table: dict[str, list[Metric]] = defaultdict(list)
         for metric in batch:
             by_table[self.table_for(metric)].append(metric)
         failed: list[Metric] = []
         reasons: list[str] = []
+        answers: dict[int, dict[str, Any]] = {}
         try:
             connection = self._connect()
             for table, metrics in by_table.items():
@@ -145,6 +160,8 @@ class RethinkBackend(Backend):
                     .insert([self.document(m) for m in metrics], conflict=CONFLICT),
                     connection,
                 )
+                for metric in metrics:
+                    answers[id(metric)] = result
                 if result.get("errors"):
                     # The insert reports a count and the first error, not which documents.
                     failed.extend(metrics)
@@ -157,13 +174,11 @@ class RethinkBackend(Backend):
                 retryable=False,
                 metrics=failed,
             )
+        return [answers[id(metric)] for metric in batch]
 
     def document(self, metric: Metric) -> dict[str, Any]:
-        """The document stored for ``metric``."""
-        document = record(metric)  # its aware timestamp becomes a RethinkDB time
-        if metric.id is not None:
-            document["id"] = metric.id
-        return document
+        """The document stored for ``metric``, in this backend's layout."""
+        return self._document(metric)
 
     def _connect(self) -> Any:
         with self._lock:

@@ -23,8 +23,15 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
+#: The keys of a kaneda 1.0 layout document that are not a custom dict's own.
+KANEDA1_KEYS = frozenset(("id", "host", "name", "tags", "timestamp"))
+
+
 def stored_metrics(connection: Any, db: str) -> list[Metric]:
-    """Every document of every table of ``db``, read back as Metrics."""
+    """Every document of every table of ``db``, read back as Metrics (either layout).
+
+    kaneda 1.0's layout keeps no kind: the table's name stands in for it.
+    """
     if db not in r.db_list().run(connection):
         return []
     metrics = []
@@ -32,12 +39,16 @@ def stored_metrics(connection: Any, db: str) -> list[Metric]:
         for document in r.db(db).table(table).run(connection):
             timestamp = document["timestamp"].astimezone(timezone.utc)
             identifier = document["id"] if "id" in document and _given_id(document) else None
+            if "value" in document:
+                value = document["value"]
+            else:  # kaneda 1.0's layout: a custom dict's keys at the top level
+                value = {k: v for k, v in document.items() if k not in KANEDA1_KEYS}
             metrics.append(
                 Metric(
                     document["name"],
-                    document["metric"],
-                    document["value"],
-                    document["tags"],
+                    document.get("metric", table),
+                    value,
+                    document.get("tags", {}),  # kaneda 1.0's layout leaves out empty tags
                     timestamp,
                     document["host"],
                     identifier,

@@ -32,10 +32,14 @@ def test_registered_under_both_names() -> None:
     assert load_backend("rethinkdb") is RethinkBackend and load_backend("rethink") is RethinkBackend
 
 
-def test_the_seed_import_path_is_this_class() -> None:
+def test_the_seed_import_path_is_this_class_writing_kaneda_1_0s_layout() -> None:
+    import inspect
+
     from kaneda.backends import RethinkBackend as Seed
 
-    assert Seed is RethinkBackend and Seed.settings_namespace == "RETHINK"
+    assert issubclass(Seed, RethinkBackend) and Seed.settings_namespace == "RETHINK"
+    assert inspect.signature(Seed).parameters["layout"].default == "kaneda1"
+    assert inspect.signature(RethinkBackend).parameters["layout"].default == "kaneda2"
 
 
 @pytest.mark.parametrize(

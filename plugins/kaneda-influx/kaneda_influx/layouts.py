@@ -1,0 +1,330 @@
+"""The two stored layouts of kaneda-influx, side by side.
+
+``kaneda2`` (the default, :mod:`kaneda_influx.line_protocol`), one point per metric:
+measurement = the kind; tags ``name``, ``host`` and yours (as text); fields ``value``
+(every number a float, or a bool), ``text`` (an event's text, a custom string), a
+custom dict's keys (numbers as floats), ``id`` when given.
+
+``kaneda1``, exactly what kaneda 1.0 wrote: measurement = the kind; tags ``host`` and
+yours (``str()`` of each value, so ``True`` is ``"True"``); fields ``name`` (a string)
+and ``value`` (an int as an integer, a float as a float, a bool, or an event's text)
+or, for a custom dict, its own keys with their own types, plus ``name``; no id.
+
+Both write the metric's own time in nanoseconds. When InfluxDB already holds a field
+with another number type, either layout writes a number in the stored type if that
+loses nothing (see :mod:`kaneda_influx.field_types`): ``lines`` takes the learned
+``known`` types of the measurements that had a conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kaneda_core import InvalidMetric, Metric
+from kaneda_core.layouts import KANEDA1, KANEDA2
+from kaneda_core.model import EVENT, epoch_us
+
+from . import field_types, line_protocol
+from .field_types import KnownTypes
+from .line_protocol import _check_identifier, _check_text
+
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+# kaneda 1.0's client escaped a backslash in names, tags and field keys as two, which
+# InfluxDB stores as two: its layout does the same, so its series stay the same.
+_KANEDA1_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\"})
+_CACHE_SIZE = 10_000
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class Layout:
+    """How metrics become line protocol; one subclass per layout."""
+
+    #: The name given as ``layout=`` (``?layout=`` in a URL).
+    name = ""
+    #: Whether Python ints are written as InfluxDB integers (else as floats).
+    integers = False
+    #: How field keys are escaped.
+    key_escapes = _KEY_ESCAPES
+
+    def check(self, metric: Metric) -> None:
+        """Refuse, with advice, what this layout cannot write or InfluxDB could misread."""
+        raise NotImplementedError
+
+    def lines(self, batch: Sequence[Metric], known: KnownTypes) -> str:
+        """Line protocol for ``batch``: numbers in their ``known`` stored types when lossless."""
+        if not known:
+            return self.plain_lines(batch)
+        out: list[str] = []
+        run: list[Metric] = []
+        for metric in batch:
+            fields = known.get(metric.kind)
+            if fields is None:
+                run.append(metric)
+                continue
+            if run:
+                out.append(self.plain_lines(run))
+                run = []
+            out.append(self.typed_line(metric, fields))
+        if run:
+            out.append(self.plain_lines(run))
+        return "\n".join(out)
+
+    def plain_lines(self, batch: Sequence[Metric]) -> str:
+        """Line protocol for ``batch``, every value in its natural type (the fast path)."""
+        raise NotImplementedError
+
+    def series(self, metric: Metric) -> str:
+        """The escaped measurement and tags of ``metric``'s line."""
+        raise NotImplementedError
+
+    def fields(self, metric: Metric) -> list[tuple[str, Any]]:
+        """``(field key, value)`` of each field written for ``metric``."""
+        raise NotImplementedError
+
+    def typed_fields(
+        self, metric: Metric, known: dict[str, str] | None
+    ) -> list[tuple[str, str, str]]:
+        """``(key, InfluxDB type, encoded value)`` of each field, as :meth:`lines` writes it."""
+        known = known or {}
+        integers = self.integers
+        typed = []
+        for key, value in self.fields(metric):
+            natural = field_types.type_of(value, integers)
+            kind, text = field_types.field(value, natural, known.get(key))
+            typed.append((key, kind, text))
+        return typed
+
+    def typed_line(self, metric: Metric, known: dict[str, str]) -> str:
+        """One line for ``metric``, numbers in their ``known`` stored types when lossless."""
+        escapes = self.key_escapes
+        fields = ",".join(
+            f"{key.translate(escapes)}={text}" for key, _, text in self.typed_fields(metric, known)
+        )
+        return f"{self.series(metric)} {fields} {_time_ns(metric)}"
+
+
+class Kaneda2Layout(Layout):
+    """This version's layout: ``name`` as a tag, every number a float."""
+
+    name = KANEDA2
+    integers = False
+
+    def check(self, metric: Metric) -> None:
+        line_protocol.check(metric)
+
+    def plain_lines(self, batch: Sequence[Metric]) -> str:
+        return line_protocol.lines(batch)
+
+    def series(self, metric: Metric) -> str:
+        return line_protocol.series(metric)
+
+    def fields(self, metric: Metric) -> list[tuple[str, Any]]:
+        value = metric.value
+        if isinstance(value, dict):
+            fields = list(value.items())
+        elif isinstance(value, str):
+            fields = [("text", value)]
+        else:
+            fields = [("value", value)]
+        if metric.id is not None:
+            fields.append(("id", str(metric.id)))
+        return fields
+
+
+class Kaneda1Layout(Layout):
+    """kaneda 1.0's layout: ``name`` as a field, numbers in their own type."""
+
+    name = KANEDA1
+    integers = True
+    key_escapes = _KANEDA1_ESCAPES
+    #: Tags kaneda 1.0 set itself (``host``) or InfluxDB forbids (``time``).
+    reserved_tags = frozenset(("host", "time"))
+    #: Keys of a custom dict kaneda 1.0 overwrote (``name``) or InfluxDB forbids.
+    reserved_fields = frozenset(("name", "time"))
+
+    def __init__(self) -> None:
+        self._checked_series: set[tuple[Any, ...]] = set()
+        self._heads: dict[tuple[Any, ...], str] = {}
+
+    # -- checks --------------------------------------------------------------------
+
+    def check(self, metric: Metric) -> None:
+        # Called at every reporting call: a number on a series checked before (the usual
+        # case) costs one tuple and one set lookup, as in the default layout.
+        tags = metric.tags
+        if type(tags) is dict:
+            key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
+            if key in self._checked_series:
+                value = metric.value
+                kind = type(value)
+                if (
+                    kind is float
+                    or kind is bool
+                    or (kind is int and _INT64[0] <= value <= _INT64[1])
+                ):
+                    return
+        self._check(metric)
+
+    def _check(self, metric: Metric) -> None:
+        tags = metric.tags
+        if isinstance(tags, list):
+            raise InvalidMetric(
+                f"InfluxDB tags must be a dict, not a list: got tags={tags!r}. "
+                "Give each tag a key, e.g. tags={'from': 'login', 'to': 'edit_profile'}"
+            )
+        key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
+        if key not in self._checked_series:
+            self._check_series(metric.kind, metric.name, tags)
+            if len(self._checked_series) >= _CACHE_SIZE:
+                self._checked_series.clear()
+            self._checked_series.add(key)
+        value = metric.value
+        if type(value) is int:
+            _check_int(value, "value")
+        elif isinstance(value, str):
+            _check_text(value, "text" if metric.kind == EVENT else "value")
+        elif isinstance(value, dict):
+            self._check_dict(value)
+        elif isinstance(value, (list, tuple)):
+            raise InvalidMetric(
+                f"InfluxDB cannot store a list as a value: got value={value!r}. "
+                "Use a dict of scalars instead, e.g. value={'start_time': 120, 'end_time': 230}"
+            )
+
+    def _check_series(self, kind: str, name: str, tags: dict[str, Any]) -> None:
+        _check_identifier(kind, "metric kind (the measurement)")
+        if kind.startswith("#"):
+            raise InvalidMetric(
+                f"metric kind {kind!r} starts with '#', which InfluxDB reads as a comment "
+                "line: rename it"
+            )
+        _check_text(name, "name")
+        for key, value in tags.items():
+            if key in self.reserved_tags:
+                raise InvalidMetric(
+                    f"tag {key!r} is reserved by kaneda 1.0's layout (it holds the "
+                    f"{'host name' if key == 'host' else 'time'}): rename the tag"
+                )
+            _check_identifier(key, "tag key")
+            text = str(value)
+            if text == "":
+                raise InvalidMetric(
+                    f"tags[{key!r}] is empty: InfluxDB drops empty tag values; leave the tag out"
+                )
+            _check_identifier(text, f"tags[{key!r}]")
+
+    def _check_dict(self, value: dict[str, Any]) -> None:
+        if not value:
+            raise InvalidMetric(
+                "InfluxDB cannot store a point without fields: got value={}. Give at least "
+                "one, e.g. value={'start_time': 120, 'end_time': 230}"
+            )
+        for key, item in value.items():
+            if isinstance(item, (dict, list, tuple)):
+                raise InvalidMetric(
+                    f"InfluxDB fields cannot hold a list or a nested dict: got "
+                    f"value[{key!r}]={item!r}. Flatten it into scalars, e.g. "
+                    "value={'start_time': 120, 'end_time': 230}"
+                )
+            if key in self.reserved_fields:
+                raise InvalidMetric(
+                    f"value key {key!r} is reserved by kaneda 1.0's layout (the field "
+                    f"{key!r} holds the metric's {key}): rename it"
+                )
+            _check_identifier(key, "value key")
+            if isinstance(item, str):
+                _check_text(item, f"value[{key!r}]")
+            elif type(item) is int:
+                _check_int(item, f"value[{key!r}]")
+
+    # -- writing -------------------------------------------------------------------
+
+    def plain_lines(self, batch: Sequence[Metric]) -> str:
+        heads = self._heads
+        out: list[str] = []
+        append = out.append
+        for metric in batch:
+            tags = metric.tags
+            key = (
+                (metric.kind, metric.name, metric.host, *tags.items())  # type: ignore[union-attr]
+                if tags
+                else (metric.kind, metric.name, metric.host)
+            )
+            head = heads.get(key)
+            if head is None or head is _TYPED:
+                head = self._head(metric, key, head)
+            value = metric.value
+            kind = type(value)
+            if kind is int:
+                append(f"{head},value={value}i {_time_ns(metric)}")
+            elif kind is float:
+                append(f"{head},value={value!r} {_time_ns(metric)}")
+            else:
+                fields = ",".join(
+                    f"{field.translate(_KANEDA1_ESCAPES)}={field_types.encode(item, influx_type)}"
+                    for field, item, influx_type in self._natural_fields(metric)
+                    if field != "name"  # already in the head
+                )
+                append(f"{head},{fields} {_time_ns(metric)}")
+        return "\n".join(out)
+
+    def _head(self, metric: Metric, key: tuple[Any, ...], cached: str | None) -> str:
+        """``series name="..."``, cached per series; see line_protocol._prefix for _TYPED."""
+        heads = self._heads
+        if len(heads) >= _CACHE_SIZE:
+            heads.clear()
+            cached = None
+        tags = metric.tags
+        head = f"{self.series(metric)} name={field_types.encode(metric.name, 'string')}"
+        if cached is None and all(type(v) is str for v in tags.values()):  # type: ignore[union-attr]
+            heads[key] = head
+            return head
+        heads[key] = _TYPED
+        typed = (*key, *map(type, tags.values()))  # type: ignore[union-attr]
+        found = heads.get(typed)
+        if found is None:
+            heads[typed] = found = head
+        return found
+
+    def series(self, metric: Metric) -> str:
+        pairs = [("host", metric.host)]
+        if metric.tags:
+            pairs += [(k, str(v)) for k, v in metric.tags.items()]  # type: ignore[union-attr]
+            pairs.sort()
+        escaped = "".join(
+            f",{key.translate(_KANEDA1_ESCAPES)}={text.translate(_KANEDA1_ESCAPES)}"
+            for key, text in pairs
+        )
+        return metric.kind.translate(_KANEDA1_ESCAPES) + escaped
+
+    def fields(self, metric: Metric) -> list[tuple[str, Any]]:
+        value = metric.value
+        if isinstance(value, dict):
+            return [("name", metric.name), *value.items()]
+        return [("name", metric.name), ("value", value)]
+
+    def _natural_fields(self, metric: Metric) -> Iterable[tuple[str, Any, str]]:
+        for key, value in self.fields(metric):
+            yield key, value, field_types.type_of(value, True)
+
+
+# Stands in the head cache for a key whose tag values are not all strings (True == 1 ==
+# 1.0 as dict keys, yet their tags read "True", "1" and "1.0"): such series are cached
+# under a key that holds the value types too.
+_TYPED = "\0typed"
+
+LAYOUTS: dict[str, type[Layout]] = {KANEDA2: Kaneda2Layout, KANEDA1: Kaneda1Layout}
+
+
+def _time_ns(metric: Metric) -> int:
+    time_ns = metric.time_ns
+    return time_ns if time_ns is not None else epoch_us(metric.timestamp) * 1000
+
+
+def _check_int(value: int, field: str) -> None:
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise InvalidMetric(
+            f"{field} {value!r} does not fit InfluxDB's 64-bit integers: report it as a float "
+            f"({float(value)!r}) or a string"
+        )

@@ -1,0 +1,116 @@
+"""The two layouts of kaneda-influx: chosen by argument or URL, written as described."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from influx_server import InfluxServer, stored_metrics
+from kaneda_influx import InfluxBackend
+from kaneda_influx.layouts import Kaneda1Layout, Kaneda2Layout
+
+from kaneda_core import ConfigurationError, InvalidMetric, Metric, connect, create_backend
+
+WHEN = datetime(2026, 11, 25, 10, 0, 0, 250000, tzinfo=timezone.utc)
+
+
+def metric(kind: str, value: object, tags: object = None, id_: object = None) -> Metric:
+    made = Metric.create("shop.total", kind, value, tags, id_, timestamp=WHEN)  # type: ignore[arg-type]
+    return made._replace(host="web-1")
+
+
+def test_layout_by_argument_and_url() -> None:
+    assert InfluxBackend("db").layout.name == "kaneda2"
+    assert InfluxBackend("db", layout="kaneda1").layout.name == "kaneda1"
+    backend = create_backend("influxdb://127.0.0.1:1/db?layout=kaneda1&timeout=2")
+    assert backend.layout.name == "kaneda1"  # type: ignore[attr-defined]
+
+
+def test_an_unknown_layout_names_the_argument_and_the_choices() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"layout must be one of 'kaneda2', 'kaneda1', got 'v1'"
+    ):
+        InfluxBackend("db", layout="v1")
+    with pytest.raises(ConfigurationError, match="got 'kaneda3'"):
+        create_backend("influxdb://127.0.0.1:1/db?layout=kaneda3")
+
+
+def test_kaneda1_lines_are_1_0s() -> None:
+    layout = Kaneda1Layout()
+    ns = 1795600800250000000
+    lines = [
+        layout.lines([metric("gauge", 7, {"route": "/cart", "ok": True})], {}),
+        layout.lines([metric("timing", 0.25)], {}),
+        layout.lines([metric("event", 'say "hi"')], {}),
+        layout.lines([metric("order", {"items": 3, "total": 42.5, "paid": False}, id_="o-1")], {}),
+    ]
+    assert lines == [
+        f'gauge,host=web-1,ok=True,route=/cart name="shop.total",value=7i {ns}',
+        f'timing,host=web-1 name="shop.total",value=0.25 {ns}',
+        f'event,host=web-1 name="shop.total",value="say \\"hi\\"" {ns}',
+        f'order,host=web-1 name="shop.total",items=3i,total=42.5,paid=false {ns}',  # no id
+    ]
+
+
+def test_kaneda2_lines_are_unchanged() -> None:
+    line = Kaneda2Layout().lines([metric("gauge", 7, {"route": "/cart", "ok": True})], {})
+    assert (
+        line == "gauge,host=web-1,name=shop.total,ok=true,route=/cart value=7.0 1795600800250000000"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "tags", "refusal"),
+    [
+        (1, {"host": "other"}, "tag 'host' is reserved by kaneda 1.0's layout"),
+        (1, {"time": "x"}, "tag 'time' is reserved"),
+        ({"name": "x"}, None, "value key 'name' is reserved by kaneda 1.0's layout"),
+        ({"a": [1]}, None, "cannot hold a list or a nested dict"),
+        ({}, None, "without fields"),
+        (2**63, None, "does not fit InfluxDB's 64-bit integers"),
+        (1, ["a", "b"], "tags must be a dict, not a list"),
+        (1, {"k": ""}, "is empty"),
+        ("two\nlines", None, "line break"),
+    ],
+)
+def test_kaneda1_refuses_at_the_call_what_it_cannot_write(
+    value: object, tags: object, refusal: str
+) -> None:
+    with pytest.raises(InvalidMetric, match=refusal):
+        Kaneda1Layout().check(metric("custom", value, tags))
+
+
+def test_kaneda1_allows_a_name_tag_beside_the_name_field(
+    influx_server: InfluxServer, database: str
+) -> None:
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, layout="kaneda1")
+    assert backend.send([Metric.create("n", "gauge", 1, {"name": "tag"})]) == [True]
+    answer = influx_server.query('SELECT "name"::field, "name"::tag FROM "gauge"', db=database)
+    assert answer["results"][0]["series"][0]["values"][0][1:] == ["n", "tag"]
+
+
+def test_each_layout_round_trips_through_the_server(
+    influx_server: InfluxServer, database: str
+) -> None:
+    url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?layout=kaneda1"
+    with connect(url) as metrics:
+        metrics.gauge("g", 7, tags={"route": "/"})
+        metrics.custom("c", "order", {"items": 3, "total": 4.5})
+    stored = sorted(stored_metrics(influx_server, database), key=lambda m: m.kind)
+    assert [(m.kind, m.name, m.value, m.tags) for m in stored] == [
+        ("gauge", "g", 7, {"route": "/"}),
+        ("order", "c", {"items": 3, "total": 4.5}, {}),
+    ]
+    fields = influx_server.query("SHOW FIELD KEYS", db=database)["results"][0]["series"]
+    assert {s["name"]: dict(s["values"]) for s in fields} == {
+        "gauge": {"name": "string", "value": "integer"},
+        "order": {"items": "integer", "name": "string", "total": "float"},
+    }
+
+
+def test_send_answers_true_per_metric(influx_server: InfluxServer, database: str) -> None:
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port)
+    assert backend.send([Metric.create("a", "gauge", 1), Metric.create("b", "gauge", 2)]) == [
+        True,
+        True,
+    ]
