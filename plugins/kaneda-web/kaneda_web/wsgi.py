@@ -121,9 +121,7 @@ class TimedBody:
             state.reporter.finish(state)
 
 
-def _watch_flask_exceptions(
-    app: Any, reporter: RequestReporter
-) -> Callable[..., None] | None:
+def _watch_flask_exceptions(app: Any, reporter: RequestReporter) -> Callable[..., None] | None:
     """Count the exceptions Flask turns into 500 pages itself (they never reach us)."""
     flask = sys.modules.get("flask")  # a Flask app means Flask is imported already
     if flask is None:

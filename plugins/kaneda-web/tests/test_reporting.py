@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from web_helpers import EXCEPTIONS, reported, request_tags
-from wsgiref.util import setup_testing_defaults
-
-from kaneda_core import Backend, ConfigurationError, InvalidMetric, Metric, Metrics
 from kaneda_web import WSGIMiddleware, add_request_tags
 from kaneda_web.reporting import HTTP_METHODS, OTHER_METHOD
+from web_helpers import EXCEPTIONS, reported, request_tags
+
+from kaneda_core import Backend, ConfigurationError, InvalidMetric, Metric, Metrics
 
 
 def call(app: Any, path: str = "/", method: str = "GET") -> None:
@@ -124,7 +124,10 @@ tag_keys = st.text(min_size=1, max_size=8).filter(
     lambda key: key not in ("route", "method", "status")
 )
 tag_values = st.one_of(
-    st.text(max_size=12), st.integers(), st.booleans(), st.floats(allow_nan=False, allow_infinity=False)
+    st.text(max_size=12),
+    st.integers(),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
 )
 
 

@@ -10,10 +10,10 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
+from kaneda_web import WSGIMiddleware
 from web_helpers import EXCEPTIONS, reported, request_tags
 
 from kaneda_core import Metrics
-from kaneda_web import WSGIMiddleware
 
 
 def environ_for(path: str = "/", method: str = "GET") -> dict[str, Any]:
