@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_helpers import drive, free_port, influx_counts, wait_for_port
+from web_helpers import drive, free_port, gunicorn_options, influx_counts, wait_for_port
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -103,6 +103,7 @@ def test_flask_under_gunicorn_into_influxdb(
         "--workers", "2",
         "--bind", f"127.0.0.1:{port}",
         "--graceful-timeout", "20",
+        *gunicorn_options(),
         "flask_app:app",
     ]  # fmt: skip
     # Flask names no rule for a method the rule does not allow (405): it is unmatched.

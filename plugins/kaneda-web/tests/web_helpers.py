@@ -101,3 +101,11 @@ def influx_counts(
         key = (series["tags"]["route"], series["tags"]["status"])
         counts[key] = int(series["values"][0][1])
     return counts
+
+
+def gunicorn_options() -> list[str]:
+    """Options that keep a test's gunicorn to itself: no control socket in ``~/.gunicorn``."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    flags = {flag for setting in KNOWN_SETTINGS for flag in setting.cli or ()}
+    return ["--no-control-socket"] if "--no-control-socket" in flags else []
