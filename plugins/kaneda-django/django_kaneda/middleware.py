@@ -141,7 +141,8 @@ def request_metrics() -> Metrics:
     """The Metrics request metrics go through when the settings name none.
 
     ``django_kaneda.metrics`` when it delivers from a background worker (``KANEDA_URL``,
-    or ``KANEDA_OPTIONS`` with ``batching``). With kaneda 1.0's settings it delivers in
+    or ``KANEDA_OPTIONS`` with ``batching``), or logs (``KANEDA_DEBUG``). With kaneda
+    1.0's ``KANEDA_BACKEND`` or ``KANEDA_QUEUE`` it delivers in
     the caller's thread, which would add a write to every request: the middleware then
     has a batching ``Metrics`` of its own, on its own backend built from the same
     settings. ``KANEDA_OPTIONS = {"batching": False}`` asks for delivery in the caller's
@@ -152,9 +153,11 @@ def request_metrics() -> Metrics:
     from .conf import read_configuration
 
     configuration = read_configuration()
-    if configuration.batching or "batching" in _options_setting():
-        shared: Metrics = django_kaneda.metrics._wrapped_metrics()
-        return shared
+    # KANEDA_DEBUG logs in the caller's thread: cheap, local, and one log is easier to read.
+    shared = configuration.batching or configuration.source == "KANEDA_DEBUG"
+    if shared or "batching" in _options_setting():
+        metrics: Metrics = django_kaneda.metrics._wrapped_metrics()
+        return metrics
     return configuration.build_metrics(batching=True)
 
 

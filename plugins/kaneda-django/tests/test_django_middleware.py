@@ -219,3 +219,12 @@ def test_no_configuration_at_all_fails_at_startup_with_advice(
         pytest.raises(SettingsError, match="KANEDA_BACKEND"),
     ):
         Client().get("/")
+
+
+def test_in_debug_mode_requests_are_logged_with_everything_else(fresh_metrics: Any) -> None:
+    from django_kaneda.middleware import MetricsMiddleware
+
+    with override_settings(KANEDA_URL=None, KANEDA_OPTIONS=None, KANEDA_DEBUG=True):
+        middleware = MetricsMiddleware(lambda request: None)
+        assert middleware.metrics is fresh_metrics._wrapped
+        assert type(middleware.metrics.backend).__name__ == "LoggerBackend"
