@@ -48,6 +48,8 @@ class WSGIMiddleware:
             state.status = status[:3]
             # Flask's request (and its url_rule) is still alive while it starts the response.
             state.route = wsgi_route(environ)
+            if exc_info is None:  # as the app called it: some callers take two arguments
+                return start_response(status, headers)
             return start_response(status, headers, exc_info)
 
         try:
