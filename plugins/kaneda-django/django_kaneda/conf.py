@@ -55,20 +55,23 @@ class Configuration:
     ``source`` names the setting that chose the backend. ``make_backend`` builds a
     new backend (or queue) each time it is called. ``batching`` is whether metrics go
     through a background worker: True for ``KANEDA_URL``, False for kaneda 1.0's
-    settings, unless ``KANEDA_OPTIONS`` says otherwise.
+    settings, unless ``KANEDA_OPTIONS`` says otherwise. ``legacy`` picks the class:
+    ``kaneda.Metrics`` for 1.0's settings, ``kaneda_core.Metrics`` for a URL.
     """
 
     source: str
     make_backend: Callable[[], Any]
     options: dict[str, Any] = field(default_factory=dict)
     batching: bool = False
+    #: kaneda 1.0's ``kaneda.Metrics`` (1.0 settings), else ``kaneda_core.Metrics`` (a URL).
+    legacy: bool = True
 
     def build_metrics(self, **overrides: Any) -> Metrics:
         """A new ``Metrics`` on a new backend, with the options (and ``overrides``)."""
         options = {**self.options, "batching": self.batching, **overrides}
         backend = self.make_backend()
         try:
-            if self.source == URL_SETTING or self.source.startswith("the environment"):
+            if not self.legacy:
                 return Metrics(backend, **options)
             import kaneda
 
@@ -101,7 +104,9 @@ def read_configuration() -> Configuration:
                 f"Both {URL_SETTING} and {other} are set: keep one. {URL_SETTING} names the "
                 f"backend by URL; {other} by class path, kaneda 1.0's way."
             )
-        configuration = Configuration(URL_SETTING, _url_backend(url), options, batching=True)
+        configuration = Configuration(
+            URL_SETTING, _url_backend(url), options, batching=True, legacy=False
+        )
     elif queue_path:
         configuration = Configuration(
             QUEUE_SETTING, lambda: build_from_settings(QUEUE_SETTING, queue_path), options
@@ -116,6 +121,7 @@ def read_configuration() -> Configuration:
             _url_backend(os.environ[URL_SETTING]),
             options,
             batching=True,
+            legacy=False,
         )
     else:
         raise settings_error(NOTHING_CONFIGURED)
