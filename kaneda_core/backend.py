@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
 
 from .errors import ConfigurationError
+from .forking import track_backend
 from .model import Metric
 
 B = TypeVar("B", bound="Backend")
@@ -28,6 +29,12 @@ class Backend(ABC):
     #: Prefix of this backend's parameters in a kaneda 1.0 settings module
     #: (``INFLUX`` reads ``INFLUX_HOST``, ``INFLUX_PORT`` ...).
     settings_namespace: ClassVar[str | None] = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Backend:
+        backend = super().__new__(cls)
+        # Every backend, however it was made, gets its fork step in a forked child.
+        track_backend(backend)
+        return backend
 
     @abstractmethod
     def send(self, batch: Sequence[Metric]) -> None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import DeliveryError, KanedaError
+from .forking import track_delivery
+from .incidents import IncidentLog
 from .model import Metric, host_name
 
 if TYPE_CHECKING:
@@ -49,11 +52,13 @@ class Stats:
     """Counts of what happened to the metrics a ``Metrics`` accepted.
 
     ``sent``: stored by the backend. ``failed``: given up on after retries, or refused.
-    ``dropped``: discarded because the buffer was full. ``filtered``: dropped by a
-    ``kaneda_filter_metric`` hook. ``retried``: metric re-sends. ``queued``: waiting now.
+    ``dropped``: discarded because the buffer was full (or reported after ``close()``).
+    ``filtered``: dropped by a ``kaneda_filter_metric`` hook. ``retried``: metric
+    re-sends. ``queued``: waiting now. ``unreadable``: rows of a disk buffer that could
+    not be read back and were moved aside.
     """
 
-    __slots__ = ("dropped", "failed", "filtered", "queued", "retried", "sent")
+    __slots__ = ("dropped", "failed", "filtered", "queued", "retried", "sent", "unreadable")
 
     def __init__(
         self,
@@ -63,6 +68,7 @@ class Stats:
         filtered: int = 0,
         retried: int = 0,
         queued: int = 0,
+        unreadable: int = 0,
     ) -> None:
         self.sent = sent
         self.failed = failed
@@ -70,6 +76,7 @@ class Stats:
         self.filtered = filtered
         self.retried = retried
         self.queued = queued
+        self.unreadable = unreadable
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -83,7 +90,7 @@ class Stats:
         return f"Stats({counters})"
 
 
-_STAT_NAMES = ("sent", "failed", "dropped", "filtered", "retried", "queued")
+_STAT_NAMES = ("sent", "failed", "dropped", "filtered", "retried", "queued", "unreadable")
 
 
 class Delivery:
@@ -95,12 +102,26 @@ class Delivery:
         self.backend = backend
         self.retry = retry or RetryPolicy()
         self.stats = Stats()
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that reports while this thread counts must not wait
+        # on itself.
+        self._lock = threading.RLock()
+        self._counting = False
+        self._deferred_counts: deque[dict[str, int]] = deque()
+        self.incidents = IncidentLog(type(backend).__name__)
         hook = get_plugin_manager().hook
         self._filter = hook.kaneda_filter_metric if implements("kaneda_filter_metric") else None
         self._failed_hook = hook.kaneda_batch_failed
+        track_delivery(self)
 
-    def to_metrics(self, items: Sequence[Item]) -> list[Metric]:
+    def _after_fork_in_child(self) -> None:
+        # A child counts what it does itself, from zero, under locks of its own.
+        self.stats = Stats()
+        self._lock = threading.RLock()
+        self._counting = False
+        self._deferred_counts = deque()
+        self.incidents = IncidentLog(self.incidents.backend_name)
+
+    def to_metrics(self, items: Sequence[Any]) -> list[Metric]:
         """The metric records for queued items, host and timestamp filled in."""
         host = host_name()
         # tuple.__new__ skips NamedTuple's Python-level __new__: the worker builds
@@ -109,69 +130,80 @@ class Delivery:
         cls = Metric
         stamp = datetime.fromtimestamp
         utc = timezone.utc
-        return [
-            new(cls, (n, k, v, t, stamp(ns // 1000 / 1e6, utc), host, i, ns))
-            for n, k, v, t, i, ns in items
-        ]
+        try:
+            return [
+                new(cls, (n, k, v, t, stamp(ns // 1000 / 1e6, utc), host, i, ns))
+                for n, k, v, t, i, ns in items
+            ]
+        except ValueError:  # the batch holds forwarded metrics, already records
+            return [
+                item
+                if type(item) is cls
+                else new(cls, (*item[:4], stamp(item[5] // 1000 / 1e6, utc), host, *item[4:6]))
+                for item in items
+            ]
 
     def deliver(
         self,
-        items: Sequence[Item],
+        items: Sequence[Any],
         *,
         retry: bool,
         stop: threading.Event | None = None,
         keep_transient: bool = False,
-    ) -> bool:
+    ) -> list[int]:
         """Send ``items`` as one batch; retry transient failures when ``retry`` is true.
 
-        ``stop``, once set, ends the waiting between retries early. Metrics that still
-        fail for a transient reason after the retries (or at ``stop``) fail for good,
-        unless ``keep_transient`` is set: then this returns False and the caller keeps
-        the items to send again later (the disk buffer does). Otherwise it returns True:
-        the batch is settled. Never raises: failures are logged, counted and passed to
-        the ``kaneda_batch_failed`` hook.
+        ``stop``, once set, ends the waiting between retries early. A batch refused for
+        what some of its metrics hold (an encoding error, a malformed point) is sent in
+        halves until the bad metrics are isolated: the good ones are stored, the bad
+        ones fail. Metrics that still fail for a transient reason after the retries (or
+        at ``stop``) fail for good, unless ``keep_transient`` is set: then their
+        positions in ``items`` are returned and the caller keeps them to send later
+        (the disk buffer does). Never raises: failures are logged, counted and passed
+        to the ``kaneda_batch_failed`` hook.
         """
-        metrics = self.to_metrics(items)
-        if self._filter is not None:
-            metrics = self._apply_filter(metrics)
-        attempt = 1
-        pending: Sequence[Metric] = metrics
-        while pending:
+        built = self.to_metrics(items)
+        metrics = self._apply_filter(built) if self._filter is not None else built
+        kept: list[Metric] = []
+        # Parts still to send, each with its attempt number; a refused part is halved.
+        parts: list[tuple[Sequence[Metric], int]] = [(metrics, 1)] if metrics else []
+        while parts:
+            pending, attempt = parts.pop()
             try:
                 self.backend.send(pending)
             except Exception as error:  # noqa: BLE001 - a backend failure must not escape
-                failed, retryable = self._classify(error, pending)
+                failed, retryable, isolate = self._classify(error, pending)
                 rejected = getattr(error, "rejected", ())
                 if rejected:
                     self.fail(rejected, error)
                 self.count(sent=len(pending) - len(failed) - len(rejected))
+                if not retryable:
+                    if isolate and len(failed) > 1:
+                        half = len(failed) // 2
+                        parts += [(failed[half:], attempt), (failed[:half], attempt)]
+                    else:
+                        self.fail(failed, error)
+                    continue
                 stopping = stop is not None and stop.is_set()
-                if retry and retryable and attempt < self.retry.attempts and not stopping:
+                if retry and attempt < self.retry.attempts and not stopping:
                     delay = self.retry.delay(attempt)
-                    log.warning(
-                        "Kaneda: %d metrics not delivered to %s (%s); retry %d in %.2fs",
-                        len(failed),
-                        type(self.backend).__name__,
-                        self.describe(error),
-                        attempt,
-                        delay,
-                    )
+                    self.incidents.transient(self.describe(error), len(failed), delay)
                     self.count(retried=len(failed))
-                    attempt += 1
-                    pending = failed
                     if stop is None or not stop.wait(delay):
+                        parts.append((failed, attempt + 1))
                         continue
-                if retryable and keep_transient:
-                    log.warning(
-                        "Kaneda: %d metrics kept for later: %s", len(failed), self.describe(error)
-                    )
-                    return False
+                if keep_transient:
+                    self.incidents.transient(self.describe(error), len(failed), None)
+                    kept.extend(failed)
+                    continue
                 self.fail(failed, error)
-                return True
             else:
                 self.count(sent=len(pending))
-                return True
-        return True
+                self.incidents.delivered()
+        if not kept:
+            return []
+        position = {id(metric): index for index, metric in enumerate(built)}  # from items[i]
+        return sorted(position[id(metric)] for metric in kept)
 
     def _apply_filter(self, metrics: list[Metric]) -> list[Metric]:
         assert self._filter is not None
@@ -190,11 +222,15 @@ class Delivery:
 
     def _classify(
         self, error: Exception, pending: Sequence[Metric]
-    ) -> tuple[Sequence[Metric], bool]:
+    ) -> tuple[Sequence[Metric], bool, bool]:
+        """(the metrics that failed, whether a retry may help, whether halving may help)."""
         if isinstance(error, DeliveryError):
             failed = error.metrics if error.metrics is not None else pending
-            return failed, error.retryable
-        return pending, self.backend.is_retryable(error)
+            return failed, error.retryable, error.isolate
+        retryable = self.backend.is_retryable(error)
+        # An unexpected, permanent exception (an encoding error, say) may come from one
+        # metric of the batch: halving finds it.
+        return pending, retryable, not retryable
 
     def fail(self, metrics: Sequence[Metric], error: BaseException) -> None:
         """Count ``metrics`` as failed for good, log it, and tell the failure hook."""
@@ -204,13 +240,11 @@ class Delivery:
 
     def report_loss(self, metrics: Sequence[Metric], error: BaseException, what: str) -> None:
         """Log that ``metrics`` were lost (``what`` happened) and tell the failure hook."""
-        log.error(
-            "Kaneda: %d metrics %s to %s: %s",
-            len(metrics),
-            what,
-            type(self.backend).__name__,
-            self.describe(error),
-        )
+        self.incidents.permanent(len(metrics), what, self.describe(error))
+        self.tell_hook(metrics, error)
+
+    def tell_hook(self, metrics: Sequence[Metric], error: BaseException) -> None:
+        """Pass lost ``metrics`` to the ``kaneda_batch_failed`` hook; its errors are logged."""
         try:
             self._failed_hook(metrics=list(metrics), error=error, backend=self.backend)
         except Exception as hook_error:  # noqa: BLE001 - a broken hook must not stop delivery
@@ -219,13 +253,43 @@ class Delivery:
     def describe(self, error: BaseException) -> str:
         """A one-line account of ``error``, with the backend's secrets masked."""
         text = f"{type(error).__name__}: {error}"
-        return self.backend.redact(text)
+        try:
+            return self.backend.redact(text)
+        except Exception:  # noqa: BLE001 - a broken redact must not leak the text either
+            return type(error).__name__
 
     def count(self, **increments: int) -> None:
-        """Add to the counters, safely from any thread."""
+        """Add to the counters, safely from any thread and from a signal handler.
+
+        A signal handler that reports while its thread is halfway through an update
+        must not let that update overwrite its own: its increments wait in a queue that
+        the interrupted update applies when it is done.
+        """
         with self._lock:
-            for name, amount in increments.items():
-                setattr(self.stats, name, getattr(self.stats, name) + amount)
+            if self._counting:
+                self._deferred_counts.append(increments)
+                return
+            self._counting = True
+            try:
+                self._apply(increments)
+            finally:
+                self._counting = False
+            while self._deferred_counts:
+                self._counting = True
+                try:
+                    self._apply(self._deferred_counts.popleft())
+                finally:
+                    self._counting = False
+
+    def _apply(self, increments: dict[str, int]) -> None:
+        stats = self.stats
+        for name, amount in increments.items():
+            setattr(stats, name, getattr(stats, name) + amount)
+
+    def snapshot(self) -> Stats:
+        """A copy of the counters."""
+        with self._lock:
+            return Stats(**self.stats.as_dict())
 
 
 class BufferFull(KanedaError):

@@ -1,16 +1,26 @@
 """An on-disk queue (SQLite) that keeps accepted metrics until the backend has them.
 
-A reporting call appends a row and returns; the row is deleted only after the batch it
-belongs to was delivered (or given up on for good). A crash of the process loses
-nothing that was accepted: the next ``Metrics`` opened on the same path delivers what
-is left. Delivery is at least once, so every metric gets an id (its own ``id_``, or
-one made from the buffer's token and the row number) that backends storing ids use to
-keep one copy.
+A reporting call stages the metric in memory and writes what is staged to the file
+before it returns, unless another thread is writing at that moment: then that thread
+writes it, right after. A call never waits for the file, so a signal handler that
+reports while its thread is inside Kaneda cannot deadlock. A row is deleted only after
+the batch it belongs to was delivered (or given up on for good). A crash of the process
+loses nothing that was written: the next ``Metrics`` opened on the same path delivers
+it. Delivery is at least once, so every metric gets an id (its own ``id_``, or one made
+from the buffer's token and the row number) that backends storing ids use to keep one
+copy.
+
+The file may fail. When it cannot be written (disk full, I/O error) metrics stay in
+memory, bounded like any queue, and are delivered from there; writing is tried again
+every second and resumes when space returns. A row that cannot be read is moved to the
+file's ``quarantine`` table (kept, logged, counted); a file SQLite cannot read at all is
+renamed aside and a new one started. Nothing here raises into the application.
 
 SQLite from the standard library: one file, atomic commits, concurrent readers, and no
-dependency. WAL mode with ``synchronous=OFF`` makes an append one ``write()`` to the
-log: it survives the process being killed (the OS holds the data) but not a power cut;
-``durable=True`` asks for ``synchronous=FULL`` (an fsync per append) when that matters.
+dependency. WAL mode with ``synchronous=NORMAL`` makes an append one ``write()`` to the
+log, without an fsync: it survives the process being killed (the OS holds the data);
+a power cut may lose the appends since the last checkpoint, but never corrupts the
+file. ``durable=True`` asks for ``synchronous=FULL`` (an fsync per write).
 """
 
 from __future__ import annotations
@@ -18,13 +28,23 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
 
 from .delivery import Item
+from .errors import ConfigurationError
+from .forking import abandon, hold_across_fork
+from .model import Metric
+
+log = logging.getLogger("kaneda")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,123 +54,486 @@ CREATE TABLE IF NOT EXISTS queue (
     item TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queue_owner ON queue (owner, seq);
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq INTEGER PRIMARY KEY,
+    item TEXT NOT NULL,
+    error TEXT NOT NULL,
+    moved_at TEXT NOT NULL
+);
 """
+
+#: Seconds to wait before trying again a file that failed.
+RETRY_AFTER = 1.0
+#: Seconds a reporting call waits for another thread that has the file, at most.
+CALL_WAIT = 1.0
+
+#: A staged metric and the row that holds it (None: not in the file).
+Entry = tuple[int | None, Any]
 
 
 class DiskBuffer:
-    """The rows of one SQLite file, owned by this process until delivered."""
+    """The rows of one SQLite file owned by this buffer, and what is staged for it.
 
-    def __init__(self, path: str, *, durable: bool = False) -> None:
+    ``on_unreadable(n)`` is told of rows that could not be read and were moved aside.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        durable: bool = False,
+        on_unreadable: Callable[[int], None] | None = None,
+    ) -> None:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ConfigurationError(
+                f"buffer_path {path!r}: the folder {folder!r} does not exist; create it "
+                "or choose a path in an existing folder"
+            )
         self.path = path
         self.durable = durable
-        self._open()
-        self.adopt_orphans()
-        self.pending = self.count()
-
-    def _open(self) -> None:
-        # Rows belong to one open buffer, marked by a token and an exclusive lock on a
-        # file of its own. The OS releases the lock when the process dies, however it
-        # dies, so a later process can tell orphaned rows from a live neighbour's
-        # (process ids are reused; locks are not).
-        self._owner = uuid.uuid4().hex
-        owner_lock = _lock_file(self._lock_path(self._owner), blocking=True)
-        assert owner_lock is not None  # a blocking lock on a new file is always taken
-        self._owner_lock = owner_lock
+        self.on_unreadable = on_unreadable or (lambda count: None)
+        #: Accepted metrics not yet written to the file.
+        self.staged: deque[Any] = deque()
+        #: Rows of this buffer in the file.
+        self.pending = 0
+        self.token = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
-        # One connection shared by the calling threads and the worker, under _lock.
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30
+        # Per thread: whether it is inside a section that holds the file.
+        self._local = threading.local()
+        self._reset_file_state()
+        with self._lock:
+            self._ensure_open()
+        hold_across_fork(self)
+
+    def _reset_file_state(self) -> None:
+        self._db: sqlite3.Connection | None = None
+        self._owner = uuid.uuid4().hex
+        self._owner_lock: int | None = None
+        self._retry_at = 0.0
+        self._trouble_logged = False
+        self._undeleted: set[int] = set()
+
+    # -- the calling side: never waits ---------------------------------------------------
+
+    def append(self, item: Item | Metric) -> int:
+        """Stage one metric and write it unless another thread is writing; returns the count.
+
+        The count is this buffer's metrics waiting: staged plus in the file.
+        """
+        self.staged.append(item)
+        if self._enter():
+            self._write_and_release()
+        return self.pending + len(self.staged)
+
+    def queued(self) -> int:
+        """Metrics of this buffer waiting for delivery, staged or in the file."""
+        return self.pending + len(self.staged)
+
+    def _enter(self) -> bool:
+        """Take the file for this thread, as a reporting call does.
+
+        When another thread has it, wait for that thread (it holds the file for one
+        statement), at most ``CALL_WAIT`` seconds. When this very thread is inside a
+        section that holds the file (a signal handler interrupted it), do not wait:
+        False, and what was staged is written when the file is next taken.
+        """
+        local = self._local
+        if getattr(local, "inside", False):
+            return False
+        local.inside = True  # before the lock: a signal may come as soon as it is taken
+        if self._lock.acquire(timeout=CALL_WAIT):
+            return True
+        local.inside = False
+        return False
+
+    def _acquire(self) -> None:
+        self._local.inside = True
+        self._lock.acquire()
+
+    def _release(self) -> None:
+        self._lock.release()
+        self._local.inside = False
+
+    def drop_oldest(self) -> Any | None:
+        """Remove and return this buffer's oldest metric; None if the file is busy."""
+        if getattr(self._local, "inside", False):
+            return None
+        self._local.inside = True
+        if not self._lock.acquire(blocking=False):
+            self._local.inside = False
+            return None
+        try:
+            entries = self._take_locked(1)
+            if not entries:
+                return None
+            seq, item = entries[0]
+            if seq is not None:
+                self._delete([seq])
+            return item
+        finally:
+            self._write_and_release()
+
+    def _write_and_release(self) -> None:
+        # Whoever holds the lock writes what others staged meanwhile before letting go;
+        # a metric staged just after that is written by the next holder, or by its own
+        # caller, which then finds the lock free.
+        while True:
+            try:
+                if self.staged and self._writable():
+                    self._write_staged()
+            finally:
+                self._release()
+            if not (self.staged and self._writable()):
+                return
+            self._local.inside = True
+            if not self._lock.acquire(blocking=False):
+                self._local.inside = False
+                return
+
+    # -- the worker's side ------------------------------------------------------------------
+
+    def take(self, limit: int) -> list[Entry]:
+        """The oldest ``limit`` metrics of this buffer (not removed), with their rows."""
+        self._acquire()
+        try:
+            if self.staged and self._writable():
+                self._write_staged()
+            return self._take_locked(limit)
+        finally:
+            self._write_and_release()
+
+    def _take_locked(self, limit: int) -> list[Entry]:
+        entries: list[Entry] = []
+        if self._db is not None or self._writable():
+            entries = self._read_rows(limit)
+        if len(entries) < limit and (self._db is None or time.monotonic() < self._retry_at):
+            # The file cannot take them: deliver what is staged straight from memory.
+            while len(entries) < limit and self.staged:
+                entries.append((None, self.staged.popleft()))
+        return entries
+
+    def _read_rows(self, limit: int) -> list[Entry]:
+        assert self._db is not None
+        try:
+            rows = self._db.execute(
+                "SELECT seq, item FROM queue WHERE owner = ? ORDER BY seq LIMIT ?",
+                (self._owner, limit + len(self._undeleted)),
+            ).fetchall()
+        except sqlite3.OperationalError as error:
+            self._trouble("reading", error)
+            return []
+        except sqlite3.DatabaseError as error:
+            self._move_aside(error)
+            return []
+        entries: list[Entry] = []
+        for seq, text in rows:
+            if seq in self._undeleted:
+                continue  # delivered already; its delete failed and is retried
+            try:
+                entries.append((seq, self._decode(seq, text)))
+            except (ValueError, TypeError, RecursionError) as error:
+                self._quarantine(seq, text, error)
+            if len(entries) == limit:
+                break
+        return entries
+
+    def ack(self, seqs: Sequence[int]) -> None:
+        """Forget delivered rows (a delete that fails is tried again later)."""
+        self._acquire()
+        try:
+            self._delete(list(seqs) + list(self._undeleted))
+        finally:
+            self._write_and_release()
+
+    def requeue(self, items: Sequence[Any]) -> None:
+        """Stage again, first in line, metrics taken from memory that were not delivered."""
+        self.staged.extendleft(reversed(items))
+
+    def _delete(self, seqs: list[int]) -> None:
+        if not seqs or self._db is None:
+            self._undeleted.update(seqs)
+            return
+        try:
+            deleted = 0
+            for start in range(0, len(seqs), 500):
+                chunk = seqs[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                deleted += self._db.execute(
+                    f"DELETE FROM queue WHERE owner = ? AND seq IN ({marks})",
+                    (self._owner, *chunk),
+                ).rowcount
+        except sqlite3.Error as error:
+            self._undeleted.update(seqs)
+            self._trouble("deleting delivered rows from", error)
+            return
+        self.pending = max(0, self.pending - deleted)
+        self._undeleted.clear()
+
+    # -- writing and reading rows ----------------------------------------------------------
+
+    def _write_staged(self) -> None:
+        assert self._db is not None
+        batch = []
+        staged = self.staged
+        while staged:
+            batch.append(staged.popleft())
+        rows = [(self._owner, _encode(item)) for item in batch]
+        try:
+            if len(rows) == 1:
+                self._db.execute("INSERT INTO queue (owner, item) VALUES (?, ?)", rows[0])
+            else:
+                with self._db:  # one transaction
+                    self._db.execute("BEGIN")
+                    self._db.executemany("INSERT INTO queue (owner, item) VALUES (?, ?)", rows)
+        except sqlite3.Error as error:
+            staged.extendleft(reversed(batch))
+            if isinstance(error, sqlite3.OperationalError) or not isinstance(
+                error, sqlite3.DatabaseError
+            ):
+                self._trouble("writing to", error)
+            else:
+                self._move_aside(error)
+            return
+        self.pending += len(rows)
+        self._ok()
+
+    def _decode(self, seq: int, text: str) -> Any:
+        row = json.loads(text)
+        if not isinstance(row, list) or len(row) not in (6, 7):
+            raise ValueError(f"expected a list of 6 or 7 fields, got {text[:80]!r}")
+        name, kind, value, tags, id_, ns = row[:6]
+        if not (isinstance(name, str) and isinstance(kind, str) and type(ns) is int):
+            raise ValueError(f"bad name, kind or time in {text[:80]!r}")
+        if not 0 <= ns < 2**63:
+            raise ValueError(f"time out of range in {text[:80]!r}")
+        if not isinstance(tags, (dict, list)):
+            raise ValueError(f"bad tags in {text[:80]!r}")
+        id_ = id_ if id_ is not None else f"{self.token}-{seq}"
+        if len(row) == 6:
+            return (name, kind, value, tags, id_, ns)
+        stamp = datetime.fromtimestamp(ns // 1000 / 1e6, timezone.utc)
+        return Metric(name, kind, value, tags, stamp, str(row[6]), id_, ns)
+
+    def _quarantine(self, seq: int, text: str, error: Exception) -> None:
+        assert self._db is not None
+        log.error(
+            "Kaneda: row %d of the disk buffer %s cannot be read (%s); moved to its "
+            "quarantine table",
+            seq,
+            self.path,
+            error,
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'OFF'}")
-        self._db.executescript(_SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('token', ?)", (uuid.uuid4().hex[:12],))
-        self.token = self._db.execute("SELECT value FROM meta WHERE key = 'token'").fetchone()[0]
-        self._insert = "INSERT INTO queue (owner, item) VALUES (?, ?)"
+        self.on_unreadable(1)
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?)",
+                    (seq, text, str(error), datetime.now(timezone.utc).isoformat()),
+                )
+                self._db.execute("DELETE FROM queue WHERE seq = ?", (seq,))
+            self.pending = max(0, self.pending - 1)
+        except sqlite3.Error:
+            self._undeleted.add(seq)  # skipped from now on; moved on a later delete
+
+    # -- opening, trouble, recovery -------------------------------------------------------
+
+    def _writable(self) -> bool:
+        return time.monotonic() >= self._retry_at and self._ensure_open()
+
+    def _ensure_open(self) -> bool:
+        """Open the file if it is not; False while it cannot be (metrics wait in memory)."""
+        if self._db is not None:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            self._db = self._connect()
+        except sqlite3.OperationalError as error:
+            self._trouble("opening", error)
+            return False
+        except sqlite3.DatabaseError as error:
+            self._move_aside(error)
+            return self._db is not None
+        except OSError as error:
+            self._trouble("opening", error)
+            return False
+        self._adopt_orphans()
+        self.pending = self._count()
+        self._ok()
+        return True
+
+    def _connect(self) -> sqlite3.Connection:
+        # One connection shared by the calling threads and the worker, under _lock.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {verdict}")
+            db.executescript(_SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('token', ?)", (self.token,))
+            self.token = db.execute("SELECT value FROM meta WHERE key = 'token'").fetchone()[0]
+            # Rows belong to one open buffer, marked by a token and an exclusive lock on a
+            # file of its own. The OS releases the lock when the process dies, however it
+            # dies, so a later process can tell orphaned rows from a live neighbour's
+            # (process ids are reused; locks are not).
+            self._owner_lock = _lock_file(self._lock_path(self._owner), blocking=True)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _lock_path(self, owner: str) -> str:
         return f"{self.path}.{owner}.lock"
 
-    def adopt_orphans(self) -> int:
-        """Take over the rows of buffers that were closed or whose process died."""
-        with self._lock:
+    def _adopt_orphans(self) -> None:
+        assert self._db is not None
+        try:
             owners = [row[0] for row in self._db.execute("SELECT DISTINCT owner FROM queue")]
-            adopted = 0
             for owner in owners:
                 if owner == self._owner:
                     continue
                 lock = _lock_file(self._lock_path(owner), blocking=False)
                 if lock is None:
                     continue  # its buffer is open, in this process or another
-                adopted += self._db.execute(
-                    "UPDATE queue SET owner = ? WHERE owner = ?", (self._owner, owner)
-                ).rowcount
+                self._db.execute("UPDATE queue SET owner = ? WHERE owner = ?", (self._owner, owner))
                 _release(lock, self._lock_path(owner))
-            return adopted
+        except (sqlite3.Error, OSError) as error:
+            self._trouble("taking over the rows of closed buffers in", error)
 
-    def append(self, item: Item) -> int:
-        """Store one queued call; returns how many rows of this process are waiting."""
-        text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-        with self._lock:
-            self._db.execute(self._insert, (self._owner, text))
-            self.pending += 1
-            return self.pending
+    def _count(self) -> int:
+        assert self._db is not None
+        try:
+            row = self._db.execute(
+                "SELECT count(*) FROM queue WHERE owner = ?", (self._owner,)
+            ).fetchone()
+        except sqlite3.Error as error:
+            self._trouble("counting the rows of", error)
+            return 0
+        return int(row[0])
 
-    def take(self, limit: int) -> tuple[list[int], list[Item]]:
-        """The oldest ``limit`` rows of this process (not removed): row numbers and calls."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, item FROM queue WHERE owner = ? ORDER BY seq LIMIT ?",
-                (self._owner, limit),
-            ).fetchall()
-        seqs = [seq for seq, _ in rows]
-        items = []
-        for seq, text in rows:
-            name, kind, value, tags, id_, ns = json.loads(text)
-            items.append((name, kind, value, tags, id_ if id_ is not None else self._id(seq), ns))
-        return seqs, items
-
-    def _id(self, seq: int) -> str:
-        return f"{self.token}-{seq}"
-
-    def ack(self, seqs: Sequence[int]) -> None:
-        """Forget delivered rows."""
-        if not seqs:
-            return
-        with self._lock:
-            self.pending -= self._db.execute(
-                "DELETE FROM queue WHERE owner = ? AND seq BETWEEN ? AND ?",
-                (self._owner, seqs[0], seqs[-1]),
-            ).rowcount
-
-    def drop_oldest(self) -> Item | None:
-        """Remove and return this process's oldest row (the buffer was full)."""
-        seqs, items = self.take(1)
-        if not seqs:
-            return None
-        self.ack(seqs)
-        return items[0]
-
-    def count(self) -> int:
-        """Rows of this buffer waiting for delivery."""
-        with self._lock:
-            return int(
-                self._db.execute(
-                    "SELECT count(*) FROM queue WHERE owner = ?", (self._owner,)
-                ).fetchone()[0]
+    def _trouble(self, doing: str, error: BaseException) -> None:
+        """The file failed: keep metrics in memory and try again in RETRY_AFTER seconds."""
+        self._retry_at = time.monotonic() + RETRY_AFTER
+        if not self._trouble_logged:
+            self._trouble_logged = True
+            log.error(
+                "Kaneda: the disk buffer %s failed while %s it (%s: %s); metrics are kept in "
+                "memory and delivered from there until the file works again",
+                self.path,
+                doing,
+                type(error).__name__,
+                error,
             )
 
-    def after_fork_in_child(self) -> None:
-        """A forked child keeps its own rows: a new connection and owner of its own."""
-        os.close(self._owner_lock)  # the parent's lock stays the parent's alone
-        self._open()
-        self.pending = 0
+    def _ok(self) -> None:
+        if self._trouble_logged:
+            self._trouble_logged = False
+            log.warning("Kaneda: the disk buffer %s works again", self.path)
 
-    def close(self) -> None:
-        """Close the file; rows not delivered stay for the next buffer on this path."""
-        with self._lock:
-            self._db.close()
+    def _move_aside(self, error: BaseException) -> None:
+        """The file is damaged: rename it aside (kept) and start a new one."""
+        if self._db is not None:
+            abandon(self._db)  # closing a damaged file could write to it
+            self._db = None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        aside = f"{self.path}.damaged-{stamp}"
+        rows = _count_rows(self.path)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path + suffix, aside + suffix)
+        log.error(
+            "Kaneda: the disk buffer %s cannot be read (%s: %s); moved it aside to %s "
+            "(%s rows in it, kept for inspection) and started a new one",
+            self.path,
+            type(error).__name__,
+            error,
+            aside,
+            rows if rows is not None else "an unknown number of",
+        )
+        if rows:
+            self.on_unreadable(rows)
+        if self._owner_lock is not None:
             _release(self._owner_lock, self._lock_path(self._owner))
+            self._owner_lock = None
+        self.pending = 0
+        self._retry_at = 0.0
+        try:
+            self._db = self._connect()
+        except (sqlite3.Error, OSError) as again:
+            self._db = None
+            self._trouble("creating", again)
+
+    # -- fork and close ------------------------------------------------------------------
+
+    def hold_for_fork(self, timeout: float) -> bool:
+        """Take the file before a fork, so no thread is inside SQLite when it happens."""
+        if getattr(self._local, "inside", False):
+            return False  # this very thread has it (a fork from a signal handler)
+        return self._lock.acquire(timeout=timeout)
+
+    def release_after_fork(self) -> None:
+        """Give the file back, in the parent, after the fork."""
+        self._lock.release()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child keeps its own rows: a new connection and owner of its own.
+
+        The parent's connection is abandoned, never closed: closing it here could
+        checkpoint and delete the write-ahead log the parent is using.
+        """
+        abandon(self._db)
+        if self._owner_lock is not None:
+            os.close(self._owner_lock)  # the parent's lock stays the parent's alone
+        self.staged = deque()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._reset_file_state()
+        self.pending = 0
+        with self._lock:
+            self._ensure_open()
+
+    def close(self) -> int:
+        """Write what is staged and close the file; returns how many metrics were not written.
+
+        Rows not delivered stay for the next buffer on this path.
+        """
+        self._acquire()
+        try:
+            if self.staged and self._writable():
+                self._write_staged()
+            left = len(self.staged)
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+                self._db = None
+            if self._owner_lock is not None:
+                _release(self._owner_lock, self._lock_path(self._owner))
+                self._owner_lock = None
+            self._retry_at = float("inf")  # closed: nothing opens it again
+            return left
+        finally:
+            self._release()
+
+
+def _encode(item: Any) -> str:
+    if type(item) is Metric:
+        name, kind, value, tags, _stamp, host, id_, _ns = item
+        row: Sequence[Any] = (name, kind, value, tags, id_, item.epoch_ns, host)
+    else:
+        row = item
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+
+
+def _count_rows(path: str) -> int | None:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return int(db.execute("SELECT count(*) FROM queue").fetchone()[0])
+    except (sqlite3.Error, OSError):
+        return None
 
 
 def _lock_file(path: str, *, blocking: bool) -> int | None:
@@ -167,4 +550,5 @@ def _lock_file(path: str, *, blocking: bool) -> int | None:
 def _release(fd: int, path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.close(fd)

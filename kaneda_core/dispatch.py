@@ -3,24 +3,29 @@
 The batching dispatcher keeps a bounded queue that reporting calls append to without
 taking a lock (in memory), or a SQLite file (with ``buffer_path``), and one background
 worker that delivers it in batches: when a batch fills, every ``flush_interval``
-seconds, on ``flush()``, on ``close()`` and at interpreter exit. It is fork-safe: a
-child process starts with an empty queue and its own worker, and the parent's queue is
-delivered by the parent alone.
+seconds, on ``flush()``, on ``close()`` and at interpreter exit. The worker never dies:
+whatever goes wrong in an iteration is logged and the next iteration starts after a
+pause.
+
+No reporting call ever waits on a lock its own thread may hold: a signal handler that
+reports while its thread is inside Kaneda gets through. Both dispatchers are fork-safe
+(see :mod:`kaneda_core.forking`): a child starts with an empty queue, counters at zero
+and its own worker, and the parent's queue is delivered by the parent alone.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
 import sys
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from threading import get_ident
+from typing import TYPE_CHECKING, Any, Literal
 
 from .delivery import BufferFull, Delivery, Item, log
+from .forking import at_exit, track_dispatcher, untrack_dispatcher
 
 if TYPE_CHECKING:
     from .disk_buffer import DiskBuffer
@@ -28,37 +33,148 @@ if TYPE_CHECKING:
 Overflow = Literal["drop_oldest", "drop_newest", "block"]
 OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "block")
 
-Submit = Callable[[Item], None]
-
-#: How many items of each batch the worker measures to estimate the buffer's bytes.
-_SIZE_SAMPLE = 8
+Submit = Callable[[Any], None]
 
 
-class SyncDispatcher:
-    """Delivers each metric in the caller's thread, one attempt, before the call returns."""
+class Wakeup:
+    """``threading.Event`` on a reentrant lock.
+
+    A reporting call wakes the worker; if a signal handler interrupts that call inside
+    ``Event.set()`` and reports too, a plain Event would wait on the lock its own
+    thread holds.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.RLock())
+        self._flag = False
+
+    def is_set(self) -> bool:
+        """Whether the flag is up."""
+        return self._flag
+
+    def set(self) -> None:
+        """Raise the flag and wake every waiter."""
+        with self._condition:
+            self._flag = True
+            self._condition.notify_all()
+
+    def clear(self) -> None:
+        """Lower the flag."""
+        self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the flag is up or ``timeout`` passes; returns the flag."""
+        with self._condition:
+            if not self._flag:
+                self._condition.wait(timeout)
+            return self._flag
+
+
+class _Closable:
+    """What both dispatchers share: what a call does once the dispatcher is closed."""
+
+    delivery: Delivery
+    submit: Submit
+
+    def _init_closing(self) -> None:
+        self._closed = False
+        self._warned_after_close = False
+        self._close_listeners: list[Callable[[Submit], None]] = []
+
+    def on_close(self, listener: Callable[[Submit], None]) -> None:
+        """Call ``listener`` with the submit function that replaces :attr:`submit` at close."""
+        self._close_listeners.append(listener)
+
+    def _switch_to_closed(self) -> None:
+        self._closed = True
+        self.submit = self._submit_after_close
+        for listener in self._close_listeners:
+            listener(self._submit_after_close)
+
+    def _submit_after_close(self, item: Any) -> None:
+        self.delivery.count(dropped=1)
+        if not self._warned_after_close:
+            self._warned_after_close = True
+            log.warning(
+                "Kaneda: a metric was reported after close() and was dropped; later ones are "
+                "dropped too, counted in stats().dropped without another warning"
+            )
+
+
+class SyncDispatcher(_Closable):
+    """Delivers each metric in the caller's thread, one attempt, before the call returns.
+
+    Deliveries are serialized (a backend is used by one thread at a time). A call made
+    while its own thread is delivering (from a signal handler) does not wait: its metric
+    is delivered by that thread right after the current one.
+    """
 
     def __init__(self, delivery: Delivery) -> None:
         self.delivery = delivery
         self.submit: Submit = self._submit
+        self._init_closing()
+        self._init_threading()
+        track_dispatcher(self)
 
-    def _submit(self, item: Item) -> None:
-        self.delivery.deliver((item,), retry=False)
+    def _init_threading(self) -> None:
+        self._lock = threading.Lock()
+        self._holder: int | None = None
+        self._deferred: deque[Any] = deque()
+
+    def _submit(self, item: Any) -> None:
+        me = get_ident()
+        if not self._lock.acquire(blocking=False):
+            if self._holder in (me, None):
+                # This thread is inside a delivery (a signal handler interrupted it), or
+                # the holder is taking the lock right now: it delivers this one too.
+                self._deferred.append(item)
+                self._deliver_deferred()
+                return
+            self._lock.acquire()
+        self._holder = me
+        try:
+            self.delivery.deliver((item,), retry=False)
+            while self._deferred:
+                self.delivery.deliver((self._deferred.popleft(),), retry=False)
+        finally:
+            self._holder = None
+            self._lock.release()
+        self._deliver_deferred()
+
+    def _deliver_deferred(self) -> None:
+        # Deferred just as the holder let go: deliver them if nobody else is.
+        while self._deferred and self._lock.acquire(blocking=False):
+            self._holder = get_ident()
+            try:
+                while self._deferred:
+                    self.delivery.deliver((self._deferred.popleft(),), retry=False)
+            finally:
+                self._holder = None
+                self._lock.release()
 
     def queued(self) -> int:
-        """Metrics waiting for delivery: none, everything is delivered at the call."""
-        return 0
+        """Metrics waiting for delivery: only those deferred by a signal handler."""
+        return len(self._deferred)
 
     def flush(self, timeout: float | None = None) -> int:
-        """Nothing to flush; returns 0."""
-        return 0
+        """Deliver what a signal handler deferred; returns how many are still waiting."""
+        self._deliver_deferred()
+        return len(self._deferred)
 
     def close(self, timeout: float | None = None) -> int:
-        """Close the backend; returns 0."""
+        """Close the backend; returns 0. Later calls are counted as dropped."""
+        if self._closed:
+            return 0
+        self._deliver_deferred()
+        self._switch_to_closed()
         self.delivery.backend.close()
         return 0
 
+    def _after_fork_in_child(self) -> None:
+        self._init_threading()
 
-class BatchingDispatcher:
+
+class BatchingDispatcher(_Closable):
     """A bounded queue drained in batches by a background worker thread."""
 
     def __init__(
@@ -83,23 +199,25 @@ class BatchingDispatcher:
         self.block_timeout = block_timeout
         self.exit_timeout = exit_timeout
         self.disk = disk
-        self.queue: deque[Item] = deque()
-        # The count bound in effect: max_buffer, lowered when max_buffer_bytes says so.
-        # A one-item list so the submit closure sees the worker's updates.
-        self._limit = [max_buffer]
-        self._item_bytes = 0.0
-        self._dropped: list[Item] = []
-        self._closed = False
+        self.queue: deque[Any] = deque()
+        # Estimated bytes queued, with max_buffer_bytes (a one-item list: the submit
+        # closure and the worker share it).
+        self._bytes = [0]
+        # Dropped metrics waiting to be shown to the failure hook, bounded like the queue.
+        self._dropped: deque[Any] = deque()
+        self._dropped_bytes = 0
+        self._init_closing()
         self._init_threading()
-        self.submit: Submit = self._make_disk_submit() if disk else self._make_submit()
+        self.submit: Submit = self._make_submit()
+        track_dispatcher(self)
         _track(self)
 
     def _init_threading(self) -> None:
         # Called again in a forked child: locks held by the parent's threads at the
         # moment of the fork would never be released there.
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._stop = threading.Event()
-        self._state = threading.Condition()
+        self._state = threading.Condition(threading.RLock())
         self._busy = False
         self._inflight = 0
         self._settled = True
@@ -109,20 +227,48 @@ class BatchingDispatcher:
     # -- the calling side ------------------------------------------------------------
 
     def _make_submit(self) -> Submit:
+        if self.disk is not None:
+            return self._make_disk_submit()
+        if self.max_buffer_bytes is not None:
+            return self._make_bounded_submit()
         queue = self.queue
         append = queue.append
         batch_size = self.batch_size
-        limit = self._limit
+        limit = self.max_buffer
         wake = self._wake_worker
         overflow = self._overflow
 
         def submit(item: Item) -> None:
             size = len(queue)
-            if size >= limit[0]:
-                overflow(item)
+            if size >= limit:
+                overflow(item, 0)
                 return
             append(item)
             if size + 1 == batch_size:
+                wake()
+
+        return submit
+
+    def _make_bounded_submit(self) -> Submit:
+        queue = self.queue
+        append = queue.append
+        batch_size = self.batch_size
+        limit = self.max_buffer
+        max_bytes = self.max_buffer_bytes
+        assert max_bytes is not None
+        used = self._bytes
+        wake = self._wake_worker
+        overflow = self._overflow
+
+        def submit(item: Item) -> None:
+            size = item_bytes(item)
+            count = len(queue)
+            if count >= limit or used[0] + size > max_bytes:
+                overflow(item, size)
+                return
+            used[0] += size
+            append(item)
+            if count + 1 == batch_size:
                 wake()
 
         return submit
@@ -131,14 +277,15 @@ class BatchingDispatcher:
         disk = self.disk
         assert disk is not None
         append = disk.append
+        queued = disk.queued
         batch_size = self.batch_size
-        limit = self._limit
+        limit = self.max_buffer
         wake = self._wake_worker
         overflow = self._overflow
 
         def submit(item: Item) -> None:
-            if disk.pending >= limit[0]:
-                overflow(item)
+            if queued() >= limit:
+                overflow(item, 0)
                 return
             if append(item) == batch_size:
                 wake()
@@ -148,69 +295,102 @@ class BatchingDispatcher:
     def _wake_worker(self) -> None:
         self._wake.set()
 
-    def _overflow(self, item: Item) -> None:
-        if self._closed:
-            self._record_drop(item)
-            return
+    def _overflow(self, item: Any, size: int) -> None:
         if self.overflow == "block":
             deadline = time.monotonic() + self.block_timeout
             self._wake.set()
-            while self._full() and time.monotonic() < deadline:
+            while self._full(size) and time.monotonic() < deadline:
                 time.sleep(0.001)
-            if not self._full():
+            if not self._full(size):
                 self.submit(item)
                 return
-            self._record_drop(item)
         elif self.overflow == "drop_oldest":
             oldest = self._pop_oldest()
             if oldest is not None:
-                self._record_drop(oldest)
-            self._force_append(item)
-        else:
-            self._record_drop(item)
+                self._record_drop(oldest, self._size_of(oldest))
+                self._force_append(item, size)
+                return
+        self._record_drop(item, size)
 
-    def _full(self) -> bool:
-        return self.queued_now() >= self._limit[0]
+    def _full(self, size: int) -> bool:
+        if self.queued_now() >= self.max_buffer:
+            return True
+        return self.max_buffer_bytes is not None and self._bytes[0] + size > self.max_buffer_bytes
 
-    def _pop_oldest(self) -> Item | None:
+    def _size_of(self, item: Any) -> int:
+        return item_bytes(item) if self.max_buffer_bytes is not None else 0
+
+    def _pop_oldest(self) -> Any | None:
         if self.disk is not None:
-            return self.disk.drop_oldest()
+            return self.disk.drop_oldest()  # None while another thread writes the file
         try:
-            return self.queue.popleft()
+            oldest = self.queue.popleft()
         except IndexError:  # the worker emptied it meanwhile
             return None
+        if self.max_buffer_bytes is not None:
+            self._bytes[0] -= item_bytes(oldest)
+        return oldest
 
-    def _force_append(self, item: Item) -> None:
+    def _force_append(self, item: Any, size: int) -> None:
         if self.disk is not None:
             self.disk.append(item)
         else:
+            self._bytes[0] += size
             self.queue.append(item)
 
-    def _record_drop(self, item: Item) -> None:
-        # Counted now; reported to the failure hook by the worker, off the caller's path.
+    def _record_drop(self, item: Any, size: int) -> None:
+        # Counted now; shown to the failure hook by the worker, off the caller's path.
         self.delivery.count(dropped=1)
-        with self._state:
-            # Bounded too: past this many, drops are counted but not passed to the hook.
-            if len(self._dropped) < self.max_buffer:
-                self._dropped.append(item)
+        cap = self.max_buffer_bytes
+        if len(self._dropped) < self.max_buffer and (
+            cap is None or self._dropped_bytes + size <= cap
+        ):
+            self._dropped.append(item)
+            self._dropped_bytes += size
         if not self._wake.is_set():
             self._wake.set()
 
     # -- the worker ------------------------------------------------------------------
 
     def _run(self) -> None:
+        failures = 0
         while True:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            self._report_drops()
-            settled = self._drain_disk() if self.disk is not None else self._drain()
-            self._settled = settled
-            if self._closed and (self._stop.is_set() or not settled or not self.queued_now()):
-                self._report_drops()
+            try:
+                if self._iteration():
+                    return
+                failures = 0
+            except BaseException as error:  # noqa: BLE001 - the worker must never die
+                failures += 1
+                pause = min(5.0, 0.05 * 2**failures)
+                log.error(
+                    "Kaneda: the delivery worker hit %s: %s; it carries on in %.2f s",
+                    type(error).__name__,
+                    error,
+                    pause,
+                    exc_info=failures == 1,
+                )
                 with self._state:
                     self._busy = False
+                    self._inflight = 0
                     self._state.notify_all()
-                return
+                if self._closed and self._stop.is_set():
+                    return
+                self._stop.wait(pause)
+
+    def _iteration(self) -> bool:
+        """One round of the worker; True when it is finished (closed and drained)."""
+        self._wake.wait(self.flush_interval)
+        self._wake.clear()
+        self._report_drops()
+        settled = self._drain_disk() if self.disk is not None else self._drain()
+        self._settled = settled
+        if self._closed and (self._stop.is_set() or not settled or not self.queued_now()):
+            self._report_drops()
+            with self._state:
+                self._busy = False
+                self._state.notify_all()
+            return True
+        return False
 
     def _drain(self) -> bool:
         queue = self.queue
@@ -225,62 +405,88 @@ class BatchingDispatcher:
                 self._busy = True
                 batch = [popleft() for _ in range(min(self.batch_size, len(queue)))]
                 self._inflight = len(batch)
-            self._measure(batch)
+            self._deliver_or_count(batch)
+            if self.max_buffer_bytes is not None:
+                # Counted until settled: a batch being retried still holds its memory.
+                self._bytes[0] -= sum(item_bytes(item) for item in batch)
+
+    def _deliver_or_count(self, batch: list[Any]) -> None:
+        try:
             self.delivery.deliver(batch, retry=True, stop=self._stop)
+        except Exception as error:  # noqa: BLE001 - counted, never lost silently
+            self.delivery.count(failed=len(batch))
+            log.error(
+                "Kaneda: %d metrics could not be delivered: %s: %s",
+                len(batch),
+                type(error).__name__,
+                error,
+            )
 
     def _drain_disk(self) -> bool:
-        """Deliver the rows on disk; False when the backend is down and rows remain."""
+        """Deliver what the disk buffer holds; False when the backend is down and rows remain."""
         disk = self.disk
         assert disk is not None
         while not self._stop.is_set():
             with self._state:
                 self._busy = True
-            seqs, batch = disk.take(self.batch_size)
-            if not batch:
-                with self._state:
-                    self._busy = False
-                    self._inflight = 0
-                    self._state.notify_all()
+            entries = disk.take(self.batch_size)
+            if not entries:
+                self._idle()
                 return True
             with self._state:
-                self._inflight = len(batch)
-            self._measure(batch)
-            settled = self.delivery.deliver(batch, retry=True, stop=self._stop, keep_transient=True)
-            if not settled:
-                # The backend is down: the rows stay on disk; try again next interval.
-                with self._state:
-                    self._busy = False
-                    self._inflight = 0
-                    self._state.notify_all()
-                return False
-            disk.ack(seqs)
+                self._inflight = len(entries)
+            kept = set(
+                self.delivery.deliver(
+                    [item for _, item in entries],
+                    retry=True,
+                    stop=self._stop,
+                    keep_transient=True,
+                )
+            )
+            # Delivered or failed for good: forgotten. Kept (the backend is down): rows
+            # stay in the file; metrics that came from memory go back first in line.
+            disk.ack([s for i, (s, _) in enumerate(entries) if s is not None and i not in kept])
+            back = [item for i, (s, item) in enumerate(entries) if s is None and i in kept]
+            if back:
+                disk.requeue(back)
+            if kept:
+                self._idle()
+                return False  # try again next interval
         return False
 
-    def _measure(self, batch: list[Item]) -> None:
-        """Re-estimate the bytes per queued metric and so the count the byte bound allows."""
-        if self.max_buffer_bytes is None:
-            return
-        sample = batch[:_SIZE_SAMPLE]
-        size = sum(_item_bytes(item) for item in sample) / len(sample)
-        self._item_bytes = size if not self._item_bytes else 0.8 * self._item_bytes + 0.2 * size
-        self._limit[0] = max(1, min(self.max_buffer, int(self.max_buffer_bytes / self._item_bytes)))
+    def _idle(self) -> None:
+        with self._state:
+            self._busy = False
+            self._inflight = 0
+            self._state.notify_all()
 
     def _report_drops(self) -> None:
-        with self._state:
-            dropped, self._dropped = self._dropped, []
+        dropped = []
+        while self._dropped:
+            item = self._dropped.popleft()
+            dropped.append(item)
+            self._dropped_bytes -= self._size_of(item)
+        total = self.delivery.snapshot().dropped
+        incidents = self.delivery.incidents
         if dropped:
-            error = BufferFull(
-                f"the buffer of {self._limit[0]} metrics was full "
-                f"(overflow policy {self.overflow!r})"
-            )
-            self.delivery.report_loss(self.delivery.to_metrics(dropped), error, "dropped")
+            reason = self._full_reason()
+            incidents.dropped(total, reason)
+            self.delivery.tell_hook(self.delivery.to_metrics(dropped), BufferFull(reason))
+        elif incidents.drops_pending(total) and not self._closed:
+            incidents.dropped(total, self._full_reason(), final=True)
+
+    def _full_reason(self) -> str:
+        size = f"max_buffer={self.max_buffer} metrics"
+        if self.max_buffer_bytes is not None:
+            size += f", max_buffer_bytes={self.max_buffer_bytes}"
+        return f"the buffer was full ({size}, overflow policy {self.overflow!r})"
 
     # -- flush, close, fork ------------------------------------------------------------
 
     def queued_now(self) -> int:
         """Metrics accepted and not yet handed to the worker."""
         if self.disk is not None:
-            return self.disk.pending
+            return self.disk.queued()
         return len(self.queue)
 
     def queued(self) -> int:
@@ -313,83 +519,106 @@ class BatchingDispatcher:
         """Flush, stop the worker and close the backend; wait at most ``timeout`` seconds.
 
         In memory, metrics still queued at the deadline are given up on (counted as
-        failed and passed to the failure hook). With a disk buffer they stay on disk
-        for the next process on the same path. Returns how many were left. Safe to call
+        failed and passed to the failure hook, which gets what is left of the deadline).
+        With a disk buffer they stay on disk for the next process on the same path.
+        Returns how many were left. Later calls are counted as dropped. Safe to call
         twice.
         """
         if self._closed:
             return self.queued()
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._closed = True
+        self._switch_to_closed()
         self._wake.set()
-        self._worker.join(timeout)
+        # Most of the time to drain; the rest, if it is still retrying, to give up.
+        self._worker.join(None if timeout is None else timeout * 0.75)
         if self._worker.is_alive():
             # Still retrying or stuck in the backend: stop waiting between retries.
             self._stop.set()
             self._wake.set()
             if deadline is not None:
                 self._worker.join(max(0.0, deadline - time.monotonic()))
-        stuck = self._inflight if self._worker.is_alive() else 0
+        alive = self._worker.is_alive()
+        stuck = self._inflight if alive else 0
         if self.disk is not None:
             left = self.queued()
-            if not self._worker.is_alive():
+            if not alive:
+                unwritten = list(self.disk.staged)
                 self.disk.close()
+                if unwritten:
+                    self._give_up(unwritten, "could not be written to the disk buffer", deadline)
         else:
             items = list(self.queue)
             self.queue.clear()
             if items:
-                self.delivery.fail(
-                    self.delivery.to_metrics(items),
-                    BufferFull(f"Kaneda was closed before {len(items)} metrics could be delivered"),
-                )
+                self._give_up(items, "could be delivered", deadline)
             left = len(items) + stuck
-        if not self._worker.is_alive():
+        if not alive:
             try:
                 self.delivery.backend.close()
             except Exception as error:  # noqa: BLE001 - closing must not raise at exit
                 log.error("Kaneda: closing the backend failed: %s", self.delivery.describe(error))
-        _untrack(self)
+        untrack_dispatcher(self)
+        _live.discard(self)
         return left
+
+    def _give_up(self, items: list[Any], what: str, deadline: float | None) -> None:
+        """Count ``items`` as failed and tell the hook, within what is left of ``deadline``."""
+        metrics = self.delivery.to_metrics(items)
+        error = BufferFull(f"Kaneda was closed before {len(items)} metrics {what}")
+        self.delivery.count(failed=len(metrics))
+        self.delivery.incidents.permanent(len(metrics), "not delivered", str(error))
+        if deadline is None:
+            self.delivery.tell_hook(metrics, error)
+            return
+        teller = threading.Thread(
+            target=self.delivery.tell_hook, args=(metrics, error), name="kaneda-hook", daemon=True
+        )
+        teller.start()
+        teller.join(max(0.0, deadline - time.monotonic()))
 
     def _after_fork_in_child(self) -> None:
         self.queue.clear()
-        self._dropped = []
+        self._dropped.clear()
+        self._dropped_bytes = 0
+        self._bytes[0] = 0
         if self.disk is not None:
             self.disk.after_fork_in_child()
         if not self._closed:
             self._init_threading()
 
 
-def _item_bytes(item: Item) -> int:
-    """About how much memory one queued call holds (the tuple, strings, tags, value)."""
-    name, _kind, value, tags, _id, _ns = item
-    size = sys.getsizeof(item) + sys.getsizeof(name) + sys.getsizeof(value) + 32
-    size += sys.getsizeof(tags)
+def item_bytes(item: Any) -> int:
+    """About how much memory one queued metric holds (the tuple, strings, tags, value)."""
+    getsizeof = sys.getsizeof
+    name, _kind, value, tags = item[:4]
+    size = 120 + getsizeof(name)  # the tuple, the timestamp and the id slot
     if isinstance(tags, dict):
-        size += sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in tags.items())
+        size += getsizeof(tags) + sum(getsizeof(k) + getsizeof(v) for k, v in tags.items())
     else:
-        size += sum(sys.getsizeof(t) for t in tags)
-    if isinstance(value, (dict, list)):
-        size += len(repr(value))
-    return size
+        size += getsizeof(tags) + sum(getsizeof(t) for t in tags)
+    return size + _value_bytes(value, 0)
+
+
+def _value_bytes(value: Any, depth: int) -> int:
+    if isinstance(value, dict) and depth < 8:
+        return sys.getsizeof(value) + sum(
+            sys.getsizeof(k) + _value_bytes(v, depth + 1) for k, v in value.items()
+        )
+    if isinstance(value, (list, tuple)) and depth < 8:
+        return sys.getsizeof(value) + sum(_value_bytes(v, depth + 1) for v in value)
+    return sys.getsizeof(value)
 
 
 _live: weakref.WeakSet[BatchingDispatcher] = weakref.WeakSet()
-_hooks_installed = False
+_exit_hook_installed = False
 
 
 def _track(dispatcher: BatchingDispatcher) -> None:
-    global _hooks_installed
-    if not _hooks_installed:
-        atexit.register(_close_all_at_exit)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_reset_all_in_child)
-        _hooks_installed = True
+    global _exit_hook_installed
+    if not _exit_hook_installed:
+        at_exit(_close_all_at_exit)
+        _exit_hook_installed = True
     _live.add(dispatcher)
-
-
-def _untrack(dispatcher: BatchingDispatcher) -> None:
-    _live.discard(dispatcher)
 
 
 def _close_all_at_exit() -> None:
@@ -398,8 +627,3 @@ def _close_all_at_exit() -> None:
         if left:
             where = "kept on disk" if dispatcher.disk is not None else "not delivered"
             log.error("Kaneda: %d metrics %s at exit", left, where)
-
-
-def _reset_all_in_child() -> None:
-    for dispatcher in list(_live):
-        dispatcher._after_fork_in_child()

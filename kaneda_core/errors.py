@@ -48,6 +48,9 @@ class DeliveryError(KanedaError):
     not stored when only part of a batch failed; ``None`` means the whole batch.
     ``rejected`` holds metrics of the same batch that failed for good even though the
     others may be retried (a bulk response with both a refused document and a 429).
+    ``isolate`` says the store refused the whole request for what some metrics in it
+    hold (a point it cannot parse) without saying which: Kaneda then sends it in halves,
+    so the good metrics are stored and only the bad ones fail.
     """
 
     def __init__(
@@ -57,8 +60,10 @@ class DeliveryError(KanedaError):
         retryable: bool,
         metrics: Sequence[Metric] | None = None,
         rejected: Sequence[Metric] = (),
+        isolate: bool = False,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.metrics = metrics
         self.rejected = rejected
+        self.isolate = isolate

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from time import perf_counter, time_ns
 from types import TracebackType
@@ -18,23 +19,24 @@ from .model import (
     COUNTER,
     EVENT,
     GAUGE,
+    MAX_INT,
     TIMING,
     Metric,
     Scalar,
     TagsInput,
-    check_custom_value,
     check_id,
     check_kind,
     check_name,
     check_number,
     copy_tags,
     host_name,
+    own_custom_value,
+    own_value,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Tag values whose type alone proves them valid; anything else takes the full check.
-_PLAIN_TAG_TYPES = frozenset((str, int, bool))
+_MIN_INT = -MAX_INT
 
 
 class Metrics:
@@ -108,7 +110,10 @@ class Metrics:
             if buffer_path is not None:
                 from .disk_buffer import DiskBuffer
 
-                disk = DiskBuffer(os.fspath(buffer_path))
+                disk = DiskBuffer(
+                    os.fspath(buffer_path),
+                    on_unreadable=lambda rows: delivery.count(unreadable=rows),
+                )
             self._dispatcher = BatchingDispatcher(
                 delivery,
                 batch_size=batch_size,
@@ -126,23 +131,34 @@ class Metrics:
         if type(backend).check is not Backend.check:
             # Only backends that refuse some metrics pay for a check at every call.
             self._submit = self._checked(self._submit)
+        self._dispatcher.on_close(self._closed)
+
+    def _closed(self, submit_after_close: Submit) -> None:
+        # After close(), a call is counted as dropped (and said once), never queued.
+        self._submit = submit_after_close
 
     # -- reporting ---------------------------------------------------------------
 
     def gauge(self, name: str, value: float, tags: TagsInput | None = None) -> None:
         """Record the current value of something: ``metrics.gauge('queue.size', 13)``."""
-        if type(value) is not int:
+        if type(value) is not int or not _MIN_INT < value < MAX_INT:
             check_number(value)
         self._report(name, GAUGE, value, tags, None)
 
     def increment(self, name: str, tags: TagsInput | None = None) -> None:
         """Add one to a counter: ``metrics.increment('user.profile.views')``."""
         # The hottest call: _report's body inlined (a call costs as much as the checks).
-        if type(name) is not str or not name:
+        if type(name) is not str or not name.isascii() or not name:
             check_name(name)
         if type(tags) is dict:
+            # Plain ASCII strings are valid as they are; anything else takes the full check.
             for key, item in tags.items():
-                if type(key) is not str or type(item) not in _PLAIN_TAG_TYPES or not key:
+                if (
+                    not (
+                        type(key) is str and type(item) is str and key.isascii() and item.isascii()
+                    )
+                    or not key
+                ):
                     tags = copy_tags(tags)
                     break
             tags = {**self._default_tags, **tags} if self._default_tags else tags.copy()  # type: ignore[dict-item]
@@ -156,14 +172,14 @@ class Metrics:
 
     def timing(self, name: str, value: float, tags: TagsInput | None = None) -> None:
         """Record a duration: ``metrics.timing('request_time', 0.25)`` (units are yours)."""
-        if type(value) is not int:
+        if type(value) is not int or not _MIN_INT < value < MAX_INT:
             check_number(value)
         self._report(name, TIMING, value, tags, None)
 
     def event(self, name: str, text: str, tags: TagsInput | None = None) -> None:
         """Record something that happened: ``metrics.event('user.signup', 'New user')``."""
-        if not isinstance(text, str):
-            raise InvalidMetric(f"text of an event must be a string, got {text!r}")
+        if type(text) is not str or not text.isascii():
+            text = own_value(EVENT, text)
         self._report(name, EVENT, text, tags, None)
 
     def custom(
@@ -176,20 +192,48 @@ class Metrics:
     ) -> None:
         """Record a value of your own kind ``metric``: a number, a string or a dict of them.
 
-        ``id_`` identifies the report; backends that store ids keep one copy per id.
+        ``id_`` identifies the report; backends that store ids keep one copy per id. The
+        metric keeps its own copy of ``value``: changing your dict after the call changes
+        nothing that was reported.
         """
         check_kind(metric)
-        check_custom_value(value)
+        value = own_custom_value(value)
         check_id(id_)
         self._report(name, metric, value, tags, id_)
 
+    def forward(self, metrics: Iterable[Metric]) -> None:
+        """Queue metrics built elsewhere (by another process, say, through a queue).
+
+        Each keeps its name, kind, value, tags, id, time and host. It is validated as a
+        call would be, the backend's check and the filters apply, default tags do not
+        (they were added where the metric was made).
+        """
+        check = self.backend.check
+        for metric in metrics:
+            if type(metric) is not Metric:
+                raise InvalidMetric(f"forward() takes Metric records, got {metric!r}")
+            check_name(metric.name)
+            check_kind(metric.kind)
+            value = own_value(metric.kind, metric.value)
+            check_id(metric.id)
+            own = metric._replace(value=value, tags=copy_tags(metric.tags), host=str(metric.host))
+            if own.time_ns is None:
+                own = own._replace(time_ns=own.epoch_ns)
+            check(own)
+            self._dispatcher.submit(own)
+
     def _report(self, name: str, kind: str, value: Any, tags: Any, id_: Any) -> None:
-        if type(name) is not str or not name:
+        if type(name) is not str or not name.isascii() or not name:
             check_name(name)
         # Validate and copy the tags in one pass; odd but valid values take the slow path.
         if type(tags) is dict:
             for key, item in tags.items():
-                if type(key) is not str or type(item) not in _PLAIN_TAG_TYPES or not key:
+                if (
+                    not (
+                        type(key) is str and type(item) is str and key.isascii() and item.isascii()
+                    )
+                    or not key
+                ):
                     tags = copy_tags(tags)
                     break
             tags = {**self._default_tags, **tags} if self._default_tags else tags.copy()
@@ -249,9 +293,7 @@ class Metrics:
 
     def stats(self) -> Stats:
         """A snapshot of the delivery counters: sent, failed, dropped, filtered, retried, queued."""
-        counters = self._delivery.stats
-        with self._delivery._lock:
-            snapshot = Stats(**counters.as_dict())
+        snapshot = self._delivery.snapshot()
         snapshot.queued = self._dispatcher.queued()
         return snapshot
 
@@ -283,7 +325,9 @@ class Timer:
         self.name = name
         self.tags = tags
         self.use_ms = bool(use_ms)
-        self._starts: list[float] = []
+        # Each thread and each asyncio task has its own context: an entry's start is
+        # found by its own exit even when one timer is entered by overlapping blocks.
+        self._starts: ContextVar[tuple[float, ...]] = ContextVar("kaneda_timer_starts")
 
     def report(self, elapsed: float, name: str | None = None) -> None:
         """Report ``elapsed`` seconds under this timer's name (or ``name``)."""
@@ -318,11 +362,14 @@ class Timer:
     def __enter__(self) -> Timer:
         if self.name is None:
             raise ConfigurationError("metrics.timed() used as a context manager needs a name")
-        self._starts.append(perf_counter())
+        self._starts.set((*self._starts.get(()), perf_counter()))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.report(perf_counter() - self._starts.pop())
+        end = perf_counter()
+        *starts, start = self._starts.get()
+        self._starts.set(tuple(starts))
+        self.report(end - start)
 
     async def __aenter__(self) -> Timer:
         return self.__enter__()

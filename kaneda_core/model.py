@@ -25,6 +25,8 @@ TagsInput = Mapping[str, Scalar] | Sequence[str]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MAX_DEPTH = 32
+#: Integers are stored as numbers; beyond a double's range no store can hold one.
+MAX_INT = 2**1023
 _host: str | None = None
 
 
@@ -71,7 +73,7 @@ class Metric(NamedTuple):
         """Validate the arguments and build a metric stamped now (or at ``timestamp``)."""
         check_name(name)
         check_kind(kind)
-        check_value(kind, value)
+        value = own_value(kind, value)
         check_id(id)
         if timestamp is None:
             ns = now_ns()
@@ -131,9 +133,28 @@ def host_name() -> str:
 
 
 def check_name(name: object, field: str = "name") -> None:
-    """Refuse a name that is not a non-empty string."""
+    """Refuse a name that is not a non-empty string every store can encode."""
     if not isinstance(name, str) or not name:
         raise InvalidMetric(f"{field} must be a non-empty string, got {name!r}")
+    check_text(name, field)
+
+
+def check_text(text: str, field: str) -> None:
+    """Refuse a string that cannot be written as UTF-8 (it holds a lone surrogate)."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidMetric(
+            f"{field} {_shorten(text)!r} holds {text[error.start : error.end]!r} at position "
+            f"{error.start}, a lone surrogate that no store can encode as UTF-8: decode the "
+            "text it came from with errors='replace'"
+        ) from None
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def check_kind(kind: object) -> None:
@@ -143,58 +164,99 @@ def check_kind(kind: object) -> None:
 
 def check_id(id: object) -> None:
     """Refuse an ``id_`` that is neither None, a non-empty string nor an integer."""
-    if id is None or (type(id) is str and id) or (type(id) is int):
+    if id is None:
         return
-    raise InvalidMetric(f"id_ must be a non-empty string or an integer, got {id!r}")
+    if type(id) is str and id:
+        check_text(id, "id_")
+        return
+    if type(id) is int and -MAX_INT < id < MAX_INT:
+        return
+    raise InvalidMetric(f"id_ must be a non-empty string or an integer, got {_shorten(repr(id))}")
 
 
 def check_number(value: object, field: str = "value") -> None:
     """Refuse anything but a finite int or float (bool is not a number here)."""
     kind = type(value)
     if kind is int:
-        return
+        if -MAX_INT < value < MAX_INT:  # type: ignore[operator]
+            return
+        raise InvalidMetric(
+            f"{field} must be a number a float can hold (|value| < 2**1023), got an integer "
+            f"of {value.bit_length()} bits"  # type: ignore[attr-defined]
+        )
     if kind is float:
         if math.isfinite(value):  # type: ignore[arg-type]
             return
         raise InvalidMetric(f"{field} must be a finite number, got {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if math.isfinite(value):
-            return
-        raise InvalidMetric(f"{field} must be a finite number, got {value!r}")
-    raise InvalidMetric(f"{field} must be a number (int or float), got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        check_number(int(value), field)
+        return
+    if isinstance(value, float):
+        check_number(float(value), field)
+        return
+    raise InvalidMetric(f"{field} must be a number (int or float), got {_shorten(repr(value))}")
 
 
 def check_value(kind: str, value: object) -> None:
     """Refuse a value that the metric's kind cannot carry."""
+    own_value(kind, value)
+
+
+def own_value(kind: str, value: Any) -> Any:
+    """``value`` checked for the metric's kind, as the metric's own copy.
+
+    A custom dict or list is copied: the caller may change or reuse its own after the
+    call, and what was checked is what is sent.
+    """
     if kind in (GAUGE, COUNTER, TIMING):
         check_number(value)
-    elif kind == EVENT:
+        return value
+    if kind == EVENT:
         if not isinstance(value, str):
-            raise InvalidMetric(f"value of an event must be a string (its text), got {value!r}")
-    else:
-        check_custom_value(value)
+            raise InvalidMetric(
+                f"value of an event must be a string (its text), got {_shorten(repr(value))}"
+            )
+        check_text(value, "text")
+        return str(value)
+    return own_custom_value(value)
 
 
 def check_custom_value(value: object, field: str = "value", depth: int = 0) -> None:
     """Refuse a custom value that is not JSON-like: scalars, lists and str-keyed dicts."""
+    own_custom_value(value, field, depth)
+
+
+def own_custom_value(value: Any, field: str = "value", depth: int = 0) -> Any:
+    """A checked deep copy of a custom value: scalars, lists and str-keyed dicts of them."""
     if depth > _MAX_DEPTH:
         raise InvalidMetric(f"{field} is nested more than {_MAX_DEPTH} levels deep")
-    if isinstance(value, (bool, str)):
-        return
-    if isinstance(value, (int, float)):
+    kind = type(value)
+    if kind is bool:
+        return value
+    if isinstance(value, str):
+        check_text(value, field)
+        return str(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         check_number(value, field)
-    elif isinstance(value, dict):
+        return value
+    if isinstance(value, dict):
+        copy = {}
         for key, item in value.items():
             if not isinstance(key, str) or not key:
                 raise InvalidMetric(f"{field} keys must be non-empty strings, got {key!r}")
-            check_custom_value(item, f"{field}[{key!r}]", depth + 1)
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            check_custom_value(item, f"{field}[{index}]", depth + 1)
-    else:
-        raise InvalidMetric(
-            f"{field} must be a number, a string, a bool, a list or a dict of those, got {value!r}"
-        )
+            check_text(key, f"{field} key")
+            copy[str(key)] = own_custom_value(item, f"{field}[{key!r}]", depth + 1)
+        return copy
+    if isinstance(value, (list, tuple)):
+        items = [
+            own_custom_value(item, f"{field}[{index}]", depth + 1)
+            for index, item in enumerate(value)
+        ]
+        return tuple(items) if isinstance(value, tuple) else items
+    raise InvalidMetric(
+        f"{field} must be a number, a string, a bool, a list or a dict of those, "
+        f"got {_shorten(repr(value))}"
+    )
 
 
 def check_tags(tags: object) -> None:
@@ -205,20 +267,29 @@ def check_tags(tags: object) -> None:
         for key, item in tags.items():
             if not isinstance(key, str) or not key:
                 raise InvalidMetric(f"tag keys must be non-empty strings, got {key!r}")
-            if isinstance(item, (str, bool)):
+            check_text(key, "tag key")
+            if isinstance(item, str):
+                check_text(item, f"tags[{key!r}]")
+                continue
+            if isinstance(item, bool):
                 continue
             if isinstance(item, (int, float)):
                 check_number(item, f"tags[{key!r}]")
                 continue
-            raise InvalidMetric(f"tags[{key!r}] must be a string, number or bool, got {item!r}")
+            raise InvalidMetric(
+                f"tags[{key!r}] must be a string, number or bool, got {_shorten(repr(item))}"
+            )
     elif isinstance(tags, (list, tuple)):
         for item in tags:
             if not isinstance(item, str) or not item:
                 raise InvalidMetric(
                     f"tags given as a list must hold non-empty strings, got {item!r}"
                 )
+            check_text(item, "tag")
     else:
-        raise InvalidMetric(f"tags must be a dict of scalars or a list of strings, got {tags!r}")
+        raise InvalidMetric(
+            f"tags must be a dict of scalars or a list of strings, got {_shorten(repr(tags))}"
+        )
 
 
 def copy_tags(tags: object) -> Tags:
@@ -227,5 +298,6 @@ def copy_tags(tags: object) -> Tags:
     if tags is None:
         return {}
     if isinstance(tags, dict):
-        return dict(tags)
-    return list(tags)  # type: ignore[call-overload, no-any-return]
+        # str subclasses become plain strings: what was checked is what is sent.
+        return {str(k): (str(v) if isinstance(v, str) else v) for k, v in tags.items()}
+    return [str(t) for t in tags]  # type: ignore[attr-defined]

@@ -25,6 +25,10 @@ class MemoryBackend(Backend):
             self.metrics.extend(batch)
             self.batches += 1
 
+    def after_fork(self) -> None:
+        """A lock of its own (the parent's may be held); the stored metrics stay."""
+        self._lock = threading.Lock()
+
     def clear(self) -> None:
         """Forget everything stored so far."""
         with self._lock:

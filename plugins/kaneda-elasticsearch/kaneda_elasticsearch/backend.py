@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import socket
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -13,7 +17,9 @@ from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 
 from kaneda_core import Backend, DeliveryError, Metric
 from kaneda_core.backend import url_options
+from kaneda_core.deadline import deadline
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
+from kaneda_core.forking import abandon
 from kaneda_core.redact import MASK, redact_text, redact_url
 
 from . import schema
@@ -82,6 +88,7 @@ class ElasticsearchBackend(Backend):
                     '"client" parameter is not an instance of Elasticsearch client'
                 )
             self.client = client
+            self._new_client = None
         elif connection_url:
             urls = [connection_url] if isinstance(connection_url, str) else list(connection_url)
             for url in urls:
@@ -90,13 +97,18 @@ class ElasticsearchBackend(Backend):
                     self._secrets += [secret, unquote(secret)]
             if user:
                 options["basic_auth"] = (user, password or "")
-            self.client = Elasticsearch(urls, **options)
+            self._new_client = functools.partial(Elasticsearch, urls, **options)
+            self.client = self._new_client()
         else:
             hosts = host if isinstance(host, list) else [host or "localhost"]
             urls = [_host_url(h, port or DEFAULT_PORT) for h in hosts]
             if user:
                 options["basic_auth"] = (user, password or "")
-            self.client = Elasticsearch(urls, **options)
+            self._new_client = functools.partial(Elasticsearch, urls, **options)
+            self.client = self._new_client()
+        self.timeout = timeout
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        _track_connections(self.client, self._connections)
         self._template_ready = False
         self._setup_lock = threading.Lock()
 
@@ -135,9 +147,10 @@ class ElasticsearchBackend(Backend):
             # A pre-serialized NDJSON body: the client's NDJSON serializer sends a str as is,
             # which spares it serializing every line again.
             body = "\n".join(lines) + "\n"
-            response = self.client.bulk(operations=body)  # type: ignore[arg-type]
+            with deadline(self.timeout, self._abort) as watch:
+                response = self.client.bulk(operations=body)  # type: ignore[arg-type]
         except Exception as error:  # noqa: BLE001 - translated below
-            raise self._delivery_error("writing", error) from None
+            raise self._delivery_error("writing", _timed_out(error, watch, self.timeout)) from None
         if response.get("errors"):
             self._raise_for_items(batch, response["items"])
 
@@ -170,8 +183,10 @@ class ElasticsearchBackend(Backend):
                 return
             template = schema.index_template(self.index_name)
             try:
-                self.client.indices.put_index_template(name=self.index_name, **template)
+                with deadline(self.timeout, self._abort) as watch:
+                    self.client.indices.put_index_template(name=self.index_name, **template)
             except Exception as error:  # noqa: BLE001 - translated below
+                error = _timed_out(error, watch, self.timeout)
                 raise self._delivery_error("installing the index template", error) from None
             self._template_ready = True
 
@@ -201,7 +216,7 @@ class ElasticsearchBackend(Backend):
                 f"{where} answered {status} while {doing}: {detail}",
                 retryable=status == 429 or status >= 500,
             )
-        if isinstance(error, TransportError):
+        if isinstance(error, (TransportError, TimeoutError)):
             return DeliveryError(f"{where} unreachable while {doing}: {detail}", retryable=True)
         return DeliveryError(f"{where} failed while {doing}: {detail}", retryable=False)
 
@@ -213,6 +228,29 @@ class ElasticsearchBackend(Backend):
         """``text`` with the passwords masked."""
         return redact_text(text, *self._secrets)
 
+    def _abort(self) -> None:
+        # Called by the watchdog when a request outlives ``timeout``: shutting the
+        # socket down ends a read that a slow server keeps alive a byte at a time.
+        for connection in list(self._connections):
+            sock = getattr(connection, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def after_fork(self) -> None:
+        """Drop the parent's client and its connections; the child builds its own.
+
+        A client you passed in is kept: give each process its own, or let the backend
+        build it from a URL or host.
+        """
+        self._setup_lock = threading.Lock()
+        if self._new_client is None:
+            return
+        abandon(self.client)
+        self.client = self._new_client()
+        self._connections = weakref.WeakSet()
+        _track_connections(self.client, self._connections)
+
     def close(self) -> None:
         """Close the client's connections."""
         self.client.close()
@@ -220,6 +258,30 @@ class ElasticsearchBackend(Backend):
     def __repr__(self) -> str:
         auth = f" (auth {MASK})" if self._secrets else ""
         return f"<ElasticsearchBackend {self._nodes()}/{self.index_name}-*{auth}>"
+
+
+def _track_connections(client: Elasticsearch, registry: weakref.WeakSet[Any]) -> None:
+    """Record every connection the client's nodes open, so a deadline can shut them."""
+    for node in client.transport.node_pool.all():
+        pool = getattr(node, "pool", None)
+        if pool is None or not hasattr(pool, "ConnectionCls"):
+            continue
+        base = pool.ConnectionCls
+
+        class TrackedConnection(base):  # type: ignore[misc, valid-type]
+            def connect(self) -> None:
+                registry.add(self)
+                super().connect()
+
+        pool.ConnectionCls = TrackedConnection
+
+
+def _timed_out(error: Exception, watch: Any, timeout: float) -> Exception:
+    if watch.expired:
+        return TimeoutError(
+            f"no complete answer within {timeout} s (timeout bounds the whole request): {error}"
+        )
+    return error
 
 
 def _host_url(host: str, port: int) -> str:

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import re
+import ssl
 import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+import requests
 from influxdb import InfluxDBClient
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 from influxdb.line_protocol import quote_ident
-from requests.exceptions import RequestException, SSLError
+from requests.exceptions import RequestException
 
 from kaneda_core import Backend, DeliveryError, Metric
 from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
+from kaneda_core.forking import abandon
 from kaneda_core.redact import MASK, redact_text, redact_url
 
 from . import line_protocol
+from .transport import HTTPTransport
 
 log = logging.getLogger("kaneda.influx")
 
@@ -37,12 +42,14 @@ class InfluxBackend(Backend):
     :param port: server port (default 8086).
     :param username: auth username.
     :param password: auth password.
-    :param timeout: InfluxDB connection timeout (seconds).
+    :param timeout: InfluxDB timeout (seconds): bounds each request as a whole.
     :param verify_ssl: check the server's TLS certificate (default True).
 
     Constructing it never touches the network; the database is created on the first
-    delivery that reaches the server. The schema is described in the plugin's README
-    and in :mod:`kaneda_influx.line_protocol`.
+    delivery that reaches the server. Writes go over one keep-alive connection of the
+    plugin's own (:mod:`kaneda_influx.transport`); ``client`` stays available for your
+    own queries. The schema is described in the plugin's README and in
+    :mod:`kaneda_influx.line_protocol`.
     """
 
     settings_namespace = "INFLUX"
@@ -84,6 +91,7 @@ class InfluxBackend(Backend):
                 verify_ssl=verify_ssl,
             )
             self._password = password
+        self._transport = _transport_for(self.client)
         self._database_ready = False
         self._setup_lock = threading.Lock()
 
@@ -145,14 +153,7 @@ class InfluxBackend(Backend):
             raise DeliveryError(str(errors[0]), retryable=retryable, metrics=failed)
 
     def _write(self, body: bytes) -> None:
-        self.client.request(
-            "write",
-            method="POST",
-            params={"db": self.database, "precision": "n"},
-            data=body,
-            expected_response_code=204,
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        self._transport.post("write", {"db": self.database, "precision": "n"}, body)
 
     def _dropped(self, batch: Sequence[Metric], error: InfluxDBClientError) -> list[Metric] | None:
         """The metrics of ``batch`` a partial write dropped, or None when unsure.
@@ -182,14 +183,13 @@ class InfluxBackend(Backend):
     def _field_types(self, measurements: set[str]) -> dict[tuple[str, str], set[str]]:
         """``{(measurement, field): {types}}`` from ``SHOW FIELD KEYS``."""
         names = ", ".join(quote_ident(name) for name in sorted(measurements))
-        result = self.client.query(
-            f"SHOW FIELD KEYS ON {quote_ident(self.database)} FROM {names}",
-            database=self.database,
+        result = self._transport.query(
+            f"SHOW FIELD KEYS ON {quote_ident(self.database)} FROM {names}", self.database
         )
         types: dict[tuple[str, str], set[str]] = {}
-        for (measurement, _), rows in result.items():
-            for row in rows:
-                types.setdefault((measurement, row["fieldKey"]), set()).add(row["fieldType"])
+        for series in result.get("series", []):
+            for field_key, field_type in series["values"]:
+                types.setdefault((series["name"], field_key), set()).add(field_type)
         return types
 
     def _create_database(self) -> None:
@@ -197,7 +197,7 @@ class InfluxBackend(Backend):
             if self._database_ready:
                 return
             try:
-                self.client.create_database(self.database)
+                self._transport.query(f"CREATE DATABASE {quote_ident(self.database)}")
             except InfluxDBClientError as error:
                 if error.code != 403:
                     raise self._delivery_error("creating the database", error) from None
@@ -263,8 +263,13 @@ class InfluxBackend(Backend):
                 )
             else:
                 message = f"{where} refused the batch while {doing} ({code}): {detail}"
-            return DeliveryError(message, retryable=code in (408, 429))
-        if isinstance(error, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(error):
+            # A point it cannot parse refuses the request (or that point alone) without
+            # saying which metric it was: halving the batch finds it, the rest is stored.
+            isolate = code == 400 and ("unable to parse" in detail or "partial write" in detail)
+            return DeliveryError(message, retryable=code in (408, 429), isolate=isolate)
+        if isinstance(error, ssl.SSLCertVerificationError) or (
+            isinstance(error, OSError) and "CERTIFICATE_VERIFY_FAILED" in str(error)
+        ):
             # Retrying cannot help: the certificate will not change by itself.
             message = (
                 f"{where}: the server's TLS certificate did not verify while {doing}: "
@@ -272,7 +277,7 @@ class InfluxBackend(Backend):
                 "verify_ssl=False (?verify_ssl=false in a URL) for a self-signed one"
             )
             return DeliveryError(message, retryable=False)
-        if isinstance(error, (RequestException, OSError)):
+        if isinstance(error, (OSError, http.client.HTTPException, RequestException)):
             return DeliveryError(f"{where} unreachable while {doing}: {detail}", retryable=True)
         return DeliveryError(f"{where} failed {doing}: {detail}", retryable=False)
 
@@ -282,13 +287,34 @@ class InfluxBackend(Backend):
             return text
         return redact_text(text, self._password, quote(self._password, safe=""))
 
+    def after_fork(self) -> None:
+        """Drop the parent's connection and session; the child opens its own."""
+        self._transport.forget()
+        abandon(self.client._session)
+        self.client._session = requests.Session()
+        self._setup_lock = threading.Lock()
+
     def close(self) -> None:
-        """Close the client's HTTP session (a client you passed in is closed too)."""
+        """Close the connection and the client's HTTP session (a client you passed in too)."""
+        self._transport.close()
         self.client.close()
 
     def __repr__(self) -> str:
         user = f"{self.client._username}:{MASK}@" if self.client._username else ""
         return f"<InfluxBackend {user}{self.client._host}:{self.client._port}/{self.database}>"
+
+
+def _transport_for(client: InfluxDBClient) -> HTTPTransport:
+    """A transport to the server ``client`` talks to, with its credentials and timeout."""
+    return HTTPTransport(
+        client._host,
+        client._port,
+        tls=client._scheme == "https",
+        verify_ssl=bool(client._verify_ssl),
+        timeout=float(client._timeout or 5),
+        username=client._username,
+        password=client._password,
+    )
 
 
 def _client_for_url(

@@ -138,10 +138,14 @@ def test_database_is_created_once_per_backend(
 ) -> None:
     backend = fresh(influx_server, database)
     created: list[str] = []
-    original = backend.client.create_database
-    monkeypatch.setattr(
-        backend.client, "create_database", lambda db: (created.append(db), original(db))
-    )
+    original = backend._transport.query
+
+    def query(q: str, database: str | None = None) -> Any:
+        if q.startswith("CREATE DATABASE"):
+            created.append(q.split('"')[1])
+        return original(q, database)
+
+    monkeypatch.setattr(backend._transport, "query", query)
     metrics = Metrics(backend, batch_size=10)
     for i in range(50):
         metrics.gauge("g", i)
@@ -254,21 +258,21 @@ def test_one_request_per_batch(
     influx_server: InfluxServer, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = fresh(influx_server, database)
-    writes: list[dict[str, Any]] = []
-    original = backend.client.request
+    writes: list[dict[str, str]] = []
+    original = backend._transport.post
 
-    def counting(url: str, **kwargs: Any) -> Any:
-        if url == "write":
-            writes.append(kwargs)
-        return original(url, **kwargs)
+    def counting(endpoint: str, params: dict[str, str], body: bytes = b"") -> bytes:
+        if endpoint == "write":
+            writes.append(params)
+        return original(endpoint, params, body)
 
-    monkeypatch.setattr(backend.client, "request", counting)
+    monkeypatch.setattr(backend._transport, "post", counting)
     metrics = Metrics(backend, batch_size=2000, flush_interval=60)
     for i in range(6000):
         metrics.gauge("g", i)
     metrics.close()
     assert len(writes) == 3
-    assert all(w["params"]["precision"] == "n" for w in writes)
+    assert all(w["precision"] == "n" for w in writes)
     assert len(stored_metrics(influx_server, database)) == 6000
 
 

@@ -73,14 +73,14 @@ def test_a_batch_over_the_servers_body_limit_is_written_in_parts(database: str) 
     try:
         backend = InfluxBackend(database, host="127.0.0.1", port=server.port, timeout=5)
         writes: list[int] = []
-        original = backend.client.request
+        original = backend._transport.post
 
-        def counting(url: str, **kwargs: Any) -> Any:
-            if url == "write":
-                writes.append(len(kwargs["data"]))
-            return original(url, **kwargs)
+        def counting(endpoint: str, params: dict[str, str], body: bytes = b"") -> bytes:
+            if endpoint == "write":
+                writes.append(len(body))
+            return original(endpoint, params, body)
 
-        backend.client.request = counting  # type: ignore[method-assign]
+        backend._transport.post = counting  # type: ignore[method-assign]
         batch = [Metric.create(f"n{i}", "gauge", i, {"shard": str(i)}) for i in range(300)]
         backend.send(batch)
         stored = stored_metrics(server, database)
@@ -139,20 +139,34 @@ def test_a_partial_write_counts_only_the_dropped_metrics_as_failed(
     assert len(stored_metrics(influx_server, database)) == 10
 
 
-def test_a_partial_write_the_backend_cannot_explain_fails_the_whole_batch(
+def test_a_partial_write_the_backend_cannot_explain_is_halved_until_the_bad_point_is_found(
     influx_server: InfluxServer, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=5)
     backend.send([Metric.create("g", "shape", {"size": 1.0})])
+    original = backend._transport.query
 
-    def forbidden(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("no READ permission")
+    def forbidden(q: str, database: str | None = None) -> Any:
+        if q.startswith("SHOW"):
+            raise RuntimeError("no READ permission")  # a write-only user, say
+        return original(q, database)
 
-    monkeypatch.setattr(backend.client, "query", forbidden)  # a write-only user, say
+    monkeypatch.setattr(backend._transport, "query", forbidden)
     with pytest.raises(DeliveryError) as caught:
         backend.send([Metric.create("x", "shape", {"size": "big"}), Metric.create("y", "gauge", 1)])
-    assert caught.value.metrics is None and not caught.value.retryable
+    assert caught.value.metrics is None and not caught.value.retryable and caught.value.isolate
     assert "stored part of the batch" in str(caught.value)
+    # Through Metrics the batch is halved: the good point is counted sent, the bad failed.
+    metrics = Metrics(backend, batch_size=100, flush_interval=60)
+    metrics.gauge("y2", 2)
+    metrics.custom("x2", "shape", {"size": "bigger"})
+    metrics.gauge("y3", 3)
+    metrics.flush(10)
+    stats = metrics.stats()
+    assert (stats.sent, stats.failed) == (2, 1), stats
+    stored = {m.name for m in stored_metrics(influx_server, database)}
+    assert {"y2", "y3"} <= stored and "x2" not in stored
+    metrics.close()
 
 
 def test_missing_influxd_fails_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import pymongo
 from pymongo import MongoClient
 from pymongo.errors import (
     BulkWriteError,
@@ -18,6 +20,7 @@ from pymongo.errors import (
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
+from kaneda_core.forking import abandon
 from kaneda_core.model import record
 from kaneda_core.redact import redact_text, redact_url
 
@@ -76,19 +79,28 @@ class MongoBackend(Backend):
                     '"client" parameter is not an instance of MongoClient client.'
                 )
             self.client = client
+            self._new_client = None
         elif connection_url:
             self._password = urlsplit(connection_url).password
-            self.client = MongoClient(
-                connection_url, serverSelectionTimeoutMS=timeout, connect=False, tz_aware=True
+            self._new_client = functools.partial(
+                MongoClient,
+                connection_url,
+                serverSelectionTimeoutMS=timeout,
+                connect=False,
+                tz_aware=True,
             )
+            self.client = self._new_client()
         else:
-            self.client = MongoClient(
+            self._new_client = functools.partial(
+                MongoClient,
                 host=host,
                 port=port,
                 serverSelectionTimeoutMS=timeout,
                 connect=False,
                 tz_aware=True,
             )
+            self.client = self._new_client()
+        self.timeout = timeout
         self.db_name = db_name
         self.collection_name = collection_name
         self.time_series = time_series
@@ -144,7 +156,10 @@ class MongoBackend(Backend):
             self._create_time_series()
         documents = [self.document(metric) for metric in batch]
         try:
-            self.collection.insert_many(documents, ordered=False)
+            # timeout bounds the whole operation (server selection, every read), not
+            # each read: a server that answers a byte at a time cannot hold it open.
+            with pymongo.timeout(self.timeout / 1000):
+                self.collection.insert_many(documents, ordered=False)
         except BulkWriteError as error:
             self._raise_for_write_errors(batch, error)
         except PyMongoError as error:
@@ -240,6 +255,19 @@ class MongoBackend(Backend):
     def redact(self, text: str) -> str:
         """``text`` with the connection password masked."""
         return redact_text(text, self._password)
+
+    def after_fork(self) -> None:
+        """Drop the parent's client; the child builds its own (a client you passed in is kept).
+
+        pymongo resets a client's pools after a fork itself, with a warning; building a
+        new one keeps the child clear of the parent's monitors and sessions.
+        """
+        self._setup_lock = threading.Lock()
+        if self._new_client is None:
+            return
+        abandon(self.client)
+        self.client = self._new_client()
+        self.collection = self.client[self.db_name][self.collection_name]
 
     def close(self) -> None:
         """Close the client (connections and monitors)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
@@ -22,7 +23,9 @@ from rethinkdb.errors import (
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.backend import url_options
+from kaneda_core.deadline import deadline
 from kaneda_core.errors import ConfigurationError
+from kaneda_core.forking import abandon
 from kaneda_core.model import record
 from kaneda_core.redact import redact_text, redact_url
 
@@ -133,11 +136,11 @@ class RethinkBackend(Backend):
             connection = self._connect()
             for table, metrics in by_table.items():
                 self._ensure_table(connection, table)
-                result = (
+                result = self._run(
                     r.db(self.db)
                     .table(table)
-                    .insert([self.document(m) for m in metrics], conflict=CONFLICT)
-                    .run(connection)
+                    .insert([self.document(m) for m in metrics], conflict=CONFLICT),
+                    connection,
                 )
                 if result.get("errors"):
                     # The insert reports a count and the first error, not which documents.
@@ -172,16 +175,35 @@ class RethinkBackend(Backend):
                 )
             return self.connection
 
+    def _run(self, query: Any, connection: Any) -> Any:
+        """Run ``query``; if it takes longer than ``timeout`` in all, break it off."""
+        with deadline(self.timeout, lambda: _shut_down(connection)) as watch:
+            try:
+                return query.run(connection)
+            except (ReqlError, OSError) as error:
+                if watch.expired:
+                    self._drop_connection()
+                    raise ReqlTimeoutError(self.host, self.port) from error
+                raise
+
     def _ensure_table(self, connection: Any, table: str) -> None:
         if table in self._tables:
             return
         if not self._database_ready:
-            if self.db not in r.db_list().run(connection):
-                _create_once(r.db_create(self.db), connection)
+            if self.db not in self._run(r.db_list(), connection):
+                self._run_create(r.db_create(self.db), connection)
             self._database_ready = True
-        if table not in r.db(self.db).table_list().run(connection):
-            _create_once(r.db(self.db).table_create(table), connection)
+        if table not in self._run(r.db(self.db).table_list(), connection):
+            self._run_create(r.db(self.db).table_create(table), connection)
         self._tables.add(table)
+
+    def _run_create(self, query: Any, connection: Any) -> None:
+        """Run a db/table create; "already exists" (another process was first) is fine."""
+        try:
+            self._run(query, connection)
+        except ReqlOpFailedError as error:
+            if "already exists" not in str(error):
+                raise
 
     def _delivery_error(self, error: ReqlError) -> DeliveryError:
         where = f"RethinkDB at {self.host}:{self.port} (database {self.db!r})"
@@ -210,6 +232,16 @@ class RethinkBackend(Backend):
         """``text`` with the password masked."""
         return redact_text(text, self._password)
 
+    def after_fork(self) -> None:
+        """Drop the parent's connection (never close it: it is the parent's); reconnect lazily.
+
+        A connection you passed in is kept: give each process its own.
+        """
+        self._lock = threading.Lock()
+        if self._owns_connection:
+            abandon(self.connection)
+            self.connection = None
+
     def close(self) -> None:
         """Close the connection this backend opened (not one you passed in)."""
         if self._owns_connection:
@@ -224,10 +256,11 @@ def _is_open(connection: Any) -> bool:
     return bool(is_open()) if callable(is_open) else True
 
 
-def _create_once(query: Any, connection: Any) -> None:
-    """Run a db/table create; "already exists" (another process was first) is fine."""
-    try:
-        query.run(connection)
-    except ReqlOpFailedError as error:
-        if "already exists" not in str(error):
-            raise
+def _shut_down(connection: Any) -> None:
+    """Shut the driver's socket down (a blocked read then fails at once)."""
+    sock = getattr(
+        getattr(getattr(connection, "_instance", None), "_socket", None), "_socket", None
+    )
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

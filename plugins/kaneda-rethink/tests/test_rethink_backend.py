@@ -234,11 +234,12 @@ def test_created_meanwhile_by_another_process_is_not_an_error(message: str, rais
         def run(self, connection: Any) -> Any:
             raise ReqlOpFailedError(message)
 
+    backend = RethinkBackend("db")
     if raises:
         with pytest.raises(ReqlOpFailedError):
-            module._create_once(Query(), None)
+            backend._run_create(Query(), None)
     else:
-        module._create_once(Query(), None)
+        backend._run_create(Query(), None)
 
 
 # -- batches, ids, timestamps -----------------------------------------------------------

@@ -1,0 +1,106 @@
+"""Bounding a whole request in time, not each read of it.
+
+A socket timeout bounds one read: a server that drips a byte just before each timeout
+holds a request open for ever. :func:`deadline` runs a block of code under a watchdog:
+if the block is still running when its time is up, the watchdog calls ``abort`` from its
+own thread (a backend shuts its socket down there), and the blocked read fails at once.
+
+One daemon thread serves every deadline in the process; arming and disarming one costs
+a heap push and a flag, not a thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from .forking import reinit_after_fork
+
+log = logging.getLogger("kaneda")
+
+Abort = Callable[[], None]
+
+
+class _Entry:
+    __slots__ = ("abort", "active", "expired")
+
+    def __init__(self, abort: Abort) -> None:
+        self.abort = abort
+        self.active = True
+        self.expired = False
+
+
+class Watchdog:
+    """Calls the abort callback of every deadline that expires while still armed."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._order = itertools.count()
+        self._condition = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def guard(self, seconds: float, abort: Abort) -> Iterator[_Entry]:
+        """Run the block; if it outlives ``seconds``, call ``abort`` from the watchdog."""
+        entry = _Entry(abort)
+        when = time.monotonic() + seconds
+        with self._condition:
+            heapq.heappush(self._heap, (when, next(self._order), entry))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="kaneda-deadline", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is entry:
+                self._condition.notify()
+        try:
+            yield entry
+        finally:
+            entry.active = False
+
+    def _run(self) -> None:
+        while True:
+            expired: list[_Entry] = []
+            with self._condition:
+                while self._heap and not self._heap[0][2].active:
+                    heapq.heappop(self._heap)  # finished in time: forget it
+                if not self._heap:
+                    self._condition.wait()
+                    continue
+                when = self._heap[0][0]
+                now = time.monotonic()
+                if when > now:
+                    self._condition.wait(when - now)
+                    continue
+                while self._heap and self._heap[0][0] <= now:
+                    entry = heapq.heappop(self._heap)[2]
+                    if entry.active:
+                        expired.append(entry)
+            for entry in expired:
+                entry.expired = True
+                try:
+                    entry.abort()
+                except Exception as error:  # noqa: BLE001 - the watchdog must live on
+                    log.debug("Kaneda: aborting a request past its deadline failed: %s", error)
+
+
+_watchdog = Watchdog()
+
+
+@reinit_after_fork
+def _new_watchdog_in_child() -> None:
+    # The parent's watchdog thread does not exist here and its lock may be held.
+    global _watchdog
+    _watchdog = Watchdog()
+
+
+@contextmanager
+def deadline(seconds: float, abort: Abort) -> Iterator[_Entry]:
+    """``with deadline(5, sock_shutdown) as d:`` — ``d.expired`` says whether it fired."""
+    with _watchdog.guard(seconds, abort) as entry:
+        yield entry

@@ -1,0 +1,188 @@
+"""Keeping Kaneda correct across ``os.fork()``.
+
+A forked child (gunicorn ``--preload``, uWSGI, ``multiprocessing``) inherits a copy of
+every object and one thread only: the one that forked. Whatever the parent's other
+threads held at that instant (a lock, half a request on a socket) is frozen in the
+child's copy. So in the child, before anything else runs:
+
+1. module-level locks are made anew (:func:`reinit_after_fork`);
+2. every live backend drops the connections, clients and files it inherited
+   (:meth:`~kaneda_core.Backend.after_fork`), once per backend;
+3. every delivery starts its counters at zero with new locks;
+4. every dispatcher empties its queue (the parent delivers its own) and starts a worker.
+
+Some state cannot be made anew in the child: SQLite keeps process-wide bookkeeping of
+its open files and a global mutex, and a parent thread caught inside SQLite at the fork
+leaves them locked in the child for ever. So, as ``logging`` does for its handlers,
+objects registered with :func:`hold_across_fork` take their lock *before* the fork (no
+Kaneda thread is then inside SQLite) and release it after, in the parent.
+
+Inherited objects the child must not use are *abandoned*, not closed: closing can talk
+on the parent's connection (a driver's goodbye) or, for SQLite, checkpoint and delete
+the parent's write-ahead log. :func:`abandon` keeps them referenced for the life of the
+child so that no finalizer ever runs.
+
+A ``multiprocessing`` child leaves through ``os._exit()``, which skips ``atexit``; the
+callbacks given to :func:`at_exit` also run from multiprocessing's own exit handling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger("kaneda")
+
+
+class _Resettable(Protocol):
+    def _after_fork_in_child(self) -> None: ...
+
+
+_module_resets: list[Callable[[], None]] = []
+_backends: weakref.WeakSet[Any] = weakref.WeakSet()
+_deliveries: weakref.WeakSet[Any] = weakref.WeakSet()
+_dispatchers: weakref.WeakSet[Any] = weakref.WeakSet()
+_exit_callbacks: list[Callable[[], None]] = []
+_held: weakref.WeakSet[Any] = weakref.WeakSet()
+_held_now: list[Any] = []
+#: Seconds the fork waits for a Kaneda thread to leave a held section, at most.
+HOLD_TIMEOUT = 2.0
+_abandoned: list[object] = []
+_installed = False
+_multiprocessing_hooked = False
+
+
+def reinit_after_fork(reset: Callable[[], None]) -> Callable[[], None]:
+    """Run ``reset`` first thing in every forked child (to make a module's locks anew)."""
+    _install()
+    _module_resets.append(reset)
+    return reset
+
+
+def track_backend(backend: object) -> None:
+    """Call ``backend.after_fork()`` in every forked child while the backend lives."""
+    _install()
+    try:
+        _backends.add(backend)
+    except TypeError:  # a class with __slots__ and no __weakref__: cannot be tracked
+        log.debug("Kaneda: %s cannot be weakly referenced; no fork step for it", backend)
+
+
+def track_delivery(delivery: _Resettable) -> None:
+    """Reset ``delivery`` (counters, locks) in every forked child."""
+    _install()
+    _deliveries.add(delivery)
+
+
+def track_dispatcher(dispatcher: _Resettable) -> None:
+    """Reset ``dispatcher`` (queue, worker) in every forked child."""
+    _install()
+    _dispatchers.add(dispatcher)
+
+
+def hold_across_fork(guarded: Any) -> None:
+    """Have ``guarded.hold_for_fork(timeout) -> bool`` called before each fork, in the
+    forking thread, and ``guarded.release_after_fork()`` after it, in the parent."""
+    _install()
+    _held.add(guarded)
+
+
+def untrack_dispatcher(dispatcher: _Resettable) -> None:
+    """Stop resetting ``dispatcher`` (it was closed)."""
+    _dispatchers.discard(dispatcher)
+
+
+def at_exit(callback: Callable[[], None]) -> None:
+    """Run ``callback`` at interpreter exit and at a ``multiprocessing`` child's exit."""
+    import atexit
+
+    _install()
+    atexit.register(callback)
+    _exit_callbacks.append(callback)
+    if "multiprocessing.util" in sys.modules:
+        _hook_multiprocessing_exit()
+
+
+def abandon(*objects: object) -> None:
+    """Keep ``objects`` alive, unused, for the life of this process: no finalizer runs."""
+    _abandoned.extend(obj for obj in objects if obj is not None)
+
+
+def _install() -> None:
+    global _installed
+    if not _installed and hasattr(os, "register_at_fork"):
+        os.register_at_fork(
+            before=_before_fork,
+            after_in_parent=_release_held,
+            after_in_child=_after_fork_in_child,
+        )
+        _installed = True
+
+
+def _before_fork() -> None:
+    for guarded in list(_held):
+        try:
+            if guarded.hold_for_fork(HOLD_TIMEOUT):
+                _held_now.append(guarded)
+        except Exception as error:  # noqa: BLE001 - the fork must go on
+            log.debug("Kaneda: could not hold %s across a fork: %s", guarded, error)
+
+
+def _release_held() -> None:
+    while _held_now:
+        _held_now.pop().release_after_fork()
+
+
+def _after_fork_in_child() -> None:
+    _held_now.clear()  # the child makes those locks anew
+    for reset in _module_resets:
+        reset()
+    for backend in list(_backends):
+        try:
+            backend.after_fork()
+        except Exception as error:  # noqa: BLE001 - a broken plugin must not break the child
+            log.error("Kaneda: %s.after_fork() failed: %s", type(backend).__name__, error)
+    for delivery in list(_deliveries):
+        delivery._after_fork_in_child()
+    for dispatcher in list(_dispatchers):
+        dispatcher._after_fork_in_child()
+    if _exit_callbacks and "multiprocessing.util" in sys.modules:
+        _hook_multiprocessing_exit()
+
+
+class _ExitHook:
+    """A referent for multiprocessing's after-fork registry (it holds weak references)."""
+
+
+_exit_hook = _ExitHook()
+
+
+def _hook_multiprocessing_exit() -> None:
+    # multiprocessing runs after-fork callbacks in the child right after it clears the
+    # parent's finalizers; the finalizer registered there runs when the child's target
+    # returns, before os._exit(). The registration is inherited: made once.
+    global _multiprocessing_hooked
+    if _multiprocessing_hooked:
+        return
+    from multiprocessing import util
+
+    util.register_after_fork(_exit_hook, _register_finalizer)
+    _multiprocessing_hooked = True
+
+
+def _register_finalizer(_hook: object) -> None:
+    from multiprocessing import util
+
+    util.Finalize(None, _run_exit_callbacks, exitpriority=100)
+
+
+def _run_exit_callbacks() -> None:
+    for callback in _exit_callbacks:
+        try:
+            callback()
+        except Exception as error:  # noqa: BLE001 - exit must go on
+            log.error("Kaneda: exit handler failed: %s", error)

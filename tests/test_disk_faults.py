@@ -1,0 +1,178 @@
+"""The disk buffer when the disk fails: full, erroring, or holding a damaged file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from kaneda_core import Metrics
+from kaneda_core.backends import MemoryBackend
+
+# Run in a child process: RLIMIT_FSIZE makes every write past the limit fail with EFBIG,
+# as a full disk fails a write, for this process alone.
+FULL_DISK = textwrap.dedent("""
+    import json, os, resource, signal, sys, time
+    from kaneda_core import InvalidMetric, Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    class Switchable(MemoryBackend):
+        down = True
+        def send(self, batch):
+            if self.down:
+                raise ConnectionRefusedError("down")
+            super().send(batch)
+
+    path = sys.argv[1]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+    backend = Switchable()
+    metrics = Metrics(backend, buffer_path=path, batch_size=100, flush_interval=0.02)
+    for i in range(2000):
+        metrics.gauge("before", i)  # kept in the file: the backend is down
+    metrics.flush(1)
+    # The disk is full: no write past the first page of any file succeeds.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+    backend.down = False  # delivered now: the worker's deletes fail, its writes too
+    raised = []
+    for i in range(4148):
+        try:
+            metrics.gauge("during", i)
+        except Exception as error:
+            raised.append(repr(error))
+    time.sleep(0.5)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    time.sleep(1.2)  # the buffer tries the file again after a second
+    for i in range(1000):
+        metrics.gauge("after", i)
+    left = metrics.flush(15)
+    worker_alive = metrics._dispatcher._worker.is_alive()
+    stats = metrics.stats()
+    metrics.close(5)
+    names = {}
+    for m in backend.metrics:
+        names.setdefault(m.name, set()).add(m.value)
+    print(json.dumps({
+        "raised": raised[:3], "left": left, "alive": worker_alive,
+        "counts": {k: len(v) for k, v in names.items()}, "total": len(backend.metrics),
+        "dropped": stats.dropped, "failed": stats.failed,
+    }))
+""")
+
+
+def test_a_full_disk_never_raises_kills_the_worker_or_loses_metrics(tmp_path: Path) -> None:
+    script = tmp_path / "full.py"
+    script.write_text(FULL_DISK)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "b.sqlite")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["raised"] == []  # calls never raise because of the disk
+    assert result["alive"] and result["left"] == 0
+    # Held in memory while the file failed, delivered, and the file used again after.
+    assert result["counts"] == {"before": 2000, "during": 4148, "after": 1000}, result
+    assert result["total"] == 7148  # and once each: a row whose delete failed is not resent
+    assert result["dropped"] == result["failed"] == 0
+    assert "disk buffer" in done.stderr and "works again" in done.stderr  # said once each
+
+
+def test_when_memory_is_full_too_what_could_not_be_kept_is_counted_and_hooked(
+    tmp_path: Path, failures: object
+) -> None:
+    from kaneda_core import disk_buffer
+
+    path = tmp_path / "b.sqlite"
+    backend = MemoryBackend()
+    metrics = Metrics(
+        backend,
+        buffer_path=path,
+        batch_size=10_000,
+        flush_interval=60,
+        max_buffer=50,
+        overflow="drop_newest",
+    )
+    buffer = metrics._dispatcher.disk
+    assert buffer is not None
+    buffer._trouble("writing to", sqlite3.OperationalError("database or disk is full"))
+    buffer._retry_at = time.monotonic() + 60  # the disk stays full for the test
+    for i in range(80):
+        metrics.gauge("g", i)
+    assert metrics.stats().dropped == 30
+    metrics.flush(5)
+    assert len(backend.metrics) == 50
+    assert sum(len(batch) for batch, _ in failures.failures) == 30  # type: ignore[attr-defined]
+    assert disk_buffer.RETRY_AFTER > 0
+    metrics.close()
+
+
+def _buffer_with_rows(path: Path, rows: list[str]) -> None:
+    """A buffer file holding ``rows`` under an owner whose process is gone."""
+    metrics = Metrics(MemoryBackend(), buffer_path=path)
+    metrics.close()
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO queue (owner, item) VALUES ('gone', ?)", [(row,) for row in rows]
+        )
+
+
+def test_unreadable_rows_are_moved_aside_counted_and_the_rest_delivered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "b.sqlite"
+    good = [json.dumps(["g", "gauge", i, {}, None, time.time_ns()]) for i in range(3001)]
+    _buffer_with_rows(path, [*good[:1000], "{not json", '["short", "array"]', *good[1000:]])
+    backend = MemoryBackend()
+    with caplog.at_level(logging.ERROR, logger="kaneda"):
+        metrics = Metrics(backend, buffer_path=path, batch_size=500)
+        assert metrics.flush(20) == 0
+    assert sorted(m.value for m in backend.metrics) == list(range(3001))
+    assert metrics.stats().unreadable == 2
+    assert str(path) in caplog.text and "quarantine" in caplog.text
+    metrics.close()
+    with sqlite3.connect(path) as db:
+        kept = [row[0] for row in db.execute("SELECT item FROM quarantine ORDER BY seq")]
+        assert kept == ["{not json", '["short", "array"]']
+        assert db.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
+    # The next process starts clean: nothing is read twice.
+    again = MemoryBackend()
+    with Metrics(again, buffer_path=path) as later:
+        later.flush(5)
+        assert later.stats().unreadable == 0 and again.metrics == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_a_damaged_file_is_moved_aside_and_the_application_starts(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "b.sqlite"
+    _buffer_with_rows(path, [json.dumps(["g", "gauge", i, {}, None, 1]) for i in range(5000)])
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 3]
+    elif damage == "flip":
+        for offset in range(0, len(data), 4096):  # every page's start
+            data[offset + 8 : offset + 40] = bytes(b ^ 0xFF for b in data[offset + 8 : offset + 40])
+    else:
+        data = bytearray(b"this is not a database" * 100)
+    path.write_bytes(bytes(data))
+    backend = MemoryBackend()
+    with caplog.at_level(logging.ERROR, logger="kaneda"):
+        metrics = Metrics(backend, buffer_path=path, batch_size=100)  # does not raise
+    metrics.gauge("new", 1)
+    assert metrics.flush(10) == 0
+    assert [m.name for m in backend.metrics if m.name == "new"] == ["new"]
+    aside = list(tmp_path.glob("b.sqlite.damaged-*"))
+    assert aside and any(str(p) in caplog.text for p in aside)  # kept, and named
+    metrics.close()

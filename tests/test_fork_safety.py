@@ -1,0 +1,197 @@
+"""Forked children: their own connections, counters and locks, and their metrics delivered."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from kaneda_core import Backend, Metric, Metrics
+from kaneda_core.backends import LoggerBackend, MemoryBackend
+
+fork = multiprocessing.get_context("fork")
+
+
+class Connected(Backend):
+    """A backend that opens a "connection" (a pid stamp) on first use and counts forks."""
+
+    def __init__(self) -> None:
+        self.opened_by: int | None = None
+        self.forks = 0
+        self.sent_by: set[int] = set()
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        if self.opened_by is None:
+            self.opened_by = os.getpid()
+        if self.opened_by != os.getpid():
+            raise AssertionError("a child used its parent's connection")
+        self.sent_by.add(os.getpid())
+
+    def after_fork(self) -> None:
+        self.forks += 1
+        self.opened_by = None
+
+
+def _in_child(work: object) -> int:
+    """Run ``work()`` in a forked child; its exit status (0 when it returned True)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if work() else 3  # type: ignore[operator]
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_a_child_never_uses_its_parents_connection_and_counts_from_zero(batching: bool) -> None:
+    backend = Connected()
+    metrics = Metrics(backend, batching=batching)
+    metrics.increment("parent")
+    metrics.flush(5)
+    assert backend.opened_by == os.getpid() and metrics.stats().sent == 1
+
+    def child() -> bool:
+        starts_at_zero = metrics.stats().sent == 0
+        metrics.increment("child")
+        metrics.flush(5)
+        return (
+            starts_at_zero
+            and backend.forks == 1
+            and backend.opened_by == os.getpid()
+            and metrics.stats().sent == 1
+        )
+
+    assert _in_child(child) == 0
+    assert backend.forks == 0  # the parent's backend was not touched
+    metrics.close()
+
+
+def test_every_backend_gets_its_fork_step_once_even_when_shared() -> None:
+    backend = Connected()
+    first, second = Metrics(backend), Metrics(backend, batching=False)
+    unattached = Connected()  # made and never given to a Metrics
+
+    def child() -> bool:
+        return backend.forks == 1 and unattached.forks == 1
+
+    assert _in_child(child) == 0
+    first.close()
+    second.close()
+
+
+def test_a_failing_fork_step_does_not_break_the_child(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(MemoryBackend):
+        def after_fork(self) -> None:
+            raise RuntimeError("cannot reset")
+
+    metrics = Metrics(Broken())
+
+    def child() -> bool:
+        metrics.increment("x")
+        return metrics.flush(5) == 0
+
+    assert _in_child(child) == 0
+    metrics.close()
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_fork_while_other_threads_hold_kanedas_locks_never_hangs_a_child(
+    tmp_path: Path, buffered: bool
+) -> None:
+    """Threads report and drop (counter lock, buffer state, disk file) while we fork."""
+    backend = MemoryBackend()
+    options = {"buffer_path": tmp_path / "b.sqlite"} if buffered else {}
+    metrics = Metrics(backend, batch_size=50, flush_interval=0.001, max_buffer=20, **options)
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            metrics.increment("busy")  # the buffer is full: drops take the counters' lock
+            metrics.stats()
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    children = []
+    try:
+        for _ in range(60):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    metrics.increment("child")
+                    metrics.stats()
+                    metrics.flush(2)
+                    metrics.close(2)
+                finally:
+                    os._exit(0)
+            children.append(pid)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    deadline = time.monotonic() + 60
+    hung = 0
+    for pid in children:
+        while True:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                hung += 1
+                break
+            time.sleep(0.01)
+    assert hung == 0
+    metrics.close(5)
+
+
+def _report_to_file(path: str, count: int) -> None:
+    metrics = _shared["metrics"]
+    for i in range(count):
+        metrics.gauge("from_child", i, tags={"pid": str(os.getpid())})
+
+
+_shared: dict[str, Metrics] = {}
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_metrics_of_a_multiprocessing_process_are_delivered_when_it_exits(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    metrics = Metrics(LoggerBackend(filename=str(path)), flush_interval=60, batch_size=10_000)
+    _shared["metrics"] = metrics
+    metrics.gauge("parent", 1)  # the Metrics is in use before the fork
+    process = fork.Process(target=_report_to_file, args=(str(path), 500))
+    process.start()
+    process.join(30)
+    assert process.exitcode == 0
+    assert len([line for line in _lines(path) if line["name"] == "from_child"]) == 500
+    metrics.close()
+    assert [line["name"] for line in _lines(path)].count("parent") == 1
+
+
+def test_metrics_of_pool_workers_are_delivered_when_the_pool_closes(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    metrics = Metrics(LoggerBackend(filename=str(path)), flush_interval=60, batch_size=10_000)
+    _shared["metrics"] = metrics
+    with fork.Pool(2) as pool:
+        pool.starmap(_report_to_file, [(str(path), 100)] * 6)
+        pool.close()
+        pool.join()
+    assert len([line for line in _lines(path) if line["name"] == "from_child"]) == 600
+    metrics.close()
