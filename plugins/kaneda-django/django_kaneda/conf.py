@@ -1,0 +1,257 @@
+"""Which backend and which ``Metrics`` Django's settings describe.
+
+In order, the first that applies:
+
+1. ``KANEDA_DEBUG = True``: the logger backend (``KANEDA_LOGGER``, a logger's name, or
+   ``KANEDA_LOGGER_FILENAME``, a file; else stderr), as in kaneda 1.0.
+2. ``KANEDA_URL``: the backend the URL names (``influxdb://user:pw@host:8086/db``),
+   delivered by a background worker (``kaneda_core.Metrics``, batching).
+3. ``KANEDA_QUEUE``, then ``KANEDA_BACKEND``: a class path, built from the settings
+   ``KANEDA_<NAMESPACE>_<PARAM>`` (``KANEDA_INFLUX_HOST`` -> ``host``), delivered in the
+   caller's thread (``kaneda.Metrics``), as in kaneda 1.0. 1.0 let the queue win
+   when both were set; so does this.
+4. The ``KANEDA_URL`` environment variable, when the settings name none of the above.
+
+``KANEDA_OPTIONS`` (a dict) are ``Metrics`` options for any of them:
+``{"batching": True, "batch_size": 500, "buffer_path": "/var/lib/app/kaneda.sqlite"}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaneda_core import Backend, ConfigurationError, Metrics
+
+from . import settings as legacy
+
+BACKEND_SETTING = "KANEDA_BACKEND"
+QUEUE_SETTING = "KANEDA_QUEUE"
+URL_SETTING = "KANEDA_URL"
+OPTIONS_SETTING = "KANEDA_OPTIONS"
+
+NOTHING_CONFIGURED = (
+    "You need to set KANEDA_BACKEND or KANEDA_QUEUE on settings.py to django_kaneda, "
+    "or KANEDA_URL (for example KANEDA_URL = 'influxdb://localhost:8086/metrics'), "
+    "or KANEDA_DEBUG = True to log metrics instead."
+)
+
+
+def settings_error(message: str) -> Exception:
+    """kaneda 1.0's ``SettingsError``, which is also a ``kaneda_core.ConfigurationError``."""
+    from kaneda.exceptions import SettingsError
+
+    return SettingsError(message)
+
+
+@dataclass
+class Configuration:
+    """What the settings ask for: where the backend comes from, and the Metrics options.
+
+    ``source`` names the setting that chose the backend. ``make_backend`` builds a
+    new backend (or queue) each time it is called. ``batching`` is whether metrics go
+    through a background worker: True for ``KANEDA_URL``, False for kaneda 1.0's
+    settings, unless ``KANEDA_OPTIONS`` says otherwise. ``legacy`` picks the class:
+    ``kaneda.Metrics`` for 1.0's settings, ``kaneda_core.Metrics`` for a URL.
+    """
+
+    source: str
+    make_backend: Callable[[], Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    batching: bool = False
+    #: kaneda 1.0's ``kaneda.Metrics`` (1.0 settings), else ``kaneda_core.Metrics`` (a URL).
+    legacy: bool = True
+
+    def build_metrics(self, **overrides: Any) -> Metrics:
+        """A new ``Metrics`` on a new backend, with the options (and ``overrides``)."""
+        options = {**self.options, "batching": self.batching, **overrides}
+        backend = self.make_backend()
+        try:
+            if not self.legacy:
+                return Metrics(backend, **options)
+            import kaneda
+
+            if isinstance(backend, Backend) or self.source != QUEUE_SETTING:
+                # A queue that is a kaneda_core Backend forwards batches like any backend.
+                return kaneda.Metrics(backend, **options)
+            return kaneda.Metrics(queue=backend, **options)
+        except ConfigurationError as error:
+            if any(str(error).startswith(name) for name in self.options):
+                raise settings_error(f"{OPTIONS_SETTING}: {error}") from None
+            raise
+
+
+def read_configuration() -> Configuration:
+    """The :class:`Configuration` Django's settings describe, or a SettingsError saying why not."""
+    from django.conf import settings
+
+    options = _options(getattr(settings, OPTIONS_SETTING, None))
+    explicit_batching = options.pop("batching", None)
+    url = getattr(settings, URL_SETTING, None)
+    backend_path = legacy.BACKEND
+    queue_path = legacy.QUEUE
+
+    if legacy.DEBUG:
+        configuration = Configuration("KANEDA_DEBUG", _logger_backend, options)
+    elif url:
+        if backend_path or queue_path:
+            other = QUEUE_SETTING if queue_path else BACKEND_SETTING
+            raise settings_error(
+                f"Both {URL_SETTING} and {other} are set: keep one. {URL_SETTING} names the "
+                f"backend by URL; {other} by class path, kaneda 1.0's way."
+            )
+        configuration = Configuration(
+            URL_SETTING, _url_backend(url), options, batching=True, legacy=False
+        )
+    elif queue_path:
+        configuration = Configuration(
+            QUEUE_SETTING, lambda: build_from_settings(QUEUE_SETTING, queue_path), options
+        )
+    elif backend_path:
+        configuration = Configuration(
+            BACKEND_SETTING, lambda: build_from_settings(BACKEND_SETTING, backend_path), options
+        )
+    elif os.environ.get(URL_SETTING):
+        configuration = Configuration(
+            "the environment variable KANEDA_URL",
+            _url_backend(os.environ[URL_SETTING]),
+            options,
+            batching=True,
+            legacy=False,
+        )
+    else:
+        raise settings_error(NOTHING_CONFIGURED)
+    if explicit_batching is not None:
+        configuration.batching = explicit_batching
+    return configuration
+
+
+def _options(options: Any) -> dict[str, Any]:
+    """``KANEDA_OPTIONS`` checked: a dict of ``kaneda_core.Metrics`` keyword arguments."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise settings_error(
+            f"{OPTIONS_SETTING} must be a dict of Metrics options, for example "
+            f"{{'batch_size': 500}}; got a {type(options).__name__}"
+        )
+    accepted = [
+        name
+        for name, parameter in inspect.signature(Metrics).parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY
+    ]
+    for key in options:
+        if key not in accepted:
+            raise settings_error(
+                f"{OPTIONS_SETTING} has an unknown option {key!r} (accepted: {', '.join(accepted)})"
+            )
+    return dict(options)
+
+
+def _url_backend(url: str) -> Callable[[], Backend]:
+    if not isinstance(url, str):
+        raise settings_error(f"{URL_SETTING} must be a string, got a {type(url).__name__}")
+
+    def make() -> Backend:
+        from kaneda_core import create_backend
+
+        return create_backend(url)
+
+    return make
+
+
+def _logger_backend() -> Backend:
+    from kaneda_core.backends.logger import LoggerBackend
+
+    if legacy.LOGGER:
+        return LoggerBackend(logger=logging.getLogger(legacy.LOGGER))
+    if legacy.LOGGER_FILENAME:
+        return LoggerBackend(filename=legacy.LOGGER_FILENAME)
+    return LoggerBackend()
+
+
+def build_from_settings(setting: str, class_path: Any) -> Any:
+    """An instance of the class ``setting`` names, with its ``KANEDA_<NAMESPACE>_*`` arguments.
+
+    kaneda 1.0's way: the class's ``settings_namespace`` (``INFLUX``) selects the
+    settings (``KANEDA_INFLUX_HOST`` -> ``host``); 1.0's defaults fill what is unset
+    (``KANEDA_INFLUX_DATABASE`` is ``'kaneda'``).
+    """
+    from kaneda.exceptions import UnexistingKanedaClass
+    from kaneda.utils import import_class
+
+    try:
+        cls = import_class(class_path)
+    except (ImportError, AttributeError, ValueError, TypeError) as error:
+        raise UnexistingKanedaClass(
+            f"The selected {setting} class does not exists: {class_path!r} cannot be "
+            f"imported ({error})"
+        ) from error
+    namespace = getattr(cls, "settings_namespace", None)
+    arguments = namespace_arguments(namespace) if namespace else {}
+    _check_arguments(cls, namespace, arguments)
+    return cls(**arguments)
+
+
+def namespace_arguments(namespace: str) -> dict[str, Any]:
+    """``KANEDA_<namespace>_<PARAM>`` settings as ``{param: value}``, over 1.0's defaults."""
+    from django.conf import settings
+
+    arguments: dict[str, Any] = {}
+    prefix = namespace + "_"
+    for name, value in legacy.DEFAULTS.items():
+        if name.startswith(prefix):
+            arguments[name[len(prefix) :].lower()] = value
+    full_prefix = legacy.PREFIX + prefix
+    for name in dir(settings):
+        if name.startswith(full_prefix):
+            arguments[name[len(full_prefix) :].lower()] = getattr(settings, name)
+    return arguments
+
+
+def _check_arguments(cls: type, namespace: str | None, arguments: dict[str, Any]) -> None:
+    """Refuse a setting the class takes no argument for; drop defaults it does not take."""
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to check against
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    explicit = set(_explicit_names(namespace))
+    for name in list(arguments):
+        if name in parameters:
+            continue
+        if name not in explicit:
+            del arguments[name]  # a 1.0 default this class does not take
+            continue
+        accepted = ", ".join(
+            f"{legacy.PREFIX}{namespace}_{p.upper()}" for p in parameters if p != "self"
+        )
+        raise settings_error(
+            f"{legacy.PREFIX}{namespace}_{name.upper()} is not an argument of "
+            f"{cls.__name__} (its settings: {accepted})"
+        )
+    required = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for name, parameter in parameters.items():
+        if parameter.default is parameter.empty and parameter.kind in required:
+            if name in arguments:
+                continue
+            needed = (
+                f"the setting {legacy.PREFIX}{namespace}_{name.upper()}"
+                if namespace
+                else f"the argument {name!r}, and has no settings_namespace to read it from"
+            )
+            raise settings_error(f"{cls.__name__} needs {needed}")
+
+
+def _explicit_names(namespace: str | None) -> list[str]:
+    from django.conf import settings
+
+    if not namespace:
+        return []
+    prefix = legacy.PREFIX + namespace + "_"
+    return [name[len(prefix) :].lower() for name in dir(settings) if name.startswith(prefix)]

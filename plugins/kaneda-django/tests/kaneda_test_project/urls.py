@@ -1,0 +1,21 @@
+"""URL patterns of the test project: plain, converters, include, regex, async."""
+
+from django.urls import include, path, re_path
+
+from . import views
+
+api = [path("users/<str:name>/", views.user)]
+
+urlpatterns = [
+    path("", views.home),
+    path("items/<int:pk>/", views.item),
+    path("api/", include(api)),
+    re_path(r"^archive/(?P<year>[0-9]{4})/$", views.archive),
+    path("boom/", views.boom),
+    path("missing/<int:pk>/", views.missing),
+    path("tagged/", views.tagged),
+    path("bad-tag/", views.bad_tag),
+    path("orders/", views.order),
+    path("stream/", views.stream),
+    path("async/<int:pk>/", views.async_item),
+]

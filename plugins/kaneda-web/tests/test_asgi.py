@@ -1,0 +1,171 @@
+"""ASGIMiddleware on raw ASGI applications: the protocol's messages, no framework."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from kaneda_web import ASGIMiddleware
+from web_helpers import EXCEPTIONS, reported, request_tags
+
+from kaneda_core import ConfigurationError, Metrics
+
+
+def run(app: Any, scope: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Serve one request the way a server does; returns what the app sent."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = scope or {"type": "http", "method": "GET", "path": "/", "headers": []}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_timed_until_the_body_message_without_more_body(metrics: Metrics) -> None:
+    seen_when_sent: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(3):
+            await asyncio.sleep(0.05)
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+            seen_when_sent.append(len(reported(metrics)))
+        await send({"type": "http.response.body", "body": b""})
+        seen_when_sent.append(len(reported(metrics)))
+        await asyncio.sleep(0.2)  # work after the response: not the client's wait
+
+    run(ASGIMiddleware(app, metrics))
+    assert seen_when_sent == [0, 0, 0, 1]
+    [timing] = reported(metrics)
+    assert 0.15 <= timing.value < 0.35
+
+
+def test_with_trailers_the_last_trailers_message_ends_the_response(metrics: Metrics) -> None:
+    counts: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"x"})
+        counts.append(len(reported(metrics)))
+        await send({"type": "http.response.trailers", "headers": [], "more_trailers": False})
+        counts.append(len(reported(metrics)))
+
+    run(ASGIMiddleware(app, metrics))
+    assert counts == [0, 1]
+
+
+def test_pathsend_ends_the_response(metrics: Metrics) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
+
+    run(ASGIMiddleware(app, metrics))
+    assert request_tags(metrics)[0]["status"] == "200"
+
+
+def test_an_app_that_returns_without_answering_is_timed_as_500(metrics: Metrics) -> None:
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    run(ASGIMiddleware(silent, metrics))
+    assert request_tags(metrics) == [{"route": "<unmatched>", "method": "GET", "status": "500"}]
+
+
+def test_an_exception_after_the_response_is_counted_not_timed_twice(metrics: Metrics) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        raise RuntimeError("a background job failed")
+
+    with pytest.raises(RuntimeError):
+        run(ASGIMiddleware(app, metrics))
+    assert request_tags(metrics) == [{"route": "<unmatched>", "method": "GET", "status": "200"}]
+    assert reported(metrics, EXCEPTIONS)[0].tags["exception"] == "RuntimeError"  # type: ignore[call-overload]
+
+
+def test_a_websocket_reaches_the_app_as_it_is(metrics: Metrics) -> None:
+    received: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        received.append((scope, receive, send))
+
+    scope = {"type": "websocket", "path": "/ws"}
+
+    async def receive() -> dict[str, Any]:
+        return {}
+
+    async def send(message: Any) -> None:
+        pass
+
+    asyncio.run(ASGIMiddleware(app, metrics)(scope, receive, send))
+    assert received == [(scope, receive, send)]  # the same objects, not wrapped
+    assert metrics.backend.metrics == []  # type: ignore[attr-defined]
+
+
+def lifespan(app: Any) -> tuple[list[str], list[int]]:
+    """Run startup then shutdown; what the server heard, and the queue at each message."""
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    heard: list[str] = []
+    queued: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        heard.append(message["type"])
+        queued.append(app.metrics.stats().queued)
+
+    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    return heard, queued
+
+
+async def lifespan_app(scope: Any, receive: Any, send: Any) -> None:
+    assert scope["type"] == "lifespan"
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def test_lifespan_events_pass_and_shutdown_waits_for_the_queued_metrics() -> None:
+    batching = Metrics("memory", flush_interval=60)  # delivers only when asked
+    app = ASGIMiddleware(lifespan_app, batching)
+    batching.increment("queued.before.shutdown")
+    heard, queued = lifespan(app)
+    assert heard == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert queued == [1, 0]  # flushed before the server heard "complete"
+    assert [m.name for m in batching.backend.metrics] == ["queued.before.shutdown"]  # type: ignore[attr-defined]
+    batching.close()
+
+
+def test_shutdown_timeout_none_leaves_lifespan_alone() -> None:
+    batching = Metrics("memory", flush_interval=60)
+    app = ASGIMiddleware(lifespan_app, batching, shutdown_timeout=None)
+    batching.increment("queued.before.shutdown")
+    assert lifespan(app)[1] == [1, 1]
+    batching.close()
+
+
+@pytest.mark.parametrize("bad", [-1, "5", float("nan")])
+def test_a_bad_shutdown_timeout_is_refused(metrics: Metrics, bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="shutdown_timeout"):
+        ASGIMiddleware(lifespan_app, metrics, shutdown_timeout=bad)
+
+
+def test_the_app_can_name_its_route_in_the_scope(metrics: Metrics) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["kaneda.route"] = "/graphql"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    run(ASGIMiddleware(app, metrics))
+    assert request_tags(metrics)[0]["route"] == "/graphql"
