@@ -38,7 +38,7 @@ INFLUX_TESTS = HERE.parents[1] / "kaneda-influx" / "tests"
 
 
 @pytest.fixture
-def fresh_metrics(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def fresh_metrics() -> Iterator[Any]:
     """A new ``django_kaneda.metrics``, built from the settings of this test, closed after."""
     import django_kaneda
 
