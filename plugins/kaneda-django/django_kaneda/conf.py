@@ -27,7 +27,7 @@ from typing import Any
 
 from kaneda_core import Backend, ConfigurationError, Metrics
 
-from . import settings as legacy
+from . import settings as own_settings
 
 BACKEND_SETTING = "KANEDA_BACKEND"
 QUEUE_SETTING = "KANEDA_QUEUE"
@@ -39,6 +39,17 @@ NOTHING_CONFIGURED = (
     "or KANEDA_URL (for example KANEDA_URL = 'influxdb://localhost:8086/metrics'), "
     "or KANEDA_DEBUG = True to log metrics instead."
 )
+
+
+def legacy_settings() -> Any:
+    """kaneda 1.0's settings as ``django_kaneda.settings`` holds them now.
+
+    Read at each use, as 1.0 did: code (and kaneda 1.0's own tests) that replaces
+    ``django_kaneda.settings`` with an object of its own is heard.
+    """
+    import django_kaneda
+
+    return getattr(django_kaneda, "settings", own_settings)
 
 
 def settings_error(message: str) -> Exception:
@@ -92,10 +103,11 @@ def read_configuration() -> Configuration:
     options = _options(getattr(settings, OPTIONS_SETTING, None))
     explicit_batching = options.pop("batching", None)
     url = getattr(settings, URL_SETTING, None)
-    backend_path = legacy.BACKEND
-    queue_path = legacy.QUEUE
+    legacy = legacy_settings()
+    backend_path = getattr(legacy, "BACKEND", None)
+    queue_path = getattr(legacy, "QUEUE", None)
 
-    if legacy.DEBUG:
+    if getattr(legacy, "DEBUG", False):
         configuration = Configuration("KANEDA_DEBUG", _logger_backend, options)
     elif url:
         if backend_path or queue_path:
@@ -165,11 +177,13 @@ def _url_backend(url: str) -> Callable[[], Backend]:
 
 
 def _logger_backend() -> Backend:
-    from kaneda_core.backends.logger import LoggerBackend
+    # kaneda 1.0's class: its lines, through its logger, as a 1.0 project's log had them.
+    from kaneda.backends import LoggerBackend
 
-    if legacy.LOGGER:
+    legacy = legacy_settings()
+    if getattr(legacy, "LOGGER", None):
         return LoggerBackend(logger=logging.getLogger(legacy.LOGGER))
-    if legacy.LOGGER_FILENAME:
+    if getattr(legacy, "LOGGER_FILENAME", None):
         return LoggerBackend(filename=legacy.LOGGER_FILENAME)
     return LoggerBackend()
 
@@ -203,10 +217,19 @@ def namespace_arguments(namespace: str) -> dict[str, Any]:
 
     arguments: dict[str, Any] = {}
     prefix = namespace + "_"
-    for name, value in legacy.DEFAULTS.items():
+    legacy = legacy_settings()
+    if legacy is not own_settings:
+        # Something put its own object in django_kaneda.settings (kaneda 1.0's tests do):
+        # its <NAMESPACE>_<PARAM> attributes are the arguments, as 1.0 read them.
+        return {
+            name[len(prefix) :].lower(): getattr(legacy, name)
+            for name in dir(legacy)
+            if name.startswith(prefix)
+        }
+    for name, value in own_settings.DEFAULTS.items():
         if name.startswith(prefix):
             arguments[name[len(prefix) :].lower()] = value
-    full_prefix = legacy.PREFIX + prefix
+    full_prefix = own_settings.PREFIX + prefix
     for name in dir(settings):
         if name.startswith(full_prefix):
             arguments[name[len(full_prefix) :].lower()] = getattr(settings, name)
@@ -229,10 +252,10 @@ def _check_arguments(cls: type, namespace: str | None, arguments: dict[str, Any]
             del arguments[name]  # a 1.0 default this class does not take
             continue
         accepted = ", ".join(
-            f"{legacy.PREFIX}{namespace}_{p.upper()}" for p in parameters if p != "self"
+            f"{own_settings.PREFIX}{namespace}_{p.upper()}" for p in parameters if p != "self"
         )
         raise settings_error(
-            f"{legacy.PREFIX}{namespace}_{name.upper()} is not an argument of "
+            f"{own_settings.PREFIX}{namespace}_{name.upper()} is not an argument of "
             f"{cls.__name__} (its settings: {accepted})"
         )
     required = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -241,7 +264,7 @@ def _check_arguments(cls: type, namespace: str | None, arguments: dict[str, Any]
             if name in arguments:
                 continue
             needed = (
-                f"the setting {legacy.PREFIX}{namespace}_{name.upper()}"
+                f"the setting {own_settings.PREFIX}{namespace}_{name.upper()}"
                 if namespace
                 else f"the argument {name!r}, and has no settings_namespace to read it from"
             )
@@ -253,5 +276,5 @@ def _explicit_names(namespace: str | None) -> list[str]:
 
     if not namespace:
         return []
-    prefix = legacy.PREFIX + namespace + "_"
+    prefix = own_settings.PREFIX + namespace + "_"
     return [name[len(prefix) :].lower() for name in dir(settings) if name.startswith(prefix)]

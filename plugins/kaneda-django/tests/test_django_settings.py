@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import ast
 import logging
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,9 @@ def test_debug_mode_logs_to_the_named_logger(caplog: pytest.LogCaptureFixture) -
     assert type(metrics.backend).__name__ == "LoggerBackend"  # debug wins, as in 1.0
     with caplog.at_level(logging.INFO, logger="kaneda.demo"):
         metrics.increment("user_profile.views")
-    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "kaneda.demo"]
+    # kaneda 1.0's record: its payload dict, logged as the message
+    [line] = [r.msg for r in caplog.records if r.name == "kaneda.demo"]
+    assert isinstance(line, dict)
     assert line["name"] == "user_profile.views" and line["metric"] == "counter"
 
 
@@ -76,7 +78,10 @@ def test_debug_mode_logs_to_a_file(tmp_path: Path) -> None:
     metrics = build(KANEDA_DEBUG=True, KANEDA_LOGGER_FILENAME=str(target))
     metrics.gauge("queue.depth", 3)
     metrics.close()
-    assert json.loads(target.read_text())["value"] == 3
+    # kaneda 1.0's line: asctime - kaneda.backends.logger - {payload}
+    _, name, payload = target.read_text().strip().split(" - ", 2)
+    assert name == "kaneda.backends.logger"
+    assert ast.literal_eval(payload)["value"] == 3
 
 
 def test_debug_is_off_unless_set() -> None:
