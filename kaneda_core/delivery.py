@@ -17,6 +17,7 @@ from .errors import DeliveryError, KanedaError
 from .forking import track_delivery
 from .incidents import IncidentLog
 from .model import Metric, host_name
+from .stamps import SLOTS, process_slot
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -128,20 +129,18 @@ class Delivery:
         # every metric, so this halves its cost per metric.
         new = tuple.__new__
         cls = Metric
-        stamp = datetime.fromtimestamp
+        when = datetime.fromtimestamp
         utc = timezone.utc
+        # A call's clock reading becomes its timestamp here (see stamps): the last two
+        # digits name this process among the host's.
+        slot = process_slot()
         try:
             return [
-                new(cls, (n, k, v, t, stamp(ns // 1000 / 1e6, utc), host, i, ns))
+                new(cls, (n, k, v, t, when(ns // 1000 / 1e6, utc), host, i, ns - ns % SLOTS + slot))
                 for n, k, v, t, i, ns in items
             ]
-        except ValueError:  # the batch holds forwarded metrics, already records
-            return [
-                item
-                if type(item) is cls
-                else new(cls, (*item[:4], stamp(item[5] // 1000 / 1e6, utc), host, *item[4:6]))
-                for item in items
-            ]
+        except ValueError:  # the batch holds metrics already made: forwarded, or on disk
+            return [item if type(item) is cls else self.to_metrics([item])[0] for item in items]
 
     def deliver(
         self,

@@ -42,7 +42,8 @@ from typing import Any
 from .delivery import Item
 from .errors import ConfigurationError
 from .forking import abandon, hold_across_fork
-from .model import Metric
+from .model import Metric, host_name
+from .stamps import stamp
 
 log = logging.getLogger("kaneda")
 
@@ -520,11 +521,14 @@ class DiskBuffer:
 
 
 def _encode(item: Any) -> str:
+    """A row: the metric with its final timestamp and its host, so that whichever process
+    delivers it later writes it exactly as this one would have (see stamps)."""
     if type(item) is Metric:
-        name, kind, value, tags, _stamp, host, id_, _ns = item
+        name, kind, value, tags, _when, host, id_, _ns = item
         row: Sequence[Any] = (name, kind, value, tags, id_, item.epoch_ns, host)
     else:
-        row = item
+        name, kind, value, tags, id_, ns = item
+        row = (name, kind, value, tags, id_, stamp(ns), host_name())
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -43,6 +43,8 @@ _A_TYPE = {
 
 #: Rounds of learning stored field types and writing again, after a type conflict.
 _CONFLICT_ROUNDS = 8
+#: The largest request body the backend sends when a batch holds large metrics.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 
 class InfluxBackend(Backend):
@@ -149,8 +151,14 @@ class InfluxBackend(Backend):
         """
         if not self._database_ready:
             self._create_database()
+        body = self.layout.lines(batch, self._known).encode("utf-8")
+        if len(body) > MAX_REQUEST_BYTES and len(batch) > 1:
+            # Large metrics (long events): requests of a bounded size, each of which can
+            # finish within the timeout; a failing one fails its own metrics only.
+            self._send_in_parts(batch, body)
+            return [True] * len(batch)
         try:
-            self._write(self.layout.lines(batch, self._known).encode("utf-8"))
+            self._write(body)
         except InfluxDBClientError as error:
             if error.code == 413 and len(batch) > 1:
                 self._send_in_halves(batch)
@@ -165,12 +173,28 @@ class InfluxBackend(Backend):
             raise self._delivery_error("writing", error) from None
         return [True] * len(batch)
 
+    def _send_in_parts(self, batch: Sequence[Metric], body: bytes) -> None:
+        """Send ``batch`` as requests of at most MAX_REQUEST_BYTES (one line per metric)."""
+        parts: list[Sequence[Metric]] = []
+        start = size = 0
+        for index, line in enumerate(body.split(b"\n")):
+            if size and size + len(line) > MAX_REQUEST_BYTES:
+                parts.append(batch[start:index])
+                start, size = index, 0
+            size += len(line) + 1
+        parts.append(batch[start:])
+        self._send_each(parts)
+
     def _send_in_halves(self, batch: Sequence[Metric]) -> None:
         """Send both halves; if either fails, raise for exactly what was not stored."""
         half = len(batch) // 2
+        self._send_each((batch[:half], batch[half:]))
+
+    def _send_each(self, parts: Sequence[Sequence[Metric]]) -> None:
+        """Send each part; if any fails, raise for exactly what was not stored."""
         failed: list[Metric] = []
         errors: list[DeliveryError] = []
-        for part in (batch[:half], batch[half:]):
+        for part in parts:
             try:
                 self.send(part)
             except DeliveryError as error:
@@ -405,9 +429,13 @@ class InfluxBackend(Backend):
         self._setup_lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the connection and the client's HTTP session (a client you passed in too)."""
+        """Close the connection and the client's HTTP session (a client you passed in too).
+
+        The series cache is emptied: a closed backend holds no memory for its series.
+        """
         self._transport.close()
         self.client.close()
+        self.layout.cache.clear()
 
     def __repr__(self) -> str:
         user = f"{self.client._username}:{MASK}@" if self.client._username else ""

@@ -27,13 +27,13 @@ from kaneda_core.model import EVENT, epoch_us
 
 from . import field_types, line_protocol
 from .field_types import KnownTypes
-from .line_protocol import _check_identifier, _check_text
+from .line_protocol import _check_identifier, _check_text, check_key_length
+from .series_cache import SeriesCache
 
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 # kaneda 1.0's client escaped a backslash in names, tags and field keys as two, which
 # InfluxDB stores as two: its layout does the same, so its series stay the same.
 _KANEDA1_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\"})
-_CACHE_SIZE = 10_000
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -46,6 +46,10 @@ class Layout:
     integers = False
     #: How field keys are escaped.
     key_escapes = _KEY_ESCAPES
+
+    def __init__(self) -> None:
+        #: Checked series, line prefixes and last timestamps, bounded in bytes.
+        self.cache = SeriesCache()
 
     def check(self, metric: Metric) -> None:
         """Refuse, with advice, what this layout cannot write or InfluxDB could misread."""
@@ -111,10 +115,10 @@ class Kaneda2Layout(Layout):
     integers = False
 
     def check(self, metric: Metric) -> None:
-        line_protocol.check(metric)
+        line_protocol.check(metric, self.cache)
 
     def plain_lines(self, batch: Sequence[Metric]) -> str:
-        return line_protocol.lines(batch)
+        return line_protocol.lines(batch, self.cache)
 
     def series(self, metric: Metric) -> str:
         return line_protocol.series(metric)
@@ -143,10 +147,6 @@ class Kaneda1Layout(Layout):
     #: Keys of a custom dict kaneda 1.0 overwrote (``name``) or InfluxDB forbids.
     reserved_fields = frozenset(("name", "time"))
 
-    def __init__(self) -> None:
-        self._checked_series: set[tuple[Any, ...]] = set()
-        self._heads: dict[tuple[Any, ...], str] = {}
-
     # -- checks --------------------------------------------------------------------
 
     def check(self, metric: Metric) -> None:
@@ -155,7 +155,7 @@ class Kaneda1Layout(Layout):
         tags = metric.tags
         if type(tags) is dict:
             key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
-            if key in self._checked_series:
+            if key in self.cache.checked:
                 value = metric.value
                 kind = type(value)
                 if (
@@ -174,11 +174,10 @@ class Kaneda1Layout(Layout):
                 "Give each tag a key, e.g. tags={'from': 'login', 'to': 'edit_profile'}"
             )
         key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
-        if key not in self._checked_series:
+        if key not in self.cache.checked:
             self._check_series(metric.kind, metric.name, tags)
-            if len(self._checked_series) >= _CACHE_SIZE:
-                self._checked_series.clear()
-            self._checked_series.add(key)
+            check_key_length(lambda: self.series(metric), metric.kind, metric.host, tags)
+            self.cache.remember_checked(key)
         value = metric.value
         if type(value) is int:
             _check_int(value, "value")
@@ -241,7 +240,7 @@ class Kaneda1Layout(Layout):
     # -- writing -------------------------------------------------------------------
 
     def plain_lines(self, batch: Sequence[Metric]) -> str:
-        heads = self._heads
+        heads = self.cache.prefixes
         out: list[str] = []
         append = out.append
         for metric in batch:
@@ -256,35 +255,34 @@ class Kaneda1Layout(Layout):
                 head = self._head(metric, key, head)
             value = metric.value
             kind = type(value)
+            time_ns = _time_ns(metric)
             if kind is int:
-                append(f"{head},value={value}i {_time_ns(metric)}")
+                append(f"{head},value={value}i {time_ns}")
             elif kind is float:
-                append(f"{head},value={value!r} {_time_ns(metric)}")
+                append(f"{head},value={value!r} {time_ns}")
             else:
                 fields = ",".join(
                     f"{field.translate(_KANEDA1_ESCAPES)}={field_types.encode(item, influx_type)}"
                     for field, item, influx_type in self._natural_fields(metric)
                     if field != "name"  # already in the head
                 )
-                append(f"{head},{fields} {_time_ns(metric)}")
+                append(f"{head},{fields} {time_ns}")
         return "\n".join(out)
 
     def _head(self, metric: Metric, key: tuple[Any, ...], cached: str | None) -> str:
         """``series name="..."``, cached per series; see line_protocol._prefix for _TYPED."""
-        heads = self._heads
-        if len(heads) >= _CACHE_SIZE:
-            heads.clear()
-            cached = None
+        cache = self.cache
         tags = metric.tags
         head = f"{self.series(metric)} name={field_types.encode(metric.name, 'string')}"
         if cached is None and all(type(v) is str for v in tags.values()):  # type: ignore[union-attr]
-            heads[key] = head
+            cache.remember_prefix(key, head)
             return head
-        heads[key] = _TYPED
+        cache.remember_prefix(key, _TYPED)
         typed = (*key, *map(type, tags.values()))  # type: ignore[union-attr]
-        found = heads.get(typed)
+        found = cache.prefixes.get(typed)
         if found is None:
-            heads[typed] = found = head
+            found = head
+            cache.remember_prefix(typed, found)
         return found
 
     def series(self, metric: Metric) -> str:

@@ -10,7 +10,9 @@ One point per metric:
   gauge of 7 and one of 7.5 must both be stored) or a bool, ``text`` for an event's text
   or a custom string, a custom dict's own keys (numbers as floats), and ``id`` when the
   metric has one;
-- time: the metric's timestamp in nanoseconds (``precision=n``), as taken at the call.
+- time: the metric's timestamp in nanoseconds (``precision=n``), as taken at the call
+  (its last two digits tell the reporting processes of a host apart: see
+  :mod:`kaneda_core.stamps`).
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ from typing import Any
 from kaneda_core import InvalidMetric, Metric
 from kaneda_core.model import EVENT, epoch_us
 
+from .series_cache import SeriesCache
+
 # A backslash InfluxDB would take for an escape: at the end, or before , = space \ ".
 _AMBIGUOUS_BACKSLASH = re.compile(r'\\([, =\\"]|$)')
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-_CACHE_SIZE = 10_000
-_checked_series: set[tuple[Any, ...]] = set()
-_series_prefixes: dict[tuple[Any, ...], str] = {}
+#: InfluxDB's limit on a series key (the measurement and its tags), in bytes.
+MAX_KEY_BYTES = 65535
+#: The largest string field written, in UTF-8 bytes: InfluxDB's default max-body-size
+#: is 25 MB for a whole request.
+MAX_STRING_BYTES = 16 * 1024 * 1024
 
 RESERVED_TAGS = frozenset(("name", "host", "time"))
 RESERVED_FIELDS = frozenset(("value", "text", "id", "time"))
@@ -42,19 +48,19 @@ _STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
 _NUMBERS = frozenset((int, float, bool))
 
 
-def check(metric: Metric) -> None:
+def check(metric: Metric, cache: SeriesCache) -> None:
     """Refuse, with advice, what InfluxDB cannot store or could misread."""
     # Called at every reporting call: a number, no id, on a series checked before
     # (the usual case) costs one tuple and one set lookup.
     tags = metric.tags
     if type(tags) is dict and type(metric.value) in _NUMBERS and metric.id is None:
         key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
-        if key in _checked_series:
+        if key in cache.checked:
             return
-    _check(metric)
+    _check(metric, cache)
 
 
-def _check(metric: Metric) -> None:
+def _check(metric: Metric, cache: SeriesCache) -> None:
     tags = metric.tags
     if isinstance(tags, list):
         raise InvalidMetric(
@@ -63,11 +69,10 @@ def _check(metric: Metric) -> None:
         )
     # Series (kind, name, tags) repeat: each is checked once, then remembered.
     key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
-    if key not in _checked_series:
+    if key not in cache.checked:
         _check_series(metric.kind, metric.name, tags)
-        if len(_checked_series) >= _CACHE_SIZE:
-            _checked_series.clear()
-        _checked_series.add(key)
+        check_key_length(lambda: series(metric), metric.kind, metric.name, metric.host, tags)
+        cache.remember_checked(key)
     value = metric.value
     if isinstance(value, (str, dict, list, tuple)):
         _check_value(metric.kind, value)
@@ -146,7 +151,30 @@ def _check_identifier(text: str, field: str) -> None:
         )
 
 
+def check_key_length(build: Any, *parts: Any) -> None:
+    """Refuse a series whose key (``build()``, escaped) is longer than InfluxDB takes."""
+    tags = parts[-1] if parts and isinstance(parts[-1], dict) else {}
+    rough = sum(len(p) for p in parts if isinstance(p, str)) + sum(
+        len(str(k)) + len(str(v)) for k, v in tags.items()
+    )
+    if rough * 4 < MAX_KEY_BYTES - 512:
+        return  # short: the common case, without building the key
+    size = len(build().encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidMetric(
+            f"the series key (measurement and tags) would be {size} bytes; InfluxDB refuses "
+            f"keys over {MAX_KEY_BYTES} bytes (max key length exceeded): shorten the name or "
+            "the long tag values, or move long text to a field (an event's text)"
+        )
+
+
 def _check_text(text: str, field: str) -> None:
+    if len(text) * 4 > MAX_STRING_BYTES and len(text.encode("utf-8")) > MAX_STRING_BYTES:
+        raise InvalidMetric(
+            f"{field} is {len(text.encode('utf-8'))} bytes long; kaneda-influx writes strings "
+            f"of at most {MAX_STRING_BYTES} bytes (InfluxDB's default request limit is 25 MB): "
+            "store large text elsewhere and report a reference to it"
+        )
     if "\n" in text or "\r" in text:
         raise InvalidMetric(
             f"{field} {text!r} contains a line break, which InfluxDB cannot store: "
@@ -186,12 +214,12 @@ def series(metric: Metric) -> str:
 
 def line(metric: Metric) -> str:
     """One point of line protocol for ``metric`` (checked beforehand with :func:`check`)."""
-    return lines((metric,))
+    return lines((metric,), SeriesCache())
 
 
-def lines(batch: Iterable[Metric]) -> str:
+def lines(batch: Iterable[Metric], cache: SeriesCache) -> str:
     """Line protocol for a batch, one point per line, nanosecond timestamps."""
-    prefixes = _series_prefixes
+    prefixes = cache.prefixes
     out: list[str] = []
     append = out.append
     for metric in batch:
@@ -203,7 +231,7 @@ def lines(batch: Iterable[Metric]) -> str:
         )
         prefix = prefixes.get(key)
         if prefix is None or prefix is _TYPED:
-            prefix = _prefix(metric, key, prefix)
+            prefix = _prefix(metric, key, prefix, cache)
         value = metric.value
         kind = type(value)
         time_ns = metric.time_ns
@@ -222,20 +250,19 @@ def lines(batch: Iterable[Metric]) -> str:
 _TYPED = "\0typed"
 
 
-def _prefix(metric: Metric, key: tuple[Any, ...], cached: str | None) -> str:
-    prefixes = _series_prefixes
-    if len(prefixes) >= _CACHE_SIZE:
-        prefixes.clear()
-        cached = None
+def _prefix(metric: Metric, key: tuple[Any, ...], cached: str | None, cache: SeriesCache) -> str:
+    prefixes = cache.prefixes
     tags = metric.tags
     if cached is None and all(type(v) is str for v in tags.values()):  # type: ignore[union-attr]
-        prefixes[key] = prefix = series(metric)
+        prefix = series(metric)
+        cache.remember_prefix(key, prefix)
         return prefix
-    prefixes[key] = _TYPED
+    cache.remember_prefix(key, _TYPED)
     typed = (*key, *map(type, tags.values()))  # type: ignore[union-attr]
     found = prefixes.get(typed)
     if found is None:
-        prefixes[typed] = found = series(metric)
+        found = series(metric)
+        cache.remember_prefix(typed, found)
     return found
 
 

@@ -320,13 +320,13 @@ def test_what_influxdb_cannot_store_is_refused_at_the_call_with_advice(
     assert metrics.flush(5) == 0 and metrics.stats().sent == 0
 
 
-def test_the_series_cache_stays_exact_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_series_cache_stays_exact_when_full() -> None:
     from kaneda_influx import line_protocol
+    from kaneda_influx.series_cache import SeriesCache
 
-    monkeypatch.setattr(line_protocol, "_CACHE_SIZE", 3)
-    monkeypatch.setattr(line_protocol, "_series_prefixes", {})
+    cache = SeriesCache(max_bytes=600)  # room for about three series
     shards: list[Any] = ["1", 1, True, 1.0, "a", 0, False, "1", True, 1]
     batch = [Metric.create("g", "gauge", 0.5, {"shard": s, "z": "x"}) for s in shards * 3]
-    written = line_protocol.lines(batch).split("\n")
+    written = line_protocol.lines(batch, cache).split("\n")
     assert [w.split(" ")[0] for w in written] == [line_protocol.series(m) for m in batch]
-    assert len(line_protocol._series_prefixes) <= 4  # the cap, plus one typed entry
+    assert cache.bytes <= 600 and len(cache.prefixes) <= 4

@@ -211,3 +211,41 @@ def test_a_dripping_server_cannot_hold_the_worker(drip: DripServer) -> None:
     assert time.monotonic() - started < 4
     assert left == 0 and metrics.stats().failed == 1
     metrics.close()
+
+
+# -- two processes, one series ----------------------------------------------------------
+
+
+def test_two_processes_incrementing_one_series_never_overwrite_each_other(
+    influx_server: InfluxServer, database: str
+) -> None:
+    """Each process reads the same clock; a point of each may land on one nanosecond.
+
+    The clock is made coarser (50 ns steps, as on some virtual machines) so that this
+    happens often: without per-process timestamps, hundreds of points are lost.
+    """
+    url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=5"
+    calls = 50_000
+    children = []
+    start_reading, start_writing = os.pipe()  # both start reporting at once
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                import kaneda_core.metrics as module
+
+                real = module.time_ns
+                module.time_ns = lambda: real() // 50 * 50  # type: ignore[assignment]
+                metrics = connect(url, batch_size=5000)
+                os.read(start_reading, 1)
+                for _ in range(calls):
+                    metrics.increment("requests", tags={"route": "/"})
+                code = 0 if metrics.close(60) == 0 and metrics.stats().sent == calls else 2
+            finally:
+                os._exit(code)
+        children.append(pid)
+    os.write(start_writing, b"go")
+    assert [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children] == [0, 0]
+    answer = influx_server.query('SELECT count("value") FROM "counter"', db=database)
+    assert answer["results"][0]["series"][0]["values"][0][1] == 2 * calls
