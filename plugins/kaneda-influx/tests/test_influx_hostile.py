@@ -100,3 +100,86 @@ def test_a_crafted_name_cannot_inject_a_point_tag_or_field(
         for m in sendable
     )
     assert all(set(m.tags) <= {"marker", "k"} for m in mine)  # type: ignore[arg-type]
+
+
+# -- what InfluxDB cannot store is refused at the call -------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["kaneda2", "kaneda1"])
+def test_oversized_metrics_are_refused_at_the_call(
+    influx_server: InfluxServer, database: str, layout: str
+) -> None:
+    from kaneda_core import Metrics
+
+    backend = InfluxBackend(
+        database, host="127.0.0.1", port=influx_server.port, timeout=10, layout=layout
+    )
+    with Metrics(backend) as metrics:
+        with pytest.raises(InvalidMetric, match="max key length"):
+            metrics.gauge("g", 1, tags={"big": "x" * 70_000})  # a series key over 64 KiB
+        if layout == "kaneda2":  # the name is a tag there (a field in kaneda 1.0's layout)
+            with pytest.raises(InvalidMetric, match="max key length"):
+                metrics.gauge("n" * 1_000_000, 1)
+        with pytest.raises(InvalidMetric, match="at most"):
+            metrics.event("deploy", "x" * 30_000_000)
+        metrics.gauge("fine", 1)
+        assert metrics.flush(10) == 0
+        assert metrics.stats().sent == 1 and metrics.stats().failed == 0
+
+
+def test_large_metrics_in_one_batch_do_not_take_the_small_ones_down(
+    influx_server: InfluxServer, database: str
+) -> None:
+    from kaneda_core import Metrics
+
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=10)
+    with Metrics(backend, batch_size=10_000, flush_interval=60) as metrics:
+        for i in range(4):
+            metrics.event("dump", f"{i}" + "y" * 3_000_000)  # 12 MB in all
+        for i in range(100):
+            metrics.gauge("small", i)
+        assert metrics.flush(60) == 0
+        assert metrics.stats().sent == 104
+    stored = stored_metrics(influx_server, database)
+    assert sorted(m.value for m in stored if m.name == "small") == [float(i) for i in range(100)]
+    assert len([m for m in stored if m.name == "dump"]) == 4
+
+
+def test_a_key_added_to_a_reported_dict_afterwards_injects_nothing(
+    influx_server: InfluxServer, database: str
+) -> None:
+    from kaneda_core import Metrics
+
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=10)
+    with Metrics(backend, flush_interval=60) as metrics:
+        value = {"q": 1}
+        metrics.custom("search", "query", value)
+        value['injected="q'] = "x\ninjected,host=evil value=1"  # refused if given directly
+        metrics.flush(10)
+    measurements = influx_server.query("SHOW MEASUREMENTS", db=database)
+    names = [row[0] for row in measurements["results"][0]["series"][0]["values"]]
+    assert names == ["query"]
+    [stored] = stored_metrics(influx_server, database)
+    assert stored.value == {"q": 1.0}
+
+
+def test_series_caches_are_bounded_in_bytes_and_freed_on_close() -> None:
+    import tracemalloc
+
+    from kaneda_influx.series_cache import MAX_BYTES
+
+    backend = InfluxBackend("db", host="127.0.0.1", port=1)
+    tracemalloc.start()
+    try:
+        for i in range(2_000):  # 2,000 series with 50 kB tags: 100 MB of tag text
+            metric = Metric.create("g", "gauge", 1.0, {"big": f"{i}" + "z" * 50_000})
+            backend.check(metric)
+            backend.layout.lines([metric], {})
+        held = tracemalloc.get_traced_memory()[0]
+        assert backend.layout.cache.bytes <= MAX_BYTES
+        assert held < 3 * MAX_BYTES
+        backend.close()
+        assert backend.layout.cache.bytes == 0
+        assert tracemalloc.get_traced_memory()[0] < 1024 * 1024
+    finally:
+        tracemalloc.stop()
