@@ -26,6 +26,10 @@ cannot give back.
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
@@ -77,6 +81,12 @@ class BackendContract:
     def unreachable_backend(self) -> Iterator[Backend]:
         """The backend configured for a store that is not there (a closed port)."""
         pytest.skip("this backend gives no unreachable_backend fixture (no server to be down)")
+
+    @pytest.fixture
+    def backend_at(self) -> Callable[[str, int], Backend]:
+        """``backend_at(host, port)``: the backend for a server at that address, with a
+        timeout of about 0.3 s. Used to check that a slow server cannot hold a call."""
+        pytest.skip("this backend gives no backend_at fixture (no server to be slow)")
 
     def stored(self, backend: Backend) -> Sequence[Metric]:
         """Every metric the store holds, read back from the store itself."""
@@ -298,6 +308,42 @@ class BackendContract:
         backend.close()
         backend.close()
 
+    def test_after_a_fork_parent_and_child_each_deliver_on_their_own(
+        self, backend: Backend, prefix: str
+    ) -> None:
+        """A forked child never writes on its parent's connection (``after_fork``)."""
+        metrics = Metrics(backend, batching=False)
+        metrics.gauge(f"{prefix}before", 1)  # the parent's connection is open now
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                metrics.gauge(f"{prefix}child", 2)
+                stored = {m.name for m in self.mine(backend, prefix)}
+                code = 0 if metrics.stats().sent == 1 and f"{prefix}child" in stored else 3
+            finally:
+                os._exit(code)
+        metrics.gauge(f"{prefix}parent", 3)  # while the child writes, perhaps
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child could not deliver its metric"
+        assert {f"{prefix}before", f"{prefix}parent"} <= {
+            m.name for m in self.mine(backend, prefix)
+        }
+        assert metrics.stats().sent == 2
+
+    def test_a_server_that_answers_a_byte_at_a_time_cannot_hold_a_call(
+        self, backend_at: Callable[[str, int], Backend]
+    ) -> None:
+        """The backend's timeout bounds a whole request, not each read of it."""
+        with DripServer() as server:
+            metrics = Metrics(backend_at("127.0.0.1", server.port), batching=False)
+            started = time.monotonic()
+            metrics.gauge("contract.slow", 1)
+            took = time.monotonic() - started
+            assert took < 3.0, f"one call was held {took:.1f} s by a slow server"
+            assert metrics.stats().failed == 1
+            metrics.close()
+
     def test_unreachable_store_fails_loudly_in_send(self, unreachable_backend: Backend) -> None:
         """``send`` raises when the store is not there; it never pretends to have stored."""
         metric = Metric.create("contract.unreachable", "gauge", 1)
@@ -314,6 +360,51 @@ class BackendContract:
         metrics.gauge("contract.unreachable", 2)
         stats = metrics.stats()
         assert stats.failed == 2 and stats.sent == 0
+
+
+class DripServer:
+    """A server on a free loopback port that answers every connection one byte at a time.
+
+    Each byte comes before any sensible read timeout expires, so only a bound on the
+    whole request ends it. Use it as a context manager; ``port`` is where it listens.
+    """
+
+    def __init__(self, every: float = 0.1, answer: bytes = b"HTTP/1.1 200 OK\r\nX: ") -> None:
+        self.every = every
+        self.answer = answer + b"z" * 100_000
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, name="drip-server", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(client,), daemon=True).start()
+
+    def _drip(self, client: socket.socket) -> None:
+        with client:
+            for byte in self.answer:
+                if self._closed.wait(self.every):
+                    return
+                try:
+                    client.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def __enter__(self) -> DripServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop listening and end every connection."""
+        self._closed.set()
+        self.listener.close()
 
 
 def _fake(kind: str, name: str, value: Any, tags: Any) -> Metric:

@@ -20,6 +20,11 @@ from typing import Any
 PRODUCT_HEADER = ("X-Elastic-Product", "Elasticsearch")
 
 
+#: Not Elasticsearch's: where the tests read every stored document over HTTP (from a
+#: forked child too, whose copy of the server's memory is not the server's).
+DOCUMENTS_PATH = "/_fake/documents"
+
+
 class FakeElasticsearch(http.server.ThreadingHTTPServer):
     """The server; ``url`` is where to point the client."""
 
@@ -54,6 +59,13 @@ class FakeElasticsearch(http.server.ThreadingHTTPServer):
                 for index, docs in self.indices.items()
                 for doc_id, source in docs.items()
             ]
+
+    def fetch_documents(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """:meth:`documents`, asked of the server over HTTP."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + DOCUMENTS_PATH, timeout=10) as answer:
+            return [tuple(row) for row in json.loads(answer.read())]  # type: ignore[misc]
 
     def stop(self) -> None:
         self.shutdown()
@@ -96,6 +108,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._read()
+        if self.path.split("?")[0] == DOCUMENTS_PATH:  # the tests' own view of the store
+            self._reply(200, self.server.documents())
+            return
         if self.path.split("?")[0] == "/":
             self._reply(
                 200,

@@ -36,8 +36,14 @@ class TestContract(BackendContract):
         # Tag values are keywords: stored as strings.
         return {k: str(v) for k, v in tags.items()} if isinstance(tags, dict) else tags
 
+    @pytest.fixture
+    def backend_at(self) -> Any:
+        return lambda host, port: ElasticsearchBackend(
+            "kaneda", "tests", host=host, port=port, timeout=0.3
+        )
+
     def stored(self, backend: Backend) -> Sequence[Metric]:
-        return [to_metric(doc_id, source) for _, doc_id, source in self.server.documents()]
+        return [to_metric(doc_id, source) for _, doc_id, source in self.server.fetch_documents()]
 
 
 @pytest.mark.skipif(

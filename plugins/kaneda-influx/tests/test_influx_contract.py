@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from influx_server import InfluxServer, free_port, stored_metrics
@@ -32,6 +33,10 @@ class TestContract(BackendContract):
         backend = InfluxBackend("kaneda", host="127.0.0.1", port=free_port())
         yield backend
         backend.close()
+
+    @pytest.fixture
+    def backend_at(self) -> Any:
+        return lambda host, port: InfluxBackend("kaneda", host=host, port=port, timeout=0.3)
 
     @pytest.fixture(autouse=True)
     def _server(self, influx_server: InfluxServer) -> None:

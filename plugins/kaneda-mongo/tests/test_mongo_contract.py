@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from kaneda_mongo import MongoBackend
@@ -30,6 +31,11 @@ class TestContract(BackendContract):
         backend = MongoBackend("db", "m", host="127.0.0.1", port=closed_port(), timeout=100)
         yield backend
         backend.close()
+
+    @pytest.fixture
+    def backend_at(self) -> Any:
+        # The real pymongo client, over a real socket; timeout in milliseconds.
+        return lambda host, port: MongoBackend("db", "m", host=host, port=port, timeout=300)
 
     def stored(self, backend: Backend) -> Sequence[Metric]:
         assert isinstance(backend, MongoBackend)

@@ -29,6 +29,11 @@ class TestContract(BackendContract):
         yield backend
         backend.close()
 
+    @pytest.fixture
+    def backend_at(self) -> Any:
+        # The real driver, over a real socket.
+        return lambda host, port: RethinkBackend("kaneda", host=host, port=port, timeout=0.3)
+
     def stored(self, backend: Backend) -> Sequence[Metric]:
         assert isinstance(backend, RethinkBackend)
         return stored_metrics(backend._connect(), backend.db)
