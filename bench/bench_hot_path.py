@@ -1,6 +1,10 @@
 """What one tagged counter increment costs, next to the alternatives, in one run.
 
-    python3 bench/bench_hot_path.py            # prints a Markdown table
+    python3 bench/bench_hot_path.py                 # prints a Markdown table
+    python3 bench/bench_hot_path.py --before REF    # adds kaneda_core's rows at git REF
+
+Every row runs in an interpreter of its own (a peer's background threads slow whatever
+shares its process), rows of kaneda_core at ``--before`` interleaved with today's.
 
 Each row times ``N`` calls recording ``requests`` with tags route="/" and code="200",
 repeated; the table shows the median and best per-call time. kaneda's batching rows:
@@ -54,19 +58,60 @@ def case_floor() -> list[float]:
 
 
 def without_hook_plugins() -> None:
-    """Block installed hook plugins (the example plugin's filter, say): measure the core."""
-    from kaneda_core.plugins import get_plugin_manager
+    """Load no installed hook plugin (the example plugin's filter, say): measure the core.
 
-    manager = get_plugin_manager()
-    for name, _plugin in manager.list_name_plugin():
-        manager.set_blocked(name)
+    Called before kaneda_core builds its plugin manager, so none is even imported.
+    """
+    import pluggy
+
+    pluggy.PluginManager.load_setuptools_entrypoints = lambda self, group, name=None: 0  # type: ignore[method-assign]
 
 
-def case_kaneda(batching: bool, worker_during_timing: bool = True) -> list[float]:
+def case_stamp_and_append() -> list[float]:
+    """The least a recorder of timestamped calls can do: stamp, then append a tuple."""
+    from time import time_ns
+
+    class Bare:
+        def __init__(self) -> None:
+            self.queue: collections.deque[tuple[object, ...]] = collections.deque()
+
+        def increment(self, name: str, tags: dict[str, str]) -> None:
+            self.queue.append((name, 1, tags, time_ns()))
+
+    bare = Bare()
+
+    def call() -> None:
+        bare.increment("requests", tags={"route": "/", "code": "200"})
+
+    return per_call(call, bare.queue.clear)
+
+
+def case_kaneda_whole() -> list[float]:
+    """The calls and the flush() that delivers them: the whole cost per metric."""
+    without_hook_plugins()
     from kaneda_core import Metrics
     from kaneda_core.backends import MemoryBackend
 
+    backend = MemoryBackend()
+    metrics = Metrics(backend, max_buffer=10 * N)
+    times = []
+    for _ in range(REPEAT):
+        backend.clear()
+        started = timeit.default_timer()
+        for _ in range(N):
+            metrics.increment("requests", tags={"route": "/", "code": "200"})
+        metrics.flush()
+        times.append((timeit.default_timer() - started) / N)
+    assert metrics.stats().sent == REPEAT * N
+    metrics.close()
+    return times
+
+
+def case_kaneda(batching: bool, worker_during_timing: bool = True) -> list[float]:
     without_hook_plugins()
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
     backend = MemoryBackend()
     # With worker_during_timing False, batches are large enough that the worker only
     # delivers between repeats: the time is the caller's alone.
@@ -205,24 +250,82 @@ def import_time_ms(module: str, path: str | None = None, runs: int = 9) -> float
     return statistics.median(results)
 
 
+CASES: dict[str, tuple[str, Callable[[], list[float]]]] = {
+    "floor": ("floor: deque.append of a tuple", case_floor),
+    "bare": ("a bare method: stamp time_ns() and append a tuple", case_stamp_and_append),
+    "call": ("**kaneda_core, batching: the call**", lambda: case_kaneda(True, False)),
+    "whole": ("**kaneda_core: the calls + the flush() that delivers them**", case_kaneda_whole),
+    "worker": (
+        "kaneda_core, batching: call + worker delivering to memory",
+        lambda: case_kaneda(True),
+    ),
+    "sync": ("kaneda_core, sync (memory backend)", lambda: case_kaneda(False)),
+    "dogstatsd-aggregated": ("DogStatsD, client-side aggregation", lambda: case_dogstatsd(True)),
+    "dogstatsd": ("DogStatsD, buffered", lambda: case_dogstatsd(False)),
+    "prometheus": ("prometheus_client, labels().inc()", case_prometheus),
+    "opentelemetry": ("OpenTelemetry SDK, counter.add", case_opentelemetry),
+    "kaneda1": ("kaneda 1.0, do-nothing backend", case_kaneda_1_0),
+}
+#: The rows measured again at --before.
+KANEDA_ROWS = ("call", "whole", "worker", "sync")
+
+
+def run_case(name: str, source: Path | None = None) -> list[float]:
+    """Run one case in a fresh interpreter (importing kaneda_core from ``source``)."""
+    import json
+    import os
+
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, __file__, "--case", name],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return [float(x) for x in json.loads(done.stdout.splitlines()[-1])]
+
+
+def checkout(ref: str) -> Path:
+    """A worktree of this repository at ``ref``, in a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="kaneda-before-"))
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        ["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(folder), ref],
+        check=True,
+    )
+    return folder
+
+
 def main() -> None:
-    cases: list[tuple[str, Callable[[], list[float]]]] = [
-        ("floor: deque.append of a tuple", case_floor),
-        ("**kaneda_core, batching: the call**", lambda: case_kaneda(True, False)),
-        ("kaneda_core, batching: call + worker delivering to memory", lambda: case_kaneda(True)),
-        ("kaneda_core, sync (memory backend)", lambda: case_kaneda(False)),
-        ("DogStatsD, client-side aggregation", lambda: case_dogstatsd(True)),
-        ("DogStatsD, buffered", lambda: case_dogstatsd(False)),
-        ("prometheus_client, labels().inc()", case_prometheus),
-        ("OpenTelemetry SDK, counter.add", case_opentelemetry),
-        ("kaneda 1.0, do-nothing backend", case_kaneda_1_0),
-    ]
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--before", metavar="REF", help="also measure kaneda_core at git REF")
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(CASES[args.case][1]()))
+        return
+    before = checkout(args.before) if args.before else None
     print(f"Python {platform.python_version()}, {N:,} calls x {REPEAT} repeats\n")
     print("| increment with two tags | median µs/call | best µs/call |")
     print("|---|---:|---:|")
-    for label, case in cases:
-        times = case()
+
+    def row(label: str, times: list[float]) -> None:
         print(f"| {label} | {statistics.median(times) * 1e6:.2f} | {min(times) * 1e6:.2f} |")
+
+    try:
+        for name, (label, _) in CASES.items():
+            row(label, run_case(name))
+            if before is not None and name in KANEDA_ROWS:
+                row(f"{label.strip('*')} — at {args.before}", run_case(name, before))
+    finally:
+        if before is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(before)], check=False)
     print()
     print("| import (python -X importtime, cumulative, median of 9) | ms |")
     print("|---|---:|")

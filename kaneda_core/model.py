@@ -30,7 +30,18 @@ MAX_INT = 2**1023
 _host: str | None = None
 
 
-class Metric(NamedTuple):
+class _Fields(NamedTuple):
+    name: str
+    kind: str
+    value: Any
+    tags: Tags
+    timestamp: datetime | None
+    host: str
+    id: str | int | None = None
+    time_ns: int | None = None
+
+
+class Metric(_Fields):
     """One reported measurement or event.
 
     ``kind`` is ``gauge``, ``counter``, ``timing``, ``event`` or the ``metric`` name of
@@ -41,16 +52,21 @@ class Metric(NamedTuple):
     datetime alone; :attr:`epoch_ns` always answers). ``host`` is this machine's name.
     ``id`` is the caller's ``id_`` (or one Kaneda assigned), which backends that store
     ids use to de-duplicate.
+
+    The metrics the delivery worker makes hold ``time_ns`` only, and work out
+    ``timestamp`` when it is asked for: a datetime per metric costs more than the rest
+    of the record, and stores that keep nanoseconds never ask.
     """
 
-    name: str
-    kind: str
-    value: Any
-    tags: Tags
-    timestamp: datetime
-    host: str
-    id: str | int | None = None
-    time_ns: int | None = None
+    __slots__ = ()
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the call was made, in UTC, to the microsecond."""
+        stored: datetime | None = tuple.__getitem__(self, 4)
+        if stored is not None:
+            return stored
+        return timestamp_from_ns(tuple.__getitem__(self, 7))
 
     @property
     def epoch_ns(self) -> int:
@@ -58,6 +74,14 @@ class Metric(NamedTuple):
         if self.time_ns is not None:
             return self.time_ns
         return epoch_us(self.timestamp) * 1000
+
+    def _asdict(self) -> dict[str, Any]:
+        fields = super()._asdict()
+        fields["timestamp"] = self.timestamp
+        return fields
+
+    def __repr__(self) -> str:
+        return "Metric(" + ", ".join(f"{k}={v!r}" for k, v in self._asdict().items()) + ")"
 
     @classmethod
     def create(

@@ -15,6 +15,8 @@ from kaneda_core.testing import BackendContract
 
 
 class TestMemoryContract(BackendContract):
+    store_survives_fork = False  # an in-memory store: a forked child has its own copy
+
     supports_ids = False  # it keeps everything it receives, duplicates included
 
     @pytest.fixture

@@ -17,6 +17,8 @@ from kaneda_core.testing import BackendContract
 class TestContract(BackendContract):
     """Against mongomock: pymongo's API over an in-memory store, not a MongoDB server."""
 
+    store_survives_fork = False  # an in-memory store: a forked child has its own copy
+
     timestamp_resolution = timedelta(milliseconds=1)  # BSON dates hold milliseconds
 
     @pytest.fixture
@@ -49,6 +51,8 @@ class TestContract(BackendContract):
 )
 class TestContractRealServer(TestContract):
     """The same contract against a real MongoDB (docker compose up -d mongo)."""
+
+    store_survives_fork = True  # a real server
 
     @pytest.fixture
     def backend(self, names: tuple[str, str]) -> Iterator[Backend]:  # type: ignore[override]

@@ -16,6 +16,8 @@ from kaneda_core.testing import BackendContract
 class TestContract(BackendContract):
     """Against rethinkdb-mock: the driver's queries run in memory, not on a server."""
 
+    store_survives_fork = False  # an in-memory store: a forked child has its own copy
+
     @pytest.fixture
     def backend(self, mock_connection: Any, db_name: str) -> Iterator[Backend]:
         backend = RethinkBackend(db_name, connection=mock_connection)
@@ -46,6 +48,8 @@ class TestContract(BackendContract):
 )
 class TestContractRealServer(TestContract):
     """The same contract against a real RethinkDB (docker compose up -d rethinkdb)."""
+
+    store_survives_fork = True  # a real server
 
     @pytest.fixture
     def backend(self, db_name: str) -> Iterator[Backend]:  # type: ignore[override]
