@@ -30,22 +30,25 @@ log = logging.getLogger("kaneda")
 
 SLOTS = 100
 
-_slot: int | None = None
+#: This process's slot once taken (the reporting calls read it directly: it is on the
+#: hot path); 0 until then.
+slot = 0
+_taken = False
 _lock_fd: int | None = None
 
 
 def process_slot() -> int:
     """This process's slot (0 to 99), taken on first use."""
-    global _slot
-    if _slot is None:
-        _slot = _take_slot()
-    return _slot
+    global slot, _taken
+    if not _taken:
+        slot = _take_slot()
+        _taken = True
+    return slot
 
 
 def stamp(ns: int) -> int:
     """The timestamp written for a call that read ``ns`` on the clock, in this process."""
-    slot = _slot if _slot is not None else process_slot()
-    return ns - ns % SLOTS + slot
+    return ns - ns % SLOTS + process_slot()
 
 
 def _take_slot() -> int:
@@ -83,10 +86,13 @@ def _take_slot() -> int:
 @reinit_after_fork
 def _new_slot_in_child() -> None:
     # flock belongs to the open file, which the child shares with its parent: let go of
-    # the child's copy (the parent keeps its lock) and take a slot of its own.
-    global _slot, _lock_fd
+    # the child's copy (the parent keeps its lock) and take a slot of its own, now, so
+    # that the child's first call is stamped with it.
+    global _taken, _lock_fd
     if _lock_fd is not None:
         with contextlib.suppress(OSError):
             os.close(_lock_fd)
-    _slot = None
     _lock_fd = None
+    if _taken:
+        _taken = False
+        process_slot()
