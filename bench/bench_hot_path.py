@@ -86,14 +86,14 @@ def case_stamp_and_append() -> list[float]:
     return per_call(call, bare.queue.clear)
 
 
-def case_kaneda_whole() -> list[float]:
+def case_kaneda_whole(aggregate: bool = False) -> list[float]:
     """The calls and the flush() that delivers them: the whole cost per metric."""
     without_hook_plugins()
     from kaneda_core import Metrics
     from kaneda_core.backends import MemoryBackend
 
     backend = MemoryBackend()
-    metrics = Metrics(backend, max_buffer=10 * N)
+    metrics = Metrics(backend, max_buffer=10 * N, aggregate=aggregate)
     times = []
     for _ in range(REPEAT):
         backend.clear()
@@ -102,7 +102,8 @@ def case_kaneda_whole() -> list[float]:
             metrics.increment("requests", tags={"route": "/", "code": "200"})
         metrics.flush()
         times.append((timeit.default_timer() - started) / N)
-    assert metrics.stats().sent == REPEAT * N
+    stats = metrics.stats()
+    assert (stats.folded if aggregate else stats.sent) == REPEAT * N, stats
     metrics.close()
     return times
 
@@ -255,6 +256,10 @@ CASES: dict[str, tuple[str, Callable[[], list[float]]]] = {
     "bare": ("a bare method: stamp time_ns() and append a tuple", case_stamp_and_append),
     "call": ("**kaneda_core, batching: the call**", lambda: case_kaneda(True, False)),
     "whole": ("**kaneda_core: the calls + the flush() that delivers them**", case_kaneda_whole),
+    "aggregate": (
+        "**kaneda_core, aggregate=True: the calls + the flush() that delivers them**",
+        lambda: case_kaneda_whole(aggregate=True),
+    ),
     "worker": (
         "kaneda_core, batching: call + worker delivering to memory",
         lambda: case_kaneda(True),
