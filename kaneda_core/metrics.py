@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextvars import ContextVar
-from datetime import datetime, timezone
 from time import perf_counter, time_ns
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -35,6 +33,8 @@ from .model import (
 )
 
 if TYPE_CHECKING:
+    from contextvars import ContextVar
+
     from .aggregate import Aggregator
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -369,15 +369,12 @@ class Metrics:
         """``submit`` preceded by the backend's own check of each metric, at the call."""
         check = self.backend.check
         new = tuple.__new__
-        stamp = datetime.fromtimestamp
-        utc = timezone.utc
         host = host_name()
 
         def checked_submit(item: Item) -> None:
             name, kind, value, tags, id_, ns = item
-            check(
-                new(Metric, (name, kind, value, tags, stamp(ns // 1000 / 1e6, utc), host, id_, ns))
-            )
+            # The record's timestamp is worked out only if the check asks for it.
+            check(new(Metric, (name, kind, value, tags, None, host, id_, ns)))
             submit(item)
 
         return checked_submit
@@ -442,6 +439,8 @@ class Timer:
         self.use_ms = bool(use_ms)
         # Each thread and each asyncio task has its own context: an entry's start is
         # found by its own exit even when one timer is entered by overlapping blocks.
+        from contextvars import ContextVar  # imported with the first timer, not kaneda_core
+
         self._starts: ContextVar[tuple[float, ...]] = ContextVar("kaneda_timer_starts")
 
     def report(self, elapsed: float, name: str | None = None) -> None:
