@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kaneda")
 
-#: What a reporting call queues: (name, kind, value, tags, id, time in ns).
+#: What a reporting call queues: (name, kind, value, tags, id, time in ns). A metric
+#: forwarded from another process (``Metrics.forward``) adds its host as a 7th field.
 Item = tuple[str, str, Any, Any, Any, int]
 
 
@@ -109,10 +110,20 @@ class Delivery:
         cls = Metric
         stamp = datetime.fromtimestamp
         utc = timezone.utc
-        return [
-            new(cls, (n, k, v, t, stamp(ns // 1000 / 1e6, utc), host, i, ns))
-            for n, k, v, t, i, ns in items
-        ]
+        try:
+            return [
+                new(cls, (n, k, v, t, stamp(ns // 1000 / 1e6, utc), host, i, ns))
+                for n, k, v, t, i, ns in items
+            ]
+        except ValueError:
+            # Forwarded metrics carry a 7th field: the host they were reported on.
+            metrics = []
+            for item in items:
+                fields: tuple[Any, ...] = item
+                n, k, v, t, i, ns = fields[:6]
+                origin = fields[6] if len(fields) > 6 else host
+                metrics.append(new(cls, (n, k, v, t, stamp(ns // 1000 / 1e6, utc), origin, i, ns)))
+            return metrics
 
     def deliver(
         self,

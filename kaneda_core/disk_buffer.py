@@ -23,6 +23,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Sequence
+from typing import cast
 
 from .delivery import Item
 
@@ -106,8 +107,10 @@ class DiskBuffer:
         seqs = [seq for seq, _ in rows]
         items = []
         for seq, text in rows:
-            name, kind, value, tags, id_, ns = json.loads(text)
-            items.append((name, kind, value, tags, id_ if id_ is not None else self._id(seq), ns))
+            row = json.loads(text)  # 6 fields, or 7 for a forwarded metric (its host)
+            if row[4] is None:
+                row[4] = self._id(seq)
+            items.append(cast(Item, tuple(row)))
         return seqs, items
 
     def _id(self, seq: int) -> str:

@@ -362,7 +362,7 @@ class BatchingDispatcher:
 
 def _item_bytes(item: Item) -> int:
     """About how much memory one queued call holds (the tuple, strings, tags, value)."""
-    name, _kind, value, tags, _id, _ns = item
+    name, value, tags = item[0], item[2], item[3]  # a forwarded item has a 7th field
     size = sys.getsizeof(item) + sys.getsizeof(name) + sys.getsizeof(value) + 32
     size += sys.getsizeof(tags)
     if isinstance(tags, dict):

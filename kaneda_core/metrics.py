@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from time import perf_counter, time_ns
 from types import TracebackType
@@ -27,6 +27,7 @@ from .model import (
     check_kind,
     check_name,
     check_number,
+    check_value,
     copy_tags,
     host_name,
 )
@@ -183,6 +184,28 @@ class Metrics:
         check_id(id_)
         self._report(name, metric, value, tags, id_)
 
+    def forward(self, metrics: Iterable[Metric]) -> None:
+        """Queue metrics built elsewhere, keeping their name, kind, value, tags, id, time and host.
+
+        For workers that take metrics off a queue and deliver them (``kaneda worker``):
+        the stored metrics keep what the reporting process gave them. Each metric is
+        validated as a reporting call's would be, and the backend's check and the
+        filters still apply; default tags are not added (the reporting side did). If
+        one is refused, :class:`InvalidMetric` names it and none of them is queued.
+        """
+        check = self.backend.check if type(self.backend).check is not Backend.check else None
+        items = []
+        for index, metric in enumerate(metrics):
+            try:
+                items.append(_forwarded_item(metric))
+                if check is not None:
+                    check(metric)
+            except InvalidMetric as error:
+                raise InvalidMetric(f"forwarded metric {index}: {error}") from None
+        submit = self._dispatcher.submit
+        for item in items:
+            submit(item)
+
     def _report(self, name: str, kind: str, value: Any, tags: Any, id_: Any) -> None:
         if type(name) is not str or not name:
             check_name(name)
@@ -329,6 +352,34 @@ class Timer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.__exit__(*exc_info)
+
+
+def _forwarded_item(metric: Metric) -> Item:
+    """The queue item of a metric built elsewhere: validated, tags copied, host kept."""
+    if not isinstance(metric, Metric):
+        raise InvalidMetric(f"forward() takes Metric records, got {metric!r}")
+    check_name(metric.name)
+    check_kind(metric.kind)
+    check_value(metric.kind, metric.value)
+    check_id(metric.id)
+    if not isinstance(metric.host, str) or not metric.host:
+        raise InvalidMetric(f"host must be a non-empty string, got {metric.host!r}")
+    if metric.time_ns is None and (
+        not isinstance(metric.timestamp, datetime) or metric.timestamp.tzinfo is None
+    ):
+        raise InvalidMetric(f"timestamp must be timezone-aware (UTC), got {metric.timestamp!r}")
+    ns = metric.epoch_ns
+    # A forwarded item carries its host after the time (a reporting call's does not).
+    item = (
+        metric.name,
+        metric.kind,
+        metric.value,
+        copy_tags(metric.tags),
+        metric.id,
+        ns,
+        metric.host,
+    )
+    return cast(Item, item)
 
 
 def _is_coroutine_function(func: Callable[..., Any]) -> bool:
