@@ -40,6 +40,24 @@ def plugin_module(module_name: str, queue: str, what: str) -> Any:
         ) from None
 
 
+def worker_backend() -> Any:
+    """The backend kaneda 1.0's workers store into: ``KANEDA_URL``'s, else the settings module's.
+
+    The settings module's ``BACKEND`` (with its ``<NAMESPACE>_*`` parameters) is what
+    kaneda 1.0's workers used; ``KANEDA_URL``, when set, names one by URL instead.
+    """
+    import os
+
+    from kaneda_core.config import URL_VARIABLE, create_backend
+
+    url = os.environ.get(URL_VARIABLE)
+    if url:
+        return create_backend(url)
+    from kaneda.utils import get_backend
+
+    return get_backend()
+
+
 def plugin_class(class_name: str) -> Any:
     """The plugin class kaneda 1.0 called ``class_name``; ImportError with advice if missing."""
     module_name, queue = PLUGIN_CLASSES[class_name]
