@@ -34,19 +34,21 @@ TASK_OPTIONS: dict[str, Any] = {
 
 def register_tasks(app: Celery) -> None:
     """Register ``kaneda.deliver`` and ``kaneda.tasks.celery.report`` on ``app``."""
+    app.task(name=TASK, **TASK_OPTIONS)(deliver)
+    app.task(name=LEGACY_TASK, **TASK_OPTIONS)(report)
 
-    @app.task(name=TASK, **TASK_OPTIONS)
-    def deliver(task: Task, message: Any) -> int:
-        """Deliver one batch message; returns how many metrics the backend stored."""
-        return conclude(task, current_handler().handle(message))
 
-    @app.task(name=LEGACY_TASK, **TASK_OPTIONS)
-    def report(task: Task, name: Any, metric: Any, value: Any, tags: Any, id_: Any = None) -> int:
-        """Deliver one kaneda 1.0 call (stored at the time it arrives, as kaneda 1.0 did)."""
-        from kaneda.queues import worker_backend
+def deliver(task: Task, message: Any) -> int:
+    """Deliver one batch message; returns how many metrics the backend stored."""
+    return conclude(task, current_handler().handle(message))
 
-        handler = current_handler(worker_backend)
-        return conclude(task, handler.handle_legacy(name, metric, value, tags, id_))
+
+def report(task: Task, name: Any, metric: Any, value: Any, tags: Any, id_: Any = None) -> int:
+    """Deliver one kaneda 1.0 call (stored at the time it arrives, as kaneda 1.0 did)."""
+    from kaneda.queues import worker_backend
+
+    handler = current_handler(worker_backend)
+    return conclude(task, handler.handle_legacy(name, metric, value, tags, id_))
 
 
 def conclude(task: Task, outcome: Outcome) -> int:

@@ -51,7 +51,7 @@ class ZMQQueue(BaseQueue):
 
     def _bind(self) -> zmq.Socket[Any]:
         context: zmq.Context[Any] = zmq.Context()
-        socket = context.socket(zmq.PUSH)
+        socket: zmq.Socket[Any] = context.socket(zmq.PUSH)
         socket.SNDTIMEO = self.timeout
         socket.bind(self.connection_url)
         return socket
