@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ class CeleryBackend(QueueBackend):
         self.visibility_timeout = float(visibility_timeout)
         self._app: Celery | None = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> CeleryBackend:
@@ -64,7 +66,9 @@ class CeleryBackend(QueueBackend):
         return cls(**options)
 
     def app(self) -> Celery:
-        """The Celery app that sends the tasks, made on first use."""
+        """The Celery app that sends the tasks, made on first use (again in a forked child)."""
+        if self._pid != os.getpid():
+            self.after_fork()
         if self._app is None:
             from .app import make_app
 
@@ -112,6 +116,7 @@ class CeleryBackend(QueueBackend):
         super().after_fork()
         self._app = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     @classmethod
     def serve(cls, url: str, handler: MessageHandler) -> None:

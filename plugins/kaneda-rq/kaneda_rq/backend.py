@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,7 @@ class RQBackend(QueueBackend):
         self.retries = retries
         self._queue: Queue | None = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RQBackend:
@@ -91,7 +93,9 @@ class RQBackend(QueueBackend):
         )
 
     def queue(self) -> Queue:
-        """The RQ queue, connected on first use."""
+        """The RQ queue, connected on first use (again in a forked child)."""
+        if self._pid != os.getpid():
+            self.after_fork()
         if self._queue is None:
             with self._lock:
                 if self._queue is None:
@@ -119,6 +123,7 @@ class RQBackend(QueueBackend):
         super().after_fork()
         self._queue = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     @classmethod
     def serve(cls, url: str, handler: MessageHandler) -> None:

@@ -48,6 +48,7 @@ class ZMQBackend(QueueBackend):
         self._socket: zmq.Socket[Any] | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self._pid = os.getpid()
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> ZMQBackend:
@@ -59,6 +60,8 @@ class ZMQBackend(QueueBackend):
 
     def send(self, batch: Sequence[Metric]) -> None:
         """Send ``batch`` and wait until a worker answers that the backend has it."""
+        if self._pid != os.getpid():  # forked without after_fork: never touch the parent's
+            self.after_fork()
         payload = encode_batch(batch, self.new_id).encode("utf-8")
         with self._lock:
             socket = self._connected()
@@ -105,8 +108,12 @@ class ZMQBackend(QueueBackend):
             # Queue only for workers that are connected: a batch never waits for a dead one.
             socket.immediate = True
             socket.sndtimeo = int(self.timeout * 1000)
-            for endpoint in self.endpoints:
-                socket.connect(endpoint)
+            try:
+                for endpoint in self.endpoints:
+                    socket.connect(endpoint)
+            except zmq.ZMQError:
+                socket.close(linger=0)
+                raise
             self._socket = socket
         return self._socket
 
@@ -126,7 +133,7 @@ class ZMQBackend(QueueBackend):
         with self._lock:
             self._reset()
             if self._context is not None:
-                self._context.term()
+                self._context.destroy(linger=0)
                 self._context = None
 
     def after_fork(self) -> None:
@@ -134,7 +141,8 @@ class ZMQBackend(QueueBackend):
         super().after_fork()
         self._socket = None
         self._context = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the parent's may have been held at the fork
+        self._pid = os.getpid()
 
     @classmethod
     def serve(cls, url: str, handler: MessageHandler) -> None:

@@ -39,15 +39,19 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 def endpoints(connection_url: str) -> list[str]:
-    """``tcp://h1:5555,h2:5555`` as ``["tcp://h1:5555", "tcp://h2:5555"]``, each checked."""
-    transport, sep, addresses = connection_url.partition("://")
-    if not sep or transport not in ("tcp", "ipc"):
-        raise ConfigurationError(
-            f"connection_url must be tcp://host:port or ipc:///path, got {connection_url!r}"
-        )
-    found = []
-    for address in addresses.split(","):
-        address = address.strip()
+    """``tcp://h1:5555,h2:5555`` (or ``tcp://h1:5555,tcp://h2:5555``) as a list, each checked."""
+    found: list[str] = []
+    transport = ""
+    for part in connection_url.split(","):
+        part = part.strip()
+        if "://" in part:
+            transport, _, address = part.partition("://")
+        else:
+            address = part
+        if transport not in ("tcp", "ipc"):
+            raise ConfigurationError(
+                f"connection_url must be tcp://host:port or ipc:///path, got {connection_url!r}"
+            )
         if transport == "tcp":
             host, colon, port = address.rpartition(":")
             if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
