@@ -4,12 +4,15 @@ from __future__ import annotations
 
 #: ``python producer.py URL COUNT NAME [OPTIONS_JSON]``: reports COUNT gauges named NAME
 #: (value and tag ``n`` = 0..COUNT-1, tag ``pid``), flushes, prints its stats as JSON.
+#: OPTIONS_JSON holds Metrics options; ``retry`` is a dict of RetryPolicy fields.
 PRODUCER = """
 import json, os, sys
-from kaneda_core import connect
+from kaneda_core import RetryPolicy, connect
 
 url, count, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 options = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+if "retry" in options:
+    options["retry"] = RetryPolicy(**options["retry"])
 metrics = connect(url, **options)
 for n in range(count):
     metrics.gauge(name, n, tags={"n": n, "pid": os.getpid()})

@@ -102,10 +102,12 @@ def zmq_task(argv: Sequence[str] | None = None) -> int:
     """``zmqworker --connection_url tcp://127.0.0.1:5555``: kaneda 1.0's ZeroMQ worker.
 
     Without ``--connection_url`` the settings module's ``ZMQ_CONNECTION_URL`` is used.
-    Metrics go to the settings module's backend (``BACKEND = ...``). It sleeps until
-    a message arrives, unlike kaneda 1.0's, which polled without pause.
+    Metrics go to the settings module's backend (``BACKEND = ...``), or to the one
+    ``KANEDA_URL`` names. It sleeps until a message arrives, unlike kaneda 1.0's, which
+    polled without pause.
     """
-    from kaneda.utils import get_backend, get_settings
+    from kaneda.queues import worker_backend
+    from kaneda.utils import get_settings
     from kaneda_core import Metrics
 
     parser = argparse.ArgumentParser(prog="zmqworker", description=zmq_task.__doc__)
@@ -122,7 +124,7 @@ def zmq_task(argv: Sequence[str] | None = None) -> int:
                 "Pass --connection_url option or define ZMQ_CONNECTION_URL on Kaneda settings "
                 "file before use ZMQ task processor."
             ) from None
-    backend = get_backend()
+    backend = worker_backend()
     handler = MessageHandler(Metrics(backend))
     print(f"Running ZMQ worker - listening at {connection_url}.")
     print(f"Using {type(backend).__name__}.", flush=True)
