@@ -58,46 +58,51 @@ def require(binary: str, package: str) -> str:
 class RedisServer:
     """One ``redis-server`` on a free loopback port, its data in a temporary folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, persistent: bool = False, password: str | None = None) -> None:
         self.binary = require("redis-server", "redis-server")
         self.root = Path(tempfile.mkdtemp(prefix="kaneda-redis-"))
         self.port = free_port()
+        self.persistent = persistent
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://127.0.0.1:<port>/0`` (with the password, if any)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _options(self) -> dict[str, str]:
+        options = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "dir": str(self.root),
+            "save": "",
+            # persistent: every write is on disk before Redis answers, so a restart keeps
+            # the queue (as a production Redis holding a queue would).
+            "appendonly": "yes" if self.persistent else "no",
+            "appendfsync": "always",
+            "protected-mode": "no",
+            "daemonize": "no",
+        }
+        if self.password:
+            options["requirepass"] = self.password
+        return options
 
     def start(self, timeout: float = 20) -> None:
         """Start the server (again, on the same port) and wait until it accepts connections."""
         log_path = self.root / "redis.log"
         log = open(log_path, "ab")  # noqa: SIM115 - handed to the process
+        arguments = [item for key, value in self._options().items() for item in (f"--{key}", value)]
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.root),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-                "--daemonize",
-                "no",
-            ],
+            [self.binary, *arguments],
             stdout=log,
             stderr=log,
         )
         wait_for_port(self.port, self.process, timeout, log_path)
 
     def stop(self) -> None:
-        """Stop the server (its data is lost: the tests keep none across restarts)."""
+        """Stop the server (its queue survives only when ``persistent``)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -28,8 +28,8 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of this test's own, to stop and start (outage tests)."""
-    server = RedisServer()
+    """A redis-server of this test's own, to stop and start (outage tests); it keeps its data."""
+    server = RedisServer(persistent=True)
     server.start()
     yield server
     server.destroy()

@@ -29,12 +29,12 @@ def run_simple_worker(redis_url: str, queue_name: str, handler: MessageHandler) 
     while True:
         # No socket timeout: the worker blocks in Redis while it waits for jobs.
         connection = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
-        worker = SimpleWorker(
-            [Queue(queue_name, connection=connection)],
-            connection=connection,
-            maintenance_interval=MAINTENANCE_INTERVAL,
-        )
         try:
+            worker = SimpleWorker(
+                [Queue(queue_name, connection=connection)],
+                connection=connection,
+                maintenance_interval=MAINTENANCE_INTERVAL,
+            )
             worker.work(with_scheduler=False, logging_level="WARNING")
             return
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
