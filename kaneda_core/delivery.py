@@ -116,7 +116,14 @@ class Delivery:
                 for n, k, v, t, i, ns in items
             ]
         except ValueError:
-            # Forwarded metrics carry a 7th field: the host they were reported on.
+            pass
+        # Forwarded metrics carry a 7th field: the host they were reported on.
+        try:
+            return [  # type: ignore[misc]
+                new(cls, (n, k, v, t, stamp(ns // 1000 / 1e6, utc), h, i, ns))
+                for n, k, v, t, i, ns, h in items
+            ]
+        except ValueError:  # both kinds in one batch
             metrics = []
             for item in items:
                 fields: tuple[Any, ...] = item

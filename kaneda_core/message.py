@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from .errors import KanedaError
@@ -110,7 +111,10 @@ def decode_batch(message: str | bytes | Mapping[str, Any]) -> list[Metric]:
     if not isinstance(rows, list):
         raise MessageError(f"message field 'metrics' must be a list, got {_excerpt(rows)}")
     new = tuple.__new__
-    metrics = []
+    stamp = datetime.fromtimestamp
+    utc = timezone.utc
+    metrics: list[Metric] = []
+    append = metrics.append
     for index, row in enumerate(rows):
         if type(row) is not list or len(row) != 7:
             raise MessageError(
@@ -118,16 +122,20 @@ def decode_batch(message: str | bytes | Mapping[str, Any]) -> list[Metric]:
                 f"(name, kind, value, tags, id, time_ns, host), got {_excerpt(row)}"
             )
         name, kind, value, tags, id_, ns, host = row
-        if type(ns) is not int:
-            raise MessageError(f"metrics[{index}] time_ns must be an integer, got {ns!r}")
-        if type(host) is not str:
-            raise MessageError(f"metrics[{index}] host must be a string, got {host!r}")
+        if type(ns) is not int or type(host) is not str:
+            _refuse_time_or_host(index, ns, host)
         try:
-            timestamp = timestamp_from_ns(ns)
+            timestamp = stamp(ns // 1000 / 1e6, utc)
         except (OverflowError, OSError, ValueError):
             raise MessageError(f"metrics[{index}] time_ns is out of range: {ns!r}") from None
-        metrics.append(new(Metric, (name, kind, value, tags, timestamp, host, id_, ns)))
+        append(new(Metric, (name, kind, value, tags, timestamp, host, id_, ns)))
     return metrics
+
+
+def _refuse_time_or_host(index: int, ns: object, host: object) -> None:
+    if type(ns) is not int:
+        raise MessageError(f"metrics[{index}] time_ns must be an integer, got {ns!r}")
+    raise MessageError(f"metrics[{index}] host must be a string, got {host!r}")
 
 
 def legacy_metric(name: Any, metric: Any, value: Any, tags: Any = None, id_: Any = None) -> Metric:

@@ -36,6 +36,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Tag values whose type alone proves them valid; anything else takes the full check.
 _PLAIN_TAG_TYPES = frozenset((str, int, bool))
+# Kinds whose int value needs no further check.
+_NUMERIC_KINDS = frozenset((GAUGE, COUNTER, TIMING))
 
 
 class Metrics:
@@ -356,30 +358,35 @@ class Timer:
 
 def _forwarded_item(metric: Metric) -> Item:
     """The queue item of a metric built elsewhere: validated, tags copied, host kept."""
-    if not isinstance(metric, Metric):
+    if type(metric) is not Metric and not isinstance(metric, Metric):
         raise InvalidMetric(f"forward() takes Metric records, got {metric!r}")
-    check_name(metric.name)
-    check_kind(metric.kind)
-    check_value(metric.kind, metric.value)
-    check_id(metric.id)
-    if not isinstance(metric.host, str) or not metric.host:
-        raise InvalidMetric(f"host must be a non-empty string, got {metric.host!r}")
-    if metric.time_ns is None and (
-        not isinstance(metric.timestamp, datetime) or metric.timestamp.tzinfo is None
-    ):
-        raise InvalidMetric(f"timestamp must be timezone-aware (UTC), got {metric.timestamp!r}")
-    ns = metric.epoch_ns
+    name, kind, value, tags, _stamp, host, id_, ns = metric
+    # The usual case passes type checks alone (as a reporting call's does); the rest
+    # takes the full checks, which name what is wrong.
+    if type(name) is not str or not name:
+        check_name(name)
+    if kind not in _NUMERIC_KINDS or type(value) is not int:
+        check_kind(kind)
+        check_value(kind, value)
+    if id_ is not None and (type(id_) is not str or not id_):
+        check_id(id_)
+    if type(host) is not str or not host:
+        raise InvalidMetric(f"host must be a non-empty string, got {host!r}")
+    if type(tags) is dict:
+        for key, item in tags.items():
+            if type(key) is not str or type(item) not in _PLAIN_TAG_TYPES or not key:
+                tags = copy_tags(tags)
+                break
+        else:
+            tags = tags.copy()
+    else:
+        tags = copy_tags(tags)
+    if type(ns) is not int:
+        if not isinstance(_stamp, datetime) or _stamp.tzinfo is None:
+            raise InvalidMetric(f"timestamp must be timezone-aware (UTC), got {_stamp!r}")
+        ns = metric.epoch_ns
     # A forwarded item carries its host after the time (a reporting call's does not).
-    item = (
-        metric.name,
-        metric.kind,
-        metric.value,
-        copy_tags(metric.tags),
-        metric.id,
-        ns,
-        metric.host,
-    )
-    return cast(Item, item)
+    return cast(Item, (name, kind, value, tags, id_, ns, host))
 
 
 def _is_coroutine_function(func: Callable[..., Any]) -> bool:

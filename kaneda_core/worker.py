@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -96,16 +96,22 @@ class QueueBackend(Backend):
     """A backend that forwards each batch to a broker, as one message, for a worker to deliver.
 
     Subclasses implement ``send`` (put the batch on the broker with
-    :func:`kaneda_core.message.encode_batch`, giving metrics without an id one from
-    :attr:`new_id`, so that a message delivered twice keeps one copy where the store
-    keys by id) and :meth:`serve`.
+    :func:`kaneda_core.message.encode_batch`, passing :attr:`new_id`) and :meth:`serve`.
+
+    Delivery through a queue is at least once: a worker killed before it acknowledged
+    a message gets it again. With ``assign_ids`` (the default) every metric reported
+    without an ``id_`` travels with one Kaneda makes, so that stores keying by id
+    (MongoDB, Elasticsearch, RethinkDB) keep one copy. InfluxDB keys a point by its
+    series and time, so a repeat overwrites itself there; ``assign_ids=False`` then
+    saves storing (and checking) an id field per point.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, assign_ids: bool = True) -> None:
         from .message import IdMaker
 
-        #: Makes ids, unique across processes, for metrics reported without one.
-        self.new_id = IdMaker()
+        self.assign_ids = assign_ids
+        #: Makes ids, unique across processes, for metrics reported without one (or None).
+        self.new_id: IdMaker | None = IdMaker() if assign_ids else None
 
     @classmethod
     def serve(cls, url: str, handler: MessageHandler) -> None:
@@ -120,15 +126,16 @@ class QueueBackend(Backend):
         """A forked child makes ids of its own (the parent's counter is the parent's)."""
         from .message import IdMaker
 
-        self.new_id = IdMaker()
+        self.new_id = IdMaker() if self.assign_ids else None
 
 
 class MessageHandler:
     """Delivers the metrics of queue messages through ``metrics`` and judges each message.
 
     With ``acknowledge_buffered`` (a ``Metrics`` with a disk buffer), a message is
-    STORED once its metrics are on disk; otherwise once the backend has them. One
-    handler serves one consumer loop: calls are serialised.
+    STORED once its metrics are on disk; otherwise once the backend has them. Several
+    threads may call it at once (a consumer with a thread pool): while one waits for
+    the backend, another reads its next message.
     """
 
     def __init__(self, metrics: Metrics, *, acknowledge_buffered: bool = False) -> None:
@@ -140,7 +147,8 @@ class MessageHandler:
         self._lock = threading.Lock()
         self._retry_pause = 0.0
         self._recorder = _FailureRecorder(metrics.backend)
-        get_plugin_manager().register(self._recorder)
+        if not acknowledge_buffered:  # with a disk buffer, failures come after the verdict
+            get_plugin_manager().register(self._recorder)
         self._closed = False
 
     def handle(self, message: Any) -> Outcome:
@@ -190,66 +198,71 @@ class MessageHandler:
             return 0
         self._closed = True
         left = self.metrics.close(timeout)
-        get_plugin_manager().unregister(self._recorder)
+        if get_plugin_manager().is_registered(self._recorder):
+            get_plugin_manager().unregister(self._recorder)
         return left
 
     # -- delivering a round of messages ----------------------------------------------
 
     def _deliver(self, groups: Sequence[list[Metric] | Outcome]) -> list[Outcome]:
+        outcomes, forwarded = self._forward(groups)
+        if forwarded and not self.acknowledge_buffered:
+            self._wait_and_judge(outcomes, forwarded)
         with self._lock:
-            outcomes = self._deliver_locked(groups)
             self._count(outcomes)
         self._pause_after(outcomes)
         return outcomes
 
-    def _deliver_locked(self, groups: Sequence[list[Metric] | Outcome]) -> list[Outcome]:
+    def _forward(
+        self, groups: Sequence[list[Metric] | Outcome]
+    ) -> tuple[list[Outcome], dict[int, list[Metric]]]:
+        """Queue each group's metrics; what is poison, or did not fit, is judged at once."""
         outcomes: list[Outcome] = []
         forwarded: dict[int, list[Metric]] = {}
-        before = self.metrics.stats()
-        self._recorder.take()  # failures of earlier, buffered deliveries are not this round's
-        for index, group in enumerate(groups):
-            if isinstance(group, Outcome):
-                outcomes.append(group)
-                continue
-            try:
-                self.metrics.forward(group)
-            except InvalidMetric as error:
-                outcomes.append(Outcome(Verdict.POISON, str(error), len(group)))
-                continue
-            forwarded[index] = group
-            outcomes.append(Outcome(Verdict.STORED, "", len(group)))
-        if not forwarded:
-            return outcomes
-        left = 0 if self.acknowledge_buffered else self.metrics.flush()
-        after = self.metrics.stats()
-        if after.dropped > before.dropped or left:
-            reason = "the worker's buffer was full" if left == 0 else "delivery did not finish"
-            for index in forwarded:
-                outcomes[index] = outcomes[index]._replace(verdict=Verdict.RETRY, reason=reason)
-            return outcomes
-        if self.acknowledge_buffered:
-            return outcomes
-        failures = self._recorder.take()
-        if failures:
-            self._judge(outcomes, forwarded, failures)
-        return outcomes
+        # One round queues at a time, so the drops it sees are its own.
+        with self._lock:
+            dropped = self.metrics.stats().dropped
+            for index, group in enumerate(groups):
+                if isinstance(group, Outcome):
+                    outcomes.append(group)
+                    continue
+                try:
+                    self.metrics.forward(group)
+                except InvalidMetric as error:
+                    outcomes.append(Outcome(Verdict.POISON, str(error), len(group)))
+                    continue
+                now_dropped = self.metrics.stats().dropped
+                if now_dropped > dropped:
+                    dropped = now_dropped
+                    outcomes.append(
+                        Outcome(Verdict.RETRY, "the worker's buffer was full", len(group))
+                    )
+                    continue
+                forwarded[index] = group
+                outcomes.append(Outcome(Verdict.STORED, "", len(group)))
+        return outcomes, forwarded
 
-    @staticmethod
-    def _judge(
-        outcomes: list[Outcome],
-        forwarded: dict[int, list[Metric]],
-        failures: list[tuple[tuple[Any, ...], bool, str]],
-    ) -> None:
-        """Turn the round's failed metrics into verdicts on the messages that held them."""
+    def _wait_and_judge(self, outcomes: list[Outcome], forwarded: dict[int, list[Metric]]) -> None:
+        """Wait until the backend settled the round, then judge it by what failed."""
+        # flush() returns once the queue was empty: this round's metrics, queued before,
+        # are settled then (stored, refused or given up on), whatever came in since.
+        for _ in range(3):
+            if not self.metrics.flush():
+                break
+        else:
+            for index in forwarded:
+                outcomes[index] = outcomes[index]._replace(
+                    verdict=Verdict.RETRY, reason="delivery did not finish"
+                )
+            return
+        if not self._recorder.pending():
+            return  # the usual case: nothing failed
         owners: dict[tuple[Any, ...], list[int]] = {}
         for index, group in forwarded.items():
             for metric in group:
                 owners.setdefault(_key(metric), []).append(index)
-        for key, transient, reason in failures:
-            holders = owners.get(key)
-            if holders is None:  # not told apart: put the whole round back
-                holders, transient = list(forwarded), True
-            for index in holders:
+        for key, transient, reason in self._recorder.take(owners):
+            for index in owners[key]:
                 outcome = outcomes[index]
                 if transient:
                     outcomes[index] = outcome._replace(verdict=Verdict.RETRY, reason=reason)
@@ -288,10 +301,13 @@ def _key(metric: Metric) -> tuple[Any, ...]:
 class _FailureRecorder:
     """A hook plugin that notes which metrics of one backend failed for good, and why."""
 
+    #: Failures kept for rounds to claim; past this many, the oldest are forgotten.
+    LIMIT = 100_000
+
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._lock = threading.Lock()
-        self._failures: list[tuple[tuple[Any, ...], bool, str]] = []
+        self._failures: dict[tuple[Any, ...], tuple[bool, str]] = {}
 
     @hookimpl
     def kaneda_batch_failed(
@@ -308,15 +324,23 @@ class _FailureRecorder:
         rejected = {_key(metric) for metric in getattr(error, "rejected", ())}
         reason = backend.redact(f"{type(error).__name__}: {error}")
         with self._lock:
+            if len(self._failures) > self.LIMIT:
+                self._failures.clear()
             for metric in metrics:
                 key = _key(metric)
-                self._failures.append((key, transient and key not in rejected, reason))
+                self._failures[key] = (transient and key not in rejected, reason)
 
-    def take(self) -> list[tuple[tuple[Any, ...], bool, str]]:
-        """The failures noted since the last call."""
+    def pending(self) -> int:
+        """How many failures wait to be claimed."""
+        return len(self._failures)
+
+    def take(
+        self, keys: Mapping[tuple[Any, ...], object]
+    ) -> list[tuple[tuple[Any, ...], bool, str]]:
+        """The failures of the metrics ``keys`` names, forgotten here once taken."""
         with self._lock:
-            failures, self._failures = self._failures, []
-        return failures
+            found = [key for key in keys if key in self._failures]
+            return [(key, *self._failures.pop(key)) for key in found]
 
 
 # -- the handler of this process ------------------------------------------------------

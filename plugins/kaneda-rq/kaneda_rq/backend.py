@@ -36,6 +36,8 @@ class RQBackend(QueueBackend):
     :param timeout: seconds to wait for Redis before the batch is retried.
     :param job_timeout: seconds a worker may spend on one batch before RQ stops it.
     :param retries: how many times RQ runs a job again whose worker died with it.
+    :param assign_ids: give metrics reported without an id one (see
+        :class:`~kaneda_core.worker.QueueBackend`); ``?assign_ids=false`` for InfluxDB.
 
     ``kaneda worker rq://...`` or ``rq worker kaneda`` runs the jobs; a job ends well
     only once the backend has its metrics. ``rq://host:6379/0?queue_name=kaneda``
@@ -49,8 +51,9 @@ class RQBackend(QueueBackend):
         timeout: float = 5.0,
         job_timeout: int = 600,
         retries: int = 3,
+        assign_ids: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(assign_ids)
         if not isinstance(queue_name, str) or not queue_name:
             raise ConfigurationError(f"queue_name must be a non-empty string, got {queue_name!r}")
         for field, number in (("timeout", timeout), ("job_timeout", job_timeout)):

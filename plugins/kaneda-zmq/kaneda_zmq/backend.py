@@ -31,6 +31,8 @@ class ZMQBackend(QueueBackend):
     :param timeout: seconds to wait for a worker to take a batch and to answer that the
         store has it; then the batch is sent again (to the next worker, if several).
         Make it longer than the worker needs to store a batch while its store is slow.
+    :param assign_ids: give metrics reported without an id one (see
+        :class:`~kaneda_core.worker.QueueBackend`); ``?assign_ids=false`` for InfluxDB.
 
     Application processes connect and the worker binds, so any number of processes (a
     pre-fork server's workers, say) share one endpoint. ``send`` returns once a worker
@@ -38,8 +40,13 @@ class ZMQBackend(QueueBackend):
     buffer cover the whole way to the store.
     """
 
-    def __init__(self, connection_url: str = "tcp://127.0.0.1:5555", timeout: float = 30.0) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        connection_url: str = "tcp://127.0.0.1:5555",
+        timeout: float = 30.0,
+        assign_ids: bool = True,
+    ) -> None:
+        super().__init__(assign_ids)
         self.endpoints = protocol.endpoints(connection_url)
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
             raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
@@ -151,7 +158,7 @@ class ZMQBackend(QueueBackend):
 
         connection_url, options = protocol.split_url(url)
         found = protocol.endpoints(connection_url)
-        unknown = set(options) - {"timeout", "max_messages"}
+        unknown = set(options) - {"timeout", "assign_ids", "max_messages"}
         if unknown:
             raise ConfigurationError(
                 f"unknown option(s) {', '.join(sorted(unknown))} for a ZeroMQ worker"
