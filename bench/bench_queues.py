@@ -39,9 +39,6 @@ from kaneda1 import check_is_kaneda1, kaneda1_environment, kaneda1_site  # noqa:
 from processes import Process, Processes  # noqa: E402
 
 BATCH = 5000
-#: The workers deliver in smaller batches than the messages they take: the first part of
-#: a message is being written while the rest is still being read.
-WORKER_BATCH = int(os.environ.get("WORKER_BATCH", "1000"))
 
 #: ``python producer.py URL COUNT BATCH``: prints the time of its first call and of its
 #: last, then flushes.
@@ -146,7 +143,7 @@ class Bench:
 
     def queue(self, queue_url: str, count: int, workers: int = 1) -> tuple[float, float]:
         name, url = self.database()
-        options = ("--batch-size", str(WORKER_BATCH), "--max-buffer", str(count + 1))
+        options = ("--batch-size", str(BATCH), "--max-buffer", str(count + 1))
         worker_urls, producer_url = [queue_url] * workers, queue_url
         if queue_url.startswith("zmq+"):  # a ZeroMQ worker binds its own endpoint
             query = queue_url.partition("?")[2]
