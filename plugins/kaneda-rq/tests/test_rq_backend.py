@@ -204,3 +204,30 @@ def test_a_forked_child_enqueues_on_connections_of_its_own(
     backend.send([produced("parent-again")])
     names = [decode_batch(job.args[0])[0].name for job in queue.get_jobs()]
     assert sorted(names) == ["child", "parent", "parent-again"]
+
+
+# -- a worker that loses Redis while it holds a job -------------------------------------
+
+
+def test_a_job_held_when_redis_went_away_is_given_back(
+    redis_server: RedisServer, queue: Queue, queue_name: str
+) -> None:
+    from kaneda_rq.worker import JobKeepingWorker, give_back
+
+    RQBackend(redis_server.url, queue_name).send([produced("a")])
+    worker = JobKeepingWorker([queue], connection=queue.connection)
+    job, _ = worker.dequeue_job_and_maintain_ttl(1)
+    # Taken off the queue, not yet started: as when Redis goes away right then.
+    assert worker.held == job.id and queue.count == 0
+    assert queue.intermediate_queue.get_job_ids() == [job.id]
+    give_back(queue, job.id)
+    assert queue.get_job_ids() == [job.id] and queue.intermediate_queue.get_job_ids() == []
+    handler = handler_on(MemoryBackend())
+    try:
+        work(queue)
+        assert [m.name for m in handler.metrics.backend.metrics] == ["a"]  # type: ignore[attr-defined]
+    finally:
+        handler.close()
+        install_handler(None)
+    give_back(queue, job.id)  # finished: not given back again
+    assert queue.count == 0
