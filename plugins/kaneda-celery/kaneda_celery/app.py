@@ -14,7 +14,7 @@ def make_app(
     queue_name: str = "kaneda",
     *,
     timeout: float = 5.0,
-    visibility_timeout: float = 300.0,
+    visibility_timeout: float = 60.0,
     transport_options: dict[str, Any] | None = None,
 ) -> Celery:
     """A Celery app on ``broker`` (``redis://...``, ``amqp://...``) with Kaneda's tasks.

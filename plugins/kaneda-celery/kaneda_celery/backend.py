@@ -40,7 +40,7 @@ class CeleryBackend(QueueBackend):
         broker: str = "redis://localhost:6379/0",
         queue_name: str = "kaneda",
         timeout: float = 5.0,
-        visibility_timeout: float = 300.0,
+        visibility_timeout: float = 60.0,
         assign_ids: bool = True,
     ) -> None:
         super().__init__(assign_ids)

@@ -132,24 +132,28 @@ def test_a_poison_message_is_moved_aside_and_the_worker_carries_on(
     app.close()
 
 
-def test_redis_down_at_start_and_mid_stream_loses_nothing(
-    processes: Processes, own_redis: RedisServer, influx_server: InfluxServer, influx_db: str,
-    influx_url: str,
+def test_rabbitmq_down_at_start_and_mid_stream_loses_nothing(
+    processes: Processes, influx_server: InfluxServer, influx_db: str, influx_url: str,
 ) -> None:  # fmt: skip
-    url = celery_url(own_redis.url, "kaneda")
-    own_redis.stop()
-    worker = processes.worker(url, influx_url)  # waits for the broker
-    env = {**os.environ, "PRODUCE_SECONDS": "4"}
-    producer = processes.python("producer", PRODUCER, url, "2000", "app", PATIENT, env=env)
-    time.sleep(1)
-    own_redis.start()
-    wait_until(lambda: count_points(influx_server, influx_db) > 0, 60, worker.log, alive=worker)
-    own_redis.stop()  # down mid-stream: the application keeps reporting into its buffer
-    time.sleep(1)
-    assert producer.alive()
-    own_redis.start()
-    assert producer.popen.wait(120) == 0, producer.log()
-    stats = json.loads(producer.log().splitlines()[-1])
-    assert stats["left"] == 0 and stats["failed"] == 0 and stats["retried"] > 0
-    wait_until(lambda: count_points(influx_server, influx_db) == 2000, 90, worker.log)
-    assert worker.stop() == 0
+    # Not on Redis: Celery's Redis transport takes a message off the list (BRPOP) before
+    # it records it as unacknowledged, so a message in flight when the connection breaks
+    # is lost (kombu's known limitation; the README says so). RabbitMQ keeps it.
+    rabbitmq = RabbitMQServer()  # not started: the broker is down when the application starts
+    try:
+        url = celery_url(rabbitmq.url, "kaneda")
+        worker = processes.worker(url, influx_url)  # waits for the broker
+        env = {**os.environ, "PRODUCE_SECONDS": "20"}  # RabbitMQ takes seconds to boot
+        producer = processes.python("producer", PRODUCER, url, "2000", "app", PATIENT, env=env)
+        time.sleep(1)
+        rabbitmq.start()
+        wait_until(lambda: count_points(influx_server, influx_db) > 0, 60, worker.log, alive=worker)
+        rabbitmq.stop()  # down mid-stream: the application keeps reporting into its buffer
+        assert producer.alive()
+        rabbitmq.start()  # the same node, its queue and persistent messages kept
+        assert producer.popen.wait(120) == 0, producer.log()
+        stats = json.loads(producer.log().splitlines()[-1])
+        assert stats["left"] == 0 and stats["failed"] == 0 and stats["retried"] > 0
+        wait_until(lambda: count_points(influx_server, influx_db) == 2000, 90, worker.log)
+        assert worker.stop() == 0
+    finally:
+        rabbitmq.destroy()
