@@ -30,19 +30,43 @@ MAINTENANCE_INTERVAL = 60
 
 
 class JobKeepingWorker(SimpleWorker):
-    """RQ's ``SimpleWorker``, remembering the job it holds until RQ is done with it."""
+    """RQ's ``SimpleWorker``, remembering the jobs it took until RQ is done with them.
 
-    held: str | None = None
+    RQ takes a job off the queue and then talks to Redis again (a heartbeat) before it
+    records the job as started; when Redis goes away in between, the job is in neither
+    place for RQ's worker to see. This one knows it took it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Ids of the jobs taken off the queue and not yet finished, failed or requeued.
+        self.held: list[str] = []
+        held = self.held
+
+        class RecordingQueue(self.queue_class):  # type: ignore[misc, name-defined]
+            @classmethod
+            def dequeue_any(cls, *args: Any, **kwargs: Any) -> Any:
+                result = super().dequeue_any(*args, **kwargs)
+                if result is not None:
+                    held.append(result[0].id)
+                return result
+
+        self.queue_class = RecordingQueue
 
     def dequeue_job_and_maintain_ttl(self, *args: Any, **kwargs: Any) -> Any:
         result = super().dequeue_job_and_maintain_ttl(*args, **kwargs)
-        if result is not None:
-            self.held = result[0].id
+        # RQ retries on a connection error after it took a job (asking Redis its version),
+        # then takes another: the first would wait for RQ's maintenance. Give it back now.
+        taken = result[0].id if result is not None else None
+        for job_id in [job_id for job_id in self.held if job_id != taken]:
+            give_back(self.queues[0], job_id)
+            self.held.remove(job_id)
         return result
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         super().execute_job(job, queue)
-        self.held = None  # finished, failed or requeued by RQ itself
+        if job.id in self.held:  # finished, failed or requeued by RQ itself
+            self.held.remove(job.id)
 
     @property
     def stop_requested(self) -> bool:
@@ -57,16 +81,16 @@ def run_simple_worker(redis_url: str, queue_name: str, handler: MessageHandler) 
     """Run RQ's worker on ``queue_name`` until asked to stop; outlive Redis outages."""
     stop = threading.Event()
     delay = 0.5
-    held: str | None = None
+    held: list[str] = []
     while True:
         # No socket timeout: the worker blocks in Redis while it waits for jobs.
         connection = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
         worker: JobKeepingWorker | None = None
         try:
             queue = Queue(queue_name, connection=connection)
-            if held is not None:
-                give_back(queue, held)
-                held = None
+            for job_id in held:
+                give_back(queue, job_id)
+            held = []
             worker = JobKeepingWorker(
                 [queue], connection=connection, maintenance_interval=MAINTENANCE_INTERVAL
             )
@@ -82,7 +106,7 @@ def run_simple_worker(redis_url: str, queue_name: str, handler: MessageHandler) 
         if worker is not None:
             if worker.stop_requested:
                 return
-            held = worker.held or held
+            held += worker.held
         _stop_on_signals(stop)  # RQ's handlers, left behind, belong to the worker that quit
         log.warning(
             "Kaneda RQ worker: %s at %s; starting again in %.1fs",

@@ -218,7 +218,7 @@ def test_a_job_held_when_redis_went_away_is_given_back(
     worker = JobKeepingWorker([queue], connection=queue.connection)
     job, _ = worker.dequeue_job_and_maintain_ttl(1)
     # Taken off the queue, not yet started: as when Redis goes away right then.
-    assert worker.held == job.id and queue.count == 0
+    assert worker.held == [job.id] and queue.count == 0
     assert queue.intermediate_queue.get_job_ids() == [job.id]
     give_back(queue, job.id)
     assert queue.get_job_ids() == [job.id] and queue.intermediate_queue.get_job_ids() == []
