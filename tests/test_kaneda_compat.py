@@ -260,6 +260,14 @@ def test_a_queue_class_whose_plugin_is_missing_gives_install_advice(
         get_kaneda_objects()
 
 
+def test_kaneda_1_task_modules_name_the_plugin_to_install() -> None:
+    from kaneda.queues import plugin_module
+
+    with pytest.raises(ImportError, match=r"kaneda.tasks.rq is provided by a plugin that is not"):
+        plugin_module("kaneda_rq_not_installed.legacy", "rq", "kaneda.tasks.rq")
+    assert plugin_module("kaneda_rq.legacy", "rq", "kaneda.tasks.rq").report is not None
+
+
 # -- utils and exceptions -------------------------------------------------------------
 
 

@@ -114,3 +114,29 @@ def test_a_worker_killed_mid_batch_gives_its_job_back(
     wait_until(lambda: count_points(influx_server, influx_db) == 3000, 60, worker.log)
     assert worker.stop() == 0
     connection.close()
+
+
+def test_with_a_buffer_path_the_worker_acknowledges_once_on_disk_and_survives_a_kill(
+    processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
+    influx_url: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    from brokers import free_port
+
+    queue_name = f"buffered-{os.urandom(3).hex()}"
+    url = rq_url(redis_server, queue_name)
+    producer = processes.python("producer", PRODUCER, url, "1500", "app")
+    assert producer.popen.wait(60) == 0, producer.log()
+    buffer = str(tmp_path / "worker-buffer.sqlite")
+    # The store is not there: the worker takes every job off the queue into its disk buffer.
+    down = f"influxdb://127.0.0.1:{free_port()}/{influx_db}?timeout=1"
+    first = processes.worker(url, down, "--buffer-path", buffer)
+    queue = Queue(queue_name, connection=Redis.from_url(redis_server.url))
+    wait_until(
+        lambda: queue.count == 0 and not StartedJobRegistry(queue=queue).count, 30, first.log
+    )
+    first.kill()
+    assert count_points(influx_server, influx_db) == 0
+    # Another worker on the same buffer delivers them once the store is there.
+    second = processes.worker(url, influx_url, "--buffer-path", buffer)
+    wait_until(lambda: count_points(influx_server, influx_db) == 1500, 60, second.log)
+    assert second.stop() == 0
