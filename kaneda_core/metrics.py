@@ -42,6 +42,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _MIN_INT = -MAX_INT
 # The methods an aggregating Metrics replaces with folding ones, per instance.
 _AGGREGATED = ("increment", "decrement", "gauge", "timing")
+# Kinds whose int value needs no further check.
+_NUMERIC_KINDS = frozenset((GAUGE, COUNTER, TIMING))
 
 
 class Metrics:
@@ -317,25 +319,26 @@ class Metrics:
         self._report(name, metric, value, tags, id_)
 
     def forward(self, metrics: Iterable[Metric]) -> None:
-        """Queue metrics built elsewhere (by another process, say, through a queue).
+        """Queue metrics built elsewhere, keeping their name, kind, value, tags, id, time and host.
 
-        Each keeps its name, kind, value, tags, id, time and host. It is validated as a
-        call would be, the backend's check and the filters apply, default tags do not
-        (they were added where the metric was made).
+        For workers that take metrics off a queue and deliver them (``kaneda worker``):
+        the stored metrics keep what the reporting process gave them. Each metric is
+        validated as a reporting call's would be, and the backend's check and the
+        filters still apply; default tags are not added (the reporting side did). If
+        one is refused, :class:`InvalidMetric` names it and none of them is queued.
         """
         check = self.backend.check
-        for metric in metrics:
-            if type(metric) is not Metric:
-                raise InvalidMetric(f"forward() takes Metric records, got {metric!r}")
-            check_name(metric.name)
-            check_kind(metric.kind)
-            value = own_value(metric.kind, metric.value)
-            check_id(metric.id)
-            own = metric._replace(value=value, tags=copy_tags(metric.tags), host=str(metric.host))
-            if own.time_ns is None:
-                own = own._replace(time_ns=own.epoch_ns)
-            check(own)
-            self._dispatcher.submit(own)
+        own: list[Metric] = []
+        for index, metric in enumerate(metrics):
+            try:
+                record = _own_forwarded(metric)
+                check(record)
+            except InvalidMetric as error:
+                raise InvalidMetric(f"forwarded metric {index}: {error}") from None
+            own.append(record)
+        submit = self._dispatcher.submit
+        for record in own:
+            submit(record)
 
     def _report(self, name: str, kind: str, value: Any, tags: Any, id_: Any) -> None:
         if type(name) is not str or not name.isascii() or not name:
@@ -490,6 +493,28 @@ class Timer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.__exit__(*exc_info)
+
+
+def _own_forwarded(metric: Metric) -> Metric:
+    """A metric built elsewhere, validated and with its own copies, its time and host kept."""
+    if not isinstance(metric, Metric):
+        raise InvalidMetric(f"forward() takes Metric records, got {metric!r}")
+    name, kind, value, tags, _when, host, id_, _ns = tuple(metric)
+    # The usual case passes type checks alone (as a reporting call's does); the rest
+    # takes the full checks, which name what is wrong.
+    if type(name) is not str or not name.isascii() or not name:
+        check_name(name)
+    if kind not in _NUMERIC_KINDS or type(value) is not int or not _MIN_INT < value < MAX_INT:
+        check_kind(kind)
+        value = own_value(kind, value)
+    if id_ is not None:
+        check_id(id_)
+    if type(host) is not str or not host:
+        raise InvalidMetric(f"host must be a non-empty string, got {host!r}")
+    return tuple.__new__(
+        Metric,
+        (name, kind, value, copy_tags(tags), None, str(host), id_, metric.epoch_ns),
+    )
 
 
 def _is_coroutine_function(func: Callable[..., Any]) -> bool:

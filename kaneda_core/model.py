@@ -76,6 +76,21 @@ class Metric(_Fields):
             return self.time_ns
         return epoch_us(self.timestamp) * 1000
 
+    def _fields_with_time(self) -> tuple[Any, ...]:
+        return (*self[:4], self.timestamp, *self[5:])
+
+    def __eq__(self, other: object) -> bool:
+        # A timestamp worked out from time_ns equals the same timestamp given as such.
+        if isinstance(other, Metric):
+            return self._fields_with_time() == other._fields_with_time()
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self._fields_with_time())
+
     def _asdict(self) -> dict[str, Any]:
         fields = super()._asdict()
         fields["timestamp"] = self.timestamp
