@@ -7,6 +7,11 @@ worker. RQ's worker stops on SIGTERM or SIGINT after the job at hand.
 When Redis goes away, RQ's worker quits; this one waits for Redis, gives back the job it
 held (RQ would otherwise find it only a minute or two later, at a maintenance run) and
 starts again.
+
+Redis may also take a job off the queue and then lose the connection before its answer
+arrives: the job sits in the queue's intermediate list, taken by no one, and RQ's
+maintenance would later mark it *failed*. On starting and after every connection error,
+this worker gives back jobs that stay there, unstarted, for ``ORPHAN_GRACE`` seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Any
 
 import redis
@@ -28,6 +34,10 @@ log = logging.getLogger("kaneda.rq")
 #: Seconds between RQ's maintenance runs, which give jobs of killed workers back.
 MAINTENANCE_INTERVAL = 60
 
+#: Seconds a job may sit taken off the queue but not started before it counts as lost.
+#: A live worker starts a job within a few Redis round trips of taking it.
+ORPHAN_GRACE = 2.0
+
 
 class JobKeepingWorker(SimpleWorker):
     """RQ's ``SimpleWorker``, remembering the jobs it took until RQ is done with them.
@@ -41,12 +51,23 @@ class JobKeepingWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         #: Ids of the jobs taken off the queue and not yet finished, failed or requeued.
         self.held: list[str] = []
+        #: Whether to look for jobs lost between queue and worker before the next take.
+        self.sweep_due = True
         held = self.held
+        worker = self
 
         class RecordingQueue(self.queue_class):  # type: ignore[misc, name-defined]
             @classmethod
             def dequeue_any(cls, *args: Any, **kwargs: Any) -> Any:
-                result = super().dequeue_any(*args, **kwargs)
+                try:
+                    if worker.sweep_due:
+                        give_back_orphans(worker.queues[0], exclude=held)
+                        worker.sweep_due = False
+                    result = super().dequeue_any(*args, **kwargs)
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                    # Redis may have moved a job for us and lost the answer; RQ retries.
+                    worker.sweep_due = True
+                    raise
                 if result is not None:
                     held.append(result[0].id)
                 return result
@@ -126,6 +147,21 @@ def _stop_on_signals(stop: threading.Event) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+
+
+def give_back_orphans(queue: Queue, *, exclude: list[str], grace: float = ORPHAN_GRACE) -> None:
+    """Give back the jobs taken off ``queue`` that no worker started within ``grace``."""
+    seen = _unstarted(queue, exclude)
+    if not seen:
+        return
+    time.sleep(grace)
+    for job_id in seen & _unstarted(queue, exclude):
+        give_back(queue, job_id)
+
+
+def _unstarted(queue: Queue, exclude: list[str]) -> set[str]:
+    taken = set(queue.intermediate_queue.get_job_ids()) - set(exclude)
+    return {job_id for job_id in taken if job_id not in queue.started_job_registry}
 
 
 def give_back(queue: Queue, job_id: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -11,6 +13,7 @@ from kaneda_rq import RQBackend
 from kaneda_rq.backend import JOB
 from redis import Redis
 from rq import Queue, SimpleWorker
+from rq.executions import Execution
 from rq.registry import FailedJobRegistry
 
 from kaneda_core import ConfigurationError, Metric, Metrics, RetryPolicy, connect
@@ -231,3 +234,43 @@ def test_a_job_held_when_redis_went_away_is_given_back(
         install_handler(None)
     give_back(queue, job.id)  # finished: not given back again
     assert queue.count == 0
+
+
+def test_a_job_redis_moved_for_a_worker_that_lost_the_answer_is_given_back(
+    redis_server: RedisServer, queue: Queue, queue_name: str
+) -> None:
+    from kaneda_rq.worker import JobKeepingWorker
+
+    RQBackend(redis_server.url, queue_name).send([produced("lost")])
+    # Redis moved the job to the intermediate list; its answer never reached the worker.
+    queue.connection.lmove(queue.key, queue.intermediate_queue.key)
+    assert queue.count == 0 and len(queue.intermediate_queue.get_job_ids()) == 1
+    worker = JobKeepingWorker([queue], connection=queue.connection)
+    started = time.monotonic()
+    job, _ = worker.dequeue_job_and_maintain_ttl(1)  # a starting worker looks first
+    assert time.monotonic() - started >= 1.5  # it gave any worker time to start it
+    assert worker.held == [job.id]
+    assert decode_batch(job.args[0])[0].name == "lost"
+
+
+def test_a_job_another_worker_starts_within_the_grace_is_left_to_it(
+    redis_server: RedisServer, queue: Queue, queue_name: str
+) -> None:
+    from kaneda_rq.worker import give_back_orphans
+
+    RQBackend(redis_server.url, queue_name).send([produced("busy")])
+    queue.connection.lmove(queue.key, queue.intermediate_queue.key)
+    job = queue.fetch_job(queue.intermediate_queue.get_job_ids()[0])
+    assert job is not None
+
+    def other_worker_starts_it() -> None:
+        time.sleep(0.1)
+        with queue.connection.pipeline() as pipeline:  # as RQ's worker starts a job
+            Execution.create(job, ttl=60, pipeline=pipeline, worker_name="other")
+            pipeline.execute()
+
+    other = threading.Thread(target=other_worker_starts_it)
+    other.start()
+    give_back_orphans(queue, exclude=[], grace=0.5)
+    other.join()
+    assert queue.count == 0 and queue.intermediate_queue.get_job_ids() == [job.id]
