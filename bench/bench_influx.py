@@ -1,35 +1,47 @@
 """Points per second into a real InfluxDB 1.x, side by side in one run.
 
-    python3 bench/bench_influx.py [--points 200000]
+    python3 bench/bench_influx.py [--points 200000] [--rounds 5] [--tables main,options,batch]
 
 Starts a throwaway influxd (Debian's ``influxdb`` package) on a free loopback port, then
-writes the same gauges, each with two tags, in four ways, each into a database of its
-own, and counts what was stored with ``SELECT count(*)``:
+writes the same gauges, each with two tags, in several ways, each run into a database of
+its own (dropped afterwards), and counts what was stored with ``SELECT count(value)``:
 
 - kaneda-influx: ``metrics.gauge(...)`` calls with batching on (batches of 5,000), timed
-  from the first call until ``flush()`` returns, calls included; once in the default
-  layout and once in kaneda 1.0's (``layout="kaneda1"``: ``name`` a field, ints as
-  integers);
+  from the first call until ``flush()`` returns, calls included; in the default layout
+  and in kaneda 1.0's (``layout="kaneda1"``);
 - the raw ``influxdb`` client: ``write_points`` of point dicts, batches of 5,000 (the
   dicts are built in the timed loop, as an application would);
-- pre-serialized line protocol POSTed to ``/write`` in batches of 5,000: the server's
-  ceiling, nothing left to do on the client; once per layout, since the server's work
-  differs (kaneda 1.0's layout stores the name as a string field in every point);
-- kaneda 1.0 from PyPI (``pip download kaneda==1.0``), one point per call, in a
-  subprocess (fewer points: it does one HTTP request per metric).
+- pre-serialized line protocol POSTed to ``/write`` in batches of 5,000 over one
+  keep-alive connection: the server's ceiling, nothing left to do on the client. The
+  bodies are the very lines kaneda-influx writes for the same gauges (built before the
+  clock starts), once per layout, since the server's work differs;
+- kaneda 1.0 from PyPI (``pip download kaneda==1.0``), one point per call (fewer points:
+  it does one HTTP request per metric), once.
 
-A second table isolates each layout's client-side cost per metric, with no server: its
-``check`` (run at every reporting call) and the worker's line protocol for a batch.
+Every row runs in an interpreter of its own; the rows take turns, round after round (the
+order rotated each round), so that a machine shared with other work slows them alike.
+Each table gives the median points/s over the rounds, the lowest and highest, and the
+median of each round's ratio to that round's ceiling.
+
+The ``options`` table turns each choice of the write path on and off, everything else
+at the defaults: the request size (``part_size``: a batch of 5,000 in one request, or in
+parts with the next part built while one is in flight), that overlap itself (parts sent
+one after the other), ``gzip``, and keep-alive (a new connection per request). The
+``batch`` table varies ``Metrics(batch_size=...)``, with the ceiling at the same request
+size. A last table isolates each layout's client-side cost per metric, with no server:
+its ``check`` (run at every reporting call) and the worker's line protocol for a batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins" / "kaneda-influx" / "tests"))
@@ -48,15 +60,34 @@ def count(server: InfluxServer, database: str) -> int:
     return sum(s["values"][0][1] for s in series)
 
 
-def run_kaneda(server: InfluxServer, points: int, layout: str = "kaneda2") -> float:
+# -- the rows, each run in a fresh interpreter (see child()) ------------------------------
+
+
+def run_kaneda(
+    port: int,
+    database: str,
+    points: int,
+    *,
+    layout: str = "kaneda2",
+    batch_size: int = BATCH,
+    overlap: bool = True,
+    keepalive: bool = True,
+    **backend_options: Any,
+) -> float:
+    """kaneda-influx end to end: the calls, then ``flush()``; points per second."""
     from kaneda_influx import InfluxBackend
 
     from kaneda_core import Metrics
 
     without_hook_plugins()
-    database = f"bench_{layout}"
-    backend = InfluxBackend(database, host="127.0.0.1", port=server.port, timeout=60, layout=layout)
-    metrics = Metrics(backend, batch_size=BATCH, max_buffer=points + 1)
+    backend = InfluxBackend(
+        database, host="127.0.0.1", port=port, timeout=60, layout=layout, **backend_options
+    )
+    if not overlap:
+        one_at_a_time(backend)
+    if not keepalive:
+        new_connection_per_request(backend)
+    metrics = Metrics(backend, batch_size=batch_size, max_buffer=points + 1)
     metrics.gauge("warmup", 0)  # creates the database before the clock starts
     metrics.flush()
     gauge = metrics.gauge
@@ -65,16 +96,52 @@ def run_kaneda(server: InfluxServer, points: int, layout: str = "kaneda2") -> fl
         gauge("checkout.total", i, tags=TAGS)
     metrics.flush()
     elapsed = time.perf_counter() - started
+    stats = metrics.stats()
     metrics.close()
-    assert count(server, database) == points + 1
+    assert stats.sent == points + 1 and stats.failed == 0, stats
     return points / elapsed
 
 
-def run_raw_client(server: InfluxServer, points: int) -> float:
+def one_at_a_time(backend: Any) -> None:
+    """Each part's answer awaited as soon as it is sent: parts without the overlap."""
+    start = backend._start
+
+    class Answered:
+        def __init__(self, sent: Any) -> None:
+            self.error: Exception | None = None
+            try:
+                if isinstance(sent, Exception):
+                    raise sent
+                sent.answer()
+            except Exception as error:  # noqa: BLE001 - raised again by answer()
+                self.error = error
+
+        def answer(self) -> bytes:
+            if self.error is not None:
+                raise self.error
+            return b""
+
+    backend._start = lambda payload: Answered(start(payload))
+
+
+def new_connection_per_request(backend: Any) -> None:
+    """Close the connection before each request: no keep-alive."""
+    transport = backend._transport
+    send = transport.send
+
+    def fresh(*args: Any, **kwargs: Any) -> Any:
+        transport.close()
+        return send(*args, **kwargs)
+
+    transport.send = fresh
+
+
+def run_raw_client(port: int, database: str, points: int, *, batch_size: int = BATCH) -> float:
+    """``influxdb.InfluxDBClient.write_points`` of point dicts built in the loop."""
     from influxdb import InfluxDBClient
 
-    client = InfluxDBClient("127.0.0.1", server.port, database="bench_raw", timeout=60)
-    client.create_database("bench_raw")
+    client = InfluxDBClient("127.0.0.1", port, database=database, timeout=60)
+    client.create_database(database)
     started = time.perf_counter()
     base = time.time_ns() // 1000
     batch = []
@@ -87,40 +154,74 @@ def run_raw_client(server: InfluxServer, points: int) -> float:
                 "fields": {"value": float(i)},
             }
         )
-        if len(batch) == BATCH:
-            client.write_points(batch, time_precision="u", batch_size=BATCH)
+        if len(batch) == batch_size:
+            client.write_points(batch, time_precision="u", batch_size=batch_size)
             batch = []
     if batch:
-        client.write_points(batch, time_precision="u", batch_size=BATCH)
-    elapsed = time.perf_counter() - started
-    assert count(server, "bench_raw") == points
-    return points / elapsed
+        client.write_points(batch, time_precision="u", batch_size=batch_size)
+    return points / (time.perf_counter() - started)
 
 
-def run_line_protocol(server: InfluxServer, points: int, layout: str = "kaneda2") -> float:
-    database = f"bench_lines_{layout}"
-    server.query(f"CREATE DATABASE {database}")
-    base = time.time_ns() // 1000
-    if layout == "kaneda1":
-        line = (
-            'gauge,host=bench,region=eu-west-1,route=/checkout name="checkout.total",value={}i {}'
-        )
-    else:
-        line = "gauge,host=bench,name=checkout.total,region=eu-west-1,route=/checkout value={} {}"
-    bodies = [
-        "\n".join(
-            line.format(i if layout == "kaneda1" else float(i), base + i)
-            for i in range(start, min(points, start + BATCH))
-        ).encode()
-        for start in range(0, points, BATCH)
+def run_line_protocol(
+    port: int, database: str, points: int, *, layout: str = "kaneda2", batch_size: int = BATCH
+) -> float:
+    """Pre-serialized line protocol (kaneda-influx's own lines), POSTed over keep-alive."""
+    import http.client
+
+    from kaneda_influx.layouts import LAYOUTS
+
+    from kaneda_core import Metric
+
+    builder = LAYOUTS[layout]()
+    now = time.time_ns()
+    metrics = [
+        Metric.create("checkout.total", "gauge", i, TAGS)._replace(time_ns=now + 100 * i)
+        for i in range(points)
     ]
-    url = f"{server.url}/write?db={database}&precision=u"
+    bodies = [
+        builder.lines(metrics[start : start + batch_size], {}).encode()
+        for start in range(0, points, batch_size)
+    ]
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", "/query", body=f"q=CREATE DATABASE {database}".encode(),
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    connection.getresponse().read()
+    path = f"/write?db={database}&precision=n"
     started = time.perf_counter()
     for body in bodies:
-        urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST")).close()
+        connection.request("POST", path, body=body)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 204, response.status
     elapsed = time.perf_counter() - started
-    assert count(server, database) == points
+    connection.close()
     return points / elapsed
+
+
+ROWS = {"kaneda": run_kaneda, "raw": run_raw_client, "lines": run_line_protocol}
+
+
+def child(spec: dict[str, Any]) -> None:
+    """Run one row (in this fresh interpreter) and print its points/s."""
+    row = ROWS[spec.pop("row")]
+    print(row(spec.pop("port"), spec.pop("database"), spec.pop("points"), **spec))
+
+
+def measure(server: InfluxServer, spec: dict[str, Any], number: int) -> float:
+    """One row in a fresh interpreter, its count checked; points/s."""
+    database = f"bench_{number}"
+    spec = {**spec, "port": server.port, "database": database}
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True
+    )
+    if done.returncode:
+        raise RuntimeError(f"row {spec} failed:\n{done.stderr[-3000:]}")
+    stored = count(server, database)
+    # kaneda's rows also store their warm-up point.
+    expected = spec["points"] + (spec["row"] == "kaneda")
+    assert stored == expected, f"{spec}: stored {stored} of {expected}"
+    server.query(f"DROP DATABASE {database}")
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def run_kaneda_1_0(server: InfluxServer, points: int) -> float:
@@ -170,46 +271,110 @@ def client_side_costs(rounds: int = 9) -> list[tuple[str, float, float]]:
     return [(name, c / BATCH * 1e6, w / BATCH * 1e6) for name, (c, w) in best.items()]
 
 
+# -- the tables ---------------------------------------------------------------------------
+
+Row = tuple[str, dict[str, Any]]
+
+
+def tables(points: int) -> dict[str, tuple[str, list[Row]]]:
+    """Each table: its first column's title and its rows (label, spec); the first row of
+    each table is the ceiling its ratios are taken against."""
+    kaneda = {"row": "kaneda", "points": points}
+    ceiling = {"row": "lines", "points": points}
+    batch_rows: list[Row] = []
+    for size in (500, 1000, 5000, 20000):
+        batch_rows += [
+            (f"pre-serialized line protocol, requests of {size:,}", {**ceiling, "batch_size": size}),
+            (f"**kaneda-influx**, `batch_size={size}`", {**kaneda, "batch_size": size}),
+        ]
+    return {
+        "main": (
+            "writer",
+            [
+                ("pre-serialized line protocol, POST /write (server ceiling)", ceiling),
+                (
+                    "pre-serialized line protocol, kaneda 1.0's layout (its server ceiling)",
+                    {**ceiling, "layout": "kaneda1"},
+                ),
+                ("**kaneda-influx**, metrics.gauge() calls, batching", kaneda),
+                ('**kaneda-influx**, `layout="kaneda1"`, same calls', {**kaneda, "layout": "kaneda1"}),
+                ("influxdb client, write_points", {"row": "raw", "points": points}),
+            ],
+        ),
+        "options": (
+            "kaneda-influx, batches of 5,000",
+            [
+                ("pre-serialized line protocol (server ceiling)", ceiling),
+                ("defaults", kaneda),
+                ("`part_size=5000`: one request per batch", {**kaneda, "part_size": 5000}),
+                ("`part_size=2500`, overlapped", {**kaneda, "part_size": 2500}),
+                ("`part_size=1000`, overlapped", {**kaneda, "part_size": 1000}),
+                (
+                    "`part_size=1000`, one part after the other",
+                    {**kaneda, "part_size": 1000, "overlap": False},
+                ),
+                ("`gzip=True`", {**kaneda, "gzip": True}),
+                ("no keep-alive (a connection per request)", {**kaneda, "keepalive": False}),
+            ],
+        ),
+        "batch": ("writer, by request size", batch_rows),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--points", type=int, default=200_000)
     parser.add_argument("--points-1-0", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tables", default="main,options,batch")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+    chosen = {name: table for name, table in tables(args.points).items() if name in args.tables}
+    # Every row of every chosen table once per round, in an order rotated each round.
+    order = [(name, index) for name, (_, rows) in chosen.items() for index in range(len(rows))]
+    rates: dict[tuple[str, int], list[float]] = {key: [] for key in order}
     server = InfluxServer()
     server.start()
+    number = 0
     try:
-        rows = [
-            (
-                "pre-serialized line protocol, POST /write (server ceiling)",
-                run_line_protocol(server, args.points),
-            ),
-            (
-                "pre-serialized line protocol, kaneda 1.0's layout (its server ceiling)",
-                run_line_protocol(server, args.points, "kaneda1"),
-            ),
-            ("**kaneda-influx**, metrics.gauge() calls, batching", run_kaneda(server, args.points)),
-            (
-                '**kaneda-influx**, `layout="kaneda1"`, same calls',
-                run_kaneda(server, args.points, "kaneda1"),
-            ),
-            ("influxdb client, write_points", run_raw_client(server, args.points)),
-            ("kaneda 1.0, one point per call", run_kaneda_1_0(server, args.points_1_0)),
-        ]
+        for round_ in range(args.rounds):
+            shift = round_ * len(order) // args.rounds
+            for name, index in order[shift:] + order[:shift]:
+                number += 1
+                spec = chosen[name][1][index][1]
+                rates[(name, index)].append(measure(server, dict(spec), number))
+                print(f"round {round_ + 1}: {name} {index}: {rates[(name, index)][-1]:,.0f}",
+                      file=sys.stderr)  # fmt: skip
+        legacy = run_kaneda_1_0(server, args.points_1_0) if "main" in chosen else None
     finally:
         server.destroy()
-    raw = rows[4][1]
     print(
-        f"{args.points:,} points (kaneda 1.0: {args.points_1_0:,}), batches of {BATCH:,}, "
-        "each count checked by query\n"
+        f"{args.points:,} gauges with two tags per row, {args.rounds} rounds, each row in its "
+        "own interpreter, each count checked by query\n"
     )
-    print("| writer | points/s | vs raw client |")
+    for name, (title, rows) in chosen.items():
+        ceiling = rates[(name, 0)]
+        print(f"| {title} | points/s, median | lowest – highest | of the ceiling, median |")
+        print("|---|---:|---:|---:|")
+        for index, (label, _) in enumerate(rows):
+            values = rates[(name, index)]
+            if name == "batch" and index % 2 == 0:
+                ceiling = values  # each request size against its own ceiling
+            ratio = statistics.median(v / c for v, c in zip(values, ceiling, strict=True))
+            print(
+                f"| {label} | {statistics.median(values):,.0f} | {min(values):,.0f} – "
+                f"{max(values):,.0f} | {ratio:.0%} |"
+            )
+        if name == "main" and legacy is not None:
+            print(f"| kaneda 1.0, one point per call ({args.points_1_0:,}) | {legacy:,.0f} | | |")
+        print()
+    print("| layout | check, µs/metric (at the call) | lines, µs/metric (worker) |")
     print("|---|---:|---:|")
-    for label, rate in rows:
-        print(f"| {label} | {rate:,.0f} | {rate / raw:.2f}x |")
-    print("\n| layout | check, µs/metric (at the call) | lines, µs/metric (worker) |")
-    print("|---|---:|---:|")
-    for name, check, lines in client_side_costs():
-        print(f"| `{name}` | {check:.2f} | {lines:.2f} |")
+    for layout, check, lines in client_side_costs():
+        print(f"| `{layout}` | {check:.2f} | {lines:.2f} |")
 
 
 if __name__ == "__main__":

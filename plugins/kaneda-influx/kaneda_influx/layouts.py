@@ -150,19 +150,25 @@ class Kaneda1Layout(Layout):
     # -- checks --------------------------------------------------------------------
 
     def check(self, metric: Metric) -> None:
-        # Called at every reporting call: a number on a series checked before (the usual
-        # case) costs one tuple and one set lookup, as in the default layout.
-        tags = metric.tags
+        # Called at every reporting call: a number on the series last checked under its
+        # name (the usual case) costs a lookup and a comparison of two small dicts, as in
+        # the default layout (see line_protocol.check).
+        name, kind, value, tags, _, _, _, _ = metric
         if type(tags) is dict:
-            key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
-            if key in self.cache.checked:
-                value = metric.value
-                kind = type(value)
-                if (
-                    kind is float
-                    or kind is bool
-                    or (kind is int and _INT64[0] <= value <= _INT64[1])
-                ):
+            kind_of_value = type(value)
+            if (
+                kind_of_value is float
+                or kind_of_value is bool
+                or (kind_of_value is int and _INT64[0] <= value <= _INT64[1])
+            ):
+                cache = self.cache
+                last = cache.last_checked.get(name)
+                if last is not None and last[1] == tags and last[0] == kind:
+                    return
+                key = (kind, name, *tags.items()) if tags else (kind, name)
+                if key in cache.checked:
+                    if all(type(v) is str for v in tags.values()):
+                        cache.remember_last_checked(name, kind, tags)
                     return
         self._check(metric)
 
@@ -240,25 +246,22 @@ class Kaneda1Layout(Layout):
     # -- writing -------------------------------------------------------------------
 
     def plain_lines(self, batch: Sequence[Metric]) -> str:
-        heads = self.cache.prefixes
+        last_head = self.cache.last_prefix
         out: list[str] = []
         append = out.append
         for metric in batch:
-            tags = metric.tags
-            key = (
-                (metric.kind, metric.name, metric.host, *tags.items())  # type: ignore[union-attr]
-                if tags
-                else (metric.kind, metric.name, metric.host)
-            )
-            head = heads.get(key)
-            if head is None or head is _TYPED:
-                head = self._head(metric, key, head)
-            value = metric.value
-            kind = type(value)
-            time_ns = _time_ns(metric)
-            if kind is int:
+            name, kind, value, tags, _, host, _, time_ns = metric
+            last = last_head.get(name)
+            if last is not None and last[2] == tags and last[0] == kind and last[1] == host:
+                head = last[3]  # the series of the metric before: no key to build
+            else:
+                head = self._head(metric)
+            if time_ns is None:
+                time_ns = _time_ns(metric)
+            kind_of_value = type(value)
+            if kind_of_value is int:
                 append(f"{head},value={value}i {time_ns}")
-            elif kind is float:
+            elif kind_of_value is float:
                 append(f"{head},value={value!r} {time_ns}")
             else:
                 fields = ",".join(
@@ -269,17 +272,24 @@ class Kaneda1Layout(Layout):
                 append(f"{head},{fields} {time_ns}")
         return "\n".join(out)
 
-    def _head(self, metric: Metric, key: tuple[Any, ...], cached: str | None) -> str:
+    def _head(self, metric: Metric) -> str:
         """``series name="..."``, cached per series; see line_protocol._prefix for _TYPED."""
         cache = self.cache
-        tags = metric.tags
+        heads = cache.prefixes
+        name, kind, _, tags, _, host, _, _ = metric
+        key = (kind, name, host, *tags.items()) if tags else (kind, name, host)  # type: ignore[union-attr]
+        cached = heads.get(key)
+        if cached is not None and cached is not _TYPED:
+            cache.remember_last_prefix(name, kind, host, tags, cached)  # type: ignore[arg-type]
+            return cached
         head = f"{self.series(metric)} name={field_types.encode(metric.name, 'string')}"
         if cached is None and all(type(v) is str for v in tags.values()):  # type: ignore[union-attr]
             cache.remember_prefix(key, head)
+            cache.remember_last_prefix(name, kind, host, tags, head)  # type: ignore[arg-type]
             return head
         cache.remember_prefix(key, _TYPED)
         typed = (*key, *map(type, tags.values()))  # type: ignore[union-attr]
-        found = cache.prefixes.get(typed)
+        found = heads.get(typed)
         if found is None:
             found = head
             cache.remember_prefix(typed, found)

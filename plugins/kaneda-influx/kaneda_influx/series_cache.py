@@ -3,6 +3,13 @@
 A series (measurement and tags) repeats: its checks and its escaped line prefix are
 worked out once, then looked up. Tags can be long and series many, so the cache counts
 the bytes it holds and starts again empty past ``max_bytes``; ``close()`` empties it.
+
+Looking a series up means building a key from its tags, which costs more than the check
+itself. So the last series seen under each name is also kept with the metric's own tags
+dict: a metric of that name whose tags compare equal (an equality test of two small
+dicts, no key built) is that series. Only series whose tag values are all strings are
+kept there: ``1 == 1.0 == True``, yet their tags read differently. Those entries hold
+tags equal to a series the cache holds, so they at most double its memory.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ class SeriesCache:
         self.checked: set[tuple[Any, ...]] = set()
         #: Series key -> the escaped start of its lines.
         self.prefixes: dict[tuple[Any, ...], str] = {}
+        #: Name -> (kind, tags) of the last series of that name whose checks passed.
+        self.last_checked: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: Name -> (kind, host, tags, line prefix) of the last series of that name.
+        self.last_prefix: dict[str, tuple[str, str, dict[str, Any], str]] = {}
         self.bytes = 0
 
     def remember_checked(self, key: tuple[Any, ...]) -> None:
@@ -36,6 +47,20 @@ class SeriesCache:
         self._charge(key_bytes(key) + len(prefix))
         self.prefixes[key] = prefix
 
+    def remember_last_checked(self, name: str, kind: str, tags: dict[str, Any]) -> None:
+        """Remember ``(kind, tags)`` as the last series of ``name`` that passed its checks."""
+        if name not in self.last_checked:
+            self._charge(len(name) + _ENTRY)
+        self.last_checked[name] = (kind, tags)
+
+    def remember_last_prefix(
+        self, name: str, kind: str, host: str, tags: dict[str, Any], prefix: str
+    ) -> None:
+        """Remember the line prefix of the last series of ``name``."""
+        if name not in self.last_prefix:
+            self._charge(len(name) + _ENTRY)
+        self.last_prefix[name] = (kind, host, tags, prefix)
+
     def _charge(self, size: int) -> None:
         self.bytes += size + _ENTRY
         if self.bytes > self.max_bytes:
@@ -46,6 +71,8 @@ class SeriesCache:
         """Forget everything."""
         self.checked.clear()
         self.prefixes.clear()
+        self.last_checked.clear()
+        self.last_prefix.clear()
         self.bytes = 0
 
 

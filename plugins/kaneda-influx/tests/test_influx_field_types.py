@@ -146,8 +146,9 @@ def test_learned_types_are_cached_and_relearned_on_a_conflict(
     monkeypatch.setattr(
         backend._transport,
         "send",
-        lambda endpoint, params, body=b"", **kw: (endpoint == "write" and writes.append(body))
-        or send(endpoint, params, body, **kw),
+        lambda endpoint, params, body=b"", **kw: (
+            (endpoint == "write" and writes.append(body)) or send(endpoint, params, body, **kw)
+        ),
     )
     monkeypatch.setattr(
         backend._transport,

@@ -54,9 +54,31 @@ def test_kaneda1_lines_are_1_0s() -> None:
 
 def test_kaneda2_lines_are_unchanged() -> None:
     line = Kaneda2Layout().lines([metric("gauge", 7, {"route": "/cart", "ok": True})], {})
+    # An int is written without ".0" (quicker to format): a float to InfluxDB all the same.
     assert (
-        line == "gauge,host=web-1,name=shop.total,ok=true,route=/cart value=7.0 1795600800250000000"
+        line == "gauge,host=web-1,name=shop.total,ok=true,route=/cart value=7 1795600800250000000"
     )
+    big = Kaneda2Layout().lines([metric("gauge", 2**53 + 1), metric("gauge", 2.5)], {})
+    assert [part.split(" ")[1] for part in big.split("\n")] == [
+        "value=9007199254740992.0",  # beyond 2**53, as float() rounds it
+        "value=2.5",
+    ]
+
+
+def test_kaneda2_stores_every_number_as_a_float(influx_server: InfluxServer, database: str) -> None:
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port)
+    backend.send(
+        [metric("gauge", 7), metric("timing", -3)._replace(time_ns=1), metric("counter", 1)]
+    )
+    backend.send([metric("gauge", 7.5)._replace(time_ns=2)])  # the same field: no conflict
+    fields = influx_server.query("SHOW FIELD KEYS", db=database)["results"][0]["series"]
+    assert {s["name"]: dict(s["values"]) for s in fields} == {
+        "counter": {"value": "float"},
+        "gauge": {"value": "float"},
+        "timing": {"value": "float"},
+    }
+    stored = sorted(m.value for m in stored_metrics(influx_server, database))
+    assert stored == [-3.0, 1.0, 7.0, 7.5]
 
 
 @pytest.mark.parametrize(
