@@ -284,7 +284,10 @@ def tables(points: int) -> dict[str, tuple[str, list[Row]]]:
     batch_rows: list[Row] = []
     for size in (500, 1000, 5000, 20000):
         batch_rows += [
-            (f"pre-serialized line protocol, requests of {size:,}", {**ceiling, "batch_size": size}),
+            (
+                f"pre-serialized line protocol, requests of {size:,}",
+                {**ceiling, "batch_size": size},
+            ),
             (f"**kaneda-influx**, `batch_size={size}`", {**kaneda, "batch_size": size}),
         ]
     return {
@@ -297,7 +300,10 @@ def tables(points: int) -> dict[str, tuple[str, list[Row]]]:
                     {**ceiling, "layout": "kaneda1"},
                 ),
                 ("**kaneda-influx**, metrics.gauge() calls, batching", kaneda),
-                ('**kaneda-influx**, `layout="kaneda1"`, same calls', {**kaneda, "layout": "kaneda1"}),
+                (
+                    '**kaneda-influx**, `layout="kaneda1"`, same calls',
+                    {**kaneda, "layout": "kaneda1"},
+                ),
                 ("influxdb client, write_points", {"row": "raw", "points": points}),
             ],
         ),
@@ -357,7 +363,7 @@ def main() -> None:
     )
     for name, (title, rows) in chosen.items():
         ceiling = rates[(name, 0)]
-        print(f"| {title} | points/s, median | lowest – highest | of the ceiling, median |")
+        print(f"| {title} | points/s, median | lowest to highest | of the ceiling, median |")
         print("|---|---:|---:|---:|")
         for index, (label, _) in enumerate(rows):
             values = rates[(name, index)]
@@ -365,7 +371,7 @@ def main() -> None:
                 ceiling = values  # each request size against its own ceiling
             ratio = statistics.median(v / c for v, c in zip(values, ceiling, strict=True))
             print(
-                f"| {label} | {statistics.median(values):,.0f} | {min(values):,.0f} – "
+                f"| {label} | {statistics.median(values):,.0f} | {min(values):,.0f} to "
                 f"{max(values):,.0f} | {ratio:.0%} |"
             )
         if name == "main" and legacy is not None:
