@@ -165,8 +165,10 @@ class InfluxBackend(Backend):
 
         A batch of more than ``part_size`` metrics, or of more than MAX_REQUEST_BYTES of
         line protocol, is written in parts, one request in flight while the next part is
-        built; a part that fails fails its own metrics only. A part larger than the
-        server's ``max-body-size`` (413) is written in halves. When InfluxDB refuses
+        built. A part refused for what it holds fails its own metrics only; a failure
+        that may pass on a retry (the server down, slow, overloaded) stops the batch
+        there, and the error names that part and the parts not sent. A part larger than
+        the server's ``max-body-size`` (413) is written in halves. When InfluxDB refuses
         points for a field type conflict, the backend learns the stored types and writes
         those points again, each number in its field's stored type when that loses
         nothing; the others are refused, each named. Returns ``True`` per metric (kaneda
@@ -184,13 +186,18 @@ class InfluxBackend(Backend):
         in_flight: tuple[Sequence[Metric], Request | Exception] | None = None
         while parts or pieces:
             if not parts:
-                # Built while the request before is in flight: the server stores that
-                # part meanwhile.
-                parts.extend(self._requests(pieces.popleft()))
+                piece = pieces.popleft()
+                try:
+                    # Built while the request before is in flight: the server stores
+                    # that part meanwhile.
+                    parts.extend(self._requests(piece))
+                except Exception as error:  # noqa: BLE001 - the rest is still sent
+                    failed.extend(piece)
+                    errors.append(self._unwritable(error))
+                    continue
             part, body = parts.popleft()
             if in_flight is not None and self._settle(*in_flight, failed, errors):
-                # The server is down, slow or overloaded: the rest waits for the retry
-                # rather than for a timeout of its own.
+                # The rest waits for the retry rather than for a timeout of its own.
                 in_flight = None
                 failed.extend(part)
                 failed.extend(metric for unsent, _ in parts for metric in unsent)
@@ -200,11 +207,20 @@ class InfluxBackend(Backend):
             requests += 1
         if in_flight is not None:
             self._settle(*in_flight, failed, errors)
-        if len(errors) == 1 and requests == 1:
-            raise errors[0]  # one request, the whole batch: its error as it is
+        if len(errors) == 1 and len(failed) == len(batch) and requests <= 1:
+            raise errors[0]  # one request (or none), the whole batch: its error as it is
         if errors:
             raise _combined(errors, failed)
         return [True] * len(batch)
+
+    def _unwritable(self, error: Exception) -> DeliveryError:
+        """The error for metrics whose line protocol could not be built: halving finds them."""
+        return DeliveryError(
+            f"kaneda-influx could not write metrics as line protocol: "
+            f"{self.redact(f'{type(error).__name__}: {error}')}",
+            retryable=False,
+            isolate=True,
+        )
 
     def _requests(self, piece: Sequence[Metric]) -> list[tuple[Sequence[Metric], bytes]]:
         """The write requests for ``piece``: ``(metrics, body)``, each body bounded in size."""
@@ -225,8 +241,8 @@ class InfluxBackend(Backend):
         return requests
 
     def _payload(self, body: bytes) -> bytes:
-        # wbits=31: a gzip container, as Content-Encoding: gzip says; level 1 is the
-        # fastest, and line protocol compresses well even so.
+        # wbits=31: a gzip container, as Content-Encoding: gzip says. Level 1, the
+        # fastest: line protocol repeats itself and compresses well even so.
         return zlib.compress(body, 1, wbits=31) if self.gzip else body
 
     def _start(self, payload: bytes) -> Request | Exception:

@@ -225,6 +225,30 @@ def test_through_metrics_a_failed_part_is_retried_and_stored_once(
     assert stored_values(influx_server, database) == [float(i) for i in range(2000)]
 
 
+def test_a_part_that_cannot_be_built_fails_alone_and_the_connection_stays_usable(
+    influx_server: InfluxServer, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, part_size=100)
+    backend.create_database(5)
+    lines = backend.layout.lines
+
+    def breaking(batch: Any, known: Any) -> str:
+        if batch[0].value == 100:  # the second part, built while the first is in flight
+            raise UnicodeEncodeError("utf-8", "x", 0, 1, "injected")
+        return lines(batch, known)
+
+    monkeypatch.setattr(backend.layout, "lines", breaking)
+    batch = gauges(300)
+    with pytest.raises(DeliveryError) as caught:
+        backend.send(batch)
+    error = caught.value
+    assert error.metrics == batch[100:200] and not error.retryable and error.isolate
+    assert stored_values(influx_server, database) == [
+        float(i) for i in (*range(100), *range(200, 300))
+    ]
+    backend.send(gauges(1))  # the first part's answer was read: the connection works on
+
+
 def test_a_part_whose_answer_never_comes_is_bounded_by_the_timeout(
     influx_server: InfluxServer, database: str, proxy_for: Any
 ) -> None:
