@@ -54,6 +54,39 @@ BATCH = 5000
 TAGS = {"route": "/checkout", "region": "eu-west-1"}
 
 
+class Clock:
+    """Wall time, this process's CPU time and the server's, over the timed part of a row."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.wall = self.cpu = self.server_cpu = 0.0
+
+    def start(self) -> None:
+        self._started = (time.perf_counter(), time.process_time(), process_cpu(self.server_pid))
+
+    def stop(self) -> None:
+        wall, cpu, server = self._started
+        self.wall = time.perf_counter() - wall
+        self.cpu = time.process_time() - cpu
+        self.server_cpu = process_cpu(self.server_pid) - server
+
+    def result(self, points: int) -> dict[str, float]:
+        """Points/s, and the CPU µs per point of this process and of the server."""
+        return {
+            "rate": points / self.wall,
+            "client_us": self.cpu / points * 1e6,
+            "server_us": self.server_cpu / points * 1e6,
+        }
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used so far, all threads."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def count(server: InfluxServer, database: str) -> int:
     answer = server.query("SELECT count(value) FROM /.*/", db=database)
     series = answer["results"][0].get("series", [])
@@ -67,14 +100,15 @@ def run_kaneda(
     port: int,
     database: str,
     points: int,
+    clock: Clock,
     *,
     layout: str = "kaneda2",
     batch_size: int = BATCH,
     overlap: bool = True,
     keepalive: bool = True,
     **backend_options: Any,
-) -> float:
-    """kaneda-influx end to end: the calls, then ``flush()``; points per second."""
+) -> dict[str, float]:
+    """kaneda-influx end to end: the calls, then ``flush()``."""
     from kaneda_influx import InfluxBackend
 
     from kaneda_core import Metrics
@@ -91,15 +125,15 @@ def run_kaneda(
     metrics.gauge("warmup", 0)  # creates the database before the clock starts
     metrics.flush()
     gauge = metrics.gauge
-    started = time.perf_counter()
+    clock.start()
     for i in range(points):
         gauge("checkout.total", i, tags=TAGS)
     metrics.flush()
-    elapsed = time.perf_counter() - started
+    clock.stop()
     stats = metrics.stats()
     metrics.close()
     assert stats.sent == points + 1 and stats.failed == 0, stats
-    return points / elapsed
+    return clock.result(points)
 
 
 def one_at_a_time(backend: Any) -> None:
@@ -136,13 +170,15 @@ def new_connection_per_request(backend: Any) -> None:
     transport.send = fresh
 
 
-def run_raw_client(port: int, database: str, points: int, *, batch_size: int = BATCH) -> float:
+def run_raw_client(
+    port: int, database: str, points: int, clock: Clock, *, batch_size: int = BATCH
+) -> dict[str, float]:
     """``influxdb.InfluxDBClient.write_points`` of point dicts built in the loop."""
     from influxdb import InfluxDBClient
 
     client = InfluxDBClient("127.0.0.1", port, database=database, timeout=60)
     client.create_database(database)
-    started = time.perf_counter()
+    clock.start()
     base = time.time_ns() // 1000
     batch = []
     for i in range(points):
@@ -159,12 +195,19 @@ def run_raw_client(port: int, database: str, points: int, *, batch_size: int = B
             batch = []
     if batch:
         client.write_points(batch, time_precision="u", batch_size=batch_size)
-    return points / (time.perf_counter() - started)
+    clock.stop()
+    return clock.result(points)
 
 
 def run_line_protocol(
-    port: int, database: str, points: int, *, layout: str = "kaneda2", batch_size: int = BATCH
-) -> float:
+    port: int,
+    database: str,
+    points: int,
+    clock: Clock,
+    *,
+    layout: str = "kaneda2",
+    batch_size: int = BATCH,
+) -> dict[str, float]:
     """Pre-serialized line protocol (kaneda-influx's own lines), POSTed over keep-alive."""
     import http.client
 
@@ -187,30 +230,34 @@ def run_line_protocol(
                        headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
     connection.getresponse().read()
     path = f"/write?db={database}&precision=n"
-    started = time.perf_counter()
+    clock.start()
     for body in bodies:
         connection.request("POST", path, body=body)
         response = connection.getresponse()
         response.read()
         assert response.status == 204, response.status
-    elapsed = time.perf_counter() - started
+    clock.stop()
     connection.close()
-    return points / elapsed
+    return clock.result(points)
 
 
 ROWS = {"kaneda": run_kaneda, "raw": run_raw_client, "lines": run_line_protocol}
 
 
 def child(spec: dict[str, Any]) -> None:
-    """Run one row (in this fresh interpreter) and print its points/s."""
+    """Run one row (in this fresh interpreter) and print what it measured."""
     row = ROWS[spec.pop("row")]
-    print(row(spec.pop("port"), spec.pop("database"), spec.pop("points"), **spec))
+    clock = Clock(spec.pop("server_pid"))
+    print(
+        json.dumps(row(spec.pop("port"), spec.pop("database"), spec.pop("points"), clock, **spec))
+    )
 
 
-def measure(server: InfluxServer, spec: dict[str, Any], number: int) -> float:
-    """One row in a fresh interpreter, its count checked; points/s."""
+def measure(server: InfluxServer, spec: dict[str, Any], number: int) -> dict[str, float]:
+    """One row in a fresh interpreter, its count checked: points/s and CPU per point."""
+    assert server.process is not None
     database = f"bench_{number}"
-    spec = {**spec, "port": server.port, "database": database}
+    spec = {**spec, "port": server.port, "database": database, "server_pid": server.process.pid}
     done = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True
     )
@@ -221,7 +268,8 @@ def measure(server: InfluxServer, spec: dict[str, Any], number: int) -> float:
     expected = spec["points"] + (spec["row"] == "kaneda")
     assert stored == expected, f"{spec}: stored {stored} of {expected}"
     server.query(f"DROP DATABASE {database}")
-    return float(done.stdout.strip().splitlines()[-1])
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def run_kaneda_1_0(server: InfluxServer, points: int) -> float:
@@ -241,6 +289,67 @@ print({points} / (time.perf_counter() - started))
     stored = count(server, "bench_k10")
     assert stored == points, f"kaneda 1.0 stored {stored} of {points}"
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def stage_costs(server: InfluxServer, rounds: int = 7) -> list[tuple[str, list[float]]]:
+    """µs per point of each stage of kaneda-influx's path, one batch of 5,000, in turn.
+
+    The calls are timed with the worker idle; the worker's stages are run by hand on
+    what the calls queued, in this thread; the POST is the plugin's own transport.
+    """
+    from kaneda_influx import InfluxBackend
+
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    without_hook_plugins()
+    idle = {"batch_size": 10 * BATCH, "max_buffer": 10 * BATCH, "flush_interval": 3600}
+    memory = Metrics(MemoryBackend(), **idle)  # type: ignore[arg-type]
+    backend = InfluxBackend("bench_stages", host="127.0.0.1", port=server.port, timeout=60)
+    backend.create_database(60)
+    influx = Metrics(backend, **idle)  # type: ignore[arg-type]
+    labels = [
+        "the call, memory backend (the core's own work)",
+        "the call, kaneda-influx (the core's, the plugin's check, the record it checks)",
+        "of which the plugin's check",
+        "worker: queued calls made Metric records (the core's Delivery.to_metrics)",
+        "worker: line protocol (the plugin)",
+        "worker: POST of the batch's lines, until the answer (the server's work)",
+    ]
+    times: list[list[float]] = [[] for _ in labels]
+
+    def per_point(started: float) -> float:
+        return (time.perf_counter() - started) / BATCH * 1e6
+
+    for _ in range(rounds):
+        for number, metrics in enumerate((memory, influx)):
+            gauge = metrics.gauge
+            started = time.perf_counter()
+            for i in range(BATCH):
+                gauge("checkout.total", i, tags=TAGS)
+            times[number].append(per_point(started))
+        items = list(influx._dispatcher.queue)  # type: ignore[union-attr]
+        for metrics in (memory, influx):
+            metrics._dispatcher.queue.clear()  # type: ignore[union-attr]
+        started = time.perf_counter()
+        records = influx._delivery.to_metrics(items)
+        times[3].append(per_point(started))
+        started = time.perf_counter()
+        for record in records:
+            backend.check(record)
+        times[2].append(per_point(started))
+        started = time.perf_counter()
+        body = backend.layout.lines(records, {}).encode()
+        times[4].append(per_point(started))
+        started = time.perf_counter()
+        backend._write(body)
+        times[5].append(per_point(started))
+    memory.close(0)
+    influx.close(0)
+    stored = count(server, "bench_stages")
+    assert stored == rounds * BATCH, stored
+    totals = [sum(round_) for round_ in zip(times[1], *times[3:], strict=True)]
+    return [*zip(labels, times, strict=True), ("sum: the call and the worker's stages", totals)]
 
 
 def client_side_costs(rounds: int = 9) -> list[tuple[str, float, float]]:
@@ -341,7 +450,7 @@ def main() -> None:
     chosen = {name: table for name, table in tables(args.points).items() if name in args.tables}
     # Every row of every chosen table once per round, in an order rotated each round.
     order = [(name, index) for name, (_, rows) in chosen.items() for index in range(len(rows))]
-    rates: dict[tuple[str, int], list[float]] = {key: [] for key in order}
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {key: [] for key in order}
     server = InfluxServer()
     server.start()
     number = 0
@@ -351,31 +460,53 @@ def main() -> None:
             for name, index in order[shift:] + order[:shift]:
                 number += 1
                 spec = chosen[name][1][index][1]
-                rates[(name, index)].append(measure(server, dict(spec), number))
-                print(f"round {round_ + 1}: {name} {index}: {rates[(name, index)][-1]:,.0f}",
+                runs[(name, index)].append(measure(server, dict(spec), number))
+                print(f"round {round_ + 1}: {name} {index}: {runs[(name, index)][-1]}",
                       file=sys.stderr)  # fmt: skip
         legacy = run_kaneda_1_0(server, args.points_1_0) if "main" in chosen else None
+        stages = stage_costs(server) if "main" in chosen else []
     finally:
         server.destroy()
     print(
         f"{args.points:,} gauges with two tags per row, {args.rounds} rounds, each row in its "
-        "own interpreter, each count checked by query\n"
+        "own interpreter, each count checked by query; CPU: this row's process (all its "
+        "threads) and influxd's, per point, over the timed part, medians\n"
     )
     for name, (title, rows) in chosen.items():
-        ceiling = rates[(name, 0)]
-        print(f"| {title} | points/s, median | lowest to highest | of the ceiling, median |")
-        print("|---|---:|---:|---:|")
+        rates = {index: [run["rate"] for run in runs[(name, index)]] for index in range(len(rows))}
+        ceiling = rates[0]
+        raw = rates[4] if name == "main" else None
+        print(
+            f"| {title} | points/s, median | lowest to highest | of the ceiling, median | "
+            f"{'vs raw client | ' if raw else ''}client CPU µs/point | influxd CPU µs/point |"
+        )
+        print("|---|---:|---:|---:|" + ("---:|" if raw else "") + "---:|---:|")
         for index, (label, _) in enumerate(rows):
-            values = rates[(name, index)]
+            values = rates[index]
             if name == "batch" and index % 2 == 0:
                 ceiling = values  # each request size against its own ceiling
             ratio = statistics.median(v / c for v, c in zip(values, ceiling, strict=True))
+            versus = ""
+            if raw:
+                versus = (
+                    f"{statistics.median(v / r for v, r in zip(values, raw, strict=True)):.2f}x | "
+                )
+            client = statistics.median(run["client_us"] for run in runs[(name, index)])
+            influxd = statistics.median(run["server_us"] for run in runs[(name, index)])
             print(
                 f"| {label} | {statistics.median(values):,.0f} | {min(values):,.0f} to "
-                f"{max(values):,.0f} | {ratio:.0%} |"
+                f"{max(values):,.0f} | {ratio:.0%} | {versus}{client:.2f} | {influxd:.2f} |"
             )
         if name == "main" and legacy is not None:
-            print(f"| kaneda 1.0, one point per call ({args.points_1_0:,}) | {legacy:,.0f} | | |")
+            label = f"kaneda 1.0, one point per call ({args.points_1_0:,})"
+            print(f"| {label} | {legacy:,.0f} |" + " |" * 5)
+        print()
+    if stages:
+        title = "where a point's time goes (kaneda-influx, batches of 5,000)"
+        print(f"| {title} | µs/point, median | best |")
+        print("|---|---:|---:|")
+        for label, times in stages:
+            print(f"| {label} | {statistics.median(times):.2f} | {min(times):.2f} |")
         print()
     print("| layout | check, µs/metric (at the call) | lines, µs/metric (worker) |")
     print("|---|---:|---:|")

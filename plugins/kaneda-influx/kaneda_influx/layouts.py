@@ -150,9 +150,9 @@ class Kaneda1Layout(Layout):
     # -- checks --------------------------------------------------------------------
 
     def check(self, metric: Metric) -> None:
-        # Called at every reporting call: a number on the series last checked under its
-        # name (the usual case) costs a lookup and a comparison of two small dicts, as in
-        # the default layout (see line_protocol.check).
+        # Called at every reporting call: a number on the series remembered for its name
+        # (the usual case) costs a lookup and a comparison of two small dicts, as in the
+        # default layout (see line_protocol.check).
         name, kind, value, tags, _, _, _, _ = metric
         if type(tags) is dict:
             kind_of_value = type(value)
@@ -162,13 +162,17 @@ class Kaneda1Layout(Layout):
                 or (kind_of_value is int and _INT64[0] <= value <= _INT64[1])
             ):
                 cache = self.cache
-                last = cache.last_checked.get(name)
-                if last is not None and last[1] == tags and last[0] == kind:
-                    return
-                key = (kind, name, *tags.items()) if tags else (kind, name)
-                if key in cache.checked:
-                    if all(type(v) is str for v in tags.values()):
-                        cache.remember_last_checked(name, kind, tags)
+                if tags:
+                    last = cache.checked_by_name.get(name)
+                    if last is not None and last[1] == tags and last[0] == kind:
+                        return
+                    key: tuple[Any, ...] = (kind, name, *tags.items())
+                else:
+                    key = (kind, name)
+                plain = cache.checked.get(key)
+                if plain is not None:
+                    if plain and tags and name not in cache.checked_by_name:
+                        cache.remember_checked_by_name(name, kind, tags)
                     return
         self._check(metric)
 
@@ -183,7 +187,7 @@ class Kaneda1Layout(Layout):
         if key not in self.cache.checked:
             self._check_series(metric.kind, metric.name, tags)
             check_key_length(lambda: self.series(metric), metric.kind, metric.host, tags)
-            self.cache.remember_checked(key)
+            self.cache.remember_checked(key, all(type(v) is str for v in tags.values()))
         value = metric.value
         if type(value) is int:
             _check_int(value, "value")
@@ -246,16 +250,31 @@ class Kaneda1Layout(Layout):
     # -- writing -------------------------------------------------------------------
 
     def plain_lines(self, batch: Sequence[Metric]) -> str:
-        last_head = self.cache.last_prefix
+        cache = self.cache
+        heads = cache.prefixes
+        by_name = cache.prefix_by_name
         out: list[str] = []
         append = out.append
         for metric in batch:
             name, kind, value, tags, _, host, _, time_ns = metric
-            last = last_head.get(name)
-            if last is not None and last[2] == tags and last[0] == kind and last[1] == host:
-                head = last[3]  # the series of the metric before: no key to build
+            # The head (series and name) as in line_protocol.lines: the series remembered
+            # for this name first, then the cache.
+            if tags:
+                last = by_name.get(name)
+                if last is not None and last[2] == tags and last[0] == kind and last[1] == host:
+                    head = last[3]
+                else:
+                    key: tuple[Any, ...] = (kind, name, host, *tags.items())  # type: ignore[union-attr]
+                    head = heads.get(key)  # type: ignore[assignment]
+                    if head is None or head is _TYPED:
+                        head = self._head(metric, key, head)
+                    elif last is None:
+                        cache.remember_prefix_by_name(name, kind, host, tags, head)  # type: ignore[arg-type]
             else:
-                head = self._head(metric)
+                key = (kind, name, host)
+                head = heads.get(key)  # type: ignore[assignment]
+                if head is None:
+                    head = self._head(metric, key, None)
             if time_ns is None:
                 time_ns = _time_ns(metric)
             kind_of_value = type(value)
@@ -272,24 +291,22 @@ class Kaneda1Layout(Layout):
                 append(f"{head},{fields} {time_ns}")
         return "\n".join(out)
 
-    def _head(self, metric: Metric) -> str:
-        """``series name="..."``, cached per series; see line_protocol._prefix for _TYPED."""
+    def _head(self, metric: Metric, key: tuple[Any, ...], cached: str | None) -> str:
+        """``series name="..."``, not found under ``key``: built and remembered.
+
+        See line_protocol._prefix for _TYPED.
+        """
         cache = self.cache
-        heads = cache.prefixes
-        name, kind, _, tags, _, host, _, _ = metric
-        key = (kind, name, host, *tags.items()) if tags else (kind, name, host)  # type: ignore[union-attr]
-        cached = heads.get(key)
-        if cached is not None and cached is not _TYPED:
-            cache.remember_last_prefix(name, kind, host, tags, cached)  # type: ignore[arg-type]
-            return cached
+        tags = metric.tags
         head = f"{self.series(metric)} name={field_types.encode(metric.name, 'string')}"
         if cached is None and all(type(v) is str for v in tags.values()):  # type: ignore[union-attr]
             cache.remember_prefix(key, head)
-            cache.remember_last_prefix(name, kind, host, tags, head)  # type: ignore[arg-type]
+            if tags and metric.name not in cache.prefix_by_name:
+                cache.remember_prefix_by_name(metric.name, metric.kind, metric.host, tags, head)  # type: ignore[arg-type]
             return head
         cache.remember_prefix(key, _TYPED)
         typed = (*key, *map(type, tags.values()))  # type: ignore[union-attr]
-        found = heads.get(typed)
+        found = cache.prefixes.get(typed)
         if found is None:
             found = head
             cache.remember_prefix(typed, found)

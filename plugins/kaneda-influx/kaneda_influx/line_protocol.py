@@ -50,18 +50,23 @@ _NUMBERS = frozenset((int, float, bool))
 
 def check(metric: Metric, cache: SeriesCache) -> None:
     """Refuse, with advice, what InfluxDB cannot store or could misread."""
-    # Called at every reporting call. The usual case, a number without an id on the
-    # series last checked under its name, costs a lookup and a comparison of two small
-    # dicts; on another series checked before, a key and a set lookup.
+    # Called at every reporting call. A number without an id on the series remembered
+    # for its name (see SeriesCache) costs a lookup and a comparison of two small dicts;
+    # on another series checked before, a key and a lookup.
     name, kind, value, tags, _, _, id_, _ = metric
     if type(value) in _NUMBERS and id_ is None and type(tags) is dict:
-        last = cache.last_checked.get(name)
-        if last is not None and last[1] == tags and last[0] == kind:
-            return
-        key = (kind, name, *tags.items()) if tags else (kind, name)
-        if key in cache.checked:
-            if all(type(v) is str for v in tags.values()):
-                cache.remember_last_checked(name, kind, tags)
+        last = None
+        if tags:
+            last = cache.checked_by_name.get(name)
+            if last is not None and last[1] == tags and last[0] == kind:
+                return
+            key: tuple[Any, ...] = (kind, name, *tags.items())
+        else:
+            key = (kind, name)
+        plain = cache.checked.get(key)
+        if plain is not None:
+            if plain and tags and last is None:
+                cache.remember_checked_by_name(name, kind, tags)
             return
     _check(metric, cache)
 
@@ -78,7 +83,7 @@ def _check(metric: Metric, cache: SeriesCache) -> None:
     if key not in cache.checked:
         _check_series(metric.kind, metric.name, tags)
         check_key_length(lambda: series(metric), metric.kind, metric.name, metric.host, tags)
-        cache.remember_checked(key)
+        cache.remember_checked(key, all(type(v) is str for v in tags.values()))
     value = metric.value
     if isinstance(value, (str, dict, list, tuple)):
         _check_value(metric.kind, value)
@@ -229,16 +234,28 @@ _EXACT = 2**53
 
 def lines(batch: Iterable[Metric], cache: SeriesCache) -> str:
     """Line protocol for a batch, one point per line, nanosecond timestamps."""
-    last_prefix = cache.last_prefix
+    prefixes = cache.prefixes
+    by_name = cache.prefix_by_name
     out: list[str] = []
     append = out.append
     for metric in batch:
         name, kind, value, tags, _, host, id_, time_ns = metric
-        last = last_prefix.get(name)
-        if last is not None and last[2] == tags and last[0] == kind and last[1] == host:
-            prefix = last[3]  # the series of the metric before: no key to build
+        if tags:
+            last = by_name.get(name)
+            if last is not None and last[2] == tags and last[0] == kind and last[1] == host:
+                prefix = last[3]  # the series remembered for this name: no key to build
+            else:
+                key: tuple[Any, ...] = (kind, name, host, *tags.items())  # type: ignore[union-attr]
+                prefix = prefixes.get(key)  # type: ignore[assignment]
+                if prefix is None or prefix is _TYPED:
+                    prefix = _prefix(metric, key, prefix, cache)
+                elif last is None:
+                    cache.remember_prefix_by_name(name, kind, host, tags, prefix)  # type: ignore[arg-type]
         else:
-            prefix = _prefix(metric, cache)
+            key = (kind, name, host)
+            prefix = prefixes.get(key)  # type: ignore[assignment]
+            if prefix is None:
+                prefix = _prefix(metric, key, None, cache)
         if time_ns is None:
             time_ns = epoch_us(metric.timestamp) * 1000
         if id_ is None:
@@ -260,23 +277,18 @@ def lines(batch: Iterable[Metric], cache: SeriesCache) -> str:
 _TYPED = "\0typed"
 
 
-def _prefix(metric: Metric, cache: SeriesCache) -> str:
-    """The escaped start of ``metric``'s line, from the cache or built and remembered."""
-    prefixes = cache.prefixes
-    name, kind, _, tags, _, host, _, _ = metric
-    key = (kind, name, host, *tags.items()) if tags else (kind, name, host)  # type: ignore[union-attr]
-    cached = prefixes.get(key)
-    if cached is not None and cached is not _TYPED:
-        cache.remember_last_prefix(name, kind, host, tags, cached)  # type: ignore[arg-type]
-        return cached
+def _prefix(metric: Metric, key: tuple[Any, ...], cached: str | None, cache: SeriesCache) -> str:
+    """The escaped start of ``metric``'s line, not found under ``key``: built, remembered."""
+    tags = metric.tags
     if cached is None and all(type(v) is str for v in tags.values()):  # type: ignore[union-attr]
         prefix = series(metric)
         cache.remember_prefix(key, prefix)
-        cache.remember_last_prefix(name, kind, host, tags, prefix)  # type: ignore[arg-type]
+        if tags and metric.name not in cache.prefix_by_name:
+            cache.remember_prefix_by_name(metric.name, metric.kind, metric.host, tags, prefix)  # type: ignore[arg-type]
         return prefix
     cache.remember_prefix(key, _TYPED)
     typed = (*key, *map(type, tags.values()))  # type: ignore[union-attr]
-    found = prefixes.get(typed)
+    found = cache.prefixes.get(typed)
     if found is None:
         found = series(metric)
         cache.remember_prefix(typed, found)

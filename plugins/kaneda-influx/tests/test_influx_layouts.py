@@ -136,3 +136,16 @@ def test_send_answers_true_per_metric(influx_server: InfluxServer, database: str
         True,
         True,
     ]
+
+
+@pytest.mark.parametrize("layout", [Kaneda2Layout, Kaneda1Layout])
+def test_series_remembered_by_name_keep_each_tag_values_own_text(layout: type) -> None:
+    # One series per name is found by comparing tag dicts, and "1" != 1 while
+    # 1 == 1.0 == True: each metric's line must still be the one written alone.
+    shards: list[object] = ["1", 1, True, 1.0, "1", "a", 0, False, 0.0, "1", 1]
+    batch = [metric("gauge", 0.5, {"shard": shard, "z": "x"}) for shard in shards]
+    written = layout().lines(batch, {}).split("\n")
+    assert written == [layout().lines([m], {}) for m in batch]
+    checking = layout()
+    for m in batch * 2:  # and the check at the call takes each of them, every time
+        checking.check(m)
