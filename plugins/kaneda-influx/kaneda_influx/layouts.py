@@ -18,7 +18,7 @@ loses nothing (see :mod:`kaneda_influx.field_types`): ``lines`` takes the learne
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from kaneda_core import InvalidMetric, Metric
@@ -48,8 +48,10 @@ class Layout:
     key_escapes = _KEY_ESCAPES
 
     def __init__(self) -> None:
-        #: Checked series, line prefixes and last timestamps, bounded in bytes.
+        #: Checked series and line prefixes, bounded in bytes.
         self.cache = SeriesCache()
+        #: :meth:`check` itself, as the reporting calls run it (one call level less).
+        self.check_at_call: Callable[[Metric], None] = self.check
 
     def check(self, metric: Metric) -> None:
         """Refuse, with advice, what this layout cannot write or InfluxDB could misread."""
@@ -114,8 +116,12 @@ class Kaneda2Layout(Layout):
     name = KANEDA2
     integers = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.check_at_call = line_protocol.checker(self.cache)
+
     def check(self, metric: Metric) -> None:
-        line_protocol.check(metric, self.cache)
+        self.check_at_call(metric)
 
     def plain_lines(self, batch: Sequence[Metric]) -> str:
         return line_protocol.lines(batch, self.cache)
@@ -152,7 +158,7 @@ class Kaneda1Layout(Layout):
     def check(self, metric: Metric) -> None:
         # Called at every reporting call: a number on the series remembered for its name
         # (the usual case) costs a lookup and a comparison of two small dicts, as in the
-        # default layout (see line_protocol.check).
+        # default layout (see line_protocol.checker).
         name, kind, value, tags, _, _, _, _ = metric
         if type(tags) is dict:
             kind_of_value = type(value)

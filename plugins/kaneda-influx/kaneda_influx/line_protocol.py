@@ -18,7 +18,7 @@ One point per metric:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kaneda_core import InvalidMetric, Metric
@@ -48,27 +48,39 @@ _STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
 _NUMBERS = frozenset((int, float, bool))
 
 
-def check(metric: Metric, cache: SeriesCache) -> None:
-    """Refuse, with advice, what InfluxDB cannot store or could misread."""
-    # Called at every reporting call. A number without an id on the series remembered
-    # for its name (see SeriesCache) costs a lookup and a comparison of two small dicts;
-    # on another series checked before, a key and a lookup.
-    name, kind, value, tags, _, _, id_, _ = metric
-    if type(value) in _NUMBERS and id_ is None and type(tags) is dict:
-        last = None
-        if tags:
-            last = cache.checked_by_name.get(name)
-            if last is not None and last[1] == tags and last[0] == kind:
+def checker(cache: SeriesCache) -> Callable[[Metric], None]:
+    """The check of this layout, remembering checked series in ``cache``.
+
+    It refuses, with advice, what InfluxDB cannot store or could misread. A function of
+    its own rather than a method: it runs at every reporting call, and every call level
+    costs there.
+    """
+    checked = cache.checked  # emptied in place by cache.clear(): bound once
+    checked_by_name = cache.checked_by_name
+    remember = cache.remember_checked_by_name
+
+    def check(metric: Metric) -> None:
+        # A number without an id on the series remembered for its name (see
+        # SeriesCache) costs a lookup and a comparison of two small dicts; on another
+        # series checked before, a key and a lookup.
+        name, kind, value, tags, _, _, id_, _ = metric
+        if type(value) in _NUMBERS and id_ is None and type(tags) is dict:
+            last = None
+            if tags:
+                last = checked_by_name.get(name)
+                if last is not None and last[1] == tags and last[0] == kind:
+                    return
+                key: tuple[Any, ...] = (kind, name, *tags.items())
+            else:
+                key = (kind, name)
+            plain = checked.get(key)
+            if plain is not None:
+                if plain and tags and last is None:
+                    remember(name, kind, tags)
                 return
-            key: tuple[Any, ...] = (kind, name, *tags.items())
-        else:
-            key = (kind, name)
-        plain = cache.checked.get(key)
-        if plain is not None:
-            if plain and tags and last is None:
-                cache.remember_checked_by_name(name, kind, tags)
-            return
-    _check(metric, cache)
+        _check(metric, cache)
+
+    return check
 
 
 def _check(metric: Metric, cache: SeriesCache) -> None:
@@ -224,7 +236,7 @@ def series(metric: Metric) -> str:
 
 
 def line(metric: Metric) -> str:
-    """One point of line protocol for ``metric`` (checked beforehand with :func:`check`)."""
+    """One point of line protocol for ``metric`` (checked beforehand, see :func:`checker`)."""
     return lines((metric,), SeriesCache())
 
 
