@@ -250,6 +250,7 @@ def lines(batch: Iterable[Metric], cache: SeriesCache) -> str:
     by_name = cache.prefix_by_name
     out: list[str] = []
     append = out.append
+    low, high = -_EXACT, _EXACT
     for metric in batch:
         name, kind, value, tags, _, host, id_, time_ns = metric
         if tags:
@@ -276,7 +277,7 @@ def lines(batch: Iterable[Metric], cache: SeriesCache) -> str:
                 continue
             # An int without the "i" suffix is a float to InfluxDB: the same stored value
             # as float(value), formatted faster.
-            if type(value) is int and -_EXACT <= value <= _EXACT:
+            if type(value) is int and low <= value <= high:
                 append(f"{prefix} value={value} {time_ns}")
                 continue
         append(f"{prefix} {','.join(_fields(metric))} {time_ns}")
