@@ -369,9 +369,10 @@ def client_side_costs(rounds: int = 9) -> list[tuple[str, float, float]]:
     best = {name: [float("inf"), float("inf")] for name in layouts}
     for _ in range(rounds):
         for name, layout in layouts.items():
+            check = layout.check_at_call  # what the reporting calls run
             started = perf_counter()
             for metric in batch:
-                layout.check(metric)
+                check(metric)
             checked = perf_counter()
             layout.lines(batch, {})
             done = perf_counter()
