@@ -1,6 +1,7 @@
 """Points per second into a real InfluxDB 1.x, side by side in one run.
 
     python3 bench/bench_influx.py [--points 200000] [--rounds 5] [--tables main,options,batch]
+                                  [--before REF]
 
 Starts a throwaway influxd (Debian's ``influxdb`` package) on a free loopback port, then
 writes the same gauges, each with two tags, in several ways, each run into a database of
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -257,9 +259,17 @@ def measure(server: InfluxServer, spec: dict[str, Any], number: int) -> dict[str
     """One row in a fresh interpreter, its count checked: points/s and CPU per point."""
     assert server.process is not None
     database = f"bench_{number}"
+    env = dict(os.environ)
+    source = spec.pop("source", None)
+    if source is not None:  # kaneda_core and kaneda_influx from another checkout
+        plugin = os.path.join(source, "plugins", "kaneda-influx")
+        env["PYTHONPATH"] = os.pathsep.join([source, plugin, env.get("PYTHONPATH", "")])
     spec = {**spec, "port": server.port, "database": database, "server_pid": server.process.pid}
     done = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if done.returncode:
         raise RuntimeError(f"row {spec} failed:\n{done.stderr[-3000:]}")
@@ -386,7 +396,7 @@ def client_side_costs(rounds: int = 9) -> list[tuple[str, float, float]]:
 Row = tuple[str, dict[str, Any]]
 
 
-def tables(points: int) -> dict[str, tuple[str, list[Row]]]:
+def tables(points: int, before: tuple[str, str] | None = None) -> dict[str, tuple[str, list[Row]]]:
     """Each table: its first column's title and its rows (label, spec); the first row of
     each table is the ceiling its ratios are taken against."""
     kaneda = {"row": "kaneda", "points": points}
@@ -415,6 +425,11 @@ def tables(points: int) -> dict[str, tuple[str, list[Row]]]:
                     {**kaneda, "layout": "kaneda1"},
                 ),
                 ("influxdb client, write_points", {"row": "raw", "points": points}),
+                *(
+                    [(f"kaneda-influx at {before[0]}, same calls", {**kaneda, "source": before[1]})]
+                    if before
+                    else []
+                ),
             ],
         ),
         "options": (
@@ -443,12 +458,37 @@ def main() -> None:
     parser.add_argument("--points-1-0", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tables", default="main,options,batch")
+    parser.add_argument("--before", metavar="REF", help="also kaneda-influx at git REF")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(json.loads(args.child))
         return
-    chosen = {name: table for name, table in tables(args.points).items() if name in args.tables}
+    before = (args.before, str(checkout(args.before))) if args.before else None
+    try:
+        run(args, before)
+    finally:
+        if before is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", before[1]], check=False)
+
+
+def checkout(ref: str) -> Path:
+    """A worktree of this repository at ``ref``, in a temporary folder."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="kaneda-before-"))
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(folder), ref],
+        check=True,
+    )
+    return folder
+
+
+def run(args: argparse.Namespace, before: tuple[str, str] | None) -> None:
+    """Every row of the chosen tables, round after round; then the tables."""
+    chosen = {
+        name: table for name, table in tables(args.points, before).items() if name in args.tables
+    }
     # Every row of every chosen table once per round, in an order rotated each round.
     order = [(name, index) for name, (_, rows) in chosen.items() for index in range(len(rows))]
     runs: dict[tuple[str, int], list[dict[str, float]]] = {key: [] for key in order}
