@@ -9,20 +9,16 @@ from kaneda_core.errors import ConfigurationError
 
 from .answering import AnsweringMetrics
 
-QUEUES_UNSUPPORTED = (
-    "Kaneda queues (queue=..., QUEUE in settings) are not supported by this version. "
-    "Report through a backend instead; for delivery off the caller's thread use "
-    "Metrics(backend, batching=True)."
-)
-
 
 class Metrics(AnsweringMetrics):
     """Metrics reporting class, with kaneda 1.0's meaning.
 
-    ``backend`` is an instance of a backend; without one (and without ``queue``) the
-    backend comes from the settings module, as in kaneda 1.0. Each call stores the
-    metric before it returns; pass ``batching=True`` (and any other
-    :class:`kaneda_core.Metrics` option) to deliver from a background worker instead.
+    ``backend`` is an instance of a backend; ``queue`` an instance of a queue
+    (``kaneda.queues.RQQueue`` ...), which hands each metric to a broker for a worker to
+    store. Without either, they come from the settings module (``BACKEND`` or
+    ``QUEUE``), as in kaneda 1.0. Each call stores (or enqueues) the metric before it
+    returns; pass ``batching=True`` (and any other :class:`kaneda_core.Metrics` option)
+    to deliver from a background worker instead.
     Delivered in the caller's thread, each call returns the backend's answer, as in
     kaneda 1.0 (see :class:`kaneda.answering.AnsweringMetrics`).
     """
@@ -30,15 +26,20 @@ class Metrics(AnsweringMetrics):
     def __init__(
         self,
         backend: Backend | str | None = None,
-        queue: object = None,
+        queue: Backend | None = None,
         *,
         batching: bool = False,
         **options: Any,
     ) -> None:
-        if queue is not None:
-            raise ConfigurationError(QUEUES_UNSUPPORTED)
-        if backend is None:
+        if backend is None and queue is None:
             from .utils import get_kaneda_objects
 
-            backend, _ = get_kaneda_objects()
-        super().__init__(backend, batching=batching, **options)
+            backend, queue = get_kaneda_objects()
+        if queue is not None and not isinstance(queue, Backend):
+            raise ConfigurationError(
+                "queue must be a Kaneda queue (kaneda.queues.RQQueue, CeleryQueue, ZMQQueue "
+                f"or a kaneda.queues.BaseQueue subclass), got {queue!r}"
+            )
+        #: The queue metrics go through (None when a backend was given, as in kaneda 1.0).
+        self.queue = queue if backend is None else None
+        super().__init__(backend if backend is not None else queue, batching=batching, **options)

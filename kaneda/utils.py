@@ -10,7 +10,6 @@ from typing import Any
 from kaneda_core.config import DEFAULT_SETTINGS_MODULE, SETTINGS_VARIABLE, backend_from_settings
 from kaneda_core.errors import BackendNotFound
 
-from .base import QUEUES_UNSUPPORTED
 from .exceptions import SettingsError, UnexistingKanedaClass
 
 DEFAULT_SETTINGS_ENVAR = SETTINGS_VARIABLE
@@ -77,8 +76,8 @@ def get_backend() -> Any:
     return get_object_from_settings(settings.BACKEND, settings)
 
 
-def get_kaneda_objects() -> tuple[Any, None]:
-    """``(backend, None)`` from the settings module; queues are not supported."""
+def get_kaneda_objects() -> tuple[Any, Any]:
+    """``(backend, None)`` or ``(None, queue)`` from the settings module's BACKEND or QUEUE."""
     try:
         settings = get_settings()
     except ImportError:
@@ -89,5 +88,5 @@ def get_kaneda_objects() -> tuple[Any, None]:
     if hasattr(settings, "BACKEND"):
         return get_object_from_settings(settings.BACKEND, settings), None
     if hasattr(settings, "QUEUE"):
-        raise SettingsError(QUEUES_UNSUPPORTED)
+        return None, get_object_from_settings(settings.QUEUE, settings)
     raise SettingsError("You need to set BACKEND or QUEUE to use Kaneda with a settings file.")

@@ -1,4 +1,4 @@
-"""The ``kaneda`` command: list backends, send one metric, run the demo."""
+"""The ``kaneda`` command: list backends, send one metric, run a queue worker, run the demo."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import KanedaError
 
@@ -78,12 +79,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--requests", type=int, default=2000, help="simulated requests")
 
+    _add_worker_command(commands)
+
     args = parser.parse_args(argv)
     try:
         if args.command == "backends":
             return backends_command()
         if args.command == "send":
             return send_command(args.url, args.kind, args.name, args.value, args.tag, args.id_)
+        if args.command == "worker":
+            return worker_command(args)
         from .demo import run_demo
 
         return run_demo(args.file, args.requests)
@@ -198,6 +203,48 @@ def _parse_kind(raw: str) -> str:
     else:
         hint = ""
     raise KanedaError(f"KIND must be {SEND_KINDS}; got {raw!r}.{hint}")
+
+
+def _add_worker_command(commands: Any) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="deliver the metrics that arrive on a queue to a backend",
+        description="Take batches off a queue (rq://, celery+redis://, celery+amqp://, "
+        "zmq+tcp://) and deliver them to a backend until SIGTERM or SIGINT. A message is "
+        "acknowledged once the backend has its metrics (with --buffer-path: once they "
+        "are on disk).",
+    )
+    worker.add_argument("queue_url", help="the queue, e.g. rq://localhost:6379/0?queue_name=kaneda")
+    worker.add_argument(
+        "--to", required=True, metavar="BACKEND_URL", help="e.g. influxdb://localhost:8086/metrics"
+    )
+    worker.add_argument("--batch-size", type=int, default=1000, help="default: %(default)s")
+    worker.add_argument(
+        "--flush-interval", type=float, default=1.0, help="seconds (default: %(default)s)"
+    )
+    worker.add_argument(
+        "--max-buffer", type=int, default=100_000, help="metrics (default: %(default)s)"
+    )
+    worker.add_argument("--buffer-path", default=None, help="a SQLite file to buffer metrics in")
+
+
+def worker_command(args: argparse.Namespace) -> int:
+    """Run ``kaneda worker``: log to stderr, deliver until stopped, print the stats."""
+    import logging
+
+    from .worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stats = run_worker(
+        args.queue_url,
+        args.to,
+        batch_size=args.batch_size,
+        flush_interval=args.flush_interval,
+        max_buffer=args.max_buffer,
+        buffer_path=args.buffer_path,
+    )
+    print(json.dumps(stats.as_dict()))
+    return 0
 
 
 def _parse_tag(raw: str) -> tuple[str, str]:

@@ -183,13 +183,61 @@ def resolve_backend_class(backend: str | type) -> Any:
         raise ConfigurationError(f"{module_name} has no backend class {attribute!r}") from None
 
 
+#: Query options of a backend URL that are the ``Metrics``' own, not the backend's.
+METRICS_URL_OPTIONS = ("aggregate", "percentiles")
+
+
+def split_metrics_options(url: str) -> tuple[str, dict[str, Any]]:
+    """``url`` without its ``Metrics`` options (``?aggregate=true&percentiles=50,99``), and them.
+
+    The rest of the query is left, in order, for the backend.
+    """
+    if "?" not in url or not any(f"{name}=" in url for name in METRICS_URL_OPTIONS):
+        return url, {}
+    from urllib.parse import parse_qsl
+
+    base, _, rest = url.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    kept: list[str] = []
+    options: dict[str, Any] = {}
+    for part in query.split("&"):
+        [(key, raw)] = parse_qsl(part, keep_blank_values=True) or [("", "")]
+        if key == "aggregate":
+            options["aggregate"] = _flag(raw, key)
+        elif key == "percentiles":
+            options["percentiles"] = _numbers(raw, key)
+        elif part:
+            kept.append(part)
+    url = base + ("?" + "&".join(kept) if kept else "") + hash_mark + fragment
+    return url, options
+
+
+def _flag(raw: str, key: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"Option {key}={raw!r} is not true or false (?{key}=true)")
+
+
+def _numbers(raw: str, key: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigurationError(
+            f"Option {key}={raw!r} is not a list of numbers (?{key}=50,90,99)"
+        ) from None
+
+
 def connect(url: str, **metrics_options: Any) -> Metrics:
     """A :class:`Metrics` on the backend ``url`` names: ``connect("influxdb://host:8086/db")``.
 
     The URL's scheme picks the backend and its query carries backend options
-    (``?timeout=1``); keyword arguments are :class:`Metrics` options
-    (``batching=False``, ``batch_size=500`` ...).
+    (``?timeout=1``), and the ``Metrics``' ``aggregate`` and ``percentiles``; keyword
+    arguments are :class:`Metrics` options (``batching=False``, ``batch_size=500`` ...)
+    and win over the URL's.
     """
     from .metrics import Metrics
 
-    return Metrics(create_backend(url), **metrics_options)
+    url, from_url = split_metrics_options(url)
+    return Metrics(create_backend(url), **{**from_url, **metrics_options})

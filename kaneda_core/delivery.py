@@ -55,10 +55,20 @@ class Stats:
     ``dropped``: discarded because the buffer was full (or reported after ``close()``).
     ``filtered``: dropped by a ``kaneda_filter_metric`` hook. ``retried``: metric
     re-sends. ``queued``: waiting now. ``unreadable``: rows of a disk buffer that could
-    not be read back and were moved aside.
+    not be read back and were moved aside. ``folded``: calls folded into aggregated
+    points (``aggregate=True``), which ``sent`` then counts as points.
     """
 
-    __slots__ = ("dropped", "failed", "filtered", "queued", "retried", "sent", "unreadable")
+    __slots__ = (
+        "dropped",
+        "failed",
+        "filtered",
+        "folded",
+        "queued",
+        "retried",
+        "sent",
+        "unreadable",
+    )
 
     def __init__(
         self,
@@ -69,6 +79,7 @@ class Stats:
         retried: int = 0,
         queued: int = 0,
         unreadable: int = 0,
+        folded: int = 0,
     ) -> None:
         self.sent = sent
         self.failed = failed
@@ -77,6 +88,7 @@ class Stats:
         self.retried = retried
         self.queued = queued
         self.unreadable = unreadable
+        self.folded = folded
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -90,7 +102,16 @@ class Stats:
         return f"Stats({counters})"
 
 
-_STAT_NAMES = ("sent", "failed", "dropped", "filtered", "retried", "queued", "unreadable")
+_STAT_NAMES = (
+    "sent",
+    "failed",
+    "dropped",
+    "filtered",
+    "retried",
+    "queued",
+    "unreadable",
+    "folded",
+)
 
 
 class Delivery:

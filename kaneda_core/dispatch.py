@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .delivery import BufferFull, Delivery, Item, log
 from .forking import at_exit, track_dispatcher, untrack_dispatcher
+from .stamps import stamp
 
 if TYPE_CHECKING:
+    from .aggregate import Aggregator
     from .disk_buffer import DiskBuffer
 
 Overflow = Literal["drop_oldest", "drop_newest", "block"]
@@ -192,8 +194,11 @@ class BatchingDispatcher(_Closable):
         block_timeout: float,
         exit_timeout: float,
         disk: DiskBuffer | None = None,
+        aggregator: Aggregator | None = None,
     ) -> None:
         self.delivery = delivery
+        self.aggregator = aggregator
+        self._emit_now = False
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
@@ -212,6 +217,8 @@ class BatchingDispatcher(_Closable):
         self._init_closing()
         self._init_threading()
         self.submit: Submit = self._make_submit()
+        # Aggregated points go in through the same door, bounds and all, even once closed.
+        self._accept = self.submit
         track_dispatcher(self)
         _track(self)
 
@@ -384,6 +391,8 @@ class BatchingDispatcher(_Closable):
         """One round of the worker; True when it is finished (closed and drained)."""
         self._wake.wait(self.flush_interval)
         self._wake.clear()
+        if self.aggregator is not None:
+            self._fold_and_emit(self.aggregator)
         self._report_drops()
         settled = self._drain_disk() if self.disk is not None else self._drain()
         self._settled = settled
@@ -394,6 +403,20 @@ class BatchingDispatcher(_Closable):
                 self._state.notify_all()
             return True
         return False
+
+    def _fold_and_emit(self, aggregator: Aggregator) -> None:
+        """Fold what calls queued; at each interval (and on flush, close), queue the points."""
+        aggregator.fold()
+        due = time.monotonic() - aggregator.last_emit >= self.flush_interval
+        if not (due or self._emit_now or self._closed):
+            return
+        self._emit_now = False
+        points, folded = aggregator.emit(stamp(time.time_ns()))
+        if folded:
+            self.delivery.count(folded=folded)
+        accept = self._accept
+        for point in points:
+            accept(point)
 
     def _drain(self) -> bool:
         queue = self.queue
@@ -493,10 +516,16 @@ class BatchingDispatcher(_Closable):
         return len(self.queue)
 
     def queued(self) -> int:
-        """Metrics accepted and not yet delivered or given up on."""
+        """Metrics accepted and not yet delivered or given up on.
+
+        With aggregation, calls not yet folded and series not yet emitted count too.
+        """
+        folding = 0
+        if self.aggregator is not None:
+            folding = self.aggregator.pending() + self.aggregator.series()
         if self.disk is not None:
-            return self.queued_now()
-        return len(self.queue) + self._inflight
+            return self.queued_now() + folding
+        return len(self.queue) + self._inflight + folding
 
     def flush(self, timeout: float | None = None) -> int:
         """Deliver everything queued; wait at most ``timeout`` seconds (None: no limit).
@@ -505,8 +534,10 @@ class BatchingDispatcher(_Closable):
         given up on).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self.aggregator is not None:
+            self._emit_now = True
         with self._state:
-            while self.queued_now() or self._busy or self._dropped:
+            while self.queued_now() or self._busy or self._dropped or self._emit_now:
                 if not self._worker.is_alive():
                     break
                 self._wake.set()
@@ -581,6 +612,8 @@ class BatchingDispatcher(_Closable):
 
     def _after_fork_in_child(self) -> None:
         self.queue.clear()
+        if self.aggregator is not None:
+            self.aggregator.after_fork_in_child()
         self._dropped.clear()
         self._dropped_bytes = 0
         self._bytes[0] = 0

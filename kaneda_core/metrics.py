@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterable, Mapping
-from contextvars import ContextVar
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import perf_counter, time_ns
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .backend import Backend
 from .delivery import Delivery, Item, RetryPolicy, Stats
@@ -34,9 +32,18 @@ from .model import (
     own_value,
 )
 
+if TYPE_CHECKING:
+    from contextvars import ContextVar
+
+    from .aggregate import Aggregator
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MIN_INT = -MAX_INT
+# The methods an aggregating Metrics replaces with folding ones, per instance.
+_AGGREGATED = ("increment", "decrement", "gauge", "timing")
+# Kinds whose int value needs no further check.
+_NUMERIC_KINDS = frozenset((GAUGE, COUNTER, TIMING))
 
 
 class Metrics:
@@ -78,10 +85,33 @@ class Metrics:
         block_timeout: float = 0.1,
         exit_timeout: float = 5.0,
         retry: RetryPolicy | None = None,
+        aggregate: bool = False,
+        percentiles: Sequence[float] | None = None,
     ) -> None:
         _check_options(
             batch_size, flush_interval, max_buffer, overflow, block_timeout, exit_timeout
         )
+        if isinstance(backend, str) or backend is None:
+            # A URL (or KANEDA_URL) may carry the Metrics' own options: ?aggregate=true
+            from .config import URL_VARIABLE, split_metrics_options
+
+            url = backend if backend is not None else os.environ.get(URL_VARIABLE)
+            if url and "://" in url:
+                url, from_url = split_metrics_options(url)
+                aggregate = aggregate or from_url.get("aggregate", False)
+                percentiles = percentiles or from_url.get("percentiles")
+                if backend is not None:
+                    backend = url
+                elif from_url:
+                    from .config import create_backend
+
+                    backend = create_backend(url)
+        if not isinstance(aggregate, bool):
+            raise ConfigurationError(f"aggregate must be True or False, got {aggregate!r}")
+        if aggregate and not batching:
+            raise ConfigurationError(
+                "aggregate=True needs batching=True: points are folded between flushes"
+            )
         if retry is not None and (not isinstance(retry, RetryPolicy) or retry.attempts < 1):
             raise ConfigurationError(f"retry must be a RetryPolicy, attempts >= 1; got {retry!r}")
         if buffer_path is not None and not batching:
@@ -109,6 +139,17 @@ class Metrics:
         self._delivery = delivery
         self._default_tags = _default_tags(backend)
         self._dispatcher: SyncDispatcher | BatchingDispatcher
+        self._host = host_name()
+        aggregator = None
+        if aggregate:
+            from .aggregate import Aggregator, check_percentiles
+
+            aggregator = Aggregator(
+                self._own_tags,
+                backend.check,
+                self._host,
+                check_percentiles(percentiles if percentiles is not None else (50, 90, 99)),
+            )
         if batching:
             disk = None
             if buffer_path is not None:
@@ -128,6 +169,7 @@ class Metrics:
                 overflow=overflow,
                 block_timeout=block_timeout,
                 exit_timeout=exit_timeout,
+                aggregator=aggregator,
             )
         else:
             self._dispatcher = self._sync_dispatcher(delivery)
@@ -136,10 +178,81 @@ class Metrics:
             # Only backends that refuse some metrics pay for a check at every call.
             self._submit = self._checked(self._submit)
         self._dispatcher.on_close(self._closed)
+        if aggregator is not None:
+            self._aggregate_calls(aggregator)
 
     def _closed(self, submit_after_close: Submit) -> None:
         # After close(), a call is counted as dropped (and said once), never queued.
         self._submit = submit_after_close
+        for name in _AGGREGATED:
+            self.__dict__.pop(name, None)  # back to the class's methods, which drop
+
+    def _aggregate_calls(self, aggregator: Aggregator) -> None:
+        """Counters, gauges and timings queue their series for folding (see aggregate).
+
+        A call builds its series' key (the name and the tags' items); a key seen before
+        in this interval was validated then, so the call only queues it. The first call
+        of a series is validated in full, and refused there if bad.
+        """
+        from .aggregate import FOLD_EVERY
+
+        wake = self._dispatcher._wake_worker  # type: ignore[union-attr]
+        admit = aggregator.admit
+
+        def key_of(name: Any, tags: Any) -> tuple[Any, ...]:
+            # The name, then the tags' keys, then their values: one flat tuple of strings
+            # and numbers (tuples of pairs cost three allocations, and the collector's
+            # time). A list's strings follow a None, which no dict's key holds.
+            if type(tags) is dict:
+                return (name, *tags, *tags.values())
+            if tags is None:
+                return (name,)
+            return (name, None, *tags) if isinstance(tags, (list, tuple)) else (name, None, tags)
+
+        counts, known_counts = aggregator.counts, aggregator.valid[COUNTER]
+        append_count = counts.append
+
+        def increment(name: str, tags: TagsInput | None = None) -> None:
+            key = (name, *tags, *tags.values()) if type(tags) is dict else key_of(name, tags)
+            try:
+                seen = key in known_counts
+            except TypeError:  # an unhashable name or tag value: admit says which
+                seen = False
+            if not seen:
+                admit(COUNTER, key, name, tags, 1)  # validates: raises InvalidMetric
+            append_count(key)
+            if len(counts) > FOLD_EVERY:
+                wake()
+
+        def valued(kind: str, queue: Any) -> Callable[..., None]:
+            known = aggregator.valid[kind]
+            append = queue.append
+
+            def call(name: str, value: Any, tags: TagsInput | None = None) -> None:
+                key = (name, *tags, *tags.values()) if type(tags) is dict else key_of(name, tags)
+                try:
+                    seen = key in known
+                except TypeError:
+                    seen = False
+                if not seen:
+                    admit(kind, key, name, tags, value)
+                elif type(value) is not int or not _MIN_INT < value < MAX_INT:
+                    check_number(value)  # a float's finiteness; anything else is refused
+                append((key, value))
+                if len(queue) > FOLD_EVERY:
+                    wake()
+
+            return call
+
+        add = valued(COUNTER, aggregator.adds)
+
+        def decrement(name: str, tags: TagsInput | None = None) -> None:
+            add(name, -1, tags)
+
+        self.increment = increment  # type: ignore[method-assign]
+        self.decrement = decrement  # type: ignore[method-assign]
+        self.gauge = valued(GAUGE, aggregator.gauges)  # type: ignore[method-assign]
+        self.timing = valued(TIMING, aggregator.timings)  # type: ignore[method-assign]
 
     # -- reporting ---------------------------------------------------------------
 
@@ -206,25 +319,26 @@ class Metrics:
         self._report(name, metric, value, tags, id_)
 
     def forward(self, metrics: Iterable[Metric]) -> None:
-        """Queue metrics built elsewhere (by another process, say, through a queue).
+        """Queue metrics built elsewhere, keeping their name, kind, value, tags, id, time and host.
 
-        Each keeps its name, kind, value, tags, id, time and host. It is validated as a
-        call would be, the backend's check and the filters apply, default tags do not
-        (they were added where the metric was made).
+        For workers that take metrics off a queue and deliver them (``kaneda worker``):
+        the stored metrics keep what the reporting process gave them. Each metric is
+        validated as a reporting call's would be, and the backend's check and the
+        filters still apply; default tags are not added (the reporting side did). If
+        one is refused, :class:`InvalidMetric` names it and none of them is queued.
         """
         check = self.backend.check
-        for metric in metrics:
-            if type(metric) is not Metric:
-                raise InvalidMetric(f"forward() takes Metric records, got {metric!r}")
-            check_name(metric.name)
-            check_kind(metric.kind)
-            value = own_value(metric.kind, metric.value)
-            check_id(metric.id)
-            own = metric._replace(value=value, tags=copy_tags(metric.tags), host=str(metric.host))
-            if own.time_ns is None:
-                own = own._replace(time_ns=own.epoch_ns)
-            check(own)
-            self._dispatcher.submit(own)
+        own: list[Metric] = []
+        for index, metric in enumerate(metrics):
+            try:
+                record = _own_forwarded(metric)
+                check(record)
+            except InvalidMetric as error:
+                raise InvalidMetric(f"forwarded metric {index}: {error}") from None
+            own.append(record)
+        submit = self._dispatcher.submit
+        for record in own:
+            submit(record)
 
     def _report(self, name: str, kind: str, value: Any, tags: Any, id_: Any) -> None:
         if type(name) is not str or not name.isascii() or not name:
@@ -258,15 +372,12 @@ class Metrics:
         """``submit`` preceded by the backend's own check of each metric, at the call."""
         check = self.backend.check
         new = tuple.__new__
-        stamp = datetime.fromtimestamp
-        utc = timezone.utc
         host = host_name()
 
         def checked_submit(item: Item) -> None:
             name, kind, value, tags, id_, ns = item
-            check(
-                new(Metric, (name, kind, value, tags, stamp(ns // 1000 / 1e6, utc), host, id_, ns))
-            )
+            # The record's timestamp is worked out only if the check asks for it.
+            check(new(Metric, (name, kind, value, tags, None, host, id_, ns)))
             submit(item)
 
         return checked_submit
@@ -331,6 +442,8 @@ class Timer:
         self.use_ms = bool(use_ms)
         # Each thread and each asyncio task has its own context: an entry's start is
         # found by its own exit even when one timer is entered by overlapping blocks.
+        from contextvars import ContextVar  # imported with the first timer, not kaneda_core
+
         self._starts: ContextVar[tuple[float, ...]] = ContextVar("kaneda_timer_starts")
 
     def report(self, elapsed: float, name: str | None = None) -> None:
@@ -380,6 +493,28 @@ class Timer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.__exit__(*exc_info)
+
+
+def _own_forwarded(metric: Metric) -> Metric:
+    """A metric built elsewhere, validated and with its own copies, its time and host kept."""
+    if not isinstance(metric, Metric):
+        raise InvalidMetric(f"forward() takes Metric records, got {metric!r}")
+    name, kind, value, tags, _when, host, id_, _ns = tuple(metric)
+    # The usual case passes type checks alone (as a reporting call's does); the rest
+    # takes the full checks, which name what is wrong.
+    if type(name) is not str or not name.isascii() or not name:
+        check_name(name)
+    if kind not in _NUMERIC_KINDS or type(value) is not int or not _MIN_INT < value < MAX_INT:
+        check_kind(kind)
+        value = own_value(kind, value)
+    if id_ is not None:
+        check_id(id_)
+    if type(host) is not str or not host:
+        raise InvalidMetric(f"host must be a non-empty string, got {host!r}")
+    return tuple.__new__(
+        Metric,
+        (name, kind, value, copy_tags(tags), None, str(host), id_, metric.epoch_ns),
+    )
 
 
 def _is_coroutine_function(func: Callable[..., Any]) -> bool:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import InvalidMetric
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 #: The kinds the :class:`~kaneda_core.Metrics` methods report; ``custom`` adds its own.
 GAUGE, COUNTER, TIMING, EVENT = "gauge", "counter", "timing", "event"
@@ -23,7 +25,6 @@ Tags = dict[str, Scalar] | list[str]
 #: Tags as a caller may give them.
 TagsInput = Mapping[str, Scalar] | Sequence[str]
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MAX_DEPTH = 32
 #: Integers are stored as numbers; beyond a double's range no store can hold one.
 MAX_INT = 2**1023
@@ -74,6 +75,21 @@ class Metric(_Fields):
         if self.time_ns is not None:
             return self.time_ns
         return epoch_us(self.timestamp) * 1000
+
+    def _fields_with_time(self) -> tuple[Any, ...]:
+        return (*self[:4], self.timestamp, *self[5:])
+
+    def __eq__(self, other: object) -> bool:
+        # A timestamp worked out from time_ns equals the same timestamp given as such.
+        if isinstance(other, Metric):
+            return self._fields_with_time() == other._fields_with_time()
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self._fields_with_time())
 
     def _asdict(self) -> dict[str, Any]:
         fields = super()._asdict()
@@ -138,12 +154,17 @@ def timestamp_from_ns(ns: int) -> datetime:
     Through a float for speed, yet exact: a double holds whole microseconds since the
     epoch exactly, and ``fromtimestamp`` rounds the quotient back to that microsecond.
     """
+    from datetime import datetime, timezone  # imported when first needed: see epoch_us
+
     return datetime.fromtimestamp(ns // 1000 / 1e6, timezone.utc)
 
 
 def epoch_us(timestamp: datetime) -> int:
     """Microseconds since the epoch, exact (no float rounding)."""
-    return (timestamp - EPOCH) // timedelta(microseconds=1)
+    # datetime is imported here, not with the module: import kaneda_core stays cheap.
+    from datetime import datetime, timedelta, timezone
+
+    return (timestamp - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
 
 
 def host_name() -> str:

@@ -27,6 +27,9 @@ KNOWN_DISTRIBUTIONS = {
     "rethinkdb": "kaneda-rethink",
     "influx": "kaneda-influx",
     "influxdb": "kaneda-influx",
+    "rq": "kaneda-rq",
+    "celery": "kaneda-celery",
+    "zmq": "kaneda-zmq",
 }
 
 _loaded: dict[str, type[Backend]] = {}

@@ -19,10 +19,8 @@ says so in a warning.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
-import tempfile
 
 from .forking import reinit_after_fork
 
@@ -53,6 +51,9 @@ def stamp(ns: int) -> int:
 
 def _take_slot() -> int:
     global _lock_fd
+    import fcntl  # here, not at import: import kaneda_core stays cheap
+    import tempfile
+
     folder = os.path.join(tempfile.gettempdir(), f"kaneda-slots-{os.getuid()}")
     start = os.getpid() % SLOTS  # most processes find their slot free at the first try
     try:

@@ -312,6 +312,39 @@ class BackendContract:
         backend.close()
         backend.close()
 
+    def test_aggregated_points_are_stored(self, backend: Backend, prefix: str) -> None:
+        """With ``aggregate=True``: one point per series, sums, last values, timing summaries.
+
+        A store that keeps no dicts (``stores_custom = False``) cannot keep a timing's
+        summary: the timing is refused at the call.
+        """
+        tags = {"route": "/"} if self.stores_tags else None
+        if not self.stores_custom:
+            with Metrics(backend, aggregate=True) as metrics, pytest.raises(InvalidMetric):
+                metrics.timing(f"{prefix}took", 0.5, tags=tags)
+
+        def calls(metrics: Metrics) -> None:
+            for _ in range(5):
+                metrics.increment(f"{prefix}hits", tags=tags)
+            metrics.decrement(f"{prefix}hits", tags=tags)
+            for level in (3, 1, 4):
+                metrics.gauge(f"{prefix}level", level, tags=tags)
+            if self.stores_custom:
+                for took in (0.5, 0.25, 1.0, 0.75):
+                    metrics.timing(f"{prefix}took", took, tags=tags)
+
+        self.report(backend, calls, aggregate=True)
+        stored = {m.name: m for m in self.mine(backend, prefix)}
+        assert stored[f"{prefix}hits"].value == 4
+        assert stored[f"{prefix}level"].value == 4  # the last
+        if not self.stores_custom:
+            assert sorted(stored) == [f"{prefix}hits", f"{prefix}level"]
+            return
+        assert sorted(stored) == [f"{prefix}hits", f"{prefix}level", f"{prefix}took"]
+        took = stored[f"{prefix}took"].value
+        assert (took["count"], took["sum"], took["min"], took["max"]) == (4, 2.5, 0.25, 1.0)
+        assert took["p50"] == 0.5 and took["p99"] == 1.0
+
     def test_after_a_fork_parent_and_child_each_deliver_on_their_own(
         self, backend: Backend, prefix: str
     ) -> None:

@@ -22,6 +22,17 @@ if ! command -v influxd >/dev/null 2>&1; then
   fi
 fi
 
+if ! command -v redis-server >/dev/null 2>&1 || [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing redis-server and rabbitmq-server for the queue plugins' tests..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server rabbitmq-server >/dev/null
+  else
+    echo "The queue plugins' tests need: sudo apt-get install redis-server rabbitmq-server" >&2
+    exit 1
+  fi
+fi
+
 step "ruff check"
 python3 -m ruff check .
 step "ruff format --check"

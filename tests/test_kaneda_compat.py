@@ -17,6 +17,7 @@ import kaneda_core
 from kaneda import Metrics
 from kaneda.backends import BaseBackend, LoggerBackend
 from kaneda.exceptions import ImproperlyConfigured, SettingsError, UnexistingKanedaClass
+from kaneda.queues import BaseQueue
 from kaneda.utils import (
     get_backend,
     get_kaneda_objects,
@@ -205,18 +206,66 @@ def test_metrics_without_settings_gives_1_0s_error(monkeypatch: pytest.MonkeyPat
         Metrics()
 
 
-def test_queue_argument_is_refused_clearly() -> None:
-    with pytest.raises(KanedaError, match="queues"):
+def test_a_queue_that_is_not_a_queue_is_refused_clearly() -> None:
+    with pytest.raises(KanedaError, match=r"queue must be a Kaneda queue.*got <object"):
         Metrics(queue=object())
 
 
-def test_queue_in_settings_is_refused_clearly() -> None:
+def test_queue_in_settings_builds_the_queue_from_its_namespace() -> None:
+    class DummyQueue(BaseQueue):
+        settings_namespace = "DUMMYQ"
+
+        def __init__(self, queue_name: str = "") -> None:
+            self.queue_name = queue_name
+            self.reported: list[tuple[Any, ...]] = []
+
+        def report(self, name, metric, value, tags, id_=None):  # type: ignore[no-untyped-def]
+            self.reported.append((name, metric, value, tags, id_))
+
+    settings = settings_module(QUEUE=DummyQueue, DUMMYQ_QUEUE_NAME="metrics")
+    with mock.patch("kaneda.utils.get_settings", return_value=settings):
+        backend, queue = get_kaneda_objects()
+        metrics = Metrics()
+    assert backend is None and isinstance(queue, DummyQueue) and queue.queue_name == "metrics"
+    assert metrics.queue is not None and metrics.queue.queue_name == "metrics"  # type: ignore[attr-defined]
+    metrics.gauge("g", 3)
+    assert metrics.queue.reported == [("g", "gauge", 3, None, None)]  # type: ignore[attr-defined]
+
+
+def test_a_backend_wins_over_a_queue_as_in_kaneda_1() -> None:
+    backend = DummyBackend()
+    queue = DummyBackend()
+    metrics = Metrics(backend=backend, queue=queue)
+    metrics.increment("hits")
+    assert metrics.queue is None and len(backend.calls) == 1 and queue.calls == []
+
+
+def test_a_queue_class_whose_plugin_is_missing_gives_install_advice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kaneda.queues
+
+    monkeypatch.setitem(
+        kaneda.queues.PLUGIN_CLASSES, "RQQueue", ("kaneda_rq_not_installed.legacy", "rq")
+    )
+    with pytest.raises(
+        ImportError, match=r"not installed\. Install it with: pip install kaneda-rq"
+    ):
+        kaneda.queues.RQQueue  # noqa: B018
     settings = settings_module(QUEUE="kaneda.queues.RQQueue")
     with (
         mock.patch("kaneda.utils.get_settings", return_value=settings),
-        pytest.raises(SettingsError, match="not supported"),
+        pytest.raises(UnexistingKanedaClass, match="pip install kaneda-rq"),
     ):
         get_kaneda_objects()
+
+
+def test_kaneda_1_task_modules_name_the_plugin_to_install() -> None:
+    from kaneda.queues import plugin_module
+
+    with pytest.raises(ImportError, match=r"kaneda.tasks.rq is provided by a plugin that is not"):
+        plugin_module("kaneda_rq_not_installed.legacy", "rq", "kaneda.tasks.rq")
+    assert plugin_module("kaneda_rq.legacy", "rq", "kaneda.tasks.rq").report is not None
 
 
 # -- utils and exceptions -------------------------------------------------------------

@@ -209,7 +209,9 @@ def test_every_call_records_what_it_was_given_or_raises_invalid_metric(
 def test_timestamps_keep_the_exact_microsecond(ns: int) -> None:
     from datetime import timedelta
 
-    from kaneda_core.model import EPOCH, epoch_us, timestamp_from_ns
+    from kaneda_core.model import epoch_us, timestamp_from_ns
+
+    EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
     stamp = timestamp_from_ns(ns)
     assert stamp == EPOCH + timedelta(microseconds=ns // 1000)

@@ -18,6 +18,7 @@ In order, the first that applies:
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import os
@@ -27,7 +28,9 @@ from typing import Any
 
 from kaneda_core import Backend, ConfigurationError, Metrics
 
-from . import settings as own_settings
+# The module itself, from sys.modules: ``from . import settings`` would give whatever
+# django_kaneda.settings holds now, which code may have replaced (see legacy_settings).
+own_settings = importlib.import_module("django_kaneda.settings")
 
 BACKEND_SETTING = "KANEDA_BACKEND"
 QUEUE_SETTING = "KANEDA_QUEUE"
@@ -86,10 +89,9 @@ class Configuration:
                 return Metrics(backend, **options)
             import kaneda
 
-            if isinstance(backend, Backend) or self.source != QUEUE_SETTING:
-                # A queue that is a kaneda_core Backend forwards batches like any backend.
-                return kaneda.Metrics(backend, **options)
-            return kaneda.Metrics(queue=backend, **options)
+            if self.source == QUEUE_SETTING:
+                return kaneda.Metrics(queue=backend, **options)  # metrics.queue, as in 1.0
+            return kaneda.Metrics(backend, **options)
         except ConfigurationError as error:
             if any(str(error).startswith(name) for name in self.options):
                 raise settings_error(f"{OPTIONS_SETTING}: {error}") from None

@@ -227,3 +227,23 @@ def test_a_1_0_queue_object_is_handed_to_kaneda_metrics_as_queue(
         300,
     )
     assert args == () and kwargs == {"batching": False}
+
+
+@pytest.mark.parametrize(
+    ("path", "settings", "class_name"),
+    [
+        (
+            "kaneda.queues.CeleryQueue",
+            {"KANEDA_CELERY_BROKER": "redis://127.0.0.1:1/0"},
+            "CeleryQueue",
+        ),
+        ("kaneda.queues.RQQueue", {"KANEDA_RQ_REDIS_URL": "redis://127.0.0.1:1/0"}, "RQQueue"),
+    ],
+)
+def test_kaneda_queue_builds_kaneda_1_0s_queue_classes(
+    path: str, settings: dict[str, Any], class_name: str
+) -> None:
+    metrics = build(KANEDA_QUEUE=path, **settings)  # nothing is sent: no broker needed
+    assert type(metrics.queue).__name__ == class_name
+    assert metrics.backend is metrics.queue
+    metrics.close()

@@ -16,13 +16,14 @@ from urllib.parse import urlsplit, urlunsplit
 from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 
-from kaneda_core import Backend, DeliveryError, Metric
+from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.arguments import check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.deadline import deadline
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
 from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
+from kaneda_core.limits import refuse_text_over
 from kaneda_core.redact import MASK, redact_text, redact_url
 from kaneda_core.urls import parse_url, url_password
 
@@ -30,6 +31,10 @@ from . import schema
 from .layouts import LAYOUTS, Layout
 
 DEFAULT_PORT = 9200
+#: Lucene's limit on one keyword term, in bytes (names and tags are keywords).
+MAX_TERM = 32766
+#: The longest string a document may hold: Elasticsearch takes requests of 100 MB.
+MAX_TEXT = 90 * 1024 * 1024
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -167,6 +172,18 @@ class ElasticsearchBackend(Backend):
                     f"{redact_url(url)} has no {needed}: add ?index_name=...&app_name=..."
                 )
         return cls(**options)
+
+    def check(self, metric: Metric) -> None:
+        """Refuse what Elasticsearch cannot index: a name or tag over 32,766 bytes (a
+        keyword term's limit), a document over its default 100 MB request limit."""
+        tags = metric.tags
+        longest = max(
+            (len(t) for t in (tags.values() if isinstance(tags, dict) else tags) if type(t) is str),
+            default=0,
+        )
+        if max(longest, len(metric.name)) * 4 > MAX_TERM:
+            _refuse_long_terms(metric)
+        refuse_text_over(metric, MAX_TEXT, "Elasticsearch", "a request is at most 100 MB")
 
     def send(self, batch: Sequence[Metric]) -> list[dict[str, Any]]:
         """Index the batch with one ``_bulk`` request; failed items raise with their reasons.
@@ -319,6 +336,24 @@ class ElasticsearchBackend(Backend):
     def __repr__(self) -> str:
         auth = f" (auth {MASK})" if self._secrets else ""
         return f"<ElasticsearchBackend {self._nodes()}/{self.index_name}-*{auth}>"
+
+
+def _refuse_long_terms(metric: Metric) -> None:
+    tags = metric.tags
+    items = tags.items() if isinstance(tags, dict) else ((None, t) for t in tags)
+    terms = [("name", metric.name)] + [
+        (f"tags[{key!r}]" if key is not None else "a tag", item)
+        for key, item in items
+        if type(item) is str
+    ]
+    for where, text in terms:
+        size = len(text.encode("utf-8"))
+        if size > MAX_TERM:
+            raise InvalidMetric(
+                f"{where} is {size} bytes long; Elasticsearch indexes it as a keyword, of at "
+                f"most {MAX_TERM} bytes (an immense term is refused): shorten it, or put long "
+                "text in an event"
+            )
 
 
 def _track_connections(client: Elasticsearch, registry: weakref.WeakSet[Any]) -> None:

@@ -320,3 +320,19 @@ def test_a_template_install_failure_is_retried_by_the_next_delivery(
     assert metrics.flush(10) == 0
     assert "kaneda" in fake_es.templates and len(fake_es.documents()) == 1
     assert metrics.stats().retried == 1
+
+
+def test_what_elasticsearch_cannot_index_is_refused_at_the_call() -> None:
+    from kaneda_core import InvalidMetric, Metrics
+
+    backend = ElasticsearchBackend("kaneda", "tests", host="127.0.0.1", port=1)
+    metrics = Metrics(backend, flush_interval=60)
+    with pytest.raises(InvalidMetric, match="keyword"):
+        metrics.gauge("g", 1, tags={"big": "x" * 40_000})
+    with pytest.raises(InvalidMetric, match="keyword"):
+        metrics.gauge("n" * 40_000, 1)
+    with pytest.raises(InvalidMetric, match="100 MB"):
+        metrics.event("dump", "x" * 100_000_000)
+    metrics.event("dump", "x" * 1_000_000)  # long text is fine in an event
+    assert metrics.stats().queued == 1
+    metrics.close(0.1)

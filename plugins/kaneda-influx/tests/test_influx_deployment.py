@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from influx_server import InfluxServer, free_port
 from kaneda_influx import InfluxBackend
 
 from kaneda_core import Metrics, connect
+from kaneda_core.testing import DripServer
 
 APPS = Path(__file__).parent / "apps"
 
@@ -148,43 +148,9 @@ def test_gunicorn_preload_workers_store_exactly_what_they_report(
 # -- a server that drips its answer -------------------------------------------------------
 
 
-class DripServer:
-    """Accepts connections and answers one byte every ``every`` seconds, for ever."""
-
-    def __init__(self, every: float = 0.1) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.every = every
-        self.closed = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._drip, args=(client,), daemon=True).start()
-
-    def _drip(self, client: socket.socket) -> None:
-        answer = b"HTTP/1.1 204 No Content\r\nX-Slow: " + b"z" * 10_000
-        with client:
-            for byte in answer:
-                if self.closed.wait(self.every):
-                    return
-                try:
-                    client.sendall(bytes([byte]))
-                except OSError:
-                    return
-
-    def close(self) -> None:
-        self.closed.set()
-        self.listener.close()
-
-
 @pytest.fixture
 def drip() -> Iterator[DripServer]:
-    server = DripServer()
+    server = DripServer(answer=b"HTTP/1.1 204 No Content\r\nX-Slow: ")
     yield server
     server.close()
 

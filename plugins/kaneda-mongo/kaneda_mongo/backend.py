@@ -25,11 +25,14 @@ from kaneda_core.arguments import check_arguments
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
 from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
+from kaneda_core.limits import refuse_ints_beyond, refuse_text_over
 from kaneda_core.redact import redact_text, redact_url
 from kaneda_core.urls import check_credentials_escaped, parse_url, url_password
 
 from .layouts import LAYOUTS
 
+#: The longest string a metric may hold: MongoDB's documents are at most 16 MiB.
+MAX_TEXT = 16 * 1024 * 1024 - 64 * 1024
 DUPLICATE_KEY = 11000
 AUTH_FAILED = 18
 UNAUTHORIZED = 13
@@ -182,11 +185,15 @@ class MongoBackend(Backend):
         return cls(**options)
 
     def check(self, metric: Metric) -> None:
-        """Refuse keys MongoDB would read as operators or paths (``$x``, ``a.b``)."""
+        """Refuse what MongoDB cannot store: keys it would read as operators or paths
+        (``$x``, ``a.b``), integers beyond 64 bits, a document over 16 MiB."""
         if isinstance(metric.value, dict):
             _check_keys(metric.value, "value")
         if isinstance(metric.tags, dict):
             _check_keys(metric.tags, "tags")
+        if type(metric.value) is not float:
+            refuse_ints_beyond(metric, 64, "MongoDB")
+        refuse_text_over(metric, MAX_TEXT, "MongoDB", "a document is at most 16 MiB")
 
     def send(self, batch: Sequence[Metric]) -> list[InsertOneResult]:
         """Insert the batch with one unordered ``insert_many``.

@@ -293,3 +293,19 @@ def test_auth_failures_and_a_server_going_away(
     with pytest.raises(DeliveryError) as caught:
         backend.send([Metric.create("g", "gauge", 1)])
     assert caught.value.retryable is retryable and words in str(caught.value)
+
+
+def test_what_mongodb_cannot_store_is_refused_at_the_call() -> None:
+    from kaneda_core import InvalidMetric, Metrics
+
+    backend = MongoBackend("db", "m", host="127.0.0.1", port=1)
+    metrics = Metrics(backend, flush_interval=60)
+    with pytest.raises(InvalidMetric, match="64 bits"):
+        metrics.gauge("g", 2**70)
+    with pytest.raises(InvalidMetric, match="64 bits"):
+        metrics.custom("c", "shape", {"big": [1, 2**64]})
+    with pytest.raises(InvalidMetric, match="16 MiB"):
+        metrics.event("dump", "x" * 17_000_000)
+    metrics.gauge("g", 2**62)  # fits
+    assert metrics.stats().queued == 1
+    metrics.close(0.1)

@@ -37,6 +37,8 @@ r = RethinkDB()
 #: What RethinkDB accepts as a database or table name.
 VALID_NAME = re.compile(r"[A-Za-z0-9_-]+")
 DEFAULT_PORT = 28015
+#: RethinkDB's limit on a primary key, in bytes.
+MAX_KEY = 127
 
 #: How a document whose id is already stored is treated: replaced by the new one, so a
 #: retried batch leaves exactly one copy.
@@ -131,12 +133,19 @@ class RethinkBackend(Backend):
         return self.table_name or metric.kind
 
     def check(self, metric: Metric) -> None:
-        """Refuse a metric whose kind cannot name a table (when no ``table_name`` is set)."""
+        """Refuse what RethinkDB cannot store: a kind that cannot name a table (when no
+        ``table_name`` is set), an id over 127 bytes (its primary keys' limit)."""
         if self.table_name is None and not VALID_NAME.fullmatch(metric.kind):
             raise InvalidMetric(
                 f"metric kind {metric.kind!r} names the RethinkDB table it goes to, and table "
                 "names may only hold A-Z, a-z, 0-9, _ and -: rename it, or give the backend a "
                 "table_name"
+            )
+        id_ = metric.id
+        if isinstance(id_, str) and len(id_) * 4 > MAX_KEY and len(id_.encode()) > MAX_KEY:
+            raise InvalidMetric(
+                f"id_ is {len(id_.encode())} bytes long; RethinkDB's primary keys are at most "
+                f"{MAX_KEY} bytes: use a shorter id (a hash of it, say)"
             )
 
     def send(self, batch: Sequence[Metric]) -> list[dict[str, Any]]:

@@ -353,3 +353,14 @@ def test_bad_credentials_are_not_retried(
     metrics.gauge("g", 1)
     assert "refused the credentials of user 'app'" in caplog.text
     assert SECRET not in caplog.text and metrics.stats().retried == 0
+
+
+def test_an_id_longer_than_a_rethinkdb_primary_key_is_refused_at_the_call() -> None:
+    from kaneda_core import InvalidMetric, Metrics
+
+    metrics = Metrics(RethinkBackend("db", host="127.0.0.1", port=1), flush_interval=60)
+    with pytest.raises(InvalidMetric, match="127 bytes"):
+        metrics.custom("c", "shape", 1, id_="é" * 100)
+    metrics.custom("c", "shape", 1, id_="x" * 127)
+    assert metrics.stats().queued == 1
+    metrics.close(0.1)

@@ -32,7 +32,6 @@ UNMATCHED_ROUTE = "<unmatched>"
 DEFAULT_DURATION_NAME = "http.request.duration"
 DEFAULT_EXCEPTIONS_NAME = "http.request.exceptions"
 
-_logger = logging.getLogger("kaneda_web")
 _MAX_LOGGED_FAILURES = 100
 
 
@@ -60,7 +59,7 @@ class RequestReporter:
     application raised, a counter ``exceptions_name`` tagged ``route``, ``method`` and
     ``exception`` (the exception's class name). ``tags`` are added to both. A tag name
     set to None leaves that tag out. Reporting never raises into the request: a failure
-    is logged (once per distinct error) on the ``kaneda_web`` logger.
+    is logged (once per distinct error) on the ``logger_name`` logger (``kaneda_web``).
     """
 
     def __init__(
@@ -76,7 +75,9 @@ class RequestReporter:
         exception_tag: str | None = "exception",
         use_ms: bool = False,
         unmatched_route: str = UNMATCHED_ROUTE,
+        logger_name: str = "kaneda_web",
     ) -> None:
+        self._logger = logging.getLogger(logger_name)
         check_name(duration_name, "duration_name")
         check_name(exceptions_name, "exceptions_name")
         check_name(unmatched_route, "unmatched_route")
@@ -167,7 +168,7 @@ class RequestReporter:
             return
         if len(self._logged) < _MAX_LOGGED_FAILURES:
             self._logged.add(key)
-        _logger.warning(
+        self._logger.warning(
             "Kaneda could not report a request's metrics: %s",
             error,
             exc_info=not isinstance(error, KanedaError),

@@ -1,0 +1,405 @@
+"""The faults of real deployments, each run once: what was accepted, stored, lost, duplicated.
+
+    python3 bench/bench_faults.py            # prints a Markdown table
+
+Starts a throwaway influxd (Debian's ``influxdb``) for the scenarios that involve a
+server and counts what it stored with InfluxQL; the others use the memory backend or a
+log file, read back. "lost" is accepted minus stored minus what Kaneda counted as
+refused or dropped (and said so): a silent loss. The same scenarios are tests in
+``tests/`` and ``plugins/kaneda-influx/tests/``, which assert what this table shows.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins" / "kaneda-influx" / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_hot_path import without_hook_plugins  # noqa: E402
+from influx_server import InfluxServer  # noqa: E402
+
+Row = tuple[str, int, int, int, int, str]
+
+
+def influx_counts(server: InfluxServer, database: str, where: str = "") -> tuple[int, int]:
+    """(points stored, distinct values among them) of the gauge measurement."""
+    q = f'SELECT count("value"), count(distinct("value")) FROM "gauge" {where} GROUP BY "p"'
+    result = server.query(q, db=database)["results"][0]
+    total = distinct = 0
+    for series in result.get("series", []):
+        total += series["values"][0][1]
+        distinct += series["values"][0][2]
+    return total, distinct
+
+
+def fork_after_first_use(server: InfluxServer, buffered: bool) -> Row:
+    from kaneda_core import connect
+
+    database = f"fork_{int(buffered)}"
+    folder = tempfile.mkdtemp()
+    options = {"buffer_path": os.path.join(folder, "b.sqlite")} if buffered else {}
+    metrics = connect(f"influxdb://127.0.0.1:{server.port}/{database}?timeout=5", **options)
+    metrics.gauge("g", -1, tags={"p": "first"})
+    metrics.flush(10)
+    children = []
+    for child in range(4):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for i in range(20_000):
+                    metrics.gauge("g", i, tags={"p": f"child{child}"})
+                metrics.close(60)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for i in range(20_000):
+        metrics.gauge("g", i, tags={"p": "parent"})
+    metrics.flush(60)
+    for pid in children:
+        os.waitpid(pid, 0)
+    failed = metrics.stats().failed
+    metrics.close()
+    stored, distinct = influx_counts(server, database)
+    accepted = 100_001
+    name = "fork after first use, 5 processes" + (", buffer_path" if buffered else "")
+    return name, accepted, stored, accepted - stored - failed, stored - distinct, "InfluxDB"
+
+
+def gunicorn_preload(server: InfluxServer, worker_class: str) -> Row:
+    import http.client
+    import shutil
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    from influx_server import free_port
+
+    database = f"gunicorn_{worker_class}"
+    port = free_port()
+    env = {
+        **os.environ,
+        "KANEDA_URL": f"influxdb://127.0.0.1:{server.port}/{database}?timeout=5",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    binary = shutil.which("gunicorn") or str(Path(sys.executable).parent / "gunicorn")
+    apps = ROOT / "plugins" / "kaneda-influx" / "tests" / "apps"
+    process = subprocess.Popen(
+        [binary, "--preload", "--workers", "4", "--worker-class", worker_class, "--threads",
+         "4", "--bind", f"127.0.0.1:{port}", "--chdir", str(apps), "reporting_app:app"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+
+    def get(i: int) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", f"/?n={i % 50}")
+        status = connection.getresponse().status
+        connection.close()
+        return status
+
+    requests = 2_000
+    with ThreadPoolExecutor(8) as pool:
+        served = sum(1 for status in pool.map(get, range(requests)) if status == 200)
+    process.send_signal(signal.SIGTERM)
+    process.wait(60)
+    answer = server.query(
+        'SELECT count("value") FROM "gauge" WHERE "name" = \'request\'', db=database
+    )
+    stored = answer["results"][0]["series"][0]["values"][0][1]
+    return (
+        f"gunicorn --preload, 4 {worker_class} workers, one gauge per request",
+        served, stored, served - stored, max(0, stored - served), "InfluxDB",
+    )  # fmt: skip
+
+
+def _coarse(real: Callable[[], int]) -> Callable[[], int]:
+    return lambda: real() // 50 * 50  # a clock of 50 ns steps
+
+
+def two_processes_one_series(server: InfluxServer) -> Row:
+    from kaneda_core import connect
+
+    database = "two_processes"
+    url = f"influxdb://127.0.0.1:{server.port}/{database}?timeout=5"
+    start_reading, start_writing = os.pipe()
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                import kaneda_core.metrics as module
+
+                module.time_ns = _coarse(module.time_ns)  # type: ignore[assignment]
+                metrics = connect(url, batch_size=5000)
+                os.read(start_reading, 1)
+                for _ in range(50_000):
+                    metrics.increment("requests", tags={"route": "/"})
+                metrics.close(60)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    os.write(start_writing, b"go")
+    for pid in children:
+        os.waitpid(pid, 0)
+    answer = server.query('SELECT count("value") FROM "counter"', db=database)
+    stored = answer["results"][0]["series"][0]["values"][0][1]
+    return (
+        "two processes increment one series (a 50 ns clock)",
+        100_000, stored, 100_000 - stored, 0, "InfluxDB",
+    )  # fmt: skip
+
+
+def dripping_server() -> Row:
+    from kaneda_influx import InfluxBackend
+
+    from kaneda_core import Metrics
+    from kaneda_core.testing import DripServer
+
+    with DripServer() as drip:
+        backend = InfluxBackend("app", host="127.0.0.1", port=drip.port, timeout=0.3)
+        metrics = Metrics(backend, batching=False)
+        started = time.monotonic()
+        metrics.gauge("g", 1)
+        took = time.monotonic() - started
+        failed = metrics.stats().failed
+    return (
+        "a server answering one byte per 0.1 s, batching=False, timeout=0.3",
+        1, 0, 1 - failed, 0, f"the call returned in {took:.2f} s, counted failed",
+    )  # fmt: skip
+
+
+FULL_DISK = (ROOT / "tests" / "test_disk_faults.py").read_text()
+
+
+def disk_full() -> Row:
+    namespace: dict[str, Any] = {}
+    exec(FULL_DISK.split("def test_a_full_disk")[0], namespace)  # the script the test runs
+    folder = tempfile.mkdtemp()
+    script = Path(folder) / "full.py"
+    script.write_text(namespace["FULL_DISK"])
+    done = subprocess.run(
+        [sys.executable, str(script), os.path.join(folder, "b.sqlite")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result = json.loads(done.stdout.splitlines()[-1])
+    stored = sum(result["counts"].values())
+    total = result["total"]
+    return (
+        "disk full (writes fail past 4 KiB) mid-stream, then space returns",
+        7148, stored, 7148 - stored - result["failed"] - result["dropped"], total - stored,
+        "memory backend; no call raised" if not result["raised"] else "a call raised",
+    )  # fmt: skip
+
+
+def corrupted_rows() -> Row:
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    path = os.path.join(tempfile.mkdtemp(), "b.sqlite")
+    Metrics(MemoryBackend(), buffer_path=path).close()
+    good = [json.dumps(["g", "gauge", i, {}, None, time.time_ns()]) for i in range(3001)]
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO queue (owner, item) VALUES ('gone', ?)",
+            [(row,) for row in [*good[:1000], "{not json", '["short"]', *good[1000:]]],
+        )
+    backend = MemoryBackend()
+    with Metrics(backend, buffer_path=path) as metrics:
+        metrics.flush(30)
+        unreadable = metrics.stats().unreadable
+    stored = len(backend.metrics)
+    return (
+        "a buffer file with 2 unreadable rows among 3,001",
+        3003, stored, 3003 - stored - unreadable, stored - len({m.value for m in backend.metrics}),
+        f"{unreadable} moved to the quarantine table",
+    )  # fmt: skip
+
+
+def poison_metric() -> Row:
+    from kaneda_core import Metric, Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    class Picky(MemoryBackend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            if any(m.value == 13 for m in batch):
+                raise ValueError("cannot encode 13")
+            super().send(batch)
+
+    backend = Picky()
+    with Metrics(backend, batch_size=1000, flush_interval=60) as metrics:
+        for i in range(1000):
+            metrics.gauge("g", i)
+        metrics.flush(10)
+        failed = metrics.stats().failed
+    stored = len(backend.metrics)
+    return (
+        "one metric of a batch of 1,000 the backend cannot encode",
+        1000, stored, 1000 - stored - failed, 0, f"{failed} failed and hooked, alone",
+    )  # fmt: skip
+
+
+def _report_to(path: str, count: int) -> None:
+    metrics = _SHARED[0]
+    for i in range(count):
+        metrics.gauge("child", i)
+
+
+_SHARED: list[Any] = []
+
+
+def multiprocessing_exit() -> Row:
+    from kaneda_core import Metrics
+    from kaneda_core.backends import LoggerBackend
+
+    path = os.path.join(tempfile.mkdtemp(), "m.jsonl")
+    metrics = Metrics(LoggerBackend(filename=path), flush_interval=60, batch_size=100_000)
+    _SHARED[:] = [metrics]
+    context = multiprocessing.get_context("fork")
+    process = context.Process(target=_report_to, args=(path, 500))
+    process.start()
+    process.join()
+    with context.Pool(2) as pool:
+        pool.starmap(_report_to, [(path, 100)] * 6)
+        pool.close()
+        pool.join()
+    metrics.close()
+    lines = Path(path).read_text().splitlines()
+    stored = len(lines)
+    return (
+        "a multiprocessing Process and Pool workers report, then exit",
+        1100, stored, 1100 - stored, 0, "log file; delivered at each child's exit",
+    )  # fmt: skip
+
+
+def after_close() -> Row:
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    path = os.path.join(tempfile.mkdtemp(), "b.sqlite")
+    metrics = Metrics(MemoryBackend(), buffer_path=path)
+    metrics.close()
+    for _ in range(100):
+        metrics.increment("late")
+    dropped = metrics.stats().dropped
+    return (
+        "calls after close(), with buffer_path",
+        100, 0, 100 - dropped, 0, f"{dropped} counted dropped, said once",
+    )  # fmt: skip
+
+
+def signal_handlers() -> Row:
+    script = (ROOT / "tests" / "test_signal_safety.py").read_text()
+    namespace: dict[str, Any] = {}
+    exec(script.split("@pytest.mark")[0], namespace)
+    folder = tempfile.mkdtemp()
+    path = Path(folder) / "signals.py"
+    path.write_text(namespace["SCRIPT"])
+    done = subprocess.run(
+        [sys.executable, str(path), "disk", os.path.join(folder, "b.sqlite")],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    result = json.loads(done.stdout.splitlines()[-1])
+    accepted = result["calls"] + result["handled"]
+    return (
+        "reporting from a SIGALRM handler every 2 ms, buffer_path",
+        accepted, result["stored"], accepted - result["stored"] - result["dropped"], 0,
+        f"{result['handled']} from the handler; no deadlock",
+    )  # fmt: skip
+
+
+def fork_while_locked() -> Row:
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    path = os.path.join(tempfile.mkdtemp(), "b.sqlite")
+    metrics = Metrics(MemoryBackend(), buffer_path=path, max_buffer=20, flush_interval=0.001)
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            metrics.increment("busy")
+            metrics.stats()
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    children = []
+    for _ in range(200):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                metrics.increment("child")
+                metrics.flush(2)
+                metrics.close(2)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    hung = 0
+    deadline = time.monotonic() + 60
+    for pid in children:
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                hung += 1
+                break
+            time.sleep(0.005)
+    metrics.close(5)
+    return (
+        "200 forks while two threads report into a full disk buffer",
+        200, 200 - hung, 0, 0, f"{hung} children hung",
+    )  # fmt: skip
+
+
+def main() -> None:
+    without_hook_plugins()
+    server = InfluxServer()
+    server.start()
+    scenarios: list[Callable[[], Row]] = [
+        lambda: fork_after_first_use(server, False),
+        lambda: fork_after_first_use(server, True),
+        lambda: gunicorn_preload(server, "sync"),
+        lambda: gunicorn_preload(server, "gthread"),
+        fork_while_locked,
+        signal_handlers,
+        disk_full,
+        corrupted_rows,
+        poison_metric,
+        dripping_server,
+        multiprocessing_exit,
+        after_close,
+        lambda: two_processes_one_series(server),
+    ]
+    print("| fault | accepted | stored | lost | duplicated | notes |")
+    print("|---|---:|---:|---:|---:|---|")
+    try:
+        for scenario in scenarios:
+            name, accepted, stored, lost, duplicated, notes = scenario()
+            print(f"| {name} | {accepted:,} | {stored:,} | {lost:,} | {duplicated:,} | {notes} |")
+    finally:
+        server.destroy()
+
+
+if __name__ == "__main__":
+    main()

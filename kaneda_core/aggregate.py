@@ -1,0 +1,269 @@
+"""Client-side aggregation: counters, gauges and timings folded per flush interval.
+
+With ``Metrics(..., aggregate=True)`` a counter, gauge or timing call does not queue a
+metric: it appends the call's series (its name and tags) and value to a queue of its
+kind, which takes no lock (so a signal handler may report too). The delivery worker
+folds what was queued into one record per series, and at every flush interval emits one
+point per series:
+
+- a counter: the sum of its increments and decrements in the interval;
+- a gauge: its last value in the interval;
+- a timing: a dict ``{"count", "sum", "min", "max", "p50", "p90", "p99"}`` (the
+  percentiles are configurable, computed over up to ``RESERVOIR`` values kept per series
+  by reservoir sampling; count, sum, min and max are exact).
+
+Events and custom metrics are never folded. A series is validated (and checked by the
+backend) the first time it is seen in an interval; later calls on it only build its key.
+Tag values that compare equal (``1``, ``1.0`` and ``True``) fold into one series. An
+aggregated point carries the time its interval ended.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .model import COUNTER, GAUGE, TIMING, Metric, check_name, check_number
+
+#: Values kept per timing series and interval for its percentiles.
+RESERVOIR = 1024
+#: Percentiles a timing point reports unless told otherwise.
+DEFAULT_PERCENTILES = (50.0, 90.0, 99.0)
+#: Calls queued before the worker is woken to fold them (bounds the memory they take).
+FOLD_EVERY = 20_000
+#: Series remembered as validated, per kind; past it, the memory is emptied at the next
+#: emit (a forgotten series is validated again when next seen).
+MAX_SERIES = 100_000
+
+Key = tuple[Any, ...]
+
+# Counter's C loop: a mapping's count += 1 for each item of an iterable.
+_count_elements = collections._count_elements  # type: ignore[attr-defined]
+
+
+class Aggregator:
+    """The folding state of one ``Metrics``: queued calls, then one record per series."""
+
+    def __init__(
+        self,
+        make_tags: Callable[[Any], Any],
+        check: Callable[[Metric], None],
+        host: str,
+        percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    ) -> None:
+        self.make_tags = make_tags
+        self.check = check
+        self.host = host
+        self.percentiles = tuple(percentiles)
+        self._labels = tuple(_percentile_label(p) for p in self.percentiles)
+        #: What the calls append: a key (a counter's +1), or (key, value).
+        self.counts: deque[Key] = deque()
+        self.adds: deque[tuple[Key, Any]] = deque()
+        self.gauges: deque[tuple[Key, Any]] = deque()
+        self.timings: deque[tuple[Key, Any]] = deque()
+        #: Keys already validated, per kind, with the tags their points carry.
+        self.valid: dict[str, dict[Key, Any]] = {COUNTER: {}, GAUGE: {}, TIMING: {}}
+        self._sums: dict[Key, Any] = {}
+        self._lasts: dict[Key, Any] = {}
+        self._timings: dict[Key, list[Any]] = {}
+        self.folded = 0  # calls folded since the last emit
+        self.last_emit = time.monotonic()
+
+    # -- the calling side: first sight of a series -----------------------------------
+
+    def admit(self, kind: str, key: Key, name: Any, tags: Any, value: Any = 1) -> None:
+        """Validate a series seen for the first time (raises InvalidMetric) and remember it.
+
+        ``key`` is what the call queues: the name and the tags' items (or the list's
+        strings). The points of the series carry the tags as the call's would have been
+        (default tags added).
+        """
+        check_name(name)
+        if kind != COUNTER:
+            check_number(value)
+        own = self.make_tags(tags)
+        now = time.time_ns()
+        self.check(Metric(name, kind, value, own, None, self.host, None, now))
+        if kind == TIMING:  # what will be stored is a summary: the backend must take a dict
+            summary = self._timing_value([1, value, value, value, [value]])
+            self.check(Metric(name, kind, summary, own, None, self.host, None, now))
+        self.valid[kind][key] = own
+
+    # -- the worker's side -------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Calls queued and not yet folded."""
+        return len(self.counts) + len(self.adds) + len(self.gauges) + len(self.timings)
+
+    def series(self) -> int:
+        """Series folded and not yet emitted."""
+        return len(self._sums) + len(self._lasts) + len(self._timings)
+
+    def fold(self) -> None:
+        """Fold every queued call into its series' record."""
+        folded = 0
+        counts = self.counts
+        if counts:
+            popleft = counts.popleft
+            keys = [popleft() for _ in range(len(counts))]
+            _count_elements(self._sums, keys)  # C: a dict += 1 per key
+            folded += len(keys)
+        sums = self._sums
+        get = sums.get
+        popleft = self.adds.popleft
+        for _ in range(len(self.adds)):
+            key, value = popleft()
+            sums[key] = get(key, 0) + value
+            folded += 1
+        gauges = self.gauges
+        if gauges:
+            popleft = gauges.popleft
+            pairs = [popleft() for _ in range(len(gauges))]
+            self._lasts.update(pairs)  # the last value of each series wins
+            folded += len(pairs)
+        timings = self._timings
+        popleft = self.timings.popleft
+        for _ in range(len(self.timings)):
+            key, value = popleft()
+            record = timings.get(key)
+            if record is None:
+                # count, sum, min, max, then the reservoir
+                timings[key] = [1, value, value, value, [value]]
+            else:
+                _add_timing(record, value)
+            folded += 1
+        self.folded += folded
+
+    def emit(self, stamp_ns: int) -> tuple[list[Metric], int]:
+        """One point per folded series, stamped ``stamp_ns``, and how many calls they fold.
+
+        Calls whose tags were given in another order (``{"a": 1, "b": 2}``, then
+        ``{"b": 2, "a": 1}``) are one series: their records are merged here. The records
+        start again empty.
+        """
+        self.fold()
+        folded = self.folded
+        host = self.host
+        points: list[Metric] = []
+        for kind, records in ((COUNTER, self._sums), (GAUGE, self._lasts)):
+            merged: dict[Key, list[Any]] = {}
+            tags_of = self.valid[kind]
+            for key, value in records.items():
+                tags = tags_of[key]
+                series = (key[0], _canonical(tags))
+                found = merged.get(series)
+                if found is None:
+                    merged[series] = [key[0], tags, value]
+                elif kind == COUNTER:
+                    found[2] += value
+                else:
+                    found[2] = value
+            points += [
+                Metric(name, kind, value, _own(tags), None, host, None, stamp_ns)
+                for name, tags, value in merged.values()
+            ]
+        merged_timings: dict[Key, list[Any]] = {}
+        tags_of = self.valid[TIMING]
+        for key, record in self._timings.items():
+            tags = tags_of[key]
+            series = (key[0], _canonical(tags))
+            found = merged_timings.get(series)
+            if found is None:
+                merged_timings[series] = [key[0], tags, record]
+            else:
+                _merge_timings(found[2], record)
+        points += [
+            Metric(name, TIMING, self._timing_value(record), _own(tags), None, host, None, stamp_ns)
+            for name, tags, record in merged_timings.values()
+        ]
+        self._sums = {}
+        self._lasts = {}
+        self._timings = {}
+        self.folded = 0
+        self.last_emit = time.monotonic()
+        for known in self.valid.values():
+            if len(known) > MAX_SERIES:  # bounded: forgotten series are validated again
+                known.clear()
+        return points, folded
+
+    def _timing_value(self, record: list[Any]) -> dict[str, Any]:
+        count, total, low, high, sample = record
+        value: dict[str, Any] = {"count": count, "sum": total, "min": low, "max": high}
+        if sample:
+            ordered = sorted(sample)
+            for label, percentile in zip(self._labels, self.percentiles, strict=True):
+                value[label] = _nearest_rank(ordered, percentile)
+        return value
+
+    def after_fork_in_child(self) -> None:
+        """A forked child folds its own calls: the parent's are the parent's to emit."""
+        for queue in (self.counts, self.adds, self.gauges, self.timings):
+            queue.clear()
+        self._sums = {}
+        self._lasts = {}
+        self._timings = {}
+        self.folded = 0
+
+
+def _canonical(tags: Any) -> Key:
+    """The tags in one order, whatever order they were given in."""
+    if isinstance(tags, dict):
+        return tuple(sorted(tags.items(), key=lambda item: item[0]))
+    return (None, *sorted(tags))
+
+
+def _own(tags: Any) -> Any:
+    """A point's own copy of its series' tags."""
+    return dict(tags) if isinstance(tags, dict) else list(tags)
+
+
+def _merge_timings(into: list[Any], other: list[Any]) -> None:
+    into[0] += other[0]
+    into[1] += other[1]
+    into[2] = min(into[2], other[2])
+    into[3] = max(into[3], other[3])
+    into[4] = (into[4] + other[4])[:RESERVOIR]
+
+
+def _add_timing(record: list[Any], value: Any) -> None:
+    record[0] += 1
+    record[1] += value
+    if value < record[2]:
+        record[2] = value
+    elif value > record[3]:
+        record[3] = value
+    sample = record[4]
+    if len(sample) < RESERVOIR:
+        sample.append(value)
+    else:  # reservoir sampling: every value has the same chance to be kept
+        slot = random.randrange(record[0])
+        if slot < RESERVOIR:
+            sample[slot] = value
+
+
+def _nearest_rank(ordered: list[Any], percentile: float) -> Any:
+    rank = max(1, -(-len(ordered) * percentile // 100))
+    return ordered[min(len(ordered), int(rank)) - 1]
+
+
+def _percentile_label(percentile: float) -> str:
+    return f"p{percentile:g}".replace(".", "_")
+
+
+def check_percentiles(percentiles: object) -> tuple[float, ...]:
+    """Percentiles as given to ``Metrics``: numbers above 0 and at most 100."""
+    from .errors import ConfigurationError
+
+    if not isinstance(percentiles, (list, tuple)) or not all(
+        isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p <= 100
+        for p in percentiles
+    ):
+        raise ConfigurationError(
+            f"percentiles must be a list of numbers above 0 and at most 100, got {percentiles!r} "
+            "(for example percentiles=(50, 90, 99))"
+        )
+    return tuple(float(p) for p in percentiles)

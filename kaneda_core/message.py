@@ -1,0 +1,155 @@
+"""The message a queue carries: one batch of metrics as a versioned JSON document.
+
+Producers (the queue backends) and consumers (``kaneda worker`` and the engines' own
+workers) share this module, so the format lives in one place::
+
+    {"kaneda": 1, "metrics": [[name, kind, value, tags, id, time_ns, host], ...]}
+
+Each metric keeps its name, kind, value, tags, id, the time of the reporting call in
+nanoseconds since the epoch, and the host that reported it. A transport that speaks
+JSON itself (Celery) carries the document as its task argument; the others carry
+:func:`encode_batch`'s text. kaneda 1.0 sent one call per message
+(``name, metric, value, tags, id_``) without time or host: :func:`legacy_metric`
+reads those.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import KanedaError
+from .model import Metric, host_name, now_ns, timestamp_from_ns
+
+#: The format version this module writes, and the newest it reads.
+VERSION = 1
+#: The key that marks a document as a Kaneda batch and holds its version.
+MARKER = "kaneda"
+
+
+class MessageError(KanedaError, ValueError):
+    """A message is not a Kaneda batch this version can read (a poison message)."""
+
+
+class IdMaker:
+    """Makes ids for metrics reported without one: a random token of this maker, and a count.
+
+    A message may be delivered twice (a worker killed before it acknowledged); stores
+    that key by id then keep one copy. Make one per process: a forked child that used
+    its parent's maker would repeat the parent's ids.
+    """
+
+    def __init__(self) -> None:
+        import itertools
+        import uuid
+
+        self.token = uuid.uuid4().hex[:16]
+        self._count = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.token}-{next(self._count)}"
+
+
+def batch_document(
+    batch: Sequence[Metric], new_id: Callable[[], str | int] | None = None
+) -> dict[str, Any]:
+    """``batch`` as a JSON-ready document (for transports that encode JSON themselves).
+
+    With ``new_id``, metrics without an id get ``new_id()``.
+    """
+    if new_id is None:
+        rows = [[m.name, m.kind, m.value, m.tags, m.id, m.epoch_ns, m.host] for m in batch]
+    else:
+        rows = [
+            [
+                m.name,
+                m.kind,
+                m.value,
+                m.tags,
+                new_id() if m.id is None else m.id,
+                m.epoch_ns,
+                m.host,
+            ]
+            for m in batch
+        ]
+    return {MARKER: VERSION, "metrics": rows}
+
+
+def encode_batch(batch: Sequence[Metric], new_id: Callable[[], str | int] | None = None) -> str:
+    """``batch`` as the JSON text of one message (ids from ``new_id`` where missing)."""
+    return json.dumps(batch_document(batch, new_id), ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_batch(message: str | bytes | Mapping[str, Any]) -> list[Metric]:
+    """The metrics of one message (its JSON text, or the document itself).
+
+    Checks the document's shape and the type of every field; values are checked by
+    :meth:`kaneda_core.Metrics.forward`, which every consumer goes through. Raises
+    :class:`MessageError` naming what is wrong.
+    """
+    document: Any = message
+    if isinstance(message, (str, bytes, bytearray)):
+        try:
+            document = json.loads(message)
+        except ValueError as error:
+            raise MessageError(f"message is not JSON: {error}: {_excerpt(message)}") from None
+    if not isinstance(document, Mapping) or MARKER not in document:
+        raise MessageError(
+            f"message is not a Kaneda batch (no {MARKER!r} key): {_excerpt(document)}"
+        )
+    version = document[MARKER]
+    if type(version) is not int or version < 1:
+        raise MessageError(f"message has a bad format version {version!r}")
+    if version > VERSION:
+        raise MessageError(
+            f"message has format version {version}, newer than this worker reads "
+            f"({VERSION}): upgrade kaneda-core where the worker runs"
+        )
+    rows = document.get("metrics")
+    if not isinstance(rows, list):
+        raise MessageError(f"message field 'metrics' must be a list, got {_excerpt(rows)}")
+    new = tuple.__new__
+    stamp = datetime.fromtimestamp
+    utc = timezone.utc
+    metrics: list[Metric] = []
+    append = metrics.append
+    for index, row in enumerate(rows):
+        if type(row) is not list or len(row) != 7:
+            raise MessageError(
+                f"metrics[{index}] must be a list of 7 fields "
+                f"(name, kind, value, tags, id, time_ns, host), got {_excerpt(row)}"
+            )
+        name, kind, value, tags, id_, ns, host = row
+        if type(ns) is not int or type(host) is not str:
+            _refuse_time_or_host(index, ns, host)
+        try:
+            timestamp = stamp(ns // 1000 / 1e6, utc)
+        except (OverflowError, OSError, ValueError):
+            raise MessageError(f"metrics[{index}] time_ns is out of range: {ns!r}") from None
+        append(new(Metric, (name, kind, value, tags, timestamp, host, id_, ns)))
+    return metrics
+
+
+def _refuse_time_or_host(index: int, ns: object, host: object) -> None:
+    if type(ns) is not int:
+        raise MessageError(f"metrics[{index}] time_ns must be an integer, got {ns!r}")
+    raise MessageError(f"metrics[{index}] host must be a string, got {host!r}")
+
+
+def legacy_metric(name: Any, metric: Any, value: Any, tags: Any = None, id_: Any = None) -> Metric:
+    """The metric of a kaneda 1.0 message (one call, without time or host).
+
+    kaneda 1.0's workers stored such a call at the time they received it, under their
+    own host name: so does this.
+    """
+    ns = now_ns()
+    if tags is None:
+        tags = {}
+    return Metric(name, metric, value, tags, timestamp_from_ns(ns), host_name(), id_, ns)
+
+
+def _excerpt(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,426 @@
+"""Queues: backends that forward batches to a broker, and the workers that deliver them.
+
+A queue plugin provides a :class:`QueueBackend`. Its ``send`` puts each batch on a
+broker as one message (the format is :mod:`kaneda_core.message`); its :meth:`serve
+<QueueBackend.serve>` takes messages off the broker and hands them to a
+:class:`MessageHandler`, which delivers their metrics through a
+:class:`~kaneda_core.Metrics` on the target backend (retries, disk buffer, hooks,
+stats) and says what to do with each message:
+
+- :attr:`Verdict.STORED`: acknowledge it. The backend has every metric (or, with a
+  disk buffer, the buffer has them: it delivers them even after a crash of the worker);
+- :attr:`Verdict.RETRY`: put it back. The backend could not take it now;
+- :attr:`Verdict.POISON`: move it aside. It can never be delivered (not a Kaneda
+  message, a newer format, an invalid metric), and must not block the queue.
+
+``kaneda worker QUEUE_URL --to BACKEND_URL`` runs :func:`run_worker`. The engines' own
+workers (``celery worker``, ``rq worker``) find their handler with
+:func:`current_handler`. Nothing here imports a broker's client.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .backend import Backend
+from .delivery import BufferFull
+from .errors import ConfigurationError, DeliveryError, InvalidMetric
+from .hookspecs import hookimpl
+from .message import MessageError, decode_batch, legacy_metric
+from .model import Metric
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+log = logging.getLogger("kaneda.worker")
+
+#: The longest a handler waits, after a message it had to put back, before the next.
+MAX_RETRY_PAUSE = 5.0
+
+
+class Verdict(str, Enum):
+    """What a consumer does with a message once its handler is done with it."""
+
+    STORED = "stored"
+    RETRY = "retry"
+    POISON = "poison"
+
+
+class Outcome(NamedTuple):
+    """A message's verdict, why (for RETRY and POISON), its metrics, and how many were refused.
+
+    ``refused`` counts the metrics of a STORED message that the backend refused for good
+    (they went to the ``kaneda_batch_failed`` hook, as on the direct path).
+    """
+
+    verdict: Verdict
+    reason: str = ""
+    metrics: int = 0
+    refused: int = 0
+
+
+class WorkerStats:
+    """What a worker did: messages handled, metrics stored or refused, messages put back or aside.
+
+    ``messages``: messages handled. ``stored``: metrics the backend (or the disk buffer)
+    took. ``failed``: metrics the backend refused for good (passed to the
+    ``kaneda_batch_failed`` hook, as on the direct path). ``requeued``: messages put back
+    because the backend could not take them then. ``poison``: messages moved aside.
+    """
+
+    __slots__ = ("failed", "messages", "poison", "requeued", "stored")
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.stored = 0
+        self.failed = 0
+        self.requeued = 0
+        self.poison = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name."""
+        return {name: getattr(self, name) for name in sorted(self.__slots__)}
+
+    def __repr__(self) -> str:
+        counters = ", ".join(f"{name}={value}" for name, value in self.as_dict().items())
+        return f"WorkerStats({counters})"
+
+
+class QueueBackend(Backend):
+    """A backend that forwards each batch to a broker, as one message, for a worker to deliver.
+
+    Subclasses implement ``send`` (put the batch on the broker with
+    :func:`kaneda_core.message.encode_batch`, passing :attr:`new_id`) and :meth:`serve`.
+
+    Delivery through a queue is at least once: a worker killed before it acknowledged
+    a message gets it again. With ``assign_ids`` (the default) every metric reported
+    without an ``id_`` travels with one Kaneda makes, so that stores keying by id
+    (MongoDB, Elasticsearch, RethinkDB) keep one copy. InfluxDB keys a point by its
+    series and time, so a repeat overwrites itself there; ``assign_ids=False`` then
+    saves storing (and checking) an id field per point.
+    """
+
+    def __init__(self, assign_ids: bool = True) -> None:
+        from .message import IdMaker
+
+        self.assign_ids = assign_ids
+        #: Makes ids, unique across processes, for metrics reported without one (or None).
+        self.new_id: IdMaker | None = IdMaker() if assign_ids else None
+
+    @classmethod
+    def serve(cls, url: str, handler: MessageHandler) -> None:
+        """Take messages off the queue ``url`` names and hand them to ``handler``.
+
+        Acknowledge, put back or move aside each message as its :class:`Outcome` says.
+        Returns when the process is asked to stop (SIGTERM or SIGINT).
+        """
+        raise NotImplementedError(f"{cls.__name__} has no worker")
+
+    def after_fork(self) -> None:
+        """A forked child makes ids of its own (the parent's counter is the parent's)."""
+        from .message import IdMaker
+
+        self.new_id = IdMaker() if self.assign_ids else None
+
+
+class MessageHandler:
+    """Delivers the metrics of queue messages through ``metrics`` and judges each message.
+
+    With ``acknowledge_buffered`` (a ``Metrics`` with a disk buffer), a message is
+    STORED once its metrics are on disk; otherwise once the backend has them. Several
+    threads may call it at once (a consumer with a thread pool): while one waits for
+    the backend, another reads its next message.
+    """
+
+    def __init__(self, metrics: Metrics, *, acknowledge_buffered: bool = False) -> None:
+        from .plugins import get_plugin_manager
+
+        self.metrics = metrics
+        self.acknowledge_buffered = acknowledge_buffered
+        self.stats = WorkerStats()
+        self._lock = threading.Lock()
+        self._retry_pause = 0.0
+        self._recorder = _FailureRecorder(metrics.backend)
+        if not acknowledge_buffered:  # with a disk buffer, failures come after the verdict
+            get_plugin_manager().register(self._recorder)
+        self._closed = False
+
+    def handle(self, message: Any) -> Outcome:
+        """Deliver one batch message (its JSON text or document)."""
+        return self.handle_many([message])[0]
+
+    def handle_many(self, messages: Sequence[Any]) -> list[Outcome]:
+        """Deliver several batch messages together; one outcome per message, in order."""
+        groups: list[list[Metric] | Outcome] = []
+        for message in messages:
+            try:
+                groups.append(decode_batch(message))
+            except MessageError as error:
+                groups.append(Outcome(Verdict.POISON, str(error)))
+        return self._deliver(groups)
+
+    def handle_legacy(
+        self, name: Any, metric: Any, value: Any, tags: Any = None, id_: Any = None
+    ) -> Outcome:
+        """Deliver one kaneda 1.0 message: a single call, stored at the time it arrives."""
+        return self.handle_legacy_many([(name, metric, value, tags, id_)])[0]
+
+    def handle_legacy_many(self, calls: Sequence[Sequence[Any]]) -> list[Outcome]:
+        """Deliver several kaneda 1.0 messages, each ``(name, metric, value, tags, id_)``."""
+        groups: list[list[Metric] | Outcome] = []
+        for call in calls:
+            if not 3 <= len(call) <= 5:
+                groups.append(
+                    Outcome(Verdict.POISON, f"a kaneda 1.0 call has 3 to 5 fields, got {call!r}")
+                )
+                continue
+            groups.append([legacy_metric(*call)])
+        return self._deliver(groups)
+
+    def reject(self, reason: str) -> Outcome:
+        """Count and log a message the consumer could not even read off its transport."""
+        outcome = Outcome(Verdict.POISON, reason)
+        with self._lock:
+            self._count([outcome])
+        return outcome
+
+    def close(self, timeout: float | None = None) -> int:
+        """Flush and close the ``Metrics``; returns how many metrics were left undelivered."""
+        from .plugins import get_plugin_manager
+
+        if self._closed:
+            return 0
+        self._closed = True
+        left = self.metrics.close(timeout)
+        if get_plugin_manager().is_registered(self._recorder):
+            get_plugin_manager().unregister(self._recorder)
+        return left
+
+    # -- delivering a round of messages ----------------------------------------------
+
+    def _deliver(self, groups: Sequence[list[Metric] | Outcome]) -> list[Outcome]:
+        outcomes, forwarded = self._forward(groups)
+        if forwarded and not self.acknowledge_buffered:
+            self._wait_and_judge(outcomes, forwarded)
+        with self._lock:
+            self._count(outcomes)
+        self._pause_after(outcomes)
+        return outcomes
+
+    def _forward(
+        self, groups: Sequence[list[Metric] | Outcome]
+    ) -> tuple[list[Outcome], dict[int, list[Metric]]]:
+        """Queue each group's metrics; what is poison, or did not fit, is judged at once."""
+        outcomes: list[Outcome] = []
+        forwarded: dict[int, list[Metric]] = {}
+        # One round queues at a time, so the drops it sees are its own.
+        with self._lock:
+            dropped = self.metrics.stats().dropped
+            for index, group in enumerate(groups):
+                if isinstance(group, Outcome):
+                    outcomes.append(group)
+                    continue
+                try:
+                    self.metrics.forward(group)
+                except InvalidMetric as error:
+                    outcomes.append(Outcome(Verdict.POISON, str(error), len(group)))
+                    continue
+                now_dropped = self.metrics.stats().dropped
+                if now_dropped > dropped:
+                    dropped = now_dropped
+                    outcomes.append(
+                        Outcome(Verdict.RETRY, "the worker's buffer was full", len(group))
+                    )
+                    continue
+                forwarded[index] = group
+                outcomes.append(Outcome(Verdict.STORED, "", len(group)))
+        return outcomes, forwarded
+
+    def _wait_and_judge(self, outcomes: list[Outcome], forwarded: dict[int, list[Metric]]) -> None:
+        """Wait until the backend settled the round, then judge it by what failed."""
+        # flush() returns once the queue was empty: this round's metrics, queued before,
+        # are settled then (stored, refused or given up on), whatever came in since.
+        for _ in range(3):
+            if not self.metrics.flush():
+                break
+        else:
+            for index in forwarded:
+                outcomes[index] = outcomes[index]._replace(
+                    verdict=Verdict.RETRY, reason="delivery did not finish"
+                )
+            return
+        if not self._recorder.pending():
+            return  # the usual case: nothing failed
+        owners: dict[tuple[Any, ...], list[int]] = {}
+        for index, group in forwarded.items():
+            for metric in group:
+                owners.setdefault(_key(metric), []).append(index)
+        for key, transient, reason in self._recorder.take(owners):
+            for index in owners[key]:
+                outcome = outcomes[index]
+                if transient:
+                    outcomes[index] = outcome._replace(verdict=Verdict.RETRY, reason=reason)
+                elif outcome.verdict is Verdict.STORED:
+                    outcomes[index] = outcome._replace(
+                        reason=f"refused by the backend: {reason}", refused=outcome.refused + 1
+                    )
+
+    def _count(self, outcomes: Sequence[Outcome]) -> None:
+        stats = self.stats
+        for outcome in outcomes:
+            stats.messages += 1
+            if outcome.verdict is Verdict.STORED:
+                stats.stored += outcome.metrics - outcome.refused
+                stats.failed += outcome.refused
+            elif outcome.verdict is Verdict.RETRY:
+                stats.requeued += 1
+                log.warning("Kaneda worker: message put back: %s", outcome.reason)
+            else:
+                stats.poison += 1
+                log.error("Kaneda worker: message moved aside: %s", outcome.reason)
+
+    def _pause_after(self, outcomes: Sequence[Outcome]) -> None:
+        """Wait a little, longer each time, after putting messages back: no busy loop."""
+        if any(outcome.verdict is Verdict.RETRY for outcome in outcomes):
+            self._retry_pause = min(MAX_RETRY_PAUSE, max(0.1, self._retry_pause * 2))
+            time.sleep(self._retry_pause)
+        else:
+            self._retry_pause = 0.0
+
+
+def _key(metric: Metric) -> tuple[Any, ...]:
+    return (metric.id, metric.epoch_ns, metric.name, metric.kind)
+
+
+class _FailureRecorder:
+    """A hook plugin that notes which metrics of one backend failed for good, and why."""
+
+    #: Failures kept for rounds to claim; past this many, the oldest are forgotten.
+    LIMIT = 100_000
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._lock = threading.Lock()
+        self._failures: dict[tuple[Any, ...], tuple[bool, str]] = {}
+
+    @hookimpl
+    def kaneda_batch_failed(
+        self, metrics: Sequence[Metric], error: BaseException, backend: Backend
+    ) -> None:
+        if backend is not self.backend:
+            return
+        if isinstance(error, BufferFull):
+            transient = True
+        elif isinstance(error, DeliveryError):
+            transient = error.retryable
+        else:
+            transient = backend.is_retryable(error)
+        rejected = {_key(metric) for metric in getattr(error, "rejected", ())}
+        reason = backend.redact(f"{type(error).__name__}: {error}")
+        with self._lock:
+            if len(self._failures) > self.LIMIT:
+                self._failures.clear()
+            for metric in metrics:
+                key = _key(metric)
+                self._failures[key] = (transient and key not in rejected, reason)
+
+    def pending(self) -> int:
+        """How many failures wait to be claimed."""
+        return len(self._failures)
+
+    def take(
+        self, keys: Mapping[tuple[Any, ...], object]
+    ) -> list[tuple[tuple[Any, ...], bool, str]]:
+        """The failures of the metrics ``keys`` names, forgotten here once taken."""
+        with self._lock:
+            found = [key for key in keys if key in self._failures]
+            return [(key, *self._failures.pop(key)) for key in found]
+
+
+# -- the handler of this process ------------------------------------------------------
+
+_installed: tuple[int, MessageHandler] | None = None
+_install_lock = threading.Lock()
+
+
+def install_handler(handler: MessageHandler | None) -> None:
+    """Make ``handler`` the one :func:`current_handler` returns in this process."""
+    global _installed
+    _installed = None if handler is None else (os.getpid(), handler)
+
+
+def current_handler(backend: Callable[[], Backend] | None = None) -> MessageHandler:
+    """The handler this process's jobs deliver through.
+
+    The one ``kaneda worker`` installed; otherwise (an engine's own worker) one made on
+    first use from ``backend()``, or from ``KANEDA_URL`` or the settings module, and kept
+    for this process (a forked child makes its own).
+    """
+    installed = _installed
+    if installed is not None and installed[0] == os.getpid():
+        return installed[1]
+    with _install_lock:
+        installed = _installed
+        if installed is None or installed[0] != os.getpid():
+            from .metrics import Metrics
+
+            metrics = Metrics(backend() if backend is not None else None)
+            install_handler(MessageHandler(metrics))
+            installed = _installed
+        assert installed is not None
+        return installed[1]
+
+
+def load_queue_backend(url: str) -> type[QueueBackend]:
+    """The queue backend class ``url``'s scheme names; a clear error if it is not a queue."""
+    from .config import backend_name
+    from .redact import redact_url
+    from .registry import load_backend
+
+    cls = load_backend(backend_name(url))
+    if not issubclass(cls, QueueBackend):
+        raise ConfigurationError(
+            f"{redact_url(url)} names the backend {cls.__name__}, which stores metrics "
+            "rather than queueing them: give the queue to read from "
+            "(rq://, celery+redis://, celery+amqp://, zmq+tcp://) and the store with --to"
+        )
+    return cls
+
+
+def run_worker(queue_url: str, to: str, **metrics_options: Any) -> WorkerStats:
+    """Deliver what arrives on ``queue_url`` to the backend ``to`` until SIGTERM or SIGINT.
+
+    ``metrics_options`` are :class:`~kaneda_core.Metrics` options for the delivering
+    side (``batch_size``, ``buffer_path``, ``retry`` ...). Returns the worker's stats.
+    """
+    from .config import create_backend
+    from .metrics import Metrics
+    from .redact import redact_url
+
+    queue = load_queue_backend(queue_url)
+    # A full buffer must refuse what arrives (its message is put back), never drop
+    # metrics of messages already acknowledged.
+    metrics_options.setdefault("overflow", "drop_newest")
+    metrics = Metrics(create_backend(to), **metrics_options)
+    handler = MessageHandler(
+        metrics, acknowledge_buffered=metrics_options.get("buffer_path") is not None
+    )
+    install_handler(handler)
+    log.info(
+        "Kaneda worker: delivering %s to %s", redact_url(queue_url), metrics.backend.redact(to)
+    )
+    try:
+        queue.serve(queue_url, handler)
+    finally:
+        left = handler.close()
+        install_handler(None)
+        if left:
+            log.error("Kaneda worker: %d metrics not delivered at exit", left)
+        log.info("Kaneda worker: stopped; %s", handler.stats)
+    return handler.stats

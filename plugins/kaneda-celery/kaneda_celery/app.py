@@ -1,0 +1,90 @@
+"""The Celery app of a Kaneda queue: its broker, queue, tasks and settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, bootsteps
+
+from .tasks import register_tasks
+
+
+def make_app(
+    broker: str | None = None,
+    queue_name: str = "kaneda",
+    *,
+    timeout: float = 5.0,
+    visibility_timeout: float = 60.0,
+    transport_options: dict[str, Any] | None = None,
+) -> Celery:
+    """A Celery app on ``broker`` (``redis://...``, ``amqp://...``) with Kaneda's tasks.
+
+    Messages are persistent and, on RabbitMQ, confirmed by the broker before a send
+    returns. On Redis, a message whose worker died comes back after
+    ``visibility_timeout`` seconds.
+    """
+    app = Celery("kaneda", broker=broker, set_as_current=False)
+    options = {
+        # Redis: a message whose worker died comes back after visibility_timeout; look
+        # for such messages every 10 s (kombu's default looks every 100 s).
+        "visibility_timeout": visibility_timeout,
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+        # RabbitMQ: a send returns once the broker has the message.
+        "confirm_publish": True,
+        # A send fails at once when the broker is down: Kaneda's delivery retries it.
+        "max_retries": 0,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        **(transport_options or {}),
+    }
+    app.conf.update(
+        task_default_queue=queue_name,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        broker_connection_timeout=timeout,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=options,
+        worker_prefetch_multiplier=4,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    register_tasks(app)
+    app.steps["worker"].add(WakeEverySecond)
+    return app
+
+
+class WakeEverySecond(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Wakes the worker's event loop every second, so that SIGTERM stops it within one.
+
+    Without a timer due, Celery's loop sleeps up to 10 s on RabbitMQ before it sees
+    that it was asked to stop.
+    """
+
+    requires = ("celery.worker.components:Hub",)
+
+    def start(self, worker: Any) -> None:
+        if getattr(worker, "hub", None) is not None:
+            worker.hub.call_repeatedly(1.0, _nothing)
+
+
+def _nothing() -> None:
+    """A timer that only wakes the loop."""
+
+
+def run_worker(app: Celery, queue_name: str) -> None:
+    """Consume ``queue_name`` with Celery's worker until SIGTERM or SIGINT."""
+    app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            f"--queues={queue_name}",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )

@@ -1,0 +1,147 @@
+"""``CeleryBackend``: each batch sent as one Celery task, for ``kaneda worker`` or Celery's."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from kaneda_core import Metric
+from kaneda_core.backend import url_options
+from kaneda_core.errors import ConfigurationError
+from kaneda_core.message import encode_batch
+from kaneda_core.redact import redact_text, redact_url
+from kaneda_core.worker import MessageHandler, QueueBackend
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+class CeleryBackend(QueueBackend):
+    """Sends each batch as one Celery task, ``kaneda.deliver(message)``.
+
+    :param broker: the broker: ``redis://host:6379/0`` or ``amqp://user:pw@host:5672//``.
+    :param queue_name: the queue (default ``kaneda``).
+    :param timeout: seconds to wait for the broker before the batch is retried.
+    :param visibility_timeout: on Redis, seconds after which a message whose worker
+        died goes back to the queue. Keep it longer than a batch takes to store.
+    :param assign_ids: give metrics reported without an id one (see
+        :class:`~kaneda_core.worker.QueueBackend`); ``?assign_ids=false`` for InfluxDB.
+
+    ``celery+redis://host:6379/0?queue_name=kaneda`` and
+    ``celery+amqp://user:pw@host:5672//`` select it by URL. ``kaneda worker`` with the
+    same URL, or ``celery -A kaneda_celery.worker worker -Q kaneda``, delivers the tasks.
+    """
+
+    def __init__(
+        self,
+        broker: str = "redis://localhost:6379/0",
+        queue_name: str = "kaneda",
+        timeout: float = 5.0,
+        visibility_timeout: float = 60.0,
+        assign_ids: bool = True,
+    ) -> None:
+        super().__init__(assign_ids)
+        if not isinstance(queue_name, str) or not queue_name:
+            raise ConfigurationError(f"queue_name must be a non-empty string, got {queue_name!r}")
+        for field, number in (("timeout", timeout), ("visibility_timeout", visibility_timeout)):
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
+                raise ConfigurationError(f"{field} must be a number of seconds > 0, got {number!r}")
+        try:
+            self._password = urlsplit(broker).password
+        except ValueError:
+            raise ConfigurationError(f"broker is not a URL: {redact_url(broker)!r}") from None
+        self.broker = broker
+        self.queue_name = queue_name
+        self.timeout = float(timeout)
+        self.visibility_timeout = float(visibility_timeout)
+        self._app: Celery | None = None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> CeleryBackend:
+        """``celery+redis://host:6379/0?queue_name=kaneda``, ``celery+amqp://user:pw@host//``."""
+        options = url_options(cls, url, broker=broker_url_of(url))
+        options.update(overrides)
+        return cls(**options)
+
+    def app(self) -> Celery:
+        """The Celery app that sends the tasks, made on first use (again in a forked child)."""
+        if self._pid != os.getpid():
+            self.after_fork()
+        if self._app is None:
+            from .app import make_app
+
+            with self._lock:
+                if self._app is None:
+                    self._app = make_app(
+                        self.broker,
+                        self.queue_name,
+                        timeout=self.timeout,
+                        visibility_timeout=self.visibility_timeout,
+                    )
+        return self._app
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        """Send ``batch`` as one task; returns once the broker has it."""
+        from .tasks import TASK
+
+        # The batch as JSON text: Celery's JSON then holds one string, which its decoder
+        # reads in one step (a document would cost a Python call per metric's tags).
+        self.app().send_task(
+            TASK,
+            args=(encode_batch(batch, self.new_id),),
+            queue=self.queue_name,
+            retry=False,  # the batching core retries, with its own backoff
+        )
+
+    def is_retryable(self, error: BaseException) -> bool:
+        """Retry when the broker is down or slow (kombu's OperationalError, timeouts)."""
+        from kombu.exceptions import OperationalError
+
+        if "ACCESS_REFUSED" in str(error) or "WRONGPASS" in str(error):
+            return False
+        return isinstance(error, (OperationalError, OSError, TimeoutError))
+
+    def redact(self, text: str) -> str:
+        """``text`` with the broker's password masked."""
+        return redact_text(text, self._password)
+
+    def close(self) -> None:
+        """Close the broker connections; the next batch opens new ones."""
+        app, self._app = self._app, None
+        if app is not None:
+            app.close()
+
+    def after_fork(self) -> None:
+        """Forget the parent's app and its connections (a child makes its own)."""
+        super().after_fork()
+        self._app = None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @classmethod
+    def serve(cls, url: str, handler: MessageHandler) -> None:
+        """Run Celery's worker (solo pool) on the URL's queue until SIGTERM or SIGINT."""
+        from .app import run_worker
+
+        backend = cls.from_url(url)
+        run_worker(backend.app(), backend.queue_name)
+
+    def __repr__(self) -> str:
+        return f"<CeleryBackend {redact_url(self.broker)} queue={self.queue_name!r}>"
+
+
+def broker_url_of(url: str) -> str:
+    """The broker URL a ``celery+redis://`` or ``celery+amqp://`` URL stands for (no query)."""
+    scheme, sep, rest = url.partition("://")
+    prefix, plus, transport = scheme.partition("+")
+    if not sep or prefix.lower() != "celery" or not plus or not transport:
+        raise ConfigurationError(
+            f"{redact_url(url)!r} is not a Celery queue URL: expected celery+redis://host:6379/0"
+            " or celery+amqp://user:password@host:5672//, with ?queue_name=kaneda"
+        )
+    return f"{transport.lower()}://{rest.partition('?')[0]}"

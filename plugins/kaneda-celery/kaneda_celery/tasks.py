@@ -1,0 +1,75 @@
+"""The Celery tasks that deliver queued metrics, and the verdict that ends each one.
+
+``kaneda.deliver`` takes one batch message; ``kaneda.tasks.celery.report`` one kaneda
+1.0 call. Both are acknowledged late: only once the backend has the metrics. When the
+backend cannot take them now, the message goes back to its queue. A message that can
+never be delivered (a poison message) is moved to the queue ``<queue>.dead`` on the same
+broker, where it waits for someone to look at it, and the worker carries on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Reject
+
+from kaneda_core.worker import Outcome, Verdict, current_handler
+
+#: The task every batch runs as.
+TASK = "kaneda.deliver"
+#: The task kaneda 1.0 sent for every metric.
+LEGACY_TASK = "kaneda.tasks.celery.report"
+#: Where poison messages go: the queue they came from, with this suffix.
+DEAD_SUFFIX = ".dead"
+
+#: Task options: acknowledge after the task, and give the message back if the worker dies.
+TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+}
+
+
+def register_tasks(app: Celery) -> None:
+    """Register ``kaneda.deliver`` and ``kaneda.tasks.celery.report`` on ``app``."""
+    app.task(name=TASK, **TASK_OPTIONS)(deliver)
+    app.task(name=LEGACY_TASK, **TASK_OPTIONS)(report)
+
+
+def deliver(task: Task, message: Any) -> int:
+    """Deliver one batch message; returns how many metrics the backend stored."""
+    return conclude(task, current_handler().handle(message))
+
+
+def report(task: Task, name: Any, metric: Any, value: Any, tags: Any, id_: Any = None) -> int:
+    """Deliver one kaneda 1.0 call (stored at the time it arrives, as kaneda 1.0 did)."""
+    from kaneda.queues import worker_backend
+
+    handler = current_handler(worker_backend)
+    return conclude(task, handler.handle_legacy(name, metric, value, tags, id_))
+
+
+def conclude(task: Task, outcome: Outcome) -> int:
+    """End the running task as ``outcome`` says: acknowledge, requeue, or move aside."""
+    if outcome.verdict is Verdict.STORED:
+        return outcome.metrics - outcome.refused
+    if outcome.verdict is Verdict.RETRY:
+        raise Reject(outcome.reason, requeue=True)
+    move_aside(task)
+    raise Reject(outcome.reason, requeue=False)
+
+
+def move_aside(task: Task) -> None:
+    """Publish the running task's message again, unchanged, to ``<its queue>.dead``."""
+    request = task.request
+    delivery = request.delivery_info or {}
+    source = delivery.get("routing_key") or task.app.conf.task_default_queue
+    task.app.send_task(
+        task.name,
+        args=request.args,
+        kwargs=request.kwargs,
+        queue=f"{source}{DEAD_SUFFIX}",
+        task_id=request.id,
+    )

@@ -1,0 +1,131 @@
+"""CeleryBackend on real brokers: one Celery task message per batch, failures, a fork."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from brokers import RabbitMQServer, RedisServer, free_port
+from kaneda_celery import CeleryBackend
+from kombu import Connection
+
+from kaneda_core import ConfigurationError, Metric, Metrics, connect
+from kaneda_core.message import decode_batch
+from kaneda_core.model import timestamp_from_ns
+
+
+def produced(name: str) -> Metric:
+    ns = 1_600_000_000_000_000_001
+    return Metric(name, "gauge", 1, {"zone": "eu"}, timestamp_from_ns(ns), "app-7", None, ns)
+
+
+def take_messages(broker: str, queue_name: str, expected: int) -> list[Any]:
+    """Take ``expected`` messages off ``queue_name`` (and acknowledge them)."""
+    taken = []
+    with Connection(broker) as connection:
+        queue = connection.SimpleQueue(queue_name)
+        for _ in range(expected):
+            message = queue.get(timeout=10)
+            message.ack()
+            taken.append(message)
+        queue.close()
+    return taken
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker(request: pytest.FixtureRequest) -> str:
+    server: RedisServer | RabbitMQServer = request.getfixturevalue(
+        "redis_server" if request.param == "redis" else "rabbitmq_server"
+    )
+    return server.url
+
+
+# -- URLs ----------------------------------------------------------------------------
+
+
+def test_urls_name_the_broker_and_the_queue() -> None:
+    backend = connect("celery+amqp://app:s3cret@mq.example:5672/prod?queue_name=metrics").backend
+    assert isinstance(backend, CeleryBackend)
+    assert backend.broker == "amqp://app:s3cret@mq.example:5672/prod"
+    assert backend.queue_name == "metrics"
+    assert "s3cret" not in repr(backend) and "s3cret" not in backend.redact("login s3cret")
+    redis = CeleryBackend.from_url("celery+redis://h:6379/1?visibility_timeout=60")
+    assert (redis.broker, redis.visibility_timeout) == ("redis://h:6379/1", 60.0)
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("celery://h:6379/0", "not a Celery queue URL"),
+        ("celery+redis://h:6379/0?queue_name=", "queue_name must be a non-empty string"),
+        ("celery+redis://h:6379/0?timeout=-1", "timeout must be a number of seconds > 0"),
+        (
+            "celery+amqp://u:pw@h//?colour=red",
+            r"Unknown option 'colour' in celery\+amqp://u:\*\*\*@",
+        ),
+    ],
+)
+def test_bad_urls_are_refused_naming_what_is_wrong(url: str, complaint: str) -> None:
+    with pytest.raises(ConfigurationError, match=complaint):
+        connect(url)
+
+
+# -- one task per batch ----------------------------------------------------------------
+
+
+def test_a_batch_is_one_celery_task_carrying_every_metrics_host_time_and_id(broker: str) -> None:
+    queue_name = f"kaneda-{os.urandom(4).hex()}"
+    backend = CeleryBackend(broker, queue_name)
+    backend.send([produced("a"), produced("b")])
+    [message] = take_messages(broker, queue_name, 1)
+    assert message.headers["task"] == "kaneda.deliver"
+    args, _kwargs, _embed = message.payload
+    first, second = decode_batch(args[0])
+    assert (first.name, first.host, first.epoch_ns) == ("a", "app-7", 1_600_000_000_000_000_001)
+    assert second.name == "b" and first.id != second.id
+    assert message.properties.get("delivery_mode") == 2  # persistent
+    backend.close()
+
+
+def test_a_broker_that_is_down_fails_the_batch_for_now() -> None:
+    backend = CeleryBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    with pytest.raises(Exception) as caught:
+        backend.send([produced("a")])
+    assert backend.is_retryable(caught.value)
+    metrics = Metrics(backend, batching=False)
+    metrics.gauge("x", 1)  # the application never sees it
+    assert metrics.stats().failed == 1
+    backend.close()
+
+
+def test_a_wrong_password_is_not_retried(rabbitmq_server: RabbitMQServer) -> None:
+    backend = CeleryBackend(f"amqp://guest:wrong-one@127.0.0.1:{rabbitmq_server.port}//")
+    with pytest.raises(Exception) as caught:
+        backend.send([produced("a")])
+    assert not backend.is_retryable(caught.value)
+    assert "wrong-one" not in backend.redact(str(caught.value))
+    backend.close()
+
+
+def test_a_forked_child_sends_on_connections_of_its_own(redis_server: RedisServer) -> None:
+    queue_name = f"kaneda-{os.urandom(4).hex()}"
+    backend = CeleryBackend(redis_server.url, queue_name)
+    backend.send([produced("parent")])
+    parent_app = backend.app()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            backend.send([produced("child")])  # no after_fork: the pid guard notices
+            code = 0 if backend.app() is not parent_app else 2
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    backend.send([produced("parent-again")])
+    names = sorted(
+        decode_batch(m.payload[0][0])[0].name
+        for m in take_messages(redis_server.url, queue_name, 3)
+    )
+    assert names == ["child", "parent", "parent-again"]
+    backend.close()

@@ -1,0 +1,43 @@
+"""Aggregated points on the real InfluxDB: one point per series per interval, every count kept."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from influx_server import InfluxServer
+
+from kaneda_core import connect
+
+
+def query(server: InfluxServer, database: str, q: str) -> list[list[object]]:
+    result = server.query(q, db=database)["results"][0]
+    return [row for series in result.get("series", []) for row in series["values"]]
+
+
+@pytest.mark.parametrize("layout", ["kaneda2", "kaneda1"])
+def test_many_calls_reach_influxdb_as_one_point_per_series_per_interval(
+    influx_server: InfluxServer, database: str, layout: str
+) -> None:
+    url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=5&layout={layout}"
+    calls = 300_000
+    started = time.monotonic()
+    with connect(url, aggregate=True, flush_interval=0.25) as metrics:
+        for i in range(calls):
+            metrics.increment("requests", tags={"route": f"/{i % 3}"})
+            if i % 100 == 0:
+                metrics.timing("took", i % 1000, tags={"route": f"/{i % 3}"})
+        assert metrics.flush(30) == 0
+        stats = metrics.stats()
+    seconds = time.monotonic() - started
+    assert stats.folded == calls + calls // 100 and stats.failed == 0
+    group = 'GROUP BY "route"'
+    sums = query(influx_server, database, f'SELECT sum("value") FROM "counter" {group}')
+    assert sum(row[1] for row in sums) == calls  # type: ignore[misc]
+    points = query(influx_server, database, f'SELECT count("value") FROM "counter" {group}')
+    per_series = [row[1] for row in points]
+    assert len(per_series) == 3
+    intervals = seconds / 0.25
+    assert all(1 <= n <= intervals + 2 for n in per_series), (per_series, intervals)  # type: ignore[operator]
+    took = query(influx_server, database, 'SELECT sum("count") FROM "timing"')
+    assert took[0][1] == calls // 100

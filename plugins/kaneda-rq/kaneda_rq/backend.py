@@ -1,0 +1,165 @@
+"""``RQBackend``: each batch enqueued as one RQ job, for ``kaneda worker`` or ``rq worker``."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError
+
+from kaneda_core import Metric
+from kaneda_core.backend import url_options
+from kaneda_core.errors import ConfigurationError
+from kaneda_core.message import encode_batch
+from kaneda_core.redact import redact_text, redact_url
+from kaneda_core.worker import MessageHandler, QueueBackend
+
+if TYPE_CHECKING:
+    from rq import Queue
+
+#: The job every batch runs as (``kaneda_rq.jobs.deliver``).
+JOB = "kaneda_rq.jobs.deliver"
+
+#: rq:// scheme variants -> the redis-py URL scheme they stand for.
+_SCHEMES = {"rq": "redis", "rq+tls": "rediss", "rq+ssl": "rediss", "rq+unix": "unix"}
+
+
+class RQBackend(QueueBackend):
+    """Enqueues each batch as one RQ job, ``kaneda_rq.jobs.deliver(message)``.
+
+    :param redis_url: the Redis server (``redis://:password@host:6379/0``).
+    :param queue_name: the RQ queue (default ``kaneda``).
+    :param timeout: seconds to wait for Redis before the batch is retried.
+    :param job_timeout: seconds a worker may spend on one batch before RQ stops it.
+    :param retries: how many times RQ runs a job again whose worker died with it.
+    :param assign_ids: give metrics reported without an id one (see
+        :class:`~kaneda_core.worker.QueueBackend`); ``?assign_ids=false`` for InfluxDB.
+
+    ``kaneda worker rq://...`` or ``rq worker kaneda`` runs the jobs; a job ends well
+    only once the backend has its metrics. ``rq://host:6379/0?queue_name=kaneda``
+    selects it by URL (``rq+tls://`` for TLS).
+    """
+
+    def __init__(
+        self,
+        redis_url: str = "redis://localhost:6379/0",
+        queue_name: str = "kaneda",
+        timeout: float = 5.0,
+        job_timeout: int = 600,
+        retries: int = 3,
+        assign_ids: bool = True,
+    ) -> None:
+        super().__init__(assign_ids)
+        if not isinstance(queue_name, str) or not queue_name:
+            raise ConfigurationError(f"queue_name must be a non-empty string, got {queue_name!r}")
+        for field, number in (("timeout", timeout), ("job_timeout", job_timeout)):
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
+                raise ConfigurationError(f"{field} must be a number of seconds > 0, got {number!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"retries must be an integer >= 0, got {retries!r}")
+        try:
+            self._password = urlsplit(redis_url).password
+        except ValueError:
+            raise ConfigurationError(f"redis_url is not a URL: {redact_url(redis_url)!r}") from None
+        self.redis_url = redis_url
+        self.queue_name = queue_name
+        self.timeout = float(timeout)
+        self.job_timeout = int(job_timeout)
+        self.retries = retries
+        self._queue: Queue | None = None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> RQBackend:
+        """``rq://[:password@]host:6379/0?queue_name=kaneda`` (``rq+tls://`` for TLS)."""
+        options = url_options(cls, url, redis_url=redis_url_of(url))
+        options.update(overrides)
+        return cls(**options)
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        """Enqueue ``batch`` as one job; raises if Redis does not take it."""
+        from rq import Retry
+
+        message = encode_batch(batch, self.new_id)
+        self.queue().enqueue(
+            JOB,
+            message,
+            job_timeout=self.job_timeout,
+            result_ttl=0,
+            retry=Retry(max=self.retries) if self.retries else None,
+            description=f"kaneda batch of {len(batch)} metrics",
+        )
+
+    def queue(self) -> Queue:
+        """The RQ queue, connected on first use (again in a forked child)."""
+        if self._pid != os.getpid():
+            self.after_fork()
+        if self._queue is None:
+            with self._lock:
+                if self._queue is None:
+                    self._queue = connect_queue(self.redis_url, self.queue_name, self.timeout)
+        return self._queue
+
+    def is_retryable(self, error: BaseException) -> bool:
+        """Retry when Redis is down, loading or slow; not when the password is wrong."""
+        if isinstance(error, AuthenticationError):
+            return False
+        return isinstance(error, (ConnectionError, TimeoutError, OSError))
+
+    def redact(self, text: str) -> str:
+        """``text`` with the Redis password masked."""
+        return redact_text(text, self._password)
+
+    def close(self) -> None:
+        """Close the Redis connections; the next batch opens new ones."""
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            queue.connection.close()
+
+    def after_fork(self) -> None:
+        """Forget the parent's Redis connections (a child opens its own)."""
+        super().after_fork()
+        self._queue = None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @classmethod
+    def serve(cls, url: str, handler: MessageHandler) -> None:
+        """Run RQ's worker (no fork per job) on the URL's queue until SIGTERM or SIGINT."""
+        from .worker import run_simple_worker
+
+        backend = cls.from_url(url)
+        run_simple_worker(backend.redis_url, backend.queue_name, handler)
+
+    def __repr__(self) -> str:
+        return f"<RQBackend {redact_url(self.redis_url)} queue={self.queue_name!r}>"
+
+
+def redis_url_of(url: str) -> str:
+    """The Redis URL an ``rq://`` URL stands for, without the query (Kaneda's options)."""
+    scheme, sep, rest = url.partition("://")
+    redis_scheme = _SCHEMES.get(scheme.lower())
+    if not sep or redis_scheme is None:
+        raise ConfigurationError(
+            f"{redact_url(url)!r} is not an RQ queue URL: expected rq://host:6379/0"
+            "?queue_name=kaneda (rq+tls:// for TLS, rq+unix:///path for a socket)"
+        )
+    address = rest.partition("?")[0]
+    if redis_scheme != "unix" and not unquote(address).strip("/"):
+        address = "localhost:6379/0"
+    return f"{redis_scheme}://{address}"
+
+
+def connect_queue(redis_url: str, queue_name: str, timeout: float) -> Queue:
+    """An RQ queue on a new Redis connection pool with ``timeout`` for every call."""
+    from rq import Queue
+
+    connection = redis.Redis.from_url(
+        redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    return Queue(queue_name, connection=connection)

@@ -1,0 +1,139 @@
+"""``kaneda worker rq://...``: RQ's own worker, running jobs in its process (no fork per job).
+
+Jobs then deliver through the handler ``kaneda worker`` installed: one ``Metrics``,
+one connection to the store, and the disk buffer if asked for, for the life of the
+worker. RQ's worker stops on SIGTERM or SIGINT after the job at hand.
+
+When Redis goes away, RQ's worker quits; this one waits for Redis, gives back the job it
+held (RQ would otherwise find it only a minute or two later, at a maintenance run) and
+starts again.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import redis
+from rq import Queue, SimpleWorker
+from rq.job import Job, JobStatus
+
+from kaneda_core.redact import redact_url
+from kaneda_core.worker import MessageHandler
+
+log = logging.getLogger("kaneda.rq")
+
+#: Seconds between RQ's maintenance runs, which give jobs of killed workers back.
+MAINTENANCE_INTERVAL = 60
+
+
+class JobKeepingWorker(SimpleWorker):
+    """RQ's ``SimpleWorker``, remembering the jobs it took until RQ is done with them.
+
+    RQ takes a job off the queue and then talks to Redis again (a heartbeat) before it
+    records the job as started; when Redis goes away in between, the job is in neither
+    place for RQ's worker to see. This one knows it took it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Ids of the jobs taken off the queue and not yet finished, failed or requeued.
+        self.held: list[str] = []
+        held = self.held
+
+        class RecordingQueue(self.queue_class):  # type: ignore[misc, name-defined]
+            @classmethod
+            def dequeue_any(cls, *args: Any, **kwargs: Any) -> Any:
+                result = super().dequeue_any(*args, **kwargs)
+                if result is not None:
+                    held.append(result[0].id)
+                return result
+
+        self.queue_class = RecordingQueue
+
+    def dequeue_job_and_maintain_ttl(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().dequeue_job_and_maintain_ttl(*args, **kwargs)
+        # RQ retries on a connection error after it took a job (asking Redis its version),
+        # then takes another: the first would wait for RQ's maintenance. Give it back now.
+        taken = result[0].id if result is not None else None
+        for job_id in [job_id for job_id in self.held if job_id != taken]:
+            give_back(self.queues[0], job_id)
+            self.held.remove(job_id)
+        return result
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        super().execute_job(job, queue)
+        if job.id in self.held:  # finished, failed or requeued by RQ itself
+            self.held.remove(job.id)
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether the worker stopped because it was asked to (SIGTERM, SIGINT)."""
+        # RQ notes the request (its date) even when it stops at once, being idle.
+        return bool(getattr(self, "_stop_requested", False)) or (
+            getattr(self, "_shutdown_requested_date", None) is not None
+        )
+
+
+def run_simple_worker(redis_url: str, queue_name: str, handler: MessageHandler) -> None:
+    """Run RQ's worker on ``queue_name`` until asked to stop; outlive Redis outages."""
+    stop = threading.Event()
+    delay = 0.5
+    held: list[str] = []
+    while True:
+        # No socket timeout: the worker blocks in Redis while it waits for jobs.
+        connection = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
+        worker: JobKeepingWorker | None = None
+        try:
+            queue = Queue(queue_name, connection=connection)
+            for job_id in held:
+                give_back(queue, job_id)
+            held = []
+            worker = JobKeepingWorker(
+                [queue], connection=connection, maintenance_interval=MAINTENANCE_INTERVAL
+            )
+            worker.work(with_scheduler=False, logging_level="WARNING")  # RQ's signal handlers
+            problem = "RQ's worker quit"
+            delay = 0.5
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+            if isinstance(error, redis.exceptions.AuthenticationError):
+                raise
+            problem = f"Redis is not reachable ({error})"
+        finally:
+            connection.close()
+        if worker is not None:
+            if worker.stop_requested:
+                return
+            held += worker.held
+        _stop_on_signals(stop)  # RQ's handlers, left behind, belong to the worker that quit
+        log.warning(
+            "Kaneda RQ worker: %s at %s; starting again in %.1fs",
+            problem,
+            redact_url(redis_url),
+            delay,
+        )
+        if stop.wait(delay):
+            return
+        delay = min(10.0, delay * 2)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+
+def give_back(queue: Queue, job_id: str) -> None:
+    """Put the job a lost worker held back in its queue, unless RQ finished with it."""
+    job = queue.fetch_job(job_id)
+    if job is None or job.get_status(refresh=False) in (JobStatus.FINISHED, JobStatus.FAILED):
+        return
+    queue.intermediate_queue.remove(job_id)
+    queue.started_job_registry.remove_executions(job)
+    queue.enqueue_job(job, at_front=True)
+    log.warning("Kaneda RQ worker: gave back job %s, held when Redis went away", job_id)

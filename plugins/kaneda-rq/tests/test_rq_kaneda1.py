@@ -1,0 +1,117 @@
+"""kaneda 1.0's RQ queue and job: this project's and genuine kaneda 1.0's, either way round.
+
+kaneda 1.0 enqueued the job ``kaneda.tasks.rq.report(name, metric, value, tags, id_)``,
+one per metric, on the queue ``kaneda``. Genuine kaneda 1.0 comes from PyPI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from brokers import RedisServer
+from influx import InfluxServer, count_points
+from kaneda1 import kaneda1_environment
+from processes import Processes, wait_until
+
+#: ``python legacy_producer.py REDIS_URL QUEUE_NAME COUNT VERSION``: kaneda 1.0's API,
+#: with the queue from the settings module (QUEUE = 'kaneda.queues.RQQueue').
+LEGACY_PRODUCER = """
+import sys
+import kaneda
+from kaneda import Metrics
+
+redis_url, queue_name, count, version = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+assert kaneda.__version__ == version, kaneda.__version__
+with open("legacysettings.py", "w") as settings:
+    settings.write(
+        "QUEUE = 'kaneda.queues.RQQueue'\\n"
+        f"RQ_REDIS_URL = {redis_url!r}\\n"
+        f"RQ_QUEUE_NAME = {queue_name!r}\\n"
+    )
+metrics = Metrics()
+for n in range(count):
+    metrics.gauge("legacy.rq", n, tags={"n": str(n)})
+print("reported", count, flush=True)
+"""
+
+#: RQ's worker, as kaneda 1.0's users ran it (``rqworker``: a process forked per job, which
+#: is slow, so these tests send few), until the queue is empty.
+RQ_WORKER = """
+import sys
+from redis import Redis
+from rq import Worker
+
+Worker([sys.argv[2]], connection=Redis.from_url(sys.argv[1])).work(burst=True)
+"""
+
+
+def influx_settings(folder: Path, server: InfluxServer, database: str) -> None:
+    """A kaneda 1.0 settings module in ``folder`` naming the InfluxDB backend."""
+    (folder / "kanedasettings.py").write_text(
+        "BACKEND = 'kaneda.backends.InfluxBackend'\n"
+        f"INFLUX_DATABASE = {database!r}\n"
+        "INFLUX_HOST = '127.0.0.1'\n"
+        f"INFLUX_PORT = {server.port}\n"
+        "INFLUX_TIMEOUT = 10\n"
+    )
+
+
+def producer_env(folder: Path, base: dict[str, str]) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(folder), base.get("PYTHONPATH", "")) if p)
+    return {**base, "PYTHONPATH": path, "KANEDA_SETTINGS_MODULE": "legacysettings"}
+
+
+def test_genuine_kaneda_1_jobs_are_delivered_by_kaneda_worker(
+    processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
+    influx_url: str, kaneda1: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    queue_name = f"legacy-{os.urandom(3).hex()}"
+    env = producer_env(tmp_path, kaneda1_environment(kaneda1))
+    producer = processes.python(
+        "kaneda1-producer", LEGACY_PRODUCER, redis_server.url, queue_name, "100", "1.0", env=env
+    )
+    assert producer.popen.wait(60) == 0, producer.log()
+    url = f"rq://127.0.0.1:{redis_server.port}/0?queue_name={queue_name}"
+    worker = processes.worker(url, influx_url)
+    wait_until(lambda: count_points(influx_server, influx_db) == 100, 60, worker.log)
+    assert worker.stop() == 0
+
+
+def test_genuine_kaneda_1_jobs_are_delivered_by_rqs_worker_with_our_task(
+    processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
+    kaneda1: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    queue_name = f"legacy-{os.urandom(3).hex()}"
+    env = producer_env(tmp_path, kaneda1_environment(kaneda1))
+    producer = processes.python(
+        "kaneda1-producer", LEGACY_PRODUCER, redis_server.url, queue_name, "12", "1.0", env=env
+    )
+    assert producer.popen.wait(60) == 0, producer.log()
+    # Our kaneda.tasks.rq.report, storing into the settings module's backend as 1.0 did.
+    influx_settings(tmp_path, influx_server, influx_db)
+    ours = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    worker = processes.python("rq-worker", RQ_WORKER, redis_server.url, queue_name, env=ours)
+    assert worker.popen.wait(120) == 0, worker.log()
+    assert count_points(influx_server, influx_db) == 12
+
+
+def test_our_face_to_genuine_kaneda_1s_job(
+    processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
+    kaneda1: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    queue_name = f"legacy-{os.urandom(3).hex()}"
+    env = producer_env(tmp_path, {**os.environ})
+    producer = processes.python(
+        "producer", LEGACY_PRODUCER, redis_server.url, queue_name, "12", "2.0.0", env=env
+    )
+    assert producer.popen.wait(60) == 0, producer.log()
+    # kaneda 1.0's kaneda.tasks.rq.report, storing with kaneda 1.0's InfluxBackend.
+    influx_settings(tmp_path, influx_server, influx_db)
+    theirs = kaneda1_environment(kaneda1, PYTHONPATH=str(tmp_path))
+    worker = processes.python(
+        "kaneda1-rq-worker", RQ_WORKER, redis_server.url, queue_name, env=theirs
+    )
+    assert worker.popen.wait(120) == 0, worker.log()
+    assert "kaneda.tasks.rq.report" in worker.log()
+    assert count_points(influx_server, influx_db) == 12

@@ -1,0 +1,64 @@
+"""What travels between a producer's DEALER socket and a worker's ROUTER socket.
+
+A producer sends ``[message_id, batch]`` (the batch as :mod:`kaneda_core.message`
+text). The worker answers ``[message_id, verdict, reason]`` once it is done with the
+batch: ``stored`` (the backend has it), ``retry`` (send it again later) or ``poison``
+(never send it again). A producer that hears nothing within its timeout sends the batch
+again, to whichever worker is there: delivery is at least once.
+
+URLs: ``zmq+tcp://host:port`` (several workers: ``zmq+tcp://h1:5555,h2:5555``) and
+``zmq+ipc:///path/to/socket``, with options in the query string.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from kaneda_core.errors import ConfigurationError
+
+STORED, RETRY, POISON = b"stored", b"retry", b"poison"
+VERDICTS = frozenset((STORED, RETRY, POISON))
+#: How much of a reason travels back to the producer.
+MAX_REASON = 2000
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """The connection URL and options of ``zmq+tcp://h1:5555,h2:5555?timeout=5``."""
+    scheme, sep, rest = url.partition("://")
+    transport = scheme.lower().removeprefix("zmq+")
+    if not sep or transport not in ("tcp", "ipc") or not scheme.lower().startswith("zmq+"):
+        raise ConfigurationError(
+            f"{url!r} is not a ZeroMQ queue URL: expected zmq+tcp://host:port "
+            "(several: zmq+tcp://h1:5555,h2:5555) or zmq+ipc:///path"
+        )
+    address, _, query = rest.partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    connection_url = f"{transport}://{address}"
+    endpoints(connection_url)  # refuse a bad one now
+    return connection_url, options
+
+
+def endpoints(connection_url: str) -> list[str]:
+    """``tcp://h1:5555,h2:5555`` (or ``tcp://h1:5555,tcp://h2:5555``) as a list, each checked."""
+    found: list[str] = []
+    transport = ""
+    for part in connection_url.split(","):
+        part = part.strip()
+        if "://" in part:
+            transport, _, address = part.partition("://")
+        else:
+            address = part
+        if transport not in ("tcp", "ipc"):
+            raise ConfigurationError(
+                f"connection_url must be tcp://host:port or ipc:///path, got {connection_url!r}"
+            )
+        if transport == "tcp":
+            host, colon, port = address.rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigurationError(
+                    f"a ZeroMQ tcp endpoint needs host:port, got {address!r} in {connection_url!r}"
+                )
+        elif not address:
+            raise ConfigurationError(f"an ipc endpoint needs a path, got {connection_url!r}")
+        found.append(f"{transport}://{address}")
+    return found

@@ -1,0 +1,105 @@
+"""The ZeroMQ worker: binds a ROUTER socket, delivers what producers send, answers each.
+
+It sleeps in ``poll`` until a message arrives (or ``poll_interval`` passes, to notice
+that it was asked to stop): an idle worker costs no CPU. It takes up to
+``max_messages`` waiting messages at a time, delivers them together and answers every
+producer with its message's verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from kaneda_core.worker import MessageHandler, Outcome
+
+from . import protocol
+
+log = logging.getLogger("kaneda.zmq")
+
+
+class ZMQWorker:
+    """Delivers the batches that arrive on ``endpoints`` through ``handler``."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        handler: MessageHandler,
+        *,
+        max_messages: int = 20,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.endpoints = list(endpoints)
+        self.handler = handler
+        self.max_messages = max_messages
+        self.poll_interval = poll_interval
+        self.bound = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set."""
+        context: zmq.Context[Any] = zmq.Context()
+        socket = context.socket(zmq.ROUTER)
+        socket.linger = 0
+        try:
+            for endpoint in self.endpoints:
+                socket.bind(endpoint)
+            log.info("Kaneda ZeroMQ worker listening on %s", ", ".join(self.endpoints))
+            self.bound.set()
+            timeout = int(self.poll_interval * 1000)
+            while not stop.is_set():
+                if socket.poll(timeout):
+                    self._serve_waiting(socket)
+        finally:
+            socket.close(linger=0)
+            context.term()
+
+    def _serve_waiting(self, socket: zmq.Socket[Any]) -> None:
+        requests: list[tuple[bytes, bytes]] = []
+        payloads: list[bytes] = []
+        for _ in range(self.max_messages):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) != 3:
+                outcome = self.handler.reject(
+                    f"a ZeroMQ message must have 2 frames (id, batch), got {len(frames) - 1}"
+                )
+                if len(frames) >= 2:
+                    self._answer(socket, frames[0], frames[1], outcome)
+                continue
+            identity, message_id, payload = frames
+            requests.append((identity, message_id))
+            payloads.append(payload)
+        if not payloads:
+            return
+        outcomes = self.handler.handle_many(payloads)
+        for (identity, message_id), outcome in zip(requests, outcomes, strict=True):
+            self._answer(socket, identity, message_id, outcome)
+
+    @staticmethod
+    def _answer(
+        socket: zmq.Socket[Any], identity: bytes, message_id: bytes, outcome: Outcome
+    ) -> None:
+        reason = outcome.reason.encode("utf-8", "replace")[: protocol.MAX_REASON]
+        # A producer that went away meanwhile is skipped by the ROUTER socket.
+        socket.send_multipart([identity, message_id, outcome.verdict.value.encode(), reason])
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (when called in the main thread)."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+
+        def request_stop(signum: int, _frame: object) -> None:
+            log.info("Kaneda ZeroMQ worker stopping (signal %d)", signum)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+    return stop

@@ -1,0 +1,241 @@
+"""ZMQBackend and ZMQWorker in one process: the answers, the failures, the fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+import zmq
+from kaneda_zmq import WorkerUnavailable, ZMQBackend, ZMQWorker
+
+from kaneda_core import ConfigurationError, DeliveryError, Metric, Metrics, RetryPolicy, connect
+from kaneda_core.backends import MemoryBackend
+from kaneda_core.message import encode_batch
+from kaneda_core.model import timestamp_from_ns
+from kaneda_core.worker import MessageHandler
+
+
+def free_endpoint() -> str:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+
+class DownBackend(MemoryBackend):
+    """A store that is down."""
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        raise ConnectionRefusedError("store down")
+
+
+class RunningWorker:
+    """A ZMQWorker in a thread, delivering to ``backend``."""
+
+    def __init__(self, endpoint: str, backend: MemoryBackend) -> None:
+        self.backend = backend
+        self.handler = MessageHandler(Metrics(backend, retry=RetryPolicy(attempts=1)))
+        self.worker = ZMQWorker([endpoint], self.handler, poll_interval=0.05)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+        assert self.worker.bound.wait(5)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.handler.close()
+
+
+@pytest.fixture
+def endpoint() -> str:
+    return free_endpoint()
+
+
+@pytest.fixture
+def worker(endpoint: str) -> Iterator[RunningWorker]:
+    running = RunningWorker(endpoint, MemoryBackend())
+    yield running
+    running.close()
+
+
+def produced(name: str, host: str = "app-7") -> Metric:
+    ns = 1_600_000_000_000_000_001
+    return Metric(name, "gauge", 1, {"zone": "eu"}, timestamp_from_ns(ns), host, None, ns)
+
+
+# -- URLs ----------------------------------------------------------------------------
+
+
+def test_urls_name_one_or_several_workers_and_options() -> None:
+    backend = connect("zmq+tcp://127.0.0.1:5599,10.0.0.2:5600?timeout=2", batching=False).backend
+    assert isinstance(backend, ZMQBackend)
+    assert backend.endpoints == ["tcp://127.0.0.1:5599", "tcp://10.0.0.2:5600"]
+    assert backend.timeout == 2.0
+    assert ZMQBackend("tcp://a:1,tcp://b:2").endpoints == ["tcp://a:1", "tcp://b:2"]
+    ipc = connect("zmq+ipc:///tmp/kaneda.sock", batching=False).backend
+    assert ipc.endpoints == ["ipc:///tmp/kaneda.sock"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("zmq+tcp://127.0.0.1", "needs host:port, got '127.0.0.1'"),
+        ("zmq+tcp://127.0.0.1:99999", "needs host:port"),
+        ("zmq+udp://127.0.0.1:5555", "not a ZeroMQ queue URL"),
+        ("zmq+tcp://127.0.0.1:5555?timeout=0", "timeout must be a number of seconds > 0"),
+        ("zmq+tcp://127.0.0.1:5555?timeout=soon", "timeout='soon' .* must be a number"),
+        ("zmq+tcp://127.0.0.1:5555?colour=red", "Unknown option 'colour'"),
+    ],
+)
+def test_bad_urls_are_refused_naming_what_is_wrong(url: str, complaint: str) -> None:
+    with pytest.raises(ConfigurationError, match=complaint):
+        connect(url)
+
+
+# -- answers ---------------------------------------------------------------------------
+
+
+def test_a_batch_arrives_whole_with_its_host_time_and_ids(
+    endpoint: str, worker: RunningWorker
+) -> None:
+    backend = ZMQBackend(endpoint, timeout=5)
+    backend.send([produced("a"), produced("b")])
+    stored = worker.backend.metrics
+    assert [(m.name, m.host, m.epoch_ns) for m in stored] == [
+        ("a", "app-7", 1_600_000_000_000_000_001),
+        ("b", "app-7", 1_600_000_000_000_000_001),
+    ]
+    ids = [m.id for m in stored]
+    assert ids[0] != ids[1] and all(str(i).startswith(backend.new_id.token) for i in ids)
+    assert worker.handler.stats.messages == 1  # one message for the whole batch
+    backend.close()
+
+
+def test_without_a_worker_a_batch_fails_for_now_and_is_retried(endpoint: str) -> None:
+    backend = ZMQBackend(endpoint, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(WorkerUnavailable, match=f"no kaneda worker took the batch at {endpoint}"):
+        backend.send([produced("a")])
+    assert time.monotonic() - started < 2
+    assert backend.is_retryable(WorkerUnavailable("x"))
+    backend.close()
+
+
+def test_a_batch_reported_before_the_worker_starts_is_delivered_once_it_does(
+    endpoint: str,
+) -> None:
+    metrics = Metrics(
+        ZMQBackend(endpoint, timeout=0.5),
+        flush_interval=0.05,
+        retry=RetryPolicy(attempts=50, initial_delay=0.05, max_delay=0.2),
+    )
+    metrics.gauge("early", 1)
+    time.sleep(0.8)  # the first attempt found no worker
+    running = RunningWorker(endpoint, MemoryBackend())
+    try:
+        assert metrics.flush(15) == 0
+        assert [m.name for m in running.backend.metrics] == ["early"]
+        assert metrics.stats().retried >= 1 and metrics.stats().failed == 0
+    finally:
+        metrics.close()
+        running.close()
+
+
+def test_the_worker_says_when_the_store_is_down_and_the_batch_is_kept(endpoint: str) -> None:
+    running = RunningWorker(endpoint, DownBackend())
+    backend = ZMQBackend(endpoint, timeout=5)
+    try:
+        with pytest.raises(DeliveryError, match=r"could not store the batch.*store down") as caught:
+            backend.send([produced("a")])
+        assert caught.value.retryable
+        assert running.handler.stats.requeued == 1
+    finally:
+        backend.close()
+        running.close()
+
+
+def test_a_poison_batch_is_refused_for_good_and_the_worker_carries_on(
+    endpoint: str, worker: RunningWorker
+) -> None:
+    backend = ZMQBackend(endpoint, timeout=5)
+    with pytest.raises(DeliveryError, match=r"refused the batch.*name must be") as caught:
+        backend.send([produced("")])
+    assert not caught.value.retryable
+    backend.send([produced("after")])
+    assert [m.name for m in worker.backend.metrics] == ["after"]
+    assert worker.handler.stats.poison == 1
+    backend.close()
+
+
+def test_frames_that_are_not_a_batch_get_a_poison_answer(
+    endpoint: str, worker: RunningWorker
+) -> None:
+    context: zmq.Context[Any] = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(endpoint)
+    try:
+        dealer.send_multipart([b"m-1", b"\x00 not json"])
+        assert dealer.poll(5000)
+        message_id, verdict, reason = dealer.recv_multipart()
+        assert (message_id, verdict) == (b"m-1", b"poison") and b"not JSON" in reason
+        dealer.send_multipart([b"m-2", b"a", b"b"])
+        assert dealer.poll(5000)
+        message_id, verdict, reason = dealer.recv_multipart()
+        assert (message_id, verdict) == (b"m-2", b"poison") and b"2 frames" in reason
+        dealer.send_multipart([b"m-3", encode_batch([produced("good")]).encode()])
+        assert dealer.poll(5000) and dealer.recv_multipart()[1] == b"stored"
+    finally:
+        dealer.close()
+        context.term()
+    assert [m.name for m in worker.backend.metrics] == ["good"]
+
+
+def test_batches_take_turns_between_workers_and_skip_a_dead_one() -> None:
+    first, second = free_endpoint(), free_endpoint()
+    one, two = RunningWorker(first, MemoryBackend()), RunningWorker(second, MemoryBackend())
+    backend = ZMQBackend(f"{first},{second}", timeout=0.5)
+    try:
+        time.sleep(0.3)  # both connections up
+        for n in range(6):
+            backend.send([produced(f"m{n}")])
+        assert one.backend.metrics and two.backend.metrics  # each took some
+        assert len(one.backend.metrics) + len(two.backend.metrics) == 6
+        one.close()
+        metrics = Metrics(backend, retry=RetryPolicy(attempts=10, initial_delay=0.05))
+        for n in range(6):
+            metrics.gauge(f"later{n}", n)
+            assert metrics.flush(10) == 0
+        assert len(one.backend.metrics) + len(two.backend.metrics) == 12
+        assert metrics.stats().failed == 0
+    finally:
+        backend.close()
+        two.close()
+
+
+def test_a_forked_child_sends_on_a_socket_of_its_own(endpoint: str, worker: RunningWorker) -> None:
+    backend = ZMQBackend(endpoint, timeout=5)
+    backend.send([produced("parent")])
+    parent_socket = backend._socket
+    for call_after_fork in (True, False):  # the pid guard covers a fork nobody announced
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                if call_after_fork:
+                    backend.after_fork()
+                backend.send([produced(f"child-{call_after_fork}")])
+                code = 0 if backend._socket is not parent_socket else 2
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+    backend.send([produced("parent-again")])
+    names = sorted(m.name for m in worker.backend.metrics)
+    assert names == ["child-False", "child-True", "parent", "parent-again"]
+    backend.close()

@@ -1,0 +1,253 @@
+"""Client-side aggregation: one point per series per interval, nothing lost, bad input refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kaneda_core import ConfigurationError, InvalidMetric, Metrics, connect
+from kaneda_core.backends import MemoryBackend
+
+
+def points(backend: MemoryBackend) -> dict[tuple[str, str], Any]:
+    return {(m.kind, m.name): m for m in backend.metrics}
+
+
+def test_counters_sum_gauges_keep_the_last_timings_summarise() -> None:
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        for _ in range(1000):
+            metrics.increment("hits", tags={"route": "/"})
+        metrics.decrement("hits", tags={"route": "/"})
+        for value in range(100):
+            metrics.gauge("depth", value)
+        for ms in range(1, 101):
+            metrics.timing("took", ms)
+        metrics.flush(5)
+        stats = metrics.stats()
+    stored = points(backend)
+    assert len(backend.metrics) == 3
+    assert stored["counter", "hits"].value == 999 and stored["counter", "hits"].tags == {
+        "route": "/"
+    }
+    assert stored["gauge", "depth"].value == 99
+    took = stored["timing", "took"].value
+    assert took == {
+        "count": 100, "sum": 5050, "min": 1, "max": 100, "p50": 50, "p90": 90, "p99": 99,
+    }  # fmt: skip
+    assert stats.folded == 1201 and stats.sent == 3
+
+
+def test_events_and_custom_metrics_are_never_folded() -> None:
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        for i in range(3):
+            metrics.event("deploy", f"v{i}")
+            metrics.custom("search", "query", {"took": i})
+        metrics.flush(5)
+    assert [m.value for m in backend.metrics if m.kind == "event"] == ["v0", "v1", "v2"]
+    assert len([m for m in backend.metrics if m.kind == "query"]) == 3
+
+
+def test_one_point_per_series_per_interval() -> None:
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=0.2) as metrics:
+        deadline = time.monotonic() + 1.1
+        calls = 0
+        while time.monotonic() < deadline:
+            metrics.increment("tick", tags={"shard": str(calls % 3)})
+            calls += 1
+        metrics.flush(5)
+    assert sum(m.value for m in backend.metrics) == calls
+    per_shard: dict[str, list[int]] = {}
+    for metric in backend.metrics:
+        per_shard.setdefault(metric.tags["shard"], []).append(metric.time_ns)  # type: ignore[call-overload]
+    assert sorted(per_shard) == ["0", "1", "2"]
+    for times in per_shard.values():
+        assert 4 <= len(times) <= 8  # one point per 0.2 s interval, over about a second
+        assert len(set(times)) == len(times)
+
+
+def test_tags_in_another_order_are_one_series_and_default_tags_apply(plugin: Any) -> None:
+    from kaneda_core.hookspecs import hookimpl
+
+    class Region:
+        @hookimpl
+        def kaneda_default_tags(self, backend: object) -> dict[str, str]:
+            return {"region": "eu"}
+
+    plugin.register(Region())
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        metrics.increment("hits", tags={"a": "1", "b": "2"})
+        metrics.increment("hits", tags={"b": "2", "a": "1"})
+        metrics.increment("hits")
+        metrics.flush(5)
+    by_tags = {tuple(sorted(m.tags.items())): m.value for m in backend.metrics}  # type: ignore[union-attr]
+    assert by_tags == {
+        (("a", "1"), ("b", "2"), ("region", "eu")): 2,
+        (("region", "eu"),): 1,
+    }
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.increment("bad\udcff"),
+        lambda m: m.increment("", tags={"k": "v"}),
+        lambda m: m.increment("hits", tags={"k": ["unhashable"]}),
+        lambda m: m.increment("hits", tags={"": "v"}),
+        lambda m: m.gauge("level", float("nan")),
+        lambda m: m.timing("took", "fast"),
+        lambda m: m.gauge("level", 2**1100),
+    ],
+)
+def test_bad_input_is_refused_at_the_call_even_on_a_known_series(call: Any) -> None:
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        metrics.gauge("level", 1)  # a known series: the fast path still checks values
+        with pytest.raises(InvalidMetric):
+            call(metrics)
+        metrics.flush(5)
+    assert [(m.name, m.value) for m in backend.metrics] == [("level", 1)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(["increment", "decrement", "gauge", "timing"]),
+            st.sampled_from(["a", "b"]),
+            st.dictionaries(st.sampled_from(["x", "y"]), st.sampled_from(["1", "2"]), max_size=2),
+            st.integers(-1000, 1000),
+        ),
+        max_size=60,
+    )
+)
+def test_folded_points_equal_what_the_calls_add_up_to(
+    calls: list[tuple[str, str, Any, int]],
+) -> None:
+    backend = MemoryBackend()
+    expected: dict[tuple[str, str, tuple[Any, ...]], Any] = {}
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        for method, name, tags, value in calls:
+            series = tuple(sorted(tags.items()))
+            if method == "increment":
+                metrics.increment(name, tags=tags)
+                key = ("counter", name, series)
+                expected[key] = expected.get(key, 0) + 1
+            elif method == "decrement":
+                metrics.decrement(name, tags=tags)
+                key = ("counter", name, series)
+                expected[key] = expected.get(key, 0) - 1
+            elif method == "gauge":
+                metrics.gauge(name, value, tags=tags)
+                expected[("gauge", name, series)] = value
+            else:
+                metrics.timing(name, value, tags=tags)
+                key = ("timing", name, series)
+                count, total = expected.get(key, (0, 0))
+                expected[key] = (count + 1, total + value)
+        metrics.flush(5)
+    got: dict[tuple[str, str, tuple[Any, ...]], Any] = {}
+    for m in backend.metrics:
+        key = (m.kind, m.name, tuple(sorted(m.tags.items())))  # type: ignore[union-attr]
+        got[key] = (m.value["count"], m.value["sum"]) if m.kind == "timing" else m.value
+    assert got == expected
+
+
+def test_threads_lose_nothing() -> None:
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=0.05) as metrics:
+
+        def work() -> None:
+            for _ in range(20_000):
+                metrics.increment("hits", tags={"t": "x"})
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        metrics.flush(5)
+        assert metrics.stats().folded == 80_000
+    assert sum(m.value for m in backend.metrics) == 80_000
+
+
+def test_a_signal_handler_may_report_while_its_thread_folds_or_reports() -> None:
+    backend = MemoryBackend()
+    handled = []
+    with Metrics(backend, aggregate=True, flush_interval=0.01) as metrics:
+
+        def on_alarm(signum: int, frame: object) -> None:
+            handled.append(1)
+            metrics.increment("from_handler")
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+        try:
+            calls = 0
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                metrics.increment("from_main", tags={"k": "v"})
+                calls += 1
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+            signal.signal(signal.SIGALRM, previous)
+        metrics.flush(5)
+    totals: dict[str, int] = {}
+    for m in backend.metrics:
+        totals[m.name] = totals.get(m.name, 0) + m.value
+    assert totals == {"from_main": calls, "from_handler": len(handled)}
+
+
+def test_a_forked_child_folds_its_own_calls_and_the_parent_keeps_its_own() -> None:
+    backend = MemoryBackend()
+    metrics = Metrics(backend, aggregate=True, flush_interval=60)
+    for _ in range(10):
+        metrics.increment("parent")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            metrics.increment("child")
+            metrics.flush(5)
+            mine = [(m.name, m.value) for m in backend.metrics]
+            code = 0 if mine == [("child", 1)] else 3
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    metrics.flush(5)
+    assert [(m.name, m.value) for m in backend.metrics] == [("parent", 10)]
+    metrics.close()
+
+
+def test_close_emits_what_was_folded_and_later_calls_are_dropped() -> None:
+    backend = MemoryBackend()
+    metrics = Metrics(backend, aggregate=True, flush_interval=60)
+    metrics.increment("hits")
+    metrics.increment("hits")
+    metrics.close()
+    metrics.increment("hits")
+    assert [(m.name, m.value) for m in backend.metrics] == [("hits", 2)]
+    assert metrics.stats().dropped == 1
+
+
+def test_aggregation_is_an_option_of_urls_and_needs_batching() -> None:
+    with connect("memory://?aggregate=true&percentiles=50,95", flush_interval=60) as metrics:
+        for value in (1, 2, 3, 4):
+            metrics.timing("took", value)
+        metrics.flush(5)
+        [point] = metrics.backend.metrics  # type: ignore[attr-defined]
+    assert point.value["count"] == 4 and set(point.value) >= {"p50", "p95"}
+    with pytest.raises(ConfigurationError, match="batching"):
+        Metrics(MemoryBackend(), aggregate=True, batching=False)
+    with pytest.raises(ConfigurationError, match="percentiles"):
+        Metrics(MemoryBackend(), aggregate=True, percentiles=(0, 200))

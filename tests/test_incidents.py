@@ -1,0 +1,77 @@
+"""Trouble is logged once per incident, and the numbers in the log are the stats' numbers."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from kaneda_core import Metric, Metrics, RetryPolicy
+from kaneda_core.backends import MemoryBackend
+
+FAST = RetryPolicy(attempts=3, initial_delay=0.005, max_delay=0.01)
+
+
+class Switchable(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        if self.down:
+            raise ConnectionRefusedError("refused by 127.0.0.1:9")
+        super().send(batch)
+
+
+def test_an_outage_is_one_line_when_it_starts_and_one_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = Switchable()
+    with caplog.at_level(logging.WARNING, logger="kaneda"):
+        metrics = Metrics(backend, batch_size=10, flush_interval=0.01, retry=FAST)
+        for i in range(500):  # fifty batches, each retried: a hundred and fifty failures
+            metrics.gauge("g", i)
+            time.sleep(0.0002)
+        metrics.flush(2)
+        backend.down = False
+        metrics.gauge("g", -1)
+        metrics.flush(5)
+        metrics.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "kaneda"]
+    assert len([line for line in lines if "cannot deliver" in line]) == 1, lines
+    assert len([line for line in lines if "delivering to" in line]) == 1, lines
+    assert "refused by 127.0.0.1:9" in next(line for line in lines if "cannot deliver" in line)
+    # Permanent losses (retries exhausted) are folded into one line per message, too.
+    assert len([line for line in lines if "not delivered" in line]) <= 2, lines
+
+
+def test_the_drop_count_in_the_log_is_the_one_in_stats(caplog: pytest.LogCaptureFixture) -> None:
+    gate = threading.Event()
+
+    class Stuck(MemoryBackend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            gate.wait(10)
+            super().send(batch)
+
+    with caplog.at_level(logging.WARNING, logger="kaneda"):
+        metrics = Metrics(Stuck(), max_buffer=10, batch_size=1000, flush_interval=0.01)
+        metrics.gauge("first", 0)
+        time.sleep(0.1)  # the worker is now stuck in send with that one metric
+        for i in range(100):
+            metrics.gauge("g", i)
+        time.sleep(0.2)  # the worker would have logged by now, were it free: it is not
+        gate.set()
+        metrics.flush(5)
+        dropped = metrics.stats().dropped
+        metrics.close()
+    assert dropped == 90
+    counts = [
+        int(found.group(1))
+        for r in caplog.records
+        if (found := re.search(r"(\d+) metrics dropped so far", r.getMessage()))
+    ]
+    assert counts and counts[-1] == dropped, counts

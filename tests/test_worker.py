@@ -1,0 +1,275 @@
+"""Metrics.forward and the message handler every queue worker delivers through."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from kaneda_core import (
+    Backend,
+    ConfigurationError,
+    DeliveryError,
+    InvalidMetric,
+    Metric,
+    Metrics,
+    RetryPolicy,
+)
+from kaneda_core.backends import MemoryBackend
+from kaneda_core.cli import main
+from kaneda_core.hookspecs import hookimpl
+from kaneda_core.message import encode_batch
+from kaneda_core.model import timestamp_from_ns
+from kaneda_core.worker import (
+    MessageHandler,
+    Verdict,
+    current_handler,
+    install_handler,
+    load_queue_backend,
+)
+
+ONE_TRY = RetryPolicy(attempts=1)
+PAST_NS = 1_600_000_000_123_456_789
+
+
+def produced(
+    name: str, *, host: str = "app-7", id_: str | None = "m-1", ns: int = PAST_NS
+) -> Metric:
+    """A metric as another process reported it: its own host, time and id."""
+    return Metric(name, "gauge", 3.5, {"zone": "eu"}, timestamp_from_ns(ns), host, id_, ns)
+
+
+class RefusingBackend(MemoryBackend):
+    """Refuses for good the metrics named ``refused``; fails for now those named ``down``."""
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        refused = [m for m in batch if m.name == "refused"]
+        down = [m for m in batch if m.name == "down"]
+        super().send([m for m in batch if m.name not in ("refused", "down")])
+        if down:
+            raise DeliveryError("store unavailable", retryable=True, metrics=down, rejected=refused)
+        if refused:
+            raise DeliveryError("field type conflict", retryable=False, metrics=refused)
+
+
+class StrictBackend(MemoryBackend):
+    """Refuses, at the call, metrics whose value is not an int."""
+
+    def check(self, metric: Metric) -> None:
+        if type(metric.value) is not int:
+            raise InvalidMetric(f"value must be an int here, got {metric.value!r}")
+
+
+# -- Metrics.forward ----------------------------------------------------------------
+
+
+def test_forward_keeps_the_host_time_and_id_of_the_reporting_process() -> None:
+    metrics = Metrics("memory")
+    metrics.forward([produced("queue.depth"), produced("other", id_=None)])
+    assert metrics.flush(5) == 0
+    stored = metrics.backend.metrics  # type: ignore[attr-defined]
+    assert stored == [produced("queue.depth"), produced("other", id_=None)]
+    assert stored[0].timestamp == datetime(2020, 9, 13, 12, 26, 40, 123456, tzinfo=timezone.utc)
+
+
+def test_forward_keeps_the_host_through_the_disk_buffer(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.sqlite"
+    unreachable = Metrics("memory", buffer_path=path)
+    unreachable.close()  # nothing queued yet: the file exists
+    first = Metrics(RefusingBackend(), buffer_path=path, retry=ONE_TRY, flush_interval=60)
+    first.forward([produced("down")])
+    first.close(timeout=1)  # the backend was down: the metric stays on disk
+    second = Metrics("memory", buffer_path=path)
+    assert second.flush(5) == 0
+    [metric] = second.backend.metrics  # type: ignore[attr-defined]
+    assert (metric.host, metric.epoch_ns, metric.id) == ("app-7", PAST_NS, "m-1")
+    second.close()
+
+
+@pytest.mark.parametrize(
+    ("bad", "complaint"),
+    [
+        (produced("")._replace(name=""), r"forwarded metric 1: name must be a non-empty string"),
+        (produced("x")._replace(value=float("nan")), r"forwarded metric 1: value must be a finite"),
+        (produced("x")._replace(tags={"": 1}), r"forwarded metric 1: tag keys must be non-empty"),
+        (produced("x")._replace(host=""), r"forwarded metric 1: host must be a non-empty string"),
+        (produced("x")._replace(id=1.5), r"forwarded metric 1: id_ must be"),
+        (("x", "gauge", 1), r"forwarded metric 1: forward\(\) takes Metric records"),
+    ],
+)
+def test_forward_refuses_a_bad_metric_naming_it_and_queues_none(
+    bad: object, complaint: str
+) -> None:
+    metrics = Metrics("memory")
+    with pytest.raises(InvalidMetric, match=complaint):
+        metrics.forward([produced("good"), bad])  # type: ignore[list-item]
+    assert metrics.flush(5) == 0 and metrics.backend.metrics == []  # type: ignore[attr-defined]
+
+
+def test_forward_applies_the_backends_check_and_the_filters(plugin: object) -> None:
+    metrics = Metrics(StrictBackend())
+    with pytest.raises(InvalidMetric, match="forwarded metric 0: value must be an int here"):
+        metrics.forward([produced("x")])
+
+    class DropSecrets:
+        @hookimpl
+        def kaneda_filter_metric(self, metric: Metric) -> bool:
+            return not metric.name.startswith("secret.")
+
+    plugin.register(DropSecrets())  # type: ignore[attr-defined]
+    metrics = Metrics("memory")
+    metrics.forward([produced("secret.token"), produced("public")])
+    assert metrics.flush(5) == 0
+    assert [m.name for m in metrics.backend.metrics] == ["public"]  # type: ignore[attr-defined]
+    assert metrics.stats().filtered == 1
+
+
+# -- the handler's verdicts -----------------------------------------------------------
+
+
+def handler_on(backend: Backend, **options: object) -> MessageHandler:
+    return MessageHandler(Metrics(backend, retry=ONE_TRY, **options))  # type: ignore[arg-type]
+
+
+def test_a_message_is_stored_only_once_the_backend_has_it() -> None:
+    handler = handler_on(MemoryBackend())
+    outcome = handler.handle(encode_batch([produced("a"), produced("b", id_="m-2")]))
+    assert outcome.verdict is Verdict.STORED and outcome.metrics == 2
+    # flushed before the verdict: the backend already holds both
+    assert [m.name for m in handler.metrics.backend.metrics] == ["a", "b"]  # type: ignore[attr-defined]
+    assert handler.stats.as_dict() == {
+        "failed": 0, "messages": 1, "poison": 0, "requeued": 0, "stored": 2,
+    }  # fmt: skip
+    handler.close()
+
+
+def test_a_message_the_backend_cannot_take_now_is_put_back() -> None:
+    handler = handler_on(RefusingBackend())
+    ok, down = handler.handle_many(
+        [encode_batch([produced("a")]), encode_batch([produced("down")])]
+    )
+    assert ok.verdict is Verdict.STORED
+    assert down.verdict is Verdict.RETRY and "store unavailable" in down.reason
+    assert handler.stats.requeued == 1 and handler.stats.stored == 1
+    handler.close()
+
+
+def test_metrics_refused_for_good_are_counted_and_the_message_acknowledged(
+    failures: object,
+) -> None:
+    handler = handler_on(RefusingBackend())
+    outcome = handler.handle(encode_batch([produced("refused"), produced("fine", id_="m-2")]))
+    assert outcome.verdict is Verdict.STORED and outcome.refused == 1
+    assert "field type conflict" in outcome.reason
+    assert handler.stats.failed == 1 and handler.stats.stored == 1
+    [(metrics, _error)] = failures.failures  # type: ignore[attr-defined]
+    assert [m.name for m in metrics] == ["refused"]  # the failure hook heard of it, as always
+    handler.close()
+
+
+def test_rejected_metrics_of_a_retried_batch_do_not_hold_a_message_back() -> None:
+    handler = handler_on(RefusingBackend())
+    refused, down = handler.handle_many(
+        [encode_batch([produced("refused")]), encode_batch([produced("down", id_="m-2")])]
+    )
+    assert refused.verdict is Verdict.STORED and refused.refused == 1
+    assert down.verdict is Verdict.RETRY
+    handler.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "complaint"),
+    [
+        ("not json", "message is not JSON"),
+        ('{"kaneda": 9, "metrics": []}', "newer than this worker reads"),
+        (
+            encode_batch([produced("x")._replace(value=float("inf"))]).replace("Infinity", "1e999"),
+            "finite",
+        ),
+        (encode_batch([produced("x")._replace(name="")]), "name must be a non-empty string"),
+    ],
+)
+def test_a_poison_message_is_moved_aside_and_the_next_one_delivered(
+    message: str, complaint: str
+) -> None:
+    handler = handler_on(MemoryBackend())
+    poison, good = handler.handle_many([message, encode_batch([produced("good")])])
+    assert poison.verdict is Verdict.POISON and complaint in poison.reason
+    assert good.verdict is Verdict.STORED
+    assert handler.stats.poison == 1 and handler.stats.stored == 1
+    assert [m.name for m in handler.metrics.backend.metrics] == ["good"]  # type: ignore[attr-defined]
+    handler.close()
+
+
+def test_the_backends_check_makes_a_message_poison() -> None:
+    handler = handler_on(StrictBackend())
+    outcome = handler.handle(encode_batch([produced("x")]))
+    assert outcome.verdict is Verdict.POISON and "must be an int here" in outcome.reason
+    handler.close()
+
+
+def test_a_kaneda_1_call_is_stored_at_arrival_and_bad_ones_are_poison() -> None:
+    handler = handler_on(MemoryBackend())
+    assert (
+        handler.handle_legacy("hits", "counter", 1, {"page": "/"}, None).verdict is Verdict.STORED
+    )
+    bad = handler.handle_legacy("", "gauge", 1, None, None)
+    assert bad.verdict is Verdict.POISON and "name must be a non-empty string" in bad.reason
+    [short] = handler.handle_legacy_many([("only", "two")])
+    assert short.verdict is Verdict.POISON
+    [stored] = handler.metrics.backend.metrics  # type: ignore[attr-defined]
+    assert (stored.name, stored.value, stored.tags) == ("hits", 1, {"page": "/"})
+    handler.close()
+
+
+def test_with_a_disk_buffer_a_message_is_acknowledged_once_on_disk(tmp_path: Path) -> None:
+    backend = RefusingBackend()
+    metrics = Metrics(backend, buffer_path=tmp_path / "b.sqlite", retry=ONE_TRY)
+    handler = MessageHandler(metrics, acknowledge_buffered=True)
+    outcome = handler.handle(encode_batch([produced("down")]))
+    assert outcome.verdict is Verdict.STORED  # on disk: delivered later, even after a crash
+    handler.close(timeout=1)
+    assert Metrics("memory", buffer_path=tmp_path / "b.sqlite").stats().queued == 1
+
+
+def test_a_full_buffer_puts_the_message_back_instead_of_dropping_it() -> None:
+    metrics = Metrics(MemoryBackend(), max_buffer=2, overflow="drop_newest", flush_interval=60)
+    handler = MessageHandler(metrics)
+    batch = [produced(f"m{i}", id_=f"m-{i}") for i in range(5)]
+    outcome = handler.handle(encode_batch(batch))
+    assert outcome.verdict is Verdict.RETRY and "buffer was full" in outcome.reason
+    handler.close()
+
+
+# -- finding the worker -----------------------------------------------------------------
+
+
+def test_a_storage_backend_is_not_a_queue() -> None:
+    with pytest.raises(ConfigurationError, match=r"stores metrics rather than queueing them"):
+        load_queue_backend("memory://")
+
+
+def test_kaneda_worker_refuses_a_storage_url_clearly(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "logger://", "--to", "memory://"]) == 1
+    assert "rather than queueing them" in capsys.readouterr().err
+
+
+def test_engine_workers_build_their_handler_from_kaneda_url_once_per_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KANEDA_URL", "memory://")
+    install_handler(None)
+    try:
+        handler = current_handler()
+        assert isinstance(handler.metrics.backend, MemoryBackend)
+        assert current_handler() is handler
+        pid = os.fork()
+        if pid == 0:  # a forked child (an RQ work horse) makes its own
+            os._exit(0 if current_handler() is not handler else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        current_handler().close()
+        install_handler(None)
