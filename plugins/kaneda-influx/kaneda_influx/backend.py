@@ -7,6 +7,8 @@ import json
 import logging
 import ssl
 import threading
+import zlib
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +31,7 @@ from kaneda_core.urls import parse_url
 from . import field_types
 from .field_types import KnownTypes
 from .layouts import LAYOUTS, Layout
-from .transport import HTTPTransport
+from .transport import HTTPTransport, Request
 
 log = logging.getLogger("kaneda.influx")
 
@@ -45,6 +47,9 @@ _A_TYPE = {
 _CONFLICT_ROUNDS = 8
 #: The largest request body the backend sends when a batch holds large metrics.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+#: Metrics per write request, by default: a larger batch is sent in parts, the next part
+#: built while the server stores the one before (see ``bench/RESULTS.md``).
+PART_SIZE = 5000
 
 
 class InfluxBackend(Backend):
@@ -62,6 +67,11 @@ class InfluxBackend(Backend):
     :param verify_ssl: check the server's TLS certificate (default True).
     :param layout: ``"kaneda2"`` (the default) or ``"kaneda1"``, the measurements,
         tags and fields kaneda 1.0 wrote (see :mod:`kaneda_influx.layouts`).
+    :param gzip: compress each write request (``Content-Encoding: gzip``); worth it when
+        the network, not the server, is what limits (default False).
+    :param part_size: at most this many metrics per write request (default 5,000): a
+        larger batch is sent in parts, each part built while the server stores the one
+        before it.
 
     Constructing it never touches the network; the database is created on the first
     delivery that reaches the server (or by :meth:`create_database`). Writes go over
@@ -86,8 +96,14 @@ class InfluxBackend(Backend):
         *,
         verify_ssl: bool = True,
         layout: str = DEFAULT_LAYOUT,
+        gzip: bool = False,
+        part_size: int = PART_SIZE,
     ) -> None:
         check_arguments(InfluxBackend, locals())
+        if part_size < 1:
+            raise ConfigurationError(
+                f"InfluxBackend: part_size must be a positive number of metrics, got {part_size!r}"
+            )
         if timeout is None:  # kaneda 1.0 allowed it; Kaneda never waits without a bound
             timeout = 0.3
         if not isinstance(database, str) or not database:
@@ -117,9 +133,16 @@ class InfluxBackend(Backend):
             )
             self._password = password
         self._transport = _transport_for(self.client)
+        self.gzip = gzip
+        self.part_size = part_size
+        self._write_params = {"db": database, "precision": "n"}
+        self._write_headers = {"Content-Encoding": "gzip"} if gzip else None
         self._database_ready = False
         self._setup_lock = threading.Lock()
         self.layout: Layout = LAYOUTS[check_layout(layout)]()
+        # The reporting calls run the layout's check directly: a call level less on the
+        # hottest path (Metrics looks check up once; the class keeps the method).
+        self.check = self.layout.check_at_call  # type: ignore[method-assign,assignment]
         # Stored types learned from field type conflicts: measurement -> field -> type.
         self._known: KnownTypes = {}
 
@@ -141,73 +164,160 @@ class InfluxBackend(Backend):
         self.layout.check(metric)
 
     def send(self, batch: Sequence[Metric]) -> list[bool]:
-        """Write the batch in one request (``precision=n``), creating the database first.
+        """Write the batch (``precision=n``), creating the database first.
 
-        A batch larger than the server's ``max-body-size`` (413) is written in halves.
-        When InfluxDB refuses points for a field type conflict, the backend learns the
-        stored types and writes those points again, each number in its field's stored
-        type when that loses nothing; the others are refused, each named. Returns
-        ``True`` per metric (kaneda 1.0's answer for a stored point).
+        A batch of more than ``part_size`` metrics, or of more than MAX_REQUEST_BYTES of
+        line protocol, is written in parts, one request in flight while the next part is
+        built. A part refused for what it holds fails its own metrics only; a failure
+        that may pass on a retry (the server down, slow, overloaded) stops the batch
+        there, and the error names that part and the parts not sent. A part larger than
+        the server's ``max-body-size`` (413) is written in halves. When InfluxDB refuses
+        points for a field type conflict, the backend learns the stored types and writes
+        those points again, each number in its field's stored type when that loses
+        nothing; the others are refused, each named. Returns ``True`` per metric (kaneda
+        1.0's answer for a stored point).
         """
         if not self._database_ready:
             self._create_database()
-        body = self.layout.lines(batch, self._known).encode("utf-8")
-        if len(body) > MAX_REQUEST_BYTES and len(batch) > 1:
-            # Large metrics (long events): requests of a bounded size, each of which can
-            # finish within the timeout; a failing one fails its own metrics only.
-            self._send_in_parts(batch, body)
-            return [True] * len(batch)
-        try:
-            self._write(body)
-        except InfluxDBClientError as error:
-            if error.code == 413 and len(batch) > 1:
-                self._send_in_halves(batch)
-                return [True] * len(batch)
-            if error.code == 404:
-                self._database_ready = False  # dropped meanwhile: create it again next time
-            if error.code == 400 and field_types.is_conflict(server_message(error)):
-                self._resolve_conflicts(batch, error)
-                return [True] * len(batch)
-            raise self._delivery_error("writing", error) from None
-        except Exception as error:  # noqa: BLE001 - translated below
-            raise self._delivery_error("writing", error) from None
+        size = self.part_size
+        pieces = deque(batch[start : start + size] for start in range(0, len(batch), size))
+        # Requests built and not sent yet: (metrics, body).
+        parts: deque[tuple[Sequence[Metric], bytes]] = deque()
+        failed: list[Metric] = []
+        errors: list[DeliveryError] = []
+        requests = 0
+        in_flight: tuple[Sequence[Metric], Request | Exception] | None = None
+        while parts or pieces:
+            if not parts:
+                piece = pieces.popleft()
+                try:
+                    # Built while the request before is in flight: the server stores
+                    # that part meanwhile.
+                    parts.extend(self._requests(piece))
+                except Exception as error:  # noqa: BLE001 - the rest is still sent
+                    failed.extend(piece)
+                    errors.append(self._unwritable(error))
+                    continue
+            part, body = parts.popleft()
+            if in_flight is not None and self._settle(*in_flight, failed, errors):
+                # The rest waits for the retry rather than for a timeout of its own.
+                in_flight = None
+                failed.extend(part)
+                failed.extend(metric for unsent, _ in parts for metric in unsent)
+                failed.extend(metric for piece in pieces for metric in piece)
+                break
+            in_flight = (part, self._start(body))
+            requests += 1
+        if in_flight is not None:
+            self._settle(*in_flight, failed, errors)
+        if len(errors) == 1 and len(failed) == len(batch) and requests <= 1:
+            raise errors[0]  # one request (or none), the whole batch: its error as it is
+        if errors:
+            raise _combined(errors, failed)
         return [True] * len(batch)
 
-    def _send_in_parts(self, batch: Sequence[Metric], body: bytes) -> None:
-        """Send ``batch`` as requests of at most MAX_REQUEST_BYTES (one line per metric)."""
-        parts: list[Sequence[Metric]] = []
+    def _unwritable(self, error: Exception) -> DeliveryError:
+        """The error for metrics whose line protocol could not be built: halving finds them."""
+        return DeliveryError(
+            f"kaneda-influx could not write metrics as line protocol: "
+            f"{self.redact(f'{type(error).__name__}: {error}')}",
+            retryable=False,
+            isolate=True,
+        )
+
+    def _requests(self, piece: Sequence[Metric]) -> list[tuple[Sequence[Metric], bytes]]:
+        """The write requests for ``piece``: ``(metrics, body)``, each body bounded in size."""
+        body = self.layout.lines(piece, self._known).encode("utf-8")
+        if len(body) <= MAX_REQUEST_BYTES or len(piece) == 1:
+            return [(piece, self._payload(body))]
+        # Large metrics (long events): requests of a bounded size, each of which can
+        # finish within the timeout (one line per metric).
+        requests = []
+        lines = body.split(b"\n")
         start = size = 0
-        for index, line in enumerate(body.split(b"\n")):
+        for index, line in enumerate(lines):
             if size and size + len(line) > MAX_REQUEST_BYTES:
-                parts.append(batch[start:index])
+                requests.append((piece[start:index], self._payload(b"\n".join(lines[start:index]))))
                 start, size = index, 0
             size += len(line) + 1
-        parts.append(batch[start:])
-        self._send_each(parts)
+        requests.append((piece[start:], self._payload(b"\n".join(lines[start:]))))
+        return requests
+
+    def _payload(self, body: bytes) -> bytes:
+        # wbits=31: a gzip container, as Content-Encoding: gzip says. Level 1, the
+        # fastest: line protocol repeats itself and compresses well even so.
+        return zlib.compress(body, 1, wbits=31) if self.gzip else body
+
+    def _start(self, payload: bytes) -> Request | Exception:
+        """Send a write request; what sending raised stands for its answer."""
+        try:
+            return self._transport.send(
+                "write", self._write_params, payload, headers=self._write_headers
+            )
+        except Exception as error:  # noqa: BLE001 - reported by _outcome, in turn
+            return error
+
+    def _settle(
+        self,
+        part: Sequence[Metric],
+        sent: Request | Exception,
+        failed: list[Metric],
+        errors: list[DeliveryError],
+    ) -> bool:
+        """Wait for the answer to ``part``'s request, recording a failure; True to stop.
+
+        A failure that may pass on a retry stops the batch; a part refused for what it
+        holds does not stop the others.
+        """
+        try:
+            if isinstance(sent, Exception):
+                raise sent
+            sent.answer()
+            return False
+        except InfluxDBClientError as error:
+            try:
+                self._recover(part, error)
+                return False
+            except DeliveryError as failure:
+                refusal = failure
+        except Exception as error:  # noqa: BLE001 - translated here
+            refusal = self._delivery_error("writing", error)
+        failed.extend(part if refusal.metrics is None else refusal.metrics)
+        errors.append(refusal)
+        return refusal.retryable
+
+    def _recover(self, part: Sequence[Metric], error: InfluxDBClientError) -> None:
+        """Store what can be stored of a part InfluxDB refused; raise for the rest."""
+        if error.code == 413 and len(part) > 1:
+            self._send_in_halves(part)
+            return
+        if error.code == 404:
+            self._database_ready = False  # dropped meanwhile: create it again next time
+        if error.code == 400 and field_types.is_conflict(server_message(error)):
+            self._resolve_conflicts(part, error)
+            return
+        raise self._delivery_error("writing", error)
 
     def _send_in_halves(self, batch: Sequence[Metric]) -> None:
         """Send both halves; if either fails, raise for exactly what was not stored."""
         half = len(batch) // 2
-        self._send_each((batch[:half], batch[half:]))
-
-    def _send_each(self, parts: Sequence[Sequence[Metric]]) -> None:
-        """Send each part; if any fails, raise for exactly what was not stored."""
         failed: list[Metric] = []
         errors: list[DeliveryError] = []
-        for part in parts:
+        for part in (batch[:half], batch[half:]):
             try:
                 self.send(part)
             except DeliveryError as error:
                 failed.extend(part if error.metrics is None else error.metrics)
                 errors.append(error)
         if errors:
-            # Retry when any part may succeed later; a part refused for good is refused
-            # again then, and reported as such.
-            retryable = any(error.retryable for error in errors)
-            raise DeliveryError(str(errors[0]), retryable=retryable, metrics=failed)
+            raise _combined(errors, failed)
 
     def _write(self, body: bytes) -> None:
-        self._transport.post("write", {"db": self.database, "precision": "n"}, body)
+        """Write line protocol in one request, waiting for the answer."""
+        sent = self._start(self._payload(body))
+        if isinstance(sent, Exception):
+            raise sent
+        sent.answer()
 
     def _resolve_conflicts(self, batch: Sequence[Metric], error: InfluxDBClientError) -> None:
         """After a field type conflict: learn the stored types, write the batch again.
@@ -448,6 +558,17 @@ def server_message(error: InfluxDBClientError) -> str:
         return str(json.loads(error.content)["error"])
     except (ValueError, TypeError, KeyError):
         return str(error)
+
+
+def _combined(errors: list[DeliveryError], failed: list[Metric]) -> DeliveryError:
+    """One error for the parts of a batch that failed: ``failed`` are their metrics.
+
+    Retryable when any part may pass later (a part refused for good is refused again
+    then, and reported as such); halved when every part was refused for what it holds.
+    """
+    retryable = any(error.retryable for error in errors)
+    isolate = not retryable and all(error.isolate for error in errors)
+    return DeliveryError(str(errors[0]), retryable=retryable, metrics=failed, isolate=isolate)
 
 
 def _transport_for(client: InfluxDBClient) -> HTTPTransport:

@@ -18,7 +18,7 @@ loses nothing (see :mod:`kaneda_influx.field_types`): ``lines`` takes the learne
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from kaneda_core import InvalidMetric, Metric
@@ -48,8 +48,10 @@ class Layout:
     key_escapes = _KEY_ESCAPES
 
     def __init__(self) -> None:
-        #: Checked series, line prefixes and last timestamps, bounded in bytes.
+        #: Checked series and line prefixes, bounded in bytes.
         self.cache = SeriesCache()
+        #: :meth:`check` itself, as the reporting calls run it (one call level less).
+        self.check_at_call: Callable[[Metric], None] = self.check
 
     def check(self, metric: Metric) -> None:
         """Refuse, with advice, what this layout cannot write or InfluxDB could misread."""
@@ -114,8 +116,12 @@ class Kaneda2Layout(Layout):
     name = KANEDA2
     integers = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.check_at_call = line_protocol.checker(self.cache)
+
     def check(self, metric: Metric) -> None:
-        line_protocol.check(metric, self.cache)
+        self.check_at_call(metric)
 
     def plain_lines(self, batch: Sequence[Metric]) -> str:
         return line_protocol.lines(batch, self.cache)
@@ -150,19 +156,29 @@ class Kaneda1Layout(Layout):
     # -- checks --------------------------------------------------------------------
 
     def check(self, metric: Metric) -> None:
-        # Called at every reporting call: a number on a series checked before (the usual
-        # case) costs one tuple and one set lookup, as in the default layout.
-        tags = metric.tags
+        # Called at every reporting call: a number on the series remembered for its name
+        # (the usual case) costs a lookup and a comparison of two small dicts, as in the
+        # default layout (see line_protocol.checker).
+        name, kind, value, tags, _, _, _, _ = metric
         if type(tags) is dict:
-            key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
-            if key in self.cache.checked:
-                value = metric.value
-                kind = type(value)
-                if (
-                    kind is float
-                    or kind is bool
-                    or (kind is int and _INT64[0] <= value <= _INT64[1])
-                ):
+            kind_of_value = type(value)
+            if (
+                kind_of_value is float
+                or kind_of_value is bool
+                or (kind_of_value is int and _INT64[0] <= value <= _INT64[1])
+            ):
+                cache = self.cache
+                if tags:
+                    last = cache.checked_by_name.get(name)
+                    if last is not None and last[1] == tags and last[0] == kind:
+                        return
+                    key: tuple[Any, ...] = (kind, name, *tags.items())
+                else:
+                    key = (kind, name)
+                plain = cache.checked.get(key)
+                if plain is not None:
+                    if plain and tags and name not in cache.checked_by_name:
+                        cache.remember_checked_by_name(name, kind, tags)
                     return
         self._check(metric)
 
@@ -177,7 +193,7 @@ class Kaneda1Layout(Layout):
         if key not in self.cache.checked:
             self._check_series(metric.kind, metric.name, tags)
             check_key_length(lambda: self.series(metric), metric.kind, metric.host, tags)
-            self.cache.remember_checked(key)
+            self.cache.remember_checked(key, all(type(v) is str for v in tags.values()))
         value = metric.value
         if type(value) is int:
             _check_int(value, "value")
@@ -240,25 +256,37 @@ class Kaneda1Layout(Layout):
     # -- writing -------------------------------------------------------------------
 
     def plain_lines(self, batch: Sequence[Metric]) -> str:
-        heads = self.cache.prefixes
+        cache = self.cache
+        heads = cache.prefixes
+        by_name = cache.prefix_by_name
         out: list[str] = []
         append = out.append
         for metric in batch:
-            tags = metric.tags
-            key = (
-                (metric.kind, metric.name, metric.host, *tags.items())  # type: ignore[union-attr]
-                if tags
-                else (metric.kind, metric.name, metric.host)
-            )
-            head = heads.get(key)
-            if head is None or head is _TYPED:
-                head = self._head(metric, key, head)
-            value = metric.value
-            kind = type(value)
-            time_ns = _time_ns(metric)
-            if kind is int:
+            name, kind, value, tags, _, host, _, time_ns = metric
+            # The head (series and name) as in line_protocol.lines: the series remembered
+            # for this name first, then the cache.
+            if tags:
+                last = by_name.get(name)
+                if last is not None and last[2] == tags and last[0] == kind and last[1] == host:
+                    head = last[3]
+                else:
+                    key: tuple[Any, ...] = (kind, name, host, *tags.items())  # type: ignore[union-attr]
+                    head = heads.get(key)  # type: ignore[assignment]
+                    if head is None or head is _TYPED:
+                        head = self._head(metric, key, head)
+                    elif last is None:
+                        cache.remember_prefix_by_name(name, kind, host, tags, head)  # type: ignore[arg-type]
+            else:
+                key = (kind, name, host)
+                head = heads.get(key)  # type: ignore[assignment]
+                if head is None:
+                    head = self._head(metric, key, None)
+            if time_ns is None:
+                time_ns = _time_ns(metric)
+            kind_of_value = type(value)
+            if kind_of_value is int:
                 append(f"{head},value={value}i {time_ns}")
-            elif kind is float:
+            elif kind_of_value is float:
                 append(f"{head},value={value!r} {time_ns}")
             else:
                 fields = ",".join(
@@ -270,12 +298,17 @@ class Kaneda1Layout(Layout):
         return "\n".join(out)
 
     def _head(self, metric: Metric, key: tuple[Any, ...], cached: str | None) -> str:
-        """``series name="..."``, cached per series; see line_protocol._prefix for _TYPED."""
+        """``series name="..."``, not found under ``key``: built and remembered.
+
+        See line_protocol._prefix for _TYPED.
+        """
         cache = self.cache
         tags = metric.tags
         head = f"{self.series(metric)} name={field_types.encode(metric.name, 'string')}"
         if cached is None and all(type(v) is str for v in tags.values()):  # type: ignore[union-attr]
             cache.remember_prefix(key, head)
+            if tags and metric.name not in cache.prefix_by_name:
+                cache.remember_prefix_by_name(metric.name, metric.kind, metric.host, tags, head)  # type: ignore[arg-type]
             return head
         cache.remember_prefix(key, _TYPED)
         typed = (*key, *map(type, tags.values()))  # type: ignore[union-attr]

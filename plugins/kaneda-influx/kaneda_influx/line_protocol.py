@@ -18,7 +18,7 @@ One point per metric:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kaneda_core import InvalidMetric, Metric
@@ -48,16 +48,39 @@ _STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
 _NUMBERS = frozenset((int, float, bool))
 
 
-def check(metric: Metric, cache: SeriesCache) -> None:
-    """Refuse, with advice, what InfluxDB cannot store or could misread."""
-    # Called at every reporting call: a number, no id, on a series checked before
-    # (the usual case) costs one tuple and one set lookup.
-    tags = metric.tags
-    if type(tags) is dict and type(metric.value) in _NUMBERS and metric.id is None:
-        key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
-        if key in cache.checked:
-            return
-    _check(metric, cache)
+def checker(cache: SeriesCache) -> Callable[[Metric], None]:
+    """The check of this layout, remembering checked series in ``cache``.
+
+    It refuses, with advice, what InfluxDB cannot store or could misread. A function of
+    its own rather than a method: it runs at every reporting call, and every call level
+    costs there.
+    """
+    checked = cache.checked  # emptied in place by cache.clear(): bound once
+    checked_by_name = cache.checked_by_name
+    remember = cache.remember_checked_by_name
+
+    def check(metric: Metric) -> None:
+        # A number without an id on the series remembered for its name (see
+        # SeriesCache) costs a lookup and a comparison of two small dicts; on another
+        # series checked before, a key and a lookup.
+        name, kind, value, tags, _, _, id_, _ = metric
+        if type(value) in _NUMBERS and id_ is None and type(tags) is dict:
+            last = None
+            if tags:
+                last = checked_by_name.get(name)
+                if last is not None and last[1] == tags and last[0] == kind:
+                    return
+                key: tuple[Any, ...] = (kind, name, *tags.items())
+            else:
+                key = (kind, name)
+            plain = checked.get(key)
+            if plain is not None:
+                if plain and tags and last is None:
+                    remember(name, kind, tags)
+                return
+        _check(metric, cache)
+
+    return check
 
 
 def _check(metric: Metric, cache: SeriesCache) -> None:
@@ -72,7 +95,7 @@ def _check(metric: Metric, cache: SeriesCache) -> None:
     if key not in cache.checked:
         _check_series(metric.kind, metric.name, tags)
         check_key_length(lambda: series(metric), metric.kind, metric.name, metric.host, tags)
-        cache.remember_checked(key)
+        cache.remember_checked(key, all(type(v) is str for v in tags.values()))
     value = metric.value
     if isinstance(value, (str, dict, list, tuple)):
         _check_value(metric.kind, value)
@@ -213,34 +236,51 @@ def series(metric: Metric) -> str:
 
 
 def line(metric: Metric) -> str:
-    """One point of line protocol for ``metric`` (checked beforehand with :func:`check`)."""
+    """One point of line protocol for ``metric`` (checked beforehand, see :func:`checker`)."""
     return lines((metric,), SeriesCache())
+
+
+#: Integers a float holds exactly: written as they are, InfluxDB reads them as floats.
+_EXACT = 2**53
 
 
 def lines(batch: Iterable[Metric], cache: SeriesCache) -> str:
     """Line protocol for a batch, one point per line, nanosecond timestamps."""
     prefixes = cache.prefixes
+    by_name = cache.prefix_by_name
     out: list[str] = []
     append = out.append
+    low, high = -_EXACT, _EXACT
     for metric in batch:
-        tags = metric.tags
-        key = (
-            (metric.kind, metric.name, metric.host, *tags.items())  # type: ignore[union-attr]
-            if tags
-            else (metric.kind, metric.name, metric.host)
-        )
-        prefix = prefixes.get(key)
-        if prefix is None or prefix is _TYPED:
-            prefix = _prefix(metric, key, prefix, cache)
-        value = metric.value
-        kind = type(value)
-        time_ns = metric.time_ns
+        name, kind, value, tags, _, host, id_, time_ns = metric
+        if tags:
+            last = by_name.get(name)
+            if last is not None and last[2] == tags and last[0] == kind and last[1] == host:
+                prefix = last[3]  # the series remembered for this name: no key to build
+            else:
+                key: tuple[Any, ...] = (kind, name, host, *tags.items())  # type: ignore[union-attr]
+                prefix = prefixes.get(key)  # type: ignore[assignment]
+                if prefix is None or prefix is _TYPED:
+                    prefix = _prefix(metric, key, prefix, cache)
+                elif last is None:
+                    cache.remember_prefix_by_name(name, kind, host, tags, prefix)  # type: ignore[arg-type]
+        else:
+            key = (kind, name, host)
+            prefix = prefixes.get(key)  # type: ignore[assignment]
+            if prefix is None:
+                prefix = _prefix(metric, key, None, cache)
         if time_ns is None:
             time_ns = epoch_us(metric.timestamp) * 1000
-        if (kind is float or kind is int) and metric.id is None:
-            append(f"{prefix} value={float(value)!r} {time_ns}")
-        else:
-            append(f"{prefix} {','.join(_fields(metric))} {time_ns}")
+        if id_ is None:
+            if type(value) is float:
+                append(f"{prefix} value={value!r} {time_ns}")
+                continue
+            # An int without the "i" suffix is a float to InfluxDB: the same stored value
+            # as float(value), formatted faster.
+            if type(value) is int and low <= value <= high:
+                append(f"{prefix} value={value} {time_ns}")
+                continue
+        append(f"{prefix} {','.join(_fields(metric))} {time_ns}")
     return "\n".join(out)
 
 
@@ -251,15 +291,17 @@ _TYPED = "\0typed"
 
 
 def _prefix(metric: Metric, key: tuple[Any, ...], cached: str | None, cache: SeriesCache) -> str:
-    prefixes = cache.prefixes
+    """The escaped start of ``metric``'s line, not found under ``key``: built, remembered."""
     tags = metric.tags
     if cached is None and all(type(v) is str for v in tags.values()):  # type: ignore[union-attr]
         prefix = series(metric)
         cache.remember_prefix(key, prefix)
+        if tags and metric.name not in cache.prefix_by_name:
+            cache.remember_prefix_by_name(metric.name, metric.kind, metric.host, tags, prefix)  # type: ignore[arg-type]
         return prefix
     cache.remember_prefix(key, _TYPED)
     typed = (*key, *map(type, tags.values()))  # type: ignore[union-attr]
-    found = prefixes.get(typed)
+    found = cache.prefixes.get(typed)
     if found is None:
         found = series(metric)
         cache.remember_prefix(typed, found)

@@ -3,6 +3,14 @@
 A series (measurement and tags) repeats: its checks and its escaped line prefix are
 worked out once, then looked up. Tags can be long and series many, so the cache counts
 the bytes it holds and starts again empty past ``max_bytes``; ``close()`` empties it.
+
+Looking a series up means building a key from its tags, which costs more than the check
+itself. So one series per name (the first with tags seen since the cache last started
+empty) is also kept with a metric's own tags dict: a metric of that name whose tags
+compare equal (two small dicts, no key built) is that series. A name with many series
+pays for one failed comparison on the others. Only series whose tag values are all
+strings are kept there: ``1 == 1.0 == True``, yet their tags read differently. Those
+entries are charged to the bound too.
 """
 
 from __future__ import annotations
@@ -20,21 +28,40 @@ class SeriesCache:
 
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
         self.max_bytes = max_bytes
-        #: Series (kind, name, tags...) whose checks passed.
-        self.checked: set[tuple[Any, ...]] = set()
+        #: Series (kind, name, tags...) whose checks passed -> whether their tag values
+        #: are all strings.
+        self.checked: dict[tuple[Any, ...], bool] = {}
         #: Series key -> the escaped start of its lines.
         self.prefixes: dict[tuple[Any, ...], str] = {}
+        #: Name -> (kind, tags) of one series of that name whose checks passed.
+        self.checked_by_name: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: Name -> (kind, host, tags, line prefix) of one series of that name.
+        self.prefix_by_name: dict[str, tuple[str, str, dict[str, Any], str]] = {}
         self.bytes = 0
 
-    def remember_checked(self, key: tuple[Any, ...]) -> None:
-        """Remember that the series ``key`` passed its checks."""
+    def remember_checked(self, key: tuple[Any, ...], plain: bool) -> None:
+        """Remember that the series ``key`` passed its checks (``plain``: string tags)."""
         self._charge(key_bytes(key))
-        self.checked.add(key)
+        self.checked[key] = plain
 
     def remember_prefix(self, key: tuple[Any, ...], prefix: str) -> None:
         """Remember the line prefix of the series ``key``."""
         self._charge(key_bytes(key) + len(prefix))
         self.prefixes[key] = prefix
+
+    def remember_checked_by_name(self, name: str, kind: str, tags: dict[str, Any]) -> None:
+        """Remember ``(kind, tags)`` as the series of ``name`` looked at first."""
+        if name not in self.checked_by_name:
+            self._charge(len(name) + _ENTRY)
+        self.checked_by_name[name] = (kind, tags)
+
+    def remember_prefix_by_name(
+        self, name: str, kind: str, host: str, tags: dict[str, Any], prefix: str
+    ) -> None:
+        """Remember the line prefix of the series of ``name`` looked at first."""
+        if name not in self.prefix_by_name:
+            self._charge(len(name) + _ENTRY)
+        self.prefix_by_name[name] = (kind, host, tags, prefix)
 
     def _charge(self, size: int) -> None:
         self.bytes += size + _ENTRY
@@ -46,6 +73,8 @@ class SeriesCache:
         """Forget everything."""
         self.checked.clear()
         self.prefixes.clear()
+        self.checked_by_name.clear()
+        self.prefix_by_name.clear()
         self.bytes = 0
 
 

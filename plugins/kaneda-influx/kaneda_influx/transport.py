@@ -6,6 +6,11 @@ byte at a time keeps a request open for ever; here a watchdog
 (:func:`kaneda_core.deadline.deadline`) shuts the socket down when the whole request has
 taken ``timeout`` seconds. And after ``os.fork()`` the child must never write on the
 parent's connection: :meth:`HTTPTransport.forget` drops it without a word on the wire.
+
+A request can also be sent and its answer read later (:meth:`HTTPTransport.send`, then
+:meth:`Request.answer`): the backend builds the next part of a batch while the server
+works on the one in flight. The timeout then bounds the time spent sending the request
+and waiting for its answer, in all; the work done in between is not counted.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import http.client
 import json
 import socket
 import ssl
+import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -65,6 +72,7 @@ class HTTPTransport:
         body: bytes = b"",
         *,
         timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> bytes:
         """POST ``body`` to ``/endpoint?params``; the answer's body, or raise.
 
@@ -72,23 +80,33 @@ class HTTPTransport:
         ``InfluxDBServerError``; a network failure raises ``OSError`` or
         ``http.client.HTTPException``; a request longer than ``timeout`` seconds in all
         raises :class:`RequestTimeout` (``timeout`` overrides it for this request).
+        ``headers`` are added to the request's (``Content-Encoding``, say).
         """
-        path = f"/{endpoint}?{urlencode(params)}"
-        headers = {**self._headers, "Content-Type": "application/octet-stream"}
-        reused = self._connection is not None
-        try:
-            status, content = self._exchange(path, body, headers, timeout)
-        except _STALE:
-            if not reused:
-                raise
-            # The server closed the idle connection meanwhile: once more, on a new one.
-            status, content = self._exchange(path, body, headers, timeout)
-        if status < 300:
-            return content
-        text = content.decode("utf-8", "replace")
-        if status >= 500:
-            raise InfluxDBServerError(text)
-        raise InfluxDBClientError(text, status)
+        return self.send(endpoint, params, body, timeout=timeout, headers=headers).answer()
+
+    def send(
+        self,
+        endpoint: str,
+        params: dict[str, str],
+        body: bytes = b"",
+        *,
+        timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Request:
+        """Send a POST without waiting for its answer: :meth:`Request.answer` reads it.
+
+        One request at a time: read its answer before sending the next. Raises what
+        :meth:`post` raises when the request cannot be sent.
+        """
+        request = Request(
+            self,
+            f"/{endpoint}?{urlencode(params)}",
+            body,
+            {**self._headers, "Content-Type": "application/octet-stream", **(headers or {})},
+            self.timeout if timeout is None else timeout,
+        )
+        request.send()
+        return request
 
     def query(
         self, q: str, database: str | None = None, *, timeout: float | None = None
@@ -102,27 +120,6 @@ class HTTPTransport:
         if "error" in result:
             raise InfluxDBClientError(result["error"], 400)
         return result
-
-    def _exchange(
-        self, path: str, body: bytes, headers: dict[str, str], timeout: float | None
-    ) -> tuple[int, bytes]:
-        limit = self.timeout if timeout is None else timeout
-        connection = self._connection or self._connect()
-        with deadline(limit, self.abort) as watch:
-            try:
-                connection.request("POST", path, body=body, headers=headers)
-                response = connection.getresponse()
-                content = response.read()
-            except BaseException as error:
-                self._drop()
-                if watch.expired:
-                    raise RequestTimeout(
-                        f"no complete answer within {limit} s (timeout bounds the whole request)"
-                    ) from error
-                raise
-        if response.will_close:
-            self._drop()
-        return response.status, content
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.tls:
@@ -159,3 +156,99 @@ class HTTPTransport:
     def close(self) -> None:
         """Close the connection (the next request opens a new one)."""
         self._drop()
+
+
+class Request:
+    """A POST sent (or being sent) on a transport's connection, its answer read later.
+
+    The time spent sending it and the time spent waiting for its answer are bounded
+    together by ``limit`` seconds; what the caller does in between is not counted.
+    """
+
+    def __init__(
+        self,
+        transport: HTTPTransport,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        limit: float,
+    ) -> None:
+        self.transport = transport
+        self.path = path
+        self.body = body
+        self.headers = headers
+        self.limit = limit
+        self._spent = 0.0
+        self._reused = False
+        self._stale = False
+
+    def send(self) -> None:
+        """Write the request on the connection (a new one if there is none)."""
+        transport = self.transport
+        self._reused = transport._connection is not None
+        connection = transport._connection or transport._connect()
+        started = time.monotonic()
+        try:
+            with self._bounded(self.limit):
+                connection.request("POST", self.path, body=self.body, headers=self.headers)
+        except _STALE:
+            if not self._reused:
+                raise
+            # The server closed the idle connection meanwhile: sent again at answer().
+            self._stale = True
+        self._spent = time.monotonic() - started
+
+    def answer(self) -> bytes:
+        """Wait for the answer; its body, or raise (see :meth:`HTTPTransport.post`)."""
+        if self._stale:
+            status, content = self._again()
+        else:
+            try:
+                status, content = self._read(self.limit - self._spent)
+            except _STALE:
+                if not self._reused:
+                    raise
+                status, content = self._again()
+        if status < 300:
+            return content
+        text = content.decode("utf-8", "replace")
+        if status >= 500:
+            raise InfluxDBServerError(text)
+        raise InfluxDBClientError(text, status)
+
+    def _read(self, limit: float) -> tuple[int, bytes]:
+        transport = self.transport
+        connection = transport._connection
+        if connection is None:  # dropped meanwhile (close() or a fork)
+            raise ConnectionResetError("the connection was closed before the answer was read")
+        with self._bounded(limit):
+            response = connection.getresponse()
+            content = response.read()
+        if response.will_close:
+            transport._drop()
+        return response.status, content
+
+    def _again(self) -> tuple[int, bytes]:
+        """Send once more on a new connection, and read the answer."""
+        self._reused = False
+        self._stale = False
+        self.transport._drop()
+        started = time.monotonic()
+        self.send()
+        return self._read(self.limit - (time.monotonic() - started))
+
+    @contextlib.contextmanager
+    def _bounded(self, limit: float) -> Iterator[None]:
+        """Run the block under the watchdog; on any failure the connection is dropped."""
+        transport = self.transport
+        with deadline(max(limit, 0.0), transport.abort) as watch:
+            try:
+                yield
+            except BaseException as error:
+                transport._drop()
+                if watch.expired:
+                    raise RequestTimeout(
+                        f"no complete answer within {self.limit} s (timeout bounds the whole "
+                        "request)"
+                    ) from error
+                raise

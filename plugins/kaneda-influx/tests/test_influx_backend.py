@@ -263,14 +263,14 @@ def test_one_request_per_batch(
 ) -> None:
     backend = fresh(influx_server, database)
     writes: list[dict[str, str]] = []
-    original = backend._transport.post
+    original = backend._transport.send
 
-    def counting(endpoint: str, params: dict[str, str], body: bytes = b"", **options: Any) -> bytes:
+    def counting(endpoint: str, params: dict[str, str], body: bytes = b"", **options: Any) -> Any:
         if endpoint == "write":
             writes.append(params)
         return original(endpoint, params, body, **options)
 
-    monkeypatch.setattr(backend._transport, "post", counting)
+    monkeypatch.setattr(backend._transport, "send", counting)
     metrics = Metrics(backend, batch_size=2000, flush_interval=60)
     for i in range(6000):
         metrics.gauge("g", i)

@@ -142,8 +142,14 @@ def test_learned_types_are_cached_and_relearned_on_a_conflict(
     backend = backend_for(influx_server, database, "kaneda2")
     writes: list[bytes] = []
     queries: list[str] = []
-    write, query = backend._write, backend._transport.query
-    monkeypatch.setattr(backend, "_write", lambda body: writes.append(body) or write(body))
+    send, query = backend._transport.send, backend._transport.query
+    monkeypatch.setattr(
+        backend._transport,
+        "send",
+        lambda endpoint, params, body=b"", **kw: (
+            (endpoint == "write" and writes.append(body)) or send(endpoint, params, body, **kw)
+        ),
+    )
     monkeypatch.setattr(
         backend._transport,
         "query",

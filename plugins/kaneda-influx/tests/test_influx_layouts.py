@@ -54,9 +54,31 @@ def test_kaneda1_lines_are_1_0s() -> None:
 
 def test_kaneda2_lines_are_unchanged() -> None:
     line = Kaneda2Layout().lines([metric("gauge", 7, {"route": "/cart", "ok": True})], {})
+    # An int is written without ".0" (quicker to format): a float to InfluxDB all the same.
     assert (
-        line == "gauge,host=web-1,name=shop.total,ok=true,route=/cart value=7.0 1795600800250000000"
+        line == "gauge,host=web-1,name=shop.total,ok=true,route=/cart value=7 1795600800250000000"
     )
+    big = Kaneda2Layout().lines([metric("gauge", 2**53 + 1), metric("gauge", 2.5)], {})
+    assert [part.split(" ")[1] for part in big.split("\n")] == [
+        "value=9007199254740992.0",  # beyond 2**53, as float() rounds it
+        "value=2.5",
+    ]
+
+
+def test_kaneda2_stores_every_number_as_a_float(influx_server: InfluxServer, database: str) -> None:
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port)
+    backend.send(
+        [metric("gauge", 7), metric("timing", -3)._replace(time_ns=1), metric("counter", 1)]
+    )
+    backend.send([metric("gauge", 7.5)._replace(time_ns=2)])  # the same field: no conflict
+    fields = influx_server.query("SHOW FIELD KEYS", db=database)["results"][0]["series"]
+    assert {s["name"]: dict(s["values"]) for s in fields} == {
+        "counter": {"value": "float"},
+        "gauge": {"value": "float"},
+        "timing": {"value": "float"},
+    }
+    stored = sorted(m.value for m in stored_metrics(influx_server, database))
+    assert stored == [-3.0, 1.0, 7.0, 7.5]
 
 
 @pytest.mark.parametrize(
@@ -114,3 +136,16 @@ def test_send_answers_true_per_metric(influx_server: InfluxServer, database: str
         True,
         True,
     ]
+
+
+@pytest.mark.parametrize("layout", [Kaneda2Layout, Kaneda1Layout])
+def test_series_remembered_by_name_keep_each_tag_values_own_text(layout: type) -> None:
+    # One series per name is found by comparing tag dicts, and "1" != 1 while
+    # 1 == 1.0 == True: each metric's line must still be the one written alone.
+    shards: list[object] = ["1", 1, True, 1.0, "1", "a", 0, False, 0.0, "1", 1]
+    batch = [metric("gauge", 0.5, {"shard": shard, "z": "x"}) for shard in shards]
+    written = layout().lines(batch, {}).split("\n")
+    assert written == [layout().lines([m], {}) for m in batch]
+    checking = layout()
+    for m in batch * 2:  # and the check at the call takes each of them, every time
+        checking.check(m)

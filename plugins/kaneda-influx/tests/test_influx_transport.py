@@ -73,16 +73,16 @@ def test_a_batch_over_the_servers_body_limit_is_written_in_parts(database: str) 
     try:
         backend = InfluxBackend(database, host="127.0.0.1", port=server.port, timeout=5)
         writes: list[int] = []
-        original = backend._transport.post
+        original = backend._transport.send
 
         def counting(
             endpoint: str, params: dict[str, str], body: bytes = b"", **options: Any
-        ) -> bytes:
+        ) -> Any:
             if endpoint == "write":
                 writes.append(len(body))
             return original(endpoint, params, body, **options)
 
-        backend._transport.post = counting  # type: ignore[method-assign]
+        backend._transport.send = counting  # type: ignore[method-assign]
         batch = [Metric.create(f"n{i}", "gauge", i, {"shard": str(i)}) for i in range(300)]
         backend.send(batch)
         stored = stored_metrics(server, database)
