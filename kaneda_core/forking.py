@@ -45,6 +45,7 @@ class _Resettable(Protocol):
 _module_resets: list[Callable[[], None]] = []
 _backends: weakref.WeakSet[Any] = weakref.WeakSet()
 _deliveries: weakref.WeakSet[Any] = weakref.WeakSet()
+_others: weakref.WeakSet[Any] = weakref.WeakSet()
 _dispatchers: weakref.WeakSet[Any] = weakref.WeakSet()
 _exit_callbacks: list[Callable[[], None]] = []
 _held: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -89,6 +90,12 @@ def hold_across_fork(guarded: Any) -> None:
     forking thread, and ``guarded.release_after_fork()`` after it, in the parent."""
     _install()
     _held.add(guarded)
+
+
+def track_resettable(obj: _Resettable) -> None:
+    """Call ``obj._after_fork_in_child()`` (new locks, say) in every forked child."""
+    _install()
+    _others.add(obj)
 
 
 def untrack_dispatcher(dispatcher: _Resettable) -> None:
@@ -146,6 +153,8 @@ def _after_fork_in_child() -> None:
             backend.after_fork()
         except Exception as error:  # noqa: BLE001 - a broken plugin must not break the child
             log.error("Kaneda: %s.after_fork() failed: %s", type(backend).__name__, error)
+    for obj in list(_others):
+        obj._after_fork_in_child()
     for delivery in list(_deliveries):
         delivery._after_fork_in_child()
     for dispatcher in list(_dispatchers):

@@ -5,12 +5,21 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from .forking import reinit_after_fork
+
 if TYPE_CHECKING:
     import pluggy
 
 GROUP = "kaneda"
 _manager: pluggy.PluginManager | None = None
 _lock = threading.Lock()
+
+
+@reinit_after_fork
+def _new_lock_in_child() -> None:
+    # A thread of the parent may have been building the manager at the fork.
+    global _lock
+    _lock = threading.Lock()
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

@@ -10,6 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import BackendLoadError, BackendNotFound
+from .forking import reinit_after_fork
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -34,6 +35,13 @@ KNOWN_DISTRIBUTIONS = {
 
 _loaded: dict[str, type[Backend]] = {}
 _lock = threading.Lock()
+
+
+@reinit_after_fork
+def _new_lock_in_child() -> None:
+    # A thread of the parent may have been loading a plugin at the fork.
+    global _lock
+    _lock = threading.Lock()
 
 
 class BackendInfo(NamedTuple):

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .backend import Backend
 from .delivery import BufferFull
 from .errors import ConfigurationError, DeliveryError, InvalidMetric
+from .forking import reinit_after_fork, track_resettable
 from .hookspecs import hookimpl
 from .message import MessageError, decode_batch, legacy_metric
 from .model import Metric
@@ -147,9 +148,13 @@ class MessageHandler:
         self._lock = threading.Lock()
         self._retry_pause = 0.0
         self._recorder = _FailureRecorder(metrics.backend)
+        track_resettable(self)
         if not acknowledge_buffered:  # with a disk buffer, failures come after the verdict
             get_plugin_manager().register(self._recorder)
         self._closed = False
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     def handle(self, message: Any) -> Outcome:
         """Deliver one batch message (its JSON text or document)."""
@@ -308,6 +313,10 @@ class _FailureRecorder:
         self.backend = backend
         self._lock = threading.Lock()
         self._failures: dict[tuple[Any, ...], tuple[bool, str]] = {}
+        track_resettable(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     @hookimpl
     def kaneda_batch_failed(
@@ -347,6 +356,14 @@ class _FailureRecorder:
 
 _installed: tuple[int, MessageHandler] | None = None
 _install_lock = threading.Lock()
+
+
+@reinit_after_fork
+def _new_lock_in_child() -> None:
+    # A thread of the parent may have been making its handler at the fork (a pre-fork
+    # pool then makes one per child).
+    global _install_lock
+    _install_lock = threading.Lock()
 
 
 def install_handler(handler: MessageHandler | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import multiprocessing
 import os
@@ -123,6 +124,7 @@ def test_fork_while_other_threads_hold_kanedas_locks_never_hangs_a_child(
     for thread in threads:
         thread.start()
     children = []
+    _dump_stacks_on_sigusr1(tmp_path / "stacks.txt")
     try:
         for _ in range(60):
             pid = os.fork()
@@ -139,7 +141,27 @@ def test_fork_while_other_threads_hold_kanedas_locks_never_hangs_a_child(
         stop.set()
         for thread in threads:
             thread.join()
-    deadline = time.monotonic() + 60
+    hung, stacks = _reap(children, tmp_path / "stacks.txt", within=60)
+    assert hung == 0, f"{hung} children hung; their threads:\n{stacks}"
+    metrics.close(5)
+
+
+def _dump_stacks_on_sigusr1(path: Path) -> None:
+    """Children forked from now on write every thread's stack to ``path`` on SIGUSR1."""
+    stacks = path.open("a")
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+    _open_files.append(stacks)
+
+
+_open_files: list[object] = []
+
+
+def _reap(children: list[int], stacks: Path, within: float) -> tuple[int, str]:
+    """Wait for ``children``; kill those still running after ``within`` seconds.
+
+    Returns how many were killed, and the stacks they showed first (a hang's cause).
+    """
+    deadline = time.monotonic() + within
     hung = 0
     for pid in children:
         while True:
@@ -147,13 +169,50 @@ def test_fork_while_other_threads_hold_kanedas_locks_never_hangs_a_child(
             if done:
                 break
             if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGUSR1)
+                time.sleep(0.5)
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 hung += 1
                 break
             time.sleep(0.01)
-    assert hung == 0
-    metrics.close(5)
+    faulthandler.unregister(signal.SIGUSR1)
+    return hung, stacks.read_text() if stacks.exists() else ""
+
+
+def test_a_child_forked_while_a_thread_loads_a_backend_or_the_hooks_does_not_wait_for_it() -> None:
+    """The registry's and the plugin manager's locks, held by a thread at the fork."""
+    from kaneda_core import plugins, registry
+
+    held = [registry._lock, plugins._lock]
+    for lock in held:
+        lock.acquire()  # as a thread loading a plugin or building the hooks holds them
+    try:
+
+        def child() -> bool:
+            registry._loaded.clear()
+            plugins._manager = None
+            metrics = Metrics("memory")
+            metrics.increment("x")
+            return metrics.flush(5) == 0
+
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 0 if child() else 3
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 30
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the child waited for a lock its parent's thread held at the fork")
+            time.sleep(0.01)
+    finally:
+        for lock in held:
+            lock.release()
 
 
 def _report_to_file(path: str, count: int) -> None:
