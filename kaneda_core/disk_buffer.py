@@ -484,7 +484,9 @@ class DiskBuffer:
         """A forked child keeps its own rows: a new connection and owner of its own.
 
         The parent's connection is abandoned, never closed: closing it here could
-        checkpoint and delete the write-ahead log the parent is using.
+        checkpoint and delete the write-ahead log the parent is using. The child opens
+        the file when it first uses it, not here: a child that never reports never
+        touches SQLite, and the fork handler does as little as it can.
         """
         abandon(self._db)
         if self._owner_lock is not None:
@@ -494,8 +496,6 @@ class DiskBuffer:
         self._local = threading.local()
         self._reset_file_state()
         self.pending = 0
-        with self._lock:
-            self._ensure_open()
 
     def close(self) -> int:
         """Write what is staged and close the file; returns how many metrics were not written.
