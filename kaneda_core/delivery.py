@@ -6,6 +6,7 @@ and the failure hook live here once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import deque
@@ -15,16 +16,21 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .errors import DeliveryError, KanedaError
 from .forking import track_delivery
 from .incidents import IncidentLog
-from .model import Metric, host_name
-from .stamps import SLOTS, process_slot
+from .model import Metric
 
 if TYPE_CHECKING:
     from .backend import Backend
 
 log = logging.getLogger("kaneda")
 
-#: What a reporting call queues: (name, kind, value, tags, id, time in ns).
-Item = tuple[str, str, Any, Any, Any, int]
+#: What a reporting call queues: a plain tuple of a :class:`Metric`'s fields, (name,
+#: kind, value, tags, None, host, id, stamped time in ns), or a Metric. The worker wraps
+#: a batch of them as Metric records in one C-level pass (see Delivery.to_metrics).
+Item = tuple[str, str, Any, Any, Any, str, Any, int]
+
+
+#: A Metric holding an item's fields (tuple.__new__ copies them: no Python code runs).
+_as_metric = functools.partial(tuple.__new__, Metric)
 
 
 class RetryPolicy(NamedTuple):
@@ -143,23 +149,12 @@ class Delivery:
         self.incidents = IncidentLog(self.incidents.backend_name)
 
     def to_metrics(self, items: Sequence[Any]) -> list[Metric]:
-        """The metric records for queued items, host and timestamp filled in."""
-        host = host_name()
-        # tuple.__new__ skips NamedTuple's Python-level __new__, and the timestamp is
-        # left for the metric to work out if asked (see Metric): the worker builds every
-        # metric, and these are most of its cost.
-        new = tuple.__new__
-        cls = Metric
-        # A call's clock reading becomes its timestamp here (see stamps): the last two
-        # digits name this process among the host's.
-        slot = process_slot()
-        try:
-            return [
-                new(cls, (n, k, v, t, None, host, i, ns - ns % SLOTS + slot))
-                for n, k, v, t, i, ns in items
-            ]
-        except ValueError:  # the batch holds metrics already made: forwarded, or on disk
-            return [item if type(item) is cls else self.to_metrics([item])[0] for item in items]
+        """The metric records of queued items (plain tuples of a Metric's fields, or Metrics).
+
+        The calls queue the record's fields themselves, host and stamped time included,
+        so making the records is one C-level pass: no Python code runs per metric.
+        """
+        return list(map(_as_metric, items))
 
     def deliver(
         self,

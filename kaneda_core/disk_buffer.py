@@ -311,10 +311,9 @@ class DiskBuffer:
         if not isinstance(tags, (dict, list)):
             raise ValueError(f"bad tags in {text[:80]!r}")
         id_ = id_ if id_ is not None else f"{self.token}-{seq}"
-        if len(row) == 6:
-            return (name, kind, value, tags, id_, ns)
-        stamp = datetime.fromtimestamp(ns // 1000 / 1e6, timezone.utc)
-        return Metric(name, kind, value, tags, stamp, str(row[6]), id_, ns)
+        if len(row) == 6:  # written without its host: stamped and sent from this one
+            return (name, kind, value, tags, None, host_name(), id_, stamp(ns))
+        return (name, kind, value, tags, None, str(row[6]), id_, ns)
 
     def _quarantine(self, seq: int, text: str, error: Exception) -> None:
         assert self._db is not None
@@ -523,12 +522,10 @@ class DiskBuffer:
 def _encode(item: Any) -> str:
     """A row: the metric with its final timestamp and its host, so that whichever process
     delivers it later writes it exactly as this one would have (see stamps)."""
-    if type(item) is Metric:
-        name, kind, value, tags, _when, host, id_, _ns = item
-        row: Sequence[Any] = (name, kind, value, tags, id_, item.epoch_ns, host)
-    else:
-        name, kind, value, tags, id_, ns = item
-        row = (name, kind, value, tags, id_, stamp(ns), host_name())
+    name, kind, value, tags, _when, host, id_, ns = item
+    if ns is None:  # a forwarded metric made from a datetime alone
+        ns = Metric(*item).epoch_ns
+    row = (name, kind, value, tags, id_, ns, host)
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -9,6 +9,7 @@ from time import perf_counter, time_ns
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from . import stamps
 from .backend import Backend
 from .delivery import Delivery, Item, RetryPolicy, Stats
 from .dispatch import OVERFLOW_POLICIES, BatchingDispatcher, Overflow, Submit, SyncDispatcher
@@ -31,6 +32,7 @@ from .model import (
     own_custom_value,
     own_value,
 )
+from .stamps import SLOTS
 
 if TYPE_CHECKING:
     from contextvars import ContextVar
@@ -140,6 +142,7 @@ class Metrics:
         self._default_tags = _default_tags(backend)
         self._dispatcher: SyncDispatcher | BatchingDispatcher
         self._host = host_name()
+        stamps.process_slot()  # taken now: the calls read it directly
         aggregator = None
         if aggregate:
             from .aggregate import Aggregator, check_percentiles
@@ -281,7 +284,11 @@ class Metrics:
             tags = {**self._default_tags, **tags} if self._default_tags else tags.copy()  # type: ignore[dict-item]
         else:
             tags = self._own_tags(tags)
-        self._submit((name, COUNTER, 1, tags, None, time_ns()))
+        ns = time_ns()
+        # The metric's record itself (see Item): the worker only wraps it as a Metric.
+        self._submit(
+            (name, COUNTER, 1, tags, None, self._host, None, ns - ns % SLOTS + stamps.slot)
+        )
 
     def decrement(self, name: str, tags: TagsInput | None = None) -> None:
         """Subtract one from a counter: ``metrics.decrement('hotel.occupation')``."""
@@ -357,7 +364,10 @@ class Metrics:
             tags = {**self._default_tags, **tags} if self._default_tags else tags.copy()
         else:
             tags = self._own_tags(tags)
-        self._submit((name, kind, value, tags, id_, time_ns()))
+        ns = time_ns()
+        self._submit(
+            (name, kind, value, tags, None, self._host, id_, ns - ns % SLOTS + stamps.slot)
+        )
 
     def _own_tags(self, tags: Any) -> Any:
         """The metric's own copy of tags that are not a plain dict (None, a list, a subclass)."""
@@ -372,13 +382,13 @@ class Metrics:
         """``submit`` preceded by the backend's own check of each metric, at the call."""
         check = self.backend.check
         new = tuple.__new__
-        host = host_name()
 
         def checked_submit(item: Item) -> None:
-            name, kind, value, tags, id_, ns = item
-            # The record's timestamp is worked out only if the check asks for it.
-            check(new(Metric, (name, kind, value, tags, None, host, id_, ns)))
-            submit(item)
+            # The record checked is the record queued and sent. Its timestamp is worked
+            # out only if the check asks for it.
+            metric = new(Metric, item)
+            check(metric)
+            submit(metric)
 
         return checked_submit
 
