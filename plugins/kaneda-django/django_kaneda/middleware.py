@@ -11,6 +11,7 @@ or the dotted path of one).
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -142,23 +143,38 @@ def request_metrics() -> Metrics:
 
     ``django_kaneda.metrics`` when it delivers from a background worker (``KANEDA_URL``,
     or ``KANEDA_OPTIONS`` with ``batching``), or logs (``KANEDA_DEBUG``). With kaneda
-    1.0's ``KANEDA_BACKEND`` or ``KANEDA_QUEUE`` it delivers in
-    the caller's thread, which would add a write to every request: the middleware then
-    has a batching ``Metrics`` of its own, on its own backend built from the same
-    settings. ``KANEDA_OPTIONS = {"batching": False}`` asks for delivery in the caller's
-    thread everywhere.
+    1.0's ``KANEDA_BACKEND`` or ``KANEDA_QUEUE`` it delivers in the caller's thread,
+    which would add a write to every request: the middleware then has a batching
+    ``Metrics`` of its own, on a second backend built from the same settings (a backend
+    serves one thread at a time, so the two cannot share one). ``KANEDA_OPTIONS =
+    {"batching": False}`` asks for delivery in the caller's thread everywhere.
+
+    ``django_kaneda.metrics`` is built first, so that a backend that can exist once
+    per process (kaneda 1.0's ``ZMQQueue`` binds its address) is the application's; if
+    the second cannot be built, requests are reported through ``django_kaneda.metrics``
+    too, in the request's thread, and a warning says why.
     """
     import django_kaneda
 
     from .conf import read_configuration
 
     configuration = read_configuration()
+    application: Metrics = django_kaneda.metrics._wrapped_metrics()
     # KANEDA_DEBUG logs in the caller's thread: cheap, local, and one log is easier to read.
     shared = configuration.batching or configuration.source == "KANEDA_DEBUG"
     if shared or "batching" in _options_setting():
-        metrics: Metrics = django_kaneda.metrics._wrapped_metrics()
-        return metrics
-    return configuration.build_metrics(batching=True)
+        return application
+    try:
+        return configuration.build_metrics(batching=True)
+    except Exception as error:  # noqa: BLE001 - the application's Metrics still works
+        logging.getLogger("django_kaneda").warning(
+            "Kaneda reports requests through django_kaneda.metrics, in each request's "
+            "thread: a second %s for a background worker could not be made (%s: %s)",
+            type(application.backend).__name__,
+            type(error).__name__,
+            application.backend.redact(str(error)),  # the same settings, the same secrets
+        )
+        return application
 
 
 def _options_setting() -> dict[str, Any]:

@@ -228,3 +228,40 @@ def test_in_debug_mode_requests_are_logged_with_everything_else(fresh_metrics: A
         middleware = MetricsMiddleware(lambda request: None)
         assert middleware.metrics is fresh_metrics._wrapped
         assert type(middleware.metrics.backend).__name__ == "LoggerBackend"
+
+
+def test_a_1_0_queue_that_binds_its_address_serves_the_application_and_the_requests(
+    fresh_metrics: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # kaneda 1.0's ZMQQueue binds its address: a second one in the process cannot. The
+    # application's django_kaneda.metrics keeps it, and the request timings go through it.
+    import socket
+
+    import zmq
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pull.RCVTIMEO = 5000
+    v1 = {
+        "KANEDA_URL": None,
+        "KANEDA_OPTIONS": None,
+        "KANEDA_QUEUE": "kaneda.queues.ZMQQueue",
+        "KANEDA_ZMQ_CONNECTION_URL": address,
+    }
+    try:
+        with override_settings(**v1), caplog.at_level(logging.WARNING, logger="django_kaneda"):
+            client = Client()
+            pull.connect(address)
+            assert client.get("/counted/").status_code == 200
+            assert client.get("/counted/").status_code == 200
+            received = [pull.recv_json() for _ in range(4)]
+    finally:
+        pull.close(linger=0)
+        context.term()
+    names = sorted(message["name"] for message in received)  # type: ignore[index]
+    assert names == ["home.views", "home.views", DURATION, DURATION]
+    assert "ZMQQueue" in caplog.text  # said once, at startup

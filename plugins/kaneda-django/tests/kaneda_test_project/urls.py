@@ -13,6 +13,7 @@ urlpatterns = [
     re_path(r"^archive/(?P<year>[0-9]{4})/$", views.archive),
     path("boom/", views.boom),
     path("missing/<int:pk>/", views.missing),
+    path("counted/", views.counted),
     path("tagged/", views.tagged),
     path("bad-tag/", views.bad_tag),
     path("orders/", views.order),

@@ -34,6 +34,13 @@ def missing(request: HttpRequest, pk: int) -> HttpResponse:
     raise Http404(f"no item {pk}")
 
 
+def counted(request: HttpRequest) -> HttpResponse:
+    import django_kaneda  # read at each call: the tests put a fresh LazyMetrics there
+
+    django_kaneda.metrics.increment("home.views")
+    return HttpResponse("counted")
+
+
 def tagged(request: HttpRequest) -> HttpResponse:
     add_request_tags(request, tier="gold")
     return HttpResponse("tagged")
