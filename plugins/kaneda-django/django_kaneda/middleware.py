@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -74,6 +74,7 @@ class MetricsMiddleware:
         if state.route is None:
             state.route = route_of(request)
         if response.streaming:
+            _count_exceptions_while_streaming(response, state)
             # Django closes the response after its last byte (and when the client went
             # away): that is when a streamed response is done.
             closers = getattr(response, "_resource_closers", None)
@@ -84,6 +85,35 @@ class MetricsMiddleware:
 
     def __repr__(self) -> str:
         return f"<MetricsMiddleware {self.reporter!r}>"
+
+
+def _count_exceptions_while_streaming(response: Any, state: RequestState) -> None:
+    """Count an exception the streamed body raises: it reaches the server, not Django."""
+    if getattr(response, "file_to_stream", None) is not None:
+        return  # a FileResponse: left as it is, for the server's sendfile
+    content = response.streaming_content
+    reporter = state.reporter
+    if getattr(response, "is_async", False):
+
+        async def counted_async() -> AsyncIterator[bytes]:
+            try:
+                async for part in content:
+                    yield part
+            except Exception as error:
+                reporter.count_exception(state, error)
+                raise
+
+        response.streaming_content = counted_async()
+        return
+
+    def counted() -> Iterator[bytes]:
+        try:
+            yield from content
+        except Exception as error:
+            reporter.count_exception(state, error)
+            raise
+
+    response.streaming_content = counted()
 
 
 def route_of(request: HttpRequest) -> str | None:

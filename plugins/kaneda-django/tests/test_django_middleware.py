@@ -265,3 +265,49 @@ def test_a_1_0_queue_that_binds_its_address_serves_the_application_and_the_reque
     names = sorted(message["name"] for message in received)  # type: ignore[index]
     assert names == ["home.views", "home.views", DURATION, DURATION]
     assert "ZMQQueue" in caplog.text  # said once, at startup
+
+
+def test_an_exception_while_streaming_is_counted_and_the_request_timed_once(
+    fresh_metrics: Any,
+) -> None:
+    response = Client().get("/stream-fails/")
+    with pytest.raises(ConnectionResetError):
+        b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    response.close()  # as the server does when the body ends, however it ends
+    assert tags(fresh_metrics, EXCEPTIONS) == [
+        {"route": "/stream-fails/", "method": "GET", "exception": "ConnectionResetError"}
+    ]
+    assert tags(fresh_metrics) == [{"route": "/stream-fails/", "method": "GET", "status": "200"}]
+
+
+def test_an_exception_while_streaming_asynchronously_is_counted(fresh_metrics: Any) -> None:
+    async def get() -> None:
+        response: Any = await AsyncClient().get("/async-stream-fails/")
+        with pytest.raises(ConnectionResetError):
+            async for _ in response.streaming_content:
+                pass
+        response.close()
+
+    asyncio.run(get())
+    assert tags(fresh_metrics, EXCEPTIONS) == [
+        {"route": "/async-stream-fails/", "method": "GET", "exception": "ConnectionResetError"}
+    ]
+    assert len(stored(fresh_metrics)) == 1
+
+
+def test_i18n_patterns_report_one_route_per_language(fresh_metrics: Any) -> None:
+    languages = [("en", "English"), ("fr", "French")]
+    middleware = [
+        "django_kaneda.middleware.MetricsMiddleware",
+        "django.middleware.locale.LocaleMiddleware",
+    ]
+    with override_settings(LANGUAGES=languages, LANGUAGE_CODE="en", MIDDLEWARE=middleware):
+        client = Client()
+        for path in ("/en/about/", "/fr/about/", "/fr/about/", "/de/about/"):
+            client.get(path)
+    assert [t["route"] for t in tags(fresh_metrics)] == [
+        "/en/about/",
+        "/fr/about/",
+        "/fr/about/",
+        "<unmatched>",
+    ]
