@@ -19,8 +19,16 @@ def wsgi_route(environ: Mapping[str, Any]) -> str | None:
     """The route of a WSGI request: ``environ["kaneda.route"]``, or Flask's ``url_rule``.
 
     Werkzeug keeps the request object in ``environ["werkzeug.request"]`` while Flask
-    serves it; Flask sets ``request.url_rule`` when a rule matched.
+    serves it; Flask sets ``request.url_rule`` when a rule matched. Never raises: what
+    cannot be read leaves the route unmatched, and the request carries on.
     """
+    try:
+        return _wsgi_route(environ)
+    except Exception:  # noqa: BLE001 - finding the route must never break the request
+        return None
+
+
+def _wsgi_route(environ: Mapping[str, Any]) -> str | None:
     route = environ.get(ROUTE_KEY)
     if route:
         return str(route)
@@ -42,8 +50,16 @@ def asgi_route(scope: Mapping[str, Any], root_path: str) -> str | None:
     template with every ``include_router`` prefix is in FastAPI's routing state (see
     :func:`_fastapi_template`). When a ``Mount`` took part of the path (``root_path``
     grew), the routes are matched again from the outer router to join the templates of
-    the mount and the route inside it.
+    the mount and the route inside it. Never raises: what cannot be read leaves the
+    route unmatched, and the request carries on.
     """
+    try:
+        return _asgi_route(scope, root_path)
+    except Exception:  # noqa: BLE001 - finding the route must never break the request
+        return None
+
+
+def _asgi_route(scope: Mapping[str, Any], root_path: str) -> str | None:
     route = scope.get(ROUTE_KEY)
     if route:
         return str(route)
