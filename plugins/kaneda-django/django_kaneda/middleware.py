@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -45,6 +46,7 @@ class MetricsMiddleware:
         self.get_response = get_response
         self.reporter = reporter_from_settings()
         self.metrics = self.reporter.metrics
+        _in_use.add(self.metrics)
         self._is_async = iscoroutinefunction(get_response)
         if self._is_async:
             markcoroutinefunction(self)
@@ -114,6 +116,15 @@ def _count_exceptions_while_streaming(response: Any, state: RequestState) -> Non
             raise
 
     response.streaming_content = counted()
+
+
+#: The Metrics of every MetricsMiddleware Django has loaded (django_kaneda.asgi flushes them).
+_in_use: weakref.WeakSet[Metrics] = weakref.WeakSet()
+
+
+def request_metrics_in_use() -> list[Metrics]:
+    """The ``Metrics`` the loaded ``MetricsMiddleware`` instances report through."""
+    return list(_in_use)
 
 
 def route_of(request: HttpRequest) -> str | None:
@@ -214,4 +225,9 @@ def _options_setting() -> dict[str, Any]:
     return options if isinstance(options, dict) else {}
 
 
-__all__ = ["MetricsMiddleware", "count_unhandled_exception", "route_of"]
+__all__ = [
+    "MetricsMiddleware",
+    "count_unhandled_exception",
+    "request_metrics_in_use",
+    "route_of",
+]
