@@ -22,6 +22,7 @@ import importlib
 import inspect
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,21 @@ def settings_error(message: str) -> Exception:
     return SettingsError(message)
 
 
+def naming(error: Exception, setting: str) -> Exception:
+    """``error``, its message led by the setting that caused it; of its own type if it can be.
+
+    The type is kept (``ImproperlyConfigured``, ``BackendNotFound``, ``ValueError`` ...)
+    for code that catches it; an exception that cannot be made again from one message
+    becomes a ``SettingsError``.
+    """
+    message = f"{setting}: {error}"
+    try:
+        renamed = type(error)(message)
+    except Exception:  # noqa: BLE001 - a constructor that wants more than a message
+        return settings_error(message)
+    return renamed if str(renamed) == message else settings_error(message)
+
+
 @dataclass
 class Configuration:
     """What the settings ask for: where the backend comes from, and the Metrics options.
@@ -95,7 +111,7 @@ class Configuration:
         except ConfigurationError as error:
             if any(str(error).startswith(name) for name in self.options):
                 raise settings_error(f"{OPTIONS_SETTING}: {error}") from None
-            raise
+            raise naming(error, self.source) from error
 
 
 def read_configuration() -> Configuration:
@@ -173,7 +189,10 @@ def _url_backend(url: str) -> Callable[[], Backend]:
     def make() -> Backend:
         from kaneda_core import create_backend
 
-        return create_backend(url)
+        try:
+            return create_backend(url)
+        except (ConfigurationError, TypeError, ValueError) as error:
+            raise naming(error, URL_SETTING) from error  # create_backend hides the password
 
     return make
 
@@ -183,10 +202,22 @@ def _logger_backend() -> Backend:
     from kaneda.backends import LoggerBackend
 
     legacy = legacy_settings()
-    if getattr(legacy, "LOGGER", None):
-        return LoggerBackend(logger=logging.getLogger(legacy.LOGGER))
-    if getattr(legacy, "LOGGER_FILENAME", None):
-        return LoggerBackend(filename=legacy.LOGGER_FILENAME)
+    name = getattr(legacy, "LOGGER", None)
+    if name:
+        if not isinstance(name, str):
+            raise settings_error(
+                "KANEDA_LOGGER must be the name of a logger (a string), got a "
+                f"{type(name).__name__}"
+            )
+        return LoggerBackend(logger=logging.getLogger(name))
+    filename = getattr(legacy, "LOGGER_FILENAME", None)
+    if filename:
+        if not isinstance(filename, (str, os.PathLike)):
+            raise settings_error(
+                "KANEDA_LOGGER_FILENAME must be a file's path (a string), got a "
+                f"{type(filename).__name__}"
+            )
+        return LoggerBackend(filename=filename)
     return LoggerBackend()
 
 
@@ -210,7 +241,32 @@ def build_from_settings(setting: str, class_path: Any) -> Any:
     namespace = getattr(cls, "settings_namespace", None)
     arguments = namespace_arguments(namespace) if namespace else {}
     _check_arguments(cls, namespace, arguments)
-    return cls(**arguments)
+    try:
+        return cls(**arguments)
+    except (ConfigurationError, TypeError, ValueError) as error:
+        raise naming(error, _culprit(setting, class_path, namespace, error)) from error
+
+
+def _culprit(setting: str, class_path: Any, namespace: str | None, error: Exception) -> str:
+    """Which setting a class's error is about: the set argument it names first, else all.
+
+    Errors name the argument they refuse before anything else ("port must be an int"),
+    and may go on to an example that names others. Only names are added to the
+    message, never a value (a password stays out).
+    """
+    built = f"{setting} = {class_path!r}"
+    if not namespace:
+        return built
+    text = str(error)
+    first: tuple[int, str] | None = None
+    for name in _explicit_names(namespace):
+        found = re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text)
+        if found and (first is None or found.start() < first[0]):
+            first = (found.start(), name)
+    prefix = own_settings.PREFIX + namespace + "_"
+    if first is not None:
+        return f"{prefix}{first[1].upper()} (for {built})"
+    return f"{built}, built from the settings {prefix}*"
 
 
 def namespace_arguments(namespace: str) -> dict[str, Any]:
@@ -229,7 +285,7 @@ def namespace_arguments(namespace: str) -> dict[str, Any]:
             if name.startswith(prefix)
         }
     for name, value in own_settings.DEFAULTS.items():
-        if name.startswith(prefix):
+        if name.startswith(prefix) and value is not None:  # None: 1.0 left it unset
             arguments[name[len(prefix) :].lower()] = value
     full_prefix = own_settings.PREFIX + prefix
     for name in dir(settings):

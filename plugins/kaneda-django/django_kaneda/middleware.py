@@ -11,8 +11,10 @@ or the dotted path of one).
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -44,6 +46,7 @@ class MetricsMiddleware:
         self.get_response = get_response
         self.reporter = reporter_from_settings()
         self.metrics = self.reporter.metrics
+        _in_use.add(self.metrics)
         self._is_async = iscoroutinefunction(get_response)
         if self._is_async:
             markcoroutinefunction(self)
@@ -73,6 +76,7 @@ class MetricsMiddleware:
         if state.route is None:
             state.route = route_of(request)
         if response.streaming:
+            _count_exceptions_while_streaming(response, state)
             # Django closes the response after its last byte (and when the client went
             # away): that is when a streamed response is done.
             closers = getattr(response, "_resource_closers", None)
@@ -83,6 +87,44 @@ class MetricsMiddleware:
 
     def __repr__(self) -> str:
         return f"<MetricsMiddleware {self.reporter!r}>"
+
+
+def _count_exceptions_while_streaming(response: Any, state: RequestState) -> None:
+    """Count an exception the streamed body raises: it reaches the server, not Django."""
+    if getattr(response, "file_to_stream", None) is not None:
+        return  # a FileResponse: left as it is, for the server's sendfile
+    content = response.streaming_content
+    reporter = state.reporter
+    if getattr(response, "is_async", False):
+
+        async def counted_async() -> AsyncIterator[bytes]:
+            try:
+                async for part in content:
+                    yield part
+            except Exception as error:
+                reporter.count_exception(state, error)
+                raise
+
+        response.streaming_content = counted_async()
+        return
+
+    def counted() -> Iterator[bytes]:
+        try:
+            yield from content
+        except Exception as error:
+            reporter.count_exception(state, error)
+            raise
+
+    response.streaming_content = counted()
+
+
+#: The Metrics of every MetricsMiddleware Django has loaded (django_kaneda.asgi flushes them).
+_in_use: weakref.WeakSet[Metrics] = weakref.WeakSet()
+
+
+def request_metrics_in_use() -> list[Metrics]:
+    """The ``Metrics`` the loaded ``MetricsMiddleware`` instances report through."""
+    return list(_in_use)
 
 
 def route_of(request: HttpRequest) -> str | None:
@@ -142,23 +184,38 @@ def request_metrics() -> Metrics:
 
     ``django_kaneda.metrics`` when it delivers from a background worker (``KANEDA_URL``,
     or ``KANEDA_OPTIONS`` with ``batching``), or logs (``KANEDA_DEBUG``). With kaneda
-    1.0's ``KANEDA_BACKEND`` or ``KANEDA_QUEUE`` it delivers in
-    the caller's thread, which would add a write to every request: the middleware then
-    has a batching ``Metrics`` of its own, on its own backend built from the same
-    settings. ``KANEDA_OPTIONS = {"batching": False}`` asks for delivery in the caller's
-    thread everywhere.
+    1.0's ``KANEDA_BACKEND`` or ``KANEDA_QUEUE`` it delivers in the caller's thread,
+    which would add a write to every request: the middleware then has a batching
+    ``Metrics`` of its own, on a second backend built from the same settings (a backend
+    serves one thread at a time, so the two cannot share one). ``KANEDA_OPTIONS =
+    {"batching": False}`` asks for delivery in the caller's thread everywhere.
+
+    ``django_kaneda.metrics`` is built first, so that a backend that can exist once
+    per process (kaneda 1.0's ``ZMQQueue`` binds its address) is the application's; if
+    the second cannot be built, requests are reported through ``django_kaneda.metrics``
+    too, in the request's thread, and a warning says why.
     """
     import django_kaneda
 
     from .conf import read_configuration
 
     configuration = read_configuration()
+    application: Metrics = django_kaneda.metrics._wrapped_metrics()
     # KANEDA_DEBUG logs in the caller's thread: cheap, local, and one log is easier to read.
     shared = configuration.batching or configuration.source == "KANEDA_DEBUG"
     if shared or "batching" in _options_setting():
-        metrics: Metrics = django_kaneda.metrics._wrapped_metrics()
-        return metrics
-    return configuration.build_metrics(batching=True)
+        return application
+    try:
+        return configuration.build_metrics(batching=True)
+    except Exception as error:  # noqa: BLE001 - the application's Metrics still works
+        logging.getLogger("django_kaneda").warning(
+            "Kaneda reports requests through django_kaneda.metrics, in each request's "
+            "thread: a second %s for a background worker could not be made (%s: %s)",
+            type(application.backend).__name__,
+            type(error).__name__,
+            application.backend.redact(str(error)),  # the same settings, the same secrets
+        )
+        return application
 
 
 def _options_setting() -> dict[str, Any]:
@@ -168,4 +225,9 @@ def _options_setting() -> dict[str, Any]:
     return options if isinstance(options, dict) else {}
 
 
-__all__ = ["MetricsMiddleware", "count_unhandled_exception", "route_of"]
+__all__ = [
+    "MetricsMiddleware",
+    "count_unhandled_exception",
+    "request_metrics_in_use",
+    "route_of",
+]

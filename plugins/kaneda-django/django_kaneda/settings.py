@@ -5,18 +5,22 @@
 not at import, so ``override_settings`` and late configuration are seen.
 
 Where kaneda 1.0's code and its documentation disagreed, the defaults are what a 1.0
-setup that worked relied on:
+setup that worked relied on, which is what 1.0's code did when the setting was unset:
 
 - ``DEBUG`` is False (the code's default; the docs said True). A 1.0 project that did
   not set ``KANEDA_DEBUG`` stored its metrics in its backend, not in a log.
-- ``INFLUX_TIMEOUT`` and ``RETHINK_TIMEOUT`` are 0.3 seconds, as documented and as the
-  backend classes default; 1.0's Django code passed 300, which only ever mattered while
-  the server hung, holding each request for five minutes. Set them to 300 to keep that.
-- ``RQ_REDIS_URL`` is None (the local Redis, as ``RQQueue`` defaults) and
-  ``RQ_QUEUE_NAME`` is ``"kaneda"`` (the documented queue, the one ``rqworker kaneda``
-  serves). 1.0's code passed ``'kaneda'`` as the Redis URL, which Redis refuses, and
-  None as the queue name; a working 1.0 setup therefore set both itself, and keeps
-  what it set.
+- ``INFLUX_TIMEOUT`` and ``RETHINK_TIMEOUT`` are 300 seconds, what 1.0's Django code
+  passed (the docs and the classes said 0.3). A server that takes longer than 0.3 s to
+  answer (a remote one, or one busy compacting) stored every metric for a 1.0 project;
+  0.3 would drop them. Set 0.3 (or use ``KANEDA_URL``, which writes from a background
+  worker) so that no request waits on a server that hangs.
+- ``RQ_REDIS_URL`` is None: the local Redis, as ``RQQueue`` defaults. 1.0's code passed
+  ``'kaneda'``, which the redis-py of its day read as a URL with no host, that is the
+  local Redis, database 0; today's redis-py refuses it. The same Redis either way.
+- ``RQ_QUEUE_NAME`` is ``"kaneda"`` (the documented queue, the one ``rqworker kaneda``
+  serves, and ``RQQueue``'s default). 1.0's code passed None, which put the jobs in a
+  queue named ``None`` that no documented worker served: a working setup set the name,
+  and keeps what it set.
 """
 
 from __future__ import annotations
@@ -39,9 +43,9 @@ DEFAULTS: dict[str, Any] = {
     "MONGO_COLLECTION_NAME": "default",
     "MONGO_TIMEOUT": 300,
     "RETHINK_DB": "kaneda",
-    "RETHINK_TIMEOUT": 0.3,
+    "RETHINK_TIMEOUT": 300,
     "INFLUX_DATABASE": "kaneda",
-    "INFLUX_TIMEOUT": 0.3,
+    "INFLUX_TIMEOUT": 300,
     "RQ_QUEUE_NAME": "kaneda",
     "ZMQ_TIMEOUT": 300,
 }

@@ -228,3 +228,86 @@ def test_in_debug_mode_requests_are_logged_with_everything_else(fresh_metrics: A
         middleware = MetricsMiddleware(lambda request: None)
         assert middleware.metrics is fresh_metrics._wrapped
         assert type(middleware.metrics.backend).__name__ == "LoggerBackend"
+
+
+def test_a_1_0_queue_that_binds_its_address_serves_the_application_and_the_requests(
+    fresh_metrics: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # kaneda 1.0's ZMQQueue binds its address: a second one in the process cannot. The
+    # application's django_kaneda.metrics keeps it, and the request timings go through it.
+    import socket
+
+    import zmq
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pull.RCVTIMEO = 5000
+    v1 = {
+        "KANEDA_URL": None,
+        "KANEDA_OPTIONS": None,
+        "KANEDA_QUEUE": "kaneda.queues.ZMQQueue",
+        "KANEDA_ZMQ_CONNECTION_URL": address,
+    }
+    try:
+        with override_settings(**v1), caplog.at_level(logging.WARNING, logger="django_kaneda"):
+            client = Client()
+            pull.connect(address)
+            assert client.get("/counted/").status_code == 200
+            assert client.get("/counted/").status_code == 200
+            received = [pull.recv_json() for _ in range(4)]
+    finally:
+        pull.close(linger=0)
+        context.term()
+    names = sorted(message["name"] for message in received)  # type: ignore[index]
+    assert names == ["home.views", "home.views", DURATION, DURATION]
+    assert "ZMQQueue" in caplog.text  # said once, at startup
+
+
+def test_an_exception_while_streaming_is_counted_and_the_request_timed_once(
+    fresh_metrics: Any,
+) -> None:
+    response = Client().get("/stream-fails/")
+    with pytest.raises(ConnectionResetError):
+        b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    response.close()  # as the server does when the body ends, however it ends
+    assert tags(fresh_metrics, EXCEPTIONS) == [
+        {"route": "/stream-fails/", "method": "GET", "exception": "ConnectionResetError"}
+    ]
+    assert tags(fresh_metrics) == [{"route": "/stream-fails/", "method": "GET", "status": "200"}]
+
+
+def test_an_exception_while_streaming_asynchronously_is_counted(fresh_metrics: Any) -> None:
+    async def get() -> None:
+        response: Any = await AsyncClient().get("/async-stream-fails/")
+        with pytest.raises(ConnectionResetError):
+            async for _ in response.streaming_content:
+                pass
+        response.close()
+
+    asyncio.run(get())
+    assert tags(fresh_metrics, EXCEPTIONS) == [
+        {"route": "/async-stream-fails/", "method": "GET", "exception": "ConnectionResetError"}
+    ]
+    assert len(stored(fresh_metrics)) == 1
+
+
+def test_i18n_patterns_report_one_route_per_language(fresh_metrics: Any) -> None:
+    languages = [("en", "English"), ("fr", "French")]
+    middleware = [
+        "django_kaneda.middleware.MetricsMiddleware",
+        "django.middleware.locale.LocaleMiddleware",
+    ]
+    with override_settings(LANGUAGES=languages, LANGUAGE_CODE="en", MIDDLEWARE=middleware):
+        client = Client()
+        for path in ("/en/about/", "/fr/about/", "/fr/about/", "/de/about/"):
+            client.get(path)
+    assert [t["route"] for t in tags(fresh_metrics)] == [
+        "/en/about/",
+        "/fr/about/",
+        "/fr/about/",
+        "<unmatched>",
+    ]

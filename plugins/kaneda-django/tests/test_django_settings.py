@@ -59,6 +59,7 @@ def test_kaneda_backend_by_its_1_0_path_gets_1_0_defaults() -> None:
     backend = metrics.backend
     assert type(backend).__name__ == "InfluxBackend"
     assert backend.database == "kaneda"  # 1.0's KANEDA_INFLUX_DATABASE default
+    assert backend.client._timeout == 300  # what 1.0's Django code passed
     metrics.close()
 
 
@@ -89,11 +90,11 @@ def test_debug_is_off_unless_set() -> None:
 
     with override_settings(**V1):
         assert legacy.DEBUG is False
-        assert legacy.INFLUX_TIMEOUT == 0.3
+        assert legacy.INFLUX_TIMEOUT == legacy.RETHINK_TIMEOUT == 300  # 1.0's code
         assert legacy.RQ_REDIS_URL is None and legacy.RQ_QUEUE_NAME == "kaneda"
         assert legacy.MONGO_DB_NAME == "kaneda"
-    with override_settings(KANEDA_INFLUX_TIMEOUT=300):
-        assert legacy.INFLUX_TIMEOUT == 300
+    with override_settings(KANEDA_INFLUX_TIMEOUT=0.3):
+        assert legacy.INFLUX_TIMEOUT == 0.3
     with pytest.raises(AttributeError):
         legacy.NOT_A_1_0_SETTING  # noqa: B018
 
@@ -246,4 +247,74 @@ def test_kaneda_queue_builds_kaneda_1_0s_queue_classes(
     metrics = build(KANEDA_QUEUE=path, **settings)  # nothing is sent: no broker needed
     assert type(metrics.queue).__name__ == class_name
     assert metrics.backend is metrics.queue
+    metrics.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"KANEDA_DEBUG": True, "KANEDA_LOGGER": 42}, "KANEDA_LOGGER"),
+        ({"KANEDA_DEBUG": True, "KANEDA_LOGGER_FILENAME": 42}, "KANEDA_LOGGER_FILENAME"),
+        ({"KANEDA_URL": "nosuchbackend"}, "KANEDA_URL"),
+        ({"KANEDA_URL": "influxdb://localhost:notaport/db"}, "KANEDA_URL"),
+        (
+            {"KANEDA_BACKEND": "kaneda.backends.InfluxBackend", "KANEDA_INFLUX_TIMEOUT": "abc"},
+            "KANEDA_INFLUX_TIMEOUT",
+        ),
+        (
+            {"KANEDA_BACKEND": "kaneda.backends.InfluxBackend", "KANEDA_INFLUX_PORT": "8086"},
+            "KANEDA_INFLUX_PORT",
+        ),
+        ({"KANEDA_QUEUE": "kaneda.queues.RQQueue", "KANEDA_RQ_REDIS_URL": "kaneda"}, "KANEDA_RQ"),
+        ({"KANEDA_BACKEND": "collections.OrderedDict"}, "KANEDA_BACKEND"),
+    ],
+)
+def test_a_bad_setting_is_named_in_the_error(settings: dict[str, Any], named: str) -> None:
+    with pytest.raises((ConfigurationError, TypeError, ValueError)) as raised:
+        build(**settings)
+    assert named in str(raised.value)
+
+
+def test_a_bad_value_keeps_the_type_of_error_the_class_raised() -> None:
+    from kaneda.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="KANEDA_INFLUX_CLIENT"):
+        build(KANEDA_BACKEND="kaneda.backends.InfluxBackend", KANEDA_INFLUX_CLIENT="a string")
+
+
+def test_a_password_setting_never_shows_in_the_error() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        build(
+            KANEDA_BACKEND="kaneda.backends.InfluxBackend",
+            KANEDA_INFLUX_PASSWORD="s3cret",
+            KANEDA_INFLUX_PORT="not a port",
+        )
+    assert "KANEDA_INFLUX_PORT" in str(raised.value) and "s3cret" not in str(raised.value)
+
+
+def test_the_logger_backend_by_class_path_logs_to_stderr_or_its_file(tmp_path: Path) -> None:
+    # KANEDA_LOGGER_FILENAME is the LOGGER namespace's FILENAME: the same file as in debug mode.
+    metrics = build(KANEDA_BACKEND="kaneda.backends.LoggerBackend")
+    assert type(metrics.backend).__name__ == "LoggerBackend"
+    target = tmp_path / "metrics.log"
+    metrics = build(
+        KANEDA_BACKEND="kaneda.backends.LoggerBackend", KANEDA_LOGGER_FILENAME=str(target)
+    )
+    metrics.increment("signups")
+    metrics.close()
+    assert "signups" in target.read_text()
+
+
+def test_rq_defaults_are_the_local_redis_and_the_kaneda_queue() -> None:
+    # What a working 1.0 setup used: redis-py then read 1.0's 'kaneda' as the local Redis,
+    # and `rqworker kaneda` served the documented queue.
+    metrics = build(KANEDA_QUEUE="kaneda.queues.RQQueue")  # nothing is sent: no Redis needed
+    queue = metrics.queue.queue
+    connection = queue.connection.connection_pool.connection_kwargs
+    assert queue.name == "kaneda"
+    assert (connection.get("host", "localhost"), connection.get("port", 6379)) == (
+        "localhost",
+        6379,
+    )
+    assert connection.get("db", 0) == 0
     metrics.close()

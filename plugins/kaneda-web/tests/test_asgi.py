@@ -169,3 +169,42 @@ def test_the_app_can_name_its_route_in_the_scope(metrics: Metrics) -> None:
 
     run(ASGIMiddleware(app, metrics))
     assert request_tags(metrics)[0]["route"] == "/graphql"
+
+
+def test_a_router_that_fails_to_be_read_never_breaks_the_request(metrics: Metrics) -> None:
+    class OddRouter:
+        @property
+        def routes(self) -> Any:
+            raise RuntimeError("a router of a kind the middleware does not know")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        # As a router leaves it after a mount: a route chosen, root_path grown.
+        scope.update(endpoint=app, router=OddRouter(), root_path="/mounted")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent = run(ASGIMiddleware(app, metrics))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert request_tags(metrics) == [{"route": "<unmatched>", "method": "GET", "status": "200"}]
+    assert reported(metrics, EXCEPTIONS) == []
+
+
+def test_a_wsgi_request_object_that_fails_to_be_read_never_breaks_the_request(
+    metrics: Metrics,
+) -> None:
+    from kaneda_web import WSGIMiddleware
+
+    class OddRequest:
+        @property
+        def url_rule(self) -> Any:
+            raise RuntimeError("not Werkzeug's")
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        environ["werkzeug.request"] = OddRequest()
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    body = WSGIMiddleware(app, metrics)({"REQUEST_METHOD": "GET"}, lambda *args: None)
+    assert b"".join(body) == b"ok"
+    body.close()
+    assert request_tags(metrics) == [{"route": "<unmatched>", "method": "GET", "status": "200"}]

@@ -219,3 +219,48 @@ def test_the_callers_scope_is_not_changed(metrics: Metrics) -> None:
     asyncio.run(ASGIMiddleware(app, metrics)(scope, receive, send))
     assert scope == original
     assert request_tags(metrics) == [{"route": "<unmatched>", "method": "GET", "status": "204"}]
+
+
+def test_routers_included_with_a_prefix_keep_every_prefix(metrics: Metrics) -> None:
+    # FastAPI's "bigger applications" layout: the prefix given at include_router, routers
+    # included in routers, and a mounted sub-application with routers of its own.
+    items = APIRouter()
+
+    @items.get("/{item_id}")
+    async def item(item_id: int) -> int:
+        return item_id
+
+    users = APIRouter()
+
+    @users.get("/{user_id}")
+    async def user(user_id: int) -> int:
+        return user_id
+
+    async def plain(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("plain")
+
+    users.add_route("/{user_id}/plain", plain)
+    api = APIRouter(prefix="/api")
+    api.include_router(users, prefix="/users")
+    sub = FastAPI()
+    things = APIRouter(prefix="/things")
+
+    @things.get("/{thing_id}")
+    async def thing(thing_id: int) -> int:
+        return thing_id
+
+    sub.include_router(things, prefix="/v2")
+    app = FastAPI()
+    app.include_router(items, prefix="/items")
+    app.include_router(api)
+    app.mount("/sub", sub)
+    app.add_middleware(ASGIMiddleware, metrics=metrics)
+    with TestClient(app) as client:
+        for path in ("/items/1", "/api/users/2", "/api/users/2/plain", "/sub/v2/things/3"):
+            assert client.get(path).status_code == 200, path
+    assert [tags["route"] for tags in request_tags(metrics)] == [
+        "/items/{item_id}",
+        "/api/users/{user_id}",
+        "/api/users/{user_id}/plain",
+        "/sub/v2/things/{thing_id}",
+    ]

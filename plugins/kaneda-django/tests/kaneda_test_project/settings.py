@@ -1,4 +1,4 @@
-"""Settings of the test project when a real server runs it (gunicorn, in test_gunicorn.py).
+"""Settings of the test project when a real server runs it (test_django_servers.py).
 
 The in-process tests configure Django with the same urls in their conftest instead.
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_POST
@@ -34,6 +34,13 @@ def missing(request: HttpRequest, pk: int) -> HttpResponse:
     raise Http404(f"no item {pk}")
 
 
+def counted(request: HttpRequest) -> HttpResponse:
+    import django_kaneda  # read at each call: the tests put a fresh LazyMetrics there
+
+    django_kaneda.metrics.increment("home.views")
+    return HttpResponse("counted")
+
+
 def tagged(request: HttpRequest) -> HttpResponse:
     add_request_tags(request, tier="gold")
     return HttpResponse("tagged")
@@ -54,6 +61,22 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
         for _ in range(3):
             time.sleep(0.05)
             yield b"chunk"
+
+    return StreamingHttpResponse(chunks())
+
+
+def stream_fails(request: HttpRequest) -> StreamingHttpResponse:
+    def chunks() -> Iterator[bytes]:
+        yield b"chunk"
+        raise ConnectionResetError("the source went away mid-stream")
+
+    return StreamingHttpResponse(chunks())
+
+
+async def async_stream_fails(request: HttpRequest) -> StreamingHttpResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"chunk"
+        raise ConnectionResetError("the source went away mid-stream")
 
     return StreamingHttpResponse(chunks())
 

@@ -1,7 +1,10 @@
-"""End to end: the test project under gunicorn, real requests, a real InfluxDB, counted by query.
+"""End to end: the test project under gunicorn (WSGI) and uvicorn (ASGI), real requests,
+a real InfluxDB, counted by query.
 
 The project's settings name the backend with ``KANEDA_URL`` and flush only at exit, so
-every timing InfluxDB holds was delivered by a gunicorn worker shutting down.
+every timing InfluxDB holds was delivered by the server shutting down: a gunicorn worker
+at interpreter exit, uvicorn at the end of its lifespan (it ends its process by raising
+the signal again, and interpreter exit handlers never run).
 """
 
 from __future__ import annotations
@@ -72,22 +75,16 @@ def counts(influx: Any, database: str, measurement: str, name: str) -> dict[tupl
     }
 
 
-def test_django_under_gunicorn_into_influxdb(influx_server: Any, tmp_path: Path) -> None:
+def serve_load(command: list[str], influx: Any, log: Path) -> tuple[str, int]:
+    """Serve LOAD with ``command`` (listening on ``{port}``); the database used, the exit code."""
     database = f"kaneda_django_{uuid.uuid4().hex[:12]}"
     port = free_port()
-    log = tmp_path / "gunicorn.log"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "kaneda_test_project.settings",
-        "KANEDA_TEST_URL": f"influxdb://127.0.0.1:{influx_server.port}/{database}",
+        "KANEDA_TEST_URL": f"influxdb://127.0.0.1:{influx.port}/{database}",
     }
-    command = [
-        sys.executable, "-m", "gunicorn",
-        "--workers", "2",
-        "--bind", f"127.0.0.1:{port}",
-        *gunicorn_options(),
-        "kaneda_test_project.wsgi",
-    ]  # fmt: skip
+    command = [part.replace("{port}", str(port)) for part in command]
     with open(log, "wb") as output:
         process = subprocess.Popen(command, cwd=HERE, env=env, stdout=output, stderr=output)
     try:
@@ -107,11 +104,42 @@ def test_django_under_gunicorn_into_influxdb(influx_server: Any, tmp_path: Path)
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
-    assert code == 0, log.read_text()[-3000:]
+    return database, code
+
+
+def assert_every_request_stored(influx: Any, database: str, log: Path) -> None:
     expected: dict[tuple[str, str], int] = {}
     for _, _, key, times in LOAD:
         expected[key] = expected.get(key, 0) + times
-    assert counts(influx_server, database, "timing", "http.request.duration") == expected
-    assert counts(influx_server, database, "counter", "http.request.exceptions") == {
-        ("/boom/", ""): 10
-    }
+    stored = counts(influx, database, "timing", "http.request.duration")
+    assert stored == expected, log.read_text()[-3000:]
+    assert counts(influx, database, "counter", "http.request.exceptions") == {("/boom/", ""): 10}
+
+
+def test_django_under_gunicorn_into_influxdb(influx_server: Any, tmp_path: Path) -> None:
+    log = tmp_path / "gunicorn.log"
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "--workers", "2",
+        "--bind", "127.0.0.1:{port}",
+        *gunicorn_options(),
+        "kaneda_test_project.wsgi",
+    ]  # fmt: skip
+    database, code = serve_load(command, influx_server, log)
+    assert code == 0, log.read_text()[-3000:]
+    assert_every_request_stored(influx_server, database, log)
+
+
+def test_django_under_uvicorn_into_influxdb(influx_server: Any, tmp_path: Path) -> None:
+    log = tmp_path / "uvicorn.log"
+    command = [
+        sys.executable, "-m", "uvicorn",
+        "--host", "127.0.0.1",
+        "--port", "{port}",
+        "--no-access-log",
+        "kaneda_test_project.asgi:application",
+    ]  # fmt: skip
+    database, code = serve_load(command, influx_server, log)
+    # uvicorn ends by raising the SIGTERM it caught again, once it has shut down.
+    assert code in (0, -signal.SIGTERM), log.read_text()[-3000:]
+    assert_every_request_stored(influx_server, database, log)
