@@ -172,6 +172,58 @@ def test_a_failing_report_is_handled_like_any_backend_failure(
     assert "cannot store bad" in caplog.text
 
 
+def test_a_bool_gauge_or_timing_reaches_a_1_0_backend_as_given() -> None:
+    backend = DummyBackend()
+    metrics = Metrics(backend=backend)
+    metrics.gauge("maintenance.on", True, tags={"site": "eu"})
+    metrics.timing("cache.hit", False)
+    assert [c[:4] for c in backend.calls] == [
+        ("maintenance.on", "gauge", True, {"site": "eu"}),
+        ("cache.hit", "timing", False, None),
+    ]
+
+
+def test_a_bool_gauge_is_refused_where_it_would_not_be_stored_as_1_0_stored_it() -> None:
+    class DummyQueue(BaseQueue):
+        def report(self, name, metric, value, tags, id_=None):  # type: ignore[no-untyped-def]
+            raise AssertionError("a bool must not reach a queue: its workers refuse it")
+
+    # This version's layout, and a queue (this version's workers validate numbers).
+    for metrics in (
+        Metrics(backend=LoggerBackend(layout="kaneda2")),
+        Metrics(queue=DummyQueue()),
+        Metrics(backend=DummyBackend(), batching=True, aggregate=True),
+    ):
+        with pytest.raises(kaneda_core.InvalidMetric, match="must be a number"):
+            metrics.gauge("maintenance.on", True)
+        with pytest.raises(kaneda_core.InvalidMetric, match="must be a number"):
+            metrics.timing("cache.hit", False)
+        metrics.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs", "message"),
+    [
+        ("gauge", ["queue.size", None], {}, "value must be a number"),
+        ("event", ["deploy", None], {}, "must be a string"),
+        ("custom", ["c", "kind", {"a": None}], {}, r"value\['a'\] must be"),
+        ("gauge", ["g", 1], {"tags": {"user": None}}, r"tags\['user'\] must be"),
+        ("gauge", ["", 1], {}, "name must be a non-empty string"),
+        ("gauge", [123, 1], {}, "name must be a non-empty string"),
+        ("gauge", ["g", 1], {"tags": {1: "x"}}, "tag keys must be non-empty strings"),
+        ("custom", ["c", "kind", 1], {"id_": ""}, "id_ must be a non-empty string"),
+    ],
+)
+def test_what_1_0_passed_on_and_kaneda_refuses_at_the_call(
+    method: str, args: list[Any], kwargs: dict[str, Any], message: str
+) -> None:
+    # kaneda 1.0 handed any of these to its backend (see the migration guide).
+    backend = DummyBackend()
+    with pytest.raises(kaneda_core.InvalidMetric, match=message):
+        getattr(Metrics(backend=backend), method)(*args, **kwargs)
+    assert backend.calls == []
+
+
 def test_a_backend_may_mutate_what_it_is_given_without_harm() -> None:
     class Mutating(BaseBackend):
         def __init__(self) -> None:

@@ -64,6 +64,8 @@ CALLS: list[Call] = [
     ("custom", ["overwrites"], {"metric": "shape", "value": {"name": "mine", "host": "h2"}}),
     ("custom", ["flag"], {"metric": "flag", "value": True, "id_": 0}),
     ("custom", ["note"], {"metric": "note", "value": "text", "id_": 17}),
+    ("gauge", ["maintenance.on", True], {}),  # 1.0 stored a bool as given
+    ("timing", ["cache.hit", False], {"tags": {"tier": "l1"}}),
 ]
 
 ISO_NAIVE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?")
@@ -162,9 +164,9 @@ def rethink_tables(connection: Any, db: str) -> dict[str, list[dict[str, Any]]]:
     return tables
 
 
-def test_rethink_documents_and_tables_are_kaneda_1_0s() -> None:
-    theirs = run_kaneda1(
-        """
+# kaneda 1.0's RethinkBackend on rethinkdb-mock (see the module's docstring), then the
+# tables it wrote, read back.
+KANEDA1_RETHINK = """
         import json, rethinkdb
         from rethinkdb_mock import MockThink
         import kaneda.backends.rethink as module
@@ -178,13 +180,14 @@ def test_rethink_documents_and_tables_are_kaneda_1_0s() -> None:
                 return getattr(rethinkdb.r, name)
 
         module.r = DefaultDatabase("kaneda_app")
-        connection = MockThink({"dbs": {}}).get_conn()
+        connection = MockThink({{"dbs": {{}}}}).get_conn()
         from kaneda import Metrics
-        backend = module.RethinkBackend(db="kaneda_app", connection=connection)
+        backend = module.RethinkBackend(
+            db="kaneda_app", table_name={table_name!r}, connection=connection
+        )
         metrics = Metrics(backend=backend)
-        """
-        + calls_script()
-        + """
+"""
+KANEDA1_RETHINK_TABLES = """
         r = rethinkdb.r
         tables = {}
         for table in r.db("kaneda_app").table_list().run(connection):
@@ -197,7 +200,12 @@ def test_rethink_documents_and_tables_are_kaneda_1_0s() -> None:
                 documents.append(document)
             tables[table] = documents
         print(json.dumps({"tables": tables, "answer": answers[0]}))
-        """
+"""
+
+
+def test_rethink_documents_and_tables_are_kaneda_1_0s() -> None:
+    theirs = run_kaneda1(
+        KANEDA1_RETHINK.format(table_name=None) + calls_script() + KANEDA1_RETHINK_TABLES
     )
     connection = MockThink({"dbs": {}}).get_conn()
     backend = kaneda.backends.RethinkBackend(db="kaneda_app", connection=connection)
@@ -214,6 +222,80 @@ def test_rethink_documents_and_tables_are_kaneda_1_0s() -> None:
     }
     assert theirs["answer"]["inserted"] == 1 and answers[0]["inserted"] == 1
     assert all(answer["inserted"] + answer["replaced"] == 1 for answer in answers)
+
+
+def test_rethink_with_a_table_name_is_kaneda_1_0s_every_kind_in_it_and_none_stored() -> None:
+    theirs = run_kaneda1(
+        KANEDA1_RETHINK.format(table_name="metrics") + calls_script() + KANEDA1_RETHINK_TABLES
+    )
+    connection = MockThink({"dbs": {}}).get_conn()
+    backend = kaneda.backends.RethinkBackend(
+        db="kaneda_app", table_name="metrics", connection=connection
+    )
+    face_calls(backend)
+    ours = rethink_tables(connection, "kaneda_app")
+    assert list(ours) == list(theirs["tables"]) == ["metrics"]
+    assert ours["metrics"] == sorted(
+        theirs["tables"]["metrics"], key=lambda d: json.dumps(d, sort_keys=True)
+    )
+    assert len(ours["metrics"]) == len(CALLS)
+    assert not any("metric" in document for document in ours["metrics"])
+
+
+# -- an id reported twice --------------------------------------------------------------
+
+TWICE: list[Call] = [
+    ("custom", ["first"], {"metric": "order", "value": 1, "id_": "o-1"}),
+    ("custom", ["second"], {"metric": "order", "value": 2, "id_": "o-1"}),
+]
+
+
+def test_an_id_reported_twice_keeps_the_first_in_mongodb_as_1_0_did(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    theirs = run_kaneda1(
+        f"""
+        import json, mongomock
+        from kaneda import Metrics
+        from kaneda.backends import MongoBackend
+
+        backend = MongoBackend("app", "metrics", connection_url="mongodb://127.0.0.1:1/")
+        backend.collection = mongomock.MongoClient()["app"]["metrics"]
+        metrics = Metrics(backend=backend)
+        for method, args, kwargs in {TWICE!r}:
+            getattr(metrics, method)(*args, **kwargs)
+        print(json.dumps([d["name"] for d in backend.collection.find()]))
+        """
+    )
+    from kaneda_mongo import backend as plugin
+
+    monkeypatch.setattr(plugin, "MongoClient", mongomock.MongoClient)
+    backend = kaneda.backends.MongoBackend("app", "metrics", connection_url="mongodb://x:1/")
+    metrics = kaneda.Metrics(backend=backend)
+    answers = [getattr(metrics, method)(*args, **kwargs) for method, args, kwargs in TWICE]
+    assert [d["name"] for d in backend.collection.find()] == theirs == ["first"]
+    # 1.0 logged the DuplicateKeyError; here the id is stored, so the call succeeded.
+    assert [a.inserted_id for a in answers] == ["o-1", "o-1"]
+    assert metrics.stats().failed == 0
+
+
+def test_an_id_reported_twice_keeps_the_latest_in_rethinkdb_where_1_0_kept_the_first() -> None:
+    # A stated difference: RethinkDB replaces a document whose id is stored (so that a
+    # retried batch leaves one copy, the latest); 1.0's insert refused the second.
+    script = f"""
+        for method, args, kwargs in {TWICE!r}:
+            getattr(metrics, method)(*args, **kwargs)
+        table = rethinkdb.r.db("kaneda_app").table("order")
+        print(json.dumps([d["name"] for d in table.run(connection)]))
+    """
+    theirs = run_kaneda1(KANEDA1_RETHINK.format(table_name=None) + script)
+    connection = MockThink({"dbs": {}}).get_conn()
+    backend = kaneda.backends.RethinkBackend(db="kaneda_app", connection=connection)
+    metrics = kaneda.Metrics(backend=backend)
+    answers = [getattr(metrics, method)(*args, **kwargs) for method, args, kwargs in TWICE]
+    assert theirs == ["first"]
+    assert [d["name"] for d in r.db("kaneda_app").table("order").run(connection)] == ["second"]
+    assert [a["replaced"] for a in answers] == [0, 1]
 
 
 # -- Elasticsearch ---------------------------------------------------------------------
@@ -281,6 +363,17 @@ def test_elasticsearch_documents_are_kaneda_1_0s_with_the_kind_in_metric(
     assert theirs["answer"]["result"] == "created"
     assert all(answer["result"] == "created" and answer["_id"] for answer in answers)
     assert answers[6]["_id"] == "2B75D750"
+
+
+def test_a_custom_dicts_metric_key_gives_way_to_the_kind_in_elasticsearch(
+    fake_es: FakeElasticsearch,
+) -> None:
+    # A stated difference: 1.0 kept the kind in _type and the dict's own "metric" in the
+    # document; with _type gone, "metric" holds the kind (as 1.0's MongoDB documents did).
+    backend = kaneda.backends.ElasticsearchBackend("kaneda", "web", connection_url=fake_es.url)
+    kaneda.Metrics(backend=backend).custom("job", "batch", {"metric": "rows", "count": 3})
+    [(_, _, document)] = fake_es.documents()
+    assert document["metric"] == "batch" and document["count"] == 3
 
 
 # -- the logger ------------------------------------------------------------------------

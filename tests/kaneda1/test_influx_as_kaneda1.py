@@ -117,6 +117,22 @@ def test_writing_after_kaneda_1_0_into_its_database_loses_nothing(
     assert sorted(after["points"], key=repr) == sorted(before["points"] * 2, key=repr)
 
 
+def test_a_bool_gauge_or_timing_is_stored_as_kaneda_1_0_stored_it(
+    influx_server: InfluxServer,
+) -> None:
+    # kaneda 1.0 passed any value through: a bool became a boolean field.
+    calls: list[Call] = [
+        ("gauge", ["maintenance.on", True], {"tags": {"site": "eu"}}),
+        ("timing", ["cache.hit", False], {}),
+    ]
+    theirs, ours = fresh(), fresh()
+    kaneda1_writes(influx_server, theirs, calls)
+    assert face_writes(influx_server, ours, calls) == [True, True]
+    expected = snapshot(influx_server, theirs)
+    assert expected["fields"]["gauge"] == {"name": "string", "value": "boolean"}
+    assert snapshot(influx_server, ours) == expected
+
+
 # -- any calls: hypothesis ------------------------------------------------------------
 
 # Line breaks are left out: refused at the call now (1.0 stored them as "\\n"), as are
