@@ -1,8 +1,11 @@
 """End to end: real servers (gunicorn, uvicorn), real requests, a real InfluxDB, counted by query.
 
 Each run starts the server on a free loopback port with ``KANEDA_URL`` pointing at a
-fresh database, sends a fixed set of requests, and checks that InfluxDB holds exactly
-one timing per request, under route templates only.
+fresh database, sends a fixed set of requests, stops the server with SIGTERM, and checks
+that InfluxDB holds exactly one timing per request, under route templates only. The apps
+flush every 60 s: what is stored was delivered while the server shut down. uvicorn ends
+its process (and each gunicorn worker running it) by raising that SIGTERM again, so no
+exit handler runs: the ASGI middleware's flush at lifespan shutdown is all there is.
 """
 
 from __future__ import annotations
@@ -120,6 +123,42 @@ def test_fastapi_under_uvicorn_into_influxdb(
         "--host", "127.0.0.1",
         "--port", str(port),
         "--no-access-log",
+        "fastapi_app:app",
+    ]  # fmt: skip
+    expected = expected_counts("/items/{item_id}", "/items/{item_id}")
+    run_load(command, port, database, influx_server, server_log, expected)
+
+
+def test_http_only_asgi_app_under_uvicorn_into_influxdb(
+    influx_server: Any, database: str, server_log: Path
+) -> None:
+    # The application raises on the lifespan scope; uvicorn still hears the middleware's
+    # answers, and the shutdown still delivers.
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--no-access-log",
+        "raw_asgi_app:app",
+    ]  # fmt: skip
+    expected = expected_counts("/items/{item_id}", "/items/{item_id}")
+    run_load(command, port, database, influx_server, server_log, expected)
+    assert "ASGI 'lifespan' protocol appears unsupported" not in server_log.read_text()
+
+
+def test_fastapi_under_gunicorn_with_uvicorn_workers_into_influxdb(
+    influx_server: Any, database: str, server_log: Path
+) -> None:
+    pytest.importorskip("uvicorn.workers")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "--workers", "2",
+        "--worker-class", "uvicorn.workers.UvicornWorker",
+        "--bind", f"127.0.0.1:{port}",
+        "--graceful-timeout", "20",
+        *gunicorn_options(),
         "fastapi_app:app",
     ]  # fmt: skip
     expected = expected_counts("/items/{item_id}", "/items/{item_id}")
