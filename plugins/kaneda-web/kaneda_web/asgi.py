@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from kaneda_core import ConfigurationError, Metrics
+from kaneda_core import Metrics
 
+from .lifespan import SHUTDOWN_TIMEOUT, check_shutdown_timeout, serve_lifespan
 from .reporting import REQUEST_KEY, RequestReporter, RequestState, resolve_metrics
 from .routes import asgi_route
 
@@ -32,11 +33,13 @@ class ASGIMiddleware:
     ``scope["kaneda.route"]`` if the application sets it, or ``<unmatched>``; never the
     raw path. Exceptions escaping the application are counted and raised again.
 
-    WebSocket scopes pass through untouched, and so do lifespan events, with one
-    addition: before the application's ``lifespan.shutdown.complete`` goes to the
-    server, the queued metrics are flushed (for up to ``shutdown_timeout`` seconds;
-    None skips it). uvicorn ends its process by re-raising the signal that stopped it,
-    so the flush Kaneda does at interpreter exit would never run.
+    WebSocket scopes pass through untouched. When the server shuts down, the queued
+    metrics are flushed, for at most ``shutdown_timeout`` seconds, before it hears
+    ``lifespan.shutdown.complete``: uvicorn ends its process by raising again the signal
+    that stopped it, so the flush Kaneda does at interpreter exit never runs. The
+    application's lifespan events pass untouched; one that does not speak the lifespan
+    protocol is answered for (see :mod:`kaneda_web.lifespan`). ``shutdown_timeout=None``
+    leaves lifespan events entirely to the application, flushing nothing.
     """
 
     def __init__(
@@ -44,16 +47,10 @@ class ASGIMiddleware:
         app: ASGIApp,
         metrics: Metrics | str | None = None,
         *,
-        shutdown_timeout: float | None = 5.0,
+        shutdown_timeout: float | None = SHUTDOWN_TIMEOUT,
         **options: Any,
     ) -> None:
-        if shutdown_timeout is not None and (
-            not isinstance(shutdown_timeout, (int, float)) or not shutdown_timeout >= 0
-        ):
-            raise ConfigurationError(
-                "shutdown_timeout must be a number of seconds >= 0 or None, "
-                f"got {shutdown_timeout!r}"
-            )
+        check_shutdown_timeout(shutdown_timeout, none_allowed=True)
         self.app = app
         self.reporter = RequestReporter(resolve_metrics(metrics), **options)
         self.metrics = self.reporter.metrics
@@ -62,7 +59,16 @@ class ASGIMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan" and self.shutdown_timeout is not None:
-                send = self._flushing_at_shutdown(send)
+                await serve_lifespan(
+                    self.app,
+                    scope,
+                    receive,
+                    send,
+                    self.metrics.flush,
+                    self.shutdown_timeout,
+                    self.reporter.logger,
+                )
+                return
             await self.app(scope, receive, send)
             return
         reporter = self.reporter
@@ -103,18 +109,6 @@ class ASGIMiddleware:
                 if state.route is None:
                     state.route = asgi_route(scope, root_path)
                 reporter.finish(state)
-
-    def _flushing_at_shutdown(self, send: Send) -> Send:
-        """``send``, flushing the metrics before the server hears the app has shut down."""
-        metrics, timeout = self.metrics, self.shutdown_timeout
-
-        async def send_after_flush(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                # Requests are over; a bounded wait here delays only the exit.
-                metrics.flush(timeout)
-            await send(message)
-
-        return send_after_flush
 
     def __repr__(self) -> str:
         return f"<ASGIMiddleware {self.app!r} {self.reporter!r}>"

@@ -77,7 +77,8 @@ class RequestReporter:
         unmatched_route: str = UNMATCHED_ROUTE,
         logger_name: str = "kaneda_web",
     ) -> None:
-        self._logger = logging.getLogger(logger_name)
+        #: Where reporting failures (and, for the ASGI middleware, shutdown flushes) are logged.
+        self.logger = logging.getLogger(logger_name)
         check_name(duration_name, "duration_name")
         check_name(exceptions_name, "exceptions_name")
         check_name(unmatched_route, "unmatched_route")
@@ -168,7 +169,7 @@ class RequestReporter:
             return
         if len(self._logged) < _MAX_LOGGED_FAILURES:
             self._logged.add(key)
-        self._logger.warning(
+        self.logger.warning(
             "Kaneda could not report a request's metrics: %s",
             error,
             exc_info=not isinstance(error, KanedaError),

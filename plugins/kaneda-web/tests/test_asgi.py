@@ -9,7 +9,7 @@ import pytest
 from kaneda_web import ASGIMiddleware
 from web_helpers import EXCEPTIONS, reported, request_tags
 
-from kaneda_core import ConfigurationError, Metrics
+from kaneda_core import Metrics
 
 
 def run(app: Any, scope: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -106,59 +106,6 @@ def test_a_websocket_reaches_the_app_as_it_is(metrics: Metrics) -> None:
     asyncio.run(ASGIMiddleware(app, metrics)(scope, receive, send))
     assert received == [(scope, receive, send)]  # the same objects, not wrapped
     assert metrics.backend.metrics == []  # type: ignore[attr-defined]
-
-
-def lifespan(app: Any) -> tuple[list[str], list[int]]:
-    """Run startup then shutdown; what the server heard, and the queue at each message."""
-    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-    heard: list[str] = []
-    queued: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return incoming.pop(0)
-
-    async def send(message: dict[str, Any]) -> None:
-        heard.append(message["type"])
-        queued.append(app.metrics.stats().queued)
-
-    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
-    return heard, queued
-
-
-async def lifespan_app(scope: Any, receive: Any, send: Any) -> None:
-    assert scope["type"] == "lifespan"
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        else:
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-def test_lifespan_events_pass_and_shutdown_waits_for_the_queued_metrics() -> None:
-    batching = Metrics("memory", flush_interval=60)  # delivers only when asked
-    app = ASGIMiddleware(lifespan_app, batching)
-    batching.increment("queued.before.shutdown")
-    heard, queued = lifespan(app)
-    assert heard == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-    assert queued == [1, 0]  # flushed before the server heard "complete"
-    assert [m.name for m in batching.backend.metrics] == ["queued.before.shutdown"]  # type: ignore[attr-defined]
-    batching.close()
-
-
-def test_shutdown_timeout_none_leaves_lifespan_alone() -> None:
-    batching = Metrics("memory", flush_interval=60)
-    app = ASGIMiddleware(lifespan_app, batching, shutdown_timeout=None)
-    batching.increment("queued.before.shutdown")
-    assert lifespan(app)[1] == [1, 1]
-    batching.close()
-
-
-@pytest.mark.parametrize("bad", [-1, "5", float("nan")])
-def test_a_bad_shutdown_timeout_is_refused(metrics: Metrics, bad: Any) -> None:
-    with pytest.raises(ConfigurationError, match="shutdown_timeout"):
-        ASGIMiddleware(lifespan_app, metrics, shutdown_timeout=bad)
 
 
 def test_the_app_can_name_its_route_in_the_scope(metrics: Metrics) -> None:
