@@ -10,27 +10,15 @@ Kaneda delivers what is still queued at interpreter exit, but uvicorn ends its p
 raising again the signal that stopped it, and exit handlers never run: the metrics of
 the last second (or of the last ``flush_interval``) would be lost. An ASGI server says
 it is shutting down through the lifespan protocol, which Django does not speak; this
-application answers it, and at shutdown flushes the request metrics of every
+application answers it (through :mod:`kaneda_web.lifespan`, as kaneda-web's ASGI
+middleware does), and at shutdown flushes the request metrics of every
 ``MetricsMiddleware`` and ``django_kaneda.metrics``. Everything else goes to Django.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
-from kaneda_core import ConfigurationError
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-#: How long shutdown waits, at most, for the queued metrics to be delivered.
-SHUTDOWN_TIMEOUT = 5.0
+from kaneda_web import lifespan
+from kaneda_web.lifespan import SHUTDOWN_TIMEOUT, ASGIApp
 
 
 def get_asgi_application(shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> FlushAtShutdown:
@@ -40,39 +28,24 @@ def get_asgi_application(shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> FlushAtS
     return FlushAtShutdown(django_application(), shutdown_timeout)
 
 
-class FlushAtShutdown:
+class FlushAtShutdown(lifespan.FlushAtShutdown):
     """An ASGI application that answers lifespan events for ``app`` and flushes at shutdown.
 
-    HTTP and WebSocket scopes go to ``app`` untouched. At ``lifespan.shutdown`` the
-    metrics Django reports through (see :func:`flush_django_metrics`) get at most
-    ``shutdown_timeout`` seconds, in a worker thread, before the server hears
-    ``lifespan.shutdown.complete``.
+    HTTP and WebSocket scopes go to ``app`` untouched, and lifespan events too, answered
+    for it when it does not speak the protocol (Django raises on them). Before the server
+    hears ``lifespan.shutdown.complete``, the metrics Django reports through (see
+    :func:`flush_django_metrics`) get at most ``shutdown_timeout`` seconds, in a worker
+    thread. What could not be done is logged on the ``django_kaneda`` logger.
     """
 
+    logger_name = "django_kaneda"
+
     def __init__(self, app: ASGIApp, shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
-        if not isinstance(shutdown_timeout, (int, float)) or not shutdown_timeout >= 0:
-            raise ConfigurationError(
-                f"shutdown_timeout must be a number of seconds >= 0, got {shutdown_timeout!r}"
-            )
-        self.app = app
-        self.shutdown_timeout = float(shutdown_timeout)
+        super().__init__(app, shutdown_timeout=shutdown_timeout)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                # Requests are over; a bounded wait here delays only the exit.
-                await asyncio.to_thread(flush_django_metrics, self.shutdown_timeout)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    def __repr__(self) -> str:
-        return f"<FlushAtShutdown {self.app!r}>"
+    def flush(self, timeout: float) -> int:
+        """Flush Django's metrics within ``timeout`` seconds; how many are left."""
+        return flush_django_metrics(timeout)
 
 
 def flush_django_metrics(timeout: float = SHUTDOWN_TIMEOUT) -> int:
@@ -87,15 +60,11 @@ def flush_django_metrics(timeout: float = SHUTDOWN_TIMEOUT) -> int:
 
     from .middleware import request_metrics_in_use
 
-    deadline = time.monotonic() + timeout
     queues = list(request_metrics_in_use())
     lazy = django_kaneda.metrics
     if isinstance(lazy, django_kaneda.LazyMetrics) and lazy._wrapped is not empty:
         queues.append(lazy._wrapped)
-    left = 0
-    for metrics in {id(m): m for m in queues}.values():
-        left += metrics.flush(max(0.0, deadline - time.monotonic()))
-    return left
+    return lifespan.flush_all(queues, timeout)
 
 
 __all__ = ["FlushAtShutdown", "flush_django_metrics", "get_asgi_application"]

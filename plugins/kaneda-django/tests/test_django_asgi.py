@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -78,11 +79,27 @@ def test_lifespan_shutdown_delivers_what_the_middleware_and_metrics_queued(
     assert names == ["home.views", "http.request.duration", "http.request.duration"]
 
 
+def test_django_hears_the_lifespan_scope_and_its_refusal_is_noted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django_kaneda.asgi import get_asgi_application
+
+    with caplog.at_level(logging.INFO, logger="django_kaneda"):
+        assert lifespan(get_asgi_application()) == [
+            "lifespan.startup.complete",
+            "lifespan.shutdown.complete",
+        ]
+    [record] = caplog.records
+    assert record.name == "django_kaneda"
+    assert "ValueError: Django can only handle ASGI/HTTP connections" in record.getMessage()
+
+
 def test_a_bad_shutdown_timeout_is_refused() -> None:
     from django_kaneda.asgi import FlushAtShutdown
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         pass
 
-    with pytest.raises(ConfigurationError, match="shutdown_timeout"):
-        FlushAtShutdown(app, shutdown_timeout=-1)
+    for bad in (-1, "5", None):
+        with pytest.raises(ConfigurationError, match=f"shutdown_timeout .* got {bad!r}"):
+            FlushAtShutdown(app, shutdown_timeout=bad)  # type: ignore[arg-type]
