@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from .errors import KanedaError
-from .model import Metric, host_name, now_ns, timestamp_from_ns
+from .model import Metric, epoch_us, host_name, now_ns, timestamp_from_ns
 
 #: The format version this module writes, and the newest it reads.
 VERSION = 1
 #: The key that marks a document as a Kaneda batch and holds its version.
 MARKER = "kaneda"
+#: Times a message may carry: nanoseconds since the epoch in 64 bits, as stores keep them.
+MAX_NS = 2**63
 
 
 class MessageError(KanedaError, ValueError):
@@ -59,21 +60,15 @@ def batch_document(
 
     With ``new_id``, metrics without an id get ``new_id()``.
     """
-    if new_id is None:
-        rows = [[m.name, m.kind, m.value, m.tags, m.id, m.epoch_ns, m.host] for m in batch]
-    else:
-        rows = [
-            [
-                m.name,
-                m.kind,
-                m.value,
-                m.tags,
-                new_id() if m.id is None else m.id,
-                m.epoch_ns,
-                m.host,
-            ]
-            for m in batch
-        ]
+    # Unpacked, not read by attribute: this runs for every metric a queue carries.
+    rows: list[list[Any]] = []
+    append = rows.append
+    for name, kind, value, tags, when, host, id_, ns in batch:
+        if id_ is None and new_id is not None:
+            id_ = new_id()
+        if ns is None and when is not None:  # a record made from a datetime alone
+            ns = epoch_us(when) * 1000
+        append([name, kind, value, tags, id_, ns, host])
     return {MARKER: VERSION, "metrics": rows}
 
 
@@ -111,8 +106,6 @@ def decode_batch(message: str | bytes | Mapping[str, Any]) -> list[Metric]:
     if not isinstance(rows, list):
         raise MessageError(f"message field 'metrics' must be a list, got {_excerpt(rows)}")
     new = tuple.__new__
-    stamp = datetime.fromtimestamp
-    utc = timezone.utc
     metrics: list[Metric] = []
     append = metrics.append
     for index, row in enumerate(rows):
@@ -122,20 +115,22 @@ def decode_batch(message: str | bytes | Mapping[str, Any]) -> list[Metric]:
                 f"(name, kind, value, tags, id, time_ns, host), got {_excerpt(row)}"
             )
         name, kind, value, tags, id_, ns, host = row
-        if type(ns) is not int or type(host) is not str:
+        if type(ns) is not int or type(host) is not str or not 0 <= ns < MAX_NS:
             _refuse_time_or_host(index, ns, host)
-        try:
-            timestamp = stamp(ns // 1000 / 1e6, utc)
-        except (OverflowError, OSError, ValueError):
-            raise MessageError(f"metrics[{index}] time_ns is out of range: {ns!r}") from None
-        append(new(Metric, (name, kind, value, tags, timestamp, host, id_, ns)))
+        # The timestamp is worked out from time_ns when asked (see Metric).
+        append(new(Metric, (name, kind, value, tags, None, host, id_, ns)))
     return metrics
 
 
 def _refuse_time_or_host(index: int, ns: object, host: object) -> None:
     if type(ns) is not int:
         raise MessageError(f"metrics[{index}] time_ns must be an integer, got {ns!r}")
-    raise MessageError(f"metrics[{index}] host must be a string, got {host!r}")
+    if type(host) is not str:
+        raise MessageError(f"metrics[{index}] host must be a string, got {host!r}")
+    raise MessageError(
+        f"metrics[{index}] time_ns is out of range (0 to 2**63 - 1 nanoseconds since the "
+        f"epoch): {ns!r}"
+    )
 
 
 def legacy_metric(name: Any, metric: Any, value: Any, tags: Any = None, id_: Any = None) -> Metric:

@@ -509,7 +509,7 @@ def _own_forwarded(metric: Metric) -> Metric:
     """A metric built elsewhere, validated and with its own copies, its time and host kept."""
     if not isinstance(metric, Metric):
         raise InvalidMetric(f"forward() takes Metric records, got {metric!r}")
-    name, kind, value, tags, _when, host, id_, _ns = tuple(metric)
+    name, kind, value, tags, _when, host, id_, ns = tuple(metric)
     # The usual case passes type checks alone (as a reporting call's does); the rest
     # takes the full checks, which name what is wrong.
     if type(name) is not str or not name.isascii() or not name:
@@ -521,10 +521,16 @@ def _own_forwarded(metric: Metric) -> Metric:
         check_id(id_)
     if type(host) is not str or not host:
         raise InvalidMetric(f"host must be a non-empty string, got {host!r}")
-    return tuple.__new__(
-        Metric,
-        (name, kind, value, copy_tags(tags), None, str(host), id_, metric.epoch_ns),
-    )
+    if type(tags) is dict and all(
+        type(key) is str and type(item) is str and key.isascii() and item.isascii() and key
+        for key, item in tags.items()
+    ):
+        tags = tags.copy()
+    else:
+        tags = copy_tags(tags)
+    if ns is None:
+        ns = metric.epoch_ns
+    return tuple.__new__(Metric, (name, kind, value, tags, None, host, id_, ns))
 
 
 def _is_coroutine_function(func: Callable[..., Any]) -> bool:
