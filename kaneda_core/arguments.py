@@ -39,7 +39,7 @@ def check_arguments(cls: type, arguments: Mapping[str, Any]) -> None:
     ``list[str]``, ``os.PathLike[str]``, ``None`` and unions of them) are checked;
     others (a client class, ``Any``) are left to the constructor. ``int`` refuses
     ``True``; ``float`` takes an int. A ``port`` must be from 1 to 65535 and a
-    ``timeout`` above zero.
+    ``timeout`` above zero and finite (below ``MAX_TIMEOUT``).
     """
     for name, accepted in _accepted_types(cls.__init__).items():  # type: ignore[misc]
         if name not in arguments:
@@ -56,10 +56,29 @@ def check_arguments(cls: type, arguments: Mapping[str, Any]) -> None:
             raise ConfigurationError(
                 f"{cls.__name__}: port must be from 1 to 65535, got {value!r}.{_example(cls, name)}"
             )
-        if name == "timeout" and not value > 0:
+        if name == "timeout" and not 0 < value < MAX_TIMEOUT:
             raise ConfigurationError(
-                f"{cls.__name__}: timeout must be above zero, got {value!r}.{_example(cls, name)}"
+                f"{cls.__name__}: timeout must be above zero (and finite), got {value!r}."
+                f"{_example(cls, name)}"
             )
+
+
+#: The largest timeout a backend takes: a wait this long is a mistake (an infinite
+#: one cannot even be passed to a lock or a socket).
+MAX_TIMEOUT = 1e9
+
+
+def argument_error(cls: type, name: str, expected: str, value: object) -> ConfigurationError:
+    """The error for argument ``name`` of ``cls`` given ``value``: what it must be, an example.
+
+    ``raise argument_error(RQBackend, "redis_url", "a redis:// URL", redis_url)`` reads
+    ``RQBackend: redis_url must be a redis:// URL, got 'localhost' (str). For example: ...``
+    (a password is never shown).
+    """
+    return ConfigurationError(
+        f"{cls.__name__}: {name} must be {expected}, got {_show(name, value)} "
+        f"({type(value).__name__}).{_example(cls, name)}"
+    )
 
 
 def parameters_of(cls: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..arguments import check_arguments
+from ..arguments import argument_error, check_arguments
 from ..backend import Backend, is_transient_os_error, url_options
 from ..errors import ConfigurationError, DeliveryError
 from ..forking import abandon
@@ -60,6 +60,10 @@ class LoggerBackend(Backend):
         layout: str = DEFAULT_LAYOUT,
     ) -> None:
         check_arguments(LoggerBackend, locals())
+        if logger is not None and not isinstance(logger, (logging.Logger, str)):
+            raise argument_error(
+                LoggerBackend, "logger", "a logging.Logger, a logger's name or None", logger
+            )
         filename = os.fspath(filename)
         self.filename = filename
         self.layout = check_layout(layout)

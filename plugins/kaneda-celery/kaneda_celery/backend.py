@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from kaneda_core import Metric
+from kaneda_core.arguments import MAX_TIMEOUT, argument_error, check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import encode_batch
@@ -35,6 +36,8 @@ class CeleryBackend(QueueBackend):
     same URL, or ``celery -A kaneda_celery.worker worker -Q kaneda``, delivers the tasks.
     """
 
+    example_url = "celery+redis://localhost:6379/0?queue_name=kaneda"
+
     def __init__(
         self,
         broker: str = "redis://localhost:6379/0",
@@ -43,16 +46,22 @@ class CeleryBackend(QueueBackend):
         visibility_timeout: float = 60.0,
         assign_ids: bool = True,
     ) -> None:
+        check_arguments(CeleryBackend, locals())
         super().__init__(assign_ids)
-        if not isinstance(queue_name, str) or not queue_name:
-            raise ConfigurationError(f"queue_name must be a non-empty string, got {queue_name!r}")
-        for field, number in (("timeout", timeout), ("visibility_timeout", visibility_timeout)):
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
-                raise ConfigurationError(f"{field} must be a number of seconds > 0, got {number!r}")
+        if not queue_name:
+            raise argument_error(CeleryBackend, "queue_name", "a non-empty string", queue_name)
+        if not 0 < visibility_timeout < MAX_TIMEOUT:
+            raise argument_error(
+                CeleryBackend, "visibility_timeout", "a number of seconds > 0", visibility_timeout
+            )
+        if "://" not in broker:
+            raise argument_error(
+                CeleryBackend, "broker", "a broker URL (redis://host:6379/0, amqp://...)", broker
+            )
         try:
             self._password = urlsplit(broker).password
         except ValueError:
-            raise ConfigurationError(f"broker is not a URL: {redact_url(broker)!r}") from None
+            raise argument_error(CeleryBackend, "broker", "a URL", broker) from None
         self.broker = broker
         self.queue_name = queue_name
         self.timeout = float(timeout)

@@ -17,7 +17,7 @@ from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
-from kaneda_core.arguments import check_arguments
+from kaneda_core.arguments import argument_error, check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.deadline import deadline
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
@@ -84,8 +84,8 @@ class ElasticsearchBackend(Backend):
         if timeout is None:  # kaneda 1.0 allowed it; Kaneda never waits without a bound
             timeout = 0.3
         for field, value in (("index_name", index_name), ("app_name", app_name)):
-            if not isinstance(value, str) or not value:
-                raise ConfigurationError(f"{field} must be a non-empty string, got {value!r}")
+            if not value:
+                raise argument_error(ElasticsearchBackend, field, "a non-empty string", value)
         if index_name != index_name.lower() or any(c in index_name for c in ' "*\\<|,>/?#:'):
             raise ConfigurationError(
                 f"index_name {index_name!r} is not a valid Elasticsearch index prefix: "
@@ -111,7 +111,10 @@ class ElasticsearchBackend(Backend):
         if client is not None:
             if not isinstance(client, Elasticsearch):
                 raise ImproperlyConfigured(
-                    '"client" parameter is not an instance of Elasticsearch client'
+                    'ElasticsearchBackend: "client" parameter is not an instance of Elasticsearch client: got '
+                    f"{client!r} ({type(client).__name__}). For example: "
+                    "client=Elasticsearch('https://localhost:9200'), or a URL such as "
+                    f"{self.example_url}"
                 )
             self.client = client
             self._new_client = None

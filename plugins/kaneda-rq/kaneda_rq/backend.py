@@ -12,6 +12,7 @@ import redis
 from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError
 
 from kaneda_core import Metric
+from kaneda_core.arguments import argument_error, check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import encode_batch
@@ -44,6 +45,8 @@ class RQBackend(QueueBackend):
     selects it by URL (``rq+tls://`` for TLS).
     """
 
+    example_url = "rq://localhost:6379/0?queue_name=kaneda"
+
     def __init__(
         self,
         redis_url: str = "redis://localhost:6379/0",
@@ -53,18 +56,22 @@ class RQBackend(QueueBackend):
         retries: int = 3,
         assign_ids: bool = True,
     ) -> None:
+        check_arguments(RQBackend, locals())
         super().__init__(assign_ids)
-        if not isinstance(queue_name, str) or not queue_name:
-            raise ConfigurationError(f"queue_name must be a non-empty string, got {queue_name!r}")
-        for field, number in (("timeout", timeout), ("job_timeout", job_timeout)):
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
-                raise ConfigurationError(f"{field} must be a number of seconds > 0, got {number!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigurationError(f"retries must be an integer >= 0, got {retries!r}")
+        if not queue_name:
+            raise argument_error(RQBackend, "queue_name", "a non-empty string", queue_name)
+        if job_timeout <= 0:
+            raise argument_error(RQBackend, "job_timeout", "a number of seconds > 0", job_timeout)
+        if retries < 0:
+            raise argument_error(RQBackend, "retries", "an integer >= 0", retries)
+        if urlsplit(redis_url).scheme not in _SCHEMES.values():
+            raise argument_error(
+                RQBackend, "redis_url", "a redis://, rediss:// or unix:// URL", redis_url
+            )
         try:
             self._password = urlsplit(redis_url).password
         except ValueError:
-            raise ConfigurationError(f"redis_url is not a URL: {redact_url(redis_url)!r}") from None
+            raise argument_error(RQBackend, "redis_url", "a URL", redis_url) from None
         self.redis_url = redis_url
         self.queue_name = queue_name
         self.timeout = float(timeout)

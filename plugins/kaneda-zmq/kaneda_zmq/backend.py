@@ -11,6 +11,7 @@ from typing import Any
 import zmq
 
 from kaneda_core import DeliveryError, Metric
+from kaneda_core.arguments import check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import encode_batch
@@ -40,16 +41,23 @@ class ZMQBackend(QueueBackend):
     buffer cover the whole way to the store.
     """
 
+    example_url = "zmq+tcp://127.0.0.1:5555"
+
     def __init__(
         self,
         connection_url: str = "tcp://127.0.0.1:5555",
         timeout: float = 30.0,
         assign_ids: bool = True,
     ) -> None:
+        check_arguments(ZMQBackend, locals())
         super().__init__(assign_ids)
-        self.endpoints = protocol.endpoints(connection_url)
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-            raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        try:
+            self.endpoints = protocol.endpoints(connection_url)
+        except ConfigurationError as error:
+            raise ConfigurationError(
+                f"ZMQBackend: {error}. For example: connection_url='tcp://127.0.0.1:5555' "
+                "(several: 'tcp://h1:5555,h2:5555'), or a URL such as zmq+tcp://127.0.0.1:5555"
+            ) from None
         self.timeout = float(timeout)
         self._context: zmq.Context[Any] | None = None
         self._socket: zmq.Socket[Any] | None = None
