@@ -88,7 +88,7 @@ def parameters_of(cls: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
     Python reports for it is ``Backend.__new__``'s ``(*args, **kwargs)``: the arguments
     would be accepted there and then silently ignored by ``object.__init__``.
     """
-    if isinstance(cls, type) and cls.__init__ is object.__init__:
+    if isinstance(cls, type) and getattr(cls, "__init__", None) is object.__init__:
         return {}
     return inspect.signature(cls).parameters
 
@@ -175,9 +175,21 @@ def _binding_advice(
 
 
 def accepted_types(cls: type, name: str) -> tuple[type, ...]:
-    """The plain types ``cls.__init__`` declares for parameter ``name`` (empty if none)."""
-    accepted = _accepted_types(cls.__init__).get(name)  # type: ignore[misc]
-    return accepted.types if accepted is not None else ()
+    """The plain types ``cls.__init__`` declares for parameter ``name`` (empty if none).
+
+    A subclass whose ``__init__`` passes ``*args, **kwargs`` on (kaneda 1.0's faces)
+    declares what the first ``__init__`` up its bases that names ``name`` declares.
+    """
+    for klass in getattr(cls, "__mro__", (cls,)):
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        accepted = _accepted_types(init).get(name)
+        if accepted is not None:
+            return accepted.types
+        if name in inspect.signature(init).parameters:
+            return ()
+    return ()
 
 
 @functools.cache

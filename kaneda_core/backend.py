@@ -62,7 +62,12 @@ class Backend(ABC):
         The default retries network errors (``OSError``: refused, reset, timed out), but
         not the ``OSError`` that no retry can mend: a missing file or folder, a
         permission, a certificate that does not verify (:func:`is_transient_os_error`).
+        A :class:`~kaneda_core.DeliveryError` says for itself.
         """
+        from .errors import DeliveryError
+
+        if isinstance(error, DeliveryError):
+            return error.retryable
         return is_transient_os_error(error)
 
     def close(self) -> None:

@@ -291,6 +291,8 @@ def worker_command(args: argparse.Namespace) -> int:
     from .worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # stevedore warns of a name it cannot find; the error that follows says more, once.
+    logging.getLogger("stevedore").setLevel(logging.ERROR)
     stats = run_worker(
         args.queue_url,
         args.to,

@@ -219,15 +219,43 @@ def backend_from_settings(backend: str | type, settings: ModuleType | object) ->
     namespace = getattr(cls, "settings_namespace", None)
     params: dict[str, Any] = {}
     if namespace:
-        # Matched in any case, as names are: influx_host is INFLUX_HOST.
-        prefix = namespace.upper() + "_"
-        names = {key: key[len(prefix) :].lower() for key in dir(settings)}
-        settings_of = {key: name for key, name in names.items() if key.upper().startswith(prefix)}
+        # As in kaneda 1.0, only names in the namespace's case are settings: a module's
+        # own influx_client (a helper, an import) is not taken for INFLUX_CLIENT.
+        prefix = namespace + "_"
+        settings_of = {key: key[len(prefix) :].lower() for key in dir(settings)}
+        settings_of = {key: name for key, name in settings_of.items() if key.startswith(prefix)}
         _check_setting_names(cls, prefix, settings_of)
-        params = {name: getattr(settings, key) for key, name in settings_of.items()}
+        params = {
+            name: _setting_value(cls, name, getattr(settings, key))
+            for key, name in settings_of.items()
+        }
     from .arguments import construct
 
     return construct(cls, params)  # type: ignore[no-any-return]
+
+
+def _setting_value(cls: Any, name: str, value: Any) -> Any:
+    """``value``, a number or a flag read from text where the parameter takes one.
+
+    Settings often come from the environment (``INFLUX_PORT = os.environ["PORT"]``), and
+    kaneda 1.0 passed ``'8086'`` on to clients that took it. Text that is no number is
+    left as it is, for the backend to refuse by name.
+    """
+    from .arguments import accepted_types
+
+    accepted = accepted_types(cls, name) if isinstance(value, str) else ()
+    if not accepted or str in accepted:
+        return value
+    text = value.strip()
+    if bool in accepted and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        if kind in accepted:
+            try:
+                return kind(text)
+            except ValueError:
+                continue
+    return value
 
 
 def _check_setting_names(cls: Any, prefix: str, settings_of: dict[str, str]) -> None:
@@ -242,7 +270,7 @@ def _check_setting_names(cls: Any, prefix: str, settings_of: dict[str, str]) -> 
     known = [prefix + name.upper() for name in parameters if not name.startswith("_")]
     for key, name in settings_of.items():
         if name not in parameters:
-            close = get_close_matches(key.upper(), known, n=1)
+            close = get_close_matches(key, known, n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
             raise ConfigurationError(
                 f"The setting {key} is not a parameter of {cls.__name__} (its settings: "

@@ -61,7 +61,7 @@ def installed_names() -> list[str]:
 
 
 def installed_class_paths() -> list[str]:
-    """Every installed backend's class as a dotted path (``kaneda_influx.backend.InfluxBackend``)."""
+    """Every installed backend's class as a dotted path (``kaneda_influx.backend.X``)."""
     return sorted({ep.value.replace(":", ".") for ep in _entry_points().values()})
 
 

@@ -210,3 +210,10 @@ def test_demo_into_a_read_only_file_fails_at_once_in_one_line(tmp_path: Path) ->
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1, done.stderr
     assert str(path) in done.stderr and "Permission denied" in done.stderr
+
+
+def test_a_worker_with_a_misspelt_backend_says_so_in_one_line() -> None:
+    done = run("worker", "rq://127.0.0.1:6379/0", "--to", "influxd://localhost:8086/metrics")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "Did you mean 'influxdb'?" in done.stderr

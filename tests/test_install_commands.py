@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 import shlex
-import tomllib
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted(

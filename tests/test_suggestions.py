@@ -160,12 +160,13 @@ def test_a_wrong_settings_class_path_says_what_exists(path: str, advice: str) ->
     assert path in message and advice in message
 
 
-def test_settings_names_match_their_namespace_in_any_case() -> None:
+def test_settings_are_the_names_in_the_namespace_s_case_as_in_kaneda_1() -> None:
     from kaneda_core.config import backend_from_settings
 
     class Settings:
-        influx_database = "app"
-        Influx_Port = 8087
+        INFLUX_DATABASE = "app"
+        INFLUX_PORT = 8087
+        influx_client = object()  # a module's own helper, not a setting
 
     backend = backend_from_settings("InfluxDB", Settings())
     assert repr(backend) == "<InfluxBackend localhost:8087/app>"
@@ -202,3 +203,23 @@ def test_install_advice_leads_with_the_command_that_works_from_a_clone(
     assert "Install it with: pip install . ./plugins/kaneda-influx at the root of a clone" in advice
     assert "pip install kaneda-influx once it is published" in advice
     assert "installed: none" in str(caught.value)
+
+
+def test_numbers_read_from_the_environment_into_settings_work_as_in_kaneda_1() -> None:
+    from kaneda_core.config import backend_from_settings
+
+    class Settings:
+        INFLUX_DATABASE = "app"
+        INFLUX_PORT = "8087"  # INFLUX_PORT = os.environ["INFLUX_PORT"]
+        INFLUX_TIMEOUT = "1.5"
+
+    backend = backend_from_settings("kaneda.backends.InfluxBackend", Settings())
+    assert repr(backend) == "<InfluxBackend localhost:8087/app>"
+    backend.close()
+
+    class Wrong:
+        INFLUX_DATABASE = "app"
+        INFLUX_PORT = "eighty"
+
+    with pytest.raises(ConfigurationError, match="port must be an int or None, got 'eighty'"):
+        backend_from_settings("kaneda.backends.InfluxBackend", Wrong())

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from kaneda_core import Metric
+from kaneda_core import DeliveryError, Metric
 from kaneda_core.arguments import MAX_TIMEOUT, argument_error, check_arguments
-from kaneda_core.backend import url_options
+from kaneda_core.backend import is_transient_os_error, url_options
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import encode_batch
 from kaneda_core.redact import redact_text, redact_url
@@ -96,24 +96,59 @@ class CeleryBackend(QueueBackend):
 
     def send(self, batch: Sequence[Metric]) -> None:
         """Send ``batch`` as one task; returns once the broker has it."""
-        from .tasks import TASK
-
         # The batch as JSON text: Celery's JSON then holds one string, which its decoder
         # reads in one step (a document would cost a Python call per metric's tags).
-        self.app().send_task(
-            TASK,
-            args=(encode_batch(batch, self.new_id),),
-            queue=self.queue_name,
-            retry=False,  # the batching core retries, with its own backoff
+        from kombu.exceptions import OperationalError
+
+        from .tasks import TASK
+
+        try:
+            self.app().send_task(
+                TASK,
+                args=(encode_batch(batch, self.new_id),),
+                queue=self.queue_name,
+                retry=False,  # the batching core retries, with its own backoff
+            )
+        except (OperationalError, OSError) as error:
+            raise self.unreachable(error) from None
+
+    def unreachable(self, error: BaseException) -> DeliveryError:
+        """One line for a broker that cannot take the batch: where, why, what to check."""
+        parts = urlsplit(self.broker)
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:
+            port = ""
+        where = (
+            f"The Celery broker at {parts.hostname or 'localhost'}{port} ({parts.scheme}, "
+            f"queue {self.queue_name!r})"
+        )
+        reason = self.redact(str(error) or type(error).__name__).rstrip(".")
+        if _refused_credentials(error):
+            return DeliveryError(
+                f"{where} refused the credentials: {reason}. Check the user name and password "
+                "in the URL",
+                retryable=False,
+            )
+        return DeliveryError(
+            f"{where} unreachable: {reason}. Check that the broker runs there (Redis or "
+            "RabbitMQ), that host, port and credentials in the URL are right, and that this "
+            "machine can reach it",
+            retryable=self.is_retryable(error),
         )
 
     def is_retryable(self, error: BaseException) -> bool:
-        """Retry when the broker is down or slow (kombu's OperationalError, timeouts)."""
+        """Retry when the broker is down or slow (kombu's OperationalError, timeouts); not
+        for refused credentials, a certificate that does not verify, a missing file."""
         from kombu.exceptions import OperationalError
 
-        if "ACCESS_REFUSED" in str(error) or "WRONGPASS" in str(error):
+        if isinstance(error, DeliveryError):
+            return error.retryable
+        if _refused_credentials(error) or "CERTIFICATE_VERIFY_FAILED" in str(error):
             return False
-        return isinstance(error, (OperationalError, OSError, TimeoutError))
+        if isinstance(error, OSError):
+            return is_transient_os_error(error)
+        return isinstance(error, OperationalError)
 
     def redact(self, text: str) -> str:
         """``text`` with the broker's password masked."""
@@ -142,6 +177,11 @@ class CeleryBackend(QueueBackend):
 
     def __repr__(self) -> str:
         return f"<CeleryBackend {redact_url(self.broker)} queue={self.queue_name!r}>"
+
+
+def _refused_credentials(error: BaseException) -> bool:
+    text = str(error)
+    return "ACCESS_REFUSED" in text or "WRONGPASS" in text or "invalid password" in text
 
 
 def broker_url_of(url: str) -> str:

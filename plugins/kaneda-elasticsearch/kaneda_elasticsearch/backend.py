@@ -27,7 +27,7 @@ from kaneda_core.limits import refuse_text_over
 from kaneda_core.redact import MASK, redact_text, redact_url
 from kaneda_core.urls import parse_url, url_password
 
-from . import schema
+from . import quiet, schema
 from .layouts import LAYOUTS, Layout
 
 DEFAULT_PORT = 9200
@@ -81,6 +81,7 @@ class ElasticsearchBackend(Backend):
         layout: str = DEFAULT_LAYOUT,
     ) -> None:
         check_arguments(ElasticsearchBackend, locals())
+        quiet.install()
         if timeout is None:  # kaneda 1.0 allowed it; Kaneda never waits without a bound
             timeout = 0.3
         for field, value in (("index_name", index_name), ("app_name", app_name)):
@@ -111,8 +112,8 @@ class ElasticsearchBackend(Backend):
         if client is not None:
             if not isinstance(client, Elasticsearch):
                 raise ImproperlyConfigured(
-                    'ElasticsearchBackend: "client" parameter is not an instance of Elasticsearch client: got '
-                    f"{client!r} ({type(client).__name__}). For example: "
+                    f'ElasticsearchBackend: "client" parameter is not an instance of '
+                    f"Elasticsearch client: got {client!r} ({type(client).__name__}). For example: "
                     "client=Elasticsearch('https://localhost:9200'), or a URL such as "
                     f"{self.example_url}"
                 )
@@ -209,7 +210,7 @@ class ElasticsearchBackend(Backend):
             # A pre-serialized NDJSON body: the client's NDJSON serializer sends a str as is,
             # which spares it serializing every line again.
             body = "\n".join(lines) + "\n"
-            with deadline(self.timeout, self._abort) as watch:
+            with deadline(self.timeout, self._abort) as watch, quiet.client_logs_held_back():
                 response = self.client.bulk(operations=body)  # type: ignore[arg-type]
         except Exception as error:  # noqa: BLE001 - translated below
             raise self._delivery_error("writing", _timed_out(error, watch, self.timeout)) from None
@@ -247,7 +248,7 @@ class ElasticsearchBackend(Backend):
                 return
             template = self.layout.index_template(self.index_name)
             try:
-                with deadline(self.timeout, self._abort) as watch:
+                with deadline(self.timeout, self._abort) as watch, quiet.client_logs_held_back():
                     self.client.indices.put_index_template(name=self.index_name, **template)
             except Exception as error:  # noqa: BLE001 - translated below
                 error = _timed_out(error, watch, self.timeout)

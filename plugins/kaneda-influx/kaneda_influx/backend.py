@@ -112,9 +112,10 @@ class InfluxBackend(Backend):
         if client is not None:
             if not isinstance(client, InfluxDBClient):
                 raise ImproperlyConfigured(
-                    'InfluxBackend: "client" parameter is not an instance of InfluxDBClient client: got '
-                    f"{client!r} ({type(client).__name__}). For example: "
-                    f"client=InfluxDBClient(host='localhost', port=8086), or a URL such as "
+                    f'InfluxBackend: "client" parameter is not an instance of '
+                    f"InfluxDBClient client: got {client!r} ({type(client).__name__}). "
+                    "For example: client=InfluxDBClient(host='localhost', port=8086), or a URL "
+                    "such as "
                     f"{self.example_url}"
                 )
             self.client = client

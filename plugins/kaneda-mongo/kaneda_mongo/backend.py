@@ -93,8 +93,8 @@ class MongoBackend(Backend):
         if client is not None:
             if not isinstance(client, MongoClient):
                 raise ImproperlyConfigured(
-                    'MongoBackend: "client" parameter is not an instance of MongoClient client: got '
-                    f"{client!r} ({type(client).__name__}). For example: "
+                    f'MongoBackend: "client" parameter is not an instance of '
+                    f"MongoClient client: got {client!r} ({type(client).__name__}). For example: "
                     f"client=MongoClient('mongodb://localhost:27017/'), or a URL such as "
                     f"{self.example_url}"
                 )
