@@ -414,5 +414,22 @@ def connect(url: str, **metrics_options: Any) -> Metrics:
     """
     from .metrics import Metrics
 
+    _check_metrics_option_names(Metrics, metrics_options)
     url, from_url = split_metrics_options(url)
     return Metrics(create_backend(url), **{**from_url, **metrics_options})
+
+
+def _check_metrics_option_names(cls: type, options: dict[str, Any]) -> None:
+    """Refuse, with the nearest, an option ``Metrics`` does not take (``batchsize=``)."""
+    import inspect
+    from difflib import get_close_matches
+
+    taken = [name for name in inspect.signature(cls).parameters if name != "backend"]
+    for name in options:
+        if name not in taken:
+            close = get_close_matches(name, taken, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(
+                f"connect() takes no option {name!r}.{hint} Its options are the Metrics': "
+                f"{', '.join(taken)}; a backend's options go in the URL's query (?timeout=1)"
+            )

@@ -223,3 +223,13 @@ def test_numbers_read_from_the_environment_into_settings_work_as_in_kaneda_1() -
 
     with pytest.raises(ConfigurationError, match="port must be an int or None, got 'eighty'"):
         backend_from_settings("kaneda.backends.InfluxBackend", Wrong())
+
+
+@pytest.mark.parametrize(
+    ("option", "advice"),
+    [("batchsize", "Did you mean 'batch_size'?"), ("timeout", "go in the URL's query")],
+)
+def test_connect_refuses_an_option_metrics_does_not_take(option: str, advice: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        connect("memory://", **{option: 5})
+    assert f"no option {option!r}" in str(caught.value) and advice in str(caught.value)

@@ -284,6 +284,14 @@ class MongoBackend(Backend):
                 retryable=False,
             )
         if isinstance(error, ServerSelectionTimeoutError):
+            if "CERTIFICATE_VERIFY_FAILED" in str(error):
+                # Retrying cannot help: the certificate will not change by itself.
+                return DeliveryError(
+                    self._unreachable(error).partition(". Check that")[0]
+                    + ". The server's TLS certificate did not verify: give it a certificate "
+                    "this machine trusts, or pass the CA that signed it (?tlsCAFile=/path.pem)",
+                    retryable=False,
+                )
             return DeliveryError(self._unreachable(error), retryable=True)
         retryable = isinstance(error, ConnectionFailure) or error.has_error_label(
             "RetryableWriteError"
