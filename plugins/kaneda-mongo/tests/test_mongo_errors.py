@@ -65,9 +65,9 @@ def self_signed_server(tmp_path: Path) -> Iterator[int]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"]
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"]
-        + ["-days", "1", "-keyout", str(key), "-out", str(cert)],
+        ["openssl", *request, "-days", "1", "-keyout", str(key), "-out", str(cert)],
         check=True,
         capture_output=True,
     )
