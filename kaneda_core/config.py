@@ -314,8 +314,8 @@ def resolve_backend_class(backend: str | type) -> Any:
             f"BACKEND = {backend!r} names a class in a module that cannot be found (no module "
             f"named {error.name!r}).{_class_path_hint(backend)}"
         ) from None
-    names = {*dir(module), *getattr(module, "__all__", ())}
-    if attribute not in names:
+    names = _class_names(module)
+    if attribute not in names and attribute not in vars(module):
         same = [name for name in names if name.lower() == attribute.lower()]
         if len(same) != 1:
             raise ConfigurationError(
@@ -327,6 +327,13 @@ def resolve_backend_class(backend: str | type) -> Any:
         return getattr(module, attribute)
     except ImportError as error:  # kaneda.backends.InfluxBackend without its plugin
         raise ConfigurationError(f"BACKEND = {backend!r}: {error}") from None
+
+
+def _class_names(module: ModuleType) -> set[str]:
+    """The classes ``module`` offers: its ``__all__`` (names it may load lazily), and the
+    classes among its attributes (not its submodules or functions)."""
+    names = {name for name, value in vars(module).items() if isinstance(value, type)}
+    return names | set(getattr(module, "__all__", ()))
 
 
 def _import_in_any_case(module_name: str) -> ModuleType:

@@ -233,3 +233,11 @@ def test_connect_refuses_an_option_metrics_does_not_take(option: str, advice: st
     with pytest.raises(ConfigurationError) as caught:
         connect("memory://", **{option: 5})
     assert f"no option {option!r}" in str(caught.value) and advice in str(caught.value)
+
+
+def test_a_class_path_suggestion_is_a_class_not_a_submodule() -> None:
+    import kaneda.backends.influxdb  # noqa: F401 - a submodule, now an attribute too
+    from kaneda_core.config import backend_from_settings
+
+    with pytest.raises(ConfigurationError, match=r"Did you mean 'kaneda\.backends\.InfluxBackend'"):
+        backend_from_settings("kaneda.backends.Influx", object())
