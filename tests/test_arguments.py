@@ -244,3 +244,10 @@ def test_queue_and_logger_arguments_that_work_still_construct(
     name: str, arguments: dict[str, Any]
 ) -> None:
     create_backend(name, **arguments).close()
+
+
+def test_the_logger_takes_any_object_with_info_as_kaneda_1_did() -> None:
+    import logging
+
+    adapter = logging.LoggerAdapter(logging.getLogger("app.metrics"), {"service": "shop"})
+    create_backend("logger", logger=adapter).close()

@@ -60,9 +60,13 @@ class LoggerBackend(Backend):
         layout: str = DEFAULT_LAYOUT,
     ) -> None:
         check_arguments(LoggerBackend, locals())
-        if logger is not None and not isinstance(logger, (logging.Logger, str)):
+        if not (logger is None or isinstance(logger, str) or callable(getattr(logger, "info", 0))):
+            # kaneda 1.0 took any object with info(): a LoggerAdapter, a structlog logger.
             raise argument_error(
-                LoggerBackend, "logger", "a logging.Logger, a logger's name or None", logger
+                LoggerBackend,
+                "logger",
+                "a logging.Logger (or any object with info()), a logger's name or None",
+                logger,
             )
         filename = os.fspath(filename)
         self.filename = filename
