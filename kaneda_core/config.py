@@ -115,7 +115,7 @@ _SCHEME_HINTS = {
 
 
 def _scheme_hint(name: str, url: str) -> str:
-    """ " For a Redis server, write rq://...", for a scheme that names a server, not a backend."""
+    """The sentence that points a server's scheme (``redis://``) to the URL that reaches it."""
     from .redact import redact_url
 
     scheme = url.partition("://")[0].lower()
@@ -352,7 +352,7 @@ def _import_in_any_case(module_name: str) -> ModuleType:
 
 
 def _class_path_hint(path: str, candidates: list[str] | None = None) -> str:
-    """ " Did you mean 'kaneda.backends.InfluxBackend'?", from the known class paths."""
+    """The nearest known class path to ``path``, as a sentence ("" when none is near)."""
     from difflib import get_close_matches
 
     from .registry import installed_class_paths
