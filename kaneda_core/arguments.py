@@ -39,7 +39,7 @@ def check_arguments(cls: type, arguments: Mapping[str, Any]) -> None:
     ``list[str]``, ``os.PathLike[str]``, ``None`` and unions of them) are checked;
     others (a client class, ``Any``) are left to the constructor. ``int`` refuses
     ``True``; ``float`` takes an int. A ``port`` must be from 1 to 65535 and a
-    ``timeout`` above zero.
+    ``timeout`` above zero and finite (below ``MAX_TIMEOUT``).
     """
     for name, accepted in _accepted_types(cls.__init__).items():  # type: ignore[misc]
         if name not in arguments:
@@ -56,36 +56,94 @@ def check_arguments(cls: type, arguments: Mapping[str, Any]) -> None:
             raise ConfigurationError(
                 f"{cls.__name__}: port must be from 1 to 65535, got {value!r}.{_example(cls, name)}"
             )
-        if name == "timeout" and not value > 0:
+        if name == "timeout" and not 0 < value < MAX_TIMEOUT:
             raise ConfigurationError(
-                f"{cls.__name__}: timeout must be above zero, got {value!r}.{_example(cls, name)}"
+                f"{cls.__name__}: timeout must be above zero (and finite), got {value!r}."
+                f"{_example(cls, name)}"
             )
 
 
-def construct(cls: Callable[..., T], options: Mapping[str, Any], name: str | None = None) -> T:
+#: The largest timeout a backend takes: a wait this long is a mistake (an infinite
+#: one cannot even be passed to a lock or a socket).
+MAX_TIMEOUT = 1e9
+
+
+def argument_error(cls: type, name: str, expected: str, value: object) -> ConfigurationError:
+    """The error for argument ``name`` of ``cls`` given ``value``: what it must be, an example.
+
+    ``raise argument_error(RQBackend, "redis_url", "a redis:// URL", redis_url)`` reads
+    ``RQBackend: redis_url must be a redis:// URL, got 'localhost' (str). For example: ...``
+    (a password is never shown).
+    """
+    return ConfigurationError(
+        f"{cls.__name__}: {name} must be {expected}, got {_show(name, value)} "
+        f"({type(value).__name__}).{_example(cls, name)}"
+    )
+
+
+def parameters_of(cls: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+    """The parameters ``cls(...)`` takes, by name.
+
+    A backend class that defines no ``__init__`` takes none, although the signature
+    Python reports for it is ``Backend.__new__``'s ``(*args, **kwargs)``: the arguments
+    would be accepted there and then silently ignored by ``object.__init__``.
+    """
+    if isinstance(cls, type) and getattr(cls, "__init__", None) is object.__init__:
+        return {}
+    return inspect.signature(cls).parameters
+
+
+def construct(
+    cls: Callable[..., T],
+    options: Mapping[str, Any],
+    name: str | None = None,
+    *,
+    url: str | None = None,
+) -> T:
     """``cls(**options)``, with a :class:`ConfigurationError` that advises when they do not bind.
 
-    ``name`` is the backend's registered name, used in the advice.
+    ``name`` is the backend's registered name, used in the advice; ``url`` the URL the
+    options were read from, when they were (the advice then says how to add a missing
+    one to it). Options named after positional-only parameters are passed by position.
     """
     try:
-        signature = inspect.signature(cls)
+        parameters = parameters_of(cls)
     except (TypeError, ValueError):  # no signature to read: let the call speak
         return cls(**options)
+    args, kwargs = _by_position(parameters, options)
     try:
-        signature.bind(**options)
+        inspect.Signature(list(parameters.values())).bind(*args, **kwargs)
     except TypeError:
-        raise ConfigurationError(_binding_advice(cls, signature, options, name)) from None
-    return cls(**options)
+        raise ConfigurationError(_binding_advice(cls, parameters, options, name, url)) from None
+    return cls(*args, **kwargs)
+
+
+def _by_position(
+    parameters: Mapping[str, inspect.Parameter], options: Mapping[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """``options`` split into the positional-only arguments, in order, and the rest."""
+    kwargs = dict(options)
+    positional = [p for p in parameters.values() if p.kind is p.POSITIONAL_ONLY]
+    given = [i for i, p in enumerate(positional) if p.name in kwargs]
+    args: list[Any] = []
+    for parameter in positional[: given[-1] + 1] if given else []:
+        if parameter.name in kwargs:
+            args.append(kwargs.pop(parameter.name))
+        elif parameter.default is not parameter.empty:
+            args.append(parameter.default)  # to reach a later one given by name
+        else:
+            break  # left for the binding to refuse, with advice
+    return args, kwargs
 
 
 def _binding_advice(
     cls: Callable[..., Any],
-    signature: inspect.Signature,
+    parameters: Mapping[str, inspect.Parameter],
     options: Mapping[str, Any],
     name: str | None,
+    url: str | None = None,
 ) -> str:
     title = getattr(cls, "__name__", repr(cls))
-    parameters = signature.parameters
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     taken = [p for p in parameters if not p.startswith("_")]
     unknown = [] if accepts_any else [key for key in options if key not in parameters]
@@ -98,22 +156,40 @@ def _binding_advice(
         p.name
         for p in parameters.values()
         if p.default is p.empty
-        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         and p.name not in options
     ]
     label = f"The {name!r} backend ({title})" if name else title
     needs = ", ".join(missing) or "other arguments"
+    them = "it" if len(missing) == 1 else "them"
+    if url is not None:
+        shown = redact_url(url)
+        query = "&".join(f"{p}=..." for p in missing)
+        joined = f"{shown}{'&' if '?' in shown else '?'}{query}"
+        return f"{label} needs {needs}: add {them} to the URL's query, as in {joined}."
     call = ", ".join(f"{p}=..." for p in missing)
     how = f"create_backend({name!r}, {call})" if name else f"{title}({call})"
     example = getattr(cls, "example_url", None)
-    url = f", or a URL: {example}" if example else ""
-    return f"{label} needs {needs}: pass {'it' if len(missing) == 1 else 'them'}, {how}{url}."
+    example_url = f", or a URL: {example}" if example else ""
+    return f"{label} needs {needs}: pass {them}, {how}{example_url}."
 
 
 def accepted_types(cls: type, name: str) -> tuple[type, ...]:
-    """The plain types ``cls.__init__`` declares for parameter ``name`` (empty if none)."""
-    accepted = _accepted_types(cls.__init__).get(name)  # type: ignore[misc]
-    return accepted.types if accepted is not None else ()
+    """The plain types ``cls.__init__`` declares for parameter ``name`` (empty if none).
+
+    A subclass whose ``__init__`` passes ``*args, **kwargs`` on (kaneda 1.0's faces)
+    declares what the first ``__init__`` up its bases that names ``name`` declares.
+    """
+    for klass in getattr(cls, "__mro__", (cls,)):
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        accepted = _accepted_types(init).get(name)
+        if accepted is not None:
+            return accepted.types
+        if name in inspect.signature(init).parameters:
+            return ()
+    return ()
 
 
 @functools.cache

@@ -62,7 +62,12 @@ class Backend(ABC):
         The default retries network errors (``OSError``: refused, reset, timed out), but
         not the ``OSError`` that no retry can mend: a missing file or folder, a
         permission, a certificate that does not verify (:func:`is_transient_os_error`).
+        A :class:`~kaneda_core.DeliveryError` says for itself.
         """
+        from .errors import DeliveryError
+
+        if isinstance(error, DeliveryError):
+            return error.retryable
         return is_transient_os_error(error)
 
     def close(self) -> None:
@@ -93,8 +98,9 @@ class Backend(ABC):
         """Build the backend from a URL: ``name://user:password@host:port/path?option=value``.
 
         The default passes the URL's host, port, user, password and path to the
-        constructor parameters of those names (``user`` or ``username``; the path
-        unescaped, with its leading ``/``) and the query options converted to the types
+        constructor parameters of those names (``host`` or ``hostname``, ``user`` or
+        ``username``; the path unescaped, with its leading ``/``), by position to
+        positional-only ones, and the query options converted to the types
         of their defaults (:func:`url_options`). A URL part the constructor has no
         parameter for is refused with advice. ``overrides`` are constructor arguments
         that win over the URL.
@@ -103,7 +109,7 @@ class Backend(ABC):
 
         options = url_options(cls, url, **location_options(cls, url))
         options.update({key: value for key, value in overrides.items() if value is not None})
-        return construct(cls, options)
+        return construct(cls, options, url=url)
 
     def __enter__(self: B) -> B:
         return self
@@ -114,7 +120,7 @@ class Backend(ABC):
 
 #: The URL parts :meth:`Backend.from_url` passes, and the parameter names that take them.
 _LOCATION_PARAMETERS = {
-    "host": ("host",),
+    "host": ("host", "hostname"),
     "port": ("port",),
     "user": ("user", "username"),
     "password": ("password",),
@@ -155,8 +161,7 @@ def location_options(cls: type, url: str) -> dict[str, Any]:
     parameter for (``memory://localhost``), or when the URL cannot be read (a port
     that is not a number, an unescaped ``/`` in the password).
     """
-    import inspect
-
+    from .arguments import parameters_of
     from .redact import redact_url
     from .urls import parse_url
 
@@ -168,7 +173,7 @@ def location_options(cls: type, url: str) -> dict[str, Any]:
         "password": parsed.password,
         "path": parsed.path or None,
     }
-    parameters = inspect.signature(cls).parameters
+    parameters = parameters_of(cls)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     options: dict[str, Any] = {}
     for part, value in given.items():
@@ -197,10 +202,11 @@ def url_options(cls: type, url: str, **fixed: Any) -> dict[str, Any]:
     """
     import inspect
 
+    from .arguments import parameters_of
     from .redact import is_secret_name, redact_url
     from .urls import parse_url
 
-    parameters = inspect.signature(cls).parameters
+    parameters = parameters_of(cls)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     options: dict[str, Any] = {}
     secret_before = None  # an option after ?password= may be a piece of the password

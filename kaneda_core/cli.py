@@ -12,7 +12,8 @@ from .errors import KanedaError
 
 DESCRIPTION = """\
 Kaneda reports metrics and events to the storage backend you choose.
-This command lists the installed backends, sends one metric, and runs a demo."""
+This command lists the installed backends, sends one metric, runs a demo,
+and runs the worker that delivers what a queue carries."""
 
 EXAMPLES = """\
 examples:
@@ -26,6 +27,21 @@ Run "kaneda COMMAND --help" for a command's arguments."""
 
 #: What ``kaneda send`` takes as KIND, for its help and its errors.
 SEND_KINDS = "gauge, counter, timing, event, or custom:METRIC (e.g. custom:query_time)"
+
+#: Words of the Python API (and of StatsD) that mean a kind by another name.
+KIND_SYNONYMS = {
+    "increment": "counter",
+    "decrement": "counter",
+    "incr": "counter",
+    "decr": "counter",
+    "count": "counter",
+    "timer": "timing",
+    "timed": "timing",
+    "time": "timing",
+    "timings": "timing",
+}
+
+COMMANDS = ("backends", "send", "demo", "worker")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,11 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--file", default="kaneda-demo.jsonl", help="where the JSON lines go (default: %(default)s)"
     )
-    demo.add_argument("--requests", type=int, default=2000, help="simulated requests")
+    demo.add_argument(
+        "--requests",
+        type=_at_least_one,
+        default=2000,
+        help="simulated requests, a whole number of at least 1 (default: %(default)s)",
+    )
 
     _add_worker_command(commands)
 
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_command_in_lower_case(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "backends":
             return backends_command()
@@ -95,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KanedaError as error:
         print(f"kaneda: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("kaneda: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (kaneda backends | head): stop quietly, as other tools do,
         # and keep the interpreter's final flush from raising again.
@@ -102,6 +126,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _command_in_lower_case(argv: Sequence[str]) -> list[str]:
+    """``argv`` with its command in lower case: ``kaneda Send`` is ``kaneda send``."""
+    argv = list(argv)
+    for index, word in enumerate(argv):
+        if not word.startswith("-"):
+            if word.lower() in COMMANDS:
+                argv[index] = word.lower()
+            break
+    return argv
+
+
+def _at_least_one(raw: str) -> int:
+    try:
+        number = int(raw)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {raw!r}")
+    return number
 
 
 def backends_command() -> int:
@@ -158,9 +203,14 @@ def send_command(
     from .redact import redact_url
 
     kind = _parse_kind(kind)
+    if id_ is not None and kind in BUILTIN_KINDS:
+        raise KanedaError(
+            f"--id is for custom metrics (custom:METRIC), which keep an id; a {kind} has none. "
+            f"Leave --id out, or send custom:{kind}"
+        )
     tags = dict(_parse_tag(tag) for tag in raw_tags)
     value = _parse_value(kind, raw_value)
-    metric = Metric.create(name, kind, value, tags, id_ if kind not in BUILTIN_KINDS else None)
+    metric = Metric.create(name, kind, value, tags, id_)
     backend = create_backend(url)
     try:
         backend.check(metric)
@@ -195,8 +245,14 @@ def _parse_kind(raw: str) -> str:
     prefix, sep, custom = raw.partition(":")
     if sep and prefix == "custom" and custom:
         return custom
+    spelt = next((mark for mark in ":=/." if mark in raw), "")
+    prefix, _, custom = raw.partition(spelt) if spelt else (raw, "", "")
     close = get_close_matches(raw.lower(), sorted(BUILTIN_KINDS), n=1, cutoff=0.6)
-    if close:
+    if raw.lower() in KIND_SYNONYMS:
+        hint = f" Did you mean {KIND_SYNONYMS[raw.lower()]!r}?"
+    elif custom and prefix.lower() == "custom":
+        hint = f" Did you mean 'custom:{custom}'?"
+    elif close:
         hint = f" Did you mean {close[0]!r}?"
     elif raw and not sep:
         hint = f" For a custom metric, write custom:{raw}."
@@ -235,6 +291,8 @@ def worker_command(args: argparse.Namespace) -> int:
     from .worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # stevedore warns of a name it cannot find; the error that follows says more, once.
+    logging.getLogger("stevedore").setLevel(logging.ERROR)
     stats = run_worker(
         args.queue_url,
         args.to,

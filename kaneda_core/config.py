@@ -8,7 +8,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
-from .errors import ConfigurationError, KanedaError
+from .errors import BackendNotFound, ConfigurationError, KanedaError
 from .registry import load_backend
 
 if TYPE_CHECKING:
@@ -56,7 +56,9 @@ def create_backend(name_or_url: str, **options: Any) -> Backend:
     scheme names the backend and the backend reads the rest (host, credentials,
     database, query options); ``options`` then override what the URL says.
     """
-    if "://" not in name_or_url:
+    if isinstance(name_or_url, str):
+        name_or_url = name_or_url.strip()  # KANEDA_URL="influxdb://... " or a pasted newline
+    if not isinstance(name_or_url, str) or "://" not in name_or_url:
         from .arguments import construct
 
         if not isinstance(name_or_url, str) or not name_or_url:
@@ -69,7 +71,17 @@ def create_backend(name_or_url: str, **options: Any) -> Backend:
         cls = load_backend(name_or_url)
         return construct(cls, options, name_or_url.lower())
     name = backend_name(name_or_url)
-    cls = load_backend(name)
+    if name in _TRANSPORTS:
+        raise BackendNotFound(
+            _scheme_hint(name, name_or_url).strip() or _transport_only_advice(name_or_url)
+        )
+    try:
+        cls = load_backend(name)
+    except BackendNotFound as error:
+        hint = _scheme_hint(name, name_or_url)
+        if not hint:
+            raise
+        raise BackendNotFound(f"{error}{hint}") from None
     try:
         return cls.from_url(name_or_url, **options)
     except KanedaError:
@@ -86,14 +98,63 @@ def create_backend(name_or_url: str, **options: Any) -> Backend:
         ) from None
 
 
+#: Schemes of servers a backend speaks to, and the Kaneda URL that reaches them through it.
+_SCHEME_HINTS = {
+    "redis": "rq://{rest} (a queue on RQ, kaneda-rq) or celery+redis://{rest} (kaneda-celery)",
+    "rediss": "rq+tls://{rest} (kaneda-rq) or celery+rediss://{rest} (kaneda-celery)",
+    "amqp": "celery+amqp://{rest} (a queue on Celery, kaneda-celery)",
+    "amqps": "celery+amqps://{rest} (kaneda-celery)",
+    "tcp": "zmq+tcp://{rest} (a queue on ZeroMQ, kaneda-zmq)",
+    "ipc": "zmq+ipc://{rest} (kaneda-zmq)",
+    "es": "elasticsearch://{rest}",
+    "elastic": "elasticsearch://{rest}",
+    "opensearch": "elasticsearch://{rest} (Elasticsearch 8 or 9 only)",
+    "mongo+srv": "mongodb+srv://{rest}",
+    "file": "logger://{rest} (JSON lines to a file)",
+}
+
+
+def _scheme_hint(name: str, url: str) -> str:
+    """The sentence that points a server's scheme (``redis://``) to the URL that reaches it."""
+    from .redact import redact_url
+
+    scheme = url.partition("://")[0].lower()
+    template = _SCHEME_HINTS.get(scheme) or _SCHEME_HINTS.get(name)
+    if template is None:
+        return ""
+    rest = redact_url(url).partition("://")[2]
+    return f" {scheme}:// is not a backend's name: write {template.format(rest=rest)}."
+
+
+def _transport_only_advice(url: str) -> str:
+    from .redact import redact_url
+    from .registry import installed_names
+
+    return (
+        f"{redact_url(url)} names no backend: a Kaneda URL's scheme is the backend's name, "
+        "with the transport after a '+', as in influxdb://host:8086/db, "
+        "https+influxdb://host:8086/db or elasticsearch+https://host:9200/?index_name=k"
+        f"&app_name=web (installed backends: {', '.join(installed_names()) or 'none'})"
+    )
+
+
 def _not_a_url_advice(text: str) -> str:
     """Why ``text`` (neither a name nor a URL) is neither, and what to write instead."""
+    import re
+
     from .redact import redact_url
     from .registry import installed_names
 
     shown = redact_url(text)
-    scheme, colon, rest = text.partition(":")
     installed = installed_names()
+    slashes = re.match(r"([A-Za-z][\w.+-]*)//", text)
+    if slashes and backend_name(f"{slashes[1]}://") in installed:
+        scheme = slashes[1]
+        return (
+            f"{shown!r} is missing ':' after {scheme!r}: a Kaneda URL reads "
+            f"{scheme}://..., here {scheme}:{shown[len(scheme) :]}"
+        )
+    scheme, colon, rest = text.partition(":")
     if colon and scheme.lower() in installed:
         example = getattr(load_backend(scheme.lower()), "example_url", None)
         hint = f", for example {example}" if example else ""
@@ -102,9 +163,10 @@ def _not_a_url_advice(text: str) -> str:
             f"{scheme.lower()}://...{hint}"
         )
     if colon and rest.split("/")[0].isdigit():
+        example = f"influxdb://{shown}" + ("" if "/" in rest else "/metrics")
         return (
             f"{shown!r} has no backend name in front: put the backend's name and '://' before "
-            f"the host, for example influxdb://{shown}/metrics (installed backends: "
+            f"the host, for example {example} (installed backends: "
             f"{', '.join(installed) or 'none'})"
         )
     return (
@@ -157,30 +219,150 @@ def backend_from_settings(backend: str | type, settings: ModuleType | object) ->
     namespace = getattr(cls, "settings_namespace", None)
     params: dict[str, Any] = {}
     if namespace:
+        # As in kaneda 1.0, only names in the namespace's case are settings: a module's
+        # own influx_client (a helper, an import) is not taken for INFLUX_CLIENT.
         prefix = namespace + "_"
+        settings_of = {key: key[len(prefix) :].lower() for key in dir(settings)}
+        settings_of = {key: name for key, name in settings_of.items() if key.startswith(prefix)}
+        _check_setting_names(cls, prefix, settings_of)
         params = {
-            key[len(prefix) :].lower(): value
-            for key, value in vars(settings).items()
-            if key.startswith(prefix)
+            name: _setting_value(cls, name, getattr(settings, key))
+            for key, name in settings_of.items()
         }
     from .arguments import construct
 
     return construct(cls, params)  # type: ignore[no-any-return]
 
 
+def _setting_value(cls: Any, name: str, value: Any) -> Any:
+    """``value``, a number or a flag read from text where the parameter takes one.
+
+    Settings often come from the environment (``INFLUX_PORT = os.environ["PORT"]``), and
+    kaneda 1.0 passed ``'8086'`` on to clients that took it. Text that is no number is
+    left as it is, for the backend to refuse by name.
+    """
+    from .arguments import accepted_types
+
+    accepted = accepted_types(cls, name) if isinstance(value, str) else ()
+    if not accepted or str in accepted:
+        return value
+    text = value.strip()
+    if bool in accepted and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        if kind in accepted:
+            try:
+                return kind(text)
+            except ValueError:
+                continue
+    return value
+
+
+def _check_setting_names(cls: Any, prefix: str, settings_of: dict[str, str]) -> None:
+    """Refuse, naming it, a setting of ``cls``'s namespace that is none of its parameters."""
+    from difflib import get_close_matches
+
+    from .arguments import parameters_of
+
+    parameters = parameters_of(cls)
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [prefix + name.upper() for name in parameters if not name.startswith("_")]
+    for key, name in settings_of.items():
+        if name not in parameters:
+            close = get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise ConfigurationError(
+                f"The setting {key} is not a parameter of {cls.__name__} (its settings: "
+                f"{', '.join(known) or 'none'}).{hint}"
+            )
+
+
+#: kaneda 1.0's backend class paths, suggested for a settings module's BACKEND.
+KANEDA1_CLASS_PATHS = tuple(
+    f"kaneda.backends.{name}"
+    for name in (
+        "ElasticsearchBackend",
+        "InfluxBackend",
+        "LoggerBackend",
+        "MongoBackend",
+        "RethinkBackend",
+    )
+)
+
+
 def resolve_backend_class(backend: str | type) -> Any:
-    """A backend class from itself, a dotted path (``kaneda.backends.InfluxBackend``) or a name."""
+    """A backend class from itself, a dotted path (``kaneda.backends.InfluxBackend``) or a name.
+
+    The class name in a path matches in any case (``kaneda.backends.influxbackend``); a
+    path that names nothing is refused with the nearest path that does.
+    """
     if isinstance(backend, type):
         return backend
-    if not isinstance(backend, str) or not backend:
+    if not isinstance(backend, str) or not backend.strip():
         raise ConfigurationError(f"BACKEND must be a class path or a backend name, got {backend!r}")
+    backend = backend.strip()
     if "." not in backend:
         return load_backend(backend)
     module_name, _, attribute = backend.rpartition(".")
     try:
-        return getattr(import_module(module_name), attribute)
-    except AttributeError:
-        raise ConfigurationError(f"{module_name} has no backend class {attribute!r}") from None
+        module = _import_in_any_case(module_name)
+    except ModuleNotFoundError as error:
+        if not error.name or not module_name.lower().startswith(error.name.lower()):
+            raise  # the module exists; something it imports is missing
+        raise ConfigurationError(
+            f"BACKEND = {backend!r} names a class in a module that cannot be found (no module "
+            f"named {error.name!r}).{_class_path_hint(backend)}"
+        ) from None
+    names = _class_names(module)
+    if attribute not in names and attribute not in vars(module):
+        same = [name for name in names if name.lower() == attribute.lower()]
+        if len(same) != 1:
+            raise ConfigurationError(
+                f"BACKEND = {backend!r}: {module_name} has no backend class {attribute!r}."
+                + _class_path_hint(backend, [f"{module_name}.{name}" for name in names])
+            )
+        attribute = same[0]
+    try:
+        return getattr(module, attribute)
+    except ImportError as error:  # kaneda.backends.InfluxBackend without its plugin
+        raise ConfigurationError(f"BACKEND = {backend!r}: {error}") from None
+
+
+def _class_names(module: ModuleType) -> set[str]:
+    """The classes ``module`` offers: its ``__all__`` (names it may load lazily), and the
+    classes among its attributes (not its submodules or functions)."""
+    names = {name for name, value in vars(module).items() if isinstance(value, type)}
+    return names | set(getattr(module, "__all__", ()))
+
+
+def _import_in_any_case(module_name: str) -> ModuleType:
+    """``import_module(module_name)``, or of its lower-case spelling (``Kaneda.Backends``)."""
+    try:
+        return import_module(module_name)
+    except ModuleNotFoundError as error:
+        if module_name == module_name.lower() or error.name is None:
+            raise
+        if not module_name.startswith(error.name):
+            raise
+        try:
+            return import_module(module_name.lower())
+        except ModuleNotFoundError:
+            raise error from None
+
+
+def _class_path_hint(path: str, candidates: list[str] | None = None) -> str:
+    """The nearest known class path to ``path``, as a sentence ("" when none is near)."""
+    from difflib import get_close_matches
+
+    from .registry import installed_class_paths
+
+    known = [*(candidates or []), *KANEDA1_CLASS_PATHS, *installed_class_paths()]
+    close = get_close_matches(path, known, n=1, cutoff=0.6)
+    if not close:
+        close = get_close_matches(path.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
+        close = [k for k in known if close and k.lower() == close[0]][:1]
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 #: Query options of a backend URL that are the ``Metrics``' own, not the backend's.
@@ -239,5 +421,22 @@ def connect(url: str, **metrics_options: Any) -> Metrics:
     """
     from .metrics import Metrics
 
+    _check_metrics_option_names(Metrics, metrics_options)
     url, from_url = split_metrics_options(url)
     return Metrics(create_backend(url), **{**from_url, **metrics_options})
+
+
+def _check_metrics_option_names(cls: type, options: dict[str, Any]) -> None:
+    """Refuse, with the nearest, an option ``Metrics`` does not take (``batchsize=``)."""
+    import inspect
+    from difflib import get_close_matches
+
+    taken = [name for name in inspect.signature(cls).parameters if name != "backend"]
+    for name in options:
+        if name not in taken:
+            close = get_close_matches(name, taken, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(
+                f"connect() takes no option {name!r}.{hint} Its options are the Metrics': "
+                f"{', '.join(taken)}; a backend's options go in the URL's query (?timeout=1)"
+            )

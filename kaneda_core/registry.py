@@ -68,6 +68,11 @@ def installed_names() -> list[str]:
     return sorted(_entry_points())
 
 
+def installed_class_paths() -> list[str]:
+    """Every installed backend's class as a dotted path (``kaneda_influx.backend.X``)."""
+    return sorted({ep.value.replace(":", ".") for ep in _entry_points().values()})
+
+
 def install_advice(name: str) -> str:
     """How to get the backend called ``name``, as a sentence (empty if unknown)."""
     distribution = KNOWN_DISTRIBUTIONS.get(name)
@@ -75,8 +80,8 @@ def install_advice(name: str) -> str:
         return ""
     # Until the plugins are on PyPI, a clone of the repository installs them with the core.
     return (
-        f" Install it with: pip install {distribution} (at the root of a clone of the Kaneda "
-        f"repository: pip install . ./plugins/{distribution})"
+        f" Install it with: pip install . ./plugins/{distribution} at the root of a clone of "
+        f"the Kaneda repository (pip install {distribution} once it is published on PyPI)"
     )
 
 
@@ -167,10 +172,15 @@ def _load_error(name: str, entry_point: EntryPoint, error: BaseException) -> Bac
     distribution = _distribution_of(
         _entry_points().get(name, entry_point)
     ) or KNOWN_DISTRIBUTIONS.get(name, "its plugin")
+    upgrade = f"pip install --upgrade {distribution}"
+    if distribution in KNOWN_DISTRIBUTIONS.values():
+        upgrade = (
+            f"pip install --upgrade . ./plugins/{distribution} at the root of a clone of the "
+            f"Kaneda repository ({upgrade} once it is published on PyPI)"
+        )
     return BackendLoadError(
         f"The Kaneda backend {name!r} ({entry_point.value}) from {distribution} failed to "
-        f"import: {type(error).__name__}: {error}. Reinstall or upgrade it: "
-        f"pip install --upgrade {distribution}"
+        f"import: {type(error).__name__}: {error}. Reinstall or upgrade it: {upgrade}"
     )
 
 

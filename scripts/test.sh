@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "Installing the core, every plugin and the test tools (requirements-dev.txt)"
-# One line per package pip fetches or builds: progress, without pip's ~100 lines of detail.
+# One line per package pip fetches, builds or installs: progress, without pip's ~100 lines
+# of detail.
 python3 -m pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt \
-  | sed -un -E 's/^(Obtaining|Collecting|Downloading|Building wheels|Successfully installed)/  \1/p'
+  | sed -un -E -e '/finished with status/d' \
+      -e 's/^ *((Obtaining|Collecting|Downloading|Building|Installing collected|Successfully installed).*)$/  \1/p'
 
 if ! command -v influxd >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -183,3 +183,71 @@ def test_right_arguments_still_construct() -> None:
     backend = create_backend("influxdb", database="app", host="localhost", port=8086, timeout=1)
     assert repr(backend) == "<InfluxBackend localhost:8086/app>"
     backend.close()
+
+
+# -- every backend: the refusal names the class, the parameter, what it got, what works ----
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "parameter", "got"),
+    [
+        ("rq", {"timeout": "fast"}, "timeout", "'fast'"),
+        ("rq", {"timeout": -1}, "timeout", "-1"),
+        ("rq", {"job_timeout": True}, "job_timeout", "True"),
+        ("rq", {"retries": -1}, "retries", "-1"),
+        ("rq", {"queue_name": ""}, "queue_name", "''"),
+        ("rq", {"redis_url": "localhost:6379"}, "redis_url", "'localhost:6379'"),
+        ("rq", {"redis_url": 6379}, "redis_url", "6379"),
+        ("rq", {"assign_ids": "no"}, "assign_ids", "'no'"),
+        ("celery", {"timeout": "fast"}, "timeout", "'fast'"),
+        ("celery", {"visibility_timeout": 0}, "visibility_timeout", "0"),
+        ("celery", {"broker": "localhost:6379"}, "broker", "'localhost:6379'"),
+        ("celery", {"queue_name": 5}, "queue_name", "5"),
+        ("zmq", {"timeout": -1}, "timeout", "-1"),
+        ("zmq", {"timeout": "30"}, "timeout", "'30'"),
+        ("zmq", {"connection_url": "localhost:5555"}, "connection_url", "'localhost:5555'"),
+        ("influxdb", {"database": ""}, "database", "''"),
+        ("influxdb", {"database": "m", "part_size": 0}, "part_size", "0"),
+        ("influxdb", {"database": "m", "timeout": float("inf")}, "timeout", "inf"),
+        ("mongodb", {"db_name": "", "collection_name": "m"}, "db_name", "''"),
+        ("mongodb", {"db_name": "d", "collection_name": "m", "client": "x"}, "client", "'x'"),
+        ("elasticsearch", {"index_name": "", "app_name": "web"}, "index_name", "''"),
+        ("elasticsearch", {"index_name": "k", "app_name": "w", "timeout": 1e300}, "timeout", ""),
+        ("rethinkdb", {"db": "d", "connection": "x"}, "connection", "'x'"),
+        ("rethinkdb", {"db": "d", "timeout": float("inf")}, "timeout", "inf"),
+        ("logger", {"logger": 5}, "logger", "5"),
+    ],
+)
+def test_every_backend_refuses_a_bad_argument_naming_it_with_an_example(
+    name: str, arguments: dict[str, Any], parameter: str, got: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        create_backend(name, **arguments)
+    message = str(caught.value)
+    assert parameter in message and got in message
+    assert type(load_backend(name)).__name__ in message or load_backend(name).__name__ in message
+    assert "For example" in message and ("://" in message or "=" in message)
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments"),
+    [
+        ("rq", {"redis_url": "unix:///run/redis.sock", "timeout": 2, "retries": 0}),
+        ("rq", {"redis_url": "rediss://:pw@h:6380/1"}),
+        ("celery", {"broker": "amqp://u:pw@h:5672//", "timeout": 1}),
+        ("celery", {"broker": "memory://"}),
+        ("zmq", {"connection_url": "ipc:///tmp/kaneda.sock", "timeout": 0.5}),
+        ("logger", {"logger": "app.metrics"}),
+    ],
+)
+def test_queue_and_logger_arguments_that_work_still_construct(
+    name: str, arguments: dict[str, Any]
+) -> None:
+    create_backend(name, **arguments).close()
+
+
+def test_the_logger_takes_any_object_with_info_as_kaneda_1_did() -> None:
+    import logging
+
+    adapter = logging.LoggerAdapter(logging.getLogger("app.metrics"), {"service": "shop"})
+    create_backend("logger", logger=adapter).close()

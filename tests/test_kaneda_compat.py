@@ -301,7 +301,8 @@ def test_a_queue_class_whose_plugin_is_missing_gives_install_advice(
         kaneda.queues.PLUGIN_CLASSES, "RQQueue", ("kaneda_rq_not_installed.legacy", "rq")
     )
     with pytest.raises(
-        ImportError, match=r"not installed\. Install it with: pip install kaneda-rq"
+        ImportError,
+        match=r"not installed\. Install it with: pip install \. \./plugins/kaneda-rq at the root",
     ):
         kaneda.queues.RQQueue  # noqa: B018
     settings = settings_module(QUEUE="kaneda.queues.RQQueue")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import venv
@@ -9,6 +10,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = ("elasticsearch", "pymongo", "rethinkdb", "influxdb")
+
+
+#: The environment of the fresh venv's processes: without PYTHONPATH, which would let this
+#: checkout's packages (and their build metadata) in and hide what the venv lacks.
+FRESH = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
 
 
 def make_venv(tmp_path: Path) -> Path:
@@ -22,12 +28,14 @@ def test_pip_install_dot_installs_the_core_and_no_storage_client(tmp_path: Path)
     python = make_venv(tmp_path)
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", str(ROOT)],
+        env=FRESH,
         check=True,
         timeout=600,
         cwd=tmp_path,
     )
     installed = subprocess.run(
         [str(python), "-m", "pip", "list", "--format=freeze"],
+        env=FRESH,
         capture_output=True,
         text=True,
         check=True,
@@ -47,7 +55,12 @@ def test_pip_install_dot_installs_the_core_and_no_storage_client(tmp_path: Path)
         "    print(e)\n"
     )
     out = subprocess.run(
-        [str(python), "-c", check], capture_output=True, text=True, check=True, cwd=tmp_path
+        [str(python), "-c", check],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=FRESH,
     ).stdout
     assert out.splitlines()[0] == "1"
     assert "pip install kaneda-influx" in out
@@ -75,16 +88,25 @@ def test_the_documented_plugin_installs_work_in_a_fresh_environment(tmp_path: Pa
         command = documented_command(page, target)
         assert command.startswith("pip install . ")
         subprocess.run(
-            [str(python), "-m", *command.split(), "--quiet"], check=True, timeout=600, cwd=ROOT
+            [str(python), "-m", *command.split(), "--quiet"],
+            check=True,
+            timeout=600,
+            cwd=ROOT,
+            env=FRESH,
         )
     listed = subprocess.run(
-        [str(bin_dir / "kaneda"), "backends"], capture_output=True, text=True, timeout=60
+        [str(bin_dir / "kaneda"), "backends"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=FRESH,
     )
     assert listed.returncode == 0, listed.stdout + listed.stderr
     rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines() if line}
     assert rows["influxdb"][-1] == "yes" and rows["csv"][-1] == "yes"
     sent = subprocess.run(
         [str(bin_dir / "kaneda"), "send", f"csv://{tmp_path}/m.csv", "gauge", "queue.depth", "12"],
+        env=FRESH,
         capture_output=True,
         text=True,
         timeout=60,

@@ -66,3 +66,50 @@ def test_a_missing_folder_is_not_retried_by_the_dispatcher(tmp_path: Path) -> No
     stats = metrics.stats()
     assert (stats.failed, stats.retried, stats.sent) == (1, 0, 0)
     metrics.close()
+
+
+QUEUES = {
+    "rq": "rq://127.0.0.1:6379/0",
+    "celery": "celery+redis://127.0.0.1:6379/0",
+    "zmq": "zmq+tcp://127.0.0.1:5555",
+}
+
+
+@pytest.mark.parametrize("queue", sorted(QUEUES))
+@pytest.mark.parametrize(
+    "error",
+    [
+        FileNotFoundError(errno.ENOENT, "No such file or directory: '/run/redis.sock'"),
+        PermissionError(errno.EACCES, "Permission denied"),
+        ssl.SSLCertVerificationError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+    ],
+)
+def test_no_queue_retries_what_no_retry_mends(queue: str, error: BaseException) -> None:
+    from kaneda_core import create_backend
+
+    backend = create_backend(QUEUES[queue])
+    assert not backend.is_retryable(error)
+    backend.close()
+
+
+@pytest.mark.parametrize("queue", sorted(QUEUES))
+def test_every_queue_retries_a_refused_connection(queue: str) -> None:
+    from kaneda_core import create_backend
+
+    backend = create_backend(QUEUES[queue])
+    assert backend.is_retryable(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+    backend.close()
+
+
+def test_redis_errors_that_wrap_a_certificate_or_a_password_are_not_retried() -> None:
+    from redis.exceptions import AuthenticationError, ConnectionError
+
+    from kaneda_core import create_backend
+
+    backend = create_backend(QUEUES["rq"])
+    assert not backend.is_retryable(AuthenticationError("WRONGPASS invalid password"))
+    assert not backend.is_retryable(
+        ConnectionError("Error 1 connecting to h:6380. [SSL: CERTIFICATE_VERIFY_FAILED]")
+    )
+    assert backend.is_retryable(ConnectionError("Error 111 connecting to h:6379. Refused."))
+    backend.close()

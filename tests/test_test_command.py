@@ -38,3 +38,35 @@ def test_skipped_real_server_suites_say_how_to_run_them() -> None:
         assert any(
             line.startswith("SKIPPED") and reason in line for line in done.stdout.splitlines()
         ), f"no skip reason telling how to run the {server} suite in:\n{done.stdout}"
+
+
+def test_the_install_step_shows_a_line_for_each_package_it_builds_and_installs() -> None:
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    start = script.index("| sed ")
+    end = script.index("\n\n", start)
+    pipeline = script[start + 2 : end].replace("\\\n", " ")
+    pip_output = "\n".join(
+        [
+            "Obtaining file:///repo",
+            "  Installing build dependencies: started",
+            "Requirement already satisfied: pluggy>=1.3 in ./venv (1.7.0)",
+            "Collecting influxdb<6,>=5.3 (from kaneda-influx==2.0.0)",
+            "Building wheels for collected packages: kaneda-core, kaneda-influx",
+            "  Building editable for kaneda-core (pyproject.toml): started",
+            "  Building editable for kaneda-core (pyproject.toml): finished with status 'done'",
+            "  Created wheel for kaneda-core: filename=kaneda_core-2.0.0-0.editable-py3.whl",
+            "Installing collected packages: influxdb, kaneda-core, kaneda-influx",
+            "Successfully installed influxdb-5.3.2 kaneda-core-2.0.0 kaneda-influx-2.0.0",
+        ]
+    )
+    shown = subprocess.run(
+        ["bash", "-c", pipeline], input=pip_output, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert shown == [
+        "  Obtaining file:///repo",
+        "  Collecting influxdb<6,>=5.3 (from kaneda-influx==2.0.0)",
+        "  Building wheels for collected packages: kaneda-core, kaneda-influx",
+        "  Building editable for kaneda-core (pyproject.toml): started",
+        "  Installing collected packages: influxdb, kaneda-core, kaneda-influx",
+        "  Successfully installed influxdb-5.3.2 kaneda-core-2.0.0 kaneda-influx-2.0.0",
+    ]

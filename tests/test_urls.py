@@ -148,6 +148,7 @@ def build(url: str) -> Backend | ConfigurationError:
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
+@settings(deadline=None)  # the first example imports the plugin and its client library
 @given(
     password=passwords(),
     escape=st.booleans(),
@@ -266,6 +267,100 @@ def test_from_url_refuses_parts_the_backend_cannot_take(url: str, part: str) -> 
 def test_from_url_refuses_a_bad_port_with_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="got '80x'"):
         StatsdLike.from_url("statsd://127.0.0.1:80x")
+
+
+class PositionalOnly(Backend):
+    def __init__(self, host: str = "localhost", port: int = 8125, /, prefix: str = "") -> None:
+        self.seen = (host, port, prefix)
+
+    def send(self, batch: Any) -> None:  # pragma: no cover - never sent
+        raise NotImplementedError
+
+
+class KeywordOnly(Backend):
+    def __init__(self, *, host: str = "localhost", port: int = 8125, rate: float = 1.0) -> None:
+        self.seen = (host, port, rate)
+
+    def send(self, batch: Any) -> None:  # pragma: no cover - never sent
+        raise NotImplementedError
+
+
+class AnyKeywords(Backend):
+    def __init__(self, **options: Any) -> None:
+        self.seen = options
+
+    def send(self, batch: Any) -> None:  # pragma: no cover - never sent
+        raise NotImplementedError
+
+
+class HostName(Backend):
+    def __init__(self, hostname: str = "localhost", port: int = 8125) -> None:
+        self.seen = (hostname, port)
+
+    def send(self, batch: Any) -> None:  # pragma: no cover - never sent
+        raise NotImplementedError
+
+
+class NoConstructor(Backend):
+    """Takes no arguments at all: Backend.__new__ accepts any, object.__init__ ignores them."""
+
+    def send(self, batch: Any) -> None:  # pragma: no cover - never sent
+        raise NotImplementedError
+
+
+class NeedsPrefix(Backend):
+    def __init__(self, prefix: str, host: str = "localhost", port: int = 8125) -> None:
+        self.seen = (host, port, prefix)
+
+    def send(self, batch: Any) -> None:  # pragma: no cover - never sent
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize(
+    ("cls", "url", "seen"),
+    [
+        (PositionalOnly, "statsd://127.0.0.1:9999?prefix=app", ("127.0.0.1", 9999, "app")),
+        (PositionalOnly, "statsd://:9999", ("localhost", 9999, "")),
+        (KeywordOnly, "statsd://127.0.0.1:9999?rate=0.5", ("127.0.0.1", 9999, 0.5)),
+        (
+            AnyKeywords,
+            "statsd://u:pw@127.0.0.1:9999/p?rate=0.5",
+            {
+                "host": "127.0.0.1",
+                "port": 9999,
+                "user": "u",
+                "password": "pw",
+                "path": "/p",
+                "rate": "0.5",
+            },
+        ),
+        (HostName, "statsd://[::1]:9999", ("::1", 9999)),
+    ],
+)
+def test_from_url_passes_the_address_whatever_the_signature(
+    cls: Any, url: str, seen: object
+) -> None:
+    assert cls.from_url(url).seen == seen
+
+
+@pytest.mark.parametrize("url", ["statsd://127.0.0.1:9999", "statsd://?rate=2"])
+def test_from_url_refuses_what_a_backend_without_parameters_would_ignore(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        NoConstructor.from_url(url)
+    assert "NoConstructor" in str(caught.value)
+    assert NoConstructor.from_url("statsd://") is not None
+
+
+def test_from_url_without_a_required_option_says_how_to_put_it_in_the_url() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        NeedsPrefix.from_url("statsd://127.0.0.1:9999")
+    message = str(caught.value)
+    assert "needs prefix" in message and "?prefix=" in message
+    assert NeedsPrefix.from_url("statsd://127.0.0.1:9999?prefix=app").seen == (
+        "127.0.0.1",
+        9999,
+        "app",
+    )
 
 
 def test_logger_url_with_a_host_is_refused_rather_than_written_to_stderr() -> None:

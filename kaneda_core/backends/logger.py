@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..arguments import check_arguments
+from ..arguments import argument_error, check_arguments
 from ..backend import Backend, is_transient_os_error, url_options
 from ..errors import ConfigurationError, DeliveryError
 from ..forking import abandon
@@ -60,6 +60,14 @@ class LoggerBackend(Backend):
         layout: str = DEFAULT_LAYOUT,
     ) -> None:
         check_arguments(LoggerBackend, locals())
+        if not (logger is None or isinstance(logger, str) or callable(getattr(logger, "info", 0))):
+            # kaneda 1.0 took any object with info(): a LoggerAdapter, a structlog logger.
+            raise argument_error(
+                LoggerBackend,
+                "logger",
+                "a logging.Logger (or any object with info()), a logger's name or None",
+                logger,
+            )
         filename = os.fspath(filename)
         self.filename = filename
         self.layout = check_layout(layout)

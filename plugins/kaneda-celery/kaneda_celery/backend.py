@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from kaneda_core import Metric
-from kaneda_core.backend import url_options
+from kaneda_core import DeliveryError, Metric
+from kaneda_core.arguments import MAX_TIMEOUT, argument_error, check_arguments
+from kaneda_core.backend import is_transient_os_error, url_options
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import encode_batch
 from kaneda_core.redact import redact_text, redact_url
@@ -35,6 +36,8 @@ class CeleryBackend(QueueBackend):
     same URL, or ``celery -A kaneda_celery.worker worker -Q kaneda``, delivers the tasks.
     """
 
+    example_url = "celery+redis://localhost:6379/0?queue_name=kaneda"
+
     def __init__(
         self,
         broker: str = "redis://localhost:6379/0",
@@ -43,16 +46,22 @@ class CeleryBackend(QueueBackend):
         visibility_timeout: float = 60.0,
         assign_ids: bool = True,
     ) -> None:
+        check_arguments(CeleryBackend, locals())
         super().__init__(assign_ids)
-        if not isinstance(queue_name, str) or not queue_name:
-            raise ConfigurationError(f"queue_name must be a non-empty string, got {queue_name!r}")
-        for field, number in (("timeout", timeout), ("visibility_timeout", visibility_timeout)):
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
-                raise ConfigurationError(f"{field} must be a number of seconds > 0, got {number!r}")
+        if not queue_name:
+            raise argument_error(CeleryBackend, "queue_name", "a non-empty string", queue_name)
+        if not 0 < visibility_timeout < MAX_TIMEOUT:
+            raise argument_error(
+                CeleryBackend, "visibility_timeout", "a number of seconds > 0", visibility_timeout
+            )
+        if "://" not in broker:
+            raise argument_error(
+                CeleryBackend, "broker", "a broker URL (redis://host:6379/0, amqp://...)", broker
+            )
         try:
             self._password = urlsplit(broker).password
         except ValueError:
-            raise ConfigurationError(f"broker is not a URL: {redact_url(broker)!r}") from None
+            raise argument_error(CeleryBackend, "broker", "a URL", broker) from None
         self.broker = broker
         self.queue_name = queue_name
         self.timeout = float(timeout)
@@ -87,24 +96,59 @@ class CeleryBackend(QueueBackend):
 
     def send(self, batch: Sequence[Metric]) -> None:
         """Send ``batch`` as one task; returns once the broker has it."""
-        from .tasks import TASK
-
         # The batch as JSON text: Celery's JSON then holds one string, which its decoder
         # reads in one step (a document would cost a Python call per metric's tags).
-        self.app().send_task(
-            TASK,
-            args=(encode_batch(batch, self.new_id),),
-            queue=self.queue_name,
-            retry=False,  # the batching core retries, with its own backoff
+        from kombu.exceptions import OperationalError
+
+        from .tasks import TASK
+
+        try:
+            self.app().send_task(
+                TASK,
+                args=(encode_batch(batch, self.new_id),),
+                queue=self.queue_name,
+                retry=False,  # the batching core retries, with its own backoff
+            )
+        except (OperationalError, OSError) as error:
+            raise self.unreachable(error) from None
+
+    def unreachable(self, error: BaseException) -> DeliveryError:
+        """One line for a broker that cannot take the batch: where, why, what to check."""
+        parts = urlsplit(self.broker)
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:
+            port = ""
+        where = (
+            f"The Celery broker at {parts.hostname or 'localhost'}{port} ({parts.scheme}, "
+            f"queue {self.queue_name!r})"
+        )
+        reason = self.redact(str(error) or type(error).__name__).rstrip(".")
+        if _refused_credentials(error):
+            return DeliveryError(
+                f"{where} refused the credentials: {reason}. Check the user name and password "
+                "in the URL",
+                retryable=False,
+            )
+        return DeliveryError(
+            f"{where} unreachable: {reason}. Check that the broker runs there (Redis or "
+            "RabbitMQ), that host, port and credentials in the URL are right, and that this "
+            "machine can reach it",
+            retryable=self.is_retryable(error),
         )
 
     def is_retryable(self, error: BaseException) -> bool:
-        """Retry when the broker is down or slow (kombu's OperationalError, timeouts)."""
+        """Retry when the broker is down or slow (kombu's OperationalError, timeouts); not
+        for refused credentials, a certificate that does not verify, a missing file."""
         from kombu.exceptions import OperationalError
 
-        if "ACCESS_REFUSED" in str(error) or "WRONGPASS" in str(error):
+        if isinstance(error, DeliveryError):
+            return error.retryable
+        if _refused_credentials(error) or "CERTIFICATE_VERIFY_FAILED" in str(error):
             return False
-        return isinstance(error, (OperationalError, OSError, TimeoutError))
+        if isinstance(error, OSError):
+            return is_transient_os_error(error)
+        return isinstance(error, OperationalError)
 
     def redact(self, text: str) -> str:
         """``text`` with the broker's password masked."""
@@ -133,6 +177,11 @@ class CeleryBackend(QueueBackend):
 
     def __repr__(self) -> str:
         return f"<CeleryBackend {redact_url(self.broker)} queue={self.queue_name!r}>"
+
+
+def _refused_credentials(error: BaseException) -> bool:
+    text = str(error)
+    return "ACCESS_REFUSED" in text or "WRONGPASS" in text or "invalid password" in text
 
 
 def broker_url_of(url: str) -> str:

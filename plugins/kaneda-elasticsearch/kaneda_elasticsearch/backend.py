@@ -17,7 +17,7 @@ from elastic_transport import TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
-from kaneda_core.arguments import check_arguments
+from kaneda_core.arguments import argument_error, check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.deadline import deadline
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
@@ -27,7 +27,7 @@ from kaneda_core.limits import refuse_text_over
 from kaneda_core.redact import MASK, redact_text, redact_url
 from kaneda_core.urls import parse_url, url_password
 
-from . import schema
+from . import quiet, schema
 from .layouts import LAYOUTS, Layout
 
 DEFAULT_PORT = 9200
@@ -81,11 +81,12 @@ class ElasticsearchBackend(Backend):
         layout: str = DEFAULT_LAYOUT,
     ) -> None:
         check_arguments(ElasticsearchBackend, locals())
+        quiet.install()
         if timeout is None:  # kaneda 1.0 allowed it; Kaneda never waits without a bound
             timeout = 0.3
         for field, value in (("index_name", index_name), ("app_name", app_name)):
-            if not isinstance(value, str) or not value:
-                raise ConfigurationError(f"{field} must be a non-empty string, got {value!r}")
+            if not value:
+                raise argument_error(ElasticsearchBackend, field, "a non-empty string", value)
         if index_name != index_name.lower() or any(c in index_name for c in ' "*\\<|,>/?#:'):
             raise ConfigurationError(
                 f"index_name {index_name!r} is not a valid Elasticsearch index prefix: "
@@ -111,7 +112,10 @@ class ElasticsearchBackend(Backend):
         if client is not None:
             if not isinstance(client, Elasticsearch):
                 raise ImproperlyConfigured(
-                    '"client" parameter is not an instance of Elasticsearch client'
+                    f'ElasticsearchBackend: "client" parameter is not an instance of '
+                    f"Elasticsearch client: got {client!r} ({type(client).__name__}). For example: "
+                    "client=Elasticsearch('https://localhost:9200'), or a URL such as "
+                    f"{self.example_url}"
                 )
             self.client = client
             self._new_client = None
@@ -206,7 +210,7 @@ class ElasticsearchBackend(Backend):
             # A pre-serialized NDJSON body: the client's NDJSON serializer sends a str as is,
             # which spares it serializing every line again.
             body = "\n".join(lines) + "\n"
-            with deadline(self.timeout, self._abort) as watch:
+            with deadline(self.timeout, self._abort) as watch, quiet.client_logs_held_back():
                 response = self.client.bulk(operations=body)  # type: ignore[arg-type]
         except Exception as error:  # noqa: BLE001 - translated below
             raise self._delivery_error("writing", _timed_out(error, watch, self.timeout)) from None
@@ -244,7 +248,7 @@ class ElasticsearchBackend(Backend):
                 return
             template = self.layout.index_template(self.index_name)
             try:
-                with deadline(self.timeout, self._abort) as watch:
+                with deadline(self.timeout, self._abort) as watch, quiet.client_logs_held_back():
                     self.client.indices.put_index_template(name=self.index_name, **template)
             except Exception as error:  # noqa: BLE001 - translated below
                 error = _timed_out(error, watch, self.timeout)

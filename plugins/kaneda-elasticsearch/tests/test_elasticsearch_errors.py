@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import threading
@@ -28,6 +29,26 @@ def test_a_closed_port_names_the_address_the_reason_and_what_to_check() -> None:
     assert "Connection refused" in message
     assert "Check that Elasticsearch runs there" in message
     assert "\n" not in message and message.count("Connection error") == 0
+    backend.close()
+
+
+def test_the_clients_own_lines_about_kanedas_requests_are_held_back_not_the_apps(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from elasticsearch import Elasticsearch
+
+    port = closed_port()
+    backend = ElasticsearchBackend("k", "web", host="127.0.0.1", port=port)
+    with caplog.at_level(logging.WARNING, logger="elastic_transport"):
+        for _ in range(3):
+            with pytest.raises(DeliveryError):
+                backend.send([Metric.create("g", "gauge", 1)])
+        assert [r for r in caplog.records if r.name.startswith("elastic_transport")] == []
+        own = Elasticsearch(f"http://127.0.0.1:{port}", max_retries=0)
+        with pytest.raises(Exception):
+            own.info()
+        assert any(r.name == "elastic_transport.node_pool" for r in caplog.records)
+    own.close()
     backend.close()
 
 

@@ -20,7 +20,7 @@ from influxdb.line_protocol import quote_ident
 from requests.exceptions import RequestException
 
 from kaneda_core import Backend, DeliveryError, Metric
-from kaneda_core.arguments import check_arguments
+from kaneda_core.arguments import argument_error, check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
@@ -101,18 +101,22 @@ class InfluxBackend(Backend):
     ) -> None:
         check_arguments(InfluxBackend, locals())
         if part_size < 1:
-            raise ConfigurationError(
-                f"InfluxBackend: part_size must be a positive number of metrics, got {part_size!r}"
+            raise argument_error(
+                InfluxBackend, "part_size", "a positive number of metrics", part_size
             )
         if timeout is None:  # kaneda 1.0 allowed it; Kaneda never waits without a bound
             timeout = 0.3
-        if not isinstance(database, str) or not database:
-            raise ConfigurationError(f"database must be a non-empty string, got {database!r}")
+        if not database:
+            raise argument_error(InfluxBackend, "database", "a non-empty string", database)
         self.database = database
         if client is not None:
             if not isinstance(client, InfluxDBClient):
                 raise ImproperlyConfigured(
-                    '"client" parameter is not an instance of InfluxDBClient client.'
+                    f'InfluxBackend: "client" parameter is not an instance of '
+                    f"InfluxDBClient client: got {client!r} ({type(client).__name__}). "
+                    "For example: client=InfluxDBClient(host='localhost', port=8086), or a URL "
+                    "such as "
+                    f"{self.example_url}"
                 )
             self.client = client
             self._password = getattr(client, "_password", None)

@@ -21,7 +21,7 @@ from pymongo.errors import (
 from pymongo.results import InsertOneResult
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
-from kaneda_core.arguments import check_arguments
+from kaneda_core.arguments import argument_error, check_arguments
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
 from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
@@ -81,8 +81,8 @@ class MongoBackend(Backend):
     ) -> None:
         check_arguments(MongoBackend, locals())
         for field, value in (("db_name", db_name), ("collection_name", collection_name)):
-            if not isinstance(value, str) or not value:
-                raise ConfigurationError(f"{field} must be a non-empty string, got {value!r}")
+            if not value:
+                raise argument_error(MongoBackend, field, "a non-empty string", value)
         if granularity not in GRANULARITIES:
             raise ConfigurationError(
                 f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
@@ -93,7 +93,10 @@ class MongoBackend(Backend):
         if client is not None:
             if not isinstance(client, MongoClient):
                 raise ImproperlyConfigured(
-                    '"client" parameter is not an instance of MongoClient client.'
+                    f'MongoBackend: "client" parameter is not an instance of '
+                    f"MongoClient client: got {client!r} ({type(client).__name__}). For example: "
+                    f"client=MongoClient('mongodb://localhost:27017/'), or a URL such as "
+                    f"{self.example_url}"
                 )
             self.client = client
             self._new_client = None
@@ -281,6 +284,14 @@ class MongoBackend(Backend):
                 retryable=False,
             )
         if isinstance(error, ServerSelectionTimeoutError):
+            if "CERTIFICATE_VERIFY_FAILED" in str(error):
+                # Retrying cannot help: the certificate will not change by itself.
+                return DeliveryError(
+                    self._unreachable(error).partition(". Check that")[0]
+                    + ". The server's TLS certificate did not verify: give it a certificate "
+                    "this machine trusts, or pass the CA that signed it (?tlsCAFile=/path.pem)",
+                    retryable=False,
+                )
             return DeliveryError(self._unreachable(error), retryable=True)
         retryable = isinstance(error, ConnectionFailure) or error.has_error_label(
             "RetryableWriteError"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kaneda_mongo import MongoBackend
@@ -51,3 +57,56 @@ def test_what_pymongo_refuses_in_a_url_is_a_configuration_error_without_the_pass
 def test_a_tls_ca_file_that_is_missing_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="tlscafile"):
         MongoBackend("db", "m", connection_url="mongodb://h/?tls=true&tlsCAFile=/nonexistent.pem")
+
+
+@pytest.fixture
+def self_signed_server(tmp_path: Path) -> Iterator[int]:
+    """A TLS server on a loopback port whose certificate (made now) no one trusts."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"]
+    subprocess.run(
+        ["openssl", *request, "-days", "1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            connection.settimeout(5)
+            try:
+                with context.wrap_socket(connection, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                pass  # the client hung up: it did not trust us
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    listener.close()
+    thread.join(5)
+
+
+def test_a_certificate_that_does_not_verify_is_not_retried(self_signed_server: int) -> None:
+    url = f"mongodb://127.0.0.1:{self_signed_server}/?tls=true"
+    backend = MongoBackend("db", "metrics", connection_url=url, timeout=500)
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("g", "gauge", 1)])
+    message = str(caught.value)
+    assert not caught.value.retryable
+    assert f"127.0.0.1:{self_signed_server}" in message and "CERTIFICATE_VERIFY_FAILED" in message
+    assert "tlsCAFile" in message and "\n" not in message
+    backend.close()

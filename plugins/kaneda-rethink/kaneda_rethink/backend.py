@@ -21,10 +21,10 @@ from rethinkdb.errors import (
 )
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
-from kaneda_core.arguments import check_arguments
+from kaneda_core.arguments import argument_error, check_arguments
 from kaneda_core.backend import url_options
 from kaneda_core.deadline import deadline
-from kaneda_core.errors import ConfigurationError
+from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
 from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.redact import redact_text, redact_url
@@ -85,14 +85,24 @@ class RethinkBackend(Backend):
         check_arguments(RethinkBackend, locals())
         if timeout is None:  # kaneda 1.0 allowed it; Kaneda never waits without a bound
             timeout = 0.3
-        if not isinstance(db, str) or not VALID_NAME.fullmatch(db):
-            raise ConfigurationError(
-                f"db must be a RethinkDB name (A-Z, a-z, 0-9, _ and - only), got {db!r}"
+        if not VALID_NAME.fullmatch(db):
+            raise argument_error(
+                RethinkBackend, "db", "a RethinkDB name (A-Z, a-z, 0-9, _ and - only)", db
             )
         if table_name is not None and not VALID_NAME.fullmatch(table_name):
-            raise ConfigurationError(
-                f"table_name must be a RethinkDB name (A-Z, a-z, 0-9, _ and - only), "
-                f"got {table_name!r}"
+            raise argument_error(
+                RethinkBackend,
+                "table_name",
+                "a RethinkDB name (A-Z, a-z, 0-9, _ and - only)",
+                table_name,
+            )
+        if connection is not None and not callable(getattr(connection, "_start", None)):
+            # What the driver's run() needs of a connection: r.connect()'s, or a mock's.
+            raise ImproperlyConfigured(
+                'RethinkBackend: "connection" parameter is not a RethinkDB connection: got '
+                f"{connection!r} ({type(connection).__name__}). For example: "
+                "connection=r.connect(host='localhost', port=28015), or a URL such as "
+                f"{self.example_url}"
             )
         self.layout = check_layout(layout)
         self._document = LAYOUTS[self.layout]

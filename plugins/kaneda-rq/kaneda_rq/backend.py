@@ -11,8 +11,9 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError
 
-from kaneda_core import Metric
-from kaneda_core.backend import url_options
+from kaneda_core import DeliveryError, Metric
+from kaneda_core.arguments import argument_error, check_arguments
+from kaneda_core.backend import is_transient_os_error, url_options
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import encode_batch
 from kaneda_core.redact import redact_text, redact_url
@@ -44,6 +45,8 @@ class RQBackend(QueueBackend):
     selects it by URL (``rq+tls://`` for TLS).
     """
 
+    example_url = "rq://localhost:6379/0?queue_name=kaneda"
+
     def __init__(
         self,
         redis_url: str = "redis://localhost:6379/0",
@@ -53,18 +56,22 @@ class RQBackend(QueueBackend):
         retries: int = 3,
         assign_ids: bool = True,
     ) -> None:
+        check_arguments(RQBackend, locals())
         super().__init__(assign_ids)
-        if not isinstance(queue_name, str) or not queue_name:
-            raise ConfigurationError(f"queue_name must be a non-empty string, got {queue_name!r}")
-        for field, number in (("timeout", timeout), ("job_timeout", job_timeout)):
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
-                raise ConfigurationError(f"{field} must be a number of seconds > 0, got {number!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigurationError(f"retries must be an integer >= 0, got {retries!r}")
+        if not queue_name:
+            raise argument_error(RQBackend, "queue_name", "a non-empty string", queue_name)
+        if job_timeout <= 0:
+            raise argument_error(RQBackend, "job_timeout", "a number of seconds > 0", job_timeout)
+        if retries < 0:
+            raise argument_error(RQBackend, "retries", "an integer >= 0", retries)
+        if urlsplit(redis_url).scheme not in _SCHEMES.values():
+            raise argument_error(
+                RQBackend, "redis_url", "a redis://, rediss:// or unix:// URL", redis_url
+            )
         try:
             self._password = urlsplit(redis_url).password
         except ValueError:
-            raise ConfigurationError(f"redis_url is not a URL: {redact_url(redis_url)!r}") from None
+            raise argument_error(RQBackend, "redis_url", "a URL", redis_url) from None
         self.redis_url = redis_url
         self.queue_name = queue_name
         self.timeout = float(timeout)
@@ -86,13 +93,39 @@ class RQBackend(QueueBackend):
         from rq import Retry
 
         message = encode_batch(batch, self.new_id)
-        self.queue().enqueue(
-            JOB,
-            message,
-            job_timeout=self.job_timeout,
-            result_ttl=0,
-            retry=Retry(max=self.retries) if self.retries else None,
-            description=f"kaneda batch of {len(batch)} metrics",
+        try:
+            self.queue().enqueue(
+                JOB,
+                message,
+                job_timeout=self.job_timeout,
+                result_ttl=0,
+                retry=Retry(max=self.retries) if self.retries else None,
+                description=f"kaneda batch of {len(batch)} metrics",
+            )
+        except (ConnectionError, TimeoutError, OSError) as error:
+            raise self.unreachable(error) from None
+
+    def unreachable(self, error: BaseException) -> DeliveryError:
+        """One line for a Redis that cannot take the batch: where, why, what to check."""
+        where = f"Redis at {redis_address(self.redis_url)} (queue {self.queue_name!r})"
+        reason = self.redact(str(error) or type(error).__name__).rstrip(".")
+        if isinstance(error, AuthenticationError):
+            return DeliveryError(
+                f"{where} refused the credentials: {reason}. Check the password in the URL "
+                "(rq://:password@host:6379/0)",
+                retryable=False,
+            )
+        if _CERTIFICATE_FAILED in reason:
+            return DeliveryError(
+                f"{where}: the server's TLS certificate did not verify: {reason}. Give the "
+                "server a certificate this machine trusts",
+                retryable=False,
+            )
+        return DeliveryError(
+            f"{where} unreachable: {reason}. Check that redis-server runs there, that host, "
+            "port and database in the URL are right (rq://host:6379/0, rq+tls:// for TLS), "
+            "and that this machine can reach it",
+            retryable=self.is_retryable(error),
         )
 
     def queue(self) -> Queue:
@@ -106,10 +139,9 @@ class RQBackend(QueueBackend):
         return self._queue
 
     def is_retryable(self, error: BaseException) -> bool:
-        """Retry when Redis is down, loading or slow; not when the password is wrong."""
-        if isinstance(error, AuthenticationError):
-            return False
-        return isinstance(error, (ConnectionError, TimeoutError, OSError))
+        """Retry when Redis is down, loading or slow; not for a wrong password, a
+        certificate that does not verify, or a missing or forbidden socket file."""
+        return is_retryable_redis_error(error)
 
     def redact(self, text: str) -> str:
         """``text`` with the Redis password masked."""
@@ -153,6 +185,33 @@ def redis_url_of(url: str) -> str:
     if redis_scheme != "unix" and not unquote(address).strip("/"):
         address = "localhost:6379/0"
     return f"{redis_scheme}://{address}"
+
+
+#: What OpenSSL says of a certificate that does not verify (redis-py quotes it).
+_CERTIFICATE_FAILED = "CERTIFICATE_VERIFY_FAILED"
+
+
+def is_retryable_redis_error(error: BaseException) -> bool:
+    """Whether a retry may help after ``error`` from redis-py (or from the socket below)."""
+    if isinstance(error, DeliveryError):
+        return error.retryable
+    if isinstance(error, AuthenticationError) or _CERTIFICATE_FAILED in str(error):
+        return False
+    if isinstance(error, OSError):
+        return is_transient_os_error(error)
+    return isinstance(error, (ConnectionError, TimeoutError))
+
+
+def redis_address(redis_url: str) -> str:
+    """``host:port`` (or the socket's path) of a Redis URL, for messages."""
+    parts = urlsplit(redis_url)
+    if parts.scheme == "unix":
+        return parts.path or redis_url
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = 6379
+    return f"{parts.hostname or 'localhost'}:{port}"
 
 
 def connect_queue(redis_url: str, queue_name: str, timeout: float) -> Queue:

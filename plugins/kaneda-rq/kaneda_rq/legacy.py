@@ -85,12 +85,10 @@ class RQQueue(BaseQueue):
         return jobs  # kaneda 1.0's calls returned the job
 
     def is_retryable(self, error: BaseException) -> bool:
-        """Retry when Redis is down or slow."""
-        from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError
+        """Retry when Redis is down or slow (see :func:`is_retryable_redis_error`)."""
+        from .backend import is_retryable_redis_error
 
-        if isinstance(error, AuthenticationError):
-            return False
-        return isinstance(error, (ConnectionError, TimeoutError, OSError))
+        return is_retryable_redis_error(error)
 
     def redact(self, text: str) -> str:
         """``text`` with the Redis password masked."""

@@ -21,13 +21,17 @@ import signal
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 
-from kaneda_core.redact import redact_url
+from kaneda_core.incidents import REPEAT_AFTER
+from kaneda_core.redact import redact_text, redact_url
 from kaneda_core.worker import MessageHandler
+
+from .backend import redis_address
 
 log = logging.getLogger("kaneda.rq")
 
@@ -103,11 +107,14 @@ def run_simple_worker(redis_url: str, queue_name: str, handler: MessageHandler) 
     stop = threading.Event()
     delay = 0.5
     held: list[str] = []
+    outage = _Outage(redis_url)
     while True:
         # No socket timeout: the worker blocks in Redis while it waits for jobs.
         connection = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
         worker: JobKeepingWorker | None = None
         try:
+            connection.ping()
+            outage.ended()
             queue = Queue(queue_name, connection=connection)
             for job_id in held:
                 give_back(queue, job_id)
@@ -121,7 +128,8 @@ def run_simple_worker(redis_url: str, queue_name: str, handler: MessageHandler) 
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
             if isinstance(error, redis.exceptions.AuthenticationError):
                 raise
-            problem = f"Redis is not reachable ({error})"
+            problem = ""
+            outage.failed(error)
         finally:
             connection.close()
         if worker is not None:
@@ -129,15 +137,57 @@ def run_simple_worker(redis_url: str, queue_name: str, handler: MessageHandler) 
                 return
             held += worker.held
         _stop_on_signals(stop)  # RQ's handlers, left behind, belong to the worker that quit
-        log.warning(
-            "Kaneda RQ worker: %s at %s; starting again in %.1fs",
-            problem,
-            redact_url(redis_url),
-            delay,
-        )
+        if problem:
+            log.warning(
+                "Kaneda RQ worker: %s at %s; starting again in %.1fs",
+                problem,
+                redact_url(redis_url),
+                delay,
+            )
         if stop.wait(delay):
             return
         delay = min(10.0, delay * 2)
+
+
+class _Outage:
+    """Logs that Redis went away once, every REPEAT_AFTER seconds while it stays away,
+    and once when it answers again (not once per attempt to reconnect)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.since: float | None = None
+        self.logged = 0.0
+
+    def failed(self, error: BaseException) -> None:
+        now = time.monotonic()
+        where = redis_address(self.redis_url)
+        reason = redact_text(str(error), urlsplit(self.redis_url).password).rstrip(".")
+        if self.since is None:
+            self.since = self.logged = now
+            log.warning(
+                "Kaneda RQ worker: Redis is not reachable at %s (%s). Check that redis-server "
+                "runs there and that this machine can reach it; trying again with backoff, "
+                "logged once until it answers.",
+                where,
+                reason,
+            )
+        elif now - self.logged >= REPEAT_AFTER:
+            self.logged = now
+            log.warning(
+                "Kaneda RQ worker: Redis at %s still not reachable after %.0f s (%s).",
+                where,
+                now - self.since,
+                reason,
+            )
+
+    def ended(self) -> None:
+        if self.since is not None:
+            log.warning(
+                "Kaneda RQ worker: Redis answers again at %s, after %.1f s; taking jobs.",
+                redis_address(self.redis_url),
+                time.monotonic() - self.since,
+            )
+            self.since = None
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

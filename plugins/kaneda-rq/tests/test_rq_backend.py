@@ -76,7 +76,7 @@ def test_urls_name_the_redis_server_and_the_queue() -> None:
     [
         ("rq://h:6379/0?queue_name=", "queue_name must be a non-empty string"),
         ("rq://h:6379/0?retries=-1", "retries must be an integer >= 0"),
-        ("rq://h:6379/0?timeout=0", "timeout must be a number of seconds > 0"),
+        ("rq://h:6379/0?timeout=0", "timeout must be above zero"),
         ("rq://:pw@h:6379/0?colour=red", r"Unknown option 'colour' in rq://:\*\*\*@h:6379/0"),
     ],
 )

@@ -140,3 +140,21 @@ def test_with_a_buffer_path_the_worker_acknowledges_once_on_disk_and_survives_a_
     second = processes.worker(url, influx_url, "--buffer-path", buffer)
     wait_until(lambda: count_points(influx_server, influx_db) == 1500, 60, second.log)
     assert second.stop() == 0
+
+
+def test_the_worker_logs_an_outage_of_redis_once_and_its_end_once(
+    processes: Processes,
+) -> None:
+    redis = RedisServer()  # its port is chosen, nothing listens there yet
+    try:
+        worker = processes.worker(f"rq://127.0.0.1:{redis.port}/0", "memory://")
+        worker.wait_for_log("Redis is not reachable")
+        time.sleep(4)  # the worker tries again after 0.5, 1 and 2 s
+        redis.start()
+        worker.wait_for_log("Redis answers again")
+        worker.stop()
+    finally:
+        redis.destroy()
+    log = worker.log()
+    assert log.count("Redis is not reachable") == 1, log
+    assert f"127.0.0.1:{redis.port}" in log and "Check that redis-server runs" in log

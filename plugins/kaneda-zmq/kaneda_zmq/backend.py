@@ -11,7 +11,8 @@ from typing import Any
 import zmq
 
 from kaneda_core import DeliveryError, Metric
-from kaneda_core.backend import url_options
+from kaneda_core.arguments import check_arguments
+from kaneda_core.backend import is_transient_os_error, url_options
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import encode_batch
 from kaneda_core.worker import MessageHandler, QueueBackend
@@ -40,16 +41,23 @@ class ZMQBackend(QueueBackend):
     buffer cover the whole way to the store.
     """
 
+    example_url = "zmq+tcp://127.0.0.1:5555"
+
     def __init__(
         self,
         connection_url: str = "tcp://127.0.0.1:5555",
         timeout: float = 30.0,
         assign_ids: bool = True,
     ) -> None:
+        check_arguments(ZMQBackend, locals())
         super().__init__(assign_ids)
-        self.endpoints = protocol.endpoints(connection_url)
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-            raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        try:
+            self.endpoints = protocol.endpoints(connection_url)
+        except ConfigurationError as error:
+            raise ConfigurationError(
+                f"ZMQBackend: {error}. For example: connection_url='tcp://127.0.0.1:5555' "
+                "(several: 'tcp://h1:5555,h2:5555'), or a URL such as zmq+tcp://127.0.0.1:5555"
+            ) from None
         self.timeout = float(timeout)
         self._context: zmq.Context[Any] | None = None
         self._socket: zmq.Socket[Any] | None = None
@@ -79,7 +87,7 @@ class ZMQBackend(QueueBackend):
                 self._reset()
                 raise WorkerUnavailable(
                     f"no kaneda worker took the batch at {', '.join(self.endpoints)} "
-                    f"within {self.timeout:g}s"
+                    f"within {self.timeout:g}s. {self._check}"
                 ) from None
             verdict, reason = self._answer(socket, message_id)
         if verdict == protocol.RETRY:
@@ -100,7 +108,7 @@ class ZMQBackend(QueueBackend):
                 self._reset()
                 raise WorkerUnavailable(
                     f"no answer from a kaneda worker at {', '.join(self.endpoints)} "
-                    f"within {self.timeout:g}s"
+                    f"within {self.timeout:g}s. {self._check}"
                 )
             frames = socket.recv_multipart()
             if len(frames) == 3 and frames[0] == message_id and frames[1] in protocol.VERDICTS:
@@ -129,9 +137,22 @@ class ZMQBackend(QueueBackend):
             self._socket.close(linger=0)
             self._socket = None
 
+    @property
+    def _check(self) -> str:
+        return (
+            f"Check that a kaneda worker runs and listens there (kaneda worker "
+            f"zmq+{self.endpoints[0]} --to BACKEND_URL), that this URL names its address, "
+            "and that this machine can reach it"
+        )
+
     def is_retryable(self, error: BaseException) -> bool:
-        """Retry when no worker answered, and on ZeroMQ's own transient errors."""
-        return isinstance(error, (OSError, zmq.Again)) or (
+        """Retry when no worker answered, and on ZeroMQ's own transient errors; not for a
+        missing or forbidden ipc path."""
+        if isinstance(error, DeliveryError):
+            return error.retryable
+        if isinstance(error, OSError):
+            return is_transient_os_error(error)
+        return isinstance(error, zmq.Again) or (
             isinstance(error, zmq.ZMQError) and error.errno in (zmq.EAGAIN, zmq.ETERM)
         )
 
