@@ -33,6 +33,10 @@ Item = tuple[str, str, Any, Any, Any, str, Any, int]
 _as_metric = functools.partial(tuple.__new__, Metric)
 
 
+#: What a filter returns to drop a metric (compared as pluggy's callers compared it).
+_DROP = (False,)
+
+
 class RetryPolicy(NamedTuple):
     """How often and how patiently a batch that failed for a transient reason is retried.
 
@@ -124,7 +128,7 @@ class Delivery:
     """Delivers lists of queued items to one backend, with hooks, retries and counting."""
 
     def __init__(self, backend: Backend, retry: RetryPolicy | None = None) -> None:
-        from .plugins import get_plugin_manager, implements
+        from .plugins import implements
 
         self.backend = backend
         self.retry = retry or RetryPolicy()
@@ -135,9 +139,7 @@ class Delivery:
         self._counting = False
         self._deferred_counts: deque[dict[str, int]] = deque()
         self.incidents = IncidentLog(type(backend).__name__)
-        hook = get_plugin_manager().hook
-        self._filter = hook.kaneda_filter_metric if implements("kaneda_filter_metric") else None
-        self._failed_hook = hook.kaneda_batch_failed
+        self._filter = implements("kaneda_filter_metric")
         track_delivery(self)
 
     def _after_fork_in_child(self) -> None:
@@ -178,7 +180,7 @@ class Delivery:
         ``send`` returned is appended to it for each part that was stored.
         """
         built = self.to_metrics(items)
-        metrics = self._apply_filter(built) if self._filter is not None else built
+        metrics = self._apply_filter(built) if self._filter else built
         kept: list[Metric] = []
         # Parts still to send, each with its attempt number; a refused part is halved.
         parts: list[tuple[Sequence[Metric], int]] = [(metrics, 1)] if metrics else []
@@ -223,17 +225,31 @@ class Delivery:
         return sorted(position[id(metric)] for metric in kept)
 
     def _apply_filter(self, metrics: list[Metric]) -> list[Metric]:
-        assert self._filter is not None
+        from .plugins import implementations
+
+        # Each plugin's filter on its own: one that raises keeps the metric (a broken
+        # hook must not lose metrics) and leaves the other filters their say.
+        filters = [
+            (plugin, function, "metric" in arguments)
+            for plugin, function, arguments in implementations("kaneda_filter_metric")
+        ]
+        failures: dict[str, list[Any]] = {}
         kept = []
         for metric in metrics:
-            try:
-                verdicts = self._filter(metric=metric)
-            except Exception as error:  # noqa: BLE001 - a broken hook must not lose metrics
-                log.error("Kaneda: kaneda_filter_metric hook failed, keeping the metric: %s", error)
-                verdicts = []
-            if False in verdicts:
-                continue
-            kept.append(metric)
+            for plugin, function, takes_metric in filters:
+                try:
+                    verdict = function(metric=metric) if takes_metric else function()
+                except Exception as error:  # noqa: BLE001 - logged below, once
+                    failures.setdefault(plugin, [0, error])[0] += 1
+                    continue
+                if verdict in _DROP:
+                    break
+            else:
+                kept.append(metric)
+        for plugin, (count, first) in failures.items():
+            self.incidents.hook_failed(
+                "kaneda_filter_metric", plugin, count, first, "the metrics were kept"
+            )
         self.count(filtered=len(metrics) - len(kept))
         return kept
 
@@ -261,11 +277,21 @@ class Delivery:
         self.tell_hook(metrics, error)
 
     def tell_hook(self, metrics: Sequence[Metric], error: BaseException) -> None:
-        """Pass lost ``metrics`` to the ``kaneda_batch_failed`` hook; its errors are logged."""
-        try:
-            self._failed_hook(metrics=list(metrics), error=error, backend=self.backend)
-        except Exception as hook_error:  # noqa: BLE001 - a broken hook must not stop delivery
-            log.error("Kaneda: kaneda_batch_failed hook failed: %s", hook_error)
+        """Pass lost ``metrics`` to each ``kaneda_batch_failed`` hook; their errors are logged.
+
+        Each plugin's hook is called on its own: one that raises does not keep the
+        others from being told.
+        """
+        from .plugins import implementations
+
+        arguments = {"metrics": list(metrics), "error": error, "backend": self.backend}
+        for plugin, function, names in implementations("kaneda_batch_failed"):
+            try:
+                function(**{name: arguments[name] for name in names if name in arguments})
+            except Exception as hook_error:  # noqa: BLE001 - a broken hook must not stop delivery
+                self.incidents.hook_failed(
+                    "kaneda_batch_failed", plugin, len(metrics), hook_error, "ignored"
+                )
 
     def describe(self, error: BaseException) -> str:
         """A one-line account of ``error``, with the backend's secrets masked."""

@@ -573,6 +573,14 @@ class BatchingDispatcher(_Closable):
                 self._worker.join(max(0.0, deadline - time.monotonic()))
         alive = self._worker.is_alive()
         stuck = self._inflight if alive else 0
+        if stuck:
+            log.warning(
+                "Kaneda: close() ran out of time with %d metrics in a send to %s that has not "
+                "finished; they are not counted as sent or failed (stats().queued) unless it "
+                "finishes",
+                stuck,
+                type(self.delivery.backend).__name__,
+            )
         if self.disk is not None:
             left = self.queued()
             if not alive:

@@ -118,3 +118,37 @@ class IncidentLog:
         if len(self._repeats) >= _MAX_KEYS:
             self._repeats.clear()
         self._repeats[key] = [now, 0, 0]
+
+    # -- hooks that raise: each failure once per REPEAT_AFTER, with a count ----------------
+
+    def hook_failed(
+        self, hook: str, plugin: str, metrics: int, error: BaseException, then: str
+    ) -> None:
+        """``plugin``'s ``hook`` raised ``error`` for ``metrics`` metrics; Kaneda did ``then``.
+
+        A broken hook fails the same way for every metric: logged with its traceback
+        when it starts, then once per ``REPEAT_AFTER`` seconds with a count, not once
+        per metric.
+        """
+        now = time.monotonic()
+        key = f"hook {hook} of {plugin}: {type(error).__name__}: {error}"
+        seen = self._repeats.get(key)
+        if seen is not None and now - seen[0] < REPEAT_AFTER:
+            seen[1] += 1
+            seen[2] += metrics
+            return
+        since = f" ({int(seen[2])} more metrics since the last line)" if seen and seen[2] else ""
+        log.error(
+            "Kaneda: %s hook of plugin %r raised for %d metrics%s; %s: %s: %s",
+            hook,
+            plugin,
+            metrics,
+            since,
+            then,
+            type(error).__name__,
+            error,
+            exc_info=(type(error), error, error.__traceback__) if seen is None else None,
+        )
+        if len(self._repeats) >= _MAX_KEYS:
+            self._repeats.clear()
+        self._repeats[key] = [now, 0, 0]

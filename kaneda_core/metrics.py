@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from . import stamps
 from .backend import Backend
 from .delivery import Delivery, Item, RetryPolicy, Stats
-from .dispatch import OVERFLOW_POLICIES, BatchingDispatcher, Overflow, Submit, SyncDispatcher
+from .dispatch import BatchingDispatcher, Overflow, Submit, SyncDispatcher
 from .errors import ConfigurationError, InvalidMetric
 from .model import (
     COUNTER,
@@ -32,6 +32,7 @@ from .model import (
     own_custom_value,
     own_value,
 )
+from .options import check_options
 from .stamps import SLOTS
 
 if TYPE_CHECKING:
@@ -90,9 +91,6 @@ class Metrics:
         aggregate: bool = False,
         percentiles: Sequence[float] | None = None,
     ) -> None:
-        _check_options(
-            batch_size, flush_interval, max_buffer, overflow, block_timeout, exit_timeout
-        )
         if isinstance(backend, str) or backend is None:
             # A URL (or KANEDA_URL) may carry the Metrics' own options: ?aggregate=true
             from .config import URL_VARIABLE, split_metrics_options
@@ -108,22 +106,20 @@ class Metrics:
                     from .config import create_backend
 
                     backend = create_backend(url)
-        if not isinstance(aggregate, bool):
-            raise ConfigurationError(f"aggregate must be True or False, got {aggregate!r}")
-        if aggregate and not batching:
-            raise ConfigurationError(
-                "aggregate=True needs batching=True: points are folded between flushes"
-            )
-        if retry is not None and (not isinstance(retry, RetryPolicy) or retry.attempts < 1):
-            raise ConfigurationError(f"retry must be a RetryPolicy, attempts >= 1; got {retry!r}")
-        if buffer_path is not None and not batching:
-            raise ConfigurationError("buffer_path needs batching=True")
-        if max_buffer_bytes is not None and (
-            not isinstance(max_buffer_bytes, int) or max_buffer_bytes < 1
-        ):
-            raise ConfigurationError(
-                f"max_buffer_bytes must be a positive integer, got {max_buffer_bytes!r}"
-            )
+        check_options(
+            batching=batching,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_buffer=max_buffer,
+            max_buffer_bytes=max_buffer_bytes,
+            buffer_path=buffer_path,
+            overflow=overflow,
+            block_timeout=block_timeout,
+            exit_timeout=exit_timeout,
+            retry=retry,
+            aggregate=aggregate,
+            percentiles=percentiles,
+        )
         if backend is None:
             from .config import backend_from_environment
 
@@ -543,53 +539,29 @@ def _default_tags(backend: Backend) -> dict[str, Scalar]:
     from .plugins import get_plugin_manager
 
     merged: dict[str, Scalar] = {}
-    # Each hook on its own (first registered first, so later ones win): one that raises
-    # is logged and left out, and never stops the Metrics from being created.
+    # Each hook on its own (first registered first, so later ones win): one that raises,
+    # or returns what is not a dict of valid tags, is logged and left out, and never
+    # stops the Metrics from being created.
     for hook in get_plugin_manager().hook.kaneda_default_tags.get_hookimpls():
         if hook.hookwrapper or hook.wrapper:
             continue
         try:
             tags = hook.function(**{arg: backend for arg in hook.argnames if arg == "backend"})
+            if not tags:
+                continue
+            if not isinstance(tags, Mapping):
+                raise InvalidMetric(f"default tags must be a dict, got {tags!r}")
+            tags = copy_tags(dict(tags))  # bad tags fail here, once, not at every call
         except Exception:
             import logging
 
             logging.getLogger("kaneda").exception(
-                "kaneda_default_tags hook of plugin %r raised; its tags are left out",
+                "kaneda_default_tags hook of plugin %r failed; its tags are left out",
                 hook.plugin_name,
             )
             continue
-        if tags:
-            merged.update(cast(Mapping[str, Scalar], tags))
-    if merged:
-        copy_tags(merged)  # a hook's bad tags fail here, once, not at every call
+        merged.update(cast(Mapping[str, Scalar], tags))
     return merged
-
-
-def _check_options(
-    batch_size: int,
-    flush_interval: float,
-    max_buffer: int,
-    overflow: str,
-    block_timeout: float,
-    exit_timeout: float,
-) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigurationError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(max_buffer, int) or max_buffer < 1:
-        raise ConfigurationError(f"max_buffer must be a positive integer, got {max_buffer!r}")
-    for field, seconds in (
-        ("flush_interval", flush_interval),
-        ("block_timeout", block_timeout),
-        ("exit_timeout", exit_timeout),
-    ):
-        if not isinstance(seconds, (int, float)) or not seconds >= 0:
-            raise ConfigurationError(f"{field} must be a number of seconds >= 0, got {seconds!r}")
-    if flush_interval <= 0:
-        raise ConfigurationError(f"flush_interval must be > 0, got {flush_interval!r}")
-    if overflow not in OVERFLOW_POLICIES:
-        raise ConfigurationError(
-            f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}"
-        )
 
 
 __all__ = ["Metric", "Metrics", "Timer"]

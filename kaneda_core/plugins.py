@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .forking import reinit_after_fork
 
@@ -42,3 +43,18 @@ def get_plugin_manager() -> pluggy.PluginManager:
 def implements(hook_name: str) -> bool:
     """Whether any registered plugin implements the hook ``hook_name``."""
     return bool(getattr(get_plugin_manager().hook, hook_name).get_hookimpls())
+
+
+def implementations(hook_name: str) -> list[tuple[str, Callable[..., Any], tuple[str, ...]]]:
+    """Each registered implementation of ``hook_name``: (plugin name, function, its arguments).
+
+    For callers that call each one on its own, so that one which raises neither stops
+    the others nor loses what they do. Wrappers are left out: none of Kaneda's hooks
+    needs one.
+    """
+    caller = getattr(get_plugin_manager().hook, hook_name)
+    return [
+        (impl.plugin_name, impl.function, tuple(impl.argnames))
+        for impl in caller.get_hookimpls()
+        if not (impl.hookwrapper or impl.wrapper)
+    ]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kaneda_core import ConfigurationError, Metrics, create_backend, load_backend
+from kaneda_core import ConfigurationError, Metrics, RetryPolicy, create_backend, load_backend
 from kaneda_core.config import backend_from_settings
 
 # name -> (required arguments, {parameter: what it must be})
@@ -251,3 +251,58 @@ def test_the_logger_takes_any_object_with_info_as_kaneda_1_did() -> None:
 
     adapter = logging.LoggerAdapter(logging.getLogger("app.metrics"), {"service": "shop"})
     create_backend("logger", logger=adapter).close()
+
+
+# -- the options of Metrics itself -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"batch_size": True}, "batch_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 10.0}, "batch_size"),
+        ({"max_buffer": True}, "max_buffer"),
+        ({"max_buffer_bytes": -1}, "max_buffer_bytes"),
+        ({"batching": "no"}, "batching"),
+        ({"aggregate": 1}, "aggregate"),
+        ({"flush_interval": 0}, "flush_interval"),
+        ({"flush_interval": float("inf")}, "flush_interval"),
+        ({"block_timeout": float("nan")}, "block_timeout"),
+        ({"exit_timeout": True}, "exit_timeout"),
+        ({"overflow": "drop"}, "overflow"),
+        ({"buffer_path": 5}, "buffer_path"),
+        ({"buffer_path": ""}, "buffer_path"),
+        ({"retry": 3}, "retry"),
+        ({"retry": RetryPolicy(attempts=0)}, "retry.attempts"),
+        ({"retry": RetryPolicy(initial_delay=-1)}, "retry.initial_delay"),
+        ({"retry": RetryPolicy(multiplier=0.5)}, "retry.multiplier"),
+        ({"aggregate": True, "percentiles": (50, 200)}, "percentiles"),
+        ({"percentiles": (50, 90)}, "percentiles"),
+    ],
+)
+def test_metrics_options_are_checked_naming_the_option_and_a_value_that_works(
+    options: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        Metrics("memory", **options)
+    message = str(refused.value)
+    assert message.startswith(named) or f"{named}=" in message, message
+    assert "for example" in message or "add aggregate=True" in message, message
+
+
+def test_metrics_options_that_work_are_accepted() -> None:
+    metrics = Metrics(
+        "memory",
+        batch_size=1,
+        max_buffer=1,
+        max_buffer_bytes=1 << 20,
+        flush_interval=0.5,
+        block_timeout=0,
+        exit_timeout=0,
+        overflow="block",
+        retry=RetryPolicy(attempts=1, initial_delay=0, jitter=0),
+        aggregate=True,
+        percentiles=[50, 99.9],
+    )
+    metrics.close()

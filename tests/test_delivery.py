@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from kaneda_core import ConfigurationError, DeliveryError, Metric, Metrics, RetryPolicy
+from kaneda_core import Backend, ConfigurationError, DeliveryError, Metric, Metrics, RetryPolicy
 from kaneda_core.backends import MemoryBackend
 
 FAST_RETRY = RetryPolicy(attempts=2, initial_delay=0.01, max_delay=0.02)
@@ -226,3 +228,25 @@ def test_interpreter_exit_waits_a_bounded_configurable_time_for_a_hanging_backen
     assert done.returncode == 0
     assert elapsed < 5, f"exit took {elapsed:.1f}s with exit_timeout=0.5"
     assert "not delivered at exit" in done.stderr
+
+
+def test_close_says_how_many_metrics_it_left_in_a_send_that_never_finished(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+
+    class Hanging(Backend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            release.wait(10)
+
+    metrics = Metrics(Hanging(), batch_size=10)
+    for _ in range(30):
+        metrics.increment("x")
+    time.sleep(0.2)  # the worker is inside its first send
+    with caplog.at_level(logging.WARNING, logger="kaneda"):
+        left = metrics.close(0.5)
+    release.set()
+    assert left == 30
+    stats = metrics.stats()
+    assert stats.failed + stats.queued == 30 and stats.queued == 10
+    assert any("10 metrics in a send" in r.getMessage() for r in caplog.records)
