@@ -380,11 +380,12 @@ class Metrics:
         new = tuple.__new__
 
         def checked_submit(item: Item) -> None:
-            # The record checked is the record queued and sent. Its timestamp is worked
-            # out only if the check asks for it.
-            metric = new(Metric, item)
-            check(metric)
-            submit(metric)
+            # The record checked holds the very fields queued and sent. The plain tuple
+            # is queued, not the record: the garbage collector stops scanning a tuple of
+            # strings and numbers, never a record. Its timestamp is worked out only if
+            # the check asks for it.
+            check(new(Metric, item))
+            submit(item)
 
         return checked_submit
 
