@@ -2,6 +2,7 @@
 
     python3 bench/bench_hot_path.py                 # prints a Markdown table
     python3 bench/bench_hot_path.py --before REF    # adds kaneda_core's rows at git REF
+                                                    # (--before may be given more than once)
 
 Every row runs in an interpreter of its own (a peer's background threads slow whatever
 shares its process), rows of kaneda_core at ``--before`` interleaved with today's.
@@ -330,12 +331,18 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", help=argparse.SUPPRESS)
-    parser.add_argument("--before", metavar="REF", help="also measure kaneda_core at git REF")
+    parser.add_argument(
+        "--before",
+        metavar="REF",
+        action="append",
+        default=[],
+        help="also measure kaneda_core at git REF (repeatable)",
+    )
     args = parser.parse_args()
     if args.case:
         print(json.dumps(CASES[args.case][1]()))
         return
-    before = checkout(args.before) if args.before else None
+    befores = [(ref, checkout(ref)) for ref in args.before]
     print(f"Python {platform.python_version()}, {N:,} calls x {REPEAT} repeats\n")
     print("| increment with two tags | median µs/call | best µs/call |")
     print("|---|---:|---:|")
@@ -346,11 +353,12 @@ def main() -> None:
     try:
         for name, (label, _) in CASES.items():
             row(label, run_case(name))
-            if before is not None and name in KANEDA_ROWS:
-                row(f"{label.strip('*')} — at {args.before}", run_case(name, before))
+            if name in KANEDA_ROWS:
+                for ref, folder in befores:
+                    row(f"{label.strip('*')} — at {ref}", run_case(name, folder))
     finally:
-        if before is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(before)], check=False)
+        for _, folder in befores:
+            subprocess.run(["git", "worktree", "remove", "--force", str(folder)], check=False)
     print()
     print("| import (python -X importtime, cumulative, median of 9) | ms |")
     print("|---|---:|")

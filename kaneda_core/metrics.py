@@ -514,15 +514,18 @@ def _own_forwarded(metric: Metric) -> Metric:
     if kind not in _NUMERIC_KINDS or type(value) is not int or not _MIN_INT < value < MAX_INT:
         check_kind(kind)
         value = own_value(kind, value)
-    if id_ is not None:
+    if id_ is not None and not (type(id_) is str and id_.isascii() and id_):
         check_id(id_)
     if type(host) is not str or not host:
         raise InvalidMetric(f"host must be a non-empty string, got {host!r}")
-    if type(tags) is dict and all(
-        type(key) is str and type(item) is str and key.isascii() and item.isascii() and key
-        for key, item in tags.items()
-    ):
-        tags = tags.copy()
+    if type(tags) is dict:
+        for key, item in tags.items():
+            plain = type(key) is str and type(item) is str and key.isascii() and item.isascii()
+            if not plain or not key:
+                tags = copy_tags(tags)  # the full check: it names what is wrong
+                break
+        else:
+            tags = tags.copy()
     else:
         tags = copy_tags(tags)
     if ns is None:
