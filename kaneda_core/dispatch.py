@@ -243,7 +243,7 @@ class BatchingDispatcher(_Closable):
             return self._make_bounded_submit()
         queue = self.queue
         append = queue.append
-        batch_size = self.batch_size
+        full_before = self.batch_size - 1  # the queue's length before the call that fills a batch
         limit = self.max_buffer
         wake = self._wake_worker
         overflow = self._overflow
@@ -254,7 +254,7 @@ class BatchingDispatcher(_Closable):
                 overflow(item, 0)
                 return
             append(item)
-            if size + 1 == batch_size:
+            if size == full_before:
                 wake()
 
         return submit

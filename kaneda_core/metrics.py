@@ -283,7 +283,7 @@ class Metrics:
         ns = time_ns()
         # The metric's record itself (see Item): the worker only wraps it as a Metric.
         self._submit(
-            (name, COUNTER, 1, tags, None, self._host, None, ns - ns % SLOTS + stamps.slot)
+            (name, COUNTER, 1, tags, None, self._host, None, ns - (ns % SLOTS - stamps.slot))
         )
 
     def decrement(self, name: str, tags: TagsInput | None = None) -> None:
@@ -362,7 +362,7 @@ class Metrics:
             tags = self._own_tags(tags)
         ns = time_ns()
         self._submit(
-            (name, kind, value, tags, None, self._host, id_, ns - ns % SLOTS + stamps.slot)
+            (name, kind, value, tags, None, self._host, id_, ns - (ns % SLOTS - stamps.slot))
         )
 
     def _own_tags(self, tags: Any) -> Any:
