@@ -259,6 +259,29 @@ class BatchingDispatcher(_Closable):
 
         return submit
 
+    def direct_queue(self) -> tuple[deque[Any], int] | None:
+        """The queue reporting calls may append to themselves, and its mark; or None.
+
+        A call that appends calls :meth:`after_append` once the queue's length reaches
+        the mark, which is no later than a full batch and one past the bound. None with
+        a disk buffer or a byte bound: those calls go through :attr:`submit`.
+        """
+        if self.disk is not None or self.max_buffer_bytes is not None:
+            return None
+        return self.queue, min(self.batch_size, self.max_buffer + 1)
+
+    def after_append(self) -> None:
+        """A call appended to the queue, which reached its mark: deliver, or bound it."""
+        queue = self.queue
+        if len(queue) > self.max_buffer:
+            try:
+                item = queue.pop()  # one past the bound: the newest goes to the policy
+            except IndexError:  # the worker emptied the queue meanwhile
+                return
+            self._overflow(item, 0)
+        elif not self._wake.is_set():
+            self._wake.set()  # a batch is full
+
     def _make_bounded_submit(self) -> Submit:
         queue = self.queue
         append = queue.append

@@ -1,0 +1,136 @@
+"""What one tagged counter increment costs, counted in CPU instructions instead of seconds.
+
+    python3 bench/bench_instructions.py                 # prints a Markdown table
+    python3 bench/bench_instructions.py --before REF    # adds kaneda_core's rows at git REF
+
+Seconds move with whatever else the machine does (on a shared virtual machine, by tens of
+percent between runs); instructions do not. Each row runs its case under valgrind's
+callgrind twice, with N and with 2N calls, in an interpreter of its own, and reports
+(instructions at 2N - instructions at N) / N: the cost of one more call, start-up and
+imports cancelled out. Instructions are not time (a cache miss costs more than an add),
+so bench_hot_path.py stays the measure; this one tells whether a change made the work
+bigger or smaller. Needs valgrind (Debian's ``valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+N = 20_000
+HERE = Path(__file__).resolve().parent
+
+DRIVER = """
+import sys
+case, n = sys.argv[1], int(sys.argv[2])
+sys.path.insert(0, {bench!r})
+from bench_hot_path import without_hook_plugins
+without_hook_plugins()
+tags = lambda: {{"route": "/", "code": "200"}}
+if case == "bare":
+    from collections import deque
+    from time import time_ns
+    queue = deque()
+    def increment(name, tags):
+        queue.append((name, 1, tags, time_ns()))
+    for _ in range(n):
+        increment("requests", tags={{"route": "/", "code": "200"}})
+elif case in ("call", "whole", "aggregate"):
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+    if case == "call":  # the worker idle: batches larger than the run
+        metrics = Metrics(MemoryBackend(), batch_size=10 * n + 10, max_buffer=10 * n + 10,
+                          flush_interval=3600)
+    else:
+        options = {{"aggregate": True}} if case == "aggregate" else {{}}
+        metrics = Metrics(MemoryBackend(), max_buffer=10 * n + 10, **options)
+    for _ in range(n):
+        metrics.increment("requests", tags={{"route": "/", "code": "200"}})
+    if case == "call":
+        metrics._dispatcher.queue.clear()  # the worker's share is not the caller's
+    else:
+        metrics.flush()
+elif case == "dogstatsd-aggregated":
+    from datadog.dogstatsd.base import DogStatsd
+    client = DogStatsd(host="127.0.0.1", port=9, disable_buffering=False,
+                       disable_aggregation=False, disable_telemetry=True)
+    for _ in range(n):
+        client.increment("requests", tags=["route:/", "code:200"])
+    client.flush_aggregated_metrics()
+    client.close_socket()
+"""
+
+CASES = {
+    "bare": "a bare method: stamp time_ns() and append a tuple",
+    "call": "**kaneda_core, batching: the call**",
+    "whole": "**kaneda_core: the calls + the flush() that delivers them**",
+    "aggregate": "kaneda_core, aggregate=True: the calls + the flush()",
+    "dogstatsd-aggregated": "DogStatsD, client-side aggregation (calls + flush)",
+}
+KANEDA_ROWS = ("call", "whole", "aggregate")
+
+
+def instructions(driver: Path, case: str, calls: int, source: Path | None) -> int:
+    """Instructions callgrind counts for the driver running ``case`` with ``calls`` calls."""
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+    with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out.name}",
+                # The interpreter itself, not a wrapper script (pyenv's shims are shell).
+                os.path.realpath(sys.executable),
+                str(driver),
+                case,
+                str(calls),
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        for line in Path(out.name).read_text().splitlines():
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError("callgrind wrote no total")
+
+
+def per_call(driver: Path, case: str, source: Path | None = None) -> int:
+    """Instructions of one more call: the difference between 2N and N calls, over N."""
+    return (instructions(driver, case, 2 * N, source) - instructions(driver, case, N, source)) // N
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", metavar="REF", action="append", default=[])
+    args = parser.parse_args()
+    from bench_hot_path import checkout
+
+    befores = [(ref, checkout(ref)) for ref in args.before]
+    with tempfile.TemporaryDirectory() as folder:
+        driver = Path(folder) / "driver.py"
+        driver.write_text(DRIVER.format(bench=str(HERE)))
+        print(f"Python {sys.version.split()[0]}, instructions per call, from {N:,} and {2 * N:,}")
+        print("calls under callgrind\n")
+        print("| increment with two tags | instructions per call |")
+        print("|---|---:|")
+        try:
+            for case, label in CASES.items():
+                print(f"| {label} | {per_call(driver, case):,} |", flush=True)
+                if case in KANEDA_ROWS:
+                    for ref, source in befores:
+                        count = per_call(driver, case, source)
+                        print(f"| {label.strip('*')} — at {ref} | {count:,} |", flush=True)
+        finally:
+            for _, source in befores:
+                subprocess.run(["git", "worktree", "remove", "--force", str(source)], check=False)
+
+
+if __name__ == "__main__":
+    main()
