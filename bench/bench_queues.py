@@ -222,30 +222,37 @@ def main() -> None:
         "zmq": f"zmq+tcp://127.0.0.1:{free_port()}?assign_ids=false",
     }
     wanted = set(filter(None, args.only.split(";")))
+    # name -> (metrics, run); the 2.0 rows take turns, run after run, so that a machine
+    # whose speed drifts (a shared virtual machine) slows them alike.
+    planned: dict[str, tuple[int, Any]] = {
+        "direct": (args.metrics, lambda: bench.direct(args.metrics))
+    }
+    for name, url in queues.items():
+        planned[name] = (args.metrics, lambda url=url: bench.queue(url, args.metrics))
+    for name, url in queues.items():
+        if "default" not in name:
+            planned[f"{name}, 2 workers"] = (
+                args.metrics,
+                lambda url=url: bench.queue(url, args.metrics, workers=2),
+            )
+    planned = {name: plan for name, plan in planned.items() if not wanted or name in wanted}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in planned}
     rows: list[tuple[str, int, list[float], list[float]]] = []
-
-    def measure(name: str, count: int, runs: int, run: Any) -> None:
-        if wanted and name not in wanted:
-            return
-        results = [run() for _ in range(runs)]
-        rows.append((name, count, [r[0] for r in results], [r[1] for r in results]))
-        print(name, [f"{r[0]:,.0f}" for r in results], flush=True)
-
     try:
-        measure("direct", args.metrics, args.runs, lambda: bench.direct(args.metrics))
-        for name, url in queues.items():
-            measure(name, args.metrics, args.runs, lambda url=url: bench.queue(url, args.metrics))
-        for name, url in queues.items():
-            if "default" not in name:
-                measure(
-                    f"{name}, 2 workers",
-                    args.metrics,
-                    args.runs,
-                    lambda url=url: bench.queue(url, args.metrics, workers=2),
-                )
+        for run in range(args.runs):
+            for name, (_, measure) in planned.items():
+                results[name].append(measure())
+                print(f"run {run + 1}: {name} {results[name][-1][0]:,.0f}/s", flush=True)
+        for name, (count, _) in planned.items():
+            done = results[name]
+            rows.append((name, count, [r[0] for r in done], [r[1] for r in done]))
         for kind in ("rq", "celery", "zmq"):
+            name = f"kaneda 1.0: {kind}"
+            if wanted and name not in wanted:
+                continue
             count = args.kaneda1_metrics if kind != "rq" else args.kaneda1_metrics // 4
-            measure(f"kaneda 1.0: {kind}", count, 1, lambda k=kind, c=count: bench.kaneda1(k, c))
+            end, calls = bench.kaneda1(kind, count)
+            rows.append((name, count, [end], [calls]))
     finally:
         bench.stop()
     direct = next((statistics.median(r[2]) for r in rows if r[0] == "direct"), None)

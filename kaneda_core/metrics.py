@@ -355,6 +355,12 @@ class Metrics:
             except InvalidMetric as error:
                 raise InvalidMetric(f"forwarded metric {index}: {error}") from None
             own.append(record)
+        queue = self._queue
+        if queue is not None and len(queue) + len(own) <= self._dispatcher.max_buffer:  # type: ignore[union-attr]
+            queue.extend(own)  # one step for the lot (a worker forwards thousands at once)
+            if len(queue) >= self._mark:
+                self._dispatcher.after_append()  # type: ignore[union-attr]
+            return
         submit = self._dispatcher.submit
         for record in own:
             submit(record)
