@@ -55,6 +55,8 @@ HOLD_TIMEOUT = 2.0
 _abandoned: list[object] = []
 _installed = False
 _multiprocessing_hooked = False
+#: Set once the exit callbacks started (a SIGTERM then lets them finish).
+_exiting = False
 
 
 def reinit_after_fork(reset: Callable[[], None]) -> Callable[[], None]:
@@ -108,10 +110,14 @@ def at_exit(callback: Callable[[], None]) -> None:
     import atexit
 
     _install()
-    atexit.register(callback)
+    if not _exit_callbacks:
+        atexit.register(_run_exit_callbacks)
     _exit_callbacks.append(callback)
     if "multiprocessing.util" in sys.modules:
         _hook_multiprocessing_exit()
+        if _in_started_child():
+            # A spawned child runs no after-fork callbacks: it gets its handler here.
+            _deliver_on_terminate()
 
 
 def abandon(*objects: object) -> None:
@@ -187,9 +193,57 @@ def _register_finalizer(_hook: object) -> None:
     from multiprocessing import util
 
     util.Finalize(None, _run_exit_callbacks, exitpriority=100)
+    _deliver_on_terminate()
+
+
+def _in_started_child() -> bool:
+    """Whether this process was started by ``multiprocessing`` (spawn or forkserver too)."""
+    from multiprocessing import process
+
+    # While a spawned child imports the parent's main module, it is "inheriting"; once
+    # its target runs, it knows its parent.
+    return bool(getattr(process.current_process(), "_inheriting", False)) or (
+        process.parent_process() is not None
+    )
+
+
+def _deliver_on_terminate() -> None:
+    """In a ``multiprocessing`` child, deliver what is queued when SIGTERM ends it.
+
+    ``Pool.terminate()``, which leaving a ``with Pool()`` block calls, ends the workers
+    with SIGTERM while the metrics of their last tasks still wait in their queues. The
+    child then runs the exit callbacks (each bounded by its ``exit_timeout``) and dies
+    of the same signal, as it would have. A handler of the application's own is kept.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminated)
+    except (ValueError, OSError) as error:  # not the main thread after all: keep the default
+        log.debug("Kaneda: no SIGTERM handler in this multiprocessing child: %s", error)
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    import signal
+
+    signal.signal(signum, signal.SIG_DFL)
+    if _exiting:
+        # The child is exiting already (its target returned), inside the very callbacks
+        # this would run: let them finish, within their own bounds.
+        return
+    try:
+        _run_exit_callbacks()
+    finally:
+        os.kill(os.getpid(), signum)
 
 
 def _run_exit_callbacks() -> None:
+    global _exiting
+    _exiting = True
     for callback in _exit_callbacks:
         try:
             callback()
