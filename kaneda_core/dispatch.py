@@ -21,6 +21,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .delivery import BufferFull, Delivery, Item, log
@@ -215,6 +216,7 @@ class BatchingDispatcher(_Closable):
         self._dropped: deque[Any] = deque()
         self._dropped_bytes = 0
         self._init_closing()
+        self._finished = False  # close() done (it may be interrupted, and completed later)
         self._init_threading()
         self.submit: Submit = self._make_submit()
         # Aggregated points go in through the same door, bounds and all, even once closed.
@@ -231,6 +233,9 @@ class BatchingDispatcher(_Closable):
         self._busy = False
         self._inflight = 0
         self._settled = True
+        # Set when the worker returns. Waited on instead of Thread.join(): a join that
+        # Ctrl-C interrupts marks a running thread as stopped (CPython 3.11).
+        self._exited = threading.Event()
         self._worker = threading.Thread(target=self._run, name="kaneda-worker", daemon=True)
         self._worker.start()
 
@@ -363,6 +368,12 @@ class BatchingDispatcher(_Closable):
     # -- the worker ------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._rounds()
+        finally:
+            self._exited.set()
+
+    def _rounds(self) -> None:
         failures = 0
         while True:
             try:
@@ -536,9 +547,14 @@ class BatchingDispatcher(_Closable):
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.aggregator is not None:
             self._emit_now = True
+        if _inside_kaneda(sys._getframe(1)):
+            # A signal handler that interrupted this thread inside Kaneda, or a hook the
+            # worker runs: the worker may need what this thread holds. No waiting.
+            self._wake.set()
+            return self.queued()
         with self._state:
             while self.queued_now() or self._busy or self._dropped or self._emit_now:
-                if not self._worker.is_alive():
+                if self._exited.is_set():
                     break
                 self._wake.set()
                 remaining = 0.1 if deadline is None else deadline - time.monotonic()
@@ -558,20 +574,28 @@ class BatchingDispatcher(_Closable):
         Returns how many were left. Later calls are counted as dropped. Safe to call
         twice.
         """
-        if self._closed:
+        return self._close(timeout, waiting=not _inside_kaneda(sys._getframe(1)))
+
+    def _close(self, timeout: float | None, *, waiting: bool) -> int:
+        if self._finished:
             return self.queued()
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._switch_to_closed()
+        if not self._closed:
+            self._switch_to_closed()
         self._wake.set()
+        if not waiting:
+            # Called where the worker may need what this thread holds (see flush): later
+            # calls are dropped now; the rest of the close is done at exit.
+            return self.queued()
         # Most of the time to drain; the rest, if it is still retrying, to give up.
-        self._worker.join(None if timeout is None else timeout * 0.75)
-        if self._worker.is_alive():
+        self._exited.wait(None if timeout is None else timeout * 0.75)
+        if not self._exited.is_set():
             # Still retrying or stuck in the backend: stop waiting between retries.
             self._stop.set()
             self._wake.set()
             if deadline is not None:
-                self._worker.join(max(0.0, deadline - time.monotonic()))
-        alive = self._worker.is_alive()
+                self._exited.wait(max(0.0, deadline - time.monotonic()))
+        alive = not self._exited.is_set()
         stuck = self._inflight if alive else 0
         if self.disk is not None:
             left = self.queued()
@@ -591,6 +615,7 @@ class BatchingDispatcher(_Closable):
                 self.delivery.backend.close()
             except Exception as error:  # noqa: BLE001 - closing must not raise at exit
                 log.error("Kaneda: closing the backend failed: %s", self.delivery.describe(error))
+        self._finished = True
         untrack_dispatcher(self)
         _live.discard(self)
         return left
@@ -645,6 +670,25 @@ def _value_bytes(value: Any, depth: int) -> int:
     return sys.getsizeof(value)
 
 
+#: Modules whose code holds what the worker needs: the queue's state and wake-up, the
+#: counters' lock, the disk buffer's file.
+_HOLDERS = frozenset((__name__, "kaneda_core.delivery", "kaneda_core.disk_buffer"))
+
+
+def _inside_kaneda(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or one of its callers runs Kaneda code that may hold a lock.
+
+    True in a signal handler that interrupted its thread inside Kaneda, and in a hook
+    the worker thread runs: waiting there for the worker could wait for ever. Looked
+    up by flush() and close() only, never by a reporting call.
+    """
+    while frame is not None:
+        if frame.f_globals.get("__name__") in _HOLDERS:
+            return True
+        frame = frame.f_back
+    return False
+
+
 _live: weakref.WeakSet[BatchingDispatcher] = weakref.WeakSet()
 _exit_hook_installed = False
 
@@ -658,8 +702,9 @@ def _track(dispatcher: BatchingDispatcher) -> None:
 
 
 def _close_all_at_exit() -> None:
+    waiting = not _inside_kaneda(sys._getframe(1))
     for dispatcher in list(_live):
-        left = dispatcher.close(dispatcher.exit_timeout)
+        left = dispatcher._close(dispatcher.exit_timeout, waiting=waiting)
         if left:
             where = "kept on disk" if dispatcher.disk is not None else "not delivered"
             log.error("Kaneda: %d metrics %s at exit", left, where)
