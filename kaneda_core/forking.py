@@ -153,18 +153,20 @@ def _release_held() -> None:
 def _after_fork_in_child() -> None:
     _held_now.clear()  # the child makes those locks anew
     for reset in _module_resets:
-        reset()
+        try:
+            reset()
+        except Exception as error:  # noqa: BLE001 - the steps below must run all the same
+            log.error("Kaneda: resetting %s after a fork failed: %s", reset.__module__, error)
     for backend in list(_backends):
         try:
             backend.after_fork()
         except Exception as error:  # noqa: BLE001 - a broken plugin must not break the child
             log.error("Kaneda: %s.after_fork() failed: %s", type(backend).__name__, error)
-    for obj in list(_others):
-        obj._after_fork_in_child()
-    for delivery in list(_deliveries):
-        delivery._after_fork_in_child()
-    for dispatcher in list(_dispatchers):
-        dispatcher._after_fork_in_child()
+    for obj in [*_others, *_deliveries, *_dispatchers]:
+        try:
+            obj._after_fork_in_child()
+        except Exception as error:  # noqa: BLE001 - one failure must not skip the others
+            log.error("Kaneda: resetting %s after a fork failed: %s", type(obj).__name__, error)
     if _exit_callbacks and "multiprocessing.util" in sys.modules:
         _hook_multiprocessing_exit()
 

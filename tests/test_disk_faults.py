@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -176,3 +177,46 @@ def test_a_damaged_file_is_moved_aside_and_the_application_starts(
     aside = list(tmp_path.glob("b.sqlite.damaged-*"))
     assert aside and any(str(p) in caplog.text for p in aside)  # kept, and named
     metrics.close()
+
+
+# The disk is full (or read-only) before Kaneda writes anything: no temporary file can be
+# made, so Python finds no usable temporary folder. Metrics() must not raise, in the
+# process or in a child it forks.
+FULL_FROM_THE_START = textwrap.dedent("""
+    import json, os, resource, signal, sys
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+    backend = MemoryBackend()
+    options = {"buffer_path": sys.argv[1]} if len(sys.argv) > 1 else {}
+    metrics = Metrics(backend, **options)
+    metrics.gauge("g", 1)
+    pid = os.fork()
+    if pid == 0:
+        metrics.gauge("child", 1)
+        os._exit(0 if metrics.flush(5) == 0 and backend.metrics[-1].name == "child" else 3)
+    child = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    print(json.dumps({"left": metrics.flush(5), "stored": len(backend.metrics), "child": child}))
+""")
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_a_disk_full_before_the_first_write_never_stops_the_application(
+    tmp_path: Path, buffered: bool
+) -> None:
+    script = tmp_path / "full_at_start.py"
+    script.write_text(FULL_FROM_THE_START)
+    env = {k: v for k, v in os.environ.items() if k not in ("TMPDIR", "TEMP", "TMP")}
+    extra = [str(tmp_path / "b.sqlite")] if buffered else []
+    done = subprocess.run(
+        [sys.executable, str(script), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"left": 0, "stored": 1, "child": 0}, done.stderr
