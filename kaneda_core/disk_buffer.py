@@ -104,7 +104,7 @@ class DiskBuffer:
         self._local = threading.local()
         self._reset_file_state()
         with self._lock:
-            self._ensure_open()
+            self._ensure_open(first=True)
         hold_across_fork(self)
 
     def _reset_file_state(self) -> None:
@@ -342,14 +342,23 @@ class DiskBuffer:
     def _writable(self) -> bool:
         return time.monotonic() >= self._retry_at and self._ensure_open()
 
-    def _ensure_open(self) -> bool:
-        """Open the file if it is not; False while it cannot be (metrics wait in memory)."""
+    def _ensure_open(self, *, first: bool = False) -> bool:
+        """Open the file if it is not; False while it cannot be (metrics wait in memory).
+
+        ``first`` (at construction): a file that is another application's database is
+        refused with ConfigurationError; found later, it is a trouble like any other.
+        """
         if self._db is not None:
             return True
         if time.monotonic() < self._retry_at:
             return False
         try:
             self._db = self._connect()
+        except ForeignDatabase as error:
+            if first:
+                raise
+            self._trouble("opening", error)
+            return False
         except sqlite3.OperationalError as error:
             self._trouble("opening", error)
             return False
@@ -368,6 +377,7 @@ class DiskBuffer:
         # One connection shared by the calling threads and the worker, under _lock.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
         try:
+            _refuse_foreign(db, self.path)  # before anything is written to it
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -517,6 +527,42 @@ class DiskBuffer:
             return left
         finally:
             self._release()
+
+
+class ForeignDatabase(ConfigurationError):
+    """``buffer_path`` names a SQLite database of another application."""
+
+
+#: The tables of a buffer file (sqlite_sequence comes with AUTOINCREMENT), and the
+#: columns Kaneda reads and writes in each.
+_OWN_TABLES = {
+    "meta": {"key", "value"},
+    "queue": {"seq", "owner", "item"},
+    "quarantine": {"seq", "item", "error", "moved_at"},
+    "sqlite_sequence": set(),
+}
+
+
+def _refuse_foreign(db: sqlite3.Connection, path: str) -> None:
+    """Raise ForeignDatabase if the file holds tables that are not a buffer's.
+
+    Opening it as a buffer would add tables to another application's database and
+    switch it to WAL mode. Reads only.
+    """
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    strange = [
+        table
+        for table in tables
+        if table not in _OWN_TABLES
+        or not _OWN_TABLES[table]
+        <= {row[1] for row in db.execute(f'PRAGMA table_info("{table}")')}
+    ]
+    if strange:
+        raise ForeignDatabase(
+            f"buffer_path {path!r} is a SQLite database of another application (tables that "
+            f"are not a Kaneda buffer's: {', '.join(sorted(strange))}); Kaneda leaves it as "
+            "it is. Give the buffer a file of its own, e.g. /var/lib/app/kaneda-buffer.sqlite"
+        )
 
 
 def _encode(item: Any) -> str:

@@ -220,3 +220,18 @@ def test_a_disk_full_before_the_first_write_never_stops_the_application(
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"left": 0, "stored": 1, "child": 0}, done.stderr
+
+
+def test_another_applications_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    from kaneda_core import ConfigurationError
+
+    path = tmp_path / "app.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("CREATE TABLE queue (id INTEGER PRIMARY KEY, payload BLOB)")
+        db.execute("INSERT INTO users (name) VALUES ('ada')")
+    before = path.read_bytes()
+    with pytest.raises(ConfigurationError, match=r"app\.sqlite3.*(users|queue)"):
+        Metrics(MemoryBackend(), buffer_path=path)
+    assert path.read_bytes() == before  # no table added, no WAL mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite3"]
