@@ -549,20 +549,21 @@ def _refuse_foreign(db: sqlite3.Connection, path: str) -> None:
     Opening it as a buffer would add tables to another application's database and
     switch it to WAL mode. Reads only.
     """
-    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    strange = [
-        table
-        for table in tables
-        if table not in _OWN_TABLES
-        or not _OWN_TABLES[table]
-        <= {row[1] for row in db.execute(f'PRAGMA table_info("{table}")')}
-    ]
+    strange = []
+    for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+        columns = _OWN_TABLES.get(table)
+        if columns is None or not columns <= _columns(db, table):
+            strange.append(table)
     if strange:
         raise ForeignDatabase(
             f"buffer_path {path!r} is a SQLite database of another application (tables that "
             f"are not a Kaneda buffer's: {', '.join(sorted(strange))}); Kaneda leaves it as "
             "it is. Give the buffer a file of its own, e.g. /var/lib/app/kaneda-buffer.sqlite"
         )
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f'PRAGMA table_info("{table}")')}
 
 
 def _encode(item: Any) -> str:
