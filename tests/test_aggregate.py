@@ -251,3 +251,21 @@ def test_aggregation_is_an_option_of_urls_and_needs_batching() -> None:
         Metrics(MemoryBackend(), aggregate=True, batching=False)
     with pytest.raises(ConfigurationError, match="percentiles"):
         Metrics(MemoryBackend(), aggregate=True, percentiles=(0, 200))
+
+
+def test_tags_of_any_dict_type_fold_with_a_plain_dicts() -> None:
+    from collections import OrderedDict, defaultdict
+
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        metrics.increment("hits", tags=OrderedDict(route="/"))
+        metrics.increment("hits", tags=defaultdict(str, route="/"))
+        metrics.increment("hits", tags={"route": "/"})
+        metrics.gauge("depth", 3, tags=OrderedDict(q="a"))
+        metrics.timing("took", 0.5, tags=OrderedDict(q="a"))
+        assert metrics.flush(5) == 0
+    stored = points(backend)
+    assert stored["counter", "hits"].value == 3
+    assert stored["counter", "hits"].tags == {"route": "/"}
+    assert type(stored["counter", "hits"].tags) is dict
+    assert stored["gauge", "depth"].value == 3 and stored["timing", "took"].value["count"] == 1

@@ -280,3 +280,22 @@ def test_one_timer_entered_by_overlapping_tasks_times_each_entry() -> None:
         asyncio.run(both())
     took = sorted(m.value for m in backend.metrics)
     assert took[0] == pytest.approx(0.2, abs=0.08) and took[1] == pytest.approx(0.4, abs=0.08)
+
+
+def test_a_timer_left_in_another_thread_than_it_was_entered_never_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+
+    backend = MemoryBackend()
+    metrics = Metrics(backend, batching=False)
+    timer = metrics.timed("request")
+    entering = threading.Thread(target=timer.__enter__)  # request_started, in one thread
+    entering.start()
+    entering.join()
+    timer.__exit__(None, None, None)  # request_finished, in another: no start known here
+    assert backend.metrics == []
+    assert "timed('request')" in caplog.text
+    with timer:  # the timer still works
+        pass
+    assert [m.name for m in backend.metrics] == ["request"]
