@@ -211,6 +211,15 @@ class ElasticsearchBackend(Backend):
         except Exception as error:  # noqa: BLE001 - translated below
             raise self._delivery_error("writing", _timed_out(error, watch, self.timeout)) from None
         items = response.get("items") or []
+        if len(items) != len(batch):
+            # Elasticsearch answers one item per document; anything else (an error said
+            # with a 200, a proxy's answer) confirms nothing.
+            raise DeliveryError(
+                f"Elasticsearch ({self._nodes()}) answered the bulk request of {len(batch)} "
+                f"documents with {len(items)} items, so none is known to be stored: "
+                f"{self.redact(str(response)[:200])}",
+                retryable=True,
+            )
         if response.get("errors"):
             self._raise_for_items(batch, items)
         return [next(iter(item.values())) for item in items]

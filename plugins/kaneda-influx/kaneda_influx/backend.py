@@ -252,7 +252,7 @@ class InfluxBackend(Backend):
         """Send a write request; what sending raised stands for its answer."""
         try:
             return self._transport.send(
-                "write", self._write_params, payload, headers=self._write_headers
+                "write", self._write_params, payload, headers=self._write_headers, expect=204
             )
         except Exception as error:  # noqa: BLE001 - reported by _outcome, in turn
             return error

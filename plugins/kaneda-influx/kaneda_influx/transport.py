@@ -92,11 +92,13 @@ class HTTPTransport:
         *,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
+        expect: int | None = None,
     ) -> Request:
         """Send a POST without waiting for its answer: :meth:`Request.answer` reads it.
 
         One request at a time: read its answer before sending the next. Raises what
-        :meth:`post` raises when the request cannot be sent.
+        :meth:`post` raises when the request cannot be sent. With ``expect``, any other
+        successful status is an error too (a write is answered 204 by InfluxDB).
         """
         request = Request(
             self,
@@ -104,6 +106,7 @@ class HTTPTransport:
             body,
             {**self._headers, "Content-Type": "application/octet-stream", **(headers or {})},
             self.timeout if timeout is None else timeout,
+            expect,
         )
         request.send()
         return request
@@ -116,6 +119,8 @@ class HTTPTransport:
         if database:
             params["db"] = database
         answer = json.loads(self.post("query", params, timeout=timeout) or b"{}")
+        if "error" in answer:  # InfluxDB says so with a 4xx; something else answered 200
+            raise InfluxDBServerError(f"the server answered 200 with an error: {answer['error']}")
         result: dict[str, Any] = (answer.get("results") or [{}])[0]
         if "error" in result:
             raise InfluxDBClientError(result["error"], 400)
@@ -172,8 +177,10 @@ class Request:
         body: bytes,
         headers: dict[str, str],
         limit: float,
+        expect: int | None = None,
     ) -> None:
         self.transport = transport
+        self.expect = expect
         self.path = path
         self.body = body
         self.headers = headers
@@ -209,9 +216,15 @@ class Request:
                 if not self._reused:
                     raise
                 status, content = self._again()
-        if status < 300:
-            return content
         text = content.decode("utf-8", "replace")
+        if status < 300:
+            if self.expect is None or status == self.expect:
+                return content
+            # Not InfluxDB's answer: a proxy's page, a lookalike's error. Not stored.
+            raise InfluxDBServerError(
+                f"the server answered {status} where InfluxDB answers {self.expect}, so the "
+                f"write was not confirmed (is a proxy in between?): {text[:200]}"
+            )
         if status >= 500:
             raise InfluxDBServerError(text)
         raise InfluxDBClientError(text, status)
