@@ -171,7 +171,8 @@ class Request:
     """A POST sent (or being sent) on a transport's connection, its answer read later.
 
     The time spent sending it and the time spent waiting for its answer are bounded
-    together by ``limit`` seconds; what the caller does in between is not counted.
+    together by ``limit`` seconds, ``timeout`` plus a second per MB of ``size`` (the body
+    before compression); what the caller does in between is not counted.
     """
 
     def __init__(
