@@ -49,6 +49,15 @@ class CeleryBackend(QueueBackend):
         for field, number in (("timeout", timeout), ("visibility_timeout", visibility_timeout)):
             if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
                 raise ConfigurationError(f"{field} must be a number of seconds > 0, got {number!r}")
+        if not isinstance(broker, str):
+            raise ConfigurationError(f"broker must be a URL string, got {type(broker).__name__}")
+        if any("://" not in url for url in broker.split(";")):
+            # Celery reads "a;b" as a list of broker URLs: a ';' in a password would cut it
+            # in two, and the broker's client quotes the pieces in its errors.
+            raise ConfigurationError(
+                f"broker {redact_url(broker)!r} holds a ';' that is not between two broker "
+                "URLs: if a user name or password holds ';', escape it as %3B"
+            )
         try:
             self._password = urlsplit(broker).password
         except ValueError:

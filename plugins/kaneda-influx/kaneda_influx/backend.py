@@ -462,7 +462,7 @@ class InfluxBackend(Backend):
                 # Not allowed to create it: it may exist already; the write will tell.
                 log.warning(
                     "kaneda-influx: user %r may not create database %r; writing to it anyway",
-                    self.client._username,
+                    self._shown_user(),
                     self.database,
                 )
             except Exception as error:  # noqa: BLE001 - translated below
@@ -478,13 +478,13 @@ class InfluxBackend(Backend):
             code = error.code
             if code == 401:
                 message = (
-                    f"{where} refused the credentials of user {self.client._username!r} "
+                    f"{where} refused the credentials of user {self._shown_user()!r} "
                     f"while {doing} (401): check the username and password"
                 )
                 return DeliveryError(message, retryable=False)
             if code == 403:
                 message = (
-                    f"{where}: user {self.client._username!r} is not allowed to write "
+                    f"{where}: user {self._shown_user()!r} is not allowed to write "
                     f"(403 while {doing}): grant it WRITE on the database"
                 )
                 return DeliveryError(message, retryable=False)
@@ -557,8 +557,12 @@ class InfluxBackend(Backend):
         self.client.close()
         self.layout.cache.clear()
 
+    def _shown_user(self) -> str | None:
+        """The user name as messages show it: masked when alone (it often is a token)."""
+        return self.client._username if self._password else MASK
+
     def __repr__(self) -> str:
-        user = f"{self.client._username}:{MASK}@" if self.client._username else ""
+        user = f"{self._shown_user()}:{MASK}@" if self.client._username else ""
         return f"<InfluxBackend {user}{self.client._host}:{self.client._port}/{self.database}>"
 
 
