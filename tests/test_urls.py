@@ -183,6 +183,8 @@ def test_no_backend_shows_a_password_from_its_url(
         "celery+redis://app:qz7;xk9@127.0.0.1:1/0",  # Celery reads ';' as two broker URLs
         "celery+amqp://app:qz7;xk9@127.0.0.1:1//",
         "zmq+tcp://app:qz7xk9@127.0.0.1:1",  # ZeroMQ quotes an endpoint in its errors
+        "zmq+tcp://app:qz7?xk9@127.0.0.1:1",
+        "zmq+tcp://app:qz7,xk9@127.0.0.1:1",
         "rethinkdb://127.0.0.1:1/metrics?auth_key=qz7xk9",
     ],
 )

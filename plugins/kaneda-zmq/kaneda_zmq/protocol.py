@@ -32,6 +32,13 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
             f"{redact_url(url)!r} is not a ZeroMQ queue URL: expected zmq+tcp://host:port "
             "(several: zmq+tcp://h1:5555,h2:5555) or zmq+ipc:///path"
         )
+    if transport == "tcp" and "@" in rest:
+        # A user or password, which ZeroMQ would quote in its errors (and any piece of
+        # the URL an unescaped one would fall into).
+        raise ConfigurationError(
+            f"{redact_url(url)!r} holds a user or password (before '@'); a ZeroMQ tcp "
+            "endpoint takes none: zmq+tcp://host:port"
+        )
     address, _, query = rest.partition("?")
     options = dict(parse_qsl(query, keep_blank_values=True))
     connection_url = f"{transport}://{address}"
