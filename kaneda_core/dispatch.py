@@ -199,6 +199,8 @@ class BatchingDispatcher(_Closable):
     ) -> None:
         self.delivery = delivery
         self.aggregator = aggregator
+        if aggregator is not None:
+            aggregator.wake = self._wake_worker  # its series past their byte bound
         self._emit_now = False
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -419,7 +421,7 @@ class BatchingDispatcher(_Closable):
         """Fold what calls queued; at each interval (and on flush, close), queue the points."""
         aggregator.fold()
         due = time.monotonic() - aggregator.last_emit >= self.flush_interval
-        if not (due or self._emit_now or self._closed):
+        if not (due or self._emit_now or self._closed or aggregator.over_budget()):
             return
         self._emit_now = False
         points, folded = aggregator.emit(stamp(time.time_ns()))
@@ -597,6 +599,8 @@ class BatchingDispatcher(_Closable):
                 self._exited.wait(max(0.0, deadline - time.monotonic()))
         alive = not self._exited.is_set()
         stuck = self._inflight if alive else 0
+        if not alive and self.aggregator is not None:
+            self.aggregator.close()  # its last points were emitted: let go of its series
         if self.disk is not None:
             left = self.queued()
             if not alive:
