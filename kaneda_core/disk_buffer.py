@@ -96,6 +96,11 @@ class DiskBuffer:
         self.on_unreadable = on_unreadable or (lambda count: None)
         #: Accepted metrics not yet written to the file.
         self.staged: deque[Any] = deque()
+        #: About the bytes of ``staged`` while the file fails (see :meth:`bound_memory`).
+        self.staged_bytes = 0
+        self._max_memory: int | None = None
+        self._size_of: Callable[[Any], int] = lambda item: 0
+        self._on_dropped: Callable[[Any], None] = lambda item: None
         #: Rows of this buffer in the file.
         self.pending = 0
         self.token = uuid.uuid4().hex[:12]
@@ -125,7 +130,37 @@ class DiskBuffer:
         self.staged.append(item)
         if self._enter():
             self._write_and_release()
+        if self._trouble_logged and self._max_memory is not None:
+            self._keep_in_memory(item)  # the file fails: metrics wait in memory, bounded
         return self.pending + len(self.staged)
+
+    def bound_memory(
+        self, max_bytes: int, size_of: Callable[[Any], int], on_dropped: Callable[[Any], None]
+    ) -> None:
+        """While the file fails, keep at most about ``max_bytes`` of metrics in memory.
+
+        Past it the oldest kept in memory is dropped and passed to ``on_dropped``.
+        ``size_of`` tells a metric's size. Without it, only the count bounds them.
+        """
+        self._max_memory = max_bytes
+        self._size_of = size_of
+        self._on_dropped = on_dropped
+
+    def _keep_in_memory(self, item: Any) -> None:
+        assert self._max_memory is not None
+        self.staged_bytes += self._size_of(item)
+        while self.staged_bytes > self._max_memory and len(self.staged) > 1:
+            try:
+                oldest = self.staged.popleft()
+            except IndexError:  # the worker took them meanwhile
+                break
+            self.staged_bytes -= self._size_of(oldest)
+            self._on_dropped(oldest)
+
+    def _forget_sizes(self, items: Sequence[Any]) -> None:
+        """``items`` left memory (written, or taken to be delivered)."""
+        if self._max_memory is not None and self.staged_bytes:
+            self.staged_bytes = max(0, self.staged_bytes - sum(map(self._size_of, items)))
 
     def queued(self) -> int:
         """Metrics of this buffer waiting for delivery, staged or in the file."""
@@ -210,8 +245,11 @@ class DiskBuffer:
             entries = self._read_rows(limit)
         if len(entries) < limit and (self._db is None or time.monotonic() < self._retry_at):
             # The file cannot take them: deliver what is staged straight from memory.
+            taken = []
             while len(entries) < limit and self.staged:
-                entries.append((None, self.staged.popleft()))
+                taken.append(self.staged.popleft())
+                entries.append((None, taken[-1]))
+            self._forget_sizes(taken)
         return entries
 
     def _read_rows(self, limit: int) -> list[Entry]:
@@ -250,6 +288,8 @@ class DiskBuffer:
     def requeue(self, items: Sequence[Any]) -> None:
         """Stage again, first in line, metrics taken from memory that were not delivered."""
         self.staged.extendleft(reversed(items))
+        if self._trouble_logged and self._max_memory is not None:
+            self.staged_bytes += sum(map(self._size_of, items))
 
     def _delete(self, seqs: list[int]) -> None:
         if not seqs or self._db is None:
@@ -297,6 +337,8 @@ class DiskBuffer:
                 self._move_aside(error)
             return
         self.pending += len(rows)
+        if self.staged_bytes:
+            self._forget_sizes(batch)
         self._ok()
 
     def _decode(self, seq: int, text: str) -> Any:
@@ -501,6 +543,7 @@ class DiskBuffer:
         if self._owner_lock is not None:
             os.close(self._owner_lock)  # the parent's lock stays the parent's alone
         self.staged = deque()
+        self.staged_bytes = 0
         self._lock = threading.Lock()
         self._local = threading.local()
         self._reset_file_state()

@@ -210,6 +210,11 @@ class BatchingDispatcher(_Closable):
         self.block_timeout = block_timeout
         self.exit_timeout = exit_timeout
         self.disk = disk
+        if disk is not None and max_buffer_bytes is not None:
+            # While the file fails, what waits in memory is bounded in bytes too.
+            disk.bound_memory(
+                max_buffer_bytes, item_bytes, lambda item: self._record_drop(item, item_bytes(item))
+            )
         self.queue: deque[Any] = deque()
         # Estimated bytes queued, with max_buffer_bytes (a one-item list: the submit
         # closure and the worker share it).

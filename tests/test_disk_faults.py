@@ -235,3 +235,30 @@ def test_another_applications_database_is_refused_and_left_as_it_was(tmp_path: P
         Metrics(MemoryBackend(), buffer_path=path)
     assert path.read_bytes() == before  # no table added, no WAL mode
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite3"]
+
+
+def test_when_the_file_fails_metrics_kept_in_memory_are_bounded_in_bytes(
+    tmp_path: Path, failures: object
+) -> None:
+    from kaneda_core.dispatch import item_bytes
+
+    backend = MemoryBackend()
+    metrics = Metrics(
+        backend, buffer_path=tmp_path / "b.sqlite", max_buffer_bytes=200_000, flush_interval=60
+    )
+    buffer = metrics._dispatcher.disk
+    assert buffer is not None
+    buffer._trouble("writing to", sqlite3.OperationalError("database or disk is full"))
+    buffer._retry_at = time.monotonic() + 60  # the disk stays full for the test
+    for i in range(100):
+        metrics.event("dump", f"{i:03d}" + "x" * 10_000)  # 1 MB in all
+    kept = sum(item_bytes(item) for item in buffer.staged)
+    assert kept <= 200_000, kept
+    dropped = metrics.stats().dropped
+    assert dropped > 50  # counted, and shown to the failure hook
+    assert metrics.flush(5) == 0
+    assert len(backend.metrics) == 100 - dropped
+    hooked = sum(len(batch) for batch, _ in failures.failures)  # type: ignore[attr-defined]
+    assert 0 < hooked <= dropped  # what waits for the hook is bounded in bytes too
+    assert sorted(m.value[:3] for m in backend.metrics)[-1] == "099"  # the newest kept
+    metrics.close()
