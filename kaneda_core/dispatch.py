@@ -457,7 +457,9 @@ class BatchingDispatcher(_Closable):
     def _deliver_or_count(self, batch: list[Any]) -> None:
         try:
             self.delivery.deliver(batch, retry=True, stop=self._stop)
-        except Exception as error:  # noqa: BLE001 - counted, never lost silently
+        except BaseException as error:  # noqa: BLE001 - counted, never lost silently
+            # A backend that raises SystemExit or KeyboardInterrupt itself (a library
+            # calling sys.exit()) must not take the batch with it, uncounted.
             self.delivery.count(failed=len(batch))
             log.error(
                 "Kaneda: %d metrics could not be delivered: %s: %s",

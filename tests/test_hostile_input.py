@@ -299,3 +299,28 @@ def test_a_timer_left_in_another_thread_than_it_was_entered_never_raises(
     with timer:  # the timer still works
         pass
     assert [m.name for m in backend.metrics] == ["request"]
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+def test_a_backend_raising_a_base_exception_never_loses_metrics_silently(
+    raised: BaseException, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Exiting(MemoryBackend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            if not self.metrics:
+                self.metrics.append(batch[0])  # once: a library calling sys.exit(), say
+                raise raised
+            super().send(batch)
+
+    backend = Exiting()
+    metrics = Metrics(backend, flush_interval=0.01)
+    for _ in range(10):
+        metrics.increment("x")
+    assert metrics.flush(5) == 0
+    metrics.increment("after")
+    assert metrics.flush(5) == 0
+    stats = metrics.stats()
+    assert stats.sent + stats.failed == 11, stats  # each counted, none lost silently
+    assert [m.name for m in backend.metrics][-1] == "after"  # the worker carried on
+    assert type(raised).__name__ in caplog.text
+    metrics.close()
