@@ -171,9 +171,10 @@ class SyncDispatcher(_Closable):
         """Close the backend; returns 0. Later calls are counted as dropped."""
         if self._closed:
             return 0
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._deliver_deferred()
         self._switch_to_closed()
-        self.delivery.backend.close()
+        _close_backend(self.delivery, deadline)
         return 0
 
     def _after_fork_in_child(self) -> None:
@@ -622,10 +623,7 @@ class BatchingDispatcher(_Closable):
                 self._give_up(items, "could be delivered", deadline)
             left = len(items) + stuck
         if not alive:
-            try:
-                self.delivery.backend.close()
-            except Exception as error:  # noqa: BLE001 - closing must not raise at exit
-                log.error("Kaneda: closing the backend failed: %s", self.delivery.describe(error))
+            _close_backend(self.delivery, deadline)
         self._finished = True
         untrack_dispatcher(self)
         _live.discard(self)
@@ -637,14 +635,7 @@ class BatchingDispatcher(_Closable):
         error = BufferFull(f"Kaneda was closed before {len(items)} metrics {what}")
         self.delivery.count(failed=len(metrics))
         self.delivery.incidents.permanent(len(metrics), "not delivered", str(error))
-        if deadline is None:
-            self.delivery.tell_hook(metrics, error)
-            return
-        teller = threading.Thread(
-            target=self.delivery.tell_hook, args=(metrics, error), name="kaneda-hook", daemon=True
-        )
-        teller.start()
-        teller.join(max(0.0, deadline - time.monotonic()))
+        _within(deadline, "kaneda-hook", self.delivery.tell_hook, metrics, error)
 
     def _after_fork_in_child(self) -> None:
         self.queue.clear()
@@ -657,6 +648,32 @@ class BatchingDispatcher(_Closable):
             self.disk.after_fork_in_child()
         if not self._closed:
             self._init_threading()
+
+
+def _within(deadline: float | None, name: str, call: Callable[..., None], *args: Any) -> None:
+    """Run ``call(*args)``, waiting for it until ``deadline`` at most (None: no limit).
+
+    Past the deadline it goes on in a daemon thread of its own: close(timeout) keeps its
+    deadline however slow the failure hook or the backend's close is.
+    """
+    if deadline is None:
+        call(*args)
+        return
+    runner = threading.Thread(target=call, args=args, name=name, daemon=True)
+    runner.start()
+    runner.join(max(0.0, deadline - time.monotonic()))
+
+
+def _close_backend(delivery: Delivery, deadline: float | None) -> None:
+    """Close the backend within ``deadline``; what it raises is logged, never raised."""
+
+    def close() -> None:
+        try:
+            delivery.backend.close()
+        except Exception as error:  # noqa: BLE001 - closing must not raise into the app
+            log.error("Kaneda: closing the backend failed: %s", delivery.describe(error))
+
+    _within(deadline, "kaneda-close", close)
 
 
 def item_bytes(item: Any) -> int:

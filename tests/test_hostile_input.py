@@ -324,3 +324,20 @@ def test_a_backend_raising_a_base_exception_never_loses_metrics_silently(
     assert [m.name for m in backend.metrics][-1] == "after"  # the worker carried on
     assert type(raised).__name__ in caplog.text
     metrics.close()
+
+
+@pytest.mark.parametrize("options", [{}, {"batching": False}, {"aggregate": True}])
+def test_close_keeps_its_deadline_when_the_backend_is_slow_to_close_or_fails_to(
+    options: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    class SlowToClose(MemoryBackend):
+        def close(self) -> None:
+            time.sleep(3)  # a driver's goodbye to a server that does not answer
+            raise ConnectionResetError("gone")
+
+    metrics = Metrics(SlowToClose(), **options)
+    metrics.increment("x")
+    started = time.monotonic()
+    metrics.close(0.5)  # returns, raising nothing
+    assert time.monotonic() - started < 1.5
+    assert metrics.stats().sent == 1
