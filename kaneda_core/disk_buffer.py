@@ -91,6 +91,11 @@ class DiskBuffer:
                 f"buffer_path {path!r}: the folder {folder!r} does not exist; create it "
                 "or choose a path in an existing folder"
             )
+        if os.path.isdir(path):
+            raise ConfigurationError(
+                f"buffer_path {path!r} is a folder; give the path of a file in it, e.g. "
+                f"{os.path.join(path, 'kaneda-buffer.sqlite')!r}"
+            )
         self.path = path
         self.durable = durable
         self.on_unreadable = on_unreadable or (lambda count: None)

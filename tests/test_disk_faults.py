@@ -262,3 +262,10 @@ def test_when_the_file_fails_metrics_kept_in_memory_are_bounded_in_bytes(
     assert 0 < hooked <= dropped  # what waits for the hook is bounded in bytes too
     assert sorted(m.value[:3] for m in backend.metrics)[-1] == "099"  # the newest kept
     metrics.close()
+
+
+def test_a_buffer_path_that_is_a_folder_is_refused_at_once(tmp_path: Path) -> None:
+    from kaneda_core import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="is a folder"):
+        Metrics(MemoryBackend(), buffer_path=tmp_path)  # it ran on without its disk buffer
