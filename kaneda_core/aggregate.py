@@ -226,10 +226,16 @@ class Aggregator:
             known.clear()
         self.series_bytes = 0
 
-    def close(self) -> None:
-        """Let go of everything: the queued calls, the records, the series remembered."""
+    def close(self) -> int:
+        """Let go of everything: the queued calls, the records, the series remembered.
+
+        Returns how many calls were let go unfolded (made while the last points were
+        emitted, as ``close()`` ran).
+        """
+        left = self.pending()
         self.after_fork_in_child()
         self.forget_series()
+        return left
 
     def _timing_value(self, record: list[Any]) -> dict[str, Any]:
         count, total, low, high, sample = record

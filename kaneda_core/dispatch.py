@@ -608,7 +608,11 @@ class BatchingDispatcher(_Closable):
         alive = not self._exited.is_set()
         stuck = self._inflight if alive else 0
         if not alive and self.aggregator is not None:
-            self.aggregator.close()  # its last points were emitted: let go of its series
+            # Its last points were emitted: let go of its series. A call that raced the
+            # close is counted as one made after it.
+            late = self.aggregator.close()
+            if late:
+                self.delivery.count(dropped=late)
         if self.disk is not None:
             left = self.queued()
             if not alive:

@@ -318,3 +318,22 @@ def test_a_series_forgotten_while_a_call_queued_it_is_still_emitted_with_its_tag
     stored = points(backend)
     assert stored["counter", "hits"].tags == {"route": "/", "code": 200}
     assert stored["gauge", "depth"].tags == ["a", "b"] and stored["timing", "took"].tags == {}
+
+
+def test_a_call_that_races_close_is_counted_as_dropped() -> None:
+    backend = MemoryBackend()
+    metrics = Metrics(backend, aggregate=True, flush_interval=60)
+    aggregator = metrics._dispatcher.aggregator  # type: ignore[union-attr]
+    emit = aggregator.emit
+
+    def last_emit_then_a_late_call(stamp_ns: int) -> Any:
+        points = emit(stamp_ns)
+        if metrics._dispatcher._closed:  # type: ignore[union-attr]
+            aggregator.counts.append(("late",))  # another thread's call, just too late
+        return points
+
+    aggregator.emit = last_emit_then_a_late_call  # type: ignore[method-assign]
+    metrics.increment("hits")
+    assert metrics.close(5) == 0
+    stats = metrics.stats()
+    assert (stats.sent, stats.dropped) == (1, 1)
