@@ -463,10 +463,9 @@ class BatchingDispatcher(_Closable):
             # calling sys.exit()) must not take the batch with it, uncounted.
             self.delivery.count(failed=len(batch))
             log.error(
-                "Kaneda: %d metrics could not be delivered: %s: %s",
+                "Kaneda: %d metrics could not be delivered: %s",
                 len(batch),
-                type(error).__name__,
-                error,
+                self.delivery.describe(error),  # secrets masked, shortened
             )
 
     def _drain_disk(self) -> bool:
