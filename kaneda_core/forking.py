@@ -57,6 +57,8 @@ _installed = False
 _multiprocessing_hooked = False
 #: Set once the exit callbacks started (a SIGTERM then lets them finish).
 _exiting = False
+#: The process whose multiprocessing finalizer runs the exit callbacks.
+_finalizer_pid: int | None = None
 
 
 def reinit_after_fork(reset: Callable[[], None]) -> Callable[[], None]:
@@ -115,9 +117,7 @@ def at_exit(callback: Callable[[], None]) -> None:
     _exit_callbacks.append(callback)
     if "multiprocessing.util" in sys.modules:
         _hook_multiprocessing_exit()
-        if _in_started_child():
-            # A spawned child runs no after-fork callbacks: it gets its handler here.
-            _deliver_on_terminate()
+        _hook_this_child()
 
 
 def abandon(*objects: object) -> None:
@@ -192,21 +192,32 @@ def _hook_multiprocessing_exit() -> None:
 
 
 def _register_finalizer(_hook: object) -> None:
+    global _finalizer_pid
+    if _finalizer_pid == os.getpid():
+        return
     from multiprocessing import util
 
     util.Finalize(None, _run_exit_callbacks, exitpriority=100)
+    _finalizer_pid = os.getpid()
     _deliver_on_terminate()
 
 
-def _in_started_child() -> bool:
-    """Whether this process was started by ``multiprocessing`` (spawn or forkserver too)."""
+def _hook_this_child() -> None:
+    """The first Metrics of a ``multiprocessing`` child: make sure its exit delivers.
+
+    A child forked from a parent that had one got its finalizer from the after-fork
+    callback. One made in the child itself (a Pool initializer, a lazy global) came
+    after those callbacks ran: its finalizer is registered here. A spawned child
+    (``inheriting`` while it imports the parent's main module) runs no after-fork
+    callbacks and leaves through ``sys.exit()``, which runs ``atexit``: it needs the
+    SIGTERM handler only.
+    """
     from multiprocessing import process
 
-    # While a spawned child imports the parent's main module, it is "inheriting"; once
-    # its target runs, it knows its parent.
-    return bool(getattr(process.current_process(), "_inheriting", False)) or (
-        process.parent_process() is not None
-    )
+    if process.parent_process() is not None:  # started, its after-fork callbacks ran
+        _register_finalizer(None)
+    elif getattr(process.current_process(), "_inheriting", False):
+        _deliver_on_terminate()
 
 
 def _deliver_on_terminate() -> None:
