@@ -38,6 +38,11 @@ FOLD_EVERY = 20_000
 #: Series remembered as validated, per kind; past it, the memory is emptied at the next
 #: emit (a forgotten series is validated again when next seen).
 MAX_SERIES = 100_000
+#: About the bytes the series remembered may hold (their names and tags); past it, the
+#: worker is woken to emit at once, and the memory is emptied.
+MAX_SERIES_BYTES = 16 * 1024 * 1024
+# What remembering a series costs beyond its strings.
+_SERIES_OVERHEAD = 200
 
 Key = tuple[Any, ...]
 
@@ -72,6 +77,10 @@ class Aggregator:
         self._timings: dict[Key, list[Any]] = {}
         self.folded = 0  # calls folded since the last emit
         self.last_emit = time.monotonic()
+        #: About the bytes of the series remembered in ``valid``.
+        self.series_bytes = 0
+        #: Called when ``series_bytes`` passes MAX_SERIES_BYTES (wakes the worker).
+        self.wake: Callable[[], None] | None = None
 
     # -- the calling side: first sight of a series -----------------------------------
 
@@ -92,6 +101,13 @@ class Aggregator:
             summary = self._timing_value([1, value, value, value, [value]])
             self.check(Metric(name, kind, summary, own, None, self.host, None, now))
         self.valid[kind][key] = own
+        self.series_bytes += _SERIES_OVERHEAD + sum(len(part) for part in key if type(part) is str)
+        if self.series_bytes > MAX_SERIES_BYTES and self.wake is not None:
+            self.wake()
+
+    def over_budget(self) -> bool:
+        """Whether the series remembered hold more than MAX_SERIES_BYTES (emit now)."""
+        return self.series_bytes > MAX_SERIES_BYTES
 
     # -- the worker's side -------------------------------------------------------------
 
@@ -151,9 +167,8 @@ class Aggregator:
         points: list[Metric] = []
         for kind, records in ((COUNTER, self._sums), (GAUGE, self._lasts)):
             merged: dict[Key, list[Any]] = {}
-            tags_of = self.valid[kind]
             for key, value in records.items():
-                tags = tags_of[key]
+                tags = self._tags_of(kind, key)
                 series = (key[0], _canonical(tags))
                 found = merged.get(series)
                 if found is None:
@@ -167,9 +182,8 @@ class Aggregator:
                 for name, tags, value in merged.values()
             ]
         merged_timings: dict[Key, list[Any]] = {}
-        tags_of = self.valid[TIMING]
         for key, record in self._timings.items():
-            tags = tags_of[key]
+            tags = self._tags_of(TIMING, key)
             series = (key[0], _canonical(tags))
             found = merged_timings.get(series)
             if found is None:
@@ -185,10 +199,43 @@ class Aggregator:
         self._timings = {}
         self.folded = 0
         self.last_emit = time.monotonic()
+        if self.over_budget():  # bounded: forgotten series are validated again
+            self.forget_series()
         for known in self.valid.values():
-            if len(known) > MAX_SERIES:  # bounded: forgotten series are validated again
+            if len(known) > MAX_SERIES:
                 known.clear()
         return points, folded
+
+    def _tags_of(self, kind: str, key: Key) -> Any:
+        """The tags a point of the series ``key`` carries.
+
+        Remembered when the series was admitted; a series forgotten meanwhile (the
+        memory was emptied while a call queued it) gets them from its key again.
+        """
+        tags = self.valid[kind].get(key)
+        if tags is not None:
+            return tags
+        if len(key) > 1 and key[1] is None:  # (name, None, *list)
+            return self.make_tags(list(key[2:]))
+        half = (len(key) - 1) // 2  # (name, *keys, *values)
+        return self.make_tags(dict(zip(key[1 : 1 + half], key[1 + half :], strict=True)))
+
+    def forget_series(self) -> None:
+        """Empty the memory of validated series (each is validated again when next seen)."""
+        for known in self.valid.values():
+            known.clear()
+        self.series_bytes = 0
+
+    def close(self) -> int:
+        """Let go of everything: the queued calls, the records, the series remembered.
+
+        Returns how many calls were let go unfolded (made while the last points were
+        emitted, as ``close()`` ran).
+        """
+        left = self.pending()
+        self.after_fork_in_child()
+        self.forget_series()
+        return left
 
     def _timing_value(self, record: list[Any]) -> dict[str, Any]:
         count, total, low, high, sample = record

@@ -99,6 +99,22 @@ def _new_watchdog_in_child() -> None:
     _watchdog = Watchdog()
 
 
+#: The slowest a request's body may travel and be taken in, in bytes per second, beyond
+#: the timeout: a metric the check accepted must be storable within its request's bound.
+MIN_BYTES_PER_SECOND = 1_000_000
+
+
+def request_seconds(timeout: float, size: int) -> float:
+    """How long a request of ``size`` bytes may take: ``timeout``, plus a second per MB.
+
+    A backend's timeout says how long to wait for a server that does not answer; a
+    large request (a long event, a batch of them) needs longer than a small one however
+    well the server answers. Without the allowance such a request fails at every retry,
+    and takes the metrics sent with it along.
+    """
+    return timeout + size / MIN_BYTES_PER_SECOND
+
+
 @contextmanager
 def deadline(seconds: float, abort: Abort) -> Iterator[_Entry]:
     """``with deadline(5, sock_shutdown) as d:`` — ``d.expired`` says whether it fired."""

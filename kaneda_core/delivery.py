@@ -29,6 +29,9 @@ log = logging.getLogger("kaneda")
 Item = tuple[str, str, Any, Any, Any, str, Any, int]
 
 
+#: The longest account of an error that is logged, in characters.
+MAX_DESCRIPTION = 2000
+
 #: A Metric holding an item's fields (tuple.__new__ copies them: no Python code runs).
 _as_metric = functools.partial(tuple.__new__, Metric)
 
@@ -294,12 +297,20 @@ class Delivery:
                 )
 
     def describe(self, error: BaseException) -> str:
-        """A one-line account of ``error``, with the backend's secrets masked."""
+        """A one-line account of ``error``, with the backend's secrets masked, shortened.
+
+        A server may quote what it refused (InfluxDB quotes the line): a large metric
+        would make a log line, and a key of the incident log, of megabytes.
+        """
         text = f"{type(error).__name__}: {error}"
         try:
-            return self.backend.redact(text)
+            text = self.backend.redact(text)
         except Exception:  # noqa: BLE001 - a broken redact must not leak the text either
             return type(error).__name__
+        if len(text) > MAX_DESCRIPTION:
+            more = len(text) - MAX_DESCRIPTION
+            text = f"{text[:MAX_DESCRIPTION]}... ({more} more characters)"
+        return text
 
     def count(self, **increments: int) -> None:
         """Add to the counters, safely from any thread and from a signal handler.

@@ -91,11 +91,21 @@ class DiskBuffer:
                 f"buffer_path {path!r}: the folder {folder!r} does not exist; create it "
                 "or choose a path in an existing folder"
             )
+        if os.path.isdir(path):
+            raise ConfigurationError(
+                f"buffer_path {path!r} is a folder; give the path of a file in it, e.g. "
+                f"{os.path.join(path, 'kaneda-buffer.sqlite')!r}"
+            )
         self.path = path
         self.durable = durable
         self.on_unreadable = on_unreadable or (lambda count: None)
         #: Accepted metrics not yet written to the file.
         self.staged: deque[Any] = deque()
+        #: About the bytes of ``staged`` while the file fails (see :meth:`bound_memory`).
+        self.staged_bytes = 0
+        self._max_memory: int | None = None
+        self._size_of: Callable[[Any], int] = lambda item: 0
+        self._on_dropped: Callable[[Any], None] = lambda item: None
         #: Rows of this buffer in the file.
         self.pending = 0
         self.token = uuid.uuid4().hex[:12]
@@ -104,7 +114,7 @@ class DiskBuffer:
         self._local = threading.local()
         self._reset_file_state()
         with self._lock:
-            self._ensure_open()
+            self._ensure_open(first=True)
         hold_across_fork(self)
 
     def _reset_file_state(self) -> None:
@@ -125,7 +135,37 @@ class DiskBuffer:
         self.staged.append(item)
         if self._enter():
             self._write_and_release()
+        if self._trouble_logged and self._max_memory is not None:
+            self._keep_in_memory(item)  # the file fails: metrics wait in memory, bounded
         return self.pending + len(self.staged)
+
+    def bound_memory(
+        self, max_bytes: int, size_of: Callable[[Any], int], on_dropped: Callable[[Any], None]
+    ) -> None:
+        """While the file fails, keep at most about ``max_bytes`` of metrics in memory.
+
+        Past it the oldest kept in memory is dropped and passed to ``on_dropped``.
+        ``size_of`` tells a metric's size. Without it, only the count bounds them.
+        """
+        self._max_memory = max_bytes
+        self._size_of = size_of
+        self._on_dropped = on_dropped
+
+    def _keep_in_memory(self, item: Any) -> None:
+        assert self._max_memory is not None
+        self.staged_bytes += self._size_of(item)
+        while self.staged_bytes > self._max_memory and len(self.staged) > 1:
+            try:
+                oldest = self.staged.popleft()
+            except IndexError:  # the worker took them meanwhile
+                break
+            self.staged_bytes -= self._size_of(oldest)
+            self._on_dropped(oldest)
+
+    def _forget_sizes(self, items: Sequence[Any]) -> None:
+        """``items`` left memory (written, or taken to be delivered)."""
+        if self._max_memory is not None and self.staged_bytes:
+            self.staged_bytes = max(0, self.staged_bytes - sum(map(self._size_of, items)))
 
     def queued(self) -> int:
         """Metrics of this buffer waiting for delivery, staged or in the file."""
@@ -210,8 +250,11 @@ class DiskBuffer:
             entries = self._read_rows(limit)
         if len(entries) < limit and (self._db is None or time.monotonic() < self._retry_at):
             # The file cannot take them: deliver what is staged straight from memory.
+            taken = []
             while len(entries) < limit and self.staged:
-                entries.append((None, self.staged.popleft()))
+                taken.append(self.staged.popleft())
+                entries.append((None, taken[-1]))
+            self._forget_sizes(taken)
         return entries
 
     def _read_rows(self, limit: int) -> list[Entry]:
@@ -250,6 +293,8 @@ class DiskBuffer:
     def requeue(self, items: Sequence[Any]) -> None:
         """Stage again, first in line, metrics taken from memory that were not delivered."""
         self.staged.extendleft(reversed(items))
+        if self._trouble_logged and self._max_memory is not None:
+            self.staged_bytes += sum(map(self._size_of, items))
 
     def _delete(self, seqs: list[int]) -> None:
         if not seqs or self._db is None:
@@ -297,6 +342,8 @@ class DiskBuffer:
                 self._move_aside(error)
             return
         self.pending += len(rows)
+        if self.staged_bytes:
+            self._forget_sizes(batch)
         self._ok()
 
     def _decode(self, seq: int, text: str) -> Any:
@@ -342,14 +389,23 @@ class DiskBuffer:
     def _writable(self) -> bool:
         return time.monotonic() >= self._retry_at and self._ensure_open()
 
-    def _ensure_open(self) -> bool:
-        """Open the file if it is not; False while it cannot be (metrics wait in memory)."""
+    def _ensure_open(self, *, first: bool = False) -> bool:
+        """Open the file if it is not; False while it cannot be (metrics wait in memory).
+
+        ``first`` (at construction): a file that is another application's database is
+        refused with ConfigurationError; found later, it is a trouble like any other.
+        """
         if self._db is not None:
             return True
         if time.monotonic() < self._retry_at:
             return False
         try:
             self._db = self._connect()
+        except ForeignDatabase as error:
+            if first:
+                raise
+            self._trouble("opening", error)
+            return False
         except sqlite3.OperationalError as error:
             self._trouble("opening", error)
             return False
@@ -368,6 +424,7 @@ class DiskBuffer:
         # One connection shared by the calling threads and the worker, under _lock.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
         try:
+            _refuse_foreign(db, self.path)  # before anything is written to it
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -491,6 +548,7 @@ class DiskBuffer:
         if self._owner_lock is not None:
             os.close(self._owner_lock)  # the parent's lock stays the parent's alone
         self.staged = deque()
+        self.staged_bytes = 0
         self._lock = threading.Lock()
         self._local = threading.local()
         self._reset_file_state()
@@ -517,6 +575,43 @@ class DiskBuffer:
             return left
         finally:
             self._release()
+
+
+class ForeignDatabase(ConfigurationError):
+    """``buffer_path`` names a SQLite database of another application."""
+
+
+#: The tables of a buffer file (sqlite_sequence comes with AUTOINCREMENT), and the
+#: columns Kaneda reads and writes in each.
+_OWN_TABLES = {
+    "meta": {"key", "value"},
+    "queue": {"seq", "owner", "item"},
+    "quarantine": {"seq", "item", "error", "moved_at"},
+    "sqlite_sequence": set(),
+}
+
+
+def _refuse_foreign(db: sqlite3.Connection, path: str) -> None:
+    """Raise ForeignDatabase if the file holds tables that are not a buffer's.
+
+    Opening it as a buffer would add tables to another application's database and
+    switch it to WAL mode. Reads only.
+    """
+    strange = []
+    for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+        columns = _OWN_TABLES.get(table)
+        if columns is None or not columns <= _columns(db, table):
+            strange.append(table)
+    if strange:
+        raise ForeignDatabase(
+            f"buffer_path {path!r} is a SQLite database of another application (tables that "
+            f"are not a Kaneda buffer's: {', '.join(sorted(strange))}); Kaneda leaves it as "
+            "it is. Give the buffer a file of its own, e.g. /var/lib/app/kaneda-buffer.sqlite"
+        )
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f'PRAGMA table_info("{table}")')}
 
 
 def _encode(item: Any) -> str:

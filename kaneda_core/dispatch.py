@@ -21,6 +21,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .delivery import BufferFull, Delivery, Item, log
@@ -170,9 +171,10 @@ class SyncDispatcher(_Closable):
         """Close the backend; returns 0. Later calls are counted as dropped."""
         if self._closed:
             return 0
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._deliver_deferred()
         self._switch_to_closed()
-        self.delivery.backend.close()
+        _close_backend(self.delivery, deadline)
         return 0
 
     def _after_fork_in_child(self) -> None:
@@ -198,6 +200,8 @@ class BatchingDispatcher(_Closable):
     ) -> None:
         self.delivery = delivery
         self.aggregator = aggregator
+        if aggregator is not None:
+            aggregator.wake = self._wake_worker  # its series past their byte bound
         self._emit_now = False
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -207,6 +211,11 @@ class BatchingDispatcher(_Closable):
         self.block_timeout = block_timeout
         self.exit_timeout = exit_timeout
         self.disk = disk
+        if disk is not None and max_buffer_bytes is not None:
+            # While the file fails, what waits in memory is bounded in bytes too.
+            disk.bound_memory(
+                max_buffer_bytes, item_bytes, lambda item: self._record_drop(item, item_bytes(item))
+            )
         self.queue: deque[Any] = deque()
         # Estimated bytes queued, with max_buffer_bytes (a one-item list: the submit
         # closure and the worker share it).
@@ -215,6 +224,7 @@ class BatchingDispatcher(_Closable):
         self._dropped: deque[Any] = deque()
         self._dropped_bytes = 0
         self._init_closing()
+        self._finished = False  # close() done (it may be interrupted, and completed later)
         self._init_threading()
         self.submit: Submit = self._make_submit()
         # Aggregated points go in through the same door, bounds and all, even once closed.
@@ -231,6 +241,9 @@ class BatchingDispatcher(_Closable):
         self._busy = False
         self._inflight = 0
         self._settled = True
+        # Set when the worker returns. Waited on instead of Thread.join(): a join that
+        # Ctrl-C interrupts marks a running thread as stopped (CPython 3.11).
+        self._exited = threading.Event()
         self._worker = threading.Thread(target=self._run, name="kaneda-worker", daemon=True)
         self._worker.start()
 
@@ -386,6 +399,12 @@ class BatchingDispatcher(_Closable):
     # -- the worker ------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._rounds()
+        finally:
+            self._exited.set()
+
+    def _rounds(self) -> None:
         failures = 0
         while True:
             try:
@@ -431,7 +450,7 @@ class BatchingDispatcher(_Closable):
         """Fold what calls queued; at each interval (and on flush, close), queue the points."""
         aggregator.fold()
         due = time.monotonic() - aggregator.last_emit >= self.flush_interval
-        if not (due or self._emit_now or self._closed):
+        if not (due or self._emit_now or self._closed or aggregator.over_budget()):
             return
         self._emit_now = False
         points, folded = aggregator.emit(stamp(time.time_ns()))
@@ -462,13 +481,14 @@ class BatchingDispatcher(_Closable):
     def _deliver_or_count(self, batch: list[Any]) -> None:
         try:
             self.delivery.deliver(batch, retry=True, stop=self._stop)
-        except Exception as error:  # noqa: BLE001 - counted, never lost silently
+        except BaseException as error:  # noqa: BLE001 - counted, never lost silently
+            # A backend that raises SystemExit or KeyboardInterrupt itself (a library
+            # calling sys.exit()) must not take the batch with it, uncounted.
             self.delivery.count(failed=len(batch))
             log.error(
-                "Kaneda: %d metrics could not be delivered: %s: %s",
+                "Kaneda: %d metrics could not be delivered: %s",
                 len(batch),
-                type(error).__name__,
-                error,
+                self.delivery.describe(error),  # secrets masked, shortened
             )
 
     def _drain_disk(self) -> bool:
@@ -559,9 +579,14 @@ class BatchingDispatcher(_Closable):
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.aggregator is not None:
             self._emit_now = True
+        if _inside_kaneda(sys._getframe(1)):
+            # A signal handler that interrupted this thread inside Kaneda, or a hook the
+            # worker runs: the worker may need what this thread holds. No waiting.
+            self._wake.set()
+            return self.queued()
         with self._state:
             while self.queued_now() or self._busy or self._dropped or self._emit_now:
-                if not self._worker.is_alive():
+                if self._exited.is_set():
                     break
                 self._wake.set()
                 remaining = 0.1 if deadline is None else deadline - time.monotonic()
@@ -581,20 +606,28 @@ class BatchingDispatcher(_Closable):
         Returns how many were left. Later calls are counted as dropped. Safe to call
         twice.
         """
-        if self._closed:
+        return self._close(timeout, waiting=not _inside_kaneda(sys._getframe(1)))
+
+    def _close(self, timeout: float | None, *, waiting: bool) -> int:
+        if self._finished:
             return self.queued()
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._switch_to_closed()
+        if not self._closed:
+            self._switch_to_closed()
         self._wake.set()
+        if not waiting:
+            # Called where the worker may need what this thread holds (see flush): later
+            # calls are dropped now; the rest of the close is done at exit.
+            return self.queued()
         # Most of the time to drain; the rest, if it is still retrying, to give up.
-        self._worker.join(None if timeout is None else timeout * 0.75)
-        if self._worker.is_alive():
+        self._exited.wait(None if timeout is None else timeout * 0.75)
+        if not self._exited.is_set():
             # Still retrying or stuck in the backend: stop waiting between retries.
             self._stop.set()
             self._wake.set()
             if deadline is not None:
-                self._worker.join(max(0.0, deadline - time.monotonic()))
-        alive = self._worker.is_alive()
+                self._exited.wait(max(0.0, deadline - time.monotonic()))
+        alive = not self._exited.is_set()
         stuck = self._inflight if alive else 0
         if stuck:
             log.warning(
@@ -604,6 +637,12 @@ class BatchingDispatcher(_Closable):
                 stuck,
                 type(self.delivery.backend).__name__,
             )
+        if not alive and self.aggregator is not None:
+            # Its last points were emitted: let go of its series. A call that raced the
+            # close is counted as one made after it.
+            late = self.aggregator.close()
+            if late:
+                self.delivery.count(dropped=late)
         if self.disk is not None:
             left = self.queued()
             if not alive:
@@ -618,10 +657,8 @@ class BatchingDispatcher(_Closable):
                 self._give_up(items, "could be delivered", deadline)
             left = len(items) + stuck
         if not alive:
-            try:
-                self.delivery.backend.close()
-            except Exception as error:  # noqa: BLE001 - closing must not raise at exit
-                log.error("Kaneda: closing the backend failed: %s", self.delivery.describe(error))
+            _close_backend(self.delivery, deadline)
+        self._finished = True
         untrack_dispatcher(self)
         _live.discard(self)
         return left
@@ -632,14 +669,7 @@ class BatchingDispatcher(_Closable):
         error = BufferFull(f"Kaneda was closed before {len(items)} metrics {what}")
         self.delivery.count(failed=len(metrics))
         self.delivery.incidents.permanent(len(metrics), "not delivered", str(error))
-        if deadline is None:
-            self.delivery.tell_hook(metrics, error)
-            return
-        teller = threading.Thread(
-            target=self.delivery.tell_hook, args=(metrics, error), name="kaneda-hook", daemon=True
-        )
-        teller.start()
-        teller.join(max(0.0, deadline - time.monotonic()))
+        _within(deadline, "kaneda-hook", self.delivery.tell_hook, metrics, error)
 
     def _after_fork_in_child(self) -> None:
         self.queue.clear()
@@ -652,6 +682,32 @@ class BatchingDispatcher(_Closable):
             self.disk.after_fork_in_child()
         if not self._closed:
             self._init_threading()
+
+
+def _within(deadline: float | None, name: str, call: Callable[..., None], *args: Any) -> None:
+    """Run ``call(*args)``, waiting for it until ``deadline`` at most (None: no limit).
+
+    Past the deadline it goes on in a daemon thread of its own: close(timeout) keeps its
+    deadline however slow the failure hook or the backend's close is.
+    """
+    if deadline is None:
+        call(*args)
+        return
+    runner = threading.Thread(target=call, args=args, name=name, daemon=True)
+    runner.start()
+    runner.join(max(0.0, deadline - time.monotonic()))
+
+
+def _close_backend(delivery: Delivery, deadline: float | None) -> None:
+    """Close the backend within ``deadline``; what it raises is logged, never raised."""
+
+    def close() -> None:
+        try:
+            delivery.backend.close()
+        except Exception as error:  # noqa: BLE001 - closing must not raise into the app
+            log.error("Kaneda: closing the backend failed: %s", delivery.describe(error))
+
+    _within(deadline, "kaneda-close", close)
 
 
 def item_bytes(item: Any) -> int:
@@ -676,6 +732,25 @@ def _value_bytes(value: Any, depth: int) -> int:
     return sys.getsizeof(value)
 
 
+#: Modules whose code holds what the worker needs: the queue's state and wake-up, the
+#: counters' lock, the disk buffer's file.
+_HOLDERS = frozenset((__name__, "kaneda_core.delivery", "kaneda_core.disk_buffer"))
+
+
+def _inside_kaneda(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or one of its callers runs Kaneda code that may hold a lock.
+
+    True in a signal handler that interrupted its thread inside Kaneda, and in a hook
+    the worker thread runs: waiting there for the worker could wait for ever. Looked
+    up by flush() and close() only, never by a reporting call.
+    """
+    while frame is not None:
+        if frame.f_globals.get("__name__") in _HOLDERS:
+            return True
+        frame = frame.f_back
+    return False
+
+
 _live: weakref.WeakSet[BatchingDispatcher] = weakref.WeakSet()
 _exit_hook_installed = False
 
@@ -689,8 +764,9 @@ def _track(dispatcher: BatchingDispatcher) -> None:
 
 
 def _close_all_at_exit() -> None:
+    waiting = not _inside_kaneda(sys._getframe(1))
     for dispatcher in list(_live):
-        left = dispatcher.close(dispatcher.exit_timeout)
+        left = dispatcher._close(dispatcher.exit_timeout, waiting=waiting)
         if left:
             where = "kept on disk" if dispatcher.disk is not None else "not delivered"
             log.error("Kaneda: %d metrics %s at exit", left, where)

@@ -55,6 +55,10 @@ HOLD_TIMEOUT = 2.0
 _abandoned: list[object] = []
 _installed = False
 _multiprocessing_hooked = False
+#: Set once the exit callbacks started (a SIGTERM then lets them finish).
+_exiting = False
+#: The process whose multiprocessing finalizer runs the exit callbacks.
+_finalizer_pid: int | None = None
 
 
 def reinit_after_fork(reset: Callable[[], None]) -> Callable[[], None]:
@@ -108,10 +112,12 @@ def at_exit(callback: Callable[[], None]) -> None:
     import atexit
 
     _install()
-    atexit.register(callback)
+    if not _exit_callbacks:
+        atexit.register(_run_exit_callbacks)
     _exit_callbacks.append(callback)
     if "multiprocessing.util" in sys.modules:
         _hook_multiprocessing_exit()
+        _hook_this_child()
 
 
 def abandon(*objects: object) -> None:
@@ -147,18 +153,20 @@ def _release_held() -> None:
 def _after_fork_in_child() -> None:
     _held_now.clear()  # the child makes those locks anew
     for reset in _module_resets:
-        reset()
+        try:
+            reset()
+        except Exception as error:  # noqa: BLE001 - the steps below must run all the same
+            log.error("Kaneda: resetting %s after a fork failed: %s", reset.__module__, error)
     for backend in list(_backends):
         try:
             backend.after_fork()
         except Exception as error:  # noqa: BLE001 - a broken plugin must not break the child
             log.error("Kaneda: %s.after_fork() failed: %s", type(backend).__name__, error)
-    for obj in list(_others):
-        obj._after_fork_in_child()
-    for delivery in list(_deliveries):
-        delivery._after_fork_in_child()
-    for dispatcher in list(_dispatchers):
-        dispatcher._after_fork_in_child()
+    for obj in [*_others, *_deliveries, *_dispatchers]:
+        try:
+            obj._after_fork_in_child()
+        except Exception as error:  # noqa: BLE001 - one failure must not skip the others
+            log.error("Kaneda: resetting %s after a fork failed: %s", type(obj).__name__, error)
     if _exit_callbacks and "multiprocessing.util" in sys.modules:
         _hook_multiprocessing_exit()
 
@@ -184,12 +192,71 @@ def _hook_multiprocessing_exit() -> None:
 
 
 def _register_finalizer(_hook: object) -> None:
+    global _finalizer_pid
+    if _finalizer_pid == os.getpid():
+        return
     from multiprocessing import util
 
     util.Finalize(None, _run_exit_callbacks, exitpriority=100)
+    _finalizer_pid = os.getpid()
+    _deliver_on_terminate()
+
+
+def _hook_this_child() -> None:
+    """The first Metrics of a ``multiprocessing`` child: make sure its exit delivers.
+
+    A child forked from a parent that had one got its finalizer from the after-fork
+    callback. One made in the child itself (a Pool initializer, a lazy global) came
+    after those callbacks ran: its finalizer is registered here. A spawned child
+    (``inheriting`` while it imports the parent's main module) runs no after-fork
+    callbacks and leaves through ``sys.exit()``, which runs ``atexit``: it needs the
+    SIGTERM handler only.
+    """
+    from multiprocessing import process
+
+    if process.parent_process() is not None:  # started, its after-fork callbacks ran
+        _register_finalizer(None)
+    elif getattr(process.current_process(), "_inheriting", False):
+        _deliver_on_terminate()
+
+
+def _deliver_on_terminate() -> None:
+    """In a ``multiprocessing`` child, deliver what is queued when SIGTERM ends it.
+
+    ``Pool.terminate()``, which leaving a ``with Pool()`` block calls, ends the workers
+    with SIGTERM while the metrics of their last tasks still wait in their queues. The
+    child then runs the exit callbacks (each bounded by its ``exit_timeout``) and dies
+    of the same signal, as it would have. A handler of the application's own is kept.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminated)
+    except (ValueError, OSError) as error:  # not the main thread after all: keep the default
+        log.debug("Kaneda: no SIGTERM handler in this multiprocessing child: %s", error)
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    import signal
+
+    signal.signal(signum, signal.SIG_DFL)
+    if _exiting:
+        # The child is exiting already (its target returned), inside the very callbacks
+        # this would run: let them finish, within their own bounds.
+        return
+    try:
+        _run_exit_callbacks()
+    finally:
+        os.kill(os.getpid(), signum)
 
 
 def _run_exit_callbacks() -> None:
+    global _exiting
+    _exiting = True
     for callback in _exit_callbacks:
         try:
             callback()

@@ -210,8 +210,9 @@ class Metrics:
         def key_of(name: Any, tags: Any) -> tuple[Any, ...]:
             # The name, then the tags' keys, then their values: one flat tuple of strings
             # and numbers (tuples of pairs cost three allocations, and the collector's
-            # time). A list's strings follow a None, which no dict's key holds.
-            if type(tags) is dict:
+            # time). A list's strings follow a None, which no dict's key holds. A dict
+            # subclass (OrderedDict, defaultdict) is the series of the plain dict alike.
+            if isinstance(tags, dict):
                 return (name, *tags, *tags.values())
             if tags is None:
                 return (name,)
@@ -523,7 +524,19 @@ class Timer:
 
     def __exit__(self, *exc_info: object) -> None:
         end = perf_counter()
-        *starts, start = self._starts.get()
+        entered = self._starts.get(())
+        if not entered:
+            # Entered in another thread or context (a framework's request-started and
+            # request-finished signals may run apart): no start is known here.
+            import logging
+
+            logging.getLogger("kaneda").warning(
+                "Kaneda: timed(%r) was left where it was not entered (another thread or "
+                "context); nothing reported. Enter and leave a timer in the same one.",
+                self.name,
+            )
+            return
+        *starts, start = entered
         self._starts.set(tuple(starts))
         self.report(end - start)
 

@@ -15,14 +15,13 @@ from urllib.parse import quote, unquote
 
 MASK = "***"
 
+#: Words in the name of an option or parameter whose value is a secret: ``password``,
+#: ``api_key``, ``auth_key``, ``access_key``, ``token``, ``sig`` (a signed URL's). Any
+#: ``key``: a name that hides a little too much costs less than a key shown.
+_SECRET_WORDS = r"pass|pwd|secret|token|key|credential|sig"
 #: A query option whose value is a secret (``?password=``, ``?api_key=``, ``?token=``).
-_SECRET_OPTION = re.compile(
-    r"[?&;][^=&;#]*(?:pass|pwd|secret|token|api_?key|credential|signature)[^=&;#]*=",
-    re.IGNORECASE,
-)
-_SECRET_NAME = re.compile(
-    r"pass|pwd|secret|token|api_?key|credential|signature|auth_?key", re.IGNORECASE
-)
+_SECRET_OPTION = re.compile(rf"[?&;][^=&;#]*(?:{_SECRET_WORDS})[^=&;#]*=", re.IGNORECASE)
+_SECRET_NAME = re.compile(_SECRET_WORDS, re.IGNORECASE)
 
 
 def is_secret_name(name: str) -> bool:

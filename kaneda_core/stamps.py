@@ -54,9 +54,11 @@ def _take_slot() -> int:
     import fcntl  # here, not at import: import kaneda_core stays cheap
     import tempfile
 
-    folder = os.path.join(tempfile.gettempdir(), f"kaneda-slots-{os.getuid()}")
     start = os.getpid() % SLOTS  # most processes find their slot free at the first try
+    folder = "the temporary folder"
     try:
+        # gettempdir() raises when no folder takes a file (a full or read-only disk).
+        folder = os.path.join(tempfile.gettempdir(), f"kaneda-slots-{os.getuid()}")
         os.makedirs(folder, mode=0o700, exist_ok=True)
         for step in range(SLOTS):
             slot = (start + step) % SLOTS

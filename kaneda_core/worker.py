@@ -231,11 +231,18 @@ class MessageHandler:
                 if isinstance(group, Outcome):
                     outcomes.append(group)
                     continue
+                refused: list[Metric] = []
                 try:
                     self.metrics.forward(group)
                 except InvalidMetric as error:
-                    outcomes.append(Outcome(Verdict.POISON, str(error), len(group)))
-                    continue
+                    # The store's check refuses what the producer's backend (a queue)
+                    # took. One metric must not hold the others back: they are stored,
+                    # it fails as a metric the store refuses does on the direct path. A
+                    # message of nothing but such metrics is poison, kept aside.
+                    refused, reason = self._forward_valid(group)
+                    if len(refused) == len(group):
+                        outcomes.append(Outcome(Verdict.POISON, str(error), len(group)))
+                        continue
                 now_dropped = self.metrics.stats().dropped
                 if now_dropped > dropped:
                     dropped = now_dropped
@@ -243,9 +250,34 @@ class MessageHandler:
                         Outcome(Verdict.RETRY, "the worker's buffer was full", len(group))
                     )
                     continue
+                if refused:
+                    gone = {id(metric) for metric in refused}
+                    forwarded[index] = [m for m in group if id(m) not in gone]
+                    outcomes.append(Outcome(Verdict.STORED, reason, len(group), len(refused)))
+                    continue
                 forwarded[index] = group
                 outcomes.append(Outcome(Verdict.STORED, "", len(group)))
         return outcomes, forwarded
+
+    def _forward_valid(self, group: list[Metric]) -> tuple[list[Metric], str]:
+        """Forward the metrics of ``group`` the backend takes; fail the others for good.
+
+        Returns those refused, and why (the first reason).
+        """
+        refused: list[Metric] = []
+        reasons: list[str] = []
+        for metric in group:
+            try:
+                self.metrics.forward([metric])
+            except InvalidMetric as error:
+                refused.append(metric)
+                reasons.append(str(error).removeprefix("forwarded metric 0: "))
+        if len(refused) < len(group):
+            refusal = InvalidMetric(f"refused at the worker: {reasons[0]}")
+            self.metrics._delivery.fail(refused, refusal)  # counted, logged, hooked
+            # Heard by this handler's recorder too: not this round's to judge again.
+            self._recorder.take(dict.fromkeys(_key(metric) for metric in refused))
+        return refused, f"{len(refused)} metrics refused by the backend: {reasons[0]}"
 
     def _wait_and_judge(self, outcomes: list[Outcome], forwarded: dict[int, list[Metric]]) -> None:
         """Wait until the backend settled the round, then judge it by what failed."""

@@ -251,3 +251,89 @@ def test_aggregation_is_an_option_of_urls_and_needs_batching() -> None:
         Metrics(MemoryBackend(), aggregate=True, batching=False)
     with pytest.raises(ConfigurationError, match="percentiles"):
         Metrics(MemoryBackend(), aggregate=True, percentiles=(0, 200))
+
+
+def test_tags_of_any_dict_type_fold_with_a_plain_dicts() -> None:
+    from collections import OrderedDict, defaultdict
+
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        metrics.increment("hits", tags=OrderedDict(route="/"))
+        metrics.increment("hits", tags=defaultdict(str, route="/"))
+        metrics.increment("hits", tags={"route": "/"})
+        metrics.gauge("depth", 3, tags=OrderedDict(q="a"))
+        metrics.timing("took", 0.5, tags=OrderedDict(q="a"))
+        assert metrics.flush(5) == 0
+    stored = points(backend)
+    assert stored["counter", "hits"].value == 3
+    assert stored["counter", "hits"].tags == {"route": "/"}
+    assert type(stored["counter", "hits"].tags) is dict
+    assert stored["gauge", "depth"].value == 3 and stored["timing", "took"].value["count"] == 1
+
+
+def test_series_memory_is_bounded_in_bytes_and_freed_on_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+    import tracemalloc
+
+    from kaneda_core import aggregate
+
+    monkeypatch.setattr(aggregate, "MAX_SERIES_BYTES", 2_000_000)
+    backend = MemoryBackend()
+    tracemalloc.start()
+    try:
+        metrics = Metrics(backend, aggregate=True, flush_interval=60)
+        aggregator = metrics._dispatcher.aggregator  # type: ignore[union-attr]
+        largest = 0
+        for i in range(3000):  # 3000 series with 10 KB tags: 30 MB of series keys
+            metrics.increment("hits", tags={"user": f"{i:05d}" + "x" * 10_000})
+            largest = max(largest, aggregator.series_bytes)
+            time.sleep(0.0001)  # the worker gets its turn, as in an application
+        assert largest < 8_000_000, largest  # emitted early, not held for the interval
+        assert metrics.close(10) == 0
+        assert metrics.stats().sent == 3000  # nothing lost by emitting early
+        assert sorted(m.tags["user"][:5] for m in backend.metrics) == [
+            f"{i:05d}" for i in range(3000)
+        ]
+        backend.metrics.clear()  # what was delivered is the store's, not Kaneda's
+        gc.collect()
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert retained < 2_000_000, retained  # the 30 MB of series keys were let go
+
+
+def test_a_series_forgotten_while_a_call_queued_it_is_still_emitted_with_its_tags() -> None:
+    backend = MemoryBackend()
+    metrics = Metrics(backend, aggregate=True, flush_interval=60)
+    aggregator = metrics._dispatcher.aggregator  # type: ignore[union-attr]
+    metrics.increment("hits", tags={"route": "/", "code": 200})
+    metrics.gauge("depth", 3, tags=["a", "b"])
+    metrics.timing("took", 0.5)
+    aggregator.forget_series()  # the memory emptied as another thread's call queued
+    left = metrics.flush(5)
+    metrics.close(5)
+    assert left == 0  # the worker did not fail at every round on the forgotten series
+    stored = points(backend)
+    assert stored["counter", "hits"].tags == {"route": "/", "code": 200}
+    assert stored["gauge", "depth"].tags == ["a", "b"] and stored["timing", "took"].tags == {}
+
+
+def test_a_call_that_races_close_is_counted_as_dropped() -> None:
+    backend = MemoryBackend()
+    metrics = Metrics(backend, aggregate=True, flush_interval=60)
+    aggregator = metrics._dispatcher.aggregator  # type: ignore[union-attr]
+    emit = aggregator.emit
+
+    def last_emit_then_a_late_call(stamp_ns: int) -> Any:
+        points = emit(stamp_ns)
+        if metrics._dispatcher._closed:  # type: ignore[union-attr]
+            aggregator.counts.append(("late",))  # another thread's call, just too late
+        return points
+
+    aggregator.emit = last_emit_then_a_late_call  # type: ignore[method-assign]
+    metrics.increment("hits")
+    assert metrics.close(5) == 0
+    stats = metrics.stats()
+    assert (stats.sent, stats.dropped) == (1, 1)

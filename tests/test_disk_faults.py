@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -176,3 +177,95 @@ def test_a_damaged_file_is_moved_aside_and_the_application_starts(
     aside = list(tmp_path.glob("b.sqlite.damaged-*"))
     assert aside and any(str(p) in caplog.text for p in aside)  # kept, and named
     metrics.close()
+
+
+# The disk is full (or read-only) before Kaneda writes anything: no temporary file can be
+# made, so Python finds no usable temporary folder. Metrics() must not raise, in the
+# process or in a child it forks.
+FULL_FROM_THE_START = textwrap.dedent("""
+    import json, os, resource, signal, sys
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+    backend = MemoryBackend()
+    options = {"buffer_path": sys.argv[1]} if len(sys.argv) > 1 else {}
+    metrics = Metrics(backend, **options)
+    metrics.gauge("g", 1)
+    pid = os.fork()
+    if pid == 0:
+        metrics.gauge("child", 1)
+        os._exit(0 if metrics.flush(5) == 0 and backend.metrics[-1].name == "child" else 3)
+    child = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    print(json.dumps({"left": metrics.flush(5), "stored": len(backend.metrics), "child": child}))
+""")
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_a_disk_full_before_the_first_write_never_stops_the_application(
+    tmp_path: Path, buffered: bool
+) -> None:
+    script = tmp_path / "full_at_start.py"
+    script.write_text(FULL_FROM_THE_START)
+    env = {k: v for k, v in os.environ.items() if k not in ("TMPDIR", "TEMP", "TMP")}
+    extra = [str(tmp_path / "b.sqlite")] if buffered else []
+    done = subprocess.run(
+        [sys.executable, str(script), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"left": 0, "stored": 1, "child": 0}, done.stderr
+
+
+def test_another_applications_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    from kaneda_core import ConfigurationError
+
+    path = tmp_path / "app.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("CREATE TABLE queue (id INTEGER PRIMARY KEY, payload BLOB)")
+        db.execute("INSERT INTO users (name) VALUES ('ada')")
+    before = path.read_bytes()
+    with pytest.raises(ConfigurationError, match=r"app\.sqlite3.*(users|queue)"):
+        Metrics(MemoryBackend(), buffer_path=path)
+    assert path.read_bytes() == before  # no table added, no WAL mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite3"]
+
+
+def test_when_the_file_fails_metrics_kept_in_memory_are_bounded_in_bytes(
+    tmp_path: Path, failures: object
+) -> None:
+    from kaneda_core.dispatch import item_bytes
+
+    backend = MemoryBackend()
+    metrics = Metrics(
+        backend, buffer_path=tmp_path / "b.sqlite", max_buffer_bytes=200_000, flush_interval=60
+    )
+    buffer = metrics._dispatcher.disk
+    assert buffer is not None
+    buffer._trouble("writing to", sqlite3.OperationalError("database or disk is full"))
+    buffer._retry_at = time.monotonic() + 60  # the disk stays full for the test
+    for i in range(100):
+        metrics.event("dump", f"{i:03d}" + "x" * 10_000)  # 1 MB in all
+    kept = sum(item_bytes(item) for item in buffer.staged)
+    assert kept <= 200_000, kept
+    dropped = metrics.stats().dropped
+    assert dropped > 50  # counted, and shown to the failure hook
+    assert metrics.flush(5) == 0
+    assert len(backend.metrics) == 100 - dropped
+    hooked = sum(len(batch) for batch, _ in failures.failures)  # type: ignore[attr-defined]
+    assert 0 < hooked <= dropped  # what waits for the hook is bounded in bytes too
+    assert sorted(m.value[:3] for m in backend.metrics)[-1] == "099"  # the newest kept
+    metrics.close()
+
+
+def test_a_buffer_path_that_is_a_folder_is_refused_at_once(tmp_path: Path) -> None:
+    from kaneda_core import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="is a folder"):
+        Metrics(MemoryBackend(), buffer_path=tmp_path)  # it ran on without its disk buffer

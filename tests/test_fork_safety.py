@@ -254,3 +254,109 @@ def test_metrics_of_pool_workers_are_delivered_when_the_pool_closes(tmp_path: Pa
         pool.join()
     assert len([line for line in _lines(path) if line["name"] == "from_child"]) == 600
     metrics.close()
+
+
+# Leaving a ``with Pool()`` block calls Pool.terminate(): the workers get SIGTERM while
+# their last tasks' metrics still wait in their queues. A script of its own, so that
+# spawn and forkserver workers, which import it, make their Metrics as the parent did.
+POOL_SCRIPT = """
+import json, multiprocessing, os, sys
+from kaneda_core import Metrics
+from kaneda_core.backends import LoggerBackend
+
+path = sys.argv[2]
+metrics = Metrics(LoggerBackend(filename=path), flush_interval=60, batch_size=10_000)
+
+def task(i):
+    metrics.increment("task", tags={"pid": str(os.getpid())})
+    return i
+
+if __name__ == "__main__":
+    with multiprocessing.get_context(sys.argv[1]).Pool(3) as pool:
+        done = pool.map(task, range(300), chunksize=5)
+    metrics.close()
+    with open(path) as lines:
+        print(json.dumps({"done": len(done), "stored": sum('"task"' in l for l in lines)}))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_metrics_of_pool_workers_are_delivered_when_a_with_block_terminates_the_pool(
+    tmp_path: Path, method: str
+) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "pool.py"
+    script.write_text(POOL_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), method, str(tmp_path / "m.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"done": 300, "stored": 300}, done.stderr
+
+
+# The Metrics is made in the child itself (a Pool initializer, a lazy module global):
+# the parent never had one, so no fork step of Kaneda's ran in the child.
+LAZY_SCRIPT = """
+import json, multiprocessing, os, sys
+path = sys.argv[3]
+_metrics = []
+
+def metrics():
+    if not _metrics:
+        from kaneda_core import Metrics
+        from kaneda_core.backends import LoggerBackend
+        _metrics.append(Metrics(LoggerBackend(filename=path), flush_interval=60))
+    return _metrics[0]
+
+def task(i):
+    metrics().increment("task")
+    return i
+
+def process():
+    for i in range(100):
+        task(i)
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context(sys.argv[1])
+    if sys.argv[2] == "process":
+        children = [context.Process(target=process) for _ in range(3)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
+    elif sys.argv[2] == "pool":
+        pool = context.Pool(3)
+        pool.map(task, range(300), chunksize=5)
+        pool.close()
+        pool.join()
+    else:
+        with context.Pool(3) as pool:
+            pool.map(task, range(300), chunksize=5)
+    with open(path) as lines:
+        print(sum('"task"' in line for line in lines))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+@pytest.mark.parametrize("how", ["process", "pool", "with"])
+def test_metrics_made_in_a_multiprocessing_child_are_delivered_when_it_ends(
+    tmp_path: Path, method: str, how: str
+) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "lazy.py"
+    script.write_text(LAZY_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), method, how, str(tmp_path / "m.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "300", done.stderr

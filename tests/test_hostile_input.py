@@ -280,3 +280,64 @@ def test_one_timer_entered_by_overlapping_tasks_times_each_entry() -> None:
         asyncio.run(both())
     took = sorted(m.value for m in backend.metrics)
     assert took[0] == pytest.approx(0.2, abs=0.08) and took[1] == pytest.approx(0.4, abs=0.08)
+
+
+def test_a_timer_left_in_another_thread_than_it_was_entered_never_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+
+    backend = MemoryBackend()
+    metrics = Metrics(backend, batching=False)
+    timer = metrics.timed("request")
+    entering = threading.Thread(target=timer.__enter__)  # request_started, in one thread
+    entering.start()
+    entering.join()
+    timer.__exit__(None, None, None)  # request_finished, in another: no start known here
+    assert backend.metrics == []
+    assert "timed('request')" in caplog.text
+    with timer:  # the timer still works
+        pass
+    assert [m.name for m in backend.metrics] == ["request"]
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+def test_a_backend_raising_a_base_exception_never_loses_metrics_silently(
+    raised: BaseException, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Exiting(MemoryBackend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            if not self.metrics:
+                self.metrics.append(batch[0])  # once: a library calling sys.exit(), say
+                raise raised
+            super().send(batch)
+
+    backend = Exiting()
+    metrics = Metrics(backend, flush_interval=0.01)
+    for _ in range(10):
+        metrics.increment("x")
+    assert metrics.flush(5) == 0
+    metrics.increment("after")
+    assert metrics.flush(5) == 0
+    stats = metrics.stats()
+    assert stats.sent + stats.failed == 11, stats  # each counted, none lost silently
+    assert [m.name for m in backend.metrics][-1] == "after"  # the worker carried on
+    assert type(raised).__name__ in caplog.text
+    metrics.close()
+
+
+@pytest.mark.parametrize("options", [{}, {"batching": False}, {"aggregate": True}])
+def test_close_keeps_its_deadline_when_the_backend_is_slow_to_close_or_fails_to(
+    options: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    class SlowToClose(MemoryBackend):
+        def close(self) -> None:
+            time.sleep(3)  # a driver's goodbye to a server that does not answer
+            raise ConnectionResetError("gone")
+
+    metrics = Metrics(SlowToClose(), **options)
+    metrics.increment("x")
+    started = time.monotonic()
+    metrics.close(0.5)  # returns, raising nothing
+    assert time.monotonic() - started < 1.5
+    assert metrics.stats().sent == 1

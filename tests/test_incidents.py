@@ -75,3 +75,17 @@ def test_the_drop_count_in_the_log_is_the_one_in_stats(caplog: pytest.LogCapture
         if (found := re.search(r"(\d+) metrics dropped so far", r.getMessage()))
     ]
     assert counts and counts[-1] == dropped, counts
+
+
+def test_a_huge_error_message_is_logged_shortened(caplog: pytest.LogCaptureFixture) -> None:
+    """A server that quotes the line it refused (InfluxDB does) quotes a 1 MB event whole."""
+    from kaneda_core import DeliveryError
+
+    class Quoting(MemoryBackend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            raise DeliveryError(f"unable to parse '{'y' * 1_000_000}'", retryable=False)
+
+    metrics = Metrics(Quoting(), batching=False)
+    metrics.event("dump", "y")
+    assert metrics.stats().failed == 1
+    assert 0 < len(caplog.text) < 5_000 and "more characters" in caplog.text

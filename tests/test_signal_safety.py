@@ -73,3 +73,136 @@ def test_reporting_from_a_signal_handler_never_deadlocks(tmp_path: Path, mode: s
     assert result["sent"] + result["dropped"] + result["failed"] == accepted, result
     if mode in ("disk", "sync"):
         assert result["sent"] == accepted, result
+
+
+# A handler that flushes or closes (a SIGTERM handler's usual job) while its thread was
+# inside Kaneda holding what the worker needs (the disk buffer's file, the queue's state).
+FLUSHING_HANDLER = textwrap.dedent("""
+    import json, signal, sys, time
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    mode, action, path = sys.argv[1], sys.argv[2], sys.argv[3]
+    options = {
+        "disk": dict(buffer_path=path, batch_size=50, flush_interval=0.001),
+        "memory": dict(batch_size=10, flush_interval=0.001),
+    }[mode]
+    accepted = stored = 0
+    for round in range(8):
+        backend = MemoryBackend()
+        metrics = Metrics(backend, **options)
+        inside = [False]
+
+        def on_alarm(signum, frame):
+            if inside[0]:
+                return
+            inside[0] = True
+            try:
+                metrics.increment("from_handler")
+                getattr(metrics, action)()  # no timeout: it must not wait for ever
+            finally:
+                inside[0] = False
+
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 0.0007, 0.0007)
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            metrics.gauge("from_main", 1, tags={"k": "v"})
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        metrics.flush(10)
+        stats = metrics.stats()
+        metrics.close(10)
+        accepted += stats.sent + stats.dropped + stats.failed
+        stored += len(backend.metrics)
+    print(json.dumps({"sent_or_counted": accepted, "stored": stored}))
+""")
+
+
+@pytest.mark.parametrize(
+    ("mode", "action"),
+    [("disk", "flush"), ("disk", "close"), ("memory", "flush"), ("memory", "close")],
+)
+def test_a_signal_handler_that_flushes_or_closes_never_deadlocks(
+    tmp_path: Path, mode: str, action: str
+) -> None:
+    script = tmp_path / "flushing.py"
+    script.write_text(FLUSHING_HANDLER)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), mode, action, str(tmp_path / "b.sqlite")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired as hung:
+        raise AssertionError(f"a handler's {action}() deadlocked ({mode})") from hung
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["stored"] > 0, result
+
+
+def test_a_failure_hook_that_flushes_or_closes_does_not_wait_for_its_own_thread(
+    plugin: object,
+) -> None:
+    import threading
+
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+    from kaneda_core.hookspecs import hookimpl
+
+    class Down(MemoryBackend):
+        def send(self, batch: object) -> None:
+            raise ValueError("refused")
+
+    metrics = Metrics(Down(), flush_interval=0.01)
+    answers: list[int] = []
+
+    class FlushAndClose:  # runs in the worker thread, which is delivering
+        @hookimpl
+        def kaneda_batch_failed(self, metrics: object, error: object, backend: object) -> None:
+            answers.append(kaneda.flush())
+            answers.append(kaneda.close())
+
+    kaneda = metrics
+    plugin.register(FlushAndClose())  # type: ignore[attr-defined]
+    metrics.increment("x")
+    waiter = threading.Thread(target=metrics.flush, daemon=True)
+    waiter.start()
+    waiter.join(10)
+    assert not waiter.is_alive(), "the worker waited for itself"
+    assert len(answers) == 2  # each returned what was left, without waiting
+    assert metrics.close(5) == 0 and metrics.stats().failed == 1
+
+
+# close() interrupted (Ctrl-C, a second SIGTERM) is completed at exit, within exit_timeout.
+INTERRUPTED_CLOSE = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    from kaneda_core import Metrics
+    from kaneda_core.backends import LoggerBackend
+
+    class Slow(LoggerBackend):
+        def send(self, batch):
+            time.sleep(0.05)
+            super().send(batch)
+
+    metrics = Metrics(Slow(filename=sys.argv[1]), batch_size=100)
+    for i in range(3000):
+        metrics.increment("x")
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        metrics.close()
+    except KeyboardInterrupt:
+        print("interrupted")
+""")
+
+
+def test_a_close_interrupted_by_ctrl_c_is_completed_at_exit(tmp_path: Path) -> None:
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED_CLOSE)
+    lines = tmp_path / "m.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(script), str(lines)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "interrupted", done.stderr
+    assert len(lines.read_text().splitlines()) == 3000, done.stderr
+    assert "not delivered" not in done.stderr, done.stderr

@@ -120,6 +120,12 @@ SHAPES = {
     "logger": "logger://app:{pw}@db.example{port}/tmp/m.jsonl",
     "memory": "memory://app:{pw}@db.example{port}",
     "csv": "csv://app:{pw}@db.example{port}/tmp/m.csv",
+    "rethinkdb-auth_key": "rethinkdb://db.example{port}/metrics?auth_key={pw}",
+    "influx-access_key": "influxdb://db.example{port}/metrics?access_key={pw}",
+    "rq": "rq://app:{pw}@db.example{port}/0",
+    "celery+redis": "celery+redis://app:{pw}@db.example{port}/0",
+    "celery+amqp": "celery+amqp://app:{pw}@db.example{port}//",
+    "zmq+tcp": "zmq+tcp://app:{pw}@db.example{port}",
 }
 
 
@@ -170,6 +176,36 @@ def test_no_backend_shows_a_password_from_its_url(
         result.close()
     for text in shown:
         assert_hidden(text, pieces)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "celery+redis://app:qz7;xk9@127.0.0.1:1/0",  # Celery reads ';' as two broker URLs
+        "celery+amqp://app:qz7;xk9@127.0.0.1:1//",
+        "zmq+tcp://app:qz7xk9@127.0.0.1:1",  # ZeroMQ quotes an endpoint in its errors
+        "zmq+tcp://app:qz7?xk9@127.0.0.1:1",
+        "zmq+tcp://app:qz7,xk9@127.0.0.1:1",
+        "rethinkdb://127.0.0.1:1/metrics?auth_key=qz7xk9",
+    ],
+)
+def test_urls_a_client_would_misread_are_refused_without_showing_the_secret(url: str) -> None:
+    with capture_logs() as logged, pytest.raises(ConfigurationError) as caught:
+        connect(url, batching=False).gauge("g", 1)
+    for text in (str(caught.value), logged.getvalue()):
+        assert "qz7" not in text and "xk9" not in text, text
+
+
+def test_a_user_alone_in_a_url_is_not_shown_by_the_backend(closed_port: int) -> None:
+    # influxdb://TOKEN@host: a user name alone is often a token; redact_url hides it too.
+    with capture_logs() as logged:
+        metrics = connect(f"influxdb://qz7xk9@127.0.0.1:{closed_port}/m", batching=False)
+        metrics.gauge("g", 1)
+        shown = [repr(metrics.backend), logged.getvalue()]
+        metrics.close()
+    assert metrics.stats().failed == 1
+    for text in shown:
+        assert "qz7xk9" not in text, text
 
 
 def test_a_password_given_twice_is_refused_without_showing_either() -> None:

@@ -211,6 +211,26 @@ def test_the_backends_check_makes_a_message_poison() -> None:
     handler.close()
 
 
+def test_one_metric_the_backend_refuses_does_not_hold_back_the_rest_of_its_message(
+    failures: object,
+) -> None:
+    """A producer's backend (a queue) checks less than the store: the store's check
+    refuses one metric of a batch at the worker. The others are stored; the refused one
+    is counted and hooked, as a metric the store refused is on the direct path."""
+    handler = handler_on(StrictBackend())
+    batch = [produced(f"m{i}", id_=f"m-{i}")._replace(value=i) for i in range(5)]
+    batch[2] = batch[2]._replace(value=2.5)  # StrictBackend takes ints only
+    outcome = handler.handle(encode_batch(batch))
+    assert outcome.verdict is Verdict.STORED and outcome.metrics == 5 and outcome.refused == 1
+    assert "must be an int here" in outcome.reason
+    assert sorted(m.name for m in handler.metrics.backend.metrics) == ["m0", "m1", "m3", "m4"]  # type: ignore[attr-defined]
+    assert handler.stats.stored == 4 and handler.stats.failed == 1
+    assert handler.metrics.stats().failed == 1
+    [(metrics, error)] = failures.failures  # type: ignore[attr-defined]
+    assert [m.name for m in metrics] == ["m2"] and isinstance(error, InvalidMetric)
+    handler.close()
+
+
 def test_a_kaneda_1_call_is_stored_at_arrival_and_bad_ones_are_poison() -> None:
     handler = handler_on(MemoryBackend())
     assert (

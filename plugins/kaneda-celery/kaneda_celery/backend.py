@@ -58,6 +58,13 @@ class CeleryBackend(QueueBackend):
             raise argument_error(
                 CeleryBackend, "broker", "a broker URL (redis://host:6379/0, amqp://...)", broker
             )
+        if any("://" not in url for url in broker.split(";")):
+            # Celery reads "a;b" as a list of broker URLs: a ';' in a password would cut it
+            # in two, and the broker's client quotes the pieces in its errors.
+            raise ConfigurationError(
+                f"broker {redact_url(broker)!r} holds a ';' that is not between two broker "
+                "URLs: if a user name or password holds ';', escape it as %3B"
+            )
         try:
             self._password = urlsplit(broker).password
         except ValueError:

@@ -19,7 +19,7 @@ from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.arguments import argument_error, check_arguments
 from kaneda_core.backend import url_options
-from kaneda_core.deadline import deadline
+from kaneda_core.deadline import deadline, request_seconds
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
 from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
@@ -49,7 +49,8 @@ class ElasticsearchBackend(Backend):
     :param port: server port (default 9200).
     :param user: HTTP basic auth username.
     :param password: HTTP basic auth password.
-    :param timeout: bounds each request as a whole (seconds; None means the default).
+    :param timeout: bounds each request as a whole (seconds; None means the default),
+        plus a second per MB of the request's body.
     :param verify_certs: check the server's TLS certificate (default True).
     :param ca_certs: path of a CA bundle to check it against.
     :param layout: ``"kaneda2"`` (the default) or ``"kaneda1"``, the documents kaneda
@@ -206,15 +207,28 @@ class ElasticsearchBackend(Backend):
                 action["_id"] = str(metric.id)
             lines.append(dumps({"index": action}))
             lines.append(dumps(document(metric, self.app_name)))
+        # A pre-serialized NDJSON body: the client's NDJSON serializer sends a str as is,
+        # which spares it serializing every line again.
+        body = "\n".join(lines) + "\n"
+        # A large request gets longer than the timeout (see request_seconds).
+        seconds = request_seconds(self.timeout, len(body))
         try:
-            # A pre-serialized NDJSON body: the client's NDJSON serializer sends a str as is,
-            # which spares it serializing every line again.
-            body = "\n".join(lines) + "\n"
-            with deadline(self.timeout, self._abort) as watch, quiet.client_logs_held_back():
-                response = self.client.bulk(operations=body)  # type: ignore[arg-type]
+            with deadline(seconds, self._abort) as watch, quiet.client_logs_held_back():
+                response = self.client.options(request_timeout=seconds).bulk(
+                    operations=body  # type: ignore[arg-type]
+                )
         except Exception as error:  # noqa: BLE001 - translated below
-            raise self._delivery_error("writing", _timed_out(error, watch, self.timeout)) from None
+            raise self._delivery_error("writing", _timed_out(error, watch, seconds)) from None
         items = response.get("items") or []
+        if len(items) != len(batch):
+            # Elasticsearch answers one item per document; anything else (an error said
+            # with a 200, a proxy's answer) confirms nothing.
+            raise DeliveryError(
+                f"Elasticsearch ({self._nodes()}) answered the bulk request of {len(batch)} "
+                f"documents with {len(items)} items, so none is known to be stored: "
+                f"{self.redact(str(response)[:200])}",
+                retryable=True,
+            )
         if response.get("errors"):
             self._raise_for_items(batch, items)
         return [next(iter(item.values())) for item in items]

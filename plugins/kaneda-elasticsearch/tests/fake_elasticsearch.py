@@ -14,6 +14,7 @@ import http.server
 import json
 import socket
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -39,6 +40,8 @@ class FakeElasticsearch(http.server.ThreadingHTTPServer):
         self.indices: dict[str, dict[str, dict[str, Any]]] = {}
         self.fail_next: list[tuple[int, dict[str, Any]]] = []
         self.item_errors: dict[int, tuple[int, str, str]] = {}
+        #: Seconds a ``_bulk`` request takes per MB of body (a server storing it).
+        self.seconds_per_mb = 0.0
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
@@ -146,6 +149,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if self._injected_failure():
             return
+        if self.server.seconds_per_mb:
+            time.sleep(self.server.seconds_per_mb * len(body) / 1e6)
         if not self.server.store:  # benchmarks: a canned success, no parsing
             count = body.count(b"\n") // 2
             self._reply(

@@ -284,6 +284,37 @@ def test_whole_request_failures(
     assert caught.value.retryable is retryable and words in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": {"type": "illegal_argument_exception"}, "status": 400},  # said with a 200
+        {"took": 1, "errors": False, "items": []},  # fewer items than documents sent
+        {},
+    ],
+)
+def test_a_bulk_answer_that_confirms_fewer_documents_is_not_counted_as_sent(
+    fake_es: FakeElasticsearch, body: dict[str, Any]
+) -> None:
+    backend = backend_for(fake_es)
+    backend.send([Metric.create("warm", "gauge", 0)])
+    fake_es.fail_next = [(200, body)]
+    metrics = Metrics(backend, batching=False)
+    metrics.gauge("g", 1)
+    assert (metrics.stats().sent, metrics.stats().failed) == (0, 1)
+
+
+def test_a_large_document_is_stored_within_the_default_timeout(fake_es: FakeElasticsearch) -> None:
+    """The timeout (0.3 s) waits for a server that does not answer; a large request takes
+    longer to store however well the server answers, and was failed at every retry."""
+    backend = ElasticsearchBackend("kaneda", "web", connection_url=fake_es.url)
+    assert backend.timeout == 0.3
+    backend.send([Metric.create("warm", "gauge", 0)])
+    fake_es.seconds_per_mb = 0.25  # 4 MB/s: 3 MB take 0.75 s
+    metrics = Metrics(backend, batching=False)
+    metrics.event("dump", "y" * 3_000_000)
+    assert (metrics.stats().sent, metrics.stats().failed) == (1, 0)
+
+
 def test_a_closed_port_is_retryable_and_never_reaches_the_caller(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

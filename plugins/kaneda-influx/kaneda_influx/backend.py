@@ -47,6 +47,8 @@ _A_TYPE = {
 _CONFLICT_ROUNDS = 8
 #: The largest request body the backend sends when a batch holds large metrics.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+#: A request's body, and the size of the line protocol in it (before compression).
+_Payload = tuple[bytes, int]
 #: Metrics per write request, by default: a larger batch is sent in parts, the next part
 #: built while the server stores the one before (see ``bench/RESULTS.md``).
 PART_SIZE = 5000
@@ -63,7 +65,8 @@ class InfluxBackend(Backend):
     :param port: server port (default 8086).
     :param username: auth username.
     :param password: auth password.
-    :param timeout: bounds each request as a whole (seconds; None means the default).
+    :param timeout: bounds each request as a whole (seconds; None means the default),
+        plus a second per MB of the request's body.
     :param verify_ssl: check the server's TLS certificate (default True).
     :param layout: ``"kaneda2"`` (the default) or ``"kaneda1"``, the measurements,
         tags and fields kaneda 1.0 wrote (see :mod:`kaneda_influx.layouts`).
@@ -185,8 +188,8 @@ class InfluxBackend(Backend):
             self._create_database()
         size = self.part_size
         pieces = deque(batch[start : start + size] for start in range(0, len(batch), size))
-        # Requests built and not sent yet: (metrics, body).
-        parts: deque[tuple[Sequence[Metric], bytes]] = deque()
+        # Requests built and not sent yet: (metrics, payload).
+        parts: deque[tuple[Sequence[Metric], _Payload]] = deque()
         failed: list[Metric] = []
         errors: list[DeliveryError] = []
         requests = 0
@@ -229,7 +232,7 @@ class InfluxBackend(Backend):
             isolate=True,
         )
 
-    def _requests(self, piece: Sequence[Metric]) -> list[tuple[Sequence[Metric], bytes]]:
+    def _requests(self, piece: Sequence[Metric]) -> list[tuple[Sequence[Metric], _Payload]]:
         """The write requests for ``piece``: ``(metrics, body)``, each body bounded in size."""
         body = self.layout.lines(piece, self._known).encode("utf-8")
         if len(body) <= MAX_REQUEST_BYTES or len(piece) == 1:
@@ -247,16 +250,23 @@ class InfluxBackend(Backend):
         requests.append((piece[start:], self._payload(b"\n".join(lines[start:]))))
         return requests
 
-    def _payload(self, body: bytes) -> bytes:
+    def _payload(self, body: bytes) -> _Payload:
+        """What is sent for ``body``, and the size of the line protocol the server reads."""
         # wbits=31: a gzip container, as Content-Encoding: gzip says. Level 1, the
         # fastest: line protocol repeats itself and compresses well even so.
-        return zlib.compress(body, 1, wbits=31) if self.gzip else body
+        return (zlib.compress(body, 1, wbits=31) if self.gzip else body), len(body)
 
-    def _start(self, payload: bytes) -> Request | Exception:
+    def _start(self, payload: _Payload) -> Request | Exception:
         """Send a write request; what sending raised stands for its answer."""
+        data, size = payload
         try:
             return self._transport.send(
-                "write", self._write_params, payload, headers=self._write_headers
+                "write",
+                self._write_params,
+                data,
+                headers=self._write_headers,
+                expect=204,
+                size=size,  # its time bound grows with it, compressed or not
             )
         except Exception as error:  # noqa: BLE001 - reported by _outcome, in turn
             return error
@@ -456,7 +466,7 @@ class InfluxBackend(Backend):
                 # Not allowed to create it: it may exist already; the write will tell.
                 log.warning(
                     "kaneda-influx: user %r may not create database %r; writing to it anyway",
-                    self.client._username,
+                    self._shown_user(),
                     self.database,
                 )
             except Exception as error:  # noqa: BLE001 - translated below
@@ -472,13 +482,13 @@ class InfluxBackend(Backend):
             code = error.code
             if code == 401:
                 message = (
-                    f"{where} refused the credentials of user {self.client._username!r} "
+                    f"{where} refused the credentials of user {self._shown_user()!r} "
                     f"while {doing} (401): check the username and password"
                 )
                 return DeliveryError(message, retryable=False)
             if code == 403:
                 message = (
-                    f"{where}: user {self.client._username!r} is not allowed to write "
+                    f"{where}: user {self._shown_user()!r} is not allowed to write "
                     f"(403 while {doing}): grant it WRITE on the database"
                 )
                 return DeliveryError(message, retryable=False)
@@ -551,8 +561,12 @@ class InfluxBackend(Backend):
         self.client.close()
         self.layout.cache.clear()
 
+    def _shown_user(self) -> str | None:
+        """The user name as messages show it: masked when alone (it often is a token)."""
+        return self.client._username if self._password else MASK
+
     def __repr__(self) -> str:
-        user = f"{self.client._username}:{MASK}@" if self.client._username else ""
+        user = f"{self._shown_user()}:{MASK}@" if self.client._username else ""
         return f"<InfluxBackend {user}{self.client._host}:{self.client._port}/{self.database}>"
 
 

@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
-from kaneda_core.deadline import deadline
+from kaneda_core.deadline import deadline, request_seconds
 from kaneda_core.forking import abandon
 
 #: Errors of a connection that was reused after the server closed it: sent again once.
@@ -92,11 +92,16 @@ class HTTPTransport:
         *,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
+        expect: int | None = None,
+        size: int | None = None,
     ) -> Request:
         """Send a POST without waiting for its answer: :meth:`Request.answer` reads it.
 
         One request at a time: read its answer before sending the next. Raises what
-        :meth:`post` raises when the request cannot be sent.
+        :meth:`post` raises when the request cannot be sent. With ``expect``, any other
+        successful status is an error too (a write is answered 204 by InfluxDB). The
+        request's bound is its timeout plus a second per MB of ``size`` (the body before
+        compression; by default the body's length): see :func:`request_seconds`.
         """
         request = Request(
             self,
@@ -104,6 +109,8 @@ class HTTPTransport:
             body,
             {**self._headers, "Content-Type": "application/octet-stream", **(headers or {})},
             self.timeout if timeout is None else timeout,
+            len(body) if size is None else size,
+            expect,
         )
         request.send()
         return request
@@ -116,6 +123,8 @@ class HTTPTransport:
         if database:
             params["db"] = database
         answer = json.loads(self.post("query", params, timeout=timeout) or b"{}")
+        if "error" in answer:  # InfluxDB says so with a 4xx; something else answered 200
+            raise InfluxDBServerError(f"the server answered 200 with an error: {answer['error']}")
         result: dict[str, Any] = (answer.get("results") or [{}])[0]
         if "error" in result:
             raise InfluxDBClientError(result["error"], 400)
@@ -162,7 +171,8 @@ class Request:
     """A POST sent (or being sent) on a transport's connection, its answer read later.
 
     The time spent sending it and the time spent waiting for its answer are bounded
-    together by ``limit`` seconds; what the caller does in between is not counted.
+    together by ``limit`` seconds, ``timeout`` plus a second per MB of ``size`` (the body
+    before compression); what the caller does in between is not counted.
     """
 
     def __init__(
@@ -171,13 +181,17 @@ class Request:
         path: str,
         body: bytes,
         headers: dict[str, str],
-        limit: float,
+        timeout: float,
+        size: int,
+        expect: int | None = None,
     ) -> None:
         self.transport = transport
+        self.expect = expect
+        self.timeout = timeout
+        self.limit = request_seconds(timeout, size)
         self.path = path
         self.body = body
         self.headers = headers
-        self.limit = limit
         self._spent = 0.0
         self._reused = False
         self._stale = False
@@ -187,6 +201,11 @@ class Request:
         transport = self.transport
         self._reused = transport._connection is not None
         connection = transport._connection or transport._connect()
+        # Each read may take as long as the request may (its bound includes the body's
+        # allowance); the watchdog bounds them all together.
+        connection.timeout = self.limit
+        if connection.sock is not None:
+            connection.sock.settimeout(self.limit)
         started = time.monotonic()
         try:
             with self._bounded(self.limit):
@@ -209,9 +228,15 @@ class Request:
                 if not self._reused:
                     raise
                 status, content = self._again()
-        if status < 300:
-            return content
         text = content.decode("utf-8", "replace")
+        if status < 300:
+            if self.expect is None or status == self.expect:
+                return content
+            # Not InfluxDB's answer: a proxy's page, a lookalike's error. Not stored.
+            raise InfluxDBServerError(
+                f"the server answered {status} where InfluxDB answers {self.expect}, so the "
+                f"write was not confirmed (is a proxy in between?): {text[:200]}"
+            )
         if status >= 500:
             raise InfluxDBServerError(text)
         raise InfluxDBClientError(text, status)
@@ -247,8 +272,10 @@ class Request:
             except BaseException as error:
                 transport._drop()
                 if watch.expired:
+                    extra = self.limit - self.timeout
+                    allowance = f", plus {extra:.2f} s for its size" if extra >= 0.01 else ""
                     raise RequestTimeout(
-                        f"no complete answer within {self.limit} s (timeout bounds the whole "
-                        "request)"
+                        f"no complete answer within {self.timeout} s (timeout bounds the whole "
+                        f"request{allowance})"
                     ) from error
                 raise

@@ -6,12 +6,14 @@ Against the real InfluxDB: every count is checked by query.
 from __future__ import annotations
 
 import http.client
+import http.server
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -219,3 +221,66 @@ def test_two_processes_incrementing_one_series_never_overwrite_each_other(
     assert [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children] == [0, 0]
     answer = influx_server.query('SELECT count("value") FROM "counter"', db=database)
     assert answer["results"][0]["series"][0]["values"][0][1] == 2 * calls
+
+
+# -- a server that answers what InfluxDB never does ---------------------------------------
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    """Answers a POST with ``self.server.answers[path]`` (status, body); 204 by default."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        status, body = self.server.answers.get(self.path.split("?")[0], (204, b""))  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def answering() -> Iterator[Any]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+    server.answers = {"/query": (200, b'{"results":[{"statement_id":0}]}')}  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (200, b'{"error":"database not found: \\"app\\""}'),  # a proxy's or a lookalike's
+        (200, b"<html><body>Welcome to nginx!</body></html>"),  # not InfluxDB at all
+    ],
+)
+def test_a_write_answered_200_instead_of_204_is_not_counted_as_sent(
+    answering: Any, answer: tuple[int, bytes]
+) -> None:
+    answering.answers["/write"] = answer
+    import kaneda
+
+    url = f"influxdb://127.0.0.1:{answering.server_port}/app?timeout=2"
+    metrics = connect(url, batching=False)
+    metrics.gauge("g", 1)
+    assert (metrics.stats().sent, metrics.stats().failed) == (0, 1)
+    metrics.close()
+    from kaneda.backends import InfluxBackend as Kaneda1Influx
+
+    face = kaneda.Metrics(Kaneda1Influx("app", host="127.0.0.1", port=answering.server_port))
+    assert face.gauge("g", 1) is None  # kaneda 1.0 expected 204 too, and returned None
+    face.close()
+
+
+def test_a_query_answered_200_with_an_error_is_an_error(answering: Any) -> None:
+    answering.answers["/query"] = (200, b'{"error":"authorization failed"}')
+    backend = InfluxBackend("app", host="127.0.0.1", port=answering.server_port, timeout=2)
+    assert backend.create_database() is False
+    metrics = Metrics(backend, batching=False)
+    metrics.gauge("g", 1)
+    assert metrics.stats().failed == 1
+    metrics.close()

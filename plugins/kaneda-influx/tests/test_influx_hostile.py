@@ -145,6 +145,33 @@ def test_large_metrics_in_one_batch_do_not_take_the_small_ones_down(
     assert len([m for m in stored if m.name == "dump"]) == 4
 
 
+def test_a_metric_accepted_at_the_call_is_stored_within_the_default_timeout(
+    influx_server: InfluxServer, database: str
+) -> None:
+    """The timeout (0.3 s by default) is meant for a server that does not answer, not for
+    a request whose size makes it longer: such a metric was accepted at the call, then
+    timed out at every retry, and took the small metrics of its batch down with it."""
+    from kaneda_core import connect
+
+    url = f"influxdb://127.0.0.1:{influx_server.port}/{database}"  # the default timeout
+    with connect(url, batch_size=10_000, flush_interval=60) as metrics:
+        for i in range(1000):
+            metrics.gauge("small", i)
+        metrics.event("dump", "y" * 14_000_000)
+        metrics.custom("wide", "report", {f"f{i}": float(i) for i in range(150_000)})
+        for i in range(1000, 2000):
+            metrics.gauge("small", i)
+        assert metrics.flush(120) == 0
+        assert (metrics.stats().sent, metrics.stats().failed) == (2002, 0)
+
+    def count(field: str, measurement: str) -> int:
+        answer = influx_server.query(f'SELECT count("{field}") FROM "{measurement}"', database)
+        return int(answer["results"][0]["series"][0]["values"][0][1])
+
+    assert count("value", "gauge") == 2000
+    assert count("text", "event") == 1 and count("f149999", "report") == 1
+
+
 def test_a_key_added_to_a_reported_dict_afterwards_injects_nothing(
     influx_server: InfluxServer, database: str
 ) -> None:

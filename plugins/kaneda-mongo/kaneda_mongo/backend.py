@@ -196,6 +196,11 @@ class MongoBackend(Backend):
             _check_keys(metric.tags, "tags")
         if type(metric.value) is not float:
             refuse_ints_beyond(metric, 64, "MongoDB")
+        if type(metric.id) is int and not -(2**63) <= metric.id < 2**63:  # the _id
+            raise InvalidMetric(
+                f"id_ is an integer of {metric.id.bit_length()} bits; MongoDB stores integers "
+                f"of at most 64 bits: give the id as a string ({str(metric.id)!r})"
+            )
         refuse_text_over(metric, MAX_TEXT, "MongoDB", "a document is at most 16 MiB")
 
     def send(self, batch: Sequence[Metric]) -> list[InsertOneResult]:

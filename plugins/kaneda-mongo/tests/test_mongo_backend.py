@@ -306,6 +306,8 @@ def test_what_mongodb_cannot_store_is_refused_at_the_call() -> None:
         metrics.custom("c", "shape", {"big": [1, 2**64]})
     with pytest.raises(InvalidMetric, match="16 MiB"):
         metrics.event("dump", "x" * 17_000_000)
+    with pytest.raises(InvalidMetric, match=r"id_.*64 bits"):  # the document's _id
+        metrics.custom("c", "shape", 1, id_=2**70)
     metrics.gauge("g", 2**62)  # fits
     assert metrics.stats().queued == 1
     metrics.close(0.1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from kaneda_core.errors import ConfigurationError
+from kaneda_core.redact import redact_url
 
 STORED, RETRY, POISON = b"stored", b"retry", b"poison"
 VERDICTS = frozenset((STORED, RETRY, POISON))
@@ -28,8 +29,15 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
     transport = scheme.lower().removeprefix("zmq+")
     if not sep or transport not in ("tcp", "ipc") or not scheme.lower().startswith("zmq+"):
         raise ConfigurationError(
-            f"{url!r} is not a ZeroMQ queue URL: expected zmq+tcp://host:port "
+            f"{redact_url(url)!r} is not a ZeroMQ queue URL: expected zmq+tcp://host:port "
             "(several: zmq+tcp://h1:5555,h2:5555) or zmq+ipc:///path"
+        )
+    if transport == "tcp" and "@" in rest:
+        # A user or password, which ZeroMQ would quote in its errors (and any piece of
+        # the URL an unescaped one would fall into).
+        raise ConfigurationError(
+            f"{redact_url(url)!r} holds a user or password (before '@'); a ZeroMQ tcp "
+            "endpoint takes none: zmq+tcp://host:port"
         )
     address, _, query = rest.partition("?")
     options = dict(parse_qsl(query, keep_blank_values=True))
@@ -42,6 +50,7 @@ def endpoints(connection_url: str) -> list[str]:
     """``tcp://h1:5555,h2:5555`` (or ``tcp://h1:5555,tcp://h2:5555``) as a list, each checked."""
     found: list[str] = []
     transport = ""
+    shown = redact_url(connection_url)
     for part in connection_url.split(","):
         part = part.strip()
         if "://" in part:
@@ -50,15 +59,21 @@ def endpoints(connection_url: str) -> list[str]:
             address = part
         if transport not in ("tcp", "ipc"):
             raise ConfigurationError(
-                f"connection_url must be tcp://host:port or ipc:///path, got {connection_url!r}"
+                f"connection_url must be tcp://host:port or ipc:///path, got {shown!r}"
             )
         if transport == "tcp":
+            if "@" in address:  # a user or password, which ZeroMQ would quote in its errors
+                raise ConfigurationError(
+                    f"{shown!r} holds a user or password (before '@'); a ZeroMQ tcp endpoint "
+                    "takes none: tcp://host:port"
+                )
             host, colon, port = address.rpartition(":")
             if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigurationError(
-                    f"a ZeroMQ tcp endpoint needs host:port, got {address!r} in {connection_url!r}"
+                    f"a ZeroMQ tcp endpoint needs host:port, got {redact_url(address)!r} "
+                    f"in {shown!r}"
                 )
         elif not address:
-            raise ConfigurationError(f"an ipc endpoint needs a path, got {connection_url!r}")
+            raise ConfigurationError(f"an ipc endpoint needs a path, got {shown!r}")
         found.append(f"{transport}://{address}")
     return found
