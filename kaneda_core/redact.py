@@ -17,8 +17,9 @@ MASK = "***"
 
 #: Words in the name of an option or parameter whose value is a secret: ``password``,
 #: ``api_key``, ``auth_key``, ``access_key``, ``token``, ``sig`` (a signed URL's). Any
-#: ``key``: a name that hides a little too much costs less than a key shown.
-_SECRET_WORDS = r"pass|pwd|secret|token|key|credential|sig"
+#: ``key``: a name that hides a little too much costs less than a key shown. ``sig`` only
+#: as a word of its own (``assign_ids`` holds no secret).
+_SECRET_WORDS = r"pass|pwd|secret|token|key|credential|signature|(?<![a-z])sig(?![a-z])"
 #: A query option whose value is a secret (``?password=``, ``?api_key=``, ``?token=``).
 _SECRET_OPTION = re.compile(rf"[?&;][^=&;#]*(?:{_SECRET_WORDS})[^=&;#]*=", re.IGNORECASE)
 _SECRET_NAME = re.compile(_SECRET_WORDS, re.IGNORECASE)

@@ -473,3 +473,12 @@ def test_delivery_log_lines_never_show_a_password(
     assert "not delivered" in logged.getvalue()
     for text in [*shown, logged.getvalue()]:
         assert_hidden(text, pieces)
+
+
+def test_an_option_is_secret_by_its_words_not_by_letters_inside_another_word() -> None:
+    from kaneda_core.redact import redact_url
+
+    assert redact_url("rq://h:6379/0?assign_ids=false") == "rq://h:6379/0?assign_ids=false"
+    assert redact_url("rq://h:6379/0?assign_ids=false&sig=abc") == (
+        "rq://h:6379/0?assign_ids=false&sig=***"
+    )
