@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .forking import reinit_after_fork
+from .forking import leave_signals_to_other_threads, reinit_after_fork
 
 log = logging.getLogger("kaneda")
 
@@ -64,6 +64,7 @@ class Watchdog:
             entry.active = False
 
     def _run(self) -> None:
+        leave_signals_to_other_threads()
         while True:
             expired: list[_Entry] = []
             with self._condition:

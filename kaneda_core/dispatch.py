@@ -25,7 +25,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .delivery import BufferFull, Delivery, Item, log
-from .forking import at_exit, track_dispatcher, untrack_dispatcher
+from .forking import at_exit, leave_signals_to_other_threads, track_dispatcher, untrack_dispatcher
 from .stamps import stamp
 
 if TYPE_CHECKING:
@@ -399,6 +399,7 @@ class BatchingDispatcher(_Closable):
     # -- the worker ------------------------------------------------------------------
 
     def _run(self) -> None:
+        leave_signals_to_other_threads()
         try:
             self._rounds()
         finally:
@@ -693,7 +694,12 @@ def _within(deadline: float | None, name: str, call: Callable[..., None], *args:
     if deadline is None:
         call(*args)
         return
-    runner = threading.Thread(target=call, args=args, name=name, daemon=True)
+
+    def run() -> None:
+        leave_signals_to_other_threads()
+        call(*args)
+
+    runner = threading.Thread(target=run, name=name, daemon=True)
     runner.start()
     runner.join(max(0.0, deadline - time.monotonic()))
 

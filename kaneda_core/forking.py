@@ -236,13 +236,94 @@ def _deliver_on_terminate() -> None:
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _terminated)
+            _watch_for_a_missed_sigterm()
     except (ValueError, OSError) as error:  # not the main thread after all: keep the default
         log.debug("Kaneda: no SIGTERM handler in this multiprocessing child: %s", error)
+
+
+#: Set when the SIGTERM handler starts (the watcher then stops waking the main thread).
+_terminating = False
+#: The pipe the signal module writes the number of each signal to, while Kaneda watches.
+_wakeup: tuple[int, int] | None = None
+
+
+def _watch_for_a_missed_sigterm() -> None:
+    """Wake the main thread until it runs the SIGTERM handler.
+
+    Python runs a handler in the main thread at its next step; a main thread that
+    entered a blocking wait just as the signal arrived (a ``Pool`` worker taking the
+    lock of its task queue) takes no step, and a process that the default action would
+    have ended lives on, ``Pool.terminate()`` waiting for it for ever. A thread of
+    Kaneda's reads the signal numbers the signal module writes to a pipe and, after a
+    SIGTERM, sends the main thread the signal again until the handler starts. Left out
+    when the application has a wakeup file of its own (an asyncio loop).
+    """
+    import signal
+    import threading
+
+    global _wakeup
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    if previous != -1:
+        signal.set_wakeup_fd(previous)
+        os.close(read_end)
+        os.close(write_end)
+        return
+    _wakeup = (read_end, write_end)
+    main = threading.main_thread().ident
+    threading.Thread(
+        target=_wake_main_thread, args=(read_end, main), name="kaneda-sigterm", daemon=True
+    ).start()
+
+
+def _wake_main_thread(read_end: int, main: int | None) -> None:
+    import signal
+    import time
+
+    leave_signals_to_other_threads()
+    while True:
+        try:
+            numbers = os.read(read_end, 64)
+        except OSError:
+            return
+        if not numbers:
+            return
+        if signal.SIGTERM not in numbers:
+            continue
+        while not _terminating and main is not None:
+            time.sleep(0.2)
+            if _terminating:
+                break
+            signal.pthread_kill(main, signal.SIGTERM)
+
+
+@reinit_after_fork
+def _no_wakeup_in_child() -> None:
+    # The watcher is its parent's thread: the child watches for itself, if it has the
+    # handler (a multiprocessing child installs it again anyway).
+    global _wakeup, _terminating
+    import signal
+
+    _terminating = False
+    if _wakeup is None:
+        return
+    for end in _wakeup:
+        os.close(end)
+    _wakeup = None
+    try:
+        signal.set_wakeup_fd(-1)
+        if signal.getsignal(signal.SIGTERM) is _terminated:
+            _watch_for_a_missed_sigterm()
+    except (ValueError, OSError) as error:
+        log.debug("Kaneda: no SIGTERM watcher in this child: %s", error)
 
 
 def _terminated(signum: int, _frame: object) -> None:
     import signal
 
+    global _terminating
+    _terminating = True
     signal.signal(signum, signal.SIG_DFL)
     if _exiting:
         # The child is exiting already (its target returned), inside the very callbacks
@@ -262,3 +343,28 @@ def _run_exit_callbacks() -> None:
             callback()
         except Exception as error:  # noqa: BLE001 - exit must go on
             log.error("Kaneda: exit handler failed: %s", error)
+
+
+#: Signals a process receives from outside (kill, Ctrl-C, timers, a supervisor).
+_PROCESS_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2")
+
+
+def leave_signals_to_other_threads() -> None:
+    """Block, in the calling thread (one of Kaneda's own), the signals a process receives.
+
+    The kernel hands a signal sent to the process to any thread that does not block it.
+    Python runs its handlers in the main thread, but only a thread that *receives* the
+    signal is woken from a blocking call: a SIGTERM that lands on a Kaneda thread while
+    the main thread waits on a lock (a ``multiprocessing.Pool`` worker waiting for its
+    next task) is never acted on, and ``Pool.terminate()`` waits for that worker for
+    ever. Kaneda's threads leave such signals to the application's.
+    """
+    import contextlib
+    import signal
+
+    # No pthread_sigmask on some platforms (Windows): nothing to do there.
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        signal.pthread_sigmask(
+            signal.SIG_BLOCK,
+            {getattr(signal, name) for name in _PROCESS_SIGNALS if hasattr(signal, name)},
+        )

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -360,3 +361,35 @@ def test_metrics_made_in_a_multiprocessing_child_are_delivered_when_it_ends(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "300", done.stderr
+
+
+def _blocked_when_terminated(path: str, lock: Any) -> None:
+    metrics = Metrics(LoggerBackend(filename=path), flush_interval=60)
+    metrics.increment("before_the_end")
+
+    def send_sigterm_to_this_thread() -> None:
+        # The signal reaches another thread than the main one, which has just blocked:
+        # the handler's flag is set, but the main thread takes no step to run it.
+        time.sleep(0.3)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=send_sigterm_to_this_thread).start()
+    lock.acquire()  # held by the parent: blocks, as a Pool worker waits for its next task
+
+
+def test_a_sigterm_the_blocked_main_thread_did_not_hear_still_ends_the_child_delivered(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.jsonl"
+    lock = fork.Lock()
+    lock.acquire()
+    child = fork.Process(target=_blocked_when_terminated, args=(str(path), lock))
+    child.start()
+    child.join(20)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("the child lived on after SIGTERM: its main thread never ran the handler")
+    lock.release()
+    assert child.exitcode == -signal.SIGTERM
+    assert [line["name"] for line in _lines(path)] == ["before_the_end"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from kaneda_core import Metrics
 
 SCRIPT = textwrap.dedent("""
     import json, signal, sys, time
@@ -206,3 +209,28 @@ def test_a_close_interrupted_by_ctrl_c_is_completed_at_exit(tmp_path: Path) -> N
     assert done.returncode == 0 and done.stdout.strip() == "interrupted", done.stderr
     assert len(lines.read_text().splitlines()) == 3000, done.stderr
     assert "not delivered" not in done.stderr, done.stderr
+
+
+def _blocked_signals(thread_name: str) -> set[int]:
+    """The signals the thread named ``thread_name`` blocks (Linux: /proc)."""
+    import threading
+
+    [thread] = [t for t in threading.enumerate() if t.name == thread_name]
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    mask = int(
+        next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16
+    )
+    return {number for number in range(1, 65) if mask & (1 << (number - 1))}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_kanedas_threads_leave_the_processes_signals_to_the_applications_threads() -> None:
+    """A SIGTERM that lands on Kaneda's worker would never wake a main thread blocked on a
+    lock (a Pool worker waiting for a task): Pool.terminate() then waited for ever."""
+    metrics = Metrics("memory", flush_interval=0.05)
+    metrics.increment("x")
+    metrics.flush(5)
+    blocked = _blocked_signals("kaneda-worker")
+    assert {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM} <= blocked
+    assert signal.SIGTERM not in _blocked_signals("MainThread")
+    metrics.close()
