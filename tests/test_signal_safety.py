@@ -212,15 +212,24 @@ def test_a_close_interrupted_by_ctrl_c_is_completed_at_exit(tmp_path: Path) -> N
 
 
 def _blocked_signals(thread_name: str) -> set[int]:
-    """The signals the thread named ``thread_name`` blocks (Linux: /proc)."""
+    """The signals every live thread named ``thread_name`` blocks (Linux: /proc); other
+    tests' instances may still be running, and each of them must block them too."""
     import threading
 
-    [thread] = [t for t in threading.enumerate() if t.name == thread_name]
-    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
-    mask = int(
-        next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16
-    )
-    return {number for number in range(1, 65) if mask & (1 << (number - 1))}
+    threads = [t for t in threading.enumerate() if t.name == thread_name and t.native_id]
+    assert threads, f"no thread named {thread_name}"
+    blocked = set(range(1, 65))
+    for thread in threads:
+        try:
+            status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+        except FileNotFoundError:  # it ended while we looked
+            continue
+        mask = int(
+            next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1],
+            16,
+        )
+        blocked &= {number for number in range(1, 65) if mask & (1 << (number - 1))}
+    return blocked
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
