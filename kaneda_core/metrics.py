@@ -176,6 +176,8 @@ class Metrics:
         self._submit = self._dispatcher.submit
         # Only backends that refuse some metrics pay for a check at every call.
         self._check = backend.check if type(backend).check is not Backend.check else None
+        # The check takes the queued record itself (see Backend.checks_records).
+        self._check_records = bool(getattr(backend, "checks_records", False))
         if self._check is not None:
             self._submit = self._checked(self._submit)
         # A queue in memory that calls append to themselves (see _report): None when a
@@ -297,8 +299,10 @@ class Metrics:
         if queue is None:
             self._submit(item)
             return
-        if self._check is not None:
-            self._check(tuple.__new__(Metric, item))
+        check = self._check
+        if check is not None:
+            # The record itself where the backend takes it (Backend.checks_records).
+            check(item if self._check_records else tuple.__new__(Metric, item))  # type: ignore[arg-type]
         queue.append(item)
         if len(queue) >= self._mark:
             self._dispatcher.after_append()  # type: ignore[union-attr]
@@ -392,8 +396,10 @@ class Metrics:
         # Appended here, not through a submit function: a call level is a noticeable
         # share of a call. The dispatcher looks at the queue past its mark (a full batch
         # to deliver, or the bound reached).
-        if self._check is not None:
-            self._check(tuple.__new__(Metric, item))
+        check = self._check
+        if check is not None:
+            # The record itself where the backend takes it (Backend.checks_records).
+            check(item if self._check_records else tuple.__new__(Metric, item))  # type: ignore[arg-type]
         queue.append(item)
         if len(queue) >= self._mark:
             self._dispatcher.after_append()  # type: ignore[union-attr]
@@ -411,6 +417,13 @@ class Metrics:
         """``submit`` preceded by the backend's own check of each metric, at the call."""
         check = self.backend.check
         new = tuple.__new__
+        if self._check_records:
+
+            def checked_record_submit(item: Item) -> None:
+                check(item)  # type: ignore[arg-type]  # a record: see Backend.checks_records
+                submit(item)
+
+            return checked_record_submit
 
         def checked_submit(item: Item) -> None:
             # The record checked holds the very fields queued and sent. The plain tuple

@@ -307,6 +307,62 @@ class BackendContract:
         slack = self.timestamp_resolution
         assert before - slack <= stored.timestamp <= after + slack
 
+    def test_a_check_given_records_says_what_it_says_of_metrics(
+        self, backend: Backend, prefix: str
+    ) -> None:
+        """A backend that declares ``checks_records`` refuses a record exactly when it
+        refuses the Metric made of it, for the same reason; the reporting calls give any
+        other backend's check Metrics only."""
+        given: list[type] = []
+        check = backend.check
+        own_check = vars(backend).get("check")  # a backend may set its check per instance
+
+        def spy(metric: Any) -> None:
+            given.append(type(metric))
+            check(metric)
+
+        backend.check = spy  # type: ignore[method-assign]
+        try:
+            metrics = Metrics(backend, batch_size=1000, flush_interval=3600)
+            metrics.gauge(prefix + "g", 1.5, tags=self.tags({"a": "b"}))
+            metrics.increment(prefix + "c", tags=self.tags({"a": "b"}))
+            if self.stores_events:
+                metrics.event(prefix + "e", "text")
+            metrics.close(0)
+        finally:
+            if own_check is None:
+                del backend.check
+            else:
+                backend.check = own_check  # type: ignore[method-assign]
+        if backend.checks_records:
+            assert given and set(given) == {tuple}, given
+        else:
+            assert set(given) <= {Metric}, given
+        if not backend.checks_records:
+            return
+        host = host_name()
+        records = [
+            (prefix + "g", "gauge", 7, {"a": "b"}, None, host, None, time.time_ns()),
+            (prefix + "g", "gauge", 2**70, {}, None, host, None, time.time_ns()),
+            (prefix + "l", "counter", 1, ["a", "b"], None, host, None, time.time_ns()),
+            (prefix + "h", "gauge", 1, {"host": "x"}, None, host, None, time.time_ns()),
+            (prefix + "t", "timing", 0.5, {"k": "v"}, None, host, "id-1", time.time_ns()),
+            (prefix + "e", "event", "text", {}, None, host, None, time.time_ns()),
+            (prefix + "x", "custom", {"f": 1, "s": "t"}, {}, None, host, None, time.time_ns()),
+            (prefix + "n", "custom", {"f": {"nested": 1}}, {}, None, host, None, time.time_ns()),
+        ]
+
+        def verdict(metric: Any) -> str | None:
+            try:
+                backend.check(metric)
+            except InvalidMetric as error:
+                return str(error)
+            return None
+
+        for record in records:
+            as_record = verdict(record)
+            assert as_record == verdict(tuple.__new__(Metric, record)), record
+
     def test_close_is_idempotent(self, backend: Backend) -> None:
         """Closing twice is harmless."""
         backend.close()

@@ -147,9 +147,12 @@ class InfluxBackend(Backend):
         self._database_ready = False
         self._setup_lock = threading.Lock()
         self.layout: Layout = LAYOUTS[check_layout(layout)]()
-        # The reporting calls run the layout's check directly: a call level less on the
-        # hottest path (Metrics looks check up once; the class keeps the method).
-        self.check = self.layout.check_at_call  # type: ignore[method-assign,assignment]
+        if type(self).check is InfluxBackend.check:  # not a subclass's own check
+            # The reporting calls run the layout's check directly: a call level less on
+            # the hottest path (Metrics looks check up once; the class keeps the method),
+            # and hand it the record they queue (the layouts' checks unpack it).
+            self.check = self.layout.check_at_call  # type: ignore[method-assign,assignment]
+            self.checks_records = True
         # Stored types learned from field type conflicts: measurement -> field -> type.
         self._known: KnownTypes = {}
 

@@ -180,6 +180,8 @@ class Kaneda1Layout(Layout):
                     if plain and tags and name not in cache.checked_by_name:
                         cache.remember_checked_by_name(name, kind, tags)
                     return
+        if type(metric) is not Metric:  # a record (see Backend.checks_records)
+            metric = tuple.__new__(Metric, metric)
         self._check(metric)
 
     def _check(self, metric: Metric) -> None:

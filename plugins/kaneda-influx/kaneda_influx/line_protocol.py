@@ -78,6 +78,8 @@ def checker(cache: SeriesCache) -> Callable[[Metric], None]:
                 if plain and tags and last is None:
                     remember(name, kind, tags)
                 return
+        if type(metric) is not Metric:  # a record (see Backend.checks_records)
+            metric = tuple.__new__(Metric, metric)
         _check(metric, cache)
 
     return check

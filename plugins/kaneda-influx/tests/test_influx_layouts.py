@@ -9,7 +9,7 @@ from influx_server import InfluxServer, stored_metrics
 from kaneda_influx import InfluxBackend
 from kaneda_influx.layouts import Kaneda1Layout, Kaneda2Layout
 
-from kaneda_core import ConfigurationError, InvalidMetric, Metric, connect, create_backend
+from kaneda_core import ConfigurationError, InvalidMetric, Metric, Metrics, connect, create_backend
 
 WHEN = datetime(2026, 11, 25, 10, 0, 0, 250000, tzinfo=timezone.utc)
 
@@ -149,3 +149,41 @@ def test_series_remembered_by_name_keep_each_tag_values_own_text(layout: type) -
     checking = layout()
     for m in batch * 2:  # and the check at the call takes each of them, every time
         checking.check(m)
+
+
+@pytest.mark.parametrize("layout", ["kaneda2", "kaneda1"])
+def test_each_layouts_check_takes_the_calls_records(layout: str) -> None:
+    """The reporting calls hand InfluxBackend's check the plain record they queue
+    (``checks_records``): each layout gives it the verdict it gives the Metric."""
+    backend = InfluxBackend("db", host="127.0.0.1", port=9, layout=layout)
+    assert backend.checks_records
+    cases = [
+        ("gauge", 7, {"a": "b"}),
+        ("gauge", 2**70, {}),
+        ("counter", 1, ["a", "b"]),
+        ("gauge", 1, {"host": "x"}),
+        ("custom", {"f": {"nested": 1}}, {}),
+        ("custom", {"name": 1}, {}),
+        ("event", "two\nlines", {}),
+    ]
+    for kind, value, tags in cases:
+        record = ("n", kind, value, tags, None, "h", None, 1_700_000_000_000_000_000)
+        verdicts = []
+        for given in (record, tuple.__new__(Metric, record)):
+            try:
+                backend.check(given)  # type: ignore[arg-type]
+                verdicts.append(None)
+            except InvalidMetric as error:
+                verdicts.append(str(error))
+        assert verdicts[0] == verdicts[1], (layout, record)
+    # A subclass with a check of its own is given Metrics: it did not say otherwise.
+
+    class Own(InfluxBackend):
+        def check(self, metric: Metric) -> None:
+            assert type(metric) is Metric
+
+    own = Own("db", host="127.0.0.1", port=9, layout=layout)
+    assert not own.checks_records
+    metrics = Metrics(own, batch_size=100, flush_interval=3600)
+    metrics.gauge("g", 1, tags={"a": "b"})
+    metrics.close(0)
