@@ -10,6 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = ("elasticsearch", "pymongo", "rethinkdb", "influxdb")
+#: The queue plugins' engines: kaneda-core stays free of them too.
+ENGINES = ("celery", "kombu", "rq", "redis", "pyzmq")
 
 
 #: The environment of the fresh venv's processes: without PYTHONPATH, which would let this
@@ -43,6 +45,7 @@ def test_pip_install_dot_installs_the_core_and_no_storage_client(tmp_path: Path)
     names = {line.split("==")[0] for line in installed.splitlines()}
     assert "kaneda-core" in names
     assert not names & set(CLIENTS), f"a storage client came with the core: {names}"
+    assert not names & set(ENGINES), f"a queue engine came with the core: {names}"
     check = (
         "from kaneda_core import connect\n"
         "from kaneda import Metrics\n"
