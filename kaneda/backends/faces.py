@@ -14,8 +14,8 @@ from typing import Any
 from kaneda_core.backend import Backend
 from kaneda_core.layouts import KANEDA1
 
-#: How long the face's InfluxBackend waits, at most, to create its database when it is
-#: constructed, as kaneda 1.0's did. A live server answers in milliseconds; a dead or
+#: How long the face's InfluxBackend and RethinkBackend wait, at most, to create their
+#: database (and RethinkDB's to connect) when constructed, as kaneda 1.0's did. A live server answers in milliseconds; a dead or
 #: unreachable one costs construction this much once, and the first delivery tries again.
 CREATE_DATABASE_TIMEOUT = 1.0
 
@@ -65,5 +65,21 @@ def _create_influx_database(backend: Any) -> None:
     backend.create_database(timeout=timeout)
 
 
+def _connect_rethink(backend: Any) -> None:
+    """Connect and create the database now, best effort and briefly, as kaneda 1.0's
+    constructor did: its ``backend.connection`` was open once constructed.
+
+    The plugin itself connects on the first delivery (and again after a connection is
+    lost), so that construction never touches the network; so does the first delivery
+    here when this attempt fails.
+    """
+    if backend.connection is not None:  # the application's own connection
+        return
+    timeout = backend.timeout
+    if timeout is None or timeout > CREATE_DATABASE_TIMEOUT:
+        timeout = CREATE_DATABASE_TIMEOUT
+    backend.connect_now(timeout=timeout)
+
+
 #: What kaneda 1.0's constructor of a class did that the plugin leaves to the first delivery.
-_AFTER_INIT = {"InfluxBackend": _create_influx_database}
+_AFTER_INIT = {"InfluxBackend": _create_influx_database, "RethinkBackend": _connect_rethink}

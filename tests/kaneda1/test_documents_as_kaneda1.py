@@ -26,6 +26,8 @@ import ast
 import json
 import logging
 import re
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -474,3 +476,42 @@ def test_the_core_logger_keeps_its_json_lines(tmp_path: Path) -> None:
     with connect(f"logger://{tmp_path}/k1.log?layout=kaneda1", batching=False) as metrics:
         metrics.gauge("g", 1)
     assert LINE.fullmatch((tmp_path / "k1.log").read_text().strip())
+
+
+def test_the_faces_rethink_backend_connects_and_creates_its_database_when_constructed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kaneda 1.0's constructor connected and created the database (its tests check that
+    ``backend.connection`` is open); the plugin waits for its first delivery. The server
+    here is rethinkdb-mock's, handed out by a stand-in for ``r.connect``."""
+    import kaneda_rethink.backend as plugin
+
+    server = MockThink({"dbs": {}})
+    asked: list[dict[str, Any]] = []
+
+    def connect(**options: Any) -> Any:
+        asked.append(options)
+        return server.get_conn()
+
+    monkeypatch.setattr(plugin.r, "connect", connect)
+    backend = kaneda.backends.RethinkBackend(db="kaneda_app", host="db.example", port=28016)
+    assert backend.connection is not None
+    assert asked[0]["host"] == "db.example" and asked[0]["port"] == 28016
+    assert asked[0]["timeout"] <= 1.0  # construction waits briefly, whatever the timeout
+    assert "kaneda_app" in r.db_list().run(backend.connection)
+    plain = plugin.RethinkBackend(db="other", host="db.example", port=28016)
+    assert plain.connection is None and len(asked) == 1  # the plugin itself waits
+
+
+def test_the_faces_rethink_backend_constructs_when_no_server_answers() -> None:
+    """A server that is down costs construction a moment, never an exception; the
+    first delivery connects (and fails, counted) as the plugin's does."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    backend = kaneda.backends.RethinkBackend(
+        db="kaneda_app", host="127.0.0.1", port=port, timeout=300
+    )
+    assert time.monotonic() - started < 5
+    assert backend.connection is None

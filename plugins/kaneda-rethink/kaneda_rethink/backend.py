@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import socket
 import threading
@@ -31,6 +32,8 @@ from kaneda_core.redact import redact_text, redact_url
 from kaneda_core.urls import parse_url
 
 from .layouts import LAYOUTS
+
+log = logging.getLogger("kaneda")
 
 r = RethinkDB()
 
@@ -199,7 +202,26 @@ class RethinkBackend(Backend):
         """The document stored for ``metric``, in this backend's layout."""
         return self._document(metric)
 
-    def _connect(self) -> Any:
+    def connect_now(self, timeout: float | None = None) -> bool:
+        """Connect and create the database now, waiting at most about ``timeout`` seconds
+        per step (the backend's by default); best effort.
+
+        Returns True when connected with the database in place. When the server cannot
+        be reached in time, or refuses, it returns False (never raises): the first
+        delivery tries again.
+        """
+        try:
+            connection = self._connect(timeout)
+            if not self._database_ready:
+                if self.db not in self._run(r.db_list(), connection, timeout):
+                    self._run_create(r.db_create(self.db), connection, timeout)
+                self._database_ready = True
+        except (ReqlError, OSError) as error:
+            log.debug("kaneda-rethink: could not connect now: %s", self.redact(str(error)))
+            return False
+        return True
+
+    def _connect(self, timeout: float | None = None) -> Any:
         with self._lock:
             if self.connection is None or not _is_open(self.connection):
                 self.connection = r.connect(
@@ -208,13 +230,14 @@ class RethinkBackend(Backend):
                     db=self.db,
                     user=self.user or "admin",
                     password=self._password or "",
-                    timeout=self.timeout,
+                    timeout=self.timeout if timeout is None else timeout,
                 )
             return self.connection
 
-    def _run(self, query: Any, connection: Any) -> Any:
+    def _run(self, query: Any, connection: Any, timeout: float | None = None) -> Any:
         """Run ``query``; if it takes longer than ``timeout`` in all, break it off."""
-        with deadline(self.timeout, lambda: _shut_down(connection)) as watch:
+        limit = self.timeout if timeout is None else timeout
+        with deadline(limit, lambda: _shut_down(connection)) as watch:
             try:
                 return query.run(connection)
             except (ReqlError, OSError) as error:
@@ -234,10 +257,10 @@ class RethinkBackend(Backend):
             self._run_create(r.db(self.db).table_create(table), connection)
         self._tables.add(table)
 
-    def _run_create(self, query: Any, connection: Any) -> None:
+    def _run_create(self, query: Any, connection: Any, timeout: float | None = None) -> None:
         """Run a db/table create; "already exists" (another process was first) is fine."""
         try:
-            self._run(query, connection)
+            self._run(query, connection, timeout)
         except ReqlOpFailedError as error:
             if "already exists" not in str(error):
                 raise
