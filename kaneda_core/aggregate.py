@@ -21,6 +21,8 @@ aggregated point carries the time its interval ended.
 from __future__ import annotations
 
 import collections
+import itertools
+import operator
 import random
 import time
 from collections import deque
@@ -48,6 +50,9 @@ Key = tuple[Any, ...]
 
 # Counter's C loop: a mapping's count += 1 for each item of an iterable.
 _count_elements = collections._count_elements  # type: ignore[attr-defined]
+_first = operator.itemgetter(0)
+_MAX_INT64 = 2**63 - 1
+_MIN_INT64 = -(2**63)
 
 
 class Aggregator:
@@ -74,6 +79,9 @@ class Aggregator:
         self.valid: dict[str, dict[Key, Any]] = {COUNTER: {}, GAUGE: {}, TIMING: {}}
         self._sums: dict[Key, Any] = {}
         self._lasts: dict[Key, Any] = {}
+        #: When each gauge series was last set (a running count of gauge calls).
+        self._turns: dict[Key, int] = {}
+        self._turn = 0
         self._timings: dict[Key, list[Any]] = {}
         self.folded = 0  # calls folded since the last emit
         self.last_emit = time.monotonic()
@@ -91,6 +99,18 @@ class Aggregator:
         strings). The points of the series carry the tags as the call's would have been
         (default tags added).
         """
+        own = self.check_value(kind, name, tags, value)
+        self.valid[kind][key] = own
+        self.series_bytes += _SERIES_OVERHEAD + sum(len(part) for part in key if type(part) is str)
+        if self.series_bytes > MAX_SERIES_BYTES and self.wake is not None:
+            self.wake()
+
+    def check_value(self, kind: str, name: Any, tags: Any, value: Any) -> Any:
+        """Validate one call as a series' first call is (raises InvalidMetric); its tags.
+
+        Also what a call on a known series takes for an integer beyond 64 bits: a store
+        may refuse one its first call's value did not show (InfluxDB's kaneda1 layout).
+        """
         check_name(name)
         if kind != COUNTER:
             check_number(value)
@@ -100,10 +120,7 @@ class Aggregator:
         if kind == TIMING:  # what will be stored is a summary: the backend must take a dict
             summary = self._timing_value([1, value, value, value, [value]])
             self.check(Metric(name, kind, summary, own, None, self.host, None, now))
-        self.valid[kind][key] = own
-        self.series_bytes += _SERIES_OVERHEAD + sum(len(part) for part in key if type(part) is str)
-        if self.series_bytes > MAX_SERIES_BYTES and self.wake is not None:
-            self.wake()
+        return own
 
     def over_budget(self) -> bool:
         """Whether the series remembered hold more than MAX_SERIES_BYTES (emit now)."""
@@ -140,6 +157,9 @@ class Aggregator:
             popleft = gauges.popleft
             pairs = [popleft() for _ in range(len(gauges))]
             self._lasts.update(pairs)  # the last value of each series wins
+            # When each key was last set: emit merges one series given in two tag orders.
+            self._turns.update(zip(map(_first, pairs), itertools.count(self._turn)))
+            self._turn += len(pairs)
             folded += len(pairs)
         timings = self._timings
         popleft = self.timings.popleft
@@ -167,19 +187,21 @@ class Aggregator:
         points: list[Metric] = []
         for kind, records in ((COUNTER, self._sums), (GAUGE, self._lasts)):
             merged: dict[Key, list[Any]] = {}
+            turns = self._turns
             for key, value in records.items():
                 tags = self._tags_of(kind, key)
                 series = (key[0], _canonical(tags))
                 found = merged.get(series)
                 if found is None:
-                    merged[series] = [key[0], tags, value]
+                    merged[series] = [key[0], tags, value, key]
                 elif kind == COUNTER:
                     found[2] += value
-                else:
+                elif turns.get(key, 0) > turns.get(found[3], 0):  # the later call's value
                     found[2] = value
+                    found[3] = key
             points += [
-                Metric(name, kind, value, _own(tags), None, host, None, stamp_ns)
-                for name, tags, value in merged.values()
+                Metric(name, kind, _storable(value), _own(tags), None, host, None, stamp_ns)
+                for name, tags, value, _ in merged.values()
             ]
         merged_timings: dict[Key, list[Any]] = {}
         for key, record in self._timings.items():
@@ -196,6 +218,7 @@ class Aggregator:
         ]
         self._sums = {}
         self._lasts = {}
+        self._turns = {}
         self._timings = {}
         self.folded = 0
         self.last_emit = time.monotonic()
@@ -239,7 +262,7 @@ class Aggregator:
 
     def _timing_value(self, record: list[Any]) -> dict[str, Any]:
         count, total, low, high, sample = record
-        value: dict[str, Any] = {"count": count, "sum": total, "min": low, "max": high}
+        value: dict[str, Any] = {"count": count, "sum": _storable(total), "min": low, "max": high}
         if sample:
             ordered = sorted(sample)
             for label, percentile in zip(self._labels, self.percentiles, strict=True):
@@ -252,8 +275,17 @@ class Aggregator:
             queue.clear()
         self._sums = {}
         self._lasts = {}
+        self._turns = {}
         self._timings = {}
         self.folded = 0
+
+
+def _storable(total: Any) -> Any:
+    """A sum as stores take it: an integer beyond 64 bits (no store's integers hold it) as
+    the float nearest to it; each call's value fit, the sum of many may not."""
+    if type(total) is int and not _MIN_INT64 <= total <= _MAX_INT64:
+        return float(total)
+    return total
 
 
 def _canonical(tags: Any) -> Key:

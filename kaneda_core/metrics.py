@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MIN_INT = -MAX_INT
+#: The integers every store holds as such (aggregated calls check those beyond in full).
+_MAX_INT64 = 2**63 - 1
+_MIN_INT64 = -(2**63)
 # The methods an aggregating Metrics replaces with folding ones, per instance.
 _AGGREGATED = ("increment", "decrement", "gauge", "timing")
 # Kinds whose int value needs no further check.
@@ -208,6 +211,7 @@ class Metrics:
 
         wake = self._dispatcher._wake_worker  # type: ignore[union-attr]
         admit = aggregator.admit
+        check_value = aggregator.check_value
 
         def key_of(name: Any, tags: Any) -> tuple[Any, ...]:
             # The name, then the tags' keys, then their values: one flat tuple of strings
@@ -247,8 +251,12 @@ class Metrics:
                     seen = False
                 if not seen:
                     admit(kind, key, name, tags, value)
-                elif type(value) is not int or not _MIN_INT < value < MAX_INT:
+                elif type(value) is not int:
                     check_number(value)  # a float's finiteness; anything else is refused
+                elif not _MIN_INT64 <= value <= _MAX_INT64:
+                    # Beyond 64 bits: the store may refuse what the series' first value
+                    # did not show it (InfluxDB's integers), so it checks this one too.
+                    check_value(kind, name, tags, value)
                 append((key, value))
                 if len(queue) > FOLD_EVERY:
                     wake()

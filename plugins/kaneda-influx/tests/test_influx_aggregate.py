@@ -41,3 +41,27 @@ def test_many_calls_reach_influxdb_as_one_point_per_series_per_interval(
     assert all(1 <= n <= intervals + 2 for n in per_series), (per_series, intervals)  # type: ignore[operator]
     took = query(influx_server, database, 'SELECT sum("count") FROM "timing"')
     assert took[0][1] == calls // 100
+
+
+def test_an_integer_beyond_64_bits_on_a_known_series_is_refused_at_the_call(
+    influx_server: InfluxServer, database: str
+) -> None:
+    """kaneda 1.0's layout writes integers as InfluxDB integers (64 bits). A series' first
+    call is checked by the backend; a later call on it with a larger integer was queued,
+    and its interval's point refused at delivery with the valid calls folded into it."""
+    from kaneda_core import InvalidMetric
+
+    url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=5&layout=kaneda1"
+    with connect(url, aggregate=True, flush_interval=60) as metrics:
+        metrics.gauge("level", 1)
+        with pytest.raises(InvalidMetric, match="64-bit"):
+            metrics.gauge("level", 2**63)
+        metrics.gauge("level", 2**63 - 1)
+        metrics.timing("took", 2**62)
+        metrics.timing("took", 2**62)  # the sum is past 64 bits: stored as a float
+        assert metrics.flush(10) == 0
+        stats = metrics.stats()
+    assert stats.failed == 0 and stats.sent == 2
+    assert query(influx_server, database, 'SELECT "value" FROM "gauge"')[0][1] == 2**63 - 1
+    [[total]] = [row[1:] for row in query(influx_server, database, 'SELECT "sum" FROM "timing"')]
+    assert float(total) == float(2**63)  # type: ignore[arg-type]
