@@ -15,8 +15,9 @@ from kaneda_core.backend import Backend
 from kaneda_core.layouts import KANEDA1
 
 #: How long the face's InfluxBackend and RethinkBackend wait, at most, to create their
-#: database (and RethinkDB's to connect) when constructed, as kaneda 1.0's did. A live server answers in milliseconds; a dead or
-#: unreachable one costs construction this much once, and the first delivery tries again.
+#: database (and RethinkDB's to connect) when constructed, as kaneda 1.0's did. A live
+#: server answers in milliseconds; a dead or unreachable one costs construction this much
+#: once, and the first delivery tries again.
 CREATE_DATABASE_TIMEOUT = 1.0
 
 
