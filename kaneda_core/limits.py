@@ -102,7 +102,7 @@ def refuse_ints_beyond(metric: Metric, bits: int, store: str) -> None:
         stack += [(item, f"tags[{key!r}]") for key, item in tags.items()]
     while stack:
         value, where = stack.pop()
-        if type(value) is int and not low <= value <= high:
+        if isinstance(value, int) and not low <= value <= high:  # int subclasses too
             raise InvalidMetric(
                 f"{where} is an integer of {value.bit_length()} bits; {store} stores integers "
                 f"of at most {bits} bits: report it as a float ({float(value)!r}) or a string"

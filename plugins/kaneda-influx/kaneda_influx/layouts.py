@@ -27,7 +27,13 @@ from kaneda_core.model import EVENT, epoch_us
 
 from . import field_types, line_protocol
 from .field_types import KnownTypes
-from .line_protocol import _check_identifier, _check_text, check_key_length
+from .line_protocol import (
+    _check_identifier,
+    _check_text,
+    check_key_length,
+    remember_series,
+    series_key,
+)
 from .series_cache import SeriesCache
 
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
@@ -176,9 +182,12 @@ class Kaneda1Layout(Layout):
                 else:
                     key = (kind, name)
                 plain = cache.checked.get(key)
-                if plain is not None:
-                    if plain and tags and name not in cache.checked_by_name:
+                if plain:
+                    if tags and name not in cache.checked_by_name:
                         cache.remember_checked_by_name(name, kind, tags)
+                    return
+                # Tag values not all strings: equal values' texts differ (see series_key).
+                if plain is not None and (*key, *map(type, tags.values())) in cache.checked:
                     return
         if type(metric) is not Metric:  # a record (see Backend.checks_records)
             metric = tuple.__new__(Metric, metric)
@@ -192,12 +201,13 @@ class Kaneda1Layout(Layout):
                 "Give each tag a key, e.g. tags={'from': 'login', 'to': 'edit_profile'}"
             )
         key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
-        if key not in self.cache.checked:
+        exact = series_key(key, tags)
+        if exact not in self.cache.checked:
             self._check_series(metric.kind, metric.name, tags)
             check_key_length(lambda: self.series(metric), metric.kind, metric.host, tags)
-            self.cache.remember_checked(key, all(type(v) is str for v in tags.values()))
+            remember_series(self.cache, key, exact)
         value = metric.value
-        if type(value) is int:
+        if isinstance(value, int):  # an int subclass (IntEnum, numpy-like) is written as one
             _check_int(value, "value")
         elif isinstance(value, str):
             _check_text(value, "text" if metric.kind == EVENT else "value")
@@ -252,7 +262,7 @@ class Kaneda1Layout(Layout):
             _check_identifier(key, "value key")
             if isinstance(item, str):
                 _check_text(item, f"value[{key!r}]")
-            elif type(item) is int:
+            elif isinstance(item, int):
                 _check_int(item, f"value[{key!r}]")
 
     # -- writing -------------------------------------------------------------------

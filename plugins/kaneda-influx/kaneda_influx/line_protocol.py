@@ -74,15 +74,36 @@ def checker(cache: SeriesCache) -> Callable[[Metric], None]:
             else:
                 key = (kind, name)
             plain = checked.get(key)
-            if plain is not None:
-                if plain and tags and last is None:
+            if plain:
+                if tags and last is None:
                     remember(name, kind, tags)
+                return
+            # Tag values not all strings: 1 == 1.0 == True and 2**1000 == float(2**1000),
+            # whose texts differ (and so the series key's length): the types tell.
+            if plain is not None and (*key, *map(type, tags.values())) in checked:
                 return
         if type(metric) is not Metric:  # a record (see Backend.checks_records)
             metric = tuple.__new__(Metric, metric)
         _check(metric, cache)
 
     return check
+
+
+def series_key(key: tuple[Any, ...], tags: dict[str, Any]) -> tuple[Any, ...]:
+    """``key`` (kind, name, tag items) as the checked series are remembered under: with
+    the tag values' types when they are not all strings, since values that compare
+    equal (1, 1.0, True) are written as different texts."""
+    if all(type(value) is str for value in tags.values()):
+        return key
+    return (*key, *map(type, tags.values()))
+
+
+def remember_series(cache: SeriesCache, key: tuple[Any, ...], exact: tuple[Any, ...]) -> None:
+    """Remember that the series passed its checks: under ``key`` with whether its tag
+    values are all strings (the check's fast path), and under ``exact`` if not."""
+    cache.remember_checked(key, exact is key)
+    if exact is not key:
+        cache.remember_checked(exact, False)
 
 
 def _check(metric: Metric, cache: SeriesCache) -> None:
@@ -94,10 +115,11 @@ def _check(metric: Metric, cache: SeriesCache) -> None:
         )
     # Series (kind, name, tags) repeat: each is checked once, then remembered.
     key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
-    if key not in cache.checked:
+    exact = series_key(key, tags)
+    if exact not in cache.checked:
         _check_series(metric.kind, metric.name, tags)
         check_key_length(lambda: series(metric), metric.kind, metric.name, metric.host, tags)
-        cache.remember_checked(key, all(type(v) is str for v in tags.values()))
+        remember_series(cache, key, exact)
     value = metric.value
     if isinstance(value, (str, dict, list, tuple)):
         _check_value(metric.kind, value)

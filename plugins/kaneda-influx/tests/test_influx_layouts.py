@@ -187,3 +187,41 @@ def test_each_layouts_check_takes_the_calls_records(layout: str) -> None:
     metrics = Metrics(own, batch_size=100, flush_interval=3600)
     metrics.gauge("g", 1, tags={"a": "b"})
     metrics.close(0)
+
+
+def test_kaneda1_checks_an_int_subclass_as_the_int_it_writes() -> None:
+    """kaneda 1.0's layout writes any int (an IntEnum, a numpy-like scalar) as an InfluxDB
+    integer: one beyond 64 bits is refused at the call, as a plain int is."""
+
+    class Big(int):
+        pass
+
+    metrics = Metrics(InfluxBackend("db", host="127.0.0.1", port=9, layout="kaneda1"))
+    with pytest.raises(InvalidMetric, match="64-bit"):
+        metrics.gauge("g", Big(2**63))
+    with pytest.raises(InvalidMetric, match="64-bit"):
+        metrics.custom("c", "shape", {"n": Big(-(2**63) - 1)})
+    metrics.gauge("g", Big(2**63 - 1))  # fits
+    assert metrics.stats().queued == 1
+    metrics.close(0)
+
+
+@pytest.mark.parametrize("layout", ["kaneda2", "kaneda1"])
+def test_a_series_checked_with_equal_tag_values_of_another_type_is_checked_again(
+    layout: str,
+) -> None:
+    """2**1000 == float(2**1000), but one is written as 302 digits and the other as 23
+    characters: a series checked with the floats says nothing of the ints' key length."""
+    big = 2**1000
+    as_float = {f"k{i}": float(big) for i in range(250)}
+    as_int = {f"k{i}": big for i in range(250)}
+    metrics = Metrics(InfluxBackend("db", host="127.0.0.1", port=9, layout=layout))
+    metrics.gauge("g", 1.0, tags=as_float)
+    metrics.gauge("g", 1.5, tags=as_float)  # remembered: the fast path takes it
+    with pytest.raises(InvalidMetric, match="series key"):
+        metrics.gauge("g", 2.0, tags=as_int)
+    metrics.gauge("h", 1, tags={"code": 200})
+    metrics.gauge("h", 1, tags={"code": True})  # equal to 1, a tag of its own: "true"
+    metrics.gauge("h", 1, tags={"code": 200})
+    assert metrics.stats().queued == 5
+    metrics.close(0)

@@ -304,6 +304,14 @@ def test_what_mongodb_cannot_store_is_refused_at_the_call() -> None:
         metrics.gauge("g", 2**70)
     with pytest.raises(InvalidMetric, match="64 bits"):
         metrics.custom("c", "shape", {"big": [1, 2**64]})
+
+    class Big(int):  # an int subclass (IntEnum, a numpy-like scalar) is encoded as an int
+        pass
+
+    with pytest.raises(InvalidMetric, match="64 bits"):
+        metrics.gauge("g", Big(2**63))
+    with pytest.raises(InvalidMetric, match="64 bits"):
+        metrics.custom("c", "shape", {"big": Big(2**64)})
     with pytest.raises(InvalidMetric, match="16 MiB"):
         metrics.event("dump", "x" * 17_000_000)
     with pytest.raises(InvalidMetric, match=r"id_.*64 bits"):  # the document's _id
