@@ -47,6 +47,12 @@ def parse_url(url: str, example: str | None = None, *, several_hosts: bool = Fal
     check_credentials_escaped(url)
     host_end = _host_end(rest)
     hosts = rest[:host_end].rpartition("@")[2]
+    for host_port in hosts.split(","):
+        if host_port.startswith("[") and host_port.partition("]")[2][:1] not in ("", ":"):
+            raise ConfigurationError(
+                f"{shown} is not a valid URL: an IPv6 address in brackets is followed by "
+                f"':port' or nothing, as in [::1]:8086.{advice}"
+            )
     try:
         parts = urlsplit(url)
         if several_hosts and "," in hosts:

@@ -482,3 +482,10 @@ def test_an_option_is_secret_by_its_words_not_by_letters_inside_another_word() -
     assert redact_url("rq://h:6379/0?assign_ids=false&sig=abc") == (
         "rq://h:6379/0?assign_ids=false&sig=***"
     )
+
+
+@pytest.mark.parametrize("url", ["influxdb://user:pw@[::1]x:1/db", "mongodb://[::1]:1,[::2]y:2/db"])
+def test_text_after_a_bracketed_ipv6_address_is_refused_not_dropped(url: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"followed by ':port' or nothing") as caught:
+        parse_url(url, several_hosts=True)
+    assert "pw" not in str(caught.value)

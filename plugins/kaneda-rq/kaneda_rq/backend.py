@@ -17,6 +17,7 @@ from kaneda_core.backend import is_transient_os_error, url_options
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import encode_batch
 from kaneda_core.redact import redact_text, redact_url
+from kaneda_core.urls import check_credentials_escaped
 from kaneda_core.worker import MessageHandler, QueueBackend
 
 if TYPE_CHECKING:
@@ -181,9 +182,16 @@ def redis_url_of(url: str) -> str:
             f"{redact_url(url)!r} is not an RQ queue URL: expected rq://host:6379/0"
             "?queue_name=kaneda (rq+tls:// for TLS, rq+unix:///path for a socket)"
         )
+    check_credentials_escaped(url)  # before reading parts that may be a password's
     address = rest.partition("?")[0]
     if redis_scheme != "unix" and not unquote(address).strip("/"):
         address = "localhost:6379/0"
+    database = address.rpartition("@")[2].partition("/")[2].strip("/")
+    if redis_scheme != "unix" and database and not database.isdigit():
+        raise ConfigurationError(
+            f"{redact_url(url)} names a Redis database that is not a number: a Redis "
+            "database is one, as in rq://localhost:6379/0?queue_name=kaneda"
+        )
     return f"{redis_scheme}://{address}"
 
 

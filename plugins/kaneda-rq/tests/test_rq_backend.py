@@ -78,6 +78,10 @@ def test_urls_name_the_redis_server_and_the_queue() -> None:
         ("rq://h:6379/0?retries=-1", "retries must be an integer >= 0"),
         ("rq://h:6379/0?timeout=0", "timeout must be above zero"),
         ("rq://:pw@h:6379/0?colour=red", r"Unknown option 'colour' in rq://:\*\*\*@h:6379/0"),
+        (
+            "rq://:pw@h:6379/metrics",
+            r"rq://:\*\*\*@h:6379/metrics names a Redis database that is not a number",
+        ),
     ],
 )
 def test_bad_urls_are_refused_naming_what_is_wrong(url: str, complaint: str) -> None:
