@@ -652,8 +652,12 @@ class BatchingDispatcher(_Closable):
                 if unwritten:
                     self._give_up(unwritten, "could not be written to the disk buffer", deadline)
         else:
-            items = list(self.queue)
-            self.queue.clear()
+            # Under the worker's lock: a worker still alive (stuck past the deadline, or
+            # between two batches) takes its batches under it, and a batch it took must
+            # not be given up here too (it was counted sent and failed, and hooked).
+            with self._state:
+                items = list(self.queue)
+                self.queue.clear()
             if items:
                 self._give_up(items, "could be delivered", deadline)
             left = len(items) + stuck

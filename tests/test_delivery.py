@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -250,3 +251,63 @@ def test_close_says_how_many_metrics_it_left_in_a_send_that_never_finished(
     stats = metrics.stats()
     assert stats.failed + stats.queued == 30 and stats.queued == 10
     assert any("10 metrics in a send" in r.getMessage() for r in caplog.records)
+
+
+class _SlowStore(Backend):
+    """Stores what it is sent, a little slowly (a worker then holds batches while
+    calls keep coming)."""
+
+    def __init__(self) -> None:
+        self.stored: list[Metric] = []
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        time.sleep(0.001)
+        self.stored.extend(batch)
+
+
+def test_close_racing_reporting_threads_never_counts_a_metric_twice(plugin: object) -> None:
+    """A close() whose deadline passes while the worker still takes batches gives up on
+    what is queued: a batch the worker took meanwhile is sent, not also failed and hooked
+    (it was both, one run in four, under sixteen reporting threads)."""
+    from kaneda_core.hookspecs import hookimpl
+
+    failed: list[Any] = []
+
+    class Hook:
+        @hookimpl
+        def kaneda_batch_failed(self, metrics: Sequence[Metric], error: Exception) -> None:
+            failed.extend(metric.value for metric in metrics)
+
+    plugin.register(Hook())  # type: ignore[attr-defined]
+    # The race: close() copies a long queue (holding the interpreter's lock for a while)
+    # as the worker's send returns; the worker takes its next batch right after the
+    # copy, before the queue is emptied.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)  # the worker asks for the lock sooner: the race shows
+    try:
+        for _ in range(15):
+            failed.clear()
+            store = _SlowStore()
+            metrics = Metrics(store, batch_size=20, flush_interval=0.01, max_buffer=10**7)
+            counter = iter(range(10**9))
+            stop = threading.Event()
+
+            def report(metrics: Metrics, counter: Any, stop: threading.Event) -> None:
+                while not stop.is_set():
+                    metrics.gauge("g", next(counter))
+
+            threads = [
+                threading.Thread(target=report, args=(metrics, counter, stop)) for _ in range(4)
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.05)
+            metrics.close(0.01)
+            stop.set()
+            for thread in threads:
+                thread.join()
+            time.sleep(0.1)  # a worker past the deadline finishes its batch
+            both = {metric.value for metric in store.stored} & set(failed)
+            assert not both, f"{len(both)} metrics stored and also failed"
+    finally:
+        sys.setswitchinterval(switch)
