@@ -28,6 +28,7 @@ callbacks given to :func:`at_exit` also run from multiprocessing's own exit hand
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -54,11 +55,18 @@ _held_now: list[Any] = []
 HOLD_TIMEOUT = 2.0
 _abandoned: list[object] = []
 _installed = False
-_multiprocessing_hooked = False
+#: Process-pool packages whose children leave through os._exit() after running their
+#: finalizers: multiprocessing, and billiard (its fork, Celery's prefork pool).
+_POOL_PACKAGES = ("multiprocessing", "billiard")
+#: The pool packages whose after-fork registry has Kaneda's exit hook.
+_pools_hooked: set[str] = set()
+_celery_hooked = False
 #: Set once the exit callbacks started (a SIGTERM then lets them finish).
 _exiting = False
-#: The process whose multiprocessing finalizer runs the exit callbacks.
-_finalizer_pid: int | None = None
+#: Per pool package, the process whose finalizer runs the exit callbacks.
+_finalizer_pids: dict[str, int] = {}
+#: The process the fork steps last ran in (uWSGI may run them twice: see _hook_uwsgi).
+_reset_pid = os.getpid()
 
 
 def reinit_after_fork(reset: Callable[[], None]) -> Callable[[], None]:
@@ -115,9 +123,13 @@ def at_exit(callback: Callable[[], None]) -> None:
     if not _exit_callbacks:
         atexit.register(_run_exit_callbacks)
     _exit_callbacks.append(callback)
-    if "multiprocessing.util" in sys.modules:
-        _hook_multiprocessing_exit()
+    if _pools_imported():
+        _hook_pool_exits()
         _hook_this_child()
+    _hook_celery_pool_exits()
+    # A process ended by SIGTERM (docker stop, systemd, Kubernetes) runs no exit
+    # callbacks: deliver first, unless the application handles SIGTERM itself.
+    _deliver_on_terminate()
 
 
 def abandon(*objects: object) -> None:
@@ -134,6 +146,34 @@ def _install() -> None:
             after_in_child=_after_fork_in_child,
         )
         _installed = True
+        _hook_uwsgi()
+
+
+def _hook_uwsgi() -> None:
+    """Under uWSGI, run the fork steps in each worker uWSGI forks.
+
+    uWSGI loads the application in its master and forks the workers in C, without
+    Python's fork callbacks (unless ``--py-call-osafterfork``): a worker would keep its
+    parent's connections and have no delivery thread, and deliver nothing until it
+    exits. uWSGI calls ``uwsgi.post_fork_hook`` in each worker: Kaneda's runs the fork
+    steps there, then the hook that was set before it.
+    """
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is None:
+        return
+    decorators = sys.modules.get("uwsgidecorators")
+    chain = getattr(decorators, "postfork_chain", None)
+    if isinstance(chain, list):  # the application's uwsgidecorators runs the hooks
+        chain.append(_after_fork_in_child)
+        return
+    previous = getattr(uwsgi, "post_fork_hook", None)
+
+    def post_fork() -> None:
+        _after_fork_in_child()
+        if callable(previous):
+            previous()
+
+    uwsgi.post_fork_hook = post_fork  # type: ignore[attr-defined]
 
 
 def _before_fork() -> None:
@@ -151,6 +191,10 @@ def _release_held() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _reset_pid
+    if os.getpid() == _reset_pid:  # ran for this process already (uWSGI's two hooks)
+        return
+    _reset_pid = os.getpid()
     _held_now.clear()  # the child makes those locks anew
     for reset in _module_resets:
         try:
@@ -167,38 +211,61 @@ def _after_fork_in_child() -> None:
             obj._after_fork_in_child()
         except Exception as error:  # noqa: BLE001 - one failure must not skip the others
             log.error("Kaneda: resetting %s after a fork failed: %s", type(obj).__name__, error)
-    if _exit_callbacks and "multiprocessing.util" in sys.modules:
-        _hook_multiprocessing_exit()
+    if _exit_callbacks and _pools_imported():
+        _hook_pool_exits()
+    if _exit_callbacks:
+        _hook_celery_pool_exits()
 
 
 class _ExitHook:
-    """A referent for multiprocessing's after-fork registry (it holds weak references)."""
+    """A referent for a pool's after-fork registry (it holds weak references)."""
 
 
 _exit_hook = _ExitHook()
 
 
-def _hook_multiprocessing_exit() -> None:
-    # multiprocessing runs after-fork callbacks in the child right after it clears the
-    # parent's finalizers; the finalizer registered there runs when the child's target
-    # returns, before os._exit(). The registration is inherited: made once.
-    global _multiprocessing_hooked
-    if _multiprocessing_hooked:
+def _pools_imported() -> bool:
+    return any(f"{package}.util" in sys.modules for package in _POOL_PACKAGES)
+
+
+def _hook_celery_pool_exits() -> None:
+    """Celery's prefork pool processes leave through ``os._exit()`` without running
+    their finalizers (a child recycled by ``--max-tasks-per-child``, or at shutdown);
+    Celery sends ``worker_process_shutdown`` in the child just before: deliver then."""
+    global _celery_hooked
+    signals = sys.modules.get("celery.signals")
+    if signals is None or _celery_hooked:
         return
-    from multiprocessing import util
+    signals.worker_process_shutdown.connect(
+        _on_celery_process_shutdown, weak=False, dispatch_uid="kaneda-exit"
+    )
+    _celery_hooked = True
 
-    util.register_after_fork(_exit_hook, _register_finalizer)
-    _multiprocessing_hooked = True
+
+def _on_celery_process_shutdown(*_args: Any, **_kwargs: Any) -> None:
+    if not _exiting:
+        _run_exit_callbacks()
 
 
-def _register_finalizer(_hook: object) -> None:
-    global _finalizer_pid
-    if _finalizer_pid == os.getpid():
+def _hook_pool_exits() -> None:
+    # multiprocessing (and billiard) run after-fork callbacks in the child right after
+    # they clear the parent's finalizers; the finalizer registered there runs when the
+    # child's target returns, before os._exit(). The registration is inherited: made
+    # once per package.
+    for package in _POOL_PACKAGES:
+        util = sys.modules.get(f"{package}.util")
+        if util is None or package in _pools_hooked:
+            continue
+        util.register_after_fork(_exit_hook, functools.partial(_register_finalizer, package))
+        _pools_hooked.add(package)
+
+
+def _register_finalizer(package: str, _hook: object = None) -> None:
+    if _finalizer_pids.get(package) == os.getpid():
         return
-    from multiprocessing import util
-
+    util = sys.modules[f"{package}.util"]
     util.Finalize(None, _run_exit_callbacks, exitpriority=100)
-    _finalizer_pid = os.getpid()
+    _finalizer_pids[package] = os.getpid()
     _deliver_on_terminate()
 
 
@@ -212,21 +279,31 @@ def _hook_this_child() -> None:
     callbacks and leaves through ``sys.exit()``, which runs ``atexit``: it needs the
     SIGTERM handler only.
     """
-    from multiprocessing import process
+    if "multiprocessing.util" in sys.modules:
+        from multiprocessing import process
 
-    if process.parent_process() is not None:  # started, its after-fork callbacks ran
-        _register_finalizer(None)
-    elif getattr(process.current_process(), "_inheriting", False):
-        _deliver_on_terminate()
+        if process.parent_process() is not None:  # started, its after-fork callbacks ran
+            _register_finalizer("multiprocessing")
+        elif getattr(process.current_process(), "_inheriting", False):
+            _deliver_on_terminate()
+    billiard = sys.modules.get("billiard.process")
+    if billiard is not None and "billiard.util" in sys.modules:
+        current = billiard.current_process()
+        if getattr(current, "_parent_pid", None) is not None:  # a pool worker, say
+            _register_finalizer("billiard")
 
 
 def _deliver_on_terminate() -> None:
-    """In a ``multiprocessing`` child, deliver what is queued when SIGTERM ends it.
+    """Deliver what is queued when SIGTERM ends the process, then end as it would have.
 
-    ``Pool.terminate()``, which leaving a ``with Pool()`` block calls, ends the workers
-    with SIGTERM while the metrics of their last tasks still wait in their queues. The
-    child then runs the exit callbacks (each bounded by its ``exit_timeout``) and dies
-    of the same signal, as it would have. A handler of the application's own is kept.
+    SIGTERM's default action ends a process without running its exit callbacks: what
+    a service had queued was lost at each ``docker stop``, ``systemctl stop`` or pod
+    eviction, and ``Pool.terminate()`` (which leaving a ``with Pool()`` block calls)
+    ended workers with the metrics of their last tasks queued. With this handler the
+    process runs the exit callbacks (each bounded by its ``exit_timeout``) and dies of
+    the same signal, with the same status. Installed only from the main thread and
+    only where SIGTERM has its default action: a handler of the application's own (a
+    server's) is kept, and one set later replaces this one.
     """
     import signal
     import threading
@@ -293,7 +370,9 @@ def _wake_main_thread(read_end: int, main: int | None) -> None:
             continue
         while not _terminating and main is not None:
             time.sleep(0.2)
-            if _terminating:
+            # A handler the application set after Kaneda's (a server's) gets the
+            # signal once, as it would have without Kaneda: never again from here.
+            if _terminating or signal.getsignal(signal.SIGTERM) is not _terminated:
                 break
             signal.pthread_kill(main, signal.SIGTERM)
 

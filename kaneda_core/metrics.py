@@ -512,10 +512,27 @@ class Timer:
         value: float = round(elapsed * 1000) if self.use_ms else elapsed
         self.metrics.timing(cast(str, name or self.name), value, self.tags)
 
+    @staticmethod
+    def _default_name(func: Callable[..., Any]) -> str:
+        """``module.function``; a partial's function's; ``module.Class`` for an instance."""
+        target: Any = func
+        while isinstance(target, functools.partial):
+            target = target.func
+        name = getattr(target, "__name__", None)
+        module = getattr(target, "__module__", None)
+        if not isinstance(name, str) or not name:  # an instance with __call__, say
+            name = type(target).__qualname__
+            module = type(target).__module__
+        if not isinstance(module, str) or not module:  # a built-in's method, say
+            module = type(target).__module__
+        return f"{module}.{name}"
+
     def __call__(self, func: F) -> F:
-        name = self.name or f"{func.__module__}.{func.__name__}"
+        name = self.name or self._default_name(func)
         report = self.report
-        if _is_coroutine_function(func):
+        if _is_coroutine_function(func) or (
+            not isinstance(func, type) and _is_coroutine_function(type(func).__call__)
+        ):
 
             @functools.wraps(func)
             async def timed_coroutine(*args: Any, **kwargs: Any) -> Any:

@@ -7,8 +7,13 @@ nanosecond now and then (more often on a coarse clock), and one of their points 
 
 So the last two digits of every metric's nanosecond timestamp hold the reporting
 process's *slot*, a number from 0 to 99 no other live process on the host holds (an
-exclusive lock on a file in the temporary folder, released by the operating system
-when its process ends, however it ends). Timestamps keep a precision of 100 ns. The
+exclusive lock on a file, released by the operating system when its process ends,
+however it ends). The lock files are in one folder that every process and every user of
+the host shares: ``/dev/shm/kaneda-slots`` (which systemd's PrivateTmp, a /tmp of each
+service's own, leaves shared), else ``kaneda-slots`` in the temporary folder. The folder
+is world-writable and sticky, as /tmp is, each lock file readable by all, and a lock is
+taken on a read-only descriptor: a process locks a file another user made.
+Timestamps keep a precision of 100 ns. The
 stamp is a function of the call's clock reading and the slot of the process that made
 it, applied once, so a batch sent again (a retry, a disk buffer delivered after a
 restart) carries the same timestamps and overwrites itself instead of duplicating.
@@ -19,10 +24,15 @@ says so in a warning.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from .forking import reinit_after_fork
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 log = logging.getLogger("kaneda")
 
@@ -33,6 +43,11 @@ SLOTS = 100
 slot = 0
 _taken = False
 _lock_fd: int | None = None
+#: The lock file held, once a slot is taken.
+_lock_path: str | None = None
+
+#: Tried first: a memory file system no PrivateTmp makes private to a service.
+SHARED_MEMORY = "/dev/shm"
 
 
 def process_slot() -> int:
@@ -49,33 +64,118 @@ def stamp(ns: int) -> int:
     return ns - ns % SLOTS + process_slot()
 
 
-def _take_slot() -> int:
-    global _lock_fd
-    import fcntl  # here, not at import: import kaneda_core stays cheap
-    import tempfile
+def _folders() -> Iterator[str]:
+    """The folders of lock files to try, best first: the same for every process of a host."""
+    if os.path.isdir(SHARED_MEMORY) and os.access(SHARED_MEMORY, os.W_OK | os.X_OK):
+        yield os.path.join(SHARED_MEMORY, "kaneda-slots")
+    import tempfile  # here, not at import: import kaneda_core stays cheap
 
+    # gettempdir() raises when no folder takes a file (a full or read-only disk).
+    yield os.path.join(tempfile.gettempdir(), "kaneda-slots")
+
+
+def _make_folder(folder: str) -> None:
+    """Make ``folder`` (if missing) world-writable and sticky, as /tmp is."""
+    import stat
+
+    os.makedirs(folder, mode=0o1777, exist_ok=True)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode):  # a symbolic link, say: not followed
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", folder)
+    if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != 0o1777:
+        # makedirs' mode is cut by the umask; a folder of another user is left as it is.
+        with contextlib.suppress(OSError):
+            os.chmod(folder, 0o1777)
+
+
+def _open_lock(path: str) -> int:
+    """A descriptor to flock ``path`` with, made readable by all if this process makes it.
+
+    flock takes a read-only descriptor, so a file another user made (and owns) is
+    locked as well. Raises PermissionError for a file this process may not open.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags | os.O_CREAT, 0o644)
+    except PermissionError as refused:
+        # fs.protected_regular refuses O_CREAT on another user's file in a sticky,
+        # world-writable folder, even to root, but not a plain open.
+        try:
+            return os.open(path, flags)
+        except FileNotFoundError:  # no such file, and this process may not make it
+            raise refused from None
+    with contextlib.suppress(OSError):
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid() and info.st_mode & 0o777 != 0o644:
+            os.fchmod(fd, 0o644)  # the mode given to open is cut by the umask
+    return fd
+
+
+def _slot_in(folder: str, start: int) -> tuple[int | None, int]:
+    """A slot locked in ``folder``, or None if none is free; and how many were refused.
+
+    Raises OSError when the folder cannot be used (missing, full, read-only disk).
+    """
+    global _lock_fd, _lock_path
+    import fcntl  # here, not at import: import kaneda_core stays cheap
+
+    _make_folder(folder)
+    refused = 0
+    for step in range(SLOTS):
+        slot = (start + step) % SLOTS
+        path = os.path.join(folder, f"{slot:02d}.lock")
+        try:
+            fd = _open_lock(path)
+        except OSError as error:
+            if isinstance(error, PermissionError) or error.errno == errno.ELOOP:
+                refused += 1  # skipped, as a held one is
+                continue
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        _lock_fd = fd
+        _lock_path = path
+        return slot, refused
+    return None, refused
+
+
+def _take_slot() -> int:
     start = os.getpid() % SLOTS  # most processes find their slot free at the first try
     folder = "the temporary folder"
     try:
-        # gettempdir() raises when no folder takes a file (a full or read-only disk).
-        folder = os.path.join(tempfile.gettempdir(), f"kaneda-slots-{os.getuid()}")
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        for step in range(SLOTS):
-            slot = (start + step) % SLOTS
-            fd = os.open(os.path.join(folder, f"{slot:02d}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        failure: OSError | None = None
+        for folder in _folders():
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+                taken, refused = _slot_in(folder, start)
+            except OSError as error:  # the next folder, if any, is tried
+                failure = error
                 continue
-            _lock_fd = fd
-            return slot
+            if taken is not None:
+                return taken
+            break
+        else:
+            raise failure or FileNotFoundError(errno.ENOENT, "no folder for lock files")
     except OSError as error:
         log.warning(
             "Kaneda: no timestamp slot in %s (%s); using the process id: two processes of "
             "this host may then write a point with the same timestamp",
             folder,
             error,
+        )
+        return start
+    if refused:
+        log.warning(
+            "Kaneda: no free timestamp slot in %s (%d lock files could not be opened, the "
+            "others are held); using the process id: two processes of this host may then "
+            "write a point with the same timestamp",
+            folder,
+            refused,
         )
         return start
     log.warning(
@@ -91,11 +191,12 @@ def _new_slot_in_child() -> None:
     # flock belongs to the open file, which the child shares with its parent: let go of
     # the child's copy (the parent keeps its lock) and take a slot of its own, now, so
     # that the child's first call is stamped with it.
-    global _taken, _lock_fd
+    global _taken, _lock_fd, _lock_path
     if _lock_fd is not None:
         with contextlib.suppress(OSError):
             os.close(_lock_fd)
     _lock_fd = None
+    _lock_path = None
     if _taken:
         _taken = False
         process_slot()

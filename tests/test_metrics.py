@@ -451,3 +451,55 @@ def test_rejected_metrics_fail_at_once_while_the_others_are_retried(failures: ob
     assert (stats.sent, stats.failed, stats.retried) == (3, 1, 2)
     [(lost, _)] = failures.failures  # type: ignore[attr-defined]
     assert [m.value for m in lost] == [1]
+
+
+# -- timed on callables that are not functions ---------------------------------------
+
+
+def _scaled(factor: int, value: int) -> int:
+    time.sleep(0.01)
+    return factor * value
+
+
+def test_timed_decorates_a_partial_under_its_function_s_name() -> None:
+    import functools
+
+    metrics = Metrics(MemoryBackend(), batching=False)
+    double = metrics.timed()(functools.partial(_scaled, 2))
+    assert double(21) == 42
+    [metric] = metrics.backend.metrics  # type: ignore[attr-defined]
+    assert metric.name == f"{__name__}._scaled"
+    assert isinstance(metric.value, float) and 0.01 <= metric.value < 1
+
+
+def test_timed_decorates_a_callable_instance_under_its_class_s_name() -> None:
+    class Handler:
+        def __call__(self, value: int) -> int:
+            return value + 1
+
+    metrics = Metrics(MemoryBackend(), batching=False)
+    handle = metrics.timed(use_ms=True)(Handler())
+    assert handle(1) == 2
+    [metric] = metrics.backend.metrics  # type: ignore[attr-defined]
+    assert metric.name == f"{__name__}.{Handler.__qualname__}"
+    assert type(metric.value) is int
+
+
+def test_timed_decorates_an_async_callable_instance_and_a_partial_of_one() -> None:
+    import functools
+
+    class Fetcher:
+        async def __call__(self, value: int) -> int:
+            await asyncio.sleep(0.03)
+            return value
+
+    async def fetch(value: int) -> int:
+        await asyncio.sleep(0.03)
+        return value
+
+    metrics = Metrics(MemoryBackend(), batching=False)
+    assert asyncio.run(metrics.timed(use_ms=True)(Fetcher())(7)) == 7
+    assert asyncio.run(metrics.timed(use_ms=True)(functools.partial(fetch, 8))()) == 8
+    names = [m.name for m in metrics.backend.metrics]  # type: ignore[attr-defined]
+    assert names == [f"{__name__}.{Fetcher.__qualname__}", f"{__name__}.fetch"]
+    assert all(m.value >= 30 for m in metrics.backend.metrics)  # type: ignore[attr-defined]

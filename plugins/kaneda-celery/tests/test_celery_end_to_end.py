@@ -157,3 +157,56 @@ def test_rabbitmq_down_at_start_and_mid_stream_loses_nothing(
         assert worker.stop() == 0
     finally:
         rabbitmq.destroy()
+
+
+REPORTING_TASKS = """
+import os
+from celery import Celery
+from kaneda_core import Metrics
+
+app = Celery("reporting_tasks", broker=os.environ["BROKER"])
+app.conf.worker_hijack_root_logger = False
+# Made at import, in the worker's main process, before the prefork pool forks; a long
+# flush interval: only a child's exit can deliver what its task reported.
+metrics = Metrics(os.environ["KANEDA_URL"], flush_interval=60, batch_size=100_000)
+
+
+@app.task
+def work(task, calls):
+    for call in range(calls):
+        metrics.gauge("task", call, tags={"task": str(task), "pid": str(os.getpid())})
+"""
+
+
+def test_celery_prefork_children_deliver_when_they_are_recycled_and_at_shutdown(
+    processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
+    influx_url: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Celery's pool children leave through os._exit() (recycled by --max-tasks-per-child,
+    or at the worker's shutdown) without running their finalizers: what their tasks
+    reported was lost, with no log line. Kaneda delivers at Celery's
+    worker_process_shutdown, in the child."""
+    (tmp_path / "reporting_tasks.py").write_text(REPORTING_TASKS)
+    env = {
+        **os.environ,
+        "BROKER": redis_server.url,
+        "KANEDA_URL": influx_url,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
+    celery = str(Path(sys.executable).parent / "celery")
+    queue_name = f"tasks-{os.urandom(3).hex()}"
+    worker = processes.start(
+        "celery-prefork",
+        [celery, "-A", "reporting_tasks", "worker", "-P", "prefork", "-c", "2",
+         "--max-tasks-per-child=1", "-Q", queue_name, "--without-gossip", "--without-mingle",
+         "--loglevel=WARNING"],
+        env=env,
+    )  # fmt: skip
+    app = Celery("reporting_tasks", broker=redis_server.url)
+    tasks, calls = 8, 50
+    for task in range(tasks):
+        app.send_task("reporting_tasks.work", args=(task, calls), queue=queue_name)
+    # Each child runs one task and is recycled: its exit delivers what the task reported.
+    wait_until(lambda: count_points(influx_server, influx_db) == tasks * calls, 60, worker.log)
+    assert worker.stop() == 0
+    assert count_points(influx_server, influx_db) == tasks * calls, worker.log()

@@ -1,0 +1,126 @@
+"""What a process reported is delivered however it ends: SIGTERM, uWSGI's workers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and fork")
+
+
+def _run(code: str, tmp_path: Path) -> subprocess.Popen[str]:
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(code))
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_process_ended_by_sigterm_delivers_what_it_queued_and_dies_of_it(
+    tmp_path: Path,
+) -> None:
+    """docker stop, systemctl stop, a pod's eviction: SIGTERM's default action ended the
+    process without its exit handlers, and what was queued was lost, silently."""
+    out = tmp_path / "m.jsonl"
+    app = _run(
+        f"""
+        import sys, time
+        from kaneda_core import Metrics
+        metrics = Metrics("logger://{out}", flush_interval=60)
+        for i in range(500):
+            metrics.gauge("g", i)
+        print("ready", flush=True)
+        time.sleep(60)
+        """,
+        tmp_path,
+    )
+    assert app.stdout is not None and app.stdout.readline().strip() == "ready"
+    app.send_signal(signal.SIGTERM)
+    _, err = app.communicate(timeout=30)
+    assert app.returncode == -signal.SIGTERM, err  # the same status as without Kaneda
+    assert len(_lines(out)) == 500, err
+
+
+def test_a_sigterm_handler_the_application_sets_later_gets_the_signal_once(
+    tmp_path: Path,
+) -> None:
+    """A server installs its own handler after Kaneda's (uvicorn, gunicorn): it wins, and
+    Kaneda's watcher never sends it the signal again."""
+    out = tmp_path / "m.jsonl"
+    app = _run(
+        f"""
+        import signal, sys, time
+        from kaneda_core import Metrics
+        metrics = Metrics("logger://{out}", flush_interval=60)
+        calls = []
+        signal.signal(signal.SIGTERM, lambda *_: calls.append(time.monotonic()))
+        metrics.gauge("g", 1)
+        print("ready", flush=True)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        print(len(calls), flush=True)
+        """,
+        tmp_path,
+    )
+    assert app.stdout is not None and app.stdout.readline().strip() == "ready"
+    app.send_signal(signal.SIGTERM)
+    output, err = app.communicate(timeout=30)
+    assert app.returncode == 0 and output.strip() == "1", (output, err)
+    assert len(_lines(out)) == 1  # delivered at the normal exit
+
+
+UWSGI_STAND_IN = """
+    import ctypes, os, sys, time, types
+
+    # What uWSGI gives the application: a module named uwsgi, whose post_fork_hook it
+    # calls in each worker it forks in C (no Python fork callbacks run). A stand-in:
+    # the fork below is libc's, as uWSGI's is.
+    uwsgi = types.ModuleType("uwsgi")
+    earlier = []
+    uwsgi.post_fork_hook = lambda: earlier.append(os.getpid())
+    sys.modules["uwsgi"] = uwsgi
+
+    from kaneda_core import Metrics
+    metrics = Metrics("logger://{out}", flush_interval=0.05)
+    metrics.gauge("master", 1)
+    metrics.flush(5)
+    pid = ctypes.CDLL(None).fork()
+    if pid == 0:
+        uwsgi.post_fork_hook()  # as uWSGI does in the worker
+        for i in range(200):
+            metrics.gauge("worker", i)
+        time.sleep(1)  # delivered by the worker's own thread, before any exit
+        with open("{seen}", "w") as seen:
+            seen.write(str(metrics.stats().sent) + " " + str(earlier == [os.getpid()]))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("done", flush=True)
+"""
+
+
+def test_a_worker_uwsgi_forks_in_c_delivers_through_the_post_fork_hook(tmp_path: Path) -> None:
+    """uWSGI loads the application in its master and forks workers in C: no Python fork
+    callback ran, so a worker kept its parent's connections, had no delivery thread and
+    delivered nothing while it ran. Kaneda chains uWSGI's post_fork_hook."""
+    out, seen = tmp_path / "m.jsonl", tmp_path / "seen"
+    app = _run(UWSGI_STAND_IN.format(out=out, seen=seen), tmp_path)
+    output, err = app.communicate(timeout=60)
+    assert app.returncode == 0 and output.strip() == "done", err
+    names = [line["name"] for line in _lines(out)]
+    assert names.count("worker") == 200 and names.count("master") == 1, err
+    assert seen.read_text() == "200 True"  # the child's own counts; the earlier hook ran

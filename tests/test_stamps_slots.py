@@ -1,0 +1,133 @@
+"""Timestamp slots: one folder of lock files for every process and user of the host."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+# Each child starts its search at the same slot (its process id, faked, ends in 00): two
+# children that do not see each other's lock files then take the same slot.
+HOLDER = textwrap.dedent(
+    """
+    import os, sys
+    os.getpid = lambda: 4200
+    from kaneda_core import stamps
+    print(stamps.process_slot(), flush=True)
+    sys.stdin.readline()  # holds its slot until told
+    """
+)
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TMPDIR", "TEMP", "TMP")}
+    env.update(values)
+    return env
+
+
+def _run(code: str, **env: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_processes_with_different_temporary_folders_take_different_slots(
+    tmp_path: Path,
+) -> None:
+    """As two systemd services with PrivateTmp do: each has a /tmp of its own."""
+    children = []
+    try:
+        for name in ("a", "b"):
+            tmp = tmp_path / name
+            tmp.mkdir()
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", HOLDER],
+                    env=_env(TMPDIR=str(tmp)),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        slots = [child.stdout.readline().strip() for child in children]  # type: ignore[union-attr]
+        assert all(slot.isdigit() for slot in slots), slots
+        assert slots[0] != slots[1]
+    finally:
+        for child in children:
+            try:
+                child.communicate("\n", timeout=30)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+    assert [child.returncode for child in children] == [0, 0]
+
+
+def test_lock_files_and_their_folder_are_usable_by_every_user(tmp_path: Path) -> None:
+    out = _run(
+        f"""
+        import os, stat
+        os.umask(0o077)  # what the lock files and the folder are created under
+        from kaneda_core import stamps
+        stamps.process_slot()
+        print(oct(stat.S_IMODE(os.stat(stamps._lock_path).st_mode)))
+        folder = {str(tmp_path / "slots")!r}
+        stamps._make_folder(folder)
+        print(oct(stat.S_IMODE(os.stat(folder).st_mode)))
+        fd = stamps._open_lock(os.path.join(folder, "00.lock"))
+        print(oct(stat.S_IMODE(os.fstat(fd).st_mode)))
+        """
+    )
+    used, folder, made = (int(mode, 8) for mode in out.split())
+    assert used & 0o044 == 0o044
+    assert folder == 0o1777
+    assert made == 0o644
+
+
+def test_a_lock_file_of_another_user_is_still_locked(tmp_path: Path) -> None:
+    """fs.protected_regular refuses O_CREAT on another user's file in a sticky folder."""
+    out = _run(
+        f"""
+        import fcntl, os
+        from kaneda_core import stamps
+        path = {str(tmp_path / "07.lock")!r}
+        open(path, "w").close()
+        real_open = os.open
+        def refusing_open(file, flags, *args, **kwargs):
+            if flags & os.O_CREAT:
+                raise PermissionError(13, "Permission denied", file)
+            return real_open(file, flags, *args, **kwargs)
+        os.open = refusing_open
+        fd = stamps._open_lock(path)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("locked")
+        """
+    )
+    assert out.split() == ["locked"]
+
+
+def test_a_lock_file_that_cannot_be_opened_is_skipped(tmp_path: Path) -> None:
+    out = _run(
+        """
+        import os
+        os.getpid = lambda: 4200
+        from kaneda_core import stamps
+        real_open = os.open
+        def refusing_open(file, flags, *args, **kwargs):
+            if str(file).endswith("00.lock"):
+                raise PermissionError(13, "Permission denied", file)
+            return real_open(file, flags, *args, **kwargs)
+        os.open = refusing_open
+        print(stamps.process_slot())
+        """,
+        TMPDIR=str(tmp_path),
+    )
+    assert out.split() != ["0"] and out.split()[0].isdigit()
