@@ -99,7 +99,8 @@ UWSGI_STAND_IN = """
     metrics = Metrics("logger://{out}", flush_interval=0.05)
     metrics.gauge("master", 1)
     metrics.flush(5)
-    pid = ctypes.CDLL(None).fork()
+    # PyDLL: the interpreter's lock stays held across the fork, as in uWSGI's master.
+    pid = ctypes.PyDLL(None).fork()
     if pid == 0:
         uwsgi.post_fork_hook()  # as uWSGI does in the worker
         for i in range(200):
