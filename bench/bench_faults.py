@@ -289,6 +289,68 @@ def multiprocessing_exit() -> Row:
     )  # fmt: skip
 
 
+SIGTERMED = """
+import sys, time
+from kaneda_core import Metrics
+metrics = Metrics(sys.argv[1], flush_interval=60, batch_size=100_000)
+for i in range(5000):
+    metrics.gauge("service", i)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def sigterm_plain(server: InfluxServer) -> Row:
+    database = "faults_sigterm"
+    url = f"influxdb://127.0.0.1:{server.port}/{database}?timeout=5"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGTERMED, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    stored, _ = influx_counts(server, database)
+    return (
+        "a service stopped by SIGTERM (docker stop), 5,000 queued",
+        5000, stored, 5000 - stored, 0, f"InfluxDB; exit status {process.returncode}",
+    )  # fmt: skip
+
+
+UWSGI_LIKE = """
+import ctypes, os, sys, time, types
+uwsgi = types.ModuleType("uwsgi")  # what uWSGI gives the application: a stand-in
+sys.modules["uwsgi"] = uwsgi
+from kaneda_core import Metrics
+metrics = Metrics(sys.argv[1], flush_interval=0.1)
+metrics.gauge("master", 1)
+metrics.flush(5)
+workers = []
+for _ in range(3):
+    pid = ctypes.PyDLL(None).fork()  # uWSGI forks its workers in C
+    if pid == 0:
+        uwsgi.post_fork_hook()
+        for i in range(1000):
+            metrics.gauge("worker", i)
+        time.sleep(2)  # serving: delivered by the worker's thread, not at exit
+        os._exit(0)
+    workers.append(pid)
+for pid in workers:
+    os.waitpid(pid, 0)
+"""
+
+
+def uwsgi_like_workers(server: InfluxServer) -> Row:
+    database = "faults_uwsgi"
+    url = f"influxdb://127.0.0.1:{server.port}/{database}?timeout=5"
+    subprocess.run([sys.executable, "-c", UWSGI_LIKE, url], check=True, timeout=120)
+    stored, _ = influx_counts(server, database, "WHERE \"name\" = 'worker'")
+    return (
+        "3 workers forked in C as uWSGI's are, 1,000 gauges each, while they run",
+        3000, stored, 3000 - stored, 0, "InfluxDB; uwsgi.post_fork_hook (a stand-in module)",
+    )  # fmt: skip
+
+
 def after_close() -> Row:
     from kaneda_core import Metrics
     from kaneda_core.backends import MemoryBackend
@@ -390,6 +452,8 @@ def main() -> None:
         multiprocessing_exit,
         after_close,
         lambda: two_processes_one_series(server),
+        lambda: sigterm_plain(server),
+        lambda: uwsgi_like_workers(server),
     ]
     print("| fault | accepted | stored | lost | duplicated | notes |")
     print("|---|---:|---:|---:|---:|---|")
