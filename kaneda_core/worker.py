@@ -442,6 +442,22 @@ def load_queue_backend(url: str) -> type[QueueBackend]:
     return cls
 
 
+def _same_place(queue_url: str, to: str) -> bool:
+    """Whether ``to`` names the very queue ``queue_url`` does (scheme, address, options)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    def place(url: str) -> tuple[object, ...]:
+        parts = urlsplit(url.strip())
+        query = sorted(parse_qsl(parts.query, keep_blank_values=True))
+        return (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port,
+                parts.path.rstrip("/"), tuple(query))  # fmt: skip
+
+    try:
+        return place(queue_url) == place(to)
+    except ValueError:  # a URL that does not parse: the loading says what is wrong
+        return False
+
+
 def run_worker(queue_url: str, to: str, **metrics_options: Any) -> WorkerStats:
     """Deliver what arrives on ``queue_url`` to the backend ``to`` until SIGTERM or SIGINT.
 
@@ -453,6 +469,12 @@ def run_worker(queue_url: str, to: str, **metrics_options: Any) -> WorkerStats:
     from .redact import redact_url
 
     queue = load_queue_backend(queue_url)
+    if _same_place(queue_url, to):
+        raise ConfigurationError(
+            f"kaneda worker would deliver {redact_url(queue_url)} into itself: each message "
+            "would come back for ever. Give --to the store the metrics go to, e.g. "
+            "--to influxdb://localhost:8086/metrics"
+        )
     # A full buffer must refuse what arrives (its message is put back), never drop
     # metrics of messages already acknowledged.
     metrics_options.setdefault("overflow", "drop_newest")

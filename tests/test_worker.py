@@ -293,3 +293,14 @@ def test_engine_workers_build_their_handler_from_kaneda_url_once_per_process(
     finally:
         current_handler().close()
         install_handler(None)
+
+
+def test_a_worker_told_to_deliver_a_queue_into_itself_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--to`` the very queue it reads: each message would come back for ever (one
+    metric was "stored" 2,340 times in 13 s, in a busy loop)."""
+    url = "rq://:secret@127.0.0.1:1/0?queue_name=metrics"
+    assert main(["worker", url, "--to", "rq://:secret@127.0.0.1:1/0/?queue_name=metrics"]) == 1
+    err = capsys.readouterr().err
+    assert "into itself" in err and "secret" not in err

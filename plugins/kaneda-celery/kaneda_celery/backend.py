@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -76,6 +77,7 @@ class CeleryBackend(QueueBackend):
         self._app: Celery | None = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        _import_transport(broker)
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> CeleryBackend:
@@ -201,3 +203,20 @@ def broker_url_of(url: str) -> str:
             " or celery+amqp://user:password@host:5672//, with ?queue_name=kaneda"
         )
     return f"{transport.lower()}://{rest.partition('?')[0]}"
+
+
+def _import_transport(broker: str) -> None:
+    """Import the broker's transport now, while the process runs (no connection is made).
+
+    Kombu imports it on the first send; for a short-lived process that is at its exit,
+    when redis-py's import (through concurrent.futures) can no longer register its exit
+    hook and fails: every metric of the process was lost. An unknown transport is left
+    for the first send to report, as a delivery error.
+    """
+    from kombu.transport import resolve_transport
+
+    scheme = broker.partition("://")[0].partition("+")[0] or "amqp"
+    with contextlib.suppress(Exception):
+        from kombu.utils.imports import symbol_by_name
+
+        symbol_by_name(resolve_transport(scheme))  # type: ignore[no-untyped-call]

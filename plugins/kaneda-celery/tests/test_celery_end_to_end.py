@@ -210,3 +210,28 @@ def test_celery_prefork_children_deliver_when_they_are_recycled_and_at_shutdown(
     wait_until(lambda: count_points(influx_server, influx_db) == tasks * calls, 60, worker.log)
     assert worker.stop() == 0
     assert count_points(influx_server, influx_db) == tasks * calls, worker.log()
+
+
+SHORT_LIVED = """
+import sys
+from kaneda_core import connect
+
+metrics = connect(sys.argv[1])
+for i in range(2500):
+    metrics.gauge("cron", i)
+# no close(): the exit handler sends what is queued, the first send of this process
+"""
+
+
+def test_a_short_lived_producer_that_never_closes_sends_everything_at_exit(
+    processes: Processes, broker: str
+) -> None:
+    """A cron job, a command: its first send happens at interpreter exit, where kombu's
+    import of the Redis transport (redis-py, concurrent.futures) could no longer register
+    its exit hook and failed: every metric was lost. The transport is imported when the
+    backend is made."""
+    queue_name = f"cron-{os.urandom(3).hex()}"
+    producer = processes.python("short-lived", SHORT_LIVED, celery_url(broker, queue_name))
+    assert producer.popen.wait(60) == 0, producer.log()
+    assert "not delivered" not in producer.log(), producer.log()
+    assert queue_length(broker, queue_name) == 3, producer.log()  # 1,000 + 1,000 + 500

@@ -16,6 +16,8 @@ from typing import Any
 
 import zmq
 
+from kaneda_core.errors import ConfigurationError
+from kaneda_core.redact import redact_url
 from kaneda_core.worker import MessageHandler, Outcome
 
 from . import protocol
@@ -47,7 +49,16 @@ class ZMQWorker:
         socket.linger = 0
         try:
             for endpoint in self.endpoints:
-                socket.bind(endpoint)
+                try:
+                    socket.bind(endpoint)
+                except zmq.ZMQError as error:
+                    # One line for the operator, not a traceback: the usual causes are
+                    # another worker on the endpoint, or an address not of this machine.
+                    raise ConfigurationError(
+                        f"The ZeroMQ worker cannot listen on {redact_url(endpoint)}: {error}. "
+                        "Is another worker (or program) listening there, and is the address "
+                        "one of this machine's?"
+                    ) from None
             log.info("Kaneda ZeroMQ worker listening on %s", ", ".join(self.endpoints))
             self.bound.set()
             timeout = int(self.poll_interval * 1000)

@@ -239,3 +239,23 @@ def test_a_forked_child_sends_on_a_socket_of_its_own(endpoint: str, worker: Runn
     names = sorted(m.name for m in worker.backend.metrics)
     assert names == ["child-False", "child-True", "parent", "parent-again"]
     backend.close()
+
+
+def test_a_worker_that_cannot_listen_says_so_in_one_line() -> None:
+    """Another program on the endpoint: one line naming it, not a traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "kaneda_core", "worker", f"zmq+tcp://127.0.0.1:{port}",
+             "--to", "memory://"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"cannot listen on tcp://127.0.0.1:{port}" in done.stderr.splitlines()[-1]
