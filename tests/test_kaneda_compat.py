@@ -477,3 +477,18 @@ def test_a_published_1_0_backend_loads_by_name_and_by_settings(
     assert payload["tags"] == {"env": "prod"} and payload["metric"] == "event"
     settings = settings_module(BACKEND="kaneda1_recording.RecordingBackend", RECORDING_LABEL="x")
     assert get_object_from_settings(settings.BACKEND, settings).label == "x"
+
+
+def test_importing_kaneda_leaves_lost_metrics_said_on_stderr() -> None:
+    """kaneda 1.0 put a NullHandler on the "kaneda" logger, where Kaneda says what it could
+    not deliver: with no logging configured, every loss became silent."""
+    import subprocess
+
+    code = (
+        "import kaneda\n"
+        "from kaneda_core import Metrics\n"
+        "m = Metrics('logger:///nonexistent/dir/x.log', batching=False)\n"
+        "m.gauge('g', 1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "not delivered" in done.stderr, done.stderr

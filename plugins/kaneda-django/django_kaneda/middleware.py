@@ -57,7 +57,16 @@ class MetricsMiddleware:
             return self.__acall__(request)
         state = RequestState(self.reporter, request.method or "")
         setattr(request, REQUEST_ATTRIBUTE, state)
-        response = self.get_response(request)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            # Django answers the application's exceptions itself; what passes is the
+            # server ending the request (gunicorn's worker timeout, its quick shutdown:
+            # SystemExit), which the server answers 500: so is it reported.
+            if state.route is None:
+                state.route = route_of(request)
+            self.reporter.finish(state)
+            raise
         self._respond(request, response, state)
         return response
 
@@ -103,6 +112,10 @@ def _count_exceptions_while_streaming(response: Any, state: RequestState) -> Non
                     yield part
             except Exception as error:
                 reporter.count_exception(state, error)
+                reporter.finish(state)  # under ASGI, Django then never closes the response
+                raise
+            except BaseException:
+                reporter.finish(state)
                 raise
 
         response.streaming_content = counted_async()
@@ -113,6 +126,10 @@ def _count_exceptions_while_streaming(response: Any, state: RequestState) -> Non
             yield from content
         except Exception as error:
             reporter.count_exception(state, error)
+            reporter.finish(state)  # under ASGI, Django then never closes the response
+            raise
+        except BaseException:  # the server ending the request: close() may never come
+            reporter.finish(state)
             raise
 
     response.streaming_content = counted()

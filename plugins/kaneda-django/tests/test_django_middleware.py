@@ -280,6 +280,19 @@ def test_an_exception_while_streaming_is_counted_and_the_request_timed_once(
     assert tags(fresh_metrics) == [{"route": "/stream-fails/", "method": "GET", "status": "200"}]
 
 
+def test_a_streamed_body_that_raises_is_timed_even_if_the_response_is_never_closed(
+    fresh_metrics: Any,
+) -> None:
+    """Under ASGI, Django closes a response only when its body was sent: one that raised
+    half-way was counted, never timed."""
+    response = Client().get("/stream-fails/")
+    with pytest.raises(ConnectionResetError):
+        b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    assert tags(fresh_metrics) == [{"route": "/stream-fails/", "method": "GET", "status": "200"}]
+    response.close()  # a server that does close it: still one timing
+    assert len(tags(fresh_metrics)) == 1
+
+
 def test_an_exception_while_streaming_asynchronously_is_counted(fresh_metrics: Any) -> None:
     async def get() -> None:
         response: Any = await AsyncClient().get("/async-stream-fails/")

@@ -59,6 +59,12 @@ class WSGIMiddleware:
             reporter.count_exception(state, error)
             reporter.finish(state)
             raise
+        except BaseException:
+            # The server ending the request (gunicorn's worker timeout, its quick
+            # shutdown: SystemExit in the request): it answers 500; so is it reported.
+            _note_route(state, environ)
+            reporter.finish(state)
+            raise
         return _timed_body(result, state, environ)
 
     def __repr__(self) -> str:
@@ -109,6 +115,10 @@ class TimedBody:
         except Exception as error:
             _note_route(self._state, self._environ)
             self._state.reporter.count_exception(self._state, error)
+            raise
+        except BaseException:  # the server ending the request: close() may never come
+            _note_route(self._state, self._environ)
+            self._state.reporter.finish(self._state)
             raise
 
     def close(self) -> None:

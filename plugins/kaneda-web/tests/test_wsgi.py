@@ -200,3 +200,31 @@ def test_under_a_real_wsgi_server(metrics: Metrics) -> None:
         server.shutdown()
         server.server_close()
     assert [tags["status"] for tags in request_tags(metrics)] == ["200"] * 3
+
+
+@pytest.mark.parametrize("where", ["call", "body"])
+def test_a_request_the_server_ends_is_reported_as_the_500_it_answers(
+    metrics: Metrics, where: str
+) -> None:
+    """gunicorn's worker timeout and quick shutdown raise SystemExit inside the request;
+    the server answers 500. Such a request was never reported (only Exception was)."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        if where == "call":
+            raise SystemExit(1)
+        start_response("200 OK", [])
+
+        def body() -> Iterator[bytes]:
+            yield b"half"
+            raise SystemExit(1)
+
+        return body()
+
+    wrapped = WSGIMiddleware(app, metrics)
+    with pytest.raises(SystemExit):
+        result = wrapped(environ_for("/slow"), Recorder())
+        for _ in result:  # the server iterates; the abort leaves close() uncalled
+            pass
+    tags = request_tags(metrics)
+    assert len(tags) == 1 and tags[0]["status"] == ("500" if where == "call" else "200")
+    assert reported(metrics, EXCEPTIONS) == []  # the server's abort, not the app's error
