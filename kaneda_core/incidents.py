@@ -99,10 +99,8 @@ class IncidentLog:
         """``metrics`` metrics were lost for good (``what`` happened to them)."""
         now = time.monotonic()
         key = f"{what}: {error}"
-        seen = self._repeats.get(key)
-        if seen is not None and now - seen[0] < REPEAT_AFTER:
-            seen[1] += 1
-            seen[2] += metrics
+        due, seen = self._due(key, metrics, now)
+        if not due:
             return
         if seen is not None and seen[1]:
             log.error(
@@ -115,9 +113,7 @@ class IncidentLog:
                 error,
             )
         log.error("Kaneda: %d metrics %s to %s: %s", metrics, what, self.backend_name, error)
-        if len(self._repeats) >= _MAX_KEYS:
-            self._repeats.clear()
-        self._repeats[key] = [now, 0, 0]
+        self._logged(key, now)
 
     # -- hooks that raise: each failure once per REPEAT_AFTER, with a count ----------------
 
@@ -132,10 +128,8 @@ class IncidentLog:
         """
         now = time.monotonic()
         key = f"hook {hook} of {plugin}: {type(error).__name__}: {error}"
-        seen = self._repeats.get(key)
-        if seen is not None and now - seen[0] < REPEAT_AFTER:
-            seen[1] += 1
-            seen[2] += metrics
+        due, seen = self._due(key, metrics, now)
+        if not due:
             return
         since = f" ({int(seen[2])} more metrics since the last line)" if seen and seen[2] else ""
         log.error(
@@ -149,6 +143,20 @@ class IncidentLog:
             error,
             exc_info=(type(error), error, error.__traceback__) if seen is None else None,
         )
+        self._logged(key, now)
+
+    def _due(self, key: str, metrics: int, now: float) -> tuple[bool, list[float] | None]:
+        """Whether the message ``key`` is due a line now, and its record (logged at, lines
+        held back, metrics held back); one held back is counted in its record."""
+        seen = self._repeats.get(key)
+        if seen is not None and now - seen[0] < REPEAT_AFTER:
+            seen[1] += 1
+            seen[2] += metrics
+            return False, seen
+        return True, seen
+
+    def _logged(self, key: str, now: float) -> None:
+        """The message ``key`` was logged at ``now``: hold its repeats back from there."""
         if len(self._repeats) >= _MAX_KEYS:
             self._repeats.clear()
         self._repeats[key] = [now, 0, 0]
