@@ -211,11 +211,7 @@ class RethinkBackend(Backend):
         delivery tries again.
         """
         try:
-            connection = self._connect(timeout)
-            if not self._database_ready:
-                if self.db not in self._run(r.db_list(), connection, timeout):
-                    self._run_create(r.db_create(self.db), connection, timeout)
-                self._database_ready = True
+            self._ensure_database(self._connect(timeout), timeout)
         except (ReqlError, OSError) as error:
             log.debug("kaneda-rethink: could not connect now: %s", self.redact(str(error)))
             return False
@@ -249,13 +245,16 @@ class RethinkBackend(Backend):
     def _ensure_table(self, connection: Any, table: str) -> None:
         if table in self._tables:
             return
-        if not self._database_ready:
-            if self.db not in self._run(r.db_list(), connection):
-                self._run_create(r.db_create(self.db), connection)
-            self._database_ready = True
+        self._ensure_database(connection)
         if table not in self._run(r.db(self.db).table_list(), connection):
             self._run_create(r.db(self.db).table_create(table), connection)
         self._tables.add(table)
+
+    def _ensure_database(self, connection: Any, timeout: float | None = None) -> None:
+        if not self._database_ready:
+            if self.db not in self._run(r.db_list(), connection, timeout):
+                self._run_create(r.db_create(self.db), connection, timeout)
+            self._database_ready = True
 
     def _run_create(self, query: Any, connection: Any, timeout: float | None = None) -> None:
         """Run a db/table create; "already exists" (another process was first) is fine."""
