@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .backend import sends_records
 from .errors import DeliveryError, KanedaError
 from .forking import track_delivery
 from .incidents import IncidentLog
@@ -143,6 +144,7 @@ class Delivery:
         self._deferred_counts: deque[dict[str, int]] = deque()
         self.incidents = IncidentLog(type(backend).__name__)
         self._filter = implements("kaneda_filter_metric")
+        self._sends_records = sends_records(backend)
         track_delivery(self)
 
     def _after_fork_in_child(self) -> None:
@@ -182,8 +184,12 @@ class Delivery:
         to the ``kaneda_batch_failed`` hook. With ``answers``, what the backend's
         ``send`` returned is appended to it for each part that was stored.
         """
-        built = self.to_metrics(items)
-        metrics = self._apply_filter(built) if self._filter else built
+        if self._filter:
+            built = self.to_metrics(items)
+            metrics = self._apply_filter(built)
+        else:
+            # What was queued, as it is, where the backend takes records.
+            built = metrics = list(items) if self._sends_records else self.to_metrics(items)
         kept: list[Metric] = []
         # Parts still to send, each with its attempt number; a refused part is halved.
         parts: list[tuple[Sequence[Metric], int]] = [(metrics, 1)] if metrics else []
@@ -287,7 +293,7 @@ class Delivery:
         """
         from .plugins import implementations
 
-        arguments = {"metrics": list(metrics), "error": error, "backend": self.backend}
+        arguments = {"metrics": self.to_metrics(metrics), "error": error, "backend": self.backend}
         for plugin, function, names in implementations("kaneda_batch_failed"):
             try:
                 function(**{name: arguments[name] for name in names if name in arguments})

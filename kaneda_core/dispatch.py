@@ -655,9 +655,11 @@ class BatchingDispatcher(_Closable):
             # Under the worker's lock: a worker still alive (stuck past the deadline, or
             # between two batches) takes its batches under it, and a batch it took must
             # not be given up here too (it was counted sent and failed, and hooked).
+            # Taken one by one from the left: a call racing the close appends on the right
+            # meanwhile (it holds no lock), and clear() would lose it uncounted.
             with self._state:
-                items = list(self.queue)
-                self.queue.clear()
+                popleft = self.queue.popleft
+                items = [popleft() for _ in range(len(self.queue))]
             if items:
                 self._give_up(items, "could be delivered", deadline)
             left = len(items) + stuck

@@ -125,6 +125,15 @@ class Metric(_Fields):
         return cls(name, kind, value, copy_tags(tags), timestamp, host_name(), id, ns)
 
 
+def as_metric(record: Sequence[Any]) -> Metric:
+    """A queued record (a plain tuple of a :class:`Metric`'s eight fields, in order) as a Metric.
+
+    A Metric is returned as it is. For backends that take records (``checks_records``,
+    ``sends_records``) and read a field by name on a path that is not the hottest.
+    """
+    return record if type(record) is Metric else tuple.__new__(Metric, record)
+
+
 def record(metric: Metric) -> dict[str, Any]:
     """The metric as a document, the shape document stores and the logger share.
 

@@ -26,6 +26,7 @@ cannot give back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -37,10 +38,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from .backend import Backend
+from .backend import Backend, sends_records
 from .errors import InvalidMetric
 from .metrics import Metrics
 from .model import Metric, host_name
+from .plugins import get_plugin_manager
 
 
 class BackendContract:
@@ -363,6 +365,61 @@ class BackendContract:
             as_record = verdict(record)
             assert as_record == verdict(tuple.__new__(Metric, record)), record
 
+    def test_a_send_given_records_stores_what_it_stores_of_metrics(
+        self, backend: Backend, prefix: str
+    ) -> None:
+        """A backend whose ``send`` takes records (``sends_records``) is handed what the
+        calls queued, and stores a batch of records mixed with Metrics as it stores the
+        same Metrics; any other backend's send is given Metrics only."""
+        given: list[type] = []
+        send = backend.send
+        own_send = vars(backend).get("send")
+
+        def spy(batch: Sequence[Any]) -> Any:
+            given.extend(type(metric) for metric in batch)
+            return send(batch)
+
+        backend.send = spy  # type: ignore[method-assign]
+        try:
+            tags = self.tags({"a": "b"})
+            with filters_set_aside():  # a filter is given Metrics, and so is send then
+                self.report(backend, lambda m: m.gauge(prefix + "spied", 1.5, tags=tags))
+        finally:
+            if own_send is None:
+                del backend.send
+            else:
+                backend.send = own_send  # type: ignore[method-assign]
+        takes_records = sends_records(backend)
+        assert set(given) == ({tuple} if takes_records else {Metric}), given
+        if not takes_records:
+            return
+        host, now = host_name(), time.time_ns()
+
+        def records(group: str) -> list[tuple[Any, ...]]:
+            name = prefix + group
+            made: list[tuple[Any, ...]] = [
+                (name + "g", "gauge", 7.5, self.tags({"a": "b"}), None, host, None, now),
+                (name + "c", "counter", 1, {}, None, host, None, now + 1000),
+                (name + "t", "timing", 0.25, self.tags({"k": "v"}), None, host, None, now + 2000),
+            ]
+            if self.stores_events:
+                made.append((name + "e", "event", "text", {}, None, host, None, now + 3000))
+            return made
+
+        mixed = [r if n % 2 else tuple.__new__(Metric, r) for n, r in enumerate(records("r."))]
+        backend.send(mixed)  # type: ignore[arg-type]  # records: see Backend.sends_records
+        backend.send([tuple.__new__(Metric, record) for record in records("m.")])
+
+        def stored_as(group: str) -> list[tuple[Any, ...]]:
+            mine = self.mine(backend, prefix + group)
+            return sorted(
+                (m.kind, m.name[len(prefix + group) :], m.epoch_ns, *self.summary(m)[2:])
+                for m in mine
+            )
+
+        assert stored_as("r.") == stored_as("m.")
+        assert len(stored_as("r.")) == len(mixed)
+
     def test_close_is_idempotent(self, backend: Backend) -> None:
         """Closing twice is harmless."""
         backend.close()
@@ -457,6 +514,28 @@ class BackendContract:
         metrics.gauge("contract.unreachable", 2)
         stats = metrics.stats()
         assert stats.failed == 2 and stats.sent == 0
+
+
+@contextlib.contextmanager
+def filters_set_aside() -> Iterator[None]:
+    """Unregister, for the block, the plugins implementing ``kaneda_filter_metric``.
+
+    A filter is given Metrics, and the backend then too: with one installed (the example
+    plugin, say), a backend that takes records (``sends_records``) never gets them. A
+    ``Metrics`` made in the block delivers as it would with no filter installed.
+    """
+    manager = get_plugin_manager()
+    aside = [
+        (manager.get_name(impl.plugin), impl.plugin)
+        for impl in manager.hook.kaneda_filter_metric.get_hookimpls()
+    ]
+    for _, plugin in aside:
+        manager.unregister(plugin)
+    try:
+        yield
+    finally:
+        for name, plugin in aside:
+            manager.register(plugin, name)
 
 
 class DripServer:

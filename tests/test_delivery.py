@@ -285,11 +285,13 @@ def test_close_racing_reporting_threads_never_counts_a_metric_twice(plugin: obje
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-4)  # the worker asks for the lock sooner: the race shows
     try:
-        for _ in range(15):
+        for round_ in range(15):
             failed.clear()
             store = _SlowStore()
             metrics = Metrics(store, batch_size=20, flush_interval=0.01, max_buffer=10**7)
-            counter = iter(range(10**9))
+            # Values of this round's own: the hook of a round before may still be told,
+            # in its own thread, of what that round gave up.
+            counter = iter(range(round_ * 10**8, (round_ + 1) * 10**8))
             stop = threading.Event()
 
             def report(metrics: Metrics, counter: Any, stop: threading.Event) -> None:

@@ -25,6 +25,7 @@ from kaneda_core.backend import url_options
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
 from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
+from kaneda_core.model import as_metric
 from kaneda_core.redact import MASK, redact_text, redact_url
 from kaneda_core.urls import parse_url
 
@@ -85,6 +86,9 @@ class InfluxBackend(Backend):
 
     settings_namespace = "INFLUX"
     example_url = "influxdb://user:password@localhost:8086/metrics"
+    #: ``send`` takes the calls' records as they were queued (the layouts' line protocol
+    #: reads them by position): no Metric is built per point.
+    sends_records = True
 
     def __init__(
         self,
@@ -345,13 +349,14 @@ class InfluxBackend(Backend):
         stored, but the fields now exist) the batch is written again regardless. What
         still conflicts at the end is refused, metric by metric.
         """
+        metrics = list(map(as_metric, batch))  # a record's fields are read by name here
         for _ in range(_CONFLICT_ROUNDS):
-            learned = self._learn_field_types(batch, error)
+            learned = self._learn_field_types(metrics, error)
             named = field_types.parse_conflict(server_message(error)) is not None
             if named and not learned:
                 break
             try:
-                self._write(self.layout.lines(batch, self._known).encode("utf-8"))
+                self._write(self.layout.lines(metrics, self._known).encode("utf-8"))
                 return
             except InfluxDBClientError as again:
                 if again.code != 400 or not field_types.is_conflict(server_message(again)):
@@ -359,7 +364,7 @@ class InfluxBackend(Backend):
                 error = again
             except Exception as again:  # noqa: BLE001 - translated below
                 raise self._delivery_error("writing", again) from None
-        raise self._refusal(batch, error)
+        raise self._refusal(batch, metrics, error)
 
     def _learn_field_types(self, batch: Sequence[Metric], error: InfluxDBClientError) -> bool:
         """Learn the stored types of the batch's fields; whether anything new was learned.
@@ -391,15 +396,18 @@ class InfluxBackend(Backend):
                     learned = True
         return learned
 
-    def _refusal(self, batch: Sequence[Metric], error: InfluxDBClientError) -> DeliveryError:
+    def _refusal(
+        self, batch: Sequence[Metric], metrics: list[Metric], error: InfluxDBClientError
+    ) -> DeliveryError:
         """The error for the metrics that no stored type can take without loss.
 
         They are named only when their number is the ``dropped=N`` InfluxDB reported;
-        otherwise the whole batch is reported as failed (part of it was stored).
+        otherwise the whole batch is reported as failed (part of it was stored). The
+        error names the batch's own objects; ``metrics`` are the same, as Metrics.
         """
         refused: list[Metric] = []
         reasons: list[str] = []
-        for metric in batch:
+        for given, metric in zip(batch, metrics, strict=True):
             known = self._known.get(metric.kind) or {}
             for key, written, _ in self.layout.typed_fields(metric, known):
                 stored_type = known.get(key)
@@ -411,7 +419,7 @@ class InfluxBackend(Backend):
                         f"{_A_TYPE[written]}: it cannot be written as {stored_type} without "
                         "losing information"
                     )
-                    refused.append(metric)
+                    refused.append(given)
                     break
         if not refused or len(refused) != field_types.dropped_count(server_message(error)):
             return self._delivery_error("writing", error)

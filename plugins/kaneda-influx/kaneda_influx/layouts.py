@@ -23,7 +23,7 @@ from typing import Any
 
 from kaneda_core import InvalidMetric, Metric
 from kaneda_core.layouts import KANEDA1, KANEDA2
-from kaneda_core.model import EVENT, epoch_us
+from kaneda_core.model import EVENT, as_metric, epoch_us
 
 from . import field_types, line_protocol
 from .field_types import KnownTypes
@@ -64,12 +64,15 @@ class Layout:
         raise NotImplementedError
 
     def lines(self, batch: Sequence[Metric], known: KnownTypes) -> str:
-        """Line protocol for ``batch``: numbers in their ``known`` stored types when lossless."""
+        """Line protocol for ``batch``: numbers in their ``known`` stored types when lossless.
+
+        The batch may hold records (see ``Backend.sends_records``).
+        """
         if not known:
             return self.plain_lines(batch)
         out: list[str] = []
         run: list[Metric] = []
-        for metric in batch:
+        for metric in map(as_metric, batch):
             fields = known.get(metric.kind)
             if fields is None:
                 run.append(metric)
@@ -83,7 +86,11 @@ class Layout:
         return "\n".join(out)
 
     def plain_lines(self, batch: Sequence[Metric]) -> str:
-        """Line protocol for ``batch``, every value in its natural type (the fast path)."""
+        """Line protocol for ``batch``, every value in its natural type (the fast path).
+
+        The batch may hold records: the loop reads fields by position, and what leaves
+        it for a helper is made a Metric (``as_metric``).
+        """
         raise NotImplementedError
 
     def series(self, metric: Metric) -> str:
@@ -189,9 +196,7 @@ class Kaneda1Layout(Layout):
                 # Tag values not all strings: equal values' texts differ (see series_key).
                 if plain is not None and (*key, *map(type, tags.values())) in cache.checked:
                     return
-        if type(metric) is not Metric:  # a record (see Backend.checks_records)
-            metric = tuple.__new__(Metric, metric)
-        self._check(metric)
+        self._check(as_metric(metric))  # a record, maybe (see Backend.checks_records)
 
     def _check(self, metric: Metric) -> None:
         tags = metric.tags
@@ -285,16 +290,16 @@ class Kaneda1Layout(Layout):
                     key: tuple[Any, ...] = (kind, name, host, *tags.items())  # type: ignore[union-attr]
                     head = heads.get(key)  # type: ignore[assignment]
                     if head is None or head is _TYPED:
-                        head = self._head(metric, key, head)
+                        head = self._head(as_metric(metric), key, head)
                     elif last is None:
                         cache.remember_prefix_by_name(name, kind, host, tags, head)  # type: ignore[arg-type]
             else:
                 key = (kind, name, host)
                 head = heads.get(key)  # type: ignore[assignment]
                 if head is None:
-                    head = self._head(metric, key, None)
+                    head = self._head(as_metric(metric), key, None)
             if time_ns is None:
-                time_ns = _time_ns(metric)
+                time_ns = _time_ns(as_metric(metric))
             kind_of_value = type(value)
             if kind_of_value is int:
                 append(f"{head},value={value}i {time_ns}")
@@ -303,7 +308,7 @@ class Kaneda1Layout(Layout):
             else:
                 fields = ",".join(
                     f"{field.translate(_KANEDA1_ESCAPES)}={field_types.encode(item, influx_type)}"
-                    for field, item, influx_type in self._natural_fields(metric)
+                    for field, item, influx_type in self._natural_fields(as_metric(metric))
                     if field != "name"  # already in the head
                 )
                 append(f"{head},{fields} {time_ns}")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kaneda_core import InvalidMetric, Metric
-from kaneda_core.model import EVENT, epoch_us
+from kaneda_core.model import EVENT, as_metric, epoch_us
 
 from .series_cache import SeriesCache
 
@@ -82,9 +82,7 @@ def checker(cache: SeriesCache) -> Callable[[Metric], None]:
             # whose texts differ (and so the series key's length): the types tell.
             if plain is not None and (*key, *map(type, tags.values())) in checked:
                 return
-        if type(metric) is not Metric:  # a record (see Backend.checks_records)
-            metric = tuple.__new__(Metric, metric)
-        _check(metric, cache)
+        _check(as_metric(metric), cache)  # a record, maybe (see Backend.checks_records)
 
     return check
 
@@ -269,7 +267,11 @@ _EXACT = 2**53
 
 
 def lines(batch: Iterable[Metric], cache: SeriesCache) -> str:
-    """Line protocol for a batch, one point per line, nanosecond timestamps."""
+    """Line protocol for a batch, one point per line, nanosecond timestamps.
+
+    The batch may hold records (see ``Backend.sends_records``): the loop reads fields by
+    position, and what leaves it for a helper is made a Metric.
+    """
     prefixes = cache.prefixes
     by_name = cache.prefix_by_name
     out: list[str] = []
@@ -285,16 +287,16 @@ def lines(batch: Iterable[Metric], cache: SeriesCache) -> str:
                 key: tuple[Any, ...] = (kind, name, host, *tags.items())  # type: ignore[union-attr]
                 prefix = prefixes.get(key)  # type: ignore[assignment]
                 if prefix is None or prefix is _TYPED:
-                    prefix = _prefix(metric, key, prefix, cache)
+                    prefix = _prefix(as_metric(metric), key, prefix, cache)
                 elif last is None:
                     cache.remember_prefix_by_name(name, kind, host, tags, prefix)  # type: ignore[arg-type]
         else:
             key = (kind, name, host)
             prefix = prefixes.get(key)  # type: ignore[assignment]
             if prefix is None:
-                prefix = _prefix(metric, key, None, cache)
+                prefix = _prefix(as_metric(metric), key, None, cache)
         if time_ns is None:
-            time_ns = epoch_us(metric.timestamp) * 1000
+            time_ns = epoch_us(as_metric(metric).timestamp) * 1000
         if id_ is None:
             if type(value) is float:
                 append(f"{prefix} value={value!r} {time_ns}")
@@ -304,7 +306,7 @@ def lines(batch: Iterable[Metric], cache: SeriesCache) -> str:
             if type(value) is int and low <= value <= high:
                 append(f"{prefix} value={value} {time_ns}")
                 continue
-        append(f"{prefix} {','.join(_fields(metric))} {time_ns}")
+        append(f"{prefix} {','.join(_fields(as_metric(metric)))} {time_ns}")
     return "\n".join(out)
 
 

@@ -14,6 +14,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from influx_server import InfluxServer, stored_metrics
 
+from kaneda_core.testing import filters_set_aside
+
+
+@pytest.fixture(autouse=True)
+def records_as_in_production() -> Iterator[None]:
+    """The plugin's send is given the calls' records (``sends_records``), unless a filter
+    hook is installed: the example plugin's, in this workspace. Its tests run without it,
+    as an application without filters does (tests that register a filter still can)."""
+    with filters_set_aside():
+        yield
+
 
 @pytest.fixture(scope="session")
 def influx_server() -> Iterator[InfluxServer]:
