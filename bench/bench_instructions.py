@@ -7,18 +7,22 @@ Seconds move with whatever else the machine does (on a shared virtual machine, b
 percent between runs); instructions do not. Each row runs its case under valgrind's
 callgrind twice, with N and with 2N calls, in an interpreter of its own, and reports
 (instructions at 2N - instructions at N) / N: the cost of one more call, start-up and
-imports cancelled out. Instructions are not time (a cache miss costs more than an add),
-so bench_hot_path.py stays the measure; this one tells whether a change made the work
-bigger or smaller. Needs valgrind (Debian's ``valgrind``).
+imports cancelled out. A second table counts a gauge into a real InfluxDB (started for
+it): the client process's instructions per point, the server's excluded. Instructions
+are not time (a cache miss costs more than an add), so bench_hot_path.py stays the
+measure; this one tells whether a change made the work bigger or smaller. Needs
+valgrind (Debian's ``valgrind``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 N = 20_000
@@ -54,6 +58,39 @@ elif case in ("call", "whole", "aggregate"):
         metrics._dispatcher.queue.clear()  # the worker's share is not the caller's
     else:
         metrics.flush()
+elif case in ("influx", "influx-raw"):
+    # Gauges with two tags into the real InfluxDB the bench started, batches of 5,000:
+    # this process's instructions only (the server's are its own).
+    import os, time, uuid
+    port = int(os.environ["KANEDA_BENCH_INFLUX_PORT"])
+    database = "instructions_" + uuid.uuid4().hex[:8]
+    tags = {{"route": "/checkout", "region": "eu-west-1"}}
+    if case == "influx":
+        from kaneda_core import Metrics
+        from kaneda_influx import InfluxBackend
+        backend = InfluxBackend(database, host="127.0.0.1", port=port, timeout=60)
+        metrics = Metrics(backend, batch_size=5000, max_buffer=10 * n + 10)
+        metrics.gauge("warmup", 0)
+        metrics.flush()
+        for i in range(n):
+            metrics.gauge("checkout.total", i, tags=tags)
+        metrics.flush()
+        assert metrics.stats().sent == n + 1, metrics.stats()
+        metrics.close()
+    else:
+        from influxdb import InfluxDBClient
+        client = InfluxDBClient("127.0.0.1", port, database=database, timeout=60)
+        client.create_database(database)
+        base, batch = time.time_ns() // 1000, []
+        for i in range(n):
+            batch.append({{"measurement": "gauge", "time": base + i,
+                          "fields": {{"value": float(i)}},
+                          "tags": {{"name": "checkout.total", "host": "bench", **tags}}}})
+            if len(batch) == 5000:
+                client.write_points(batch, time_precision="u", batch_size=5000)
+                batch = []
+        if batch:
+            client.write_points(batch, time_precision="u", batch_size=5000)
 elif case == "dogstatsd-aggregated":
     from datadog.dogstatsd.base import DogStatsd
     client = DogStatsd(host="127.0.0.1", port=9, disable_buffering=False,
@@ -71,7 +108,13 @@ CASES = {
     "aggregate": "kaneda_core, aggregate=True: the calls + the flush()",
     "dogstatsd-aggregated": "DogStatsD, client-side aggregation (calls + flush)",
 }
-KANEDA_ROWS = ("call", "whole", "aggregate")
+KANEDA_ROWS = ("call", "whole", "aggregate", "influx")
+
+#: Into a real InfluxDB (started for them; Debian's ``influxdb``): the client's instructions.
+INFLUX_CASES = {
+    "influx": "**kaneda-influx: gauge() calls + the flush() that writes them**",
+    "influx-raw": "influxdb client, write_points of point dicts built in the loop",
+}
 
 
 def instructions(driver: Path, case: str, calls: int, source: Path | None) -> int:
@@ -106,6 +149,20 @@ def per_call(driver: Path, case: str, source: Path | None = None) -> int:
     return (instructions(driver, case, 2 * N, source) - instructions(driver, case, N, source)) // N
 
 
+@contextlib.contextmanager
+def influx_server() -> Iterator[int]:
+    """A throwaway influxd on a free loopback port (the kaneda-influx tests' helper)."""
+    sys.path.insert(0, str(HERE.parent / "plugins" / "kaneda-influx" / "tests"))
+    from influx_server import InfluxServer
+
+    server = InfluxServer()
+    server.start()
+    try:
+        yield server.port
+    finally:
+        server.destroy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", metavar="REF", action="append", default=[])
@@ -127,6 +184,17 @@ def main() -> None:
                     for ref, source in befores:
                         count = per_call(driver, case, source)
                         print(f"| {label.strip('*')} — at {ref} | {count:,} |", flush=True)
+            title = "a gauge with two tags into InfluxDB (this process only)"
+            print(f"\n| {title} | instructions per point |")
+            print("|---|---:|")
+            with influx_server() as port:
+                os.environ["KANEDA_BENCH_INFLUX_PORT"] = str(port)
+                for case, label in INFLUX_CASES.items():
+                    print(f"| {label} | {per_call(driver, case):,} |", flush=True)
+                    if case in KANEDA_ROWS:
+                        for ref, source in befores:
+                            count = per_call(driver, case, source)
+                            print(f"| {label.strip('*')} — at {ref} | {count:,} |", flush=True)
         finally:
             for _, source in befores:
                 subprocess.run(["git", "worktree", "remove", "--force", str(source)], check=False)
