@@ -121,7 +121,8 @@ def instructions(driver: Path, case: str, calls: int, source: Path | None) -> in
     """Instructions callgrind counts for the driver running ``case`` with ``calls`` calls."""
     env = dict(os.environ)
     if source is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+        plugin = source / "plugins" / "kaneda-influx"  # the plugin of that commit too
+        env["PYTHONPATH"] = os.pathsep.join([str(source), str(plugin), env.get("PYTHONPATH", "")])
     with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
         subprocess.run(
             [
