@@ -23,7 +23,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from kaneda_core import Metrics
 
-from .conf import settings_error
+from .conf import naming, settings_error
 from .reporting import REQUEST_ATTRIBUTE, RequestReporter, RequestState
 
 SETTING = "KANEDA_REQUEST_METRICS"
@@ -176,6 +176,8 @@ def reporter_from_settings() -> RequestReporter:
         return RequestReporter(metrics or request_metrics(), **options)
     except TypeError as error:
         raise settings_error(f"{SETTING}: {error}") from None
+    except ValueError as error:  # a name or tag refused (InvalidMetric): its own type
+        raise naming(error, SETTING) from error
 
 
 def _named_metrics(metrics: Any) -> Metrics | None:

@@ -150,7 +150,7 @@ def test_the_metrics_may_be_named_by_dotted_path(fresh_metrics: Any) -> None:
     ("options", "named"),
     [
         ({"durationname": "x"}, "durationname"),
-        ({"duration_name": ""}, "duration_name"),
+        ({"duration_name": ""}, "KANEDA_REQUEST_METRICS: duration_name"),
         ({"metrics": "no.such.module.metrics"}, "KANEDA_REQUEST_METRICS['metrics']"),
         ({"metrics": "django.conf.settings"}, "KANEDA_REQUEST_METRICS['metrics']"),
         (["duration_name"], "KANEDA_REQUEST_METRICS must be a dict"),
