@@ -297,7 +297,9 @@ def test_close_racing_reporting_threads_never_counts_a_metric_twice(plugin: obje
 
             calls: list[int] = []
 
-            def report(metrics: Metrics, counter: Any, stop: threading.Event) -> None:
+            def report(
+                metrics: Metrics, counter: Any, stop: threading.Event, calls: list[int]
+            ) -> None:
                 made = 0
                 while not stop.is_set():
                     metrics.gauge("g", next(counter))
@@ -305,7 +307,8 @@ def test_close_racing_reporting_threads_never_counts_a_metric_twice(plugin: obje
                 calls.append(made)
 
             threads = [
-                threading.Thread(target=report, args=(metrics, counter, stop)) for _ in range(4)
+                threading.Thread(target=report, args=(metrics, counter, stop, calls))
+                for _ in range(4)
             ]
             for thread in threads:
                 thread.start()
