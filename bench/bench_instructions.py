@@ -43,6 +43,12 @@ if case == "bare":
         queue.append((name, 1, tags, time_ns()))
     for _ in range(n):
         increment("requests", tags={{"route": "/", "code": "200"}})
+elif case == "sync":
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+    metrics = Metrics(MemoryBackend(), batching=False)
+    for _ in range(n):
+        metrics.increment("requests", tags={{"route": "/", "code": "200"}})
 elif case in ("call", "whole", "aggregate"):
     from kaneda_core import Metrics
     from kaneda_core.backends import MemoryBackend
@@ -106,9 +112,10 @@ CASES = {
     "call": "**kaneda_core, batching: the call**",
     "whole": "**kaneda_core: the calls + the flush() that delivers them**",
     "aggregate": "kaneda_core, aggregate=True: the calls + the flush()",
+    "sync": "kaneda_core, sync (memory backend): delivered in the call",
     "dogstatsd-aggregated": "DogStatsD, client-side aggregation (calls + flush)",
 }
-KANEDA_ROWS = ("call", "whole", "aggregate", "influx")
+KANEDA_ROWS = ("call", "whole", "aggregate", "sync", "influx")
 
 #: Into a real InfluxDB (started for them; Debian's ``influxdb``): the client's instructions.
 INFLUX_CASES = {
