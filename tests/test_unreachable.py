@@ -89,7 +89,7 @@ def test_an_outage_is_one_line_and_the_logged_drops_are_the_counted_ones(
             url,
             retry=RetryPolicy(attempts=3, initial_delay=0.05, max_delay=0.1),
             max_buffer=10,
-            flush_interval=60,  # nothing leaves before flush(): exactly 90 are dropped
+            flush_interval=60,
         )
         for number in range(100):
             metrics.gauge("g", number)
@@ -97,7 +97,9 @@ def test_an_outage_is_one_line_and_the_logged_drops_are_the_counted_ones(
         metrics.close(timeout=5)
     lines = logged.getvalue().splitlines()
     stats = metrics.stats()
-    assert stats.dropped == 90 and stats.sent == 0
+    # Most of the 100 are dropped; the worker, woken to report the drops, may take what is
+    # queued at that moment (a slow machine lets it run mid-loop): those fail instead.
+    assert stats.dropped + stats.failed == 100 and stats.sent == 0 and stats.dropped >= 50
     foreign = [line for line in lines if not line.startswith("kaneda: ")]
     assert foreign == [], "the client library logged lines of its own"
     assert len([line for line in lines if "cannot deliver" in line]) == 1, lines
