@@ -294,16 +294,18 @@ def _hook_this_child() -> None:
 
 
 def _deliver_on_terminate() -> None:
-    """Deliver what is queued when SIGTERM ends the process, then end as it would have.
+    """Deliver what is queued when SIGTERM or SIGHUP ends the process, then end as it would have.
 
     SIGTERM's default action ends a process without running its exit callbacks: what
     a service had queued was lost at each ``docker stop``, ``systemctl stop`` or pod
     eviction, and ``Pool.terminate()`` (which leaving a ``with Pool()`` block calls)
-    ended workers with the metrics of their last tasks queued. With this handler the
-    process runs the exit callbacks (each bounded by its ``exit_timeout``) and dies of
-    the same signal, with the same status. Installed only from the main thread and
-    only where SIGTERM has its default action: a handler of the application's own (a
-    server's) is kept, and one set later replaces this one.
+    ended workers with the metrics of their last tasks queued; SIGHUP's did the same
+    to a process whose terminal or SSH session closed. With this handler the process
+    runs the exit callbacks (each bounded by its ``exit_timeout``) and dies of the same
+    signal, with the same status. Installed only from the main thread and only where
+    the signal has its default action: a handler of the application's own (a server's)
+    is kept, an ignored signal (``nohup``) stays ignored, and a handler set later
+    replaces this one.
     """
     import signal
     import threading
@@ -311,11 +313,24 @@ def _deliver_on_terminate() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _terminated)
+        installed = False
+        for number in _ending_signals():
+            if signal.getsignal(number) is signal.SIG_DFL:
+                signal.signal(number, _terminated)
+                installed = True
+        if installed and _wakeup is None:
             _watch_for_a_missed_sigterm()
     except (ValueError, OSError) as error:  # not the main thread after all: keep the default
         log.debug("Kaneda: no SIGTERM handler in this multiprocessing child: %s", error)
+
+
+def _ending_signals() -> list[int]:
+    """SIGTERM and SIGHUP: sent from outside, their default action ends the process
+    without its exit callbacks (a stop, a closed terminal or SSH session). A signal the
+    application ignores (``nohup``) or handles is left to it."""
+    import signal
+
+    return [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
 
 
 #: Set when the SIGTERM handler starts (the watcher then stops waking the main thread).
@@ -325,7 +340,7 @@ _wakeup: tuple[int, int] | None = None
 
 
 def _watch_for_a_missed_sigterm() -> None:
-    """Wake the main thread until it runs the SIGTERM handler.
+    """Wake the main thread until it runs the SIGTERM (or SIGHUP) handler.
 
     Python runs a handler in the main thread at its next step; a main thread that
     entered a blocking wait just as the signal arrived (a ``Pool`` worker taking the
@@ -366,15 +381,17 @@ def _wake_main_thread(read_end: int, main: int | None) -> None:
             return
         if not numbers:
             return
-        if signal.SIGTERM not in numbers:
+        ending = [number for number in _ending_signals() if number in numbers]
+        if not ending:
             continue
+        number = ending[0]
         while not _terminating and main is not None:
             time.sleep(0.2)
             # A handler the application set after Kaneda's (a server's) gets the
             # signal once, as it would have without Kaneda: never again from here.
-            if _terminating or signal.getsignal(signal.SIGTERM) is not _terminated:
+            if _terminating or signal.getsignal(number) is not _terminated:
                 break
-            signal.pthread_kill(main, signal.SIGTERM)
+            signal.pthread_kill(main, number)
 
 
 @reinit_after_fork
@@ -392,7 +409,7 @@ def _no_wakeup_in_child() -> None:
     _wakeup = None
     try:
         signal.set_wakeup_fd(-1)
-        if signal.getsignal(signal.SIGTERM) is _terminated:
+        if any(signal.getsignal(number) is _terminated for number in _ending_signals()):
             _watch_for_a_missed_sigterm()
     except (ValueError, OSError) as error:
         log.debug("Kaneda: no SIGTERM watcher in this child: %s", error)

@@ -1,4 +1,4 @@
-"""What a process reported is delivered however it ends: SIGTERM, uWSGI's workers."""
+"""What a process reported is delivered however it ends: SIGTERM, SIGHUP, uWSGI's workers."""
 
 from __future__ import annotations
 
@@ -53,6 +53,54 @@ def test_a_process_ended_by_sigterm_delivers_what_it_queued_and_dies_of_it(
     _, err = app.communicate(timeout=30)
     assert app.returncode == -signal.SIGTERM, err  # the same status as without Kaneda
     assert len(_lines(out)) == 500, err
+
+
+def test_a_process_whose_terminal_closes_delivers_what_it_queued_and_dies_of_sighup(
+    tmp_path: Path,
+) -> None:
+    """A closed terminal or SSH session sends SIGHUP, whose default action ends the
+    process without its exit handlers, as SIGTERM's does."""
+    out = tmp_path / "m.jsonl"
+    app = _run(
+        f"""
+        import time
+        from kaneda_core import Metrics
+        metrics = Metrics("logger://{out}", flush_interval=60)
+        for i in range(300):
+            metrics.gauge("g", i)
+        print("ready", flush=True)
+        time.sleep(60)
+        """,
+        tmp_path,
+    )
+    assert app.stdout is not None and app.stdout.readline().strip() == "ready"
+    app.send_signal(signal.SIGHUP)
+    _, err = app.communicate(timeout=30)
+    assert app.returncode == -signal.SIGHUP, err  # the same status as without Kaneda
+    assert len(_lines(out)) == 300, err
+
+
+def test_an_ignored_sighup_stays_ignored(tmp_path: Path) -> None:
+    """Under nohup SIGHUP is ignored: Kaneda leaves it so, and the process lives on."""
+    out = tmp_path / "m.jsonl"
+    app = _run(
+        f"""
+        import signal, sys
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does
+        from kaneda_core import Metrics
+        metrics = Metrics("logger://{out}", flush_interval=60)
+        metrics.gauge("g", 1)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN, flush=True)
+        """,
+        tmp_path,
+    )
+    assert app.stdout is not None and app.stdout.readline().strip() == "ready"
+    app.send_signal(signal.SIGHUP)
+    output, err = app.communicate("go\n", timeout=30)
+    assert app.returncode == 0 and output.strip() == "True", (output, err)
+    assert len(_lines(out)) == 1  # delivered at the normal exit
 
 
 def test_a_sigterm_handler_the_application_sets_later_gets_the_signal_once(
