@@ -300,19 +300,20 @@ time.sleep(60)
 """
 
 
-def sigterm_plain(server: InfluxServer) -> Row:
-    database = "faults_sigterm"
+def ended_by_signal(server: InfluxServer, number: int, what: str) -> Row:
+    """A plain process with 5,000 gauges queued, ended by ``number`` (default action)."""
+    database = f"faults_signal_{number}"
     url = f"influxdb://127.0.0.1:{server.port}/{database}?timeout=5"
     process = subprocess.Popen(
         [sys.executable, "-c", SIGTERMED, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert process.stdout is not None
     process.stdout.readline()
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(number)
     process.communicate(timeout=60)
     stored, _ = influx_counts(server, database)
     return (
-        "a service stopped by SIGTERM (docker stop), 5,000 queued",
+        f"{what}, 5,000 queued",
         5000, stored, 5000 - stored, 0, f"InfluxDB; exit status {process.returncode}",
     )  # fmt: skip
 
@@ -452,7 +453,10 @@ def main() -> None:
         multiprocessing_exit,
         after_close,
         lambda: two_processes_one_series(server),
-        lambda: sigterm_plain(server),
+        lambda: ended_by_signal(
+            server, signal.SIGTERM, "a service stopped by SIGTERM (docker stop)"
+        ),
+        lambda: ended_by_signal(server, signal.SIGHUP, "a process whose terminal closed (SIGHUP)"),
         lambda: uwsgi_like_workers(server),
     ]
     print("| fault | accepted | stored | lost | duplicated | notes |")
