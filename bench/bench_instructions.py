@@ -157,6 +157,16 @@ def per_call(driver: Path, case: str, source: Path | None = None) -> int:
     return (instructions(driver, case, 2 * N, source) - instructions(driver, case, N, source)) // N
 
 
+def print_rows(driver: Path, cases: dict[str, str], befores: list[tuple[str, Path]]) -> None:
+    """A table row per case, and kaneda's rows again at each ``--before`` commit."""
+    for case, label in cases.items():
+        print(f"| {label} | {per_call(driver, case):,} |", flush=True)
+        if case in KANEDA_ROWS:
+            for ref, source in befores:
+                count = per_call(driver, case, source)
+                print(f"| {label.strip('*')} — at {ref} | {count:,} |", flush=True)
+
+
 @contextlib.contextmanager
 def influx_server() -> Iterator[int]:
     """A throwaway influxd on a free loopback port (the kaneda-influx tests' helper)."""
@@ -186,23 +196,13 @@ def main() -> None:
         print("| increment with two tags | instructions per call |")
         print("|---|---:|")
         try:
-            for case, label in CASES.items():
-                print(f"| {label} | {per_call(driver, case):,} |", flush=True)
-                if case in KANEDA_ROWS:
-                    for ref, source in befores:
-                        count = per_call(driver, case, source)
-                        print(f"| {label.strip('*')} — at {ref} | {count:,} |", flush=True)
+            print_rows(driver, CASES, befores)
             title = "a gauge with two tags into InfluxDB (this process only)"
             print(f"\n| {title} | instructions per point |")
             print("|---|---:|")
             with influx_server() as port:
                 os.environ["KANEDA_BENCH_INFLUX_PORT"] = str(port)
-                for case, label in INFLUX_CASES.items():
-                    print(f"| {label} | {per_call(driver, case):,} |", flush=True)
-                    if case in KANEDA_ROWS:
-                        for ref, source in befores:
-                            count = per_call(driver, case, source)
-                            print(f"| {label.strip('*')} — at {ref} | {count:,} |", flush=True)
+                print_rows(driver, INFLUX_CASES, befores)
         finally:
             for _, source in befores:
                 subprocess.run(["git", "worktree", "remove", "--force", str(source)], check=False)
