@@ -15,7 +15,8 @@ Some state cannot be made anew in the child: SQLite keeps process-wide bookkeepi
 its open files and a global mutex, and a parent thread caught inside SQLite at the fork
 leaves them locked in the child for ever. So, as ``logging`` does for its handlers,
 objects registered with :func:`hold_across_fork` take their lock *before* the fork (no
-Kaneda thread is then inside SQLite) and release it after, in the parent.
+Kaneda thread is then inside SQLite) and release it after, in the parent. The log
+handlers' locks are held last, the same way (:mod:`kaneda_core.fork_logging`).
 
 Inherited objects the child must not use are *abandoned*, not closed: closing can talk
 on the parent's connection (a driver's goodbye) or, for SQLite, checkpoint and delete
@@ -36,6 +37,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .fork_logging import hold_handlers, release_handlers, renew_handlers
+
 log = logging.getLogger("kaneda")
 
 
@@ -51,6 +54,8 @@ _dispatchers: weakref.WeakSet[Any] = weakref.WeakSet()
 _exit_callbacks: list[Callable[[], None]] = []
 _held: weakref.WeakSet[Any] = weakref.WeakSet()
 _held_now: list[Any] = []
+#: The log handlers whose locks the fork holds (see fork_logging).
+_handlers_held: list[logging.Handler] = []
 #: Seconds the fork waits for a Kaneda thread to leave a held section, at most.
 HOLD_TIMEOUT = 2.0
 _abandoned: list[object] = []
@@ -183,9 +188,12 @@ def _before_fork() -> None:
                 _held_now.append(guarded)
         except Exception as error:  # noqa: BLE001 - the fork must go on
             log.debug("Kaneda: could not hold %s across a fork: %s", guarded, error)
+    # Last, and with nothing logged after: a thread in a held section may be logging.
+    _handlers_held.extend(hold_handlers(HOLD_TIMEOUT))
 
 
 def _release_held() -> None:
+    release_handlers(_handlers_held)
     while _held_now:
         _held_now.pop().release_after_fork()
 
@@ -195,6 +203,7 @@ def _after_fork_in_child() -> None:
     if os.getpid() == _reset_pid:  # ran for this process already (uWSGI's two hooks)
         return
     _reset_pid = os.getpid()
+    renew_handlers(_handlers_held)  # first: the steps below may log
     _held_now.clear()  # the child makes those locks anew
     for reset in _module_resets:
         try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import faulthandler
+import io
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -145,6 +147,121 @@ def test_fork_while_other_threads_hold_kanedas_locks_never_hangs_a_child(
     hung, stacks = _reap(children, tmp_path / "stacks.txt", within=60)
     assert hung == 0, f"{hung} children hung; their threads:\n{stacks}"
     metrics.close(5)
+
+
+class _Refusing(Backend):
+    """Refuses every batch for good with a message of its own: the worker logs each."""
+
+    def __init__(self) -> None:
+        self.refusals = 0
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        self.refusals += 1
+        raise ValueError(f"refusal {self.refusals}: " + "x" * 300)
+
+    def is_retryable(self, error: BaseException) -> bool:
+        return False
+
+
+def test_a_child_forked_while_kanedas_thread_writes_a_log_line_can_log(tmp_path: Path) -> None:
+    """The log stream's own lock, held by the worker mid-write at the fork, is not inherited.
+
+    The stream is a real pipe (as stderr under systemd or Docker is) made small, read
+    slowly, so the worker's writes block inside the stream's lock; before each fork the
+    forking thread waits for the write to end. Without that, some children hang for
+    ever on their first log line (4 to 6 in 40 here).
+    """
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: a 4 KiB pipe fills at once
+    stream = os.fdopen(write_end, "w")
+    handler = logging.StreamHandler(stream)
+    kaneda_log = logging.getLogger("kaneda")
+    kaneda_log.addHandler(handler)
+    kaneda_log.propagate = False
+    received = bytearray()
+
+    def read_slowly() -> None:
+        while data := os.read(read_end, 65536):
+            received.extend(data)
+            time.sleep(0.002)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    metrics = Metrics(_Refusing(), batch_size=1, flush_interval=0.001)
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.is_set():
+            metrics.increment("refused")
+            time.sleep(0.0005)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    children = []
+    _dump_stacks_on_sigusr1(tmp_path / "stacks.txt")
+    try:
+        time.sleep(0.3)  # the worker is logging refusals by now
+        for number in range(40):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    logging.getLogger("kaneda").warning("child %d logged", number)
+                finally:
+                    os._exit(0)
+            children.append(pid)
+            time.sleep(0.01)
+        hung, stacks = _reap(children, tmp_path / "stacks.txt", within=20)
+        written_by_then = len(received)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        feeder.join()
+        metrics.close(5)
+        kaneda_log.removeHandler(handler)
+        kaneda_log.propagate = True
+        stream.close()
+        reader.join()
+    assert hung == 0, f"{hung} children hung; their threads:\n{stacks}"
+    assert received.count(b"logged\n") == 40
+    assert len(received) > written_by_then  # the parent's worker logs on after the forks
+
+
+def test_a_handler_whose_writer_is_stuck_delays_a_fork_for_the_hold_timeout_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write that never ends (a pipe nobody reads) must not stop the process forking."""
+    from kaneda_core import forking
+
+    monkeypatch.setattr(forking, "HOLD_TIMEOUT", 0.3)
+    Metrics(MemoryBackend()).close()  # Kaneda's fork steps are installed
+    handler = logging.StreamHandler(io.StringIO())
+    logging.getLogger("kaneda.test.stuck").addHandler(handler)
+    holding, done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def stuck_writer() -> None:
+        try:
+            with handler.lock:  # type: ignore[union-attr]
+                holding.set()
+                done.wait(10)
+        except RuntimeError as error:  # released by someone else meanwhile
+            errors.append(error)
+
+    writer = threading.Thread(target=stuck_writer)
+    writer.start()
+    holding.wait(5)
+    try:
+        started = time.monotonic()
+        status = _in_child(lambda: True)
+        took = time.monotonic() - started
+    finally:
+        done.set()
+        writer.join()
+        logging.getLogger("kaneda.test.stuck").removeHandler(handler)
+    assert status == 0 and not errors
+    assert 0.3 <= took < 2.0
 
 
 def _dump_stacks_on_sigusr1(path: Path) -> None:
