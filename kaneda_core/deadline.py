@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .forking import leave_signals_to_other_threads, reinit_after_fork
+from .forking import reinit_after_fork, start_thread
 
 log = logging.getLogger("kaneda")
 
@@ -52,10 +52,7 @@ class Watchdog:
         with self._condition:
             heapq.heappush(self._heap, (when, next(self._order), entry))
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="kaneda-deadline", daemon=True
-                )
-                self._thread.start()
+                self._thread = start_thread(self._run, "kaneda-deadline")
             elif self._heap[0][2] is entry:
                 self._condition.notify()
         try:
@@ -64,7 +61,6 @@ class Watchdog:
             entry.active = False
 
     def _run(self) -> None:
-        leave_signals_to_other_threads()
         while True:
             expired: list[_Entry] = []
             with self._condition:

@@ -25,7 +25,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .delivery import BufferFull, Delivery, Item, log
-from .forking import at_exit, leave_signals_to_other_threads, track_dispatcher, untrack_dispatcher
+from .fork_gate import inside_gate
+from .forking import at_exit, start_thread, track_dispatcher, untrack_dispatcher
 from .stamps import stamp
 
 if TYPE_CHECKING:
@@ -244,8 +245,7 @@ class BatchingDispatcher(_Closable):
         # Set when the worker returns. Waited on instead of Thread.join(): a join that
         # Ctrl-C interrupts marks a running thread as stopped (CPython 3.11).
         self._exited = threading.Event()
-        self._worker = threading.Thread(target=self._run, name="kaneda-worker", daemon=True)
-        self._worker.start()
+        self._worker = start_thread(self._run, "kaneda-worker")
 
     # -- the calling side ------------------------------------------------------------
 
@@ -399,7 +399,6 @@ class BatchingDispatcher(_Closable):
     # -- the worker ------------------------------------------------------------------
 
     def _run(self) -> None:
-        leave_signals_to_other_threads()
         try:
             self._rounds()
         finally:
@@ -541,7 +540,9 @@ class BatchingDispatcher(_Closable):
         if dropped:
             reason = self._full_reason()
             incidents.dropped(total, reason)
-            self.delivery.tell_hook(self.delivery.to_metrics(dropped), BufferFull(reason))
+            inside_gate(
+                self.delivery.tell_hook, self.delivery.to_metrics(dropped), BufferFull(reason)
+            )
         elif incidents.drops_pending(total) and not self._closed:
             incidents.dropped(total, self._full_reason(), final=True)
 
@@ -698,15 +699,9 @@ def _within(deadline: float | None, name: str, call: Callable[..., None], *args:
     deadline however slow the failure hook or the backend's close is.
     """
     if deadline is None:
-        call(*args)
+        inside_gate(call, *args)
         return
-
-    def run() -> None:
-        leave_signals_to_other_threads()
-        call(*args)
-
-    runner = threading.Thread(target=run, name=name, daemon=True)
-    runner.start()
+    runner = start_thread(inside_gate, name, call, *args)
     runner.join(max(0.0, deadline - time.monotonic()))
 
 

@@ -15,8 +15,10 @@ Some state cannot be made anew in the child: SQLite keeps process-wide bookkeepi
 its open files and a global mutex, and a parent thread caught inside SQLite at the fork
 leaves them locked in the child for ever. So, as ``logging`` does for its handlers,
 objects registered with :func:`hold_across_fork` take their lock *before* the fork (no
-Kaneda thread is then inside SQLite) and release it after, in the parent. The log
-handlers' locks are held last, the same way (:mod:`kaneda_core.fork_logging`).
+Kaneda thread is then inside SQLite) and release it after, in the parent. Before
+those, the fork waits for the threads inside a backend or a hook to leave (a client
+library importing a module, say: :mod:`kaneda_core.fork_gate`); after them, it holds the
+log handlers' locks (:mod:`kaneda_core.fork_logging`).
 
 Inherited objects the child must not use are *abandoned*, not closed: closing can talk
 on the parent's connection (a driver's goodbye) or, for SQLite, checkpoint and delete
@@ -29,14 +31,17 @@ callbacks given to :func:`at_exit` also run from multiprocessing's own exit hand
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .fork_gate import gate
 from .fork_logging import hold_handlers, release_handlers, renew_handlers
 
 log = logging.getLogger("kaneda")
@@ -182,6 +187,8 @@ def _hook_uwsgi() -> None:
 
 
 def _before_fork() -> None:
+    # First the threads inside a backend or a hook, which may need the sections below.
+    gate.hold_for_fork(HOLD_TIMEOUT)
     for guarded in list(_held):
         try:
             if guarded.hold_for_fork(HOLD_TIMEOUT):
@@ -196,6 +203,7 @@ def _release_held() -> None:
     release_handlers(_handlers_held)
     while _held_now:
         _held_now.pop().release_after_fork()
+    gate.release_after_fork()
 
 
 def _after_fork_in_child() -> None:
@@ -204,6 +212,7 @@ def _after_fork_in_child() -> None:
         return
     _reset_pid = os.getpid()
     renew_handlers(_handlers_held)  # first: the steps below may log
+    gate.after_fork_in_child()
     _held_now.clear()  # the child makes those locks anew
     for reset in _module_resets:
         try:
@@ -373,16 +382,13 @@ def _watch_for_a_missed_sigterm() -> None:
         return
     _wakeup = (read_end, write_end)
     main = threading.main_thread().ident
-    threading.Thread(
-        target=_wake_main_thread, args=(read_end, main), name="kaneda-sigterm", daemon=True
-    ).start()
+    start_thread(_wake_main_thread, "kaneda-sigterm", read_end, main)
 
 
 def _wake_main_thread(read_end: int, main: int | None) -> None:
     import signal
     import time
 
-    leave_signals_to_other_threads()
     while True:
         try:
             numbers = os.read(read_end, 64)
@@ -454,8 +460,9 @@ def _run_exit_callbacks() -> None:
 _PROCESS_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2")
 
 
-def leave_signals_to_other_threads() -> None:
-    """Block, in the calling thread (one of Kaneda's own), the signals a process receives.
+def start_thread(target: Callable[..., object], name: str, *args: Any) -> threading.Thread:
+    """Start ``target(*args)`` in a daemon thread of Kaneda's own, which blocks the
+    signals a process receives.
 
     The kernel hands a signal sent to the process to any thread that does not block it.
     Python runs its handlers in the main thread, but only a thread that *receives* the
@@ -463,13 +470,20 @@ def leave_signals_to_other_threads() -> None:
     the main thread waits on a lock (a ``multiprocessing.Pool`` worker waiting for its
     next task) is never acted on, and ``Pool.terminate()`` waits for that worker for
     ever. Kaneda's threads leave such signals to the application's.
+
+    ``signal`` is imported here, by the caller: a thread that imports a module while the
+    process forks leaves it locked in the child (see :mod:`kaneda_core.fork_gate`).
     """
-    import contextlib
     import signal
 
-    # No pthread_sigmask on some platforms (Windows): nothing to do there.
-    with contextlib.suppress(AttributeError, OSError, ValueError):
-        signal.pthread_sigmask(
-            signal.SIG_BLOCK,
-            {getattr(signal, name) for name in _PROCESS_SIGNALS if hasattr(signal, name)},
-        )
+    blocked = {getattr(signal, name) for name in _PROCESS_SIGNALS if hasattr(signal, name)}
+
+    def run() -> None:
+        # No pthread_sigmask on some platforms (Windows): nothing to block there.
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        target(*args)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread

@@ -47,3 +47,38 @@ class PauseAtFirstDelivery:
 get_plugin_manager().register(PauseAtFirstDelivery())
 sys.exit(main(["worker", *sys.argv[2:]]))
 """
+
+#: ``python thread_imports.py URL [OPTIONS_JSON]``: reports one metric of each kind,
+#: flushes and closes (a short retry policy: the store may be down), and prints as JSON
+#: the stats and the modules Kaneda's own threads imported, inside the fork gate (in a
+#: backend or a hook, which a fork waits for) and outside it. A module a thread imports
+#: while the process forks stays locked in the child, whose own import of it waits for
+#: ever: outside the gate, Kaneda's threads import nothing.
+THREAD_IMPORTS = """
+import json, sys, threading
+
+imported = {"inside": [], "outside": []}
+
+def record(event, args):
+    if event == "import" and threading.current_thread().name.startswith("kaneda"):
+        imported["inside" if gate.entered() else "outside"].append(args[0])
+
+from kaneda_core import RetryPolicy, connect
+from kaneda_core.fork_gate import gate
+
+sys.addaudithook(record)
+
+url = sys.argv[1]
+options = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+options.setdefault("retry", RetryPolicy(attempts=2, initial_delay=0.05))
+metrics = connect(url, **options)
+metrics.increment("probe.count", tags={"a": "b"})
+metrics.gauge("probe.gauge", 1.5)
+metrics.timing("probe.timing", 2.0)
+metrics.event("probe.event", "text")
+metrics.increment("probe.count", tags={"a": "b"})
+left = metrics.flush(10)
+metrics.close(10)
+imported = {where: sorted(set(modules)) for where, modules in imported.items()}
+print(json.dumps({"imported": imported, "left": left, **metrics.stats().as_dict()}))
+"""

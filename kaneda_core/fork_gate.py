@@ -1,0 +1,93 @@
+"""A fork waits until no thread is inside a backend or a plugin's hook.
+
+A backend's ``send`` runs a client library, which may import a module for the first
+time (Celery's, RQ's and RethinkDB's clients do at their first send), resolve a host
+name or hold a TLS library's lock. A fork copies all of that as it is at that instant:
+a module another thread was importing stays locked in the child for ever, and the
+child's own import of it never returns. So Kaneda enters :data:`gate` around every call
+into a backend or a hook, and a fork, before it happens, waits for the threads inside
+to leave (``forking.HOLD_TIMEOUT`` at most) while keeping others from entering.
+
+Entering costs two list operations and a flag test: no lock is taken unless a fork is
+waiting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from threading import get_ident
+from typing import Any
+
+
+class ForkGate:
+    """Counts the threads inside; :meth:`hold_for_fork` waits for them to leave."""
+
+    def __init__(self) -> None:
+        #: The ident of each thread inside, once per entry (a hook may send, nested).
+        self._inside: list[int] = []
+        self._closed = False
+        self._open = threading.Event()
+        self._open.set()
+
+    def enter(self) -> None:
+        """Enter, first waiting for a fork in progress to be done. Pair with :meth:`leave`."""
+        me = get_ident()
+        while True:
+            self._inside.append(me)
+            if not self._closed:
+                return
+            # A fork is waiting for the threads inside: step back until it is done.
+            self._inside.remove(me)
+            self._open.wait()
+
+    def leave(self) -> None:
+        """Leave (the calling thread's latest entry)."""
+        self._inside.remove(get_ident())
+
+    def entered(self) -> bool:
+        """Whether the calling thread is inside."""
+        return get_ident() in self._inside
+
+    def hold_for_fork(self, timeout: float) -> bool:
+        """Close the gate and wait up to ``timeout`` seconds for the other threads to leave.
+
+        The forking thread's own entries (a hook that forks) are not waited for. A thread
+        stuck inside (a server that never answers) is left there once the time is up.
+        """
+        self._open.clear()
+        self._closed = True
+        me = get_ident()
+        deadline = time.monotonic() + timeout
+        while any(ident != me for ident in list(self._inside)):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.001)  # forks are rare: polling keeps enter() and leave() lock-free
+        return True
+
+    def release_after_fork(self) -> None:
+        """Open the gate again, in the parent."""
+        self._closed = False
+        self._open.set()
+
+    def after_fork_in_child(self) -> None:
+        """The child has one thread, the forking one: only its own entries remain."""
+        me = get_ident()
+        self._inside = [ident for ident in self._inside if ident == me]
+        self._closed = False
+        self._open = threading.Event()
+        self._open.set()
+
+
+#: The one gate every backend call and hook call of the process goes through.
+gate = ForkGate()
+
+
+def inside_gate(call: Callable[..., object], *args: Any) -> None:
+    """``call(*args)`` inside :data:`gate` (a backend's close, a hook)."""
+    gate.enter()
+    try:
+        call(*args)
+    finally:
+        gate.leave()

@@ -1,0 +1,212 @@
+"""A fork waits for the threads inside a backend or a hook; Kaneda's threads import nothing outside.
+
+A module a thread is importing when the process forks stays locked in the child, and
+the child's own import of it never returns (CPython copies the module's import lock as
+it is). Celery's, RQ's and RethinkDB's clients import modules at their first send, in
+Kaneda's worker thread: the fork gate makes a fork wait until the send is over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from kaneda_core import Backend, Metric, Metrics, forking
+from kaneda_core.fork_gate import gate
+
+sys.path.insert(0, str(Path(__file__).parent / "support"))
+
+from fixtures import influx_db, influx_server, influx_url, redis_server  # noqa: E402
+from scripts import THREAD_IMPORTS  # noqa: E402
+
+__all__ = ["influx_db", "influx_server", "influx_url", "redis_server"]
+
+
+def _wait_for(pid: int, within: float) -> int | None:
+    """The exit status of child ``pid``; None (and the child killed) if it runs on."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return None
+
+
+def test_a_child_forked_while_a_backend_imports_a_module_can_import_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first send imports a module that takes a while (as a client library does)."""
+    (tmp_path / "kaneda_slow_client.py").write_text("import time\ntime.sleep(0.5)\nREADY = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "kaneda_slow_client", raising=False)
+    importing = threading.Event()
+
+    class ImportsAtFirstSend(Backend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            importing.set()
+            import kaneda_slow_client  # noqa: F401
+
+    metrics = Metrics(ImportsAtFirstSend(), flush_interval=0.01)
+    metrics.increment("first")
+    assert importing.wait(5)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            import kaneda_slow_client
+
+            code = 0 if kaneda_slow_client.READY else 3
+        finally:
+            os._exit(code)
+    waited = time.monotonic() - started
+    status = _wait_for(pid, within=10)
+    assert metrics.flush(5) == 0
+    metrics.close()
+    assert status == 0, "the child hung on the import its parent's worker was doing"
+    assert 0.2 < waited < forking.HOLD_TIMEOUT  # the fork waited for the send to end
+
+
+def test_a_send_that_never_ends_delays_a_fork_for_the_hold_timeout_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(forking, "HOLD_TIMEOUT", 0.3)
+    inside, release = threading.Event(), threading.Event()
+
+    class Stuck(Backend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            inside.set()
+            release.wait(10)
+
+    metrics = Metrics(Stuck(), flush_interval=0.01)
+    metrics.increment("stuck")
+    assert inside.wait(5)
+    try:
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        took = time.monotonic() - started
+        status = _wait_for(pid, within=5)
+    finally:
+        release.set()
+    assert status == 0
+    assert 0.3 <= took < 2.0
+    # The parent's gate is open again: the stuck send ends, the next one goes through.
+    metrics.increment("after")
+    assert metrics.flush(5) == 0
+    assert metrics.stats().sent == 2
+    metrics.close()
+
+
+def test_a_backend_that_forks_inside_its_send_does_not_wait_for_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(forking, "HOLD_TIMEOUT", 3.0)
+    took: list[float] = []
+
+    class Forking(Backend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            started = time.monotonic()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            took.append(time.monotonic() - started)
+            assert _wait_for(pid, within=5) == 0
+
+    metrics = Metrics(Forking())
+    metrics.increment("x")
+    assert metrics.flush(10) == 0
+    metrics.close()
+    assert len(took) == 1 and took[0] < 1.0
+
+
+def test_the_gate_is_left_when_a_send_raises_and_during_a_backoff() -> None:
+    from kaneda_core import RetryPolicy
+
+    seen: list[bool] = []
+
+    class Flaky(Backend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            seen.append(gate.entered())
+            if len(seen) == 1:
+                raise ConnectionError("down for a moment")
+
+    metrics = Metrics(Flaky(), retry=RetryPolicy(attempts=3, initial_delay=0.2))
+    metrics.increment("x")
+    time.sleep(0.1)  # within the backoff: the worker is not inside
+    assert not any(gate.entered() for _ in range(3))
+    assert metrics.flush(10) == 0
+    metrics.close()
+    assert seen == [True, True]
+    assert gate._inside == []  # every entry was left
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+#: Backends by URL, working (real servers) and not (a closed port: the failure paths).
+PROBES: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[str, object]]]] = {
+    "memory": lambda request: ("memory://", {}),
+    "logger": lambda request: ("logger://", {}),
+    "influx": lambda request: (request.getfixturevalue("influx_url"), {}),
+    "influx aggregated": lambda request: (request.getfixturevalue("influx_url"), {"aggregate": True}),
+    "influx down": lambda request: (f"influx://127.0.0.1:{_closed_port()}/probe", {}),
+    "influx down, disk buffer": lambda request: (
+        f"influx://127.0.0.1:{_closed_port()}/probe",
+        {"buffer_path": str(request.getfixturevalue("tmp_path") / "buffer.sqlite")},
+    ),
+    "rq": lambda request: (
+        request.getfixturevalue("redis_server").url.replace("redis://", "rq://") + "?queue_name=probe",
+        {},
+    ),
+    "celery on redis": lambda request: (
+        request.getfixturevalue("redis_server").url.replace("redis://", "celery+redis://")
+        + "?queue_name=probe",
+        {},
+    ),
+    "rethinkdb down": lambda request: (f"rethinkdb://localhost:{_closed_port()}/probe", {}),
+    "elasticsearch down": lambda request: (
+        f"elasticsearch://127.0.0.1:{_closed_port()}/?index_name=probe&app_name=probe",
+        {},
+    ),
+    "mongodb down": lambda request: (
+        f"mongodb://127.0.0.1:{_closed_port()}/probe?collection_name=probe",
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("probe", PROBES)
+def test_whatever_kanedas_threads_import_they_import_inside_the_fork_gate(
+    probe: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url, options = PROBES[probe](request)
+    script = tmp_path / "thread_imports.py"
+    script.write_text(THREAD_IMPORTS)
+    done = subprocess.run(
+        [sys.executable, str(script), url, json.dumps(options)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["sent"] + result["failed"] + result["queued"] + result["folded"] >= 5, result
+    assert result["imported"]["outside"] == [], result["imported"]
