@@ -36,8 +36,8 @@ class ForkGate:
         me = get_ident()
         while True:
             self._inside.append(me)
-            if not self._closed:
-                return
+            if not self._closed or self._inside.count(me) > 1:
+                return  # (nested: the fork waits for the outer entry to be left anyway)
             # A fork is waiting for the threads inside: step back until it is done.
             self._inside.remove(me)
             self._open.wait()

@@ -25,8 +25,9 @@ from kaneda_core.fork_gate import gate
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
-from fixtures import influx_db, influx_server, influx_url, redis_server  # noqa: E402
-from scripts import THREAD_IMPORTS  # noqa: E402
+from fixtures import influx_db, influx_server, influx_url, redis_server
+
+from scripts import THREAD_IMPORTS
 
 __all__ = ["influx_db", "influx_server", "influx_url", "redis_server"]
 
@@ -165,14 +166,18 @@ PROBES: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[str, object]
     "memory": lambda request: ("memory://", {}),
     "logger": lambda request: ("logger://", {}),
     "influx": lambda request: (request.getfixturevalue("influx_url"), {}),
-    "influx aggregated": lambda request: (request.getfixturevalue("influx_url"), {"aggregate": True}),
+    "influx aggregated": lambda request: (
+        request.getfixturevalue("influx_url"),
+        {"aggregate": True},
+    ),
     "influx down": lambda request: (f"influx://127.0.0.1:{_closed_port()}/probe", {}),
     "influx down, disk buffer": lambda request: (
         f"influx://127.0.0.1:{_closed_port()}/probe",
         {"buffer_path": str(request.getfixturevalue("tmp_path") / "buffer.sqlite")},
     ),
     "rq": lambda request: (
-        request.getfixturevalue("redis_server").url.replace("redis://", "rq://") + "?queue_name=probe",
+        request.getfixturevalue("redis_server").url.replace("redis://", "rq://")
+        + "?queue_name=probe",
         {},
     ),
     "celery on redis": lambda request: (
@@ -210,3 +215,28 @@ def test_whatever_kanedas_threads_import_they_import_inside_the_fork_gate(
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["sent"] + result["failed"] + result["queued"] + result["folded"] >= 5, result
     assert result["imported"]["outside"] == [], result["imported"]
+
+
+def test_a_thread_inside_enters_again_without_waiting_for_a_fork_that_waits_for_it() -> None:
+    """A hook that reports through a synchronous Metrics while a fork is waiting."""
+    from kaneda_core.fork_gate import ForkGate
+
+    own = ForkGate()
+    own.enter()
+    held: list[float] = []
+    forker = threading.Thread(target=lambda: held.append(_timed(lambda: own.hold_for_fork(5.0))))
+    forker.start()
+    time.sleep(0.1)  # the gate is closed now, the forker waiting for this thread
+    nested = _timed(own.enter)
+    own.leave()
+    own.leave()
+    forker.join(5)
+    own.release_after_fork()
+    assert nested < 0.5
+    assert held and 0.1 <= held[0] < 1.0
+
+
+def _timed(call: Callable[[], object]) -> float:
+    started = time.monotonic()
+    call()
+    return time.monotonic() - started
