@@ -185,22 +185,6 @@ class Delivery:
         to the ``kaneda_batch_failed`` hook. With ``answers``, what the backend's
         ``send`` returned is appended to it for each part that was stored.
         """
-        # Inside the fork gate: a fork waits until no backend or hook is half way
-        # through (see fork_gate).
-        gate.enter()
-        try:
-            return self._deliver(items, retry, stop, keep_transient, answers)
-        finally:
-            gate.leave()
-
-    def _deliver(
-        self,
-        items: Sequence[Any],
-        retry: bool,
-        stop: threading.Event | None,
-        keep_transient: bool,
-        answers: list[Any] | None,
-    ) -> list[int]:
         if self._filter:
             built = self.to_metrics(items)
             metrics = self._apply_filter(built)
@@ -232,11 +216,8 @@ class Delivery:
                     delay = self.retry.delay(attempt)
                     self.incidents.transient(self.describe(error), len(failed), delay)
                     self.count(retried=len(failed))
-                    gate.leave()  # a fork need not wait for a backoff
-                    try:
+                    with gate.stepped_out():  # a fork need not wait for a backoff
                         waited_out = stop is None or not stop.wait(delay)
-                    finally:
-                        gate.enter()
                     if waited_out:
                         parts.append((failed, attempt + 1))
                         continue

@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .delivery import BufferFull, Delivery, Item, log
 from .fork_gate import inside_gate
-from .forking import at_exit, start_thread, track_dispatcher, untrack_dispatcher
+from .forking import (
+    at_exit,
+    hold_across_fork,
+    start_thread,
+    track_dispatcher,
+    untrack_dispatcher,
+)
 from .stamps import stamp
 
 if TYPE_CHECKING:
@@ -118,6 +124,8 @@ class SyncDispatcher(_Closable):
         self._init_closing()
         self._init_threading()
         track_dispatcher(self)
+        # A fork waits for a delivery in progress (see fork_gate): the lock each takes.
+        hold_across_fork(self)
 
     def _init_threading(self) -> None:
         self._lock = threading.Lock()
@@ -158,6 +166,16 @@ class SyncDispatcher(_Closable):
                     self.delivery.deliver((self._deferred.popleft(),), retry=False)
         finally:
             local.inside = False
+
+    def hold_for_fork(self, timeout: float) -> bool:
+        """Wait, before a fork, for a delivery in another thread to end."""
+        if getattr(self._local, "inside", False):
+            return False  # this very thread delivers (a hook or a signal handler forks)
+        return self._lock.acquire(timeout=timeout)
+
+    def release_after_fork(self) -> None:
+        """Give the lock back, in the parent, after the fork."""
+        self._lock.release()
 
     def queued(self) -> int:
         """Metrics waiting for delivery: only those deferred by a signal handler."""
@@ -480,7 +498,7 @@ class BatchingDispatcher(_Closable):
 
     def _deliver_or_count(self, batch: list[Any]) -> None:
         try:
-            self.delivery.deliver(batch, retry=True, stop=self._stop)
+            inside_gate(self.delivery.deliver, batch, retry=True, stop=self._stop)
         except BaseException as error:  # noqa: BLE001 - counted, never lost silently
             # A backend that raises SystemExit or KeyboardInterrupt itself (a library
             # calling sys.exit()) must not take the batch with it, uncounted.
@@ -505,7 +523,8 @@ class BatchingDispatcher(_Closable):
             with self._state:
                 self._inflight = len(entries)
             kept = set(
-                self.delivery.deliver(
+                inside_gate(
+                    self.delivery.deliver,
                     [item for _, item in entries],
                     retry=True,
                     stop=self._stop,

@@ -4,9 +4,11 @@ A backend's ``send`` runs a client library, which may import a module for the fi
 time (Celery's, RQ's and RethinkDB's clients do at their first send), resolve a host
 name or hold a TLS library's lock. A fork copies all of that as it is at that instant:
 a module another thread was importing stays locked in the child for ever, and the
-child's own import of it never returns. So Kaneda enters :data:`gate` around every call
-into a backend or a hook, and a fork, before it happens, waits for the threads inside
-to leave (``forking.HOLD_TIMEOUT`` at most) while keeping others from entering.
+child's own import of it never returns. So Kaneda's threads enter :data:`gate` around
+every call into a backend or a hook, and a fork, before it happens, waits for the
+threads inside to leave (``forking.HOLD_TIMEOUT`` at most) while keeping others from
+entering. (A synchronous delivery, in the application's thread, is waited for through
+its dispatcher's lock, which it holds anyway.)
 
 Entering costs two list operations and a flag test: no lock is taken unless a fork is
 waiting.
@@ -14,11 +16,14 @@ waiting.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from threading import get_ident
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 class ForkGate:
@@ -49,6 +54,18 @@ class ForkGate:
     def entered(self) -> bool:
         """Whether the calling thread is inside."""
         return get_ident() in self._inside
+
+    @contextlib.contextmanager
+    def stepped_out(self) -> Iterator[None]:
+        """Leave for the duration (a backoff), if the calling thread is inside."""
+        inside = self.entered()
+        if inside:
+            self.leave()
+        try:
+            yield
+        finally:
+            if inside:
+                self.enter()
 
     def hold_for_fork(self, timeout: float) -> bool:
         """Close the gate and wait up to ``timeout`` seconds for the other threads to leave.
@@ -84,10 +101,10 @@ class ForkGate:
 gate = ForkGate()
 
 
-def inside_gate(call: Callable[..., object], *args: Any) -> None:
-    """``call(*args)`` inside :data:`gate` (a backend's close, a hook)."""
+def inside_gate(call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``call(*args, **kwargs)`` inside :data:`gate` (a delivery, a backend's close, a hook)."""
     gate.enter()
     try:
-        call(*args)
+        return call(*args, **kwargs)
     finally:
         gate.leave()

@@ -45,10 +45,12 @@ def _wait_for(pid: int, within: float) -> int | None:
     return None
 
 
+@pytest.mark.parametrize("batching", [True, False])
 def test_a_child_forked_while_a_backend_imports_a_module_can_import_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batching: bool
 ) -> None:
-    """The first send imports a module that takes a while (as a client library does)."""
+    """The first send imports a module that takes a while (as a client library does),
+    in Kaneda's worker or, delivering synchronously, in another thread of the application."""
     (tmp_path / "kaneda_slow_client.py").write_text("import time\ntime.sleep(0.5)\nREADY = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "kaneda_slow_client", raising=False)
@@ -59,8 +61,9 @@ def test_a_child_forked_while_a_backend_imports_a_module_can_import_it(
             importing.set()
             import kaneda_slow_client  # noqa: F401
 
-    metrics = Metrics(ImportsAtFirstSend(), flush_interval=0.01)
-    metrics.increment("first")
+    metrics = Metrics(ImportsAtFirstSend(), batching=batching, flush_interval=0.01)
+    reporter = threading.Thread(target=metrics.increment, args=("first",))
+    reporter.start()
     assert importing.wait(5)
     started = time.monotonic()
     pid = os.fork()
@@ -74,7 +77,8 @@ def test_a_child_forked_while_a_backend_imports_a_module_can_import_it(
             os._exit(code)
     waited = time.monotonic() - started
     status = _wait_for(pid, within=10)
-    assert metrics.flush(5) == 0
+    reporter.join(5)
+    assert metrics.flush(5) == 0 and metrics.stats().sent == 1
     metrics.close()
     assert status == 0, "the child hung on the import its parent's worker was doing"
     assert 0.2 < waited < forking.HOLD_TIMEOUT  # the fork waited for the send to end
