@@ -37,6 +37,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -187,16 +188,22 @@ def _hook_uwsgi() -> None:
 
 
 def _before_fork() -> None:
+    # One deadline for all the waiting: a fork is delayed HOLD_TIMEOUT at most.
+    deadline = time.monotonic() + HOLD_TIMEOUT
+
+    def left() -> float:
+        return max(0.0, deadline - time.monotonic())
+
     # First the threads inside a backend or a hook, which may need the sections below.
-    gate.hold_for_fork(HOLD_TIMEOUT)
+    gate.hold_for_fork(left())
     for guarded in list(_held):
         try:
-            if guarded.hold_for_fork(HOLD_TIMEOUT):
+            if guarded.hold_for_fork(left()):
                 _held_now.append(guarded)
         except Exception as error:  # noqa: BLE001 - the fork must go on
             log.debug("Kaneda: could not hold %s across a fork: %s", guarded, error)
     # Last, and with nothing logged after: a thread in a held section may be logging.
-    _handlers_held.extend(hold_handlers(HOLD_TIMEOUT))
+    _handlers_held.extend(hold_handlers(left()))
 
 
 def _release_held() -> None:
@@ -386,8 +393,7 @@ def _watch_for_a_missed_sigterm() -> None:
 
 
 def _wake_main_thread(read_end: int, main: int | None) -> None:
-    import signal
-    import time
+    import signal  # (imported already, by start_thread in the starting thread)
 
     while True:
         try:

@@ -244,3 +244,52 @@ def _timed(call: Callable[[], object]) -> float:
     started = time.monotonic()
     call()
     return time.monotonic() - started
+
+
+def test_everything_a_fork_waits_for_shares_one_hold_timeout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A stuck send, a stuck disk buffer and a stuck log handler: 0.5 s, not three times it."""
+    import io
+    import logging
+
+    monkeypatch.setattr(forking, "HOLD_TIMEOUT", 0.5)
+    inside, release = threading.Event(), threading.Event()
+
+    class Stuck(Backend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            inside.set()
+            release.wait(10)
+
+    metrics = Metrics(Stuck(), flush_interval=0.01, buffer_path=tmp_path / "buffer.sqlite")
+    metrics.increment("stuck")
+    handler = logging.StreamHandler(io.StringIO())
+    logging.getLogger("kaneda.test.stuck").addHandler(handler)
+    lock = handler.lock
+    assert lock is not None
+    holders = [threading.Thread(target=lambda: (lock.acquire(), release.wait(10), lock.release()))]
+    disk = metrics._dispatcher.disk  # type: ignore[union-attr]
+    holders.append(
+        threading.Thread(
+            target=lambda: (disk._lock.acquire(), release.wait(10), disk._lock.release())
+        )
+    )
+    assert inside.wait(5)
+    for holder in holders:
+        holder.start()
+    time.sleep(0.1)
+    try:
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        took = time.monotonic() - started
+        status = _wait_for(pid, within=5)
+    finally:
+        release.set()
+        for holder in holders:
+            holder.join(5)
+        logging.getLogger("kaneda.test.stuck").removeHandler(handler)
+    metrics.close(5)
+    assert status == 0
+    assert 0.5 <= took < 0.9
