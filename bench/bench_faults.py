@@ -435,6 +435,135 @@ def fork_while_locked() -> Row:
     )  # fmt: skip
 
 
+def _reap(children: list[int], within: float) -> tuple[int, int]:
+    """Wait for ``children``; kill those still running after ``within`` s.
+
+    Returns how many hung, and how many exited with status 0.
+    """
+    hung = succeeded = 0
+    deadline = time.monotonic() + within
+    for pid in children:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                succeeded += os.waitstatus_to_exitcode(status) == 0
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                hung += 1
+                break
+            time.sleep(0.005)
+    return hung, succeeded
+
+
+def fork_while_logging() -> Row:
+    """Kaneda's worker logs refusals into a small pipe read slowly (stderr under a
+    supervisor that lags); the process forks; each child logs one line."""
+    import fcntl
+    import logging
+
+    from kaneda_core import Backend, Metrics
+
+    class Refusing(Backend):
+        def send(self, batch: Sequence[Any]) -> None:
+            raise ValueError(f"refused at {time.monotonic()}: " + "x" * 300)
+
+        def is_retryable(self, error: BaseException) -> bool:
+            return False
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ
+    stream = os.fdopen(write_end, "w")
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("kaneda")
+    logger.addHandler(handler)
+    logger.propagate = False
+    received = bytearray()
+
+    def read_slowly() -> None:
+        while data := os.read(read_end, 65536):
+            received.extend(data)
+            time.sleep(0.002)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    metrics = Metrics(Refusing(), batch_size=1, flush_interval=0.001)
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.is_set():
+            metrics.increment("refused")
+            time.sleep(0.0005)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    time.sleep(0.3)
+    children = []
+    for number in range(40):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                logging.getLogger("kaneda").warning("child %d logged", number)
+            finally:
+                os._exit(0)
+        children.append(pid)
+        time.sleep(0.01)
+    hung, _ = _reap(children, within=20)
+    stop.set()
+    feeder.join()
+    metrics.close(5)
+    logger.removeHandler(handler)
+    logger.propagate = True
+    stream.close()
+    reader.join()
+    logged = received.count(b"logged\n")
+    return (
+        "40 forks while Kaneda's worker writes log lines into a full pipe (child log lines)",
+        40, logged, 40 - logged - hung, 0, f"{hung} children hung",
+    )  # fmt: skip
+
+
+def fork_during_first_send() -> Row:
+    """The first send imports a module (0.5 s here; Celery's, RQ's and RethinkDB's
+    clients import some at theirs); 8 children are forked meanwhile and report."""
+    from kaneda_core import Backend, Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    folder = tempfile.mkdtemp()
+    Path(folder, "kaneda_bench_client.py").write_text("import time\ntime.sleep(0.5)\n")
+    sys.path.insert(0, folder)
+    stored = MemoryBackend()
+
+    class ImportsAtFirstSend(Backend):
+        def send(self, batch: Sequence[Any]) -> None:
+            import kaneda_bench_client  # noqa: F401
+
+            stored.send(batch)
+
+    metrics = Metrics(ImportsAtFirstSend(), flush_interval=0.01)
+    metrics.increment("parent")
+    time.sleep(0.05)  # the worker is importing
+    children = []
+    for _ in range(8):
+        pid = os.fork()
+        if pid == 0:
+            metrics.increment("child")
+            left = metrics.flush(10)
+            delivered = any(metric.name == "child" for metric in stored.metrics)
+            os._exit(0 if left == 0 and delivered else 3)
+        children.append(pid)
+        time.sleep(0.05)
+    hung, delivered = _reap(children, within=30)
+    metrics.close(5)
+    sys.path.remove(folder)
+    return (
+        "8 forks during the worker's first send, which imports a module (child metrics)",
+        8, delivered, 8 - delivered, 0,
+        f"{hung} children hung, {8 - delivered - hung} delivered nothing in 10 s",
+    )  # fmt: skip
+
+
 def main() -> None:
     without_hook_plugins()
     server = InfluxServer()
@@ -445,6 +574,8 @@ def main() -> None:
         lambda: gunicorn_preload(server, "sync"),
         lambda: gunicorn_preload(server, "gthread"),
         fork_while_locked,
+        fork_while_logging,
+        fork_during_first_send,
         signal_handlers,
         disk_full,
         corrupted_rows,

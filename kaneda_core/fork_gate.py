@@ -97,7 +97,7 @@ class ForkGate:
         self._open.set()
 
 
-#: The one gate every backend call and hook call of the process goes through.
+#: The one gate of the process: what Kaneda's threads do in backends and hooks goes through it.
 gate = ForkGate()
 
 
