@@ -32,7 +32,10 @@ def hold_handlers(timeout: float) -> list[logging.Handler]:
         if lock is None:
             continue
         try:
-            taken = lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            # Free, as it nearly always is; else wait for the write in progress.
+            taken = lock.acquire(False) or lock.acquire(
+                timeout=max(0.0, deadline - time.monotonic())
+            )
         except Exception:  # noqa: BLE001 - a lock of another kind: leave that handler be
             continue
         if taken:
@@ -59,7 +62,10 @@ def _handlers() -> Iterator[logging.Handler]:
     loggers = [logging.root, *list(logging.Logger.manager.loggerDict.values())]
     seen: set[int] = set()
     for logger in loggers:
-        for handler in list(getattr(logger, "handlers", ())):  # placeholders have none
+        handlers = getattr(logger, "handlers", None)  # placeholders have none
+        if not handlers:
+            continue  # most loggers: a library's getLogger(__name__)
+        for handler in list(handlers):
             if id(handler) not in seen:
                 seen.add(id(handler))
                 yield handler
