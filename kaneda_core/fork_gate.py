@@ -32,6 +32,9 @@ class ForkGate:
     def __init__(self) -> None:
         #: The ident of each thread inside, once per entry (a hook may send, nested).
         self._inside: list[int] = []
+        #: Threads a fork gave up waiting for (a send to a server that does not answer):
+        #: later forks do not wait for them again until they have left.
+        self._stuck: set[int] = set()
         self._closed = False
         self._open = threading.Event()
         self._open.set()
@@ -49,7 +52,10 @@ class ForkGate:
 
     def leave(self) -> None:
         """Leave (the calling thread's latest entry)."""
-        self._inside.remove(get_ident())
+        me = get_ident()
+        self._inside.remove(me)
+        if self._stuck and me not in self._inside:
+            self._stuck.discard(me)
 
     def entered(self) -> bool:
         """Whether the calling thread is inside."""
@@ -71,14 +77,21 @@ class ForkGate:
         """Close the gate and wait up to ``timeout`` seconds for the other threads to leave.
 
         The forking thread's own entries (a hook that forks) are not waited for. A thread
-        stuck inside (a server that never answers) is left there once the time is up.
+        stuck inside (a server that never answers) is left there once the time is up, and
+        later forks do not wait for it again until it leaves: a pool of 32 processes
+        started during an outage waits once, not 32 times.
         """
         self._open.clear()
         self._closed = True
         me = get_ident()
         deadline = time.monotonic() + timeout
-        while any(ident != me for ident in list(self._inside)):
+        while True:
+            stuck = self._stuck
+            waiting = {ident for ident in list(self._inside) if ident != me} - stuck
+            if not waiting:
+                break
             if time.monotonic() >= deadline:
+                stuck.update(waiting)
                 break
             time.sleep(0.001)  # forks are rare: polling keeps enter() and leave() lock-free
         return True
@@ -92,6 +105,7 @@ class ForkGate:
         """The child has one thread, the forking one: only its own entries remain."""
         me = get_ident()
         self._inside = [ident for ident in self._inside if ident == me]
+        self._stuck = set()
         self._closed = False
         self._open = threading.Event()
         self._open.set()
