@@ -62,7 +62,8 @@ _held: weakref.WeakSet[Any] = weakref.WeakSet()
 _held_now: list[Any] = []
 #: The log handlers whose locks the fork holds (see fork_logging).
 _handlers_held: list[logging.Handler] = []
-#: Seconds the fork waits for a Kaneda thread to leave a held section, at most.
+#: Seconds a fork waits, at most and in all, for threads to leave a backend, a held
+#: section or a log write (see _before_fork).
 HOLD_TIMEOUT = 2.0
 _abandoned: list[object] = []
 _installed = False
