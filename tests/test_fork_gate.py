@@ -314,4 +314,4 @@ def test_everything_a_fork_waits_for_shares_one_hold_timeout(
         logging.getLogger("kaneda.test.stuck").removeHandler(handler)
     metrics.close(5)
     assert status == 0
-    assert 0.5 <= took < 0.9
+    assert 0.5 <= took < 1.3  # three timeouts of their own would take 1.5 s
