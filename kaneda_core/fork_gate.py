@@ -38,6 +38,9 @@ class ForkGate:
         self._closed = False
         self._open = threading.Event()
         self._open.set()
+        #: Forks in progress (two threads may fork at once): the gate opens after the last.
+        self._forks = 0
+        self._forks_lock = threading.Lock()
 
     def enter(self) -> None:
         """Enter, first waiting for a fork in progress to be done. Pair with :meth:`leave`."""
@@ -81,8 +84,10 @@ class ForkGate:
         later forks do not wait for it again until it leaves: a pool of 32 processes
         started during an outage waits once, not 32 times.
         """
-        self._open.clear()
-        self._closed = True
+        with self._forks_lock:
+            self._forks += 1
+            self._open.clear()
+            self._closed = True
         me = get_ident()
         deadline = time.monotonic() + timeout
         while True:
@@ -97,9 +102,12 @@ class ForkGate:
         return True
 
     def release_after_fork(self) -> None:
-        """Open the gate again, in the parent."""
-        self._closed = False
-        self._open.set()
+        """Open the gate again, in the parent, once no other fork is in progress."""
+        with self._forks_lock:
+            self._forks = max(0, self._forks - 1)
+            if not self._forks:
+                self._closed = False
+                self._open.set()
 
     def after_fork_in_child(self) -> None:
         """The child has one thread, the forking one: only its own entries remain."""
@@ -109,6 +117,8 @@ class ForkGate:
         self._closed = False
         self._open = threading.Event()
         self._open.set()
+        self._forks = 0
+        self._forks_lock = threading.Lock()
 
 
 #: The one gate of the process: what Kaneda's threads do in backends and hooks goes through it.

@@ -315,3 +315,25 @@ def test_everything_a_fork_waits_for_shares_one_hold_timeout(
     metrics.close(5)
     assert status == 0
     assert 0.5 <= took < 1.3  # three timeouts of their own would take 1.5 s
+
+
+def test_the_gate_stays_closed_until_the_last_of_two_simultaneous_forks_is_done() -> None:
+    from kaneda_core.fork_gate import ForkGate
+
+    own = ForkGate()
+    own.hold_for_fork(1.0)  # one thread's fork
+    own.hold_for_fork(1.0)  # another thread's, at the same time
+    own.release_after_fork()  # the first is done; the second is not
+    entered = threading.Event()
+
+    def sender() -> None:
+        own.enter()
+        entered.set()
+        own.leave()
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    assert not entered.wait(0.3)  # a send waits for the second fork
+    own.release_after_fork()
+    assert entered.wait(5)
+    thread.join(5)
