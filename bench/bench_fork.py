@@ -74,6 +74,40 @@ CASES = {
 }
 
 
+#: A multiprocessing pool started while the worker's send waits on a server that never
+#: answers: the first fork waits for the send (2 s at most), the others do not.
+POOL_IN_AN_OUTAGE = """
+import multiprocessing, socket, sys, threading, time
+sys.path.insert(0, {bench!r})
+from bench_hot_path import without_hook_plugins
+without_hook_plugins()
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(64)
+held = []  # accepted and never answered
+threading.Thread(target=lambda: [held.append(server.accept()) for _ in iter(int, 1)],
+                 daemon=True).start()
+from kaneda_core import connect
+metrics = connect(f"influxdb://127.0.0.1:{{server.getsockname()[1]}}/db?timeout=30")
+metrics.gauge("x", 1)
+time.sleep(1.5)  # the worker is inside its send by now
+started = time.monotonic()
+with multiprocessing.get_context("fork").Pool(8) as pool:
+    assert pool.map(abs, range(-8, 0)) == list(range(8, 0, -1))
+    print(time.monotonic() - started)
+"""
+
+
+def pool_in_an_outage() -> float:
+    """Seconds to start a fork Pool(8) (and run one map) while a send hangs."""
+    script = Path(tempfile.mkdtemp()) / "pool_outage.py"
+    script.write_text(POOL_IN_AN_OUTAGE.format(bench=str(HERE)))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=120
+    )
+    return float(done.stdout.splitlines()[-1])
+
+
 def run(case: str, source: Path | None) -> list[float]:
     """The parent's time of each fork, in an interpreter of its own."""
     script = Path(tempfile.mkdtemp()) / "fork_case.py"
@@ -112,6 +146,11 @@ def main() -> None:
             median = statistics.median(times) * 1e6
             p90 = times[int(len(times) * 0.9)] * 1e6
             print(f"| {name} | {median:,.0f} | {p90:,.0f} |", flush=True)
+    print()
+    print(
+        "A fork Pool(8) started while the worker's send waits on a server that never "
+        f"answers (kaneda-influx): {pool_in_an_outage():.2f} s"
+    )
 
 
 if __name__ == "__main__":
