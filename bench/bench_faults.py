@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins" / "kaneda-influx" / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from bench_hot_path import without_hook_plugins  # noqa: E402
 from influx_server import InfluxServer  # noqa: E402
@@ -388,6 +389,28 @@ def signal_handlers() -> Row:
     )  # fmt: skip
 
 
+def _reap(children: list[int], within: float) -> tuple[int, int]:
+    """Wait for ``children``; kill those still running after ``within`` s.
+
+    Returns how many hung, and how many exited with status 0.
+    """
+    hung = succeeded = 0
+    deadline = time.monotonic() + within
+    for pid in children:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                succeeded += os.waitstatus_to_exitcode(status) == 0
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                hung += 1
+                break
+            time.sleep(0.005)
+    return hung, succeeded
+
+
 def fork_while_locked() -> Row:
     from kaneda_core import Metrics
     from kaneda_core.backends import MemoryBackend
@@ -418,16 +441,7 @@ def fork_while_locked() -> Row:
     stop.set()
     for thread in threads:
         thread.join()
-    hung = 0
-    deadline = time.monotonic() + 60
-    for pid in children:
-        while not os.waitpid(pid, os.WNOHANG)[0]:
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                hung += 1
-                break
-            time.sleep(0.005)
+    hung, _ = _reap(children, within=60)
     metrics.close(5)
     return (
         "200 forks while two threads report into a full disk buffer",
@@ -435,88 +449,25 @@ def fork_while_locked() -> Row:
     )  # fmt: skip
 
 
-def _reap(children: list[int], within: float) -> tuple[int, int]:
-    """Wait for ``children``; kill those still running after ``within`` s.
-
-    Returns how many hung, and how many exited with status 0.
-    """
-    hung = succeeded = 0
-    deadline = time.monotonic() + within
-    for pid in children:
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                succeeded += os.waitstatus_to_exitcode(status) == 0
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                hung += 1
-                break
-            time.sleep(0.005)
-    return hung, succeeded
-
-
 def fork_while_logging() -> Row:
     """Kaneda's worker logs refusals into a small pipe read slowly (stderr under a
     supervisor that lags); the process forks; each child logs one line."""
-    import fcntl
     import logging
 
-    from kaneda_core import Backend, Metrics
+    from full_pipe import kaneda_logging_into_a_full_pipe
 
-    class Refusing(Backend):
-        def send(self, batch: Sequence[Any]) -> None:
-            raise ValueError(f"refused at {time.monotonic()}: " + "x" * 300)
-
-        def is_retryable(self, error: BaseException) -> bool:
-            return False
-
-    read_end, write_end = os.pipe()
-    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ
-    stream = os.fdopen(write_end, "w")
-    handler = logging.StreamHandler(stream)
-    logger = logging.getLogger("kaneda")
-    logger.addHandler(handler)
-    logger.propagate = False
-    received = bytearray()
-
-    def read_slowly() -> None:
-        while data := os.read(read_end, 65536):
-            received.extend(data)
-            time.sleep(0.002)
-
-    reader = threading.Thread(target=read_slowly)
-    reader.start()
-    metrics = Metrics(Refusing(), batch_size=1, flush_interval=0.001)
-    stop = threading.Event()
-
-    def feed() -> None:
-        while not stop.is_set():
-            metrics.increment("refused")
-            time.sleep(0.0005)
-
-    feeder = threading.Thread(target=feed)
-    feeder.start()
-    time.sleep(0.3)
     children = []
-    for number in range(40):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                logging.getLogger("kaneda").warning("child %d logged", number)
-            finally:
-                os._exit(0)
-        children.append(pid)
-        time.sleep(0.01)
-    hung, _ = _reap(children, within=20)
-    stop.set()
-    feeder.join()
-    metrics.close(5)
-    logger.removeHandler(handler)
-    logger.propagate = True
-    stream.close()
-    reader.join()
+    with kaneda_logging_into_a_full_pipe() as received:
+        for number in range(40):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    logging.getLogger("kaneda").warning("child %d logged", number)
+                finally:
+                    os._exit(0)
+            children.append(pid)
+            time.sleep(0.01)
+        hung, _ = _reap(children, within=20)
     logged = received.count(b"logged\n")
     return (
         "40 forks while Kaneda's worker writes log lines into a full pipe (child log lines)",

@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -19,6 +20,10 @@ import pytest
 
 from kaneda_core import Backend, Metric, Metrics
 from kaneda_core.backends import LoggerBackend, MemoryBackend
+
+sys.path.insert(0, str(Path(__file__).parent / "support"))
+
+from full_pipe import kaneda_logging_into_a_full_pipe
 
 fork = multiprocessing.get_context("fork")
 
@@ -149,20 +154,6 @@ def test_fork_while_other_threads_hold_kanedas_locks_never_hangs_a_child(
     metrics.close(5)
 
 
-class _Refusing(Backend):
-    """Refuses every batch for good with a message of its own: the worker logs each."""
-
-    def __init__(self) -> None:
-        self.refusals = 0
-
-    def send(self, batch: Sequence[Metric]) -> None:
-        self.refusals += 1
-        raise ValueError(f"refusal {self.refusals}: " + "x" * 300)
-
-    def is_retryable(self, error: BaseException) -> bool:
-        return False
-
-
 def test_a_child_forked_while_kanedas_thread_writes_a_log_line_can_log(tmp_path: Path) -> None:
     """The log stream's own lock, held by the worker mid-write at the fork, is not inherited.
 
@@ -171,38 +162,9 @@ def test_a_child_forked_while_kanedas_thread_writes_a_log_line_can_log(tmp_path:
     forking thread waits for the write to end. Without that, some children hang for
     ever on their first log line (4 to 6 in 40 here).
     """
-    import fcntl
-
-    read_end, write_end = os.pipe()
-    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: a 4 KiB pipe fills at once
-    stream = os.fdopen(write_end, "w")
-    handler = logging.StreamHandler(stream)
-    kaneda_log = logging.getLogger("kaneda")
-    kaneda_log.addHandler(handler)
-    kaneda_log.propagate = False
-    received = bytearray()
-
-    def read_slowly() -> None:
-        while data := os.read(read_end, 65536):
-            received.extend(data)
-            time.sleep(0.002)
-
-    reader = threading.Thread(target=read_slowly)
-    reader.start()
-    metrics = Metrics(_Refusing(), batch_size=1, flush_interval=0.001)
-    stop = threading.Event()
-
-    def feed() -> None:
-        while not stop.is_set():
-            metrics.increment("refused")
-            time.sleep(0.0005)
-
-    feeder = threading.Thread(target=feed)
-    feeder.start()
     children = []
     _dump_stacks_on_sigusr1(tmp_path / "stacks.txt")
-    try:
-        time.sleep(0.3)  # the worker is logging refusals by now
+    with kaneda_logging_into_a_full_pipe() as received:
         for number in range(40):
             pid = os.fork()
             if pid == 0:
@@ -215,14 +177,6 @@ def test_a_child_forked_while_kanedas_thread_writes_a_log_line_can_log(tmp_path:
         hung, stacks = _reap(children, tmp_path / "stacks.txt", within=20)
         written_by_then = len(received)
         time.sleep(0.3)
-    finally:
-        stop.set()
-        feeder.join()
-        metrics.close(5)
-        kaneda_log.removeHandler(handler)
-        kaneda_log.propagate = True
-        stream.close()
-        reader.join()
     assert hung == 0, f"{hung} children hung; their threads:\n{stacks}"
     assert received.count(b"logged\n") == 40
     assert len(received) > written_by_then  # the parent's worker logs on after the forks
