@@ -42,6 +42,11 @@ MAINTENANCE_INTERVAL = 60
 #: A live worker starts a job within a few Redis round trips of taking it.
 ORPHAN_GRACE = 2.0
 
+#: Seconds the thread listening for RQ's commands (``rq`` suspend, stop-job) waits for
+#: one before it looks whether the worker is stopping. RQ's own is 60, and redis-py
+#: (8.2 on) waits for that thread when the worker stops.
+PUBSUB_WAKE = 1.0
+
 
 class JobKeepingWorker(SimpleWorker):
     """RQ's ``SimpleWorker``, remembering the jobs it took until RQ is done with them.
@@ -92,6 +97,20 @@ class JobKeepingWorker(SimpleWorker):
         super().execute_job(job, queue)
         if job.id in self.held:  # finished, failed or requeued by RQ itself
             self.held.remove(job.id)
+
+    def subscribe(self) -> None:
+        """Listen for RQ's commands to this worker, as RQ does, waking every PUBSUB_WAKE s.
+
+        RQ's listening thread waits up to 60 s for a message, and redis-py's
+        ``PubSubWorkerThread.stop()`` (8.2 on) waits for it: a worker asked to stop
+        (SIGTERM) took up to a minute to exit, longer than ``docker stop`` or Kubernetes
+        wait before they kill it.
+        """
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=PUBSUB_WAKE, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     @property
     def stop_requested(self) -> bool:

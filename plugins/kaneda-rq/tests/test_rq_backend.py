@@ -278,3 +278,22 @@ def test_a_job_another_worker_starts_within_the_grace_is_left_to_it(
     give_back_orphans(queue, exclude=[], grace=0.5)
     other.join()
     assert queue.count == 0 and queue.intermediate_queue.get_job_ids() == [job.id]
+
+
+def test_a_stopping_worker_is_not_held_a_minute_by_its_command_listener(queue: Queue) -> None:
+    from kaneda_rq.worker import JobKeepingWorker
+
+    # With RQ's SimpleWorker in its place (rq 3.0, redis 8.2), unsubscribe() took 60 s.
+    worker = JobKeepingWorker([queue], connection=queue.connection)
+    worker.subscribe()
+    # The listener has taken the answer to an unsubscribe and waits for a subscription:
+    # where RQ's worker stops after a SIGTERM, redis-py 8.2's stop() waits for that wait.
+    worker.pubsub.unsubscribe()
+    deadline = time.monotonic() + 10
+    while worker.pubsub.subscribed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    started = time.monotonic()
+    worker.unsubscribe()
+    assert time.monotonic() - started < 5  # docker stop waits 10 s; RQ's listener slept 60
+    assert not worker.pubsub_thread.is_alive()

@@ -12,7 +12,7 @@ from brokers import RedisServer
 from influx import InfluxServer, count_points
 from processes import Processes, wait_until
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.registry import StartedJobRegistry
 
 from scripts import PAUSING_WORKER, PRODUCER
@@ -34,8 +34,15 @@ def test_several_producers_two_workers_every_metric_stored_once(
     processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
     influx_url: str,
 ) -> None:  # fmt: skip
-    url = rq_url(redis_server, f"e2e-{os.urandom(3).hex()}")
+    queue_name = f"e2e-{os.urandom(3).hex()}"
+    url = rq_url(redis_server, queue_name)
     workers = [processes.worker(url, influx_url) for _ in range(2)]
+    # Both listening before the first job: a worker slow to start (a loaded machine)
+    # would otherwise find the other had taken every job.
+    connection = Redis.from_url(redis_server.url)
+    queue = Queue(queue_name, connection=connection)
+    wait_until(lambda: len(Worker.all(queue=queue)) == 2, 60, workers[1].log)
+    connection.close()
     producers = [processes.python("producer", PRODUCER, url, "3000", f"app{n}") for n in range(3)]
     for producer in producers:
         assert producer.popen.wait(120) == 0, producer.log()
@@ -43,7 +50,9 @@ def test_several_producers_two_workers_every_metric_stored_once(
     wait_until(lambda: count_points(influx_server, influx_db) == 9000, 60, workers[0].log)
     stored = []
     for worker in workers:
+        asked = time.monotonic()
         assert worker.stop() == 0
+        assert time.monotonic() - asked < 10  # within docker stop's grace
         stored.append(final_stats(worker.log())["stored"])
     assert sum(stored) == 9000 and all(stored), stored  # both workers took jobs
 
