@@ -125,7 +125,7 @@ def read_configuration() -> Configuration:
     backend_path = getattr(legacy, "BACKEND", None)
     queue_path = getattr(legacy, "QUEUE", None)
 
-    if getattr(legacy, "DEBUG", False):
+    if _flag("KANEDA_DEBUG", getattr(legacy, "DEBUG", False)):
         configuration = Configuration("KANEDA_DEBUG", _logger_backend, options)
     elif url:
         if backend_path or queue_path:
@@ -158,6 +158,29 @@ def read_configuration() -> Configuration:
     if explicit_batching is not None:
         configuration.batching = explicit_batching
     return configuration
+
+
+#: How a flag read from the environment says yes or no (``os.environ.get("KANEDA_DEBUG")``).
+TRUE_TEXT = ("1", "true", "yes", "on")
+FALSE_TEXT = ("", "0", "false", "no", "off")
+
+
+def _flag(setting: str, value: Any) -> bool:
+    """``value`` as a yes or no; text read as a flag, not by being non-empty.
+
+    ``KANEDA_DEBUG = os.environ.get("KANEDA_DEBUG", "False")`` would otherwise turn the
+    logger on, and the metrics would go to a log instead of the store.
+    """
+    if value is None or isinstance(value, bool | int):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in TRUE_TEXT or text in FALSE_TEXT:
+            return text in TRUE_TEXT
+    raise settings_error(
+        f"{setting} must be True or False (or text such as 'true', 'false', '1', '0'), "
+        f"got {value!r}"
+    )
 
 
 def _options(options: Any) -> dict[str, Any]:

@@ -85,6 +85,24 @@ def test_debug_mode_logs_to_a_file(tmp_path: Path) -> None:
     assert ast.literal_eval(payload)["value"] == 3
 
 
+@pytest.mark.parametrize(
+    ("text", "logs"),
+    [("False", False), ("false", False), ("0", False), ("", False), ("no", False),
+     ("True", True), (" true ", True), ("1", True), ("yes", True)],
+)  # fmt: skip
+def test_debug_read_from_the_environment_is_read_as_a_flag(text: str, logs: bool) -> None:
+    # KANEDA_DEBUG = os.environ.get("KANEDA_DEBUG", "False"): "False" is non-empty text.
+    metrics = build(KANEDA_DEBUG=text, KANEDA_BACKEND=RECORDING, KANEDA_RECORDING_HOST="h")
+    assert (type(metrics.backend).__name__ == "LoggerBackend") is logs
+
+
+@pytest.mark.parametrize("value", ["maybe", "Flase", 2.5, ["True"]])
+def test_debug_neither_yes_nor_no_is_refused_naming_the_setting(value: Any) -> None:
+    with pytest.raises(SettingsError, match="KANEDA_DEBUG") as raised:
+        build(KANEDA_DEBUG=value, KANEDA_BACKEND=RECORDING)
+    assert repr(value) in str(raised.value)
+
+
 def test_debug_is_off_unless_set() -> None:
     from django_kaneda import settings as legacy
 
