@@ -33,7 +33,7 @@ from .forking import (
     track_dispatcher,
     untrack_dispatcher,
 )
-from .stamps import stamp
+from .stamps import stamp, time_ns
 
 if TYPE_CHECKING:
     from .aggregate import Aggregator
@@ -471,7 +471,7 @@ class BatchingDispatcher(_Closable):
         if not (due or self._emit_now or self._closed or aggregator.over_budget()):
             return
         self._emit_now = False
-        points, folded = aggregator.emit(stamp(time.time_ns()))
+        points, folded = aggregator.emit(stamp(time_ns()))
         if folded:
             self.delivery.count(folded=folded)
         accept = self._accept

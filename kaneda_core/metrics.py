@@ -6,7 +6,7 @@ import functools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from time import perf_counter, time_ns
+from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -34,7 +34,7 @@ from .model import (
     own_value,
 )
 from .options import check_options
-from .stamps import SLOTS
+from .stamps import SLOTS, time_ns
 
 if TYPE_CHECKING:
     from contextvars import ContextVar

@@ -1,9 +1,16 @@
-"""Timestamps that no two reporting processes of a host share.
+"""Timestamps that no two reporting calls of a host share.
 
 Stores such as InfluxDB keep one point per series and time: a second point with the same
 timestamp overwrites the first. Within a process two calls are hundreds of nanoseconds
-apart, so their clock readings differ; two processes on one host, though, read the same
-nanosecond now and then (more often on a coarse clock), and one of their points is lost.
+apart, so on a clock that reads in nanoseconds (Linux's) their readings differ; two
+processes on one host, though, read the same nanosecond now and then, and one of their
+points is lost.
+
+Some clocks read in coarser steps: microseconds on macOS, about 16 ms for Windows'
+``time.time_ns()`` before Python 3.13. There, calls of one process read the same value
+many times over. :data:`time_ns` is the clock Kaneda stamps with: the system's own where
+its successive readings never repeat, else readings spread within the clock's step
+(see :func:`spread_clock`), so that each call of a process still has a time of its own.
 
 So the last two digits of every metric's nanosecond timestamp hold the reporting
 process's *slot*, a number from 0 to 99 no other live process on the host holds (an
@@ -25,14 +32,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
+import time
 from typing import TYPE_CHECKING
 
 from .forking import reinit_after_fork
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 log = logging.getLogger("kaneda")
 
@@ -48,6 +57,54 @@ _lock_path: str | None = None
 
 #: Tried first: a memory file system no PrivateTmp makes private to a service.
 SHARED_MEMORY = "/dev/shm"
+
+
+#: Readings of the clock that tell whether it repeats itself (a few microseconds).
+PROBE_READINGS = 200
+
+#: The step assumed for a clock that did not move while it was probed: Windows' tick.
+STILL_CLOCK_STEP_NS = 15_625_000
+
+
+def clock_step_ns(clock: Callable[[], int], readings: int = PROBE_READINGS) -> int:
+    """The step of ``clock`` in nanoseconds where successive readings repeat, else 0.
+
+    A clock that reads in nanoseconds never gives one value twice in a row (a reading
+    takes tens of them); a coarse one gives the same value until its next step.
+    """
+    values = [clock() for _ in range(readings)]
+    steps = [later - earlier for earlier, later in itertools.pairwise(values) if later != earlier]
+    if len(steps) == readings - 1:
+        return 0
+    forward = [step for step in steps if step > 0]
+    return min(forward) if forward else STILL_CLOCK_STEP_NS
+
+
+def spread_clock(clock: Callable[[], int], step_ns: int) -> Callable[[], int]:
+    """``clock``, each reading moved on by a count of ``SLOTS`` ns within the clock's step.
+
+    Calls that read the same value of a clock stepping ``step_ns`` get distinct times, as
+    long as fewer than ``step_ns / SLOTS`` calls fall in one step (a call takes over
+    100 ns); no time reaches the clock's next value. The count is taken in one C call,
+    so threads and signal handlers never share one and no lock is needed.
+    """
+    spread = step_ns // SLOTS
+    count = itertools.count().__next__
+
+    def spread_time_ns() -> int:
+        return clock() + count() % spread * SLOTS
+
+    return spread_time_ns
+
+
+def stamping_clock(clock: Callable[[], int] = time.time_ns) -> Callable[[], int]:
+    """The clock to stamp calls with: ``clock`` itself if it never repeats, else spread."""
+    step = clock_step_ns(clock)
+    return clock if step < 2 * SLOTS else spread_clock(clock, step)
+
+
+#: The clock every call is stamped with (read once per call; the system's on Linux).
+time_ns = stamping_clock()
 
 
 def process_slot() -> int:

@@ -223,6 +223,40 @@ def test_two_processes_incrementing_one_series_never_overwrite_each_other(
     assert answer["results"][0]["series"][0]["values"][0][1] == 2 * calls
 
 
+#: A process whose clock reads in steps (``STEP_NS``), as macOS's does in microseconds and
+#: Windows' in milliseconds, reporting ``CALLS`` increments of one series as fast as it can.
+COARSE_CLOCK_REPORTER = """
+import os, sys, time
+step = int(os.environ["STEP_NS"])
+real = time.time_ns
+time.time_ns = lambda: real() // step * step  # before Kaneda reads the clock
+from kaneda_core import connect
+metrics = connect(sys.argv[1], batch_size=5000)
+for _ in range(int(os.environ["CALLS"])):
+    metrics.increment("requests", tags={"route": "/"})
+sys.exit(metrics.close(60) or (metrics.stats().sent != int(os.environ["CALLS"])))
+"""
+
+
+@pytest.mark.parametrize("step_ns", [1_000, 15_625_000], ids=["microseconds", "windows-ms"])
+def test_one_process_on_a_coarse_clock_never_overwrites_its_own_points(
+    influx_server: InfluxServer, database: str, step_ns: int
+) -> None:
+    """Several calls read the same clock value; each must still be a point of its own."""
+    url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=5"
+    calls = 20_000
+    env = {**os.environ, "STEP_NS": str(step_ns), "CALLS": str(calls)}
+    done = subprocess.run(
+        [sys.executable, "-c", COARSE_CLOCK_REPORTER, url],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    answer = influx_server.query('SELECT count("value") FROM "counter"', db=database)
+    assert answer["results"][0]["series"][0]["values"][0][1] == calls
+
+
 # -- a server that answers what InfluxDB never does ---------------------------------------
 
 

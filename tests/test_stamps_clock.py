@@ -1,0 +1,74 @@
+"""The clock calls are stamped with: the system's, or spread where its readings repeat."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kaneda_core import stamps
+from kaneda_core.stamps import SLOTS, clock_step_ns, spread_clock, stamping_clock
+
+
+def stepping(step_ns: int, start: int = 1_700_000_000_000_000_000) -> Callable[[], int]:
+    """A clock that moves on by ``step_ns`` every ``reads_per_step`` readings (10)."""
+    readings = itertools.count()
+    return lambda: start + next(readings) // 10 * step_ns
+
+
+def test_a_clock_reading_in_nanoseconds_is_used_as_it_is() -> None:
+    assert clock_step_ns(time.time_ns) == 0  # Linux: successive readings never repeat
+    assert stamping_clock(time.time_ns) is time.time_ns
+    assert stamps.time_ns is time.time_ns  # nothing added to the calls here
+
+
+def test_the_step_of_a_coarse_clock_is_found() -> None:
+    assert clock_step_ns(stepping(1_000)) == 1_000  # macOS: microseconds
+    assert clock_step_ns(stepping(15_625_000)) == 15_625_000
+    assert clock_step_ns(lambda: 42) == stamps.STILL_CLOCK_STEP_NS  # never moved
+
+
+def test_a_clock_stepping_by_no_more_than_two_slots_is_used_as_it_is() -> None:
+    clock = stepping(150)
+    assert stamping_clock(clock) is clock  # calls, over 100 ns each, fall in distinct steps
+
+
+@given(
+    step=st.integers(min_value=2 * SLOTS, max_value=20_000_000),
+    per_step=st.lists(st.integers(min_value=1, max_value=60), min_size=1, max_size=20),
+)
+def test_calls_in_one_step_get_distinct_times_short_of_the_next_step(
+    step: int, per_step: list[int]
+) -> None:
+    value = [1_700_000_000_000_000_000]
+    spread = spread_clock(lambda: value[0], step)
+    seen: list[int] = []
+    for calls in per_step:
+        calls = min(calls, step // SLOTS)  # a call takes over 100 ns: no more fit one step
+        times = [spread() for _ in range(calls)]
+        assert all(value[0] <= t < value[0] + step for t in times)
+        # Moved on by whole slots: the last two digits stay the reading's, for the slot.
+        assert all((t - value[0]) % SLOTS == 0 for t in times)
+        seen += times
+        value[0] += step
+    assert len(set(seen)) == len(seen)
+
+
+def test_threads_reading_one_coarse_step_never_share_a_time() -> None:
+    spread = spread_clock(lambda: 1_700_000_000_000_000_000, 15_625_000)
+    results: list[list[int]] = [[] for _ in range(4)]
+
+    def read(into: list[int]) -> None:
+        into.extend(spread() for _ in range(30_000))
+
+    threads = [threading.Thread(target=read, args=(into,)) for into in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [t for into in results for t in into]
+    assert len(set(every)) == len(every) == 120_000
