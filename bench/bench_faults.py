@@ -168,6 +168,20 @@ def two_processes_one_series(server: InfluxServer) -> Row:
     )  # fmt: skip
 
 
+def coarse_clock(server: InfluxServer, step_ns: int, what: str) -> Row:
+    """One process on a clock that reads in ``step_ns`` steps, 20,000 increments of one series."""
+    from scripts import COARSE_CLOCK_REPORTER
+
+    database = f"coarse_{step_ns}"
+    url = f"influxdb://127.0.0.1:{server.port}/{database}?timeout=5"
+    env = {**os.environ, "STEP_NS": str(step_ns), "CALLS": "20000"}
+    done = subprocess.run([sys.executable, "-c", COARSE_CLOCK_REPORTER, url], env=env, check=False)
+    answer = server.query('SELECT count("value") FROM "counter"', db=database)
+    stored = answer["results"][0]["series"][0]["values"][0][1]
+    notes = f"InfluxDB; close() left {'none' if done.returncode == 0 else 'some'}"
+    return (f"one process on {what}, one series", 20_000, stored, 20_000 - stored, 0, notes)
+
+
 def dripping_server() -> Row:
     from kaneda_influx import InfluxBackend
 
@@ -535,6 +549,8 @@ def main() -> None:
         multiprocessing_exit,
         after_close,
         lambda: two_processes_one_series(server),
+        lambda: coarse_clock(server, 1_000, "a microsecond clock (macOS)"),
+        lambda: coarse_clock(server, 15_625_000, "a 15.6 ms clock (Windows)"),
         lambda: ended_by_signal(
             server, signal.SIGTERM, "a service stopped by SIGTERM (docker stop)"
         ),

@@ -1,4 +1,5 @@
-"""Programs the queue tests run as processes of their own: producers and a pausing worker."""
+"""Programs tests and benchmarks run as processes of their own: producers, a pausing worker,
+a process on a coarse clock."""
 
 from __future__ import annotations
 
@@ -82,3 +83,20 @@ metrics.close(10)
 imported = {where: sorted(set(modules)) for where, modules in imported.items()}
 print(json.dumps({"imported": imported, "left": left, **metrics.stats().as_dict()}))
 """
+
+
+#: ``python -c COARSE_CLOCK_REPORTER URL``: a process whose clock reads in steps of
+#: STEP_NS (macOS's in microseconds, Windows' in milliseconds), reporting CALLS
+#: increments of one series as fast as it can; exits 0 when close() left none.
+COARSE_CLOCK_REPORTER = """
+import os, sys, time
+step = int(os.environ["STEP_NS"])
+real = time.time_ns
+time.time_ns = lambda: real() // step * step  # before Kaneda reads the clock
+from kaneda_core import connect
+metrics = connect(sys.argv[1], batch_size=5000)
+for _ in range(int(os.environ["CALLS"])):
+    metrics.increment("requests", tags={"route": "/"})
+sys.exit(1 if metrics.close(60) else 0)
+"""
+

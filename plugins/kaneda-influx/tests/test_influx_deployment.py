@@ -27,6 +27,9 @@ from kaneda_influx import InfluxBackend
 from kaneda_core import Metrics, connect
 from kaneda_core.testing import DripServer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "support"))
+from scripts import COARSE_CLOCK_REPORTER
+
 APPS = Path(__file__).parent / "apps"
 
 
@@ -221,21 +224,6 @@ def test_two_processes_incrementing_one_series_never_overwrite_each_other(
     assert [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children] == [0, 0]
     answer = influx_server.query('SELECT count("value") FROM "counter"', db=database)
     assert answer["results"][0]["series"][0]["values"][0][1] == 2 * calls
-
-
-#: A process whose clock reads in steps (``STEP_NS``), as macOS's does in microseconds and
-#: Windows' in milliseconds, reporting ``CALLS`` increments of one series as fast as it can.
-COARSE_CLOCK_REPORTER = """
-import os, sys, time
-step = int(os.environ["STEP_NS"])
-real = time.time_ns
-time.time_ns = lambda: real() // step * step  # before Kaneda reads the clock
-from kaneda_core import connect
-metrics = connect(sys.argv[1], batch_size=5000)
-for _ in range(int(os.environ["CALLS"])):
-    metrics.increment("requests", tags={"route": "/"})
-sys.exit(metrics.close(60) or (metrics.stats().sent != int(os.environ["CALLS"])))
-"""
 
 
 @pytest.mark.parametrize("step_ns", [1_000, 15_625_000], ids=["microseconds", "windows-ms"])
