@@ -790,8 +790,22 @@ def _track(dispatcher: BatchingDispatcher) -> None:
 
 
 def _close_all_at_exit() -> None:
-    waiting = not _inside_kaneda(sys._getframe(1))
-    for dispatcher in list(_live):
+    dispatchers = list(_live)
+    if not _inside_kaneda(sys._getframe(1)):
+        _close_each(dispatchers, waiting=True)
+        return
+    # A SIGTERM handler that interrupted the main thread inside Kaneda: most often parked
+    # in flush() or close(), which hold no lock while they wait. A thread of Kaneda's
+    # closes and waits, so that this handler never waits on a lock the code it
+    # interrupted may hold; past the exit timeouts, what is left is given up here.
+    closer = start_thread(_close_each, "kaneda-exit", dispatchers, True)
+    closer.join(sum(dispatcher.exit_timeout for dispatcher in dispatchers) + 0.5)
+    if closer.is_alive():
+        _close_each([d for d in dispatchers if not d._finished], waiting=False)
+
+
+def _close_each(dispatchers: list[BatchingDispatcher], waiting: bool) -> None:
+    for dispatcher in dispatchers:
         left = dispatcher._close(dispatcher.exit_timeout, waiting=waiting)
         if left:
             where = "kept on disk" if dispatcher.disk is not None else "not delivered"

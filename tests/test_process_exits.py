@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,43 @@ def test_a_process_ended_by_a_signal_delivers_what_it_queued_and_dies_of_it(
     _, err = app.communicate(timeout=30)
     assert app.returncode == -number, err  # the same status as without Kaneda
     assert len(_lines(out)) == 500, err
+
+
+@pytest.mark.parametrize("waiting_in", ["flush", "close"])
+def test_a_sigterm_while_the_main_thread_waits_in_kaneda_delivers_what_is_queued(
+    tmp_path: Path, waiting_in: str
+) -> None:
+    """A job loop that flushes after each job, or a shutdown in close(), when docker stop
+    comes: the handler interrupts Kaneda's own wait. It closed without waiting, and all
+    but the batch in flight was lost (40 of 50 here)."""
+    out = tmp_path / "m.txt"
+    app = _run(
+        f"""
+        import time
+        from kaneda_core import Backend, Metrics
+
+        class Slow(Backend):  # slow, not down: all of it fits in exit_timeout
+            def send(self, batch):
+                time.sleep(0.3)
+                with open({str(out)!r}, "a") as file:
+                    file.write("x\\n" * len(batch))
+
+        metrics = Metrics(Slow(), batch_size=10, exit_timeout=10)
+        for i in range(50):
+            metrics.increment("jobs")
+        print("ready", flush=True)
+        metrics.{waiting_in}()
+        time.sleep(30)
+        """,
+        tmp_path,
+    )
+    assert app.stdout is not None and app.stdout.readline().strip() == "ready"
+    time.sleep(0.4)  # inside the wait, a batch or two delivered
+    app.send_signal(signal.SIGTERM)
+    _, err = app.communicate(timeout=30)
+    assert app.returncode == -signal.SIGTERM, err
+    assert out.read_text().count("x") == 50, err
+    assert "not delivered" not in err
 
 
 def test_an_ignored_sighup_stays_ignored(tmp_path: Path) -> None:

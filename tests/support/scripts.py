@@ -99,4 +99,3 @@ for _ in range(int(os.environ["CALLS"])):
     metrics.increment("requests", tags={"route": "/"})
 sys.exit(1 if metrics.close(60) else 0)
 """
-
