@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
 import operator
 import random
 import time
@@ -174,8 +175,13 @@ class Aggregator:
             folded += 1
         self.folded += folded
 
-    def emit(self, stamp_ns: int) -> tuple[list[Metric], int]:
-        """One point per folded series, stamped ``stamp_ns``, and how many calls they fold.
+    def emit(self, stamp_ns: int) -> tuple[list[Metric], int, list[Metric]]:
+        """One point per folded series, stamped ``stamp_ns``, how many calls they fold, and
+        the points no store can take.
+
+        Each call's value fit; the sum of many may not fit a 64-bit float (two timings
+        of 1.5e308): such a point is set aside, its value the exact sum, for the caller
+        to count as failed, never stored as infinity or left to stop every later emit.
 
         Calls whose tags were given in another order (``{"a": 1, "b": 2}``, then
         ``{"b": 2, "a": 1}``) are one series: their records are merged here. The records
@@ -185,6 +191,12 @@ class Aggregator:
         folded = self.folded
         host = self.host
         points: list[Metric] = []
+        unstorable: list[Metric] = []
+
+        def add(name: str, kind: str, value: Any, tags: Any) -> None:
+            point = Metric(name, kind, value, _own(tags), None, host, None, stamp_ns)
+            (points if _finite(value) else unstorable).append(point)
+
         for kind, records in ((COUNTER, self._sums), (GAUGE, self._lasts)):
             merged: dict[Key, list[Any]] = {}
             turns = self._turns
@@ -199,10 +211,8 @@ class Aggregator:
                 elif turns.get(key, 0) > turns.get(found[3], 0):  # the later call's value
                     found[2] = value
                     found[3] = key
-            points += [
-                Metric(name, kind, _storable(value), _own(tags), None, host, None, stamp_ns)
-                for name, tags, value, _ in merged.values()
-            ]
+            for name, tags, value, _ in merged.values():
+                add(name, kind, _storable(value), tags)
         merged_timings: dict[Key, list[Any]] = {}
         for key, record in self._timings.items():
             tags = self._tags_of(TIMING, key)
@@ -212,10 +222,8 @@ class Aggregator:
                 merged_timings[series] = [key[0], tags, record]
             else:
                 _merge_timings(found[2], record)
-        points += [
-            Metric(name, TIMING, self._timing_value(record), _own(tags), None, host, None, stamp_ns)
-            for name, tags, record in merged_timings.values()
-        ]
+        for name, tags, record in merged_timings.values():
+            add(name, TIMING, self._timing_value(record), tags)
         self._sums = {}
         self._lasts = {}
         self._turns = {}
@@ -227,7 +235,18 @@ class Aggregator:
         for known in self.valid.values():
             if len(known) > MAX_SERIES:
                 known.clear()
-        return points, folded
+        return points, folded, unstorable
+
+    def discard(self) -> int:
+        """Let go of the folded records (an emit that failed); how many points they were."""
+        points = len(self._sums) + len(self._lasts) + len(self._timings)
+        self._sums = {}
+        self._lasts = {}
+        self._turns = {}
+        self._timings = {}
+        self.folded = 0
+        self.last_emit = time.monotonic()
+        return points
 
     def _tags_of(self, kind: str, key: Key) -> Any:
         """The tags a point of the series ``key`` carries.
@@ -282,10 +301,28 @@ class Aggregator:
 
 def _storable(total: Any) -> Any:
     """A sum as stores take it: an integer beyond 64 bits (no store's integers hold it) as
-    the float nearest to it; each call's value fit, the sum of many may not."""
+    the float nearest to it; each call's value fit, the sum of many may not. A sum past
+    a float's range stays the exact integer, which :func:`_finite` refuses."""
     if type(total) is int and not _MIN_INT64 <= total <= _MAX_INT64:
-        return float(total)
+        try:
+            return float(total)
+        except OverflowError:
+            return total
     return total
+
+
+def _finite(value: Any) -> bool:
+    """Whether a point's value (a number, or a timing's summary) is one a store can hold."""
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) is int and not _MIN_INT64 <= value <= _MAX_INT64:
+        try:
+            float(value)  # one call's value (at most 2**1023) is; a sum past it is not
+        except OverflowError:
+            return False
+    return True
 
 
 def _canonical(tags: Any) -> Key:

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .delivery import BufferFull, Delivery, Item, log
+from .errors import InvalidMetric
 from .fork_gate import inside_gate
 from .forking import (
     at_exit,
@@ -471,9 +472,22 @@ class BatchingDispatcher(_Closable):
         if not (due or self._emit_now or self._closed or aggregator.over_budget()):
             return
         self._emit_now = False
-        points, folded = aggregator.emit(stamp(time_ns()))
+        try:
+            points, folded, unstorable = aggregator.emit(stamp(time_ns()))
+        except Exception as error:  # noqa: BLE001 - records kept would fail every interval
+            lost = aggregator.discard()
+            self.delivery.count(failed=lost)
+            log.error("Kaneda: %d aggregated points lost: emitting them failed: %r", lost, error)
+            return
         if folded:
             self.delivery.count(folded=folded)
+        if unstorable:
+            names = ", ".join(sorted({repr(point.name) for point in unstorable}))
+            error = InvalidMetric(
+                f"the aggregated value of {names} is beyond what a store holds (a sum of "
+                f"calls past a 64-bit float's range): {len(unstorable)} points not stored"
+            )
+            self.delivery.fail(unstorable, error)
         accept = self._accept
         for point in points:
             accept(point)

@@ -131,6 +131,29 @@ def test_sums_beyond_64_bits_are_stored_as_floats() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "name"), [(2**1023 - 1, "whole"), (1.5e308, "float")], ids=["int", "float"]
+)
+def test_a_sum_past_a_floats_range_fails_alone_and_aggregation_goes_on(
+    value: Any, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two timings of 1.5e308 sum to infinity, two of 2**1023 - 1 past any float: the
+    first made every later emit fail (all aggregated points lost, silently, stats all
+    zero), the second was stored as inf, a value a call refuses."""
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        metrics.timing(name, value)
+        metrics.timing(name, value)
+        metrics.gauge("ok", 1)
+        assert metrics.flush(5) == 0
+        metrics.increment("later")
+        assert metrics.flush(5) == 0
+        stats = metrics.stats()
+    assert sorted(m.name for m in backend.metrics) == ["later", "ok"]
+    assert stats.failed == 1 and stats.sent == 2
+    assert f"the aggregated value of {name!r} is beyond what a store holds" in caplog.text
+
+
+@pytest.mark.parametrize(
     "call",
     [
         lambda m: m.increment("bad\udcff"),
