@@ -483,11 +483,11 @@ class BatchingDispatcher(_Closable):
             self.delivery.count(folded=folded)
         if unstorable:
             names = ", ".join(sorted({repr(point.name) for point in unstorable}))
-            error = InvalidMetric(
+            refusal = InvalidMetric(
                 f"the aggregated value of {names} is beyond what a store holds (a sum of "
                 f"calls past a 64-bit float's range): {len(unstorable)} points not stored"
             )
-            self.delivery.fail(unstorable, error)
+            self.delivery.fail(unstorable, refusal)
         accept = self._accept
         for point in points:
             accept(point)
