@@ -32,7 +32,7 @@ from kaneda_core.urls import parse_url
 from . import field_types
 from .field_types import KnownTypes
 from .layouts import LAYOUTS, Layout
-from .transport import HTTPTransport, Request
+from .transport import BodyCutOff, HTTPTransport, Redirected, Request
 
 log = logging.getLogger("kaneda.influx")
 
@@ -509,10 +509,26 @@ class InfluxBackend(Backend):
                     f'while {doing}); create it as an admin: CREATE DATABASE "{self.database}"'
                 )
                 return DeliveryError(message, retryable=True)
+            if isinstance(error, BodyCutOff):
+                message = (
+                    f"{where} closed the connection in the middle of a request of "
+                    f"{error.size} bytes holding one metric, without an answer, while "
+                    f"{doing}: InfluxDB does so past its [http] max-body-size; raise "
+                    "max-body-size or report smaller values"
+                )
+                return DeliveryError(message, retryable=False)
             if code == 413:
                 message = (
                     f"{where} refused a metric larger than its [http] max-body-size (413 "
                     f"while {doing}): raise max-body-size or report smaller values"
+                )
+                return DeliveryError(message, retryable=False)
+            if isinstance(error, Redirected):
+                shown = self.redact(redact_url(error.location or "")) or "nowhere (no Location)"
+                message = (
+                    f"{where} answered {doing} with a redirect ({code}) to {shown}: Kaneda "
+                    "does not follow redirects (they would carry the credentials elsewhere); "
+                    "point the URL at the InfluxDB server itself, its own host and port"
                 )
                 return DeliveryError(message, retryable=False)
             if "HTTP request to an HTTPS server" in detail:
@@ -541,11 +557,22 @@ class InfluxBackend(Backend):
                 "verify_ssl=False (?verify_ssl=false in a URL) for a self-signed one"
             )
             return DeliveryError(message, retryable=False)
+        if isinstance(error, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(error):
+            # The TLS handshake met a plain-HTTP answer: retrying cannot help.
+            message = (
+                f"{where} does not speak TLS (its answer to the TLS handshake was not TLS, "
+                f"while {doing}): it serves plain HTTP, so use an influxdb:// URL "
+                "(tls off), or turn https-enabled on in the server's [http] section"
+            )
+            return DeliveryError(message, retryable=False)
         if isinstance(error, (OSError, http.client.HTTPException, RequestException)):
+            other = (
+                "influxdb:// for plain HTTP" if self._transport.tls else "https+influxdb:// for TLS"
+            )
             return DeliveryError(
                 f"{where} unreachable while {doing}: {self.redact(_network_reason(error))}. "
-                "Check that influxd runs there, that host and port are right "
-                "(https+influxdb:// for TLS), and that this machine can reach it",
+                f"Check that influxd runs there, that host and port are right ({other}), and "
+                "that this machine can reach it",
                 retryable=True,
             )
         return DeliveryError(f"{where} failed {doing}: {detail}", retryable=False)
@@ -655,7 +682,9 @@ def _client_for_url(
 def _network_reason(error: Exception) -> str:
     """What failed, in a few words, from a requests error wrapping urllib3's long one."""
     inner = error.args[0] if error.args and isinstance(error.args[0], Exception) else error
-    text = str(getattr(inner, "reason", inner))
+    # urllib3 keeps the cause in ``reason``; ssl errors have one too, often None.
+    reason = getattr(inner, "reason", None)
+    text = str(inner if reason is None else reason)
     # "HTTPConnection(host='h', port=1): Failed to establish ..." -> "Failed to establish ..."
     if text.startswith("HTTP") and "): " in text:
         text = text.split("): ", 1)[1]

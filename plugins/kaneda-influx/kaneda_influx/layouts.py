@@ -30,9 +30,9 @@ from .field_types import KnownTypes
 from .line_protocol import (
     _check_identifier,
     _check_text,
+    check_field_keys,
     check_key_length,
     remember_series,
-    series_key,
 )
 from .series_cache import SeriesCache
 
@@ -193,8 +193,8 @@ class Kaneda1Layout(Layout):
                     if tags and name not in cache.checked_by_name:
                         cache.remember_checked_by_name(name, kind, tags)
                     return
-                # Tag values not all strings: equal values' texts differ (see series_key).
-                if plain is not None and (*key, *map(type, tags.values())) in cache.checked:
+                # Tag values not all strings: equal values' texts differ (see _texts_key).
+                if plain is not None and _texts_key(key, tags) in cache.checked:
                     return
         self._check(as_metric(metric))  # a record, maybe (see Backend.checks_records)
 
@@ -206,10 +206,10 @@ class Kaneda1Layout(Layout):
                 "Give each tag a key, e.g. tags={'from': 'login', 'to': 'edit_profile'}"
             )
         key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
-        exact = series_key(key, tags)
+        exact = key if all(type(v) is str for v in tags.values()) else _texts_key(key, tags)
         if exact not in self.cache.checked:
             self._check_series(metric.kind, metric.name, tags)
-            check_key_length(lambda: self.series(metric), metric.kind, metric.host, tags)
+            check_key_length(lambda: self.series(metric), (metric.kind, metric.host), tags)
             remember_series(self.cache, key, exact)
         value = metric.value
         if isinstance(value, int):  # an int subclass (IntEnum, numpy-like) is written as one
@@ -218,6 +218,13 @@ class Kaneda1Layout(Layout):
             _check_text(value, "text" if metric.kind == EVENT else "value")
         elif isinstance(value, dict):
             self._check_dict(value)
+            check_field_keys(
+                lambda: self.series(metric),
+                (metric.kind, metric.host),
+                tags,
+                value,
+                _KANEDA1_ESCAPES,
+            )
         elif isinstance(value, (list, tuple)):
             raise InvalidMetric(
                 f"InfluxDB cannot store a list as a value: got value={value!r}. "
@@ -328,7 +335,7 @@ class Kaneda1Layout(Layout):
                 cache.remember_prefix_by_name(metric.name, metric.kind, metric.host, tags, head)  # type: ignore[arg-type]
             return head
         cache.remember_prefix(key, _TYPED)
-        typed = (*key, *map(type, tags.values()))  # type: ignore[union-attr]
+        typed = _texts_key(key, tags)  # type: ignore[arg-type]
         found = cache.prefixes.get(typed)
         if found is None:
             found = head
@@ -359,8 +366,18 @@ class Kaneda1Layout(Layout):
 
 # Stands in the head cache for a key whose tag values are not all strings (True == 1 ==
 # 1.0 as dict keys, yet their tags read "True", "1" and "1.0"): such series are cached
-# under a key that holds the value types too.
+# under a key that holds the texts written too (see _texts_key).
 _TYPED = "\0typed"
+
+
+def _texts_key(key: tuple[Any, ...], tags: dict[str, Any]) -> tuple[Any, ...]:
+    """``key`` with the text written for each tag value, ``str()`` of it as in kaneda 1.0.
+
+    Values that compare equal can have different texts even in one type (0.0 and -0.0,
+    Decimal("1") and Decimal("1.0")): the texts, not the types, tell their series apart.
+    """
+    return (*key, *map(str, tags.values()))
+
 
 LAYOUTS: dict[str, type[Layout]] = {KANEDA2: Kaneda2Layout, KANEDA1: Kaneda1Layout}
 

@@ -31,10 +31,16 @@ _AMBIGUOUS_BACKSLASH = re.compile(r'\\([, =\\"]|$)')
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-#: InfluxDB's limit on a series key (the measurement and its tags), in bytes.
+#: InfluxDB's limit on a key, in bytes: the series key (the measurement and its tags,
+#: escaped), then ``#!~#``, then a field key (escaped), for each field of a point.
 MAX_KEY_BYTES = 65535
-#: The largest string field written, in UTF-8 bytes: InfluxDB's default max-body-size
-#: is 25 MB for a whole request.
+#: What InfluxDB puts between the series key and a field key in the key it limits.
+FIELD_KEY_SEPARATOR = "#!~#"
+#: The longest field key the layouts write of their own (``value``; ``text``, ``id``,
+#: ``name`` are shorter): room for it is kept in every series key.
+OWN_FIELD_KEY = "value"
+#: The largest string field written, in bytes once escaped (every ``"`` and ``\`` is
+#: written as two): InfluxDB's default max-body-size is 25 MB for a whole request.
 MAX_STRING_BYTES = 16 * 1024 * 1024
 
 RESERVED_TAGS = frozenset(("name", "host", "time"))
@@ -116,11 +122,15 @@ def _check(metric: Metric, cache: SeriesCache) -> None:
     exact = series_key(key, tags)
     if exact not in cache.checked:
         _check_series(metric.kind, metric.name, tags)
-        check_key_length(lambda: series(metric), metric.kind, metric.name, metric.host, tags)
+        check_key_length(lambda: series(metric), (metric.kind, metric.name, metric.host), tags)
         remember_series(cache, key, exact)
     value = metric.value
     if isinstance(value, (str, dict, list, tuple)):
         _check_value(metric.kind, value)
+        if isinstance(value, dict):
+            check_field_keys(
+                lambda: series(metric), (metric.kind, metric.name, metric.host), tags, value
+            )
     if isinstance(metric.id, str):
         _check_text(metric.id, "id_")
 
@@ -196,29 +206,94 @@ def _check_identifier(text: str, field: str) -> None:
         )
 
 
-def check_key_length(build: Any, *parts: Any) -> None:
-    """Refuse a series whose key (``build()``, escaped) is longer than InfluxDB takes."""
-    tags = parts[-1] if parts and isinstance(parts[-1], dict) else {}
-    rough = sum(len(p) for p in parts if isinstance(p, str)) + sum(
-        len(str(k)) + len(str(v)) for k, v in tags.items()
-    )
-    if rough * 4 < MAX_KEY_BYTES - 512:
+def _rough_key_bytes(parts: tuple[str, ...], tags: dict[str, Any]) -> int:
+    """At least the escaped series key's size in bytes, without building it.
+
+    A character is at most 4 bytes escaped (a UTF-8 sequence, or an escaped ASCII
+    character's 2); each tag (the layout's own, ``host`` and ``name``, counted among
+    ``parts``) adds a comma and an equals sign.
+    """
+    chars = sum(map(len, parts)) + sum(len(str(k)) + len(str(v)) for k, v in tags.items())
+    return 4 * chars + 2 * (len(tags) + len(parts))
+
+
+def check_key_length(
+    build: Callable[[], str], parts: tuple[str, ...], tags: dict[str, Any]
+) -> None:
+    """Refuse a series whose key (``build()``, escaped) leaves no room for a field key.
+
+    InfluxDB limits the series key, ``#!~#`` and each field key together to
+    MAX_KEY_BYTES: room is kept for the longest field key the layouts write of their
+    own (OWN_FIELD_KEY); a custom dict's keys are checked by :func:`check_field_keys`.
+    """
+    room = len(FIELD_KEY_SEPARATOR) + len(OWN_FIELD_KEY)
+    if _rough_key_bytes(parts, tags) + room <= MAX_KEY_BYTES:
         return  # short: the common case, without building the key
     size = len(build().encode("utf-8"))
-    if size > MAX_KEY_BYTES:
+    if size + room > MAX_KEY_BYTES:
         raise InvalidMetric(
-            f"the series key (measurement and tags) would be {size} bytes; InfluxDB refuses "
-            f"keys over {MAX_KEY_BYTES} bytes (max key length exceeded): shorten the name or "
-            "the long tag values, or move long text to a field (an event's text)"
+            f"{_longest_part(parts, tags)} makes the series key (measurement and tags) "
+            f"{size} bytes; with {FIELD_KEY_SEPARATOR!r} and the field key {OWN_FIELD_KEY!r} "
+            f"InfluxDB's key would be {size + room} bytes, and it refuses keys over "
+            f"{MAX_KEY_BYTES} bytes (max key length exceeded): shorten it, or move long text "
+            "to a field (an event's text)"
         )
 
 
+def check_field_keys(
+    build: Callable[[], str],
+    parts: tuple[str, ...],
+    tags: dict[str, Any],
+    fields: dict[str, Any],
+    escapes: dict[int, str] | None = None,
+) -> None:
+    """Refuse a custom dict whose longest key, with the series key, is over InfluxDB's
+    key limit (see :func:`check_key_length`); ``escapes`` are the layout's for field keys."""
+    longest = max(fields, key=len)
+    if len(longest) <= len(OWN_FIELD_KEY):
+        return  # room was kept for it in the series check
+    rough_field = 4 * len(longest) + len(FIELD_KEY_SEPARATOR)
+    if _rough_key_bytes(parts, tags) + rough_field <= MAX_KEY_BYTES:
+        return
+    series_bytes = len(build().encode("utf-8"))
+    table = _KEY_ESCAPES if escapes is None else escapes
+    for key in fields:
+        key_bytes = len(key.translate(table).encode("utf-8"))
+        total = series_bytes + len(FIELD_KEY_SEPARATOR) + key_bytes
+        if total > MAX_KEY_BYTES:
+            shown = key if len(key) <= 24 else key[:20] + "..."
+            raise InvalidMetric(
+                f"value key {shown!r} ({key_bytes} bytes) with the series key (measurement "
+                f"and tags, {series_bytes} bytes; the longest is {_longest_part(parts, tags)}) "
+                f"makes InfluxDB's key {total} bytes, and it refuses keys over "
+                f"{MAX_KEY_BYTES} bytes (max key length exceeded): shorten the key or the tags"
+            )
+
+
+def _longest_part(parts: tuple[str, ...], tags: dict[str, Any]) -> str:
+    """The longest piece of a series key, named as the caller knows it."""
+    named = [(len(str(v).encode("utf-8")), f"tags[{k!r}] ({{}} bytes)") for k, v in tags.items()]
+    named += [
+        (len(part.encode("utf-8")), f"{what} ({{}} bytes)")
+        for part, what in zip(parts, ("the metric kind", "the name", "the host name"), strict=False)
+    ]
+    size, what = max(named, key=lambda pair: pair[0])
+    return what.format(size)
+
+
+def escaped_string_bytes(text: str) -> int:
+    """The bytes of ``text`` in a string field: UTF-8, every ``"`` and ``\\`` doubled."""
+    return len(text.encode("utf-8")) + text.count('"') + text.count("\\")
+
+
 def _check_text(text: str, field: str) -> None:
-    if len(text) * 4 > MAX_STRING_BYTES and len(text.encode("utf-8")) > MAX_STRING_BYTES:
+    # A character is at most 4 bytes written (UTF-8; an escaped quote or backslash is 2).
+    if len(text) * 4 > MAX_STRING_BYTES and (size := escaped_string_bytes(text)) > MAX_STRING_BYTES:
         raise InvalidMetric(
-            f"{field} is {len(text.encode('utf-8'))} bytes long; kaneda-influx writes strings "
-            f"of at most {MAX_STRING_BYTES} bytes (InfluxDB's default request limit is 25 MB): "
-            "store large text elsewhere and report a reference to it"
+            f"{field} is {size} bytes long as written (UTF-8, each quote and backslash "
+            f"escaped as two); kaneda-influx writes strings of at most {MAX_STRING_BYTES} "
+            "bytes (InfluxDB's default request limit is 25 MB): store large text elsewhere "
+            "and report a reference to it"
         )
     if "\n" in text or "\r" in text:
         raise InvalidMetric(

@@ -32,11 +32,48 @@ from kaneda_core.deadline import deadline, request_seconds
 from kaneda_core.forking import abandon
 
 #: Errors of a connection that was reused after the server closed it: sent again once.
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+#: Over TLS a server that went away shows as an EOF in the TLS layer.
+_STALE = (
+    http.client.RemoteDisconnected,
+    BrokenPipeError,
+    ConnectionResetError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
+#: Errors of a request body cut off by the server: it may have answered first (influxd
+#: answers 413 past its max-body-size, then closes the connection on the rest).
+_CUT = (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+#: A body this large, cut off on a new connection with no answer to read, is taken for
+#: one the server refused for its size; a smaller one for a network failure.
+LARGE_BODY = 1024 * 1024
+#: Redirect statuses: an answer that points elsewhere (Kaneda does not follow it).
+REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
 class RequestTimeout(TimeoutError):
     """The whole request took longer than the transport's timeout."""
+
+
+class BodyCutOff(InfluxDBClientError):  # type: ignore[misc]
+    """The server cut a new connection off in the middle of a large request body (a
+    broken pipe while sending, or a reset: part of the body was left unread) and gave
+    no answer to read: what InfluxDB does past its max-body-size. Code 413, as its answer."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"the server closed the connection while a request of {size} bytes was being "
+            "sent, without an answer (InfluxDB does so past its [http] max-body-size)",
+            413,
+        )
+        self.size = size
+
+
+class Redirected(InfluxDBClientError):  # type: ignore[misc]
+    """The server answered with a redirect (``code``) to ``location``."""
+
+    def __init__(self, content: str, code: int, location: str | None) -> None:
+        super().__init__(content, code)
+        self.location = location
 
 
 class HTTPTransport:
@@ -192,42 +229,55 @@ class Request:
         self.path = path
         self.body = body
         self.headers = headers
-        self._spent = 0.0
+        self._spent = 0.0  # seconds of the bound spent: sending, reading, a stale attempt
         self._reused = False
         self._stale = False
+        self._cut = False  # the body was cut off by the server
 
     def send(self) -> None:
-        """Write the request on the connection (a new one if there is none)."""
+        """Write the request on the connection (a new one if there is none).
+
+        The headers and the body are written apart: a server that closes the connection
+        in the middle of the body may have answered first (influxd answers 413 past its
+        max-body-size), and that answer is read rather than lost.
+        """
         transport = self.transport
         self._reused = transport._connection is not None
         connection = transport._connection or transport._connect()
+        limit = self.limit - self._spent  # what is left of the request's bound
         # Each read may take as long as the request may (its bound includes the body's
         # allowance); the watchdog bounds them all together.
-        connection.timeout = self.limit
+        connection.timeout = limit
         if connection.sock is not None:
-            connection.sock.settimeout(self.limit)
+            connection.sock.settimeout(limit)
         started = time.monotonic()
         try:
-            with self._bounded(self.limit):
-                connection.request("POST", self.path, body=self.body, headers=self.headers)
+            with self._bounded(limit):
+                connection.putrequest("POST", self.path)
+                connection.putheader("Content-Length", str(len(self.body)))
+                for name, value in self.headers.items():
+                    connection.putheader(name, value)
+                connection.endheaders()
         except _STALE:
+            self._spent += time.monotonic() - started
             if not self._reused:
                 raise
             # The server closed the idle connection meanwhile: sent again at answer().
             self._stale = True
-        self._spent = time.monotonic() - started
+            return
+        try:
+            with self._bounded(limit - (time.monotonic() - started), keep=_CUT):
+                if self.body:
+                    connection.send(self.body)
+        except _CUT:
+            # Cut off mid-body: the server's answer, if it gave one, is read at answer().
+            self._cut = True
+        finally:
+            self._spent += time.monotonic() - started
 
     def answer(self) -> bytes:
         """Wait for the answer; its body, or raise (see :meth:`HTTPTransport.post`)."""
-        if self._stale:
-            status, content = self._again()
-        else:
-            try:
-                status, content = self._read(self.limit - self._spent)
-            except _STALE:
-                if not self._reused:
-                    raise
-                status, content = self._again()
+        status, content, location = self._again() if self._stale else self._first_answer()
         text = content.decode("utf-8", "replace")
         if status < 300:
             if self.expect is None or status == self.expect:
@@ -239,38 +289,62 @@ class Request:
             )
         if status >= 500:
             raise InfluxDBServerError(text)
+        if status in REDIRECTS:
+            raise Redirected(text, status, location)
         raise InfluxDBClientError(text, status)
 
-    def _read(self, limit: float) -> tuple[int, bytes]:
+    def _first_answer(self) -> tuple[int, bytes, str | None]:
+        """The answer on the connection the request was sent on; sent again once if that
+        connection was stale."""
+        try:
+            return self._read()
+        except _STALE as error:
+            if self._reused:
+                return self._again()
+            # A reset tells that the server closed with part of the body unread; a body
+            # cut off while being sent, that it would not read the rest.
+            cut = self._cut or isinstance(error, ConnectionResetError)
+            if cut and len(self.body) >= LARGE_BODY:
+                raise BodyCutOff(len(self.body)) from error
+            raise
+
+    def _read(self) -> tuple[int, bytes, str | None]:
         transport = self.transport
         connection = transport._connection
         if connection is None:  # dropped meanwhile (close() or a fork)
             raise ConnectionResetError("the connection was closed before the answer was read")
-        with self._bounded(limit):
-            response = connection.getresponse()
-            content = response.read()
-        if response.will_close:
+        started = time.monotonic()
+        try:
+            with self._bounded(self.limit - self._spent):
+                response = connection.getresponse()
+                content = response.read()
+        finally:
+            self._spent += time.monotonic() - started
+        if response.will_close or self._cut:
             transport._drop()
-        return response.status, content
+        return response.status, content, response.getheader("Location")
 
-    def _again(self) -> tuple[int, bytes]:
-        """Send once more on a new connection, and read the answer."""
+    def _again(self) -> tuple[int, bytes, str | None]:
+        """Send once more on a new connection, and read the answer, within what is left
+        of the request's bound (the stale attempt's time counts)."""
         self._reused = False
         self._stale = False
+        self._cut = False
         self.transport._drop()
-        started = time.monotonic()
         self.send()
-        return self._read(self.limit - (time.monotonic() - started))
+        return self._first_answer()
 
     @contextlib.contextmanager
-    def _bounded(self, limit: float) -> Iterator[None]:
-        """Run the block under the watchdog; on any failure the connection is dropped."""
+    def _bounded(self, limit: float, keep: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+        """Run the block under the watchdog; on a failure the connection is dropped, unless
+        it is one of ``keep`` (and the watchdog did not fire)."""
         transport = self.transport
         with deadline(max(limit, 0.0), transport.abort) as watch:
             try:
                 yield
             except BaseException as error:
-                transport._drop()
+                if watch.expired or not isinstance(error, keep):
+                    transport._drop()
                 if watch.expired:
                     extra = self.limit - self.timeout
                     allowance = f", plus {extra:.2f} s for its size" if extra >= 0.01 else ""

@@ -225,3 +225,23 @@ def test_a_series_checked_with_equal_tag_values_of_another_type_is_checked_again
     metrics.gauge("h", 1, tags={"code": 200})
     assert metrics.stats().queued == 5
     metrics.close(0)
+
+
+def test_kaneda1_writes_each_float_tag_as_its_own_text(
+    influx_server: InfluxServer, database: str
+) -> None:
+    """0.0 == -0.0 (and they share a type), but kaneda 1.0 wrote str() of each: "0.0" and
+    "-0.0". The text stored must not depend on which came first."""
+    backend = InfluxBackend(
+        database, host="127.0.0.1", port=influx_server.port, timeout=5, layout="kaneda1"
+    )
+    first, second = (
+        Metric.create("z", "gauge", 1, {"t": 0.0}),
+        Metric.create("z", "gauge", 2, {"t": -0.0}),
+    )
+    for made in (first, second, first):
+        backend.check(made)
+    assert backend.layout.lines([first, second], {}).count("t=-0.0") == 1
+    backend.send([second, first])
+    stored = {m.value: m.tags for m in stored_metrics(influx_server, database)}
+    assert stored == {1: {"t": "0.0"}, 2: {"t": "-0.0"}}
