@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import redis
 from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError
 
 from kaneda_core import DeliveryError, Metric
 from kaneda_core.arguments import argument_error, check_arguments
 from kaneda_core.backend import is_transient_os_error, url_options
+from kaneda_core.deadline import deadline, request_seconds
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import encode_batch
 from kaneda_core.redact import redact_text, redact_url
 from kaneda_core.urls import check_credentials_escaped
 from kaneda_core.worker import MessageHandler, QueueBackend
+
+from .bounded import RedisRequest, bounded_client
 
 if TYPE_CHECKING:
     from rq import Queue
@@ -35,7 +38,8 @@ class RQBackend(QueueBackend):
 
     :param redis_url: the Redis server (``redis://:password@host:6379/0``).
     :param queue_name: the RQ queue (default ``kaneda``).
-    :param timeout: seconds to wait for Redis before the batch is retried.
+    :param timeout: seconds one batch's enqueue may take in all, every round trip to
+        Redis included (plus a second per MB of the batch); then it is retried.
     :param job_timeout: seconds a worker may spend on one batch before RQ stops it.
     :param retries: how many times RQ runs a job again whose worker died with it.
     :param assign_ids: give metrics reported without an id one (see
@@ -81,6 +85,8 @@ class RQBackend(QueueBackend):
         self._queue: Queue | None = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        #: The last batch whose enqueue failed, as sent: its metrics, message and job id.
+        self._unconfirmed: tuple[list[Metric], str, str] | None = None
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RQBackend:
@@ -90,21 +96,61 @@ class RQBackend(QueueBackend):
         return cls(**options)
 
     def send(self, batch: Sequence[Metric]) -> None:
-        """Enqueue ``batch`` as one job; raises if Redis does not take it."""
-        from rq import Retry
+        """Enqueue ``batch`` as one job; raises if Redis does not take it.
 
-        message = encode_batch(batch, self.new_id)
-        try:
-            self.queue().enqueue(
-                JOB,
-                message,
-                job_timeout=self.job_timeout,
-                result_ttl=0,
-                retry=Retry(max=self.retries) if self.retries else None,
-                description=f"kaneda batch of {len(batch)} metrics",
-            )
-        except (ConnectionError, TimeoutError, OSError) as error:
-            raise self.unreachable(error) from None
+        The whole enqueue takes ``timeout`` seconds at most (plus a second per MB of the
+        message). A batch sent again after a failure goes as the same job, message and
+        ids: when Redis had enqueued it and only its answer was lost, it is not enqueued
+        twice.
+        """
+        from rq import Retry
+        from rq.exceptions import DuplicateJobError
+
+        unconfirmed = self._unconfirmed
+        same = unconfirmed is not None and len(unconfirmed[0]) == len(batch)
+        if unconfirmed is not None and same and unconfirmed[0] == list(batch):
+            metrics, message, job_id = unconfirmed
+        else:
+            metrics, message, job_id = list(batch), encode_batch(batch, self.new_id), None
+            unconfirmed = None
+        job_id = job_id or str(uuid.uuid4())
+        queue = self.queue()
+        request = RedisRequest(request_seconds(self.timeout, len(message)))
+        with deadline(request.limit, request.abort) as watch, request:
+            try:
+                queue.enqueue(
+                    JOB,
+                    message,
+                    job_id=job_id,
+                    unique=True,  # one atomic script: the job saved and pushed, or not at all
+                    job_timeout=self.job_timeout,
+                    result_ttl=0,
+                    retry=Retry(max=self.retries) if self.retries else None,
+                    description=f"kaneda batch of {len(metrics)} metrics",
+                )
+            except DuplicateJobError:
+                pass  # an earlier send of this batch was enqueued; its answer was lost
+            except Exception as error:
+                self._unconfirmed = (metrics, message, job_id)
+                if watch.expired:
+                    raise self.timed_out(request.limit) from None
+                if isinstance(error, (ConnectionError, TimeoutError, OSError)):
+                    raise self.unreachable(error) from None
+                raise
+        if unconfirmed is not None and self._unconfirmed is unconfirmed:
+            self._unconfirmed = None
+
+    def timed_out(self, limit: float) -> DeliveryError:
+        """One line for an enqueue cut off at its deadline (``limit`` seconds)."""
+        extra = limit - self.timeout
+        allowance = f", plus {extra:.2f} s for its size" if extra >= 0.01 else ""
+        return DeliveryError(
+            f"Redis at {redis_address(self.redis_url)} (queue {self.queue_name!r}) did not "
+            f"take the batch within {self.timeout} s (timeout bounds the whole enqueue, "
+            f"every round trip{allowance}); it is sent again. Check that Redis is not "
+            "overloaded and that the network to it is sound, or raise ?timeout=",
+            retryable=True,
+        )
 
     def unreachable(self, error: BaseException) -> DeliveryError:
         """One line for a Redis that cannot take the batch: where, why, what to check."""
@@ -160,6 +206,7 @@ class RQBackend(QueueBackend):
         self._queue = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._unconfirmed = None  # the parent's to send again, not the child's
 
     @classmethod
     def serve(cls, url: str, handler: MessageHandler) -> None:
@@ -223,10 +270,11 @@ def redis_address(redis_url: str) -> str:
 
 
 def connect_queue(redis_url: str, queue_name: str, timeout: float) -> Queue:
-    """An RQ queue on a new Redis connection pool with ``timeout`` for every call."""
+    """An RQ queue on a new Redis connection pool whose calls a deadline can break off.
+
+    ``timeout`` bounds connecting and each read; run a call within a
+    :class:`~kaneda_rq.bounded.RedisRequest` to bound it as a whole (as ``send`` does).
+    """
     from rq import Queue
 
-    connection = redis.Redis.from_url(
-        redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
-    return Queue(queue_name, connection=connection)
+    return Queue(queue_name, connection=bounded_client(redis_url, timeout))
