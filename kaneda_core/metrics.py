@@ -412,6 +412,19 @@ class Metrics:
         if len(queue) >= self._mark:
             self._dispatcher.after_append()  # type: ignore[union-attr]
 
+    def _check_metric(self, name: str, kind: str, value: Any, tags: TagsInput | None) -> None:
+        """Refuse, as a call would, a metric this ``Metrics`` would refuse; report nothing.
+
+        The same checks as a reporting call's, the backend's own included (InfluxDB's
+        reserved tags, say): raises :class:`InvalidMetric` naming the field and value.
+        """
+        check_name(name)
+        own_value(kind, value)
+        item = (name, kind, value, self._own_tags(tags), None, self._host, None, time_ns())
+        check = self._check
+        if check is not None:
+            check(item if self._check_records else tuple.__new__(Metric, item))  # type: ignore[arg-type]
+
     def _own_tags(self, tags: Any) -> Any:
         """The metric's own copy of tags that are not a plain dict (None, a list, a subclass)."""
         if tags is None:
@@ -495,17 +508,24 @@ class Timer:
     def __init__(
         self, metrics: Metrics, name: str | None, tags: TagsInput | None, use_ms: bool | None
     ) -> None:
-        if name is not None:
-            check_name(name)
         self.metrics = metrics
         self.name = name
-        self.tags = tags
+        # A copy, checked now: a bad tag raising when the block ends would replace the
+        # function's result or its own exception, and a dict changed later would change
+        # what is reported.
+        self.tags = None if tags is None else copy_tags(tags)
         self.use_ms = bool(use_ms)
+        if name is not None:
+            self._check(name)
         # Each thread and each asyncio task has its own context: an entry's start is
         # found by its own exit even when one timer is entered by overlapping blocks.
         from contextvars import ContextVar  # imported with the first timer, not kaneda_core
 
         self._starts: ContextVar[tuple[float, ...]] = ContextVar("kaneda_timer_starts")
+
+    def _check(self, name: str) -> None:
+        """Refuse now what reporting under ``name`` would refuse (the backend's rules too)."""
+        self.metrics._check_metric(name, TIMING, 0 if self.use_ms else 0.0, self.tags)
 
     def report(self, elapsed: float, name: str | None = None) -> None:
         """Report ``elapsed`` seconds under this timer's name (or ``name``)."""
@@ -529,6 +549,8 @@ class Timer:
 
     def __call__(self, func: F) -> F:
         name = self.name or self._default_name(func)
+        if self.name is None:
+            self._check(name)
         report = self.report
         if _is_coroutine_function(func) or (
             not isinstance(func, type) and _is_coroutine_function(type(func).__call__)

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from kaneda_core import Backend, ConfigurationError, DeliveryError, Metric, Metrics, RetryPolicy
+from kaneda_core import (
+    Backend,
+    ConfigurationError,
+    DeliveryError,
+    InvalidMetric,
+    Metric,
+    Metrics,
+    RetryPolicy,
+)
 from kaneda_core.backends import MemoryBackend
 from kaneda_core.hookspecs import hookimpl
 
@@ -142,6 +150,44 @@ def test_timed_reports_even_when_the_code_raises() -> None:
     with pytest.raises(KeyError):
         fail()
     assert [m.name for m in metrics.backend.metrics] == ["failing"]  # type: ignore[attr-defined]
+
+
+class _NoReservedTags(MemoryBackend):
+    """A backend with a rule of its own, as InfluxDB's reserved tag names."""
+
+    def check(self, metric: Metric) -> None:
+        if "host" in metric.tags:
+            raise InvalidMetric("tags['host'] is reserved")
+
+
+@pytest.mark.parametrize(
+    ("tags", "refused"),
+    [({"k": None}, "tags['k']"), ({"": "v"}, "tag keys"), ({"host": "h"}, "tags['host']")],
+)
+@pytest.mark.parametrize("used_as", ["block", "decorator", "default-named decorator"])
+def test_timed_refuses_bad_tags_when_made_not_when_the_code_ends(
+    tags: dict[str, object], refused: str, used_as: str
+) -> None:
+    """Checked at the end, a bad tag replaced the function's result or its own exception."""
+    metrics = Metrics(_NoReservedTags(), batching=False)
+    with pytest.raises(InvalidMetric, match=refused.replace("[", r"\[")):
+        if used_as == "block":
+            metrics.timed("block", tags=tags)
+        elif used_as == "decorator":
+            metrics.timed("job", tags=tags)(lambda: None)
+        else:
+            metrics.timed(tags=tags)(lambda: None)
+    assert metrics.backend.metrics == []  # type: ignore[attr-defined]
+
+
+def test_timed_reports_the_tags_it_was_given_not_what_the_dict_became() -> None:
+    metrics = Metrics(MemoryBackend(), batching=False)
+    tags = {"route": "/a"}
+    timer = metrics.timed("request", tags=tags)
+    tags["route"] = "/b"
+    with timer:
+        pass
+    assert [m.tags for m in metrics.backend.metrics] == [{"route": "/a"}]  # type: ignore[attr-defined]
 
 
 def test_timed_async_function_is_timed_until_it_finishes() -> None:
