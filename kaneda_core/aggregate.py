@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .model import COUNTER, GAUGE, TIMING, Metric, check_name, check_number
+from .model import COUNTER, GAUGE, TIMING, Metric, check_name, check_number, plain
 
 #: Values kept per timing series and interval for its percentiles.
 RESERVOIR = 1024
@@ -112,7 +112,7 @@ class Aggregator:
         Also what a call on a known series takes for an integer beyond 64 bits: a store
         may refuse one its first call's value did not show (InfluxDB's kaneda1 layout).
         """
-        check_name(name)
+        name = check_name(name)
         if kind != COUNTER:
             check_number(value)
         own = self.make_tags(tags)
@@ -194,7 +194,7 @@ class Aggregator:
         unstorable: list[Metric] = []
 
         def add(name: str, kind: str, value: Any, tags: Any) -> None:
-            point = Metric(name, kind, value, _own(tags), None, host, None, stamp_ns)
+            point = Metric(plain(name), kind, value, _own(tags), None, host, None, stamp_ns)
             (points if _finite(value) else unstorable).append(point)
 
         for kind, records in ((COUNTER, self._sums), (GAUGE, self._lasts)):

@@ -285,7 +285,7 @@ class Metrics:
         """Add one to a counter: ``metrics.increment('user.profile.views')``."""
         # The hottest call: _report's body inlined (a call costs as much as the checks).
         if type(name) is not str or not name.isascii() or not name:
-            check_name(name)
+            name = check_name(name)
         if type(tags) is dict:
             # Plain ASCII strings are valid as they are; anything else takes the full check.
             for key, item in tags.items():
@@ -380,7 +380,7 @@ class Metrics:
 
     def _report(self, name: str, kind: str, value: Any, tags: Any, id_: Any) -> None:
         if type(name) is not str or not name.isascii() or not name:
-            check_name(name)
+            name = check_name(name)
         # Validate and copy the tags in one pass; odd but valid values take the slow path.
         if type(tags) is dict:
             for key, item in tags.items():
@@ -418,7 +418,7 @@ class Metrics:
         The same checks as a reporting call's, the backend's own included (InfluxDB's
         reserved tags, say): raises :class:`InvalidMetric` naming the field and value.
         """
-        check_name(name)
+        name = check_name(name)
         own_value(kind, value)
         item = (name, kind, value, self._own_tags(tags), None, self._host, None, time_ns())
         check = self._check
@@ -615,7 +615,7 @@ def _own_forwarded(metric: Metric) -> Metric:
     # The usual case passes type checks alone (as a reporting call's does); the rest
     # takes the full checks, which name what is wrong.
     if type(name) is not str or not name.isascii() or not name:
-        check_name(name)
+        name = check_name(name)
     if kind not in _NUMERIC_KINDS or type(value) is not int or not _MIN_INT < value < MAX_INT:
         check_kind(kind)
         value = own_value(kind, value)

@@ -111,7 +111,7 @@ class Metric(_Fields):
         timestamp: datetime | None = None,
     ) -> Metric:
         """Validate the arguments and build a metric stamped now (or at ``timestamp``)."""
-        check_name(name)
+        name = check_name(name)
         check_kind(kind)
         value = own_value(kind, value)
         check_id(id)
@@ -186,11 +186,19 @@ def host_name() -> str:
     return _host
 
 
-def check_name(name: object, field: str = "name") -> None:
-    """Refuse a name that is not a non-empty string every store can encode."""
+def check_name(name: object, field: str = "name") -> str:
+    """Refuse a name that is not a non-empty string every store can encode; the name as a
+    plain string (see :func:`plain`)."""
     if not isinstance(name, str) or not name:
         raise InvalidMetric(f"{field} must be a non-empty string, got {name!r}")
     check_text(name, field)
+    return plain(name)
+
+
+def plain(text: str) -> str:
+    """``text`` as a plain ``str``: what a ``str`` subclass holds, not what its ``__str__``
+    says (``str()`` of a ``(str, Enum)`` member is ``'Cls.MEMBER'``, not its value)."""
+    return text if type(text) is str else str.__str__(text)
 
 
 def check_text(text: str, field: str) -> None:
@@ -271,7 +279,7 @@ def own_value(kind: str, value: Any) -> Any:
                 f"value of an event must be a string (its text), got {_shorten(repr(value))}"
             )
         check_text(value, "text")
-        return str(value)
+        return plain(value)
     return own_custom_value(value)
 
 
@@ -289,7 +297,7 @@ def own_custom_value(value: Any, field: str = "value", depth: int = 0) -> Any:
         return value
     if isinstance(value, str):
         check_text(value, field)
-        return str(value)
+        return plain(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         check_number(value, field)
         return value
@@ -299,7 +307,7 @@ def own_custom_value(value: Any, field: str = "value", depth: int = 0) -> Any:
             if not isinstance(key, str) or not key:
                 raise InvalidMetric(f"{field} keys must be non-empty strings, got {key!r}")
             check_text(key, f"{field} key")
-            copy[str(key)] = own_custom_value(item, f"{field}[{key!r}]", depth + 1)
+            copy[plain(key)] = own_custom_value(item, f"{field}[{key!r}]", depth + 1)
         return copy
     if isinstance(value, (list, tuple)):
         items = [
@@ -353,5 +361,5 @@ def copy_tags(tags: object) -> Tags:
         return {}
     if isinstance(tags, dict):
         # str subclasses become plain strings: what was checked is what is sent.
-        return {str(k): (str(v) if isinstance(v, str) else v) for k, v in tags.items()}
-    return [str(t) for t in tags]  # type: ignore[attr-defined]
+        return {plain(k): (plain(v) if isinstance(v, str) else v) for k, v in tags.items()}
+    return [plain(t) for t in tags]  # type: ignore[attr-defined]

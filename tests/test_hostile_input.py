@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import threading
 import time
@@ -341,3 +342,41 @@ def test_close_keeps_its_deadline_when_the_backend_is_slow_to_close_or_fails_to(
     metrics.close(0.5)  # returns, raising nothing
     assert time.monotonic() - started < 1.5
     assert metrics.stats().sent == 1
+
+
+class _Route(str, enum.Enum):
+    """Names and tag values kept as a str enum, a common way to name metrics."""
+
+    REQUESTS = "http.requests"
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"aggregate": True}, {"batching": False}], ids=["batching", "aggregate", "sync"]
+)
+def test_a_str_subclass_is_stored_as_the_text_it_holds(options: dict[str, Any]) -> None:
+    """str() of a (str, Enum) member is 'Cls.MEMBER': stored so, the tag no longer matched
+    the calls that compare equal to it, and the name was stored one way or the other
+    depending on the path."""
+    text = "http.requests"
+    with Metrics(MemoryBackend(), **options) as metrics:
+        metrics.gauge(_Route.REQUESTS, 1.5, tags={"route": _Route.REQUESTS, _Route.REQUESTS: "v"})
+        metrics.increment(_Route.REQUESTS, tags=[_Route.REQUESTS])
+        metrics.event("deploy", _Route.REQUESTS)
+        metrics.custom("search", "query", {"route": _Route.REQUESTS, _Route.REQUESTS: 1})
+        metrics.flush(5)
+        stored = list(metrics.backend.metrics)  # type: ignore[attr-defined]
+    assert len(stored) == 4
+    for metric in stored:
+        assert type(metric.name) is str
+        texts = [
+            metric.name,
+            *metric.tags,
+            *(metric.tags.values() if isinstance(metric.tags, dict) else []),
+        ]
+        if isinstance(metric.value, dict):
+            texts += [*metric.value, *metric.value.values()]
+        elif isinstance(metric.value, str):
+            texts.append(metric.value)
+        strings = [t for t in texts if isinstance(t, str)]
+        assert all(type(t) is str for t in strings), metric
+        assert "_Route.REQUESTS" not in strings and text in strings, metric
