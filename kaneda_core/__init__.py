@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         InvalidMetric,
         KanedaError,
     )
+    from .forking import deliver_on_terminate
     from .metrics import Metrics
     from .model import Metric
     from .registry import BackendInfo, available_backends, load_backend
@@ -48,6 +49,7 @@ _PUBLIC = {
     "available_backends": "registry",
     "connect": "config",
     "create_backend": "config",
+    "deliver_on_terminate": "forking",
     "load_backend": "registry",
 }
 
@@ -67,6 +69,7 @@ __all__ = [
     "available_backends",
     "connect",
     "create_backend",
+    "deliver_on_terminate",
     "load_backend",
 ]
 

@@ -28,6 +28,7 @@ from .delivery import BufferFull, Delivery, Item, log
 from .errors import InvalidMetric
 from .fork_gate import inside_gate
 from .forking import (
+    _deliver_on_terminate,
     at_exit,
     hold_across_fork,
     start_thread,
@@ -800,6 +801,10 @@ def _track(dispatcher: BatchingDispatcher) -> None:
     if not _exit_hook_installed:
         at_exit(_close_all_at_exit)
         _exit_hook_installed = True
+    else:
+        # The first was made outside the main thread (no handler then), or a closed
+        # asyncio loop put SIGTERM's default back: this one, maybe in the main thread, sees.
+        _deliver_on_terminate()
     _live.add(dispatcher)
 
 

@@ -337,6 +337,7 @@ def _deliver_on_terminate() -> None:
     import threading
 
     if threading.current_thread() is not threading.main_thread():
+        _warn_off_the_main_thread()
         return
     try:
         installed = False
@@ -348,6 +349,37 @@ def _deliver_on_terminate() -> None:
             _watch_for_a_missed_sigterm()
     except (ValueError, OSError) as error:  # not the main thread after all: keep the default
         log.debug("Kaneda: no SIGTERM handler in this multiprocessing child: %s", error)
+
+
+def deliver_on_terminate() -> None:
+    """Have SIGTERM and SIGHUP deliver what every ``Metrics`` queued before they end the process.
+
+    Each ``Metrics`` made in the main thread sees to it (Python lets only the main thread
+    set a signal handler). Call this from the main thread at start-up where the first
+    ``Metrics`` is made in another thread (a lazy global a request thread builds):
+    otherwise a ``docker stop`` loses what is queued. A handler of the application's own
+    is kept, as an ignored signal is.
+    """
+    _deliver_on_terminate()
+
+
+#: Whether a Metrics made outside the main thread, SIGTERM unhandled, was said.
+_warned_off_main = False
+
+
+def _warn_off_the_main_thread() -> None:
+    import signal
+
+    global _warned_off_main
+    if _warned_off_main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # said, or handled: by Kaneda (from the main thread) or by the application
+    _warned_off_main = True
+    log.warning(
+        "Kaneda: a Metrics was made outside the main thread, where Python sets no signal "
+        "handler: if SIGTERM (docker stop) ends this process, what is queued is lost. Call "
+        "kaneda_core.deliver_on_terminate() from the main thread at start-up, or make the "
+        "first Metrics there."
+    )
 
 
 def _ending_signals() -> list[int]:

@@ -95,6 +95,87 @@ def test_a_sigterm_while_the_main_thread_waits_in_kaneda_delivers_what_is_queued
     assert "not delivered" not in err
 
 
+@pytest.mark.parametrize(
+    "then", ["nothing", "a Metrics in the main thread", "deliver_on_terminate"]
+)
+def test_a_first_metrics_made_in_another_thread_still_delivers_at_sigterm(
+    tmp_path: Path, then: str
+) -> None:
+    """A lazy global built by a request thread: Python lets only the main thread set a
+    signal handler, so SIGTERM ended the process with everything queued, silently."""
+    out = tmp_path / "m.jsonl"
+    main_thread = {
+        "nothing": "",
+        "a Metrics in the main thread": f"Metrics('logger://{out}', flush_interval=60)",
+        "deliver_on_terminate": "kaneda_core.deliver_on_terminate()",
+    }[then]
+    app = _run(
+        f"""
+        import threading, time
+        import kaneda_core
+        from kaneda_core import Metrics
+        made = []
+        thread = threading.Thread(
+            target=lambda: made.append(Metrics("logger://{out}", flush_interval=60))
+        )
+        thread.start()
+        thread.join()
+        {main_thread}
+        for i in range(100):
+            made[0].increment("jobs")
+        print("ready", flush=True)
+        time.sleep(30)
+        """,
+        tmp_path,
+    )
+    assert app.stdout is not None and app.stdout.readline().strip() == "ready"
+    app.send_signal(signal.SIGTERM)
+    _, err = app.communicate(timeout=30)
+    assert app.returncode == -signal.SIGTERM, err
+    if then == "nothing":  # nothing Kaneda may do: it says so, once, and how to fix it
+        assert err.count("kaneda_core.deliver_on_terminate()") == 1, err
+        assert _lines(out) == []
+    else:
+        assert len(_lines(out)) == 100, err
+        assert "outside the main thread" in err  # said when the first was made
+
+
+def test_django_metrics_first_used_in_a_request_thread_deliver_at_sigterm(
+    tmp_path: Path,
+) -> None:
+    """django_kaneda.metrics is built on first use, in a request thread: the app's
+    ready() (the main thread, django.setup()) installs the handler."""
+    pytest.importorskip("django")
+    out = tmp_path / "m.jsonl"
+    app = _run(
+        f"""
+        import threading, time
+        import django
+        from django.conf import settings
+        settings.configure(INSTALLED_APPS=["django_kaneda"], KANEDA_URL="logger://{out}")
+        django.setup()
+        import django_kaneda
+        threads = [
+            # The attribute read in the thread: the thread builds the metrics.
+            threading.Thread(target=lambda: django_kaneda.metrics.increment("requests"))
+            for _ in range(20)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print("ready", flush=True)
+        time.sleep(30)
+        """,
+        tmp_path,
+    )
+    assert app.stdout is not None and app.stdout.readline().strip() == "ready"
+    app.send_signal(signal.SIGTERM)
+    _, err = app.communicate(timeout=30)
+    assert app.returncode == -signal.SIGTERM, err
+    assert len(_lines(out)) == 20, err
+
+
 def test_an_ignored_sighup_stays_ignored(tmp_path: Path) -> None:
     """Under nohup SIGHUP is ignored: Kaneda leaves it so, and the process lives on."""
     out = tmp_path / "m.jsonl"
