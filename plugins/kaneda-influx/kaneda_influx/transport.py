@@ -7,6 +7,11 @@ byte at a time keeps a request open for ever; here a watchdog
 taken ``timeout`` seconds. And after ``os.fork()`` the child must never write on the
 parent's connection: :meth:`HTTPTransport.forget` drops it without a word on the wire.
 
+A new connection is opened within the bound of the request that needs it: resolving the
+name, connecting to each address in turn and the TLS handshake take what is left of it
+(:mod:`kaneda_influx.connecting`), and an error says which of them failed. A kept-alive
+connection is used as it is.
+
 A request can also be sent and its answer read later (:meth:`HTTPTransport.send`, then
 :meth:`Request.answer`): the backend builds the next part of a batch while the server
 works on the one in flight. The timeout then bounds the time spent sending the request
@@ -31,6 +36,10 @@ from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 from kaneda_core.deadline import deadline, request_seconds
 from kaneda_core.forking import abandon
 
+from .connecting import RequestTimeout, Resolver, connect_to_any, show_address
+
+__all__ = ["BodyCutOff", "HTTPTransport", "Redirected", "Request", "RequestTimeout"]
+
 #: Errors of a connection that was reused after the server closed it: sent again once.
 #: Over TLS a server that went away shows as an EOF in the TLS layer.
 _STALE = (
@@ -48,10 +57,6 @@ _CUT = (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroRetur
 LARGE_BODY = 1024 * 1024
 #: Redirect statuses: an answer that points elsewhere (Kaneda does not follow it).
 REDIRECTS = frozenset((301, 302, 303, 307, 308))
-
-
-class RequestTimeout(TimeoutError):
-    """The whole request took longer than the transport's timeout."""
 
 
 class BodyCutOff(InfluxDBClientError):  # type: ignore[misc]
@@ -101,6 +106,9 @@ class HTTPTransport:
             token = base64.b64encode(f"{username or ''}:{password or ''}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
         self._connection: http.client.HTTPConnection | None = None
+        self._resolver = Resolver(host, port)
+        #: The socket of a connection being opened (its TLS handshake): the watchdog's.
+        self._opening: socket.socket | None = None
 
     def post(
         self,
@@ -167,24 +175,81 @@ class HTTPTransport:
             raise InfluxDBClientError(result["error"], 400)
         return result
 
-    def _connect(self) -> http.client.HTTPConnection:
-        if self.tls:
-            context = ssl.create_default_context()
-            if not self.verify_ssl:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.timeout, context=context
-            )
-        else:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+    def open(self, seconds: float, within: str) -> http.client.HTTPConnection:
+        """Open a new connection in ``seconds`` at most: resolve, connect, TLS handshake.
+
+        Raises :class:`RequestTimeout` (its message ends with ``within``) when the time
+        runs out, naming the step and the addresses; the step's own error otherwise.
+        """
+        ends = time.monotonic() + seconds
+        context = self._tls_context() if self.tls else None
+        addresses = self._resolver.resolve(ends, within)
+        sock = connect_to_any(self.host, self.port, addresses, ends, within)
+        try:
+            # As http.client does: a request's headers and body go out at once.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection: http.client.HTTPConnection
+            if context is not None:
+                sock = self._handshake(sock, context, ends, within)
+                connection = http.client.HTTPSConnection(self.host, self.port, context=context)
+            else:
+                connection = http.client.HTTPConnection(self.host, self.port)
+        except BaseException:
+            sock.close()
+            raise
+        connection.sock = sock
+        # It never connects by itself (unbounded, in create_connection): only here.
+        connection.auto_open = 0
         self._connection = connection
         return connection
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _handshake(
+        self, sock: socket.socket, context: ssl.SSLContext, ends: float, within: str
+    ) -> ssl.SSLSocket:
+        """The TLS handshake on ``sock``, by ``ends`` (the socket's timeout bounds it as a
+        whole, and the watchdog shuts the socket down should it outlive that)."""
+        left = max(ends - time.monotonic(), 0.0)
+        peer = show_address(sock.getpeername())
+        sock.settimeout(max(left, 0.001))
+        # wrap_socket takes the descriptor over: the watchdog is given the TLS socket.
+        secured = context.wrap_socket(
+            sock, server_hostname=self._resolver.host, do_handshake_on_connect=False
+        )
+        self._opening = secured
+        try:
+            with deadline(left, self.abort) as watch:
+                try:
+                    secured.do_handshake()
+                except (OSError, ValueError) as error:
+                    if watch.expired or isinstance(error, TimeoutError):
+                        raise RequestTimeout(
+                            f"the TLS handshake with {self.host!r} at {peer} did not finish "
+                            f"{within}"
+                        ) from error
+                    raise
+            if watch.expired:  # at the last instant: the socket may be shut down
+                raise RequestTimeout(
+                    f"the TLS handshake with {self.host!r} at {peer} did not finish {within}"
+                )
+        except BaseException:
+            secured.close()
+            raise
+        finally:
+            self._opening = None
+        return secured
 
     def abort(self) -> None:
         """Break off the request in progress (called by the watchdog, from its thread)."""
         connection = self._connection
-        sock = connection.sock if connection is not None else None
+        sock = connection.sock if connection is not None else self._opening
         if sock is not None:
             with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)
@@ -198,6 +263,8 @@ class HTTPTransport:
         """Drop the connection without closing it: it is the parent's after a fork."""
         abandon(self._connection)
         self._connection = None
+        self._opening = None
+        self._resolver.forget()  # its thread is the parent's
 
     def close(self) -> None:
         """Close the connection (the next request opens a new one)."""
@@ -242,8 +309,14 @@ class Request:
         max-body-size), and that answer is read rather than lost.
         """
         transport = self.transport
-        self._reused = transport._connection is not None
-        connection = transport._connection or transport._connect()
+        connection = transport._connection
+        self._reused = connection is not None
+        if connection is None:
+            started = time.monotonic()
+            try:
+                connection = transport.open(self.limit - self._spent, self._within())
+            finally:
+                self._spent += time.monotonic() - started
         limit = self.limit - self._spent  # what is left of the request's bound
         # Each read may take as long as the request may (its bound includes the body's
         # allowance); the watchdog bounds them all together.
@@ -346,10 +419,11 @@ class Request:
                 if watch.expired or not isinstance(error, keep):
                     transport._drop()
                 if watch.expired:
-                    extra = self.limit - self.timeout
-                    allowance = f", plus {extra:.2f} s for its size" if extra >= 0.01 else ""
-                    raise RequestTimeout(
-                        f"no complete answer within {self.timeout} s (timeout bounds the whole "
-                        f"request{allowance})"
-                    ) from error
+                    raise RequestTimeout(f"no complete answer {self._within()}") from error
                 raise
+
+    def _within(self) -> str:
+        """``within 1.0 s (timeout bounds the whole request)``, for a timeout's message."""
+        extra = self.limit - self.timeout
+        allowance = f", plus {extra:.2f} s for its size" if extra >= 0.01 else ""
+        return f"within {self.timeout} s (timeout bounds the whole request{allowance})"
