@@ -6,6 +6,12 @@ of it as a path, a query or a fragment, and the part outside the "password" woul
 So everything between the first ``:`` after ``scheme://`` and the last ``@`` is masked,
 and everything after a secret query option (``?password=``), which never shows too
 little and at worst hides a little more than the password.
+
+A slash too many (``influxdb:///user:pw@host/db``) moves the credentials into the path,
+where no parser looks for them: after a network scheme, the leading slashes are skipped
+and the same rule applies. Only the schemes whose path is a file's or a socket's
+(``logger:///var/log/a@b.jsonl``, ``zmq+ipc:///tmp/kaneda:1.sock``) keep a path with an
+``@`` or a ``:`` readable; there too a ``name:secret@`` is masked.
 """
 
 from __future__ import annotations
@@ -55,15 +61,36 @@ def redact_url(url: str) -> str:
     return "".join(out)
 
 
+#: The parts of a scheme (``zmq+ipc``, ``rq+unix``) that make what follows ``:///`` a
+#: file's or a socket's path, which may hold ``@`` and ``:`` of its own.
+_PATH_SCHEMES = frozenset(("logger", "file", "ipc", "unix", "socket"))
+#: The scheme in front of ``://``, in a URL or in a message quoting one.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 def _userinfo_span(text: str) -> list[tuple[int, int]]:
-    """Where the password is (or the user name, when alone): first ':' to the last '@'."""
-    scheme_end = text.find("://")
-    start = scheme_end + 3 if scheme_end >= 0 else 0
+    """Where the password is (or the user name, when alone): first ':' to the last '@'.
+
+    After ``scheme:///`` the slashes are skipped (a slash too many). For a file's or a
+    socket's path (``logger:///var/log/a@b.jsonl``), only a ``name:secret@`` is masked.
+    """
+    found = _SCHEME.search(text)
+    start = found.end() if found else 0
+    in_path = text.startswith("/", start)
+    while text.startswith("/", start):
+        start += 1
     at = text.rfind("@")
-    if at <= start or text.startswith("/", start):
-        return []  # no '@', or no host part at all (logger:///var/log/a@b.jsonl)
+    if at <= start:
+        return []  # no '@' after the scheme
     colon = text.find(":", start, at)
+    if colon < 0 and in_path and found and _is_path_scheme(found[1]):
+        return []  # a path with an '@' (logger:///var/log/a@b.jsonl)
     return [(colon + 1 if colon >= 0 else start, at)]
+
+
+def _is_path_scheme(scheme: str) -> bool:
+    """Whether ``scheme:///...`` names a file or a socket (``logger``, ``zmq+ipc``)."""
+    return not _PATH_SCHEMES.isdisjoint(scheme.lower().split("+"))
 
 
 def _secret_options_span(text: str) -> list[tuple[int, int]]:

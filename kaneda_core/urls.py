@@ -32,7 +32,8 @@ def parse_url(url: str, example: str | None = None, *, several_hosts: bool = Fal
 
     Refused: a port that is not a number from 1 to 65535, and an ``@`` after the host
     part, which is what a password holding an unescaped ``/``, ``?``, ``#`` or ``@``
-    looks like (``influxdb://app:pa/ss@host``), and a ``#fragment``. ``example`` is a
+    looks like (``influxdb://app:pa/ss@host``), a path shaped like credentials after
+    ``scheme:///`` (``csv:///app:pw@host/m.csv``), and a ``#fragment``. ``example`` is a
     URL that works, shown in the advice. With ``several_hosts``, the host part may list
     ``host:port,host:port`` (MongoDB); each port is checked, and ``host`` and ``port``
     are then None.
@@ -45,6 +46,8 @@ def parse_url(url: str, example: str | None = None, *, several_hosts: bool = Fal
             f"{shown!r} is not a URL: expected scheme://host:port/path.{advice}"
         )
     check_credentials_escaped(url)
+    if rest.startswith("/"):  # no host part: a name:secret@ in the path is misplaced
+        check_path_credentials(url)
     host_end = _host_end(rest)
     hosts = rest[:host_end].rpartition("@")[2]
     for host_port in hosts.split(","):
@@ -111,6 +114,64 @@ def check_credentials_escaped(url: str) -> None:
             f"{redact_url(url)} has an '@' after its host part. If the user name or password "
             f"holds /, ?, # or @, {ESCAPES}; an @ elsewhere in the URL is written %40 too."
         )
+
+
+def check_host(url: str, example: str | None = None, *, default: str | None = None) -> None:
+    """Refuse a URL that names no host, saying so and showing it redacted.
+
+    A slash too many (``influxdb:///user:pw@host:8086/db``) leaves the host empty and
+    moves the credentials, host and port into the path, where they would become, say, a
+    database's name: it is refused with the URL it meant, whatever ``default``. A URL
+    with no host and a plain path (``influxdb:///metrics``) is taken when the backend
+    reads no host as its ``default`` (documented, say ``"localhost"``), refused otherwise.
+    Call it first in a network backend's ``from_url``. Each host of ``h1,h2`` is checked.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return  # not a URL: parse_url says so
+    host_end = _host_end(rest)
+    hosts = rest[:host_end].rpartition("@")[2]
+    if all(_host_of(host_port) for host_port in hosts.split(",")):
+        return
+    shown = redact_url(url)
+    path = rest[host_end:].partition("?")[0].partition("#")[0]
+    # An '@' anywhere: a password's unescaped ? or # ends the path before it.
+    if not rest[:host_end] and ("@" in rest or ":" in path):
+        meant = redact_url(f"{scheme}://{rest.lstrip('/')}")
+        raise ConfigurationError(f"{shown} has no host: did you mean {meant}?")
+    if default is not None and "," not in hosts:
+        return
+    advice = f", for example {example}" if example else ""
+    raise ConfigurationError(
+        f"{shown} has no host: write the server's host (and port) after {scheme}://{advice}"
+    )
+
+
+def check_path_credentials(url: str, constructor: str = "the backend's constructor") -> None:
+    """Refuse a file's or a socket's path shaped like credentials (``/tmp/app:pw@h.sock``).
+
+    Anything after the scheme counts (the query too), which at worst refuses a path
+    holding a ``:`` and a query holding an ``@``.
+
+    For backends that show their path in full (reprs, write errors): such a path is what
+    a user and password in the wrong place look like, so it is refused from a URL.
+    ``constructor`` says how to give such a path all the same.
+    """
+    scheme, sep, rest = url.partition("://")
+    colon = rest.find(":")  # in the query too: a password's unescaped ? ends the path
+    if sep and colon >= 0 and "@" in rest[colon:]:
+        raise ConfigurationError(
+            f"{redact_url(url)} holds a user and password (name:secret@) in its path, "
+            f"and a {scheme}:// URL takes none. If it is the path's own name, pass it to "
+            f"{constructor} instead."
+        )
+
+
+def _host_of(host_port: str) -> str:
+    """The host of ``host:port`` or ``[::1]:port`` ("" when there is none)."""
+    if host_port.startswith("["):
+        return host_port.partition("]")[0][1:]
+    return host_port.partition(":")[0]
 
 
 def url_password(url: str) -> str | None:

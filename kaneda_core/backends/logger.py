@@ -21,7 +21,7 @@ from ..forking import abandon
 from ..layouts import DEFAULT_LAYOUT, KANEDA1, check_layout, kaneda1_payload
 from ..model import Metric, record
 from ..redact import redact_url
-from ..urls import parse_url
+from ..urls import check_path_credentials, parse_url
 
 #: The logger kaneda 1.0 logged through, and the format of its lines.
 KANEDA1_LOGGER = "kaneda.backends.logger"
@@ -93,6 +93,9 @@ class LoggerBackend(Backend):
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> LoggerBackend:
         """``logger:///var/log/metrics.jsonl`` writes to that file; ``logger://`` to stderr."""
+        # The file's name is shown in full (repr, write errors): refuse one shaped like a
+        # user and password, as logger:///user:pw@host/... is.
+        check_path_credentials(url, "LoggerBackend(filename=...)")
         parsed = parse_url(url, cls.example_url)
         if parsed.host or parsed.port:
             # logger://metrics.jsonl reads "metrics.jsonl" as a host: say so, do not

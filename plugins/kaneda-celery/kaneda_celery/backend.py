@@ -15,6 +15,7 @@ from kaneda_core.backend import is_transient_os_error, url_options
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import encode_batch
 from kaneda_core.redact import redact_text, redact_url
+from kaneda_core.urls import check_host
 from kaneda_core.worker import MessageHandler, QueueBackend
 
 if TYPE_CHECKING:
@@ -202,7 +203,14 @@ def broker_url_of(url: str) -> str:
             f"{redact_url(url)!r} is not a Celery queue URL: expected celery+redis://host:6379/0"
             " or celery+amqp://user:password@host:5672//, with ?queue_name=kaneda"
         )
+    if transport.lower() in _NETWORK_TRANSPORTS:  # no host is localhost, as for kombu
+        check_host(url, CeleryBackend.example_url, default="localhost")
     return f"{transport.lower()}://{rest.partition('?')[0]}"
+
+
+#: Brokers reached over the network, whose URL names a host (kombu's others may not:
+#: ``memory://``, ``filesystem://``, ``redis+socket:///path``).
+_NETWORK_TRANSPORTS = frozenset(("redis", "rediss", "amqp", "amqps", "pyamqp"))
 
 
 def _import_transport(broker: str) -> None:

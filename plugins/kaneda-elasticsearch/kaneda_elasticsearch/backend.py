@@ -25,7 +25,7 @@ from kaneda_core.forking import abandon
 from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.limits import refuse_text_over
 from kaneda_core.redact import MASK, redact_text, redact_url
-from kaneda_core.urls import parse_url, url_password
+from kaneda_core.urls import check_host, parse_url, url_password
 
 from . import quiet, schema
 from .layouts import LAYOUTS, Layout
@@ -160,6 +160,7 @@ class ElasticsearchBackend(Backend):
         ``elasticsearch://`` is plain HTTP; query options are the constructor's
         (``index_name``, ``app_name``, ``timeout``, ``verify_certs``, ``ca_certs``).
         """
+        check_host(url, cls.example_url)
         parsed = parse_url(url, cls.example_url)
         parts = urlsplit(url)
         scheme = "https" if "https" in parsed.scheme.split("+") else "http"

@@ -27,7 +27,7 @@ from kaneda_core.forking import abandon
 from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.model import as_metric
 from kaneda_core.redact import MASK, redact_text, redact_url
-from kaneda_core.urls import parse_url
+from kaneda_core.urls import check_host, parse_url
 
 from . import field_types
 from .field_types import KnownTypes
@@ -162,7 +162,12 @@ class InfluxBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> InfluxBackend:
-        """``influxdb://user:pw@host:8086/db?timeout=1`` (``https+influxdb://`` for TLS)."""
+        """``influxdb://user:pw@host:8086/db?timeout=1`` (``https+influxdb://`` for TLS).
+
+        No host is localhost (``influxdb:///metrics``, as in kaneda 1.0); a slash too
+        many (``influxdb:///user:pw@host/db``) is refused.
+        """
+        check_host(url, cls.example_url, default="localhost")
         database = parse_url(url, cls.example_url).path.strip("/") or None
         fixed = {"database": database, "connection_url": url.split("?", 1)[0]}
         options = url_options(cls, url, **fixed)
@@ -653,6 +658,7 @@ def _client_for_url(
     in the credentials (a password ``p@ss`` written ``p%40ss`` would be refused).
     ``username`` and ``password``, when given, win over the URL's.
     """
+    check_host(url, InfluxBackend.example_url, default="localhost")
     parts = parse_url(url, InfluxBackend.example_url)
     transport = {part for part in parts.scheme.split("+")}
     if not transport & {"influxdb", "influx"} or transport - {

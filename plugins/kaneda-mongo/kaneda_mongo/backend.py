@@ -27,7 +27,7 @@ from kaneda_core.forking import abandon
 from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.limits import refuse_ints_beyond, refuse_text_over
 from kaneda_core.redact import redact_text, redact_url
-from kaneda_core.urls import check_credentials_escaped, parse_url, url_password
+from kaneda_core.urls import check_credentials_escaped, check_host, parse_url, url_password
 
 from .layouts import LAYOUTS
 
@@ -150,6 +150,7 @@ class MongoBackend(Backend):
         ``collection_name``, ``timeout``, ``time_series`` and ``granularity`` are Kaneda's;
         the other query options (``authSource``, ``replicaSet``, ``tls`` ...) go to pymongo.
         """
+        check_host(url, cls.example_url)
         parse_url(url, cls.example_url, several_hosts=True)
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)

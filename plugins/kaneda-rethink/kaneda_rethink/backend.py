@@ -29,7 +29,7 @@ from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
 from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.redact import redact_text, redact_url
-from kaneda_core.urls import parse_url
+from kaneda_core.urls import check_host, parse_url
 
 from .layouts import LAYOUTS
 
@@ -124,7 +124,12 @@ class RethinkBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RethinkBackend:
-        """``rethinkdb://user:pw@host:28015/db?table_name=metrics&timeout=1``."""
+        """``rethinkdb://user:pw@host:28015/db?table_name=metrics&timeout=1``.
+
+        No host is localhost (``rethinkdb:///metrics``); a slash too many
+        (``rethinkdb:///user:pw@host/db``) is refused.
+        """
+        check_host(url, cls.example_url, default="localhost")
         parts = parse_url(url, cls.example_url)
         fixed: dict[str, Any] = {
             "db": parts.path.strip("/") or None,

@@ -18,7 +18,7 @@ from kaneda_core.deadline import deadline, request_seconds
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import encode_batch
 from kaneda_core.redact import redact_text, redact_url
-from kaneda_core.urls import check_credentials_escaped
+from kaneda_core.urls import check_credentials_escaped, check_host
 from kaneda_core.worker import MessageHandler, QueueBackend
 
 from .bounded import RedisRequest, bounded_client
@@ -229,6 +229,8 @@ def redis_url_of(url: str) -> str:
             f"{redact_url(url)!r} is not an RQ queue URL: expected rq://host:6379/0"
             "?queue_name=kaneda (rq+tls:// for TLS, rq+unix:///path for a socket)"
         )
+    if redis_scheme != "unix":  # no host is localhost; a slash too many is refused
+        check_host(url, RQBackend.example_url, default="localhost")
     check_credentials_escaped(url)  # before reading parts that may be a password's
     address = rest.partition("?")[0]
     if redis_scheme != "unix" and not unquote(address).strip("/"):

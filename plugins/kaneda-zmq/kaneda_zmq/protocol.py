@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.redact import redact_url
+from kaneda_core.urls import check_host, check_path_credentials
 
 STORED, RETRY, POISON = b"stored", b"retry", b"poison"
 VERDICTS = frozenset((STORED, RETRY, POISON))
@@ -32,6 +33,10 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
             f"{redact_url(url)!r} is not a ZeroMQ queue URL: expected zmq+tcp://host:port "
             "(several: zmq+tcp://h1:5555,h2:5555) or zmq+ipc:///path"
         )
+    if transport == "tcp":
+        check_host(url, "zmq+tcp://127.0.0.1:5555")  # before the '@' check: says more
+    else:  # ZeroMQ, and the backend's repr, show an ipc path in full
+        check_path_credentials(url, "ZMQBackend(connection_url='ipc:///...')")
     if transport == "tcp" and "@" in rest:
         # A user or password, which ZeroMQ would quote in its errors (and any piece of
         # the URL an unescaped one would fall into).
