@@ -201,10 +201,12 @@ class Kaneda1Layout(Layout):
     def _check(self, metric: Metric) -> None:
         tags = metric.tags
         if isinstance(tags, list):
-            raise InvalidMetric(
-                f"InfluxDB tags must be a dict, not a list: got tags={tags!r}. "
-                "Give each tag a key, e.g. tags={'from': 'login', 'to': 'edit_profile'}"
-            )
+            if tags:
+                raise InvalidMetric(
+                    f"InfluxDB tags must be a dict, not a list: got tags={tags!r}. "
+                    "Give each tag a key, e.g. tags={'from': 'login', 'to': 'edit_profile'}"
+                )
+            tags = {}  # kaneda 1.0 tested `if tags:`: an empty list (or tuple) is no tags
         key = (metric.kind, metric.name, *tags.items()) if tags else (metric.kind, metric.name)
         exact = key if all(type(v) is str for v in tags.values()) else _texts_key(key, tags)
         if exact not in self.cache.checked:
@@ -218,13 +220,14 @@ class Kaneda1Layout(Layout):
             _check_text(value, "text" if metric.kind == EVENT else "value")
         elif isinstance(value, dict):
             self._check_dict(value)
-            check_field_keys(
-                lambda: self.series(metric),
-                (metric.kind, metric.host),
-                tags,
-                value,
-                _KANEDA1_ESCAPES,
-            )
+            if value:  # {} is the name alone (see _check_dict)
+                check_field_keys(
+                    lambda: self.series(metric),
+                    (metric.kind, metric.host),
+                    tags,
+                    value,
+                    _KANEDA1_ESCAPES,
+                )
         elif isinstance(value, (list, tuple)):
             raise InvalidMetric(
                 f"InfluxDB cannot store a list as a value: got value={value!r}. "
@@ -254,11 +257,7 @@ class Kaneda1Layout(Layout):
             _check_identifier(text, f"tags[{key!r}]")
 
     def _check_dict(self, value: dict[str, Any]) -> None:
-        if not value:
-            raise InvalidMetric(
-                "InfluxDB cannot store a point without fields: got value={}. Give at least "
-                "one, e.g. value={'start_time': 120, 'end_time': 230}"
-            )
+        # An empty dict is a point all the same: its field `name`, as kaneda 1.0 wrote it.
         for key, item in value.items():
             if isinstance(item, (dict, list, tuple)):
                 raise InvalidMetric(
@@ -318,7 +317,8 @@ class Kaneda1Layout(Layout):
                     for field, item, influx_type in self._natural_fields(as_metric(metric))
                     if field != "name"  # already in the head
                 )
-                append(f"{head},{fields} {time_ns}")
+                # A custom {} is the name alone, as kaneda 1.0 wrote it.
+                append(f"{head},{fields} {time_ns}" if fields else f"{head} {time_ns}")
         return "\n".join(out)
 
     def _head(self, metric: Metric, key: tuple[Any, ...], cached: str | None) -> str:
@@ -327,7 +327,7 @@ class Kaneda1Layout(Layout):
         See line_protocol._prefix for _TYPED.
         """
         cache = self.cache
-        tags = metric.tags
+        tags = metric.tags or {}  # an empty list is no tags (see _check)
         head = f"{self.series(metric)} name={field_types.encode(metric.name, 'string')}"
         if cached is None and all(type(v) is str for v in tags.values()):  # type: ignore[union-attr]
             cache.remember_prefix(key, head)

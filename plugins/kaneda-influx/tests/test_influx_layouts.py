@@ -88,7 +88,6 @@ def test_kaneda2_stores_every_number_as_a_float(influx_server: InfluxServer, dat
         (1, {"time": "x"}, "tag 'time' is reserved"),
         ({"name": "x"}, None, "value key 'name' is reserved by kaneda 1.0's layout"),
         ({"a": [1]}, None, "cannot hold a list or a nested dict"),
-        ({}, None, "without fields"),
         (2**63, None, "does not fit InfluxDB's 64-bit integers"),
         (1, ["a", "b"], "tags must be a dict, not a list"),
         (1, {"k": ""}, "is empty"),
@@ -100,6 +99,57 @@ def test_kaneda1_refuses_at_the_call_what_it_cannot_write(
 ) -> None:
     with pytest.raises(InvalidMetric, match=refusal):
         Kaneda1Layout().check(metric("custom", value, tags))
+
+
+def test_kaneda1_stores_an_empty_custom_dict_as_a_point_with_its_name_alone(
+    influx_server: InfluxServer, database: str
+) -> None:
+    """kaneda 1.0 added ``name`` to a custom dict's fields: ``{}`` was a point all the same."""
+    ns = 1795600800250000000
+    layout = Kaneda1Layout()
+    assert layout.lines([metric("beat", {}, {"zone": "a"})], {}) == (
+        f'beat,host=web-1,zone=a name="shop.total" {ns}'
+    )
+    url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?layout=kaneda1"
+    with connect(url) as metrics:
+        metrics.custom("c", "heartbeat", {})
+        metrics.custom("c", "heartbeat", {}, tags={"zone": "a"})
+    stored = sorted(stored_metrics(influx_server, database), key=lambda m: len(m.tags))
+    assert [(m.kind, m.name, m.value, m.tags) for m in stored] == [
+        ("heartbeat", "c", {}, {}),
+        ("heartbeat", "c", {}, {"zone": "a"}),
+    ]
+    fields = influx_server.query("SHOW FIELD KEYS", db=database)["results"][0]["series"]
+    assert {s["name"]: dict(s["values"]) for s in fields} == {"heartbeat": {"name": "string"}}
+    with pytest.raises(InvalidMetric, match="without fields"):
+        Kaneda2Layout().check(metric("beat", {}))  # this version's layout has no name field
+
+
+@pytest.mark.parametrize("empty", [[], ()])
+def test_kaneda1_takes_empty_list_tags_as_no_tags(
+    influx_server: InfluxServer, database: str, empty: object
+) -> None:
+    """kaneda 1.0 tested ``if tags:``: an empty list was no tags, and the metric stored."""
+    url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?layout=kaneda1"
+    with connect(url) as metrics:
+        metrics.gauge("g", 1, tags=empty)  # type: ignore[arg-type]
+        metrics.increment("i", tags=empty)  # type: ignore[arg-type]
+        metrics.custom("c", "order", {"items": 2}, tags=empty)  # type: ignore[arg-type]
+        metrics.custom("c", "beat", {}, tags=empty)  # type: ignore[arg-type]
+        with pytest.raises(InvalidMetric, match="tags must be a dict, not a list"):
+            metrics.gauge("g", 1, tags=["a"])
+    assert metrics.stats().sent == 4
+    stored = sorted(stored_metrics(influx_server, database), key=lambda m: m.kind)
+    assert [(m.kind, m.name, m.value, m.tags) for m in stored] == [
+        ("beat", "c", {}, {}),
+        ("counter", "i", 1, {}),
+        ("gauge", "g", 1, {}),
+        ("order", "c", {"items": 2}, {}),
+    ]
+    record = ("n", "gauge", 1, [], None, "h", None, 1_700_000_000_000_000_000)
+    assert Kaneda1Layout().lines([record], {}) == (  # type: ignore[list-item]
+        'gauge,host=h name="n",value=1i 1700000000000000000'
+    )
 
 
 def test_kaneda1_allows_a_name_tag_beside_the_name_field(
