@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, bootsteps
+
+from kaneda_core.errors import KanedaError
 
 from .tasks import register_tasks
 
@@ -76,15 +79,26 @@ def _nothing() -> None:
 
 
 def run_worker(app: Celery, queue_name: str) -> None:
-    """Consume ``queue_name`` with Celery's worker until SIGTERM or SIGINT."""
-    app.worker_main(
+    """Consume ``queue_name`` with Celery's worker until SIGTERM or SIGINT.
+
+    Each worker has a node name of its own (``kaneda-<pid>@host``): with Celery's default,
+    ``celery@host``, a second worker on one host found the first's remote-control queue
+    on RabbitMQ locked (RESOURCE_LOCKED) and stopped at once. A worker that stops on an
+    error raises, so that ``kaneda worker`` exits non-zero and a supervisor restarts it.
+    """
+    code = app.worker_main(
         [
             "worker",
             "--pool=solo",
             f"--queues={queue_name}",
+            f"--hostname=kaneda-{os.getpid()}@%h",
             "--loglevel=INFO",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
         ]
     )
+    if code:
+        raise KanedaError(
+            f"Celery's worker stopped on an error (exit status {code}); its log above says why"
+        )

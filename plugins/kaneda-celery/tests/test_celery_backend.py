@@ -129,3 +129,29 @@ def test_a_forked_child_sends_on_connections_of_its_own(redis_server: RedisServe
     )
     assert names == ["child", "parent", "parent-again"]
     backend.close()
+
+
+class _WorkerStoppedOnAnError:
+    """Celery's app as run_worker sees it: worker_main answers the worker's exit status
+    (1 when it stopped on an unrecoverable error, such as RabbitMQ's RESOURCE_LOCKED)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.argv: list[str] = []
+
+    def worker_main(self, argv: list[str]) -> int:
+        self.argv = argv
+        return self.status
+
+
+def test_a_celery_worker_stopped_on_an_error_makes_kaneda_worker_fail() -> None:
+    from kaneda_celery.app import run_worker
+
+    from kaneda_core import KanedaError
+
+    app = _WorkerStoppedOnAnError(1)
+    with pytest.raises(KanedaError, match="exit status 1"):
+        run_worker(app, "kaneda")  # type: ignore[arg-type]
+    # A node name of its own: two workers on one host no longer share celery@host.
+    assert f"--hostname=kaneda-{os.getpid()}@%h" in app.argv
+    run_worker(_WorkerStoppedOnAnError(0), "kaneda")  # type: ignore[arg-type]  # a stop
