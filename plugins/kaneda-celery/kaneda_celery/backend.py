@@ -140,6 +140,13 @@ class CeleryBackend(QueueBackend):
                 "in the URL",
                 retryable=False,
             )
+        if "maxmemory" in reason:  # Redis' OOM answer: reachable, and full
+            return DeliveryError(
+                f"{where} is out of memory and refuses new messages: {reason}. Free memory "
+                "on it (are workers taking the queue?) or raise its maxmemory; the batch is "
+                "sent again",
+                retryable=True,
+            )
         return DeliveryError(
             f"{where} unreachable: {reason}. Check that the broker runs there (Redis or "
             "RabbitMQ), that host, port and credentials in the URL are right, and that this "

@@ -155,3 +155,29 @@ def test_a_celery_worker_stopped_on_an_error_makes_kaneda_worker_fail() -> None:
     # A node name of its own: two workers on one host no longer share celery@host.
     assert f"--hostname=kaneda-{os.getpid()}@%h" in app.argv
     run_worker(_WorkerStoppedOnAnError(0), "kaneda")  # type: ignore[arg-type]  # a stop
+
+
+def test_a_redis_out_of_memory_is_said_so_and_retried(own_redis: RedisServer) -> None:
+    """Redis at maxmemory (noeviction) answers every write with an OOM error: it was
+    reported as unreachable, with advice about the network and the credentials."""
+    import redis
+
+    from kaneda_core.errors import DeliveryError
+
+    client = redis.Redis.from_url(own_redis.url)
+    client.set("filler", b"x" * 1_000_000)
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", used + 10_000)
+    backend = CeleryBackend(own_redis.url, f"oom-{os.urandom(3).hex()}")
+    metric = Metric("g", "gauge", 1, {}, timestamp_from_ns(1), "h", None, 1)
+    try:
+        with pytest.raises(DeliveryError) as raised:
+            backend.send([metric] * 200)
+    finally:
+        client.config_set("maxmemory", 0)
+        client.close()
+        backend.close()
+    message = str(raised.value)
+    assert "out of memory" in message and "unreachable" not in message, message
+    assert raised.value.retryable
