@@ -183,7 +183,7 @@ class SyncDispatcher(_Closable):
         """Metrics waiting for delivery: only those deferred by a signal handler."""
         return len(self._deferred)
 
-    def flush(self, timeout: float | None = None) -> int:
+    def flush(self, timeout: float | None = None, *, stop: threading.Event | None = None) -> int:
         """Deliver what a signal handler deferred; returns how many are still waiting."""
         self._deliver_deferred()
         return len(self._deferred)
@@ -606,8 +606,9 @@ class BatchingDispatcher(_Closable):
             return self.queued_now() + folding
         return len(self.queue) + self._inflight + folding
 
-    def flush(self, timeout: float | None = None) -> int:
-        """Deliver everything queued; wait at most ``timeout`` seconds (None: no limit).
+    def flush(self, timeout: float | None = None, *, stop: threading.Event | None = None) -> int:
+        """Deliver everything queued; wait at most ``timeout`` seconds (None: no limit),
+        and no longer once ``stop`` is set.
 
         Returns how many metrics are still waiting (0 when all were delivered or
         given up on).
@@ -626,7 +627,7 @@ class BatchingDispatcher(_Closable):
                     break
                 self._wake.set()
                 remaining = 0.1 if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or (stop is not None and stop.is_set()):
                     break
                 self._state.wait(min(remaining, 0.1))
                 if not self._settled and not self._busy:

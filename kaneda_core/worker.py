@@ -43,6 +43,8 @@ log = logging.getLogger("kaneda.worker")
 
 #: The longest a handler waits, after a message it had to put back, before the next.
 MAX_RETRY_PAUSE = 5.0
+#: Seconds a stopping worker gives the store for what its put-back messages held.
+STOPPING_CLOSE_TIMEOUT = 2.0
 
 
 class Verdict(str, Enum):
@@ -152,9 +154,19 @@ class MessageHandler:
         if not acknowledge_buffered:  # with a disk buffer, failures come after the verdict
             get_plugin_manager().register(self._recorder)
         self._closed = False
+        self._stopping = threading.Event()
+
+    def stop_waiting(self) -> None:
+        """The worker was asked to stop: a message whose delivery has not settled is put
+        back now (RETRY) instead of when its retries end, about 30 s into an outage of
+        the store, past what ``docker stop`` waits. Its metrics may still reach the
+        store before the process exits: stores keep a point sent twice once (InfluxDB's
+        same series and time, a document's id)."""
+        self._stopping.set()
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
 
     def handle(self, message: Any) -> Outcome:
         """Deliver one batch message (its JSON text or document)."""
@@ -196,12 +208,19 @@ class MessageHandler:
         return outcome
 
     def close(self, timeout: float | None = None) -> int:
-        """Flush and close the ``Metrics``; returns how many metrics were left undelivered."""
+        """Flush and close the ``Metrics``; returns how many metrics were left undelivered.
+
+        After :meth:`stop_waiting`, ``STOPPING_CLOSE_TIMEOUT`` seconds at most (unless
+        ``timeout`` says otherwise): what the store has not taken by then belongs to
+        messages that were put back, delivered again by the next worker.
+        """
         from .plugins import get_plugin_manager
 
         if self._closed:
             return 0
         self._closed = True
+        if timeout is None and self._stopping.is_set():
+            timeout = STOPPING_CLOSE_TIMEOUT
         left = self.metrics.close(timeout)
         if get_plugin_manager().is_registered(self._recorder):
             get_plugin_manager().unregister(self._recorder)
@@ -283,14 +302,18 @@ class MessageHandler:
         """Wait until the backend settled the round, then judge it by what failed."""
         # flush() returns once the queue was empty: this round's metrics, queued before,
         # are settled then (stored, refused or given up on), whatever came in since.
+        reason = "delivery did not finish"
         for _ in range(3):
-            if not self.metrics.flush():
+            if not self.metrics._dispatcher.flush(None, stop=self._stopping):
+                break
+            if self._stopping.is_set():
+                reason = "the worker is stopping before the store took them"
                 break
         else:
-            for index in forwarded:
-                outcomes[index] = outcomes[index]._replace(
-                    verdict=Verdict.RETRY, reason="delivery did not finish"
-                )
+            self._put_back(outcomes, forwarded, reason)
+            return
+        if reason != "delivery did not finish":
+            self._put_back(outcomes, forwarded, reason)
             return
         if not self._recorder.pending():
             return  # the usual case: nothing failed
@@ -308,6 +331,11 @@ class MessageHandler:
                         reason=f"refused by the backend: {reason}", refused=outcome.refused + 1
                     )
 
+    @staticmethod
+    def _put_back(outcomes: list[Outcome], forwarded: dict[int, list[Metric]], reason: str) -> None:
+        for index in forwarded:
+            outcomes[index] = outcomes[index]._replace(verdict=Verdict.RETRY, reason=reason)
+
     def _count(self, outcomes: Sequence[Outcome]) -> None:
         stats = self.stats
         for outcome in outcomes:
@@ -324,6 +352,9 @@ class MessageHandler:
 
     def _pause_after(self, outcomes: Sequence[Outcome]) -> None:
         """Wait a little, longer each time, after putting messages back: no busy loop."""
+        if self._stopping.is_set():
+            time.sleep(0.1)  # stopping: no longer waits, but a broker redelivering to a
+            return  # consumer not yet gone does not spin either
         if any(outcome.verdict is Verdict.RETRY for outcome in outcomes):
             self._retry_pause = min(MAX_RETRY_PAUSE, max(0.1, self._retry_pause * 2))
             time.sleep(self._retry_pause)
@@ -491,7 +522,13 @@ def run_worker(queue_url: str, to: str, **metrics_options: Any) -> WorkerStats:
     finally:
         left = handler.close()
         install_handler(None)
-        if left:
+        if left and handler._stopping.is_set():
+            log.warning(
+                "Kaneda worker: %d metrics not delivered before the stop; their messages "
+                "were put back, for the next worker to deliver",
+                left,
+            )
+        elif left:
             log.error("Kaneda worker: %d metrics not delivered at exit", left)
         log.info("Kaneda worker: stopped; %s", handler.stats)
     return handler.stats

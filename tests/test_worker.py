@@ -157,6 +157,38 @@ def test_a_message_the_backend_cannot_take_now_is_put_back() -> None:
     handler.close()
 
 
+class DownBackend(MemoryBackend):
+    """A store that is down: every send fails for now."""
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        raise ConnectionRefusedError("store down")
+
+
+def test_a_worker_stopping_puts_the_message_at_hand_back_without_waiting_out_retries() -> None:
+    """Its retries (here about 60 s) outlasted what docker stop waits (10 s)."""
+    import threading
+    import time
+
+    patient = RetryPolicy(attempts=30, initial_delay=1.0, max_delay=2.0)
+    handler = MessageHandler(Metrics(DownBackend(), retry=patient))
+    outcomes = []
+    delivering = threading.Thread(
+        target=lambda: outcomes.append(handler.handle(encode_batch([produced("a")])))
+    )
+    delivering.start()
+    time.sleep(0.3)  # inside the round, the store down
+    asked = time.monotonic()
+    handler.stop_waiting()
+    delivering.join(5)
+    assert not delivering.is_alive() and time.monotonic() - asked < 1.5
+    [outcome] = outcomes
+    assert outcome.verdict is Verdict.RETRY and "stopping" in outcome.reason
+    started = time.monotonic()
+    handler.close()
+    assert time.monotonic() - started < 3
+    assert handler.metrics.stats().failed == 1  # given up here; its message went back
+
+
 def test_metrics_refused_for_good_are_counted_and_the_message_acknowledged(
     failures: object,
 ) -> None:

@@ -6,8 +6,10 @@ import os
 from typing import Any
 
 from celery import Celery, bootsteps
+from celery.signals import worker_shutting_down
 
 from kaneda_core.errors import KanedaError
+from kaneda_core.worker import current_handler
 
 from .tasks import register_tasks
 
@@ -57,7 +59,16 @@ def make_app(
     )
     register_tasks(app)
     app.steps["worker"].add(WakeEverySecond)
+    # Celery's warm shutdown: the task at hand stops waiting for a store that is down.
+    worker_shutting_down.connect(_stop_waiting, weak=False, dispatch_uid="kaneda-stop-waiting")
     return app
+
+
+def _stop_waiting(**_signal: Any) -> None:
+    """The worker is shutting down: a message whose delivery has not settled goes back."""
+    handler = current_handler()
+    if handler is not None:
+        handler.stop_waiting()
 
 
 class WakeEverySecond(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -240,3 +240,26 @@ def test_a_short_lived_producer_that_never_closes_sends_everything_at_exit(
     assert producer.popen.wait(60) == 0, producer.log()
     assert "not delivered" not in producer.log(), producer.log()
     assert queue_length(broker, queue_name) == 3, producer.log()  # 1,000 + 1,000 + 500
+
+
+def test_a_worker_asked_to_stop_while_the_store_is_down_puts_its_task_back_at_once(
+    processes: Processes, broker: str, influx_server: InfluxServer, influx_db: str,
+    influx_url: str,
+) -> None:  # fmt: skip
+    """The task at hand waited out its retries (about 30 s) first, and on RabbitMQ took
+    the task back after the warm shutdown for another round: past docker stop's 10 s."""
+    from brokers import free_port
+
+    url = celery_url(broker, f"stopping-{os.urandom(3).hex()}")
+    producer = processes.python("producer", PRODUCER, url, "500", "app")
+    assert producer.popen.wait(60) == 0, producer.log()
+    down = f"influxdb://127.0.0.1:{free_port()}/{influx_db}?timeout=1"
+    worker = processes.worker(url, down)
+    worker.wait_for_log("retrying with backoff", 60)  # inside the task, the store down
+    asked = time.monotonic()
+    assert worker.stop() == 0
+    assert time.monotonic() - asked < 8, worker.log()
+    assert "the worker is stopping" in worker.log()
+    second = processes.worker(url, influx_url)
+    wait_until(lambda: count_points(influx_server, influx_db) == 500, 60, second.log)
+    assert second.stop() == 0

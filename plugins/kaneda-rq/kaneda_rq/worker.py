@@ -29,7 +29,7 @@ from rq.job import Job, JobStatus
 
 from kaneda_core.incidents import REPEAT_AFTER
 from kaneda_core.redact import redact_text, redact_url
-from kaneda_core.worker import MessageHandler
+from kaneda_core.worker import MessageHandler, current_handler
 
 from .backend import redis_address
 
@@ -111,6 +111,14 @@ class JobKeepingWorker(SimpleWorker):
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
             sleep_time=PUBSUB_WAKE, daemon=True, exception_handler=self._pubsub_exception_handler
         )
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """RQ's warm shutdown (SIGTERM, SIGINT); the job at hand stops waiting for a store
+        that is down, and is put back at once (see ``MessageHandler.stop_waiting``)."""
+        handler = current_handler()
+        if handler is not None:
+            handler.stop_waiting()
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     @property
     def stop_requested(self) -> bool:

@@ -171,3 +171,26 @@ def test_the_worker_logs_an_outage_of_redis_once_and_its_end_once(
     log = worker.log()
     assert log.count("Redis is not reachable") == 1, log
     assert f"127.0.0.1:{redis.port}" in log and "Check that redis-server runs" in log
+
+
+def test_a_worker_asked_to_stop_while_the_store_is_down_puts_its_job_back_at_once(
+    processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
+    influx_url: str,
+) -> None:  # fmt: skip
+    """The job at hand waited out its retries (about 30 s) first: past docker stop's 10 s."""
+    from brokers import free_port
+
+    url = rq_url(redis_server, f"stopping-{os.urandom(3).hex()}")
+    producer = processes.python("producer", PRODUCER, url, "500", "app")
+    assert producer.popen.wait(60) == 0, producer.log()
+    down = f"influxdb://127.0.0.1:{free_port()}/{influx_db}?timeout=1"
+    worker = processes.worker(url, down)
+    worker.wait_for_log("retrying with backoff", 60)  # inside the job, the store down
+    asked = time.monotonic()
+    assert worker.stop() == 0
+    assert time.monotonic() - asked < 8, worker.log()
+    assert "the worker is stopping" in worker.log()
+    # Nothing lost: the job went back, and a worker with the store up stores it all.
+    second = processes.worker(url, influx_url)
+    wait_until(lambda: count_points(influx_server, influx_db) == 500, 60, second.log)
+    assert second.stop() == 0

@@ -18,7 +18,7 @@ import zmq
 
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.redact import redact_url
-from kaneda_core.worker import MessageHandler, Outcome
+from kaneda_core.worker import MessageHandler, Outcome, current_handler
 
 from . import protocol
 
@@ -110,6 +110,9 @@ def stop_on_signals() -> threading.Event:
         def request_stop(signum: int, _frame: object) -> None:
             log.info("Kaneda ZeroMQ worker stopping (signal %d)", signum)
             stop.set()
+            handler = current_handler()
+            if handler is not None:  # a message at hand waiting for a store that is down
+                handler.stop_waiting()
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
