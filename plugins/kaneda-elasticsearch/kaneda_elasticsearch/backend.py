@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from elastic_transport import TlsError, TransportError
+from elastic_transport import SerializationError, TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
@@ -202,10 +202,13 @@ class ElasticsearchBackend(Backend):
         lines = []
         dumps = _COMPACT.encode
         document = self.layout.document
+        document_id = schema.document_id
         for metric in batch:
-            action: dict[str, Any] = {"_index": schema.index_for(self.index_name, metric)}
-            if metric.id is not None:
-                action["_id"] = str(metric.id)
+            # Every document has an _id, the caller's or one derived from the metric:
+            # sending a batch again (a retry after a lost answer, a queue's redelivery)
+            # overwrites the same documents instead of storing copies.
+            doc_id = str(metric.id) if metric.id is not None else document_id(metric)
+            action = {"_index": schema.index_for(self.index_name, metric), "_id": doc_id}
             lines.append(dumps({"index": action}))
             lines.append(dumps(document(metric, self.app_name)))
         # A pre-serialized NDJSON body: the client's NDJSON serializer sends a str as is,
@@ -218,19 +221,35 @@ class ElasticsearchBackend(Backend):
                 response = self.client.options(request_timeout=seconds).bulk(
                     operations=body  # type: ignore[arg-type]
                 )
+        except ApiError as error:
+            if error.meta.status == 413:
+                raise self._too_large(batch, len(body)) from None
+            raise self._delivery_error("writing", error) from None
         except Exception as error:  # noqa: BLE001 - translated below
             raise self._delivery_error("writing", _timed_out(error, watch, seconds)) from None
-        items = response.get("items") or []
+        answer = response.body
+        if not isinstance(answer, dict):
+            # A 200 whose body is not a JSON object: a proxy's sign-in or error page.
+            # Whether the documents were stored is unknown; sending them again is
+            # harmless (every document has its _id), so the batch is retried whole.
+            raise DeliveryError(
+                f"Elasticsearch ({self._nodes()}) answered the bulk request with something "
+                f"that is not Elasticsearch's answer (a proxy's page?): "
+                f"{self.redact(_excerpt(answer))}. Check that the URL points at Elasticsearch "
+                "itself, or that the proxy in front of it lets this client through",
+                retryable=True,
+            )
+        items = answer.get("items") or []
         if len(items) != len(batch):
             # Elasticsearch answers one item per document; anything else (an error said
             # with a 200, a proxy's answer) confirms nothing.
             raise DeliveryError(
                 f"Elasticsearch ({self._nodes()}) answered the bulk request of {len(batch)} "
                 f"documents with {len(items)} items, so none is known to be stored: "
-                f"{self.redact(str(response)[:200])}",
+                f"{self.redact(_excerpt(answer))}",
                 retryable=True,
             )
-        if response.get("errors"):
+        if answer.get("errors"):
             self._raise_for_items(batch, items)
         return [next(iter(item.values())) for item in items]
 
@@ -243,11 +262,19 @@ class ElasticsearchBackend(Backend):
             status = int(result.get("status", 0))
             if status < 300:
                 continue
+            if status == 409:
+                # A version conflict. The `index` action overwrites and Kaneda sends no
+                # version condition, so Elasticsearch should not answer it; if it does,
+                # a document with this _id exists, and the _id is the caller's or
+                # derived from this very metric: it is there, counted as stored.
+                continue
             error = result.get("error") or {}
             reason = error.get("reason", "") if isinstance(error, dict) else str(error)
             kind = error.get("type", status) if isinstance(error, dict) else status
             reasons.append(f"{status} {kind}: {reason}")
             (retry if status == 429 or status >= 500 else rejected).append(metric)
+        if not retry and not rejected:
+            return
         summary = "; ".join(sorted(set(reasons))[:5])
         message = (
             f"Elasticsearch stored {len(batch) - len(retry) - len(rejected)} of {len(batch)} "
@@ -256,6 +283,30 @@ class ElasticsearchBackend(Backend):
         if retry:
             raise DeliveryError(message, retryable=True, metrics=retry, rejected=rejected)
         raise DeliveryError(message, retryable=False, metrics=rejected)
+
+    def _too_large(self, batch: Sequence[Metric], size: int) -> DeliveryError:
+        where = f"Elasticsearch ({self._nodes()})"
+        limit = (
+            "the limit of a proxy in front of Elasticsearch (nginx's client_max_body_size) or "
+            "of the cluster (http.max_content_length, 100mb by default)"
+        )
+        if len(batch) == 1:
+            advice = (
+                f"this single document is over {limit}: raise that limit, or report a smaller value"
+            )
+        else:
+            advice = (
+                f"it is over {limit}; Kaneda sends the batch in halves. Lower batch_size, "
+                "or raise that limit"
+            )
+        # Not retryable but isolate: the core halves the batch until the parts fit, and
+        # a single document that does not fit fails alone.
+        return DeliveryError(
+            f"{where} answered 413 Request Entity Too Large to a bulk request of "
+            f"{len(batch)} document{'s' if len(batch) != 1 else ''} ({size} bytes): {advice}",
+            retryable=False,
+            isolate=True,
+        )
 
     def _install_template(self) -> None:
         with self._setup_lock:
@@ -295,6 +346,17 @@ class ElasticsearchBackend(Backend):
             return DeliveryError(
                 f"{where} answered {status} while {doing}: {detail}",
                 retryable=status == 429 or status >= 500,
+            )
+        if isinstance(error, SerializationError):
+            # An answer came, but not one the client could read (JSON cut short, a
+            # content type Elasticsearch does not send). Sending again is harmless:
+            # every document has its _id.
+            reason = self.redact(_excerpt(str(error)))
+            return DeliveryError(
+                f"{where} answered with something that is not valid JSON while {doing}, so "
+                f"what was stored is unknown: {reason}. If a proxy stands in front of "
+                "Elasticsearch, check what it answers",
+                retryable=True,
             )
         if isinstance(error, (TransportError, TimeoutError)):
             if isinstance(error, TransportError):
@@ -389,6 +451,12 @@ def _track_connections(client: Elasticsearch, registry: weakref.WeakSet[Any]) ->
                 super().connect()
 
         pool.ConnectionCls = TrackedConnection
+
+
+def _excerpt(answer: Any, limit: int = 200) -> str:
+    """The start of an answer, on one line."""
+    text = " ".join(str(answer).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _timed_out(error: Exception, watch: Any, timeout: float) -> Exception:

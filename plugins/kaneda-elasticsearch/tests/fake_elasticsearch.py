@@ -3,7 +3,9 @@
 It is not Elasticsearch: it answers the product check (``GET /`` and the
 ``X-Elastic-Product`` header), stores index templates, and parses ``_bulk`` NDJSON into
 documents per index and id, answering with a real-shaped bulk response. Tests inject
-whole-request failures (``fail_next``) and per-item failures (``item_errors``), and read
+whole-request failures (``fail_next``), answers that are not Elasticsearch's (``raw_next``),
+a request limit (``max_content_length``), lost answers (``hang_up_after_storing``) and
+per-item failures (``item_errors``), and read
 what arrived in ``requests``, ``templates`` and ``indices``. The real official client
 talks to it over a real socket.
 """
@@ -40,6 +42,14 @@ class FakeElasticsearch(http.server.ThreadingHTTPServer):
         self.indices: dict[str, dict[str, dict[str, Any]]] = {}
         self.fail_next: list[tuple[int, dict[str, Any]]] = []
         self.item_errors: dict[int, tuple[int, str, str]] = {}
+        #: (status, content type, body) answered as is to the next ``_bulk`` requests.
+        self.raw_next: list[tuple[int, str, bytes]] = []
+        #: A ``_bulk`` body longer than this is answered 413, as nginx's
+        #: client_max_body_size or Elasticsearch's http.max_content_length answer it.
+        self.max_content_length: int | None = None
+        #: How many ``_bulk`` requests are stored and then not answered: the connection
+        #: is closed (a proxy or a node dropping it, a timeout after the write).
+        self.hang_up_after_storing = 0
         #: Seconds a ``_bulk`` request takes per MB of body (a server storing it).
         self.seconds_per_mb = 0.0
         self.lock = threading.Lock()
@@ -149,6 +159,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if self._injected_failure():
             return
+        if self.server.raw_next:
+            status, content_type, payload = self.server.raw_next.pop(0)
+            self._reply_raw(status, content_type, payload)
+            return
+        limit = self.server.max_content_length
+        if limit is not None and len(body) > limit:
+            page = b"<html><body><h1>413 Request Entity Too Large</h1></body></html>"
+            self._reply_raw(413, "text/html", page)
+            return
         if self.server.seconds_per_mb:
             time.sleep(self.server.seconds_per_mb * len(body) / 1e6)
         if not self.server.store:  # benchmarks: a canned success, no parsing
@@ -197,7 +216,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     }
                 }
             )
+        if self.server.hang_up_after_storing:
+            self.server.hang_up_after_storing -= 1
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self._reply(200, {"took": 1, "errors": errors, "items": items})
+
+    def _reply_raw(self, status: int, content_type: str, payload: bytes) -> None:
+        """An answer that need not be JSON: a proxy's page, a garbled body."""
+        self.send_response(status)
+        if self.server.product:
+            self.send_header(*PRODUCT_HEADER)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def _injected_failure(self) -> bool:
         if not self.server.fail_next:

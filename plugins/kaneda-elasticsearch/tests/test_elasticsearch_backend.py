@@ -163,7 +163,8 @@ def test_one_bulk_request_per_batch_with_ndjson_lines(fake_es: FakeElasticsearch
     assert [len(lines) for lines in bodies] == [500, 500, 2]
     action, source = bodies[0][0], bodies[0][1]
     today = datetime.now(timezone.utc).strftime("%Y.%m.%d")
-    assert action == {"index": {"_index": f"kaneda-{today}"}}
+    assert action["index"]["_index"] == f"kaneda-{today}"
+    assert len(action["index"]["_id"]) == 32  # derived from the metric: see test_..._answers
     assert source["name"] == "requests" and source["metric"] == "counter"
     assert source["tags"] == {"route": "/", "code": "200"} and source["value"] == 1
     assert source["app_name"] == "web" and source["value_type"] == "number"
