@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 #: Seconds to wait before trying again a file that failed.
 RETRY_AFTER = 1.0
+#: The most a row of the file holds, in bytes (SQLite's default SQLITE_MAX_LENGTH).
+MAX_ROW_BYTES = 1_000_000_000
 #: Seconds a reporting call waits for another thread that has the file, at most.
 CALL_WAIT = 1.0
 
@@ -84,6 +86,7 @@ class DiskBuffer:
         *,
         durable: bool = False,
         on_unreadable: Callable[[int], None] | None = None,
+        on_refused: Callable[[Any, str], None] | None = None,
     ) -> None:
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
@@ -99,6 +102,8 @@ class DiskBuffer:
         self.path = path
         self.durable = durable
         self.on_unreadable = on_unreadable or (lambda count: None)
+        #: Told of a metric the file cannot hold (too large for a row), and why.
+        self.on_refused = on_refused or (lambda item, reason: log.error("Kaneda: %s", reason))
         #: Accepted metrics not yet written to the file.
         self.staged: deque[Any] = deque()
         #: About the bytes of ``staged`` while the file fails (see :meth:`bound_memory`).
@@ -333,8 +338,16 @@ class DiskBuffer:
                     self._db.execute("BEGIN")
                     self._db.executemany("INSERT INTO queue (owner, item) VALUES (?, ?)", rows)
         except sqlite3.Error as error:
+            refused = False
+            if isinstance(error, sqlite3.DataError):
+                # A row larger than SQLite holds: the metric's fault, not the file's.
+                kept = self._without_too_large(batch, rows)
+                refused = len(kept) < len(batch)
+                batch = kept
             staged.extendleft(reversed(batch))
-            if isinstance(error, sqlite3.OperationalError) or not isinstance(
+            if refused:
+                return  # the rest is written at the next try
+            if isinstance(error, (sqlite3.OperationalError, sqlite3.DataError)) or not isinstance(
                 error, sqlite3.DatabaseError
             ):
                 self._trouble("writing to", error)
@@ -345,6 +358,25 @@ class DiskBuffer:
         if self.staged_bytes:
             self._forget_sizes(batch)
         self._ok()
+
+    def _without_too_large(self, batch: list[Any], rows: list[tuple[str, str]]) -> list[Any]:
+        """``batch`` less the metrics too large for a row of the file, which are refused.
+
+        SQLite holds at most MAX_ROW_BYTES in a row: such a metric was taken for a damaged
+        file, the file moved aside (with the metrics in it) and a new one tried, for ever.
+        """
+        kept = []
+        for item, (_, text) in zip(batch, rows, strict=True):
+            if len(text) * 4 > MAX_ROW_BYTES and len(text.encode("utf-8")) > MAX_ROW_BYTES:
+                self.on_refused(
+                    item,
+                    f"the metric is {len(text.encode('utf-8')):,} bytes written, more than "
+                    f"the disk buffer's SQLite file holds in a row ({MAX_ROW_BYTES:,}): "
+                    "store large text elsewhere and report a reference to it",
+                )
+            else:
+                kept.append(item)
+        return kept
 
     def _decode(self, seq: int, text: str) -> Any:
         row = json.loads(text)

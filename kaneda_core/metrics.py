@@ -161,6 +161,7 @@ class Metrics:
                 disk = DiskBuffer(
                     os.fspath(buffer_path),
                     on_unreadable=lambda rows: delivery.count(unreadable=rows),
+                    on_refused=lambda item, why: delivery.fail([item], InvalidMetric(why)),
                 )
             self._dispatcher = BatchingDispatcher(
                 delivery,

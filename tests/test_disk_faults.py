@@ -269,3 +269,30 @@ def test_a_buffer_path_that_is_a_folder_is_refused_at_once(tmp_path: Path) -> No
 
     with pytest.raises(ConfigurationError, match="is a folder"):
         Metrics(MemoryBackend(), buffer_path=tmp_path)  # it ran on without its disk buffer
+
+
+def test_a_metric_too_large_for_a_row_is_refused_alone_and_the_file_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite holds at most 1e9 bytes in a row (here made 10,000): such a metric was taken
+    for a damaged file, which was moved aside with every metric in it, then a new one
+    tried, for ever, the reporting call never returning."""
+    from kaneda_core import disk_buffer
+
+    monkeypatch.setattr(disk_buffer, "MAX_ROW_BYTES", 10_000)
+    backend = MemoryBackend()
+    metrics = Metrics(backend, buffer_path=tmp_path / "b.sqlite", flush_interval=60)
+    metrics.increment("before")
+    disk = metrics._dispatcher.disk  # type: ignore[union-attr]
+    assert disk is not None and disk._db is not None  # written by the call
+    disk._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
+    started = time.monotonic()
+    metrics.event("huge", "a" * 20_000)
+    metrics.increment("after")
+    assert time.monotonic() - started < 2
+    assert metrics.flush(10) == 0
+    assert sorted(m.name for m in backend.metrics) == ["after", "before"]
+    assert metrics.stats().failed == 1
+    assert "more than the disk buffer's SQLite file holds in a row" in caplog.text
+    assert [p.name for p in tmp_path.iterdir() if "damaged" in p.name] == []
+    metrics.close()
