@@ -198,7 +198,15 @@ def add_request_tags(request: Any, tags: Mapping[str, Any] | None = None, /, **m
         return
     merged = {**state.tags, **added} if state.tags else added
     reporter = state.reporter
-    reporter.check_tags(reporter._timing_tags(reporter.unmatched_route, "GET", "200", merged))
+    try:
+        reporter.check_tags(reporter._timing_tags(reporter.unmatched_route, "GET", "200", merged))
+    except InvalidMetric:
+        raise
+    except Exception as error:  # noqa: BLE001 - a backend's own fault must not fail the view
+        # The timing is checked again when reported, where the middleware logs what fails.
+        logging.getLogger("kaneda").warning(
+            "Kaneda: the backend's check of request tags failed: %r", error
+        )
     state.tags = merged
 
 

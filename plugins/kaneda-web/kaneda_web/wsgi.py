@@ -121,6 +121,11 @@ class TimedBody:
             self._state.reporter.finish(self._state)
             raise
 
+    def __len__(self) -> int:
+        """The application's iterable's length, where it has one (a list of one body: a
+        server sets ``Content-Length`` from it); a TypeError for a generator, as before."""
+        return len(self._result)  # type: ignore[arg-type]
+
     def close(self) -> None:
         """Close the application's iterable, then report the request."""
         state = self._state

@@ -110,6 +110,36 @@ def test_add_request_tags_refuses_bad_tags_naming_them(metrics: Metrics, bad: An
     assert "tag" in str(raised.value)
 
 
+class _FaultyCheck(Backend):
+    """A backend whose own check fails on a tag (a bug of its own, not bad input)."""
+
+    def __init__(self) -> None:
+        self.metrics: list[Metric] = []
+
+    def check(self, metric: Metric) -> None:
+        if "tier" in metric.tags:
+            raise RuntimeError("backend check bug")
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        self.metrics.extend(batch)
+
+
+def test_a_backend_check_that_fails_on_request_tags_never_fails_the_view(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """add_request_tags let the backend's RuntimeError through: the request answered 500."""
+    metrics = Metrics(_FaultyCheck(), batching=False)
+    answered: list[str] = []
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    app = WSGIMiddleware(tagging(tier="gold"), metrics)
+    body = app(environ, lambda status, headers, exc_info=None: answered.append(status))
+    assert b"".join(body) == b"ok"
+    body.close()
+    assert answered == ["200 OK"]
+    assert "backend check bug" in caplog.text
+
+
 def test_add_request_tags_outside_a_measured_request_checks_and_does_nothing() -> None:
     environ: dict[str, Any] = {}
     add_request_tags(environ, tier="gold")

@@ -202,6 +202,41 @@ def test_under_a_real_wsgi_server(metrics: Metrics) -> None:
     assert [tags["status"] for tags in request_tags(metrics)] == ["200"] * 3
 
 
+def test_a_real_server_still_sets_content_length_from_a_one_body_list(metrics: Metrics) -> None:
+    """wsgiref sets Content-Length from len() of a one-item result: the wrapped body hid
+    len(), and the header went missing."""
+    import threading
+    import urllib.request
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    def one_body(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello world"]
+
+    def streamed(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"hello "
+        yield b"world"
+
+    lengths = []
+    for app in (one_body, streamed):
+        server = make_server("127.0.0.1", 0, WSGIMiddleware(app, metrics), handler_class=Quiet)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                assert response.read() == b"hello world"
+                lengths.append(response.headers.get("Content-Length"))
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert lengths == ["11", None]  # as without the middleware
+
+
 @pytest.mark.parametrize("where", ["call", "body"])
 def test_a_request_the_server_ends_is_reported_as_the_500_it_answers(
     metrics: Metrics, where: str
