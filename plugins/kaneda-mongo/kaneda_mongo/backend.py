@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import dns.exception
+import dns.resolver
 import pymongo
 from pymongo import MongoClient
 from pymongo.errors import (
@@ -18,10 +21,12 @@ from pymongo.errors import (
     PyMongoError,
     ServerSelectionTimeoutError,
 )
+from pymongo.errors import ConfigurationError as DriverConfigurationError
 from pymongo.results import InsertOneResult
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.arguments import argument_error, check_arguments
+from kaneda_core.deadline import deadline
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
 from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
@@ -37,6 +42,9 @@ DUPLICATE_KEY = 11000
 AUTH_FAILED = 18
 UNAUTHORIZED = 13
 GRANULARITIES = ("seconds", "minutes", "hours")
+#: How long after ``timeout`` a server selection still waiting is woken to give up: it
+#: sleeps in 0.5 s steps (pymongo's minimum heartbeat) and looks at the clock only then.
+_WAKE_AFTER = 0.005
 
 #: Query options of a Kaneda URL that are the backend's, not the MongoDB driver's.
 _OWN_OPTIONS = ("collection_name", "timeout", "time_series", "granularity", "layout")
@@ -90,6 +98,7 @@ class MongoBackend(Backend):
         self.layout = check_layout(layout)
         self._document = LAYOUTS[self.layout]
         self._password: str | None = None
+        self._srv_host: str | None = None
         if client is not None:
             if not isinstance(client, MongoClient):
                 raise ImproperlyConfigured(
@@ -103,12 +112,22 @@ class MongoBackend(Backend):
         elif connection_url:
             check_credentials_escaped(connection_url)
             self._password = url_password(connection_url)
+            parts = urlsplit(connection_url)
+            dns_bound: dict[str, Any] = {}
+            if parts.scheme.lower() == "mongodb+srv":
+                self._srv_host = parts.hostname or ""
+                given = {key.lower() for key, _ in parse_qsl(parts.query)}
+                if "connecttimeoutms" not in given:
+                    # pymongo bounds each DNS lookup of a mongodb+srv:// URL (SRV, then
+                    # TXT) by connectTimeoutMS, 20 s unless given.
+                    dns_bound["connectTimeoutMS"] = timeout
             self._new_client = functools.partial(
                 MongoClient,
                 connection_url,
                 serverSelectionTimeoutMS=timeout,
                 connect=False,
                 tz_aware=True,
+                **dns_bound,
             )
             self.client = self._checked_client(self._new_client)
         else:
@@ -191,10 +210,8 @@ class MongoBackend(Backend):
     def check(self, metric: Metric) -> None:
         """Refuse what MongoDB cannot store: keys it would read as operators or paths
         (``$x``, ``a.b``), integers beyond 64 bits, a document over 16 MiB."""
-        if isinstance(metric.value, dict):
-            _check_keys(metric.value, "value")
-        if isinstance(metric.tags, dict):
-            _check_keys(metric.tags, "tags")
+        _check_keys(metric.value, "value")
+        _check_keys(metric.tags, "tags")
         if type(metric.value) is not float:
             refuse_ints_beyond(metric, 64, "MongoDB")
         if type(metric.id) is int and not -(2**63) <= metric.id < 2**63:  # the _id
@@ -212,31 +229,57 @@ class MongoBackend(Backend):
         if not self._ready:
             self._create_time_series()
         documents = [self.document(metric) for metric in batch]
+        # insert_many gives the others an ObjectId: only these can meet themselves again.
+        with_id = ["_id" in document for document in documents]
         acknowledged = True
         try:
             # timeout bounds the whole operation (server selection, every read), not
             # each read: a server that answers a byte at a time cannot hold it open.
-            with pymongo.timeout(self.timeout / 1000):
+            with pymongo.timeout(self.timeout / 1000), self._selection_bounded():
                 result = self.collection.insert_many(documents, ordered=False)
             acknowledged = result.acknowledged
         except BulkWriteError as error:
-            self._raise_for_write_errors(batch, error)
+            self._raise_for_write_errors(batch, with_id, error)
         except PyMongoError as error:
             raise self._delivery_error(error) from None
         # insert_many gave each document without one the _id it stored it under.
         return [InsertOneResult(document.get("_id"), acknowledged) for document in documents]
 
+    @contextlib.contextmanager
+    def _selection_bounded(self) -> Iterator[None]:
+        """Make pymongo's server selection give up at ``timeout``, not at the next 0.5 s.
+
+        Its loop waits on the topology's condition in steps of 0.5 s (the minimum
+        heartbeat) and compares the clock with its deadline only when woken: a watchdog
+        wakes it just after ``timeout``, and it raises ServerSelectionTimeoutError then.
+        """
+
+        def wake() -> None:
+            topology = getattr(self.client, "_topology", None)  # made late for SRV
+            condition = getattr(topology, "_condition", None)
+            if condition is not None:  # pymongo's; mongomock has none
+                with condition:
+                    condition.notify_all()
+
+        with deadline(self.timeout / 1000 + _WAKE_AFTER, wake):
+            yield
+
     def document(self, metric: Metric) -> dict[str, Any]:
         """The document stored for ``metric``, in this backend's layout."""
         return self._document(metric, self.time_series)
 
-    def _raise_for_write_errors(self, batch: Sequence[Metric], error: BulkWriteError) -> None:
+    def _raise_for_write_errors(
+        self, batch: Sequence[Metric], with_id: Sequence[bool], error: BulkWriteError
+    ) -> None:
         failed = []
         reasons = []
         for write_error in error.details.get("writeErrors", []):
-            metric = batch[write_error["index"]]
-            if write_error.get("code") == DUPLICATE_KEY and metric.id is not None:
-                continue  # stored by an earlier attempt of this batch: delivered
+            index = write_error["index"]
+            metric = batch[index]
+            if with_id[index] and _duplicate_id(write_error):
+                # The document carried its own _id (the metric's, a custom value's or
+                # generated from the metric): that document is stored already.
+                continue
             failed.append(metric)
             reasons.append(f"{write_error.get('code')}: {write_error.get('errmsg')}")
         concern = error.details.get("writeConcernErrors") or []
@@ -283,6 +326,10 @@ class MongoBackend(Backend):
 
     def _delivery_error(self, error: PyMongoError) -> DeliveryError:
         detail = self.redact(f"{type(error).__name__}: {error}")
+        if isinstance(error, DriverConfigurationError) and isinstance(
+            error.__cause__, dns.exception.DNSException
+        ):
+            return self._dns_error(error.__cause__)
         if isinstance(error, OperationFailure) and error.code in (AUTH_FAILED, UNAUTHORIZED):
             return DeliveryError(
                 f"MongoDB refused the credentials or the permission for {self._where()} "
@@ -305,6 +352,29 @@ class MongoBackend(Backend):
         doing = "unreachable" if isinstance(error, ConnectionFailure) else "failed"
         return DeliveryError(
             f"MongoDB {doing} for {self._where()}: {_first_line(detail)}", retryable=retryable
+        )
+
+    def _dns_error(self, cause: dns.exception.DNSException) -> DeliveryError:
+        """The DNS lookup of a ``mongodb+srv://`` host failed: say whether it may pass."""
+        host = self._srv_host or "the mongodb+srv:// host"
+        what = f"MongoDB's DNS lookup of {host} (its SRV record) for {self._where()}"
+        if isinstance(cause, (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer)):
+            missing = (
+                "does not exist"
+                if isinstance(cause, dns.resolver.NXDOMAIN)
+                else ("has no SRV record")
+            )
+            return DeliveryError(
+                f"{what} failed: the name {missing}: check the cluster's host name in the "
+                "mongodb+srv:// URL (copy it from your provider's connection string), or use "
+                "mongodb://host:port/ for a server without SRV records",
+                retryable=False,
+            )
+        return DeliveryError(
+            f"{what} failed: {_first_line(self.redact(str(cause)))}. Check that this "
+            "machine's DNS resolver answers (the lookup is bounded by timeout, or by "
+            "connectTimeoutMS in the URL)",
+            retryable=True,
         )
 
     def _unreachable(self, error: ServerSelectionTimeoutError) -> str:
@@ -364,25 +434,37 @@ class MongoBackend(Backend):
         return f"<MongoBackend {self._where()}>"
 
 
+def _duplicate_id(write_error: dict[str, Any]) -> bool:
+    """Whether ``write_error`` is a duplicate of the ``_id``, not of another unique index."""
+    if write_error.get("code") != DUPLICATE_KEY:
+        return False
+    pattern = write_error.get("keyPattern")
+    if pattern is not None:
+        return list(pattern) == ["_id"]
+    message = str(write_error.get("errmsg", ""))
+    return "index: " not in message or "index: _id_ " in message
+
+
 def _first_line(text: str, limit: int = 300) -> str:
     """The first line of ``text``, cut to ``limit`` characters."""
     line = text.strip().splitlines()[0] if text.strip() else text
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _check_keys(mapping: dict[str, Any], field: str) -> None:
-    for key, item in mapping.items():
-        if key.startswith("$") or "." in key:
-            raise InvalidMetric(
-                f"{field} key {key!r} starts with '$' or contains '.', which MongoDB reads "
-                "as an operator or a path: rename it (e.g. with '_')"
-            )
-        if isinstance(item, dict):
-            _check_keys(item, f"{field}[{key!r}]")
-        elif isinstance(item, list):
-            for element in item:
-                if isinstance(element, dict):
-                    _check_keys(element, f"{field}[{key!r}]")
+def _check_keys(item: Any, field: str) -> None:
+    """Refuse a key MongoDB would misread in ``item``, at any depth of dicts and lists
+    (the core limits nesting to 32 levels)."""
+    if isinstance(item, dict):
+        for key, value in item.items():
+            if isinstance(key, str) and (key.startswith("$") or "." in key):
+                raise InvalidMetric(
+                    f"{field} key {key!r} starts with '$' or contains '.', which MongoDB "
+                    "reads as an operator or a path: rename it (e.g. with '_')"
+                )
+            _check_keys(value, f"{field}[{key!r}]")
+    elif isinstance(item, (list, tuple)):
+        for index, value in enumerate(item):
+            _check_keys(value, f"{field}[{index}]")
 
 
 def _number(raw: str, field: str, url: str) -> int:

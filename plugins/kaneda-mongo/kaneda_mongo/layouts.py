@@ -2,7 +2,7 @@
 
 ``kaneda2`` (the default)::
 
-    {"_id": <id_ if given>, "timestamp": <date>, "metric": <kind>, "name": ...,
+    {"_id": <id_ if given, else generated_id()>, "timestamp": <date>, "metric": <kind>, "name": ...,
      "value": <the value, a custom dict kept whole>, "tags": {...}, "host": ...}
 
 and, in a time-series collection, ``{"timestamp", "meta": {name, metric, host, tags},
@@ -13,13 +13,19 @@ and, in a time-series collection, ``{"timestamp", "meta": {name, metric, host, t
     {"host": ..., "name": ..., "value": <the value> | <a custom dict's own keys>,
      "tags": <only when given>, "timestamp": <date>, "metric": <kind>, "_id": <id_ if given>}
 
+where 1.0 let the server choose the ``_id`` (no ``id_``, or ``id_=0``, and no ``_id`` of a
+custom dict's own), it is :func:`generated_id`: only the id differs from 1.0's document.
+
 A custom dict's keys sit at the top level (where 1.0 let them overwrite ``host`` and
 ``name``), and ``tags`` is left out when there are none. Both layouts store the metric's
-own time (kaneda 1.0 stored the time of the write).
+own time (kaneda 1.0 stored the time of the write). A time-series collection has no
+unique ``_id``, so there a metric without an id gets none (MongoDB assigns an ObjectId).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +53,8 @@ def kaneda2_document(metric: Metric, time_series: bool) -> dict[str, Any]:
         document = record(metric)
     if metric.id is not None:
         document["_id"] = metric.id
+    elif not time_series:  # a time series has no unique _id: an id would buy nothing
+        document["_id"] = generated_id(metric)
     return document
 
 
@@ -57,7 +65,24 @@ def kaneda1_document(metric: Metric, time_series: bool) -> dict[str, Any]:
     document["metric"] = metric.kind
     if metric.id:  # 1.0 kept an id only when it was truthy
         document["_id"] = metric.id
+    elif "_id" not in document and not time_series:
+        # Where 1.0 let the server choose (a custom value's own _id is kept, as in 1.0).
+        document["_id"] = generated_id(metric)
     return document
+
+
+def generated_id(metric: Metric) -> str:
+    """The ``_id`` of a metric reported without an id: the same on every send of it.
+
+    A hash of the host, the metric's nanosecond timestamp (unique per process and host),
+    its kind, name and tags (aggregated points of different series share a timestamp),
+    as JSON (so that no two lists of parts read alike; tags in key order): 32 hex digits.
+    A batch sent again after its answer was lost then meets its own documents, not
+    copies.
+    """
+    parts = [metric.host, metric.epoch_ns, metric.kind, metric.name, metric.tags]
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 LAYOUTS: dict[str, Layout] = {KANEDA2: kaneda2_document, KANEDA1: kaneda1_document}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from datetime import timezone
 from typing import Any
@@ -34,7 +35,7 @@ def stored_metrics(collection: Any) -> list[Metric]:
         timestamp = document["timestamp"]
         if timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=timezone.utc)
-        identifier = document["_id"] if isinstance(document["_id"], (str, int)) else None
+        identifier = document["_id"] if _given_id(document["_id"]) else None
         if "value" in document:
             value = document["value"]
         else:  # kaneda 1.0's layout: a custom dict's keys at the top level
@@ -51,3 +52,10 @@ def stored_metrics(collection: Any) -> list[Metric]:
             )
         )
     return metrics
+
+
+def _given_id(identifier: Any) -> bool:
+    """Not an ObjectId MongoDB assigned, nor an id generated from the metric (32 hex)."""
+    if isinstance(identifier, str):
+        return re.fullmatch("[0-9a-f]{32}", identifier) is None
+    return isinstance(identifier, int)

@@ -7,7 +7,8 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -109,4 +110,89 @@ def test_a_certificate_that_does_not_verify_is_not_retried(self_signed_server: i
     assert not caught.value.retryable
     assert f"127.0.0.1:{self_signed_server}" in message and "CERTIFICATE_VERIFY_FAILED" in message
     assert "tlsCAFile" in message and "\n" not in message
+    backend.close()
+
+
+# -- how long a send may take -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [50, 100, 300])
+def test_the_timeout_bounds_a_send_to_no_server(timeout: int) -> None:
+    url = f"mongodb://127.0.0.1:{closed_port()}/"
+    backend = MongoBackend("db", "metrics", connection_url=url, timeout=timeout)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("g", "gauge", 1)])
+    elapsed = time.monotonic() - started
+    assert elapsed < timeout / 1000 + 0.1, f"{elapsed:.3f} s for timeout={timeout}"
+    assert caught.value.retryable and f"within {timeout} ms" in str(caught.value)
+    backend.close()
+
+
+@pytest.fixture
+def dns_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], None]]:
+    """A resolver on a loopback UDP port that every lookup goes to: ``answer(True)`` makes
+    it say no such name; otherwise it never answers."""
+    import dns.message
+    import dns.rcode
+    import dns.resolver
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(0.05)
+    answering = threading.Event()
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = server.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if answering.is_set():
+                response = dns.message.make_response(dns.message.from_wire(data))
+                response.set_rcode(dns.rcode.NXDOMAIN)
+                server.sendto(response.to_wire(), peer)
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = server.getsockname()[1]
+    monkeypatch.setattr(dns.resolver, "default_resolver", resolver)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield lambda nxdomain: answering.set() if nxdomain else answering.clear()
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def test_an_srv_lookup_nobody_answers_is_bounded_and_retried(
+    dns_server: Callable[[bool], None],
+) -> None:
+    url = "mongodb+srv://cluster0.example.net/"
+    backend = MongoBackend("db", "metrics", connection_url=url, timeout=200)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("g", "gauge", 1)])
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.2 + 0.3, f"{elapsed:.3f} s"
+    message = str(caught.value)
+    assert caught.value.retryable, message
+    assert "cluster0.example.net" in message and "DNS" in message
+    backend.close()
+
+
+def test_an_srv_name_that_does_not_exist_says_so(dns_server: Callable[[bool], None]) -> None:
+    dns_server(True)
+    url = "mongodb+srv://u:qz7xk9@cluster0.exmaple.net/"
+    backend = MongoBackend("db", "metrics", connection_url=url, timeout=200)
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("g", "gauge", 1)])
+    message = str(caught.value)
+    assert not caught.value.retryable, message
+    assert "cluster0.exmaple.net" in message and "does not exist" in message
+    assert "check the cluster's host name" in message and "qz7xk9" not in message
+    assert "\n" not in message
     backend.close()

@@ -5,7 +5,7 @@ Both put a metric in the table named after its kind (``gauge``, ``counter``, ``t
 
 ``kaneda2`` (the default)::
 
-    {"id": <id_ if given>, "timestamp": <time>, "metric": <kind>, "name": ...,
+    {"id": <id_ if given, else generated_id()>, "timestamp": <time>, "metric": <kind>, "name": ...,
      "value": <the value, a custom dict kept whole>, "tags": {...}, "host": ...}
 
 ``kaneda1``, exactly what kaneda 1.0 wrote::
@@ -13,12 +13,17 @@ Both put a metric in the table named after its kind (``gauge``, ``counter``, ``t
     {"host": ..., "name": ..., "value": <the value> | <a custom dict's own keys>,
      "tags": <only when given>, "timestamp": <time>, "id": <id_ if given>}
 
+where 1.0 let the server choose the ``id`` (no ``id_``, or ``id_=0``, and no ``id`` of a
+custom dict's own), it is :func:`generated_id`: only the id differs from 1.0's document.
+
 kaneda 1.0 kept no kind in the document: with a ``table_name``, the kind is not stored.
 Both store the metric's own time (kaneda 1.0 stored the server's ``r.now()``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +37,7 @@ Layout = Callable[[Metric], dict[str, Any]]
 def kaneda2_document(metric: Metric) -> dict[str, Any]:
     """This version's document for ``metric``."""
     document = record(metric)  # its aware timestamp becomes a RethinkDB time
-    if metric.id is not None:
-        document["id"] = metric.id
+    document["id"] = generated_id(metric) if metric.id is None else metric.id
     return document
 
 
@@ -43,7 +47,24 @@ def kaneda1_document(metric: Metric) -> dict[str, Any]:
     document["timestamp"] = metric.timestamp
     if metric.id:  # 1.0 kept an id only when it was truthy
         document["id"] = metric.id
+    elif "id" not in document:
+        # Where 1.0 let the server choose (a custom value's own id is kept, as in 1.0).
+        document["id"] = generated_id(metric)
     return document
+
+
+def generated_id(metric: Metric) -> str:
+    """The ``id`` of a metric reported without an id: the same on every send of it.
+
+    A hash of the host, the metric's nanosecond timestamp (unique per process and host),
+    its kind, name and tags (aggregated points of different series share a timestamp),
+    as JSON (so that no two lists of parts read alike; tags in key order): 32 hex digits.
+    A batch sent again after its answer was lost then meets its own documents, not
+    copies.
+    """
+    parts = [metric.host, metric.epoch_ns, metric.kind, metric.name, metric.tags]
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 LAYOUTS: dict[str, Layout] = {KANEDA2: kaneda2_document, KANEDA1: kaneda1_document}

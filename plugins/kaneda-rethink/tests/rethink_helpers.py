@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from datetime import timezone
 from typing import Any
@@ -58,8 +59,10 @@ def stored_metrics(connection: Any, db: str) -> list[Metric]:
 
 
 def _given_id(document: dict[str, Any]) -> bool:
-    # RethinkDB generates a UUID primary key for documents stored without an id.
+    # Without an id_ the backend generates one (32 hex digits); RethinkDB generated a
+    # UUID for documents stored without any.
     identifier = document["id"]
-    return not (
-        isinstance(identifier, str) and len(identifier) == 36 and identifier.count("-") == 4
-    )
+    if not isinstance(identifier, str):
+        return True
+    generated = re.fullmatch("[0-9a-f]{32}", identifier) is not None
+    return not (generated or (len(identifier) == 36 and identifier.count("-") == 4))

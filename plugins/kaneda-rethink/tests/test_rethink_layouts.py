@@ -38,17 +38,21 @@ def test_kaneda1_documents_are_1_0s() -> None:
         "timestamp": WHEN,
         "id": "o-1",  # and no kind: 1.0 kept it only as the table's name
     }
+    # Where 1.0 let the server choose the id (id_=0 was dropped), it is generated.
     assert list(backend.document(metric("gauge", 7, id_=0))) == [
         "host",
         "name",
         "value",
         "timestamp",
+        "id",
     ]
 
 
 def test_kaneda1_tables_are_named_after_the_kind(mock_connection: Any, db_name: str) -> None:
     backend = RethinkBackend(db_name, connection=mock_connection, layout="kaneda1")
-    answers = backend.send([metric("gauge", 1), metric("order", {"items": 2}), metric("gauge", 3)])
+    # Two gauges of one series at one instant would be one point (one generated id).
+    later = metric("gauge", 3)._replace(name="shop.refund")
+    answers = backend.send([metric("gauge", 1), metric("order", {"items": 2}), later])
     assert sorted(r.db(db_name).table_list().run(mock_connection)) == ["gauge", "order"]
     gauges = sorted(d["value"] for d in r.db(db_name).table("gauge").run(mock_connection))
     assert gauges == [1, 3]
