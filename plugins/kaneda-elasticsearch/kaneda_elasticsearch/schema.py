@@ -15,11 +15,10 @@ Every field has one type whatever the metric, so no two metrics can conflict:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from kaneda_core import Metric
+from kaneda_core.identity import metric_digest
 
 
 def index_template(index_name: str) -> dict[str, Any]:
@@ -112,15 +111,7 @@ def index_for(index_name: str, metric: Metric) -> str:
 def document_id(metric: Metric) -> str:
     """The ``_id`` of a metric that has no ``id``: 32 hex digits, the same every time it is sent.
 
-    Hashed from what makes a metric unique: its host and nanosecond stamp (no two calls
-    of one host share one: the stamp's last two digits are a per-host process slot), and
-    its kind, name and tags (an aggregated point of each series carries the same stamp).
-    JSON keeps the parts apart unambiguously; dict tags are sorted by key. A retried or
-    redelivered batch then overwrites its own documents instead of adding copies.
+    :func:`kaneda_core.identity.metric_digest`, in hex. A retried or redelivered batch
+    then overwrites its own documents instead of adding copies.
     """
-    parts = [metric.host, metric.epoch_ns, metric.kind, metric.name, metric.tags]
-    key = _ID_PARTS.encode(parts).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(key, digest_size=16).hexdigest()
-
-
-_ID_PARTS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return metric_digest(metric).hex()

@@ -14,7 +14,8 @@ and, in a time-series collection, ``{"timestamp", "meta": {name, metric, host, t
      "tags": <only when given>, "timestamp": <date>, "metric": <kind>, "_id": <id_ if given>}
 
 where 1.0 let the server choose the ``_id`` (no ``id_``, or ``id_=0``, and no ``_id`` of a
-custom dict's own), it is :func:`generated_id`: only the id differs from 1.0's document.
+custom dict's own), it is :func:`generated_id`, of the type the server would have made
+(kaneda 1.0 stored), but the same on every send of the metric.
 
 A custom dict's keys sit at the top level (where 1.0 let them overwrite ``host`` and
 ``name``), and ``tags`` is left out when there are none. Both layouts store the metric's
@@ -24,12 +25,13 @@ unique ``_id``, so there a metric without an id gets none (MongoDB assigns an Ob
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 
+from bson import ObjectId
+
 from kaneda_core import Metric
+from kaneda_core.identity import metric_digest
 from kaneda_core.layouts import KANEDA1, KANEDA2, kaneda1_payload
 from kaneda_core.model import record
 
@@ -71,18 +73,17 @@ def kaneda1_document(metric: Metric, time_series: bool) -> dict[str, Any]:
     return document
 
 
-def generated_id(metric: Metric) -> str:
+def generated_id(metric: Metric) -> ObjectId:
     """The ``_id`` of a metric reported without an id: the same on every send of it.
 
-    A hash of the host, the metric's nanosecond timestamp (unique per process and host),
-    its kind, name and tags (aggregated points of different series share a timestamp),
-    as JSON (so that no two lists of parts read alike; tags in key order): 32 hex digits.
-    A batch sent again after its answer was lost then meets its own documents, not
-    copies.
+    An ObjectId, the type MongoDB would have made (and kaneda 1.0 stored): its first four
+    bytes the metric's time in seconds, as in any ObjectId (so ``_id`` sorts by time and
+    ``generation_time`` reads it), the other eight from
+    :func:`kaneda_core.identity.metric_digest`. A batch sent again after its answer was
+    lost then meets its own documents, not copies.
     """
-    parts = [metric.host, metric.epoch_ns, metric.kind, metric.name, metric.tags]
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=repr)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    seconds = (metric.epoch_ns // 1_000_000_000) % 2**32  # ObjectId's own wrap-around
+    return ObjectId(seconds.to_bytes(4, "big") + metric_digest(metric)[:8])
 
 
 LAYOUTS: dict[str, Layout] = {KANEDA2: kaneda2_document, KANEDA1: kaneda1_document}

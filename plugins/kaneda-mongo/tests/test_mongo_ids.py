@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from kaneda_mongo import MongoBackend
 from kaneda_mongo.layouts import generated_id
 from pymongo.errors import BulkWriteError
@@ -38,11 +39,13 @@ def test_a_batch_sent_again_after_a_lost_answer_is_stored_once(
     assert [a.inserted_id for a in first] == [generated_id(m) for m in batch]
 
 
-def test_the_generated_id_is_a_short_hash_of_host_time_kind_name_and_tags() -> None:
+def test_the_generated_id_is_the_time_and_a_hash_of_host_time_kind_name_and_tags() -> None:
     base = Metric.create("cpu", "gauge", 0.5, {"a": "1", "b": "2"}, timestamp=WHEN)
     same = base._replace(value=0.9, tags={"b": "2", "a": "1"})  # a later value of the point
     assert generated_id(base) == generated_id(same)
-    assert len(generated_id(base)) == 32 and int(generated_id(base), 16) >= 0
+    # An ObjectId like the server's, its time the metric's: _id still sorts by time.
+    assert isinstance(generated_id(base), ObjectId)
+    assert generated_id(base).generation_time == WHEN.replace(microsecond=0)
     others = [
         base._replace(host="web-2"),
         base._replace(time_ns=base.epoch_ns + 1),

@@ -14,7 +14,8 @@ Both put a metric in the table named after its kind (``gauge``, ``counter``, ``t
      "tags": <only when given>, "timestamp": <time>, "id": <id_ if given>}
 
 where 1.0 let the server choose the ``id`` (no ``id_``, or ``id_=0``, and no ``id`` of a
-custom dict's own), it is :func:`generated_id`: only the id differs from 1.0's document.
+custom dict's own), it is :func:`generated_id`, of the type the server would have made
+(kaneda 1.0 stored), but the same on every send of the metric.
 
 kaneda 1.0 kept no kind in the document: with a ``table_name``, the kind is not stored.
 Both store the metric's own time (kaneda 1.0 stored the server's ``r.now()``).
@@ -22,12 +23,12 @@ Both store the metric's own time (kaneda 1.0 stored the server's ``r.now()``).
 
 from __future__ import annotations
 
-import hashlib
-import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from kaneda_core import Metric
+from kaneda_core.identity import metric_digest
 from kaneda_core.layouts import KANEDA1, KANEDA2, kaneda1_payload
 from kaneda_core.model import record
 
@@ -56,15 +57,11 @@ def kaneda1_document(metric: Metric) -> dict[str, Any]:
 def generated_id(metric: Metric) -> str:
     """The ``id`` of a metric reported without an id: the same on every send of it.
 
-    A hash of the host, the metric's nanosecond timestamp (unique per process and host),
-    its kind, name and tags (aggregated points of different series share a timestamp),
-    as JSON (so that no two lists of parts read alike; tags in key order): 32 hex digits.
-    A batch sent again after its answer was lost then meets its own documents, not
-    copies.
+    :func:`kaneda_core.identity.metric_digest` written as a UUID, the form of the ids
+    RethinkDB makes (and kaneda 1.0 stored). A batch sent again after its answer was lost
+    then meets its own documents, not copies.
     """
-    parts = [metric.host, metric.epoch_ns, metric.kind, metric.name, metric.tags]
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=repr)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return str(uuid.UUID(bytes=metric_digest(metric)))
 
 
 LAYOUTS: dict[str, Layout] = {KANEDA2: kaneda2_document, KANEDA1: kaneda1_document}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -36,7 +37,9 @@ def test_the_id_is_generated_only_without_one(mock_connection: Any) -> None:
     metric = Metric.create("cpu", "gauge", 1)
     assert RethinkBackend("db").document(metric)["id"] == generated_id(metric)
     assert RethinkBackend("db").document(metric._replace(id="x"))["id"] == "x"
-    assert len(generated_id(metric)) == 32
+    # A UUID, the form of the ids RethinkDB makes.
+    assert str(uuid.UUID(generated_id(metric))) == generated_id(metric)
+    assert generated_id(metric) != generated_id(metric._replace(name="cpu2"))
     old = RethinkBackend("db", layout="kaneda1")
     assert old.document(metric._replace(id=0))["id"] == generated_id(metric)  # 1.0: server's
     own = Metric.create("orders", "order", {"id": "o-1", "total": 3})
