@@ -178,20 +178,39 @@ def test_a_failure_hook_that_flushes_or_closes_does_not_wait_for_its_own_thread(
 
 
 # close() interrupted (Ctrl-C, a second SIGTERM) is completed at exit, within exit_timeout.
+# Ctrl-C comes once the main thread waits inside close(), and every send waits for it: a
+# close that ended first (a slow machine) would leave the signal to interpreter shutdown.
 INTERRUPTED_CLOSE = textwrap.dedent("""
     import os, signal, sys, threading, time
     from kaneda_core import Metrics
     from kaneda_core.backends import LoggerBackend
 
+    interrupted = threading.Event()
+
     class Slow(LoggerBackend):
         def send(self, batch):
+            interrupted.wait(30)
             time.sleep(0.05)
             super().send(batch)
+
+    def waiting_in_close(thread_id):
+        frame = sys._current_frames().get(thread_id)
+        names = []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        return "close" in names and names[0] == "wait"
+
+    def press_ctrl_c(main):
+        while not waiting_in_close(main):
+            time.sleep(0.01)
+        signal.pthread_kill(main, signal.SIGINT)
+        interrupted.set()
 
     metrics = Metrics(Slow(filename=sys.argv[1]), batch_size=100)
     for i in range(3000):
         metrics.increment("x")
-    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    threading.Thread(target=press_ctrl_c, args=(threading.get_ident(),), daemon=True).start()
     try:
         metrics.close()
     except KeyboardInterrupt:

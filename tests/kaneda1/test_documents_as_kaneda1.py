@@ -224,6 +224,11 @@ def test_rethink_documents_and_tables_are_kaneda_1_0s() -> None:
     }
     assert theirs["answer"]["inserted"] == 1 and answers[0]["inserted"] == 1
     assert all(answer["inserted"] + answer["replaced"] == 1 for answer in answers)
+    # The id of a document stored without one, where 1.0's code would look for it.
+    assert set(theirs["answer"]) == set(answers[0])
+    assert [len(key) for key in answers[0]["generated_keys"]] == [36]
+    stored_ids = {d["id"] for d in r.db("kaneda_app").table("gauge").run(connection)}
+    assert answers[0]["generated_keys"][0] in stored_ids
 
 
 def test_rethink_with_a_table_name_is_kaneda_1_0s_every_kind_in_it_and_none_stored() -> None:

@@ -31,7 +31,7 @@ from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.redact import redact_text, redact_url
 from kaneda_core.urls import check_host, parse_url
 
-from .layouts import LAYOUTS
+from .layouts import LAYOUTS, generated_id
 
 log = logging.getLogger("kaneda")
 
@@ -169,7 +169,9 @@ class RethinkBackend(Backend):
     def send(self, batch: Sequence[Metric]) -> list[dict[str, Any]]:
         """Insert the batch: one ``insert`` of a list per table.
 
-        Returns, per metric, the result of its table's insert (kaneda 1.0's answer).
+        Returns, per metric, the result of its table's insert (kaneda 1.0's answer), with
+        the ids Kaneda generated in ``generated_keys``, where RethinkDB lists the ids it
+        generates.
         """
         by_table: dict[str, list[Metric]] = defaultdict(list)
         for metric in batch:
@@ -181,12 +183,18 @@ class RethinkBackend(Backend):
             connection = self._connect()
             for table, metrics in by_table.items():
                 self._ensure_table(connection, table)
+                documents = [self.document(m) for m in metrics]
                 result = self._run(
-                    r.db(self.db)
-                    .table(table)
-                    .insert([self.document(m) for m in metrics], conflict=CONFLICT),
+                    r.db(self.db).table(table).insert(documents, conflict=CONFLICT),
                     connection,
                 )
+                generated = [
+                    document["id"]
+                    for metric, document in zip(metrics, documents, strict=True)
+                    if not metric.id and document["id"] == generated_id(metric)
+                ]
+                if generated:
+                    result = {**result, "generated_keys": generated}
                 for metric in metrics:
                     answers[id(metric)] = result
                 if result.get("errors"):

@@ -44,3 +44,16 @@ def test_the_id_is_generated_only_without_one(mock_connection: Any) -> None:
     assert old.document(metric._replace(id=0))["id"] == generated_id(metric)  # 1.0: server's
     own = Metric.create("orders", "order", {"id": "o-1", "total": 3})
     assert old.document(own)["id"] == "o-1"  # the value's own id, as 1.0 stored it
+
+
+@pytest.mark.parametrize("layout", ["kaneda2", "kaneda1"])
+def test_the_answer_lists_the_ids_kaneda_generated_as_rethinkdb_would(
+    mock_connection: Any, db_name: str, layout: str
+) -> None:
+    backend = RethinkBackend(db_name, "metrics", connection=mock_connection, layout=layout)
+    given = Metric.create("cpu", "gauge", 0.7, {"core": "2"}, id="mine")
+    batch = [*batch_without_ids(), given]
+    answers = backend.send(batch)
+    expected = [generated_id(m) for m in batch[:3]]
+    assert [answer["generated_keys"] for answer in answers] == [expected] * 4
+    assert answers[0]["inserted"] == 4
