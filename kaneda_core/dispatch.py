@@ -97,6 +97,8 @@ class _Closable:
         self._close_listeners.append(listener)
 
     def _switch_to_closed(self) -> None:
+        # Drops from here on are calls made after close, said so apart.
+        self._dropped_before_close = self.delivery.snapshot().dropped
         self._closed = True
         self.submit = self._submit_after_close
         for listener in self._close_listeners:
@@ -570,14 +572,18 @@ class BatchingDispatcher(_Closable):
             dropped.append(item)
             self._dropped_bytes -= self._size_of(item)
         total = self.delivery.snapshot().dropped
+        if self._closed:
+            total = min(total, self._dropped_before_close)  # not the buffer's doing after
         incidents = self.delivery.incidents
         if dropped:
             reason = self._full_reason()
-            incidents.dropped(total, reason)
+            # Closed, no more can be dropped for a full buffer: this total is the final one.
+            incidents.dropped(total, reason, final=self._closed)
             inside_gate(
                 self.delivery.tell_hook, self.delivery.to_metrics(dropped), BufferFull(reason)
             )
-        elif incidents.drops_pending(total) and not self._closed:
+        elif incidents.drops_pending(total):
+            # Drops stopped (or the worker's last round, at close): the final total.
             incidents.dropped(total, self._full_reason(), final=True)
 
     def _full_reason(self) -> str:

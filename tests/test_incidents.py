@@ -77,6 +77,52 @@ def test_the_drop_count_in_the_log_is_the_one_in_stats(caplog: pytest.LogCapture
     assert counts and counts[-1] == dropped, counts
 
 
+def test_drops_after_the_last_line_about_them_are_told_at_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Drops go on after the first line (repeated at most every REPEAT_AFTER), and close()
+    # comes before the worker's next round: close still logs the final total.
+    sending = threading.Semaphore(0)
+    proceed = threading.Semaphore(0)
+
+    class Stuck(MemoryBackend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            sending.release()
+            proceed.acquire(timeout=10)
+            super().send(batch)
+
+    with caplog.at_level(logging.WARNING, logger="kaneda"):
+        metrics = Metrics(Stuck(), max_buffer=10, flush_interval=60)
+        metrics.gauge("first", 0)
+        metrics.flush(0)
+        assert sending.acquire(timeout=5)  # the worker is in send with it
+        for i in range(30):  # ten queued, twenty dropped
+            metrics.gauge("g", i)
+        proceed.release()
+        assert sending.acquire(timeout=5)  # the ten
+        proceed.release()
+        while "dropped so far" not in caplog.text:  # its next round says so
+            time.sleep(0.001)
+        metrics.gauge("h", 0)
+        metrics.flush(0)
+        assert sending.acquire(timeout=5)
+        for i in range(50):  # ten queued, forty more dropped, within REPEAT_AFTER
+            metrics.gauge("h", i)
+        closing = threading.Thread(target=metrics.close, args=(5,))
+        closing.start()
+        while not metrics._dispatcher._closed:  # type: ignore[attr-defined]
+            time.sleep(0.001)
+        for _ in range(3):
+            proceed.release()
+        closing.join(10)
+    counts = [
+        int(found.group(1))
+        for r in caplog.records
+        if (found := re.search(r"(\d+) metrics dropped so far", r.getMessage()))
+    ]
+    assert len(counts) >= 2 and counts[-1] == metrics.stats().dropped, counts
+
+
 def test_a_huge_error_message_is_logged_shortened(caplog: pytest.LogCaptureFixture) -> None:
     """A server that quotes the line it refused (InfluxDB does) quotes a 1 MB event whole."""
     from kaneda_core import DeliveryError

@@ -185,6 +185,8 @@ INTERRUPTED_CLOSE = textwrap.dedent("""
     from kaneda_core import Metrics
     from kaneda_core.backends import LoggerBackend
 
+    # As in a terminal: a job started in the background by a script inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupted = threading.Event()
 
     class Slow(LoggerBackend):
