@@ -304,6 +304,53 @@ def multiprocessing_exit() -> Row:
     )  # fmt: skip
 
 
+FLEET_MEMBER = """
+import json, sys, time
+from kaneda_core import Metrics
+from kaneda_core.backends import LoggerBackend
+path, out, number, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+metrics = Metrics(LoggerBackend(filename=out), buffer_path=path)
+slowest = 0.0
+for i in range(calls):
+    started = time.perf_counter()
+    metrics.increment("requests", tags={"worker": number, "i": str(i)})
+    slowest = max(slowest, time.perf_counter() - started)
+metrics.close(60)
+print(json.dumps({"slowest": slowest, "failed": metrics.stats().failed}))
+"""
+
+
+def fleet_on_one_buffer_path(members: int = 8, calls: int = 5000) -> Row:
+    """Pre-fork workers given one setting: every process on the same SQLite file."""
+    folder = Path(tempfile.mkdtemp())
+    path = folder / "shared.sqlite"
+    outs = [folder / f"out-{n}.jsonl" for n in range(members)]
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-c", FLEET_MEMBER, str(path), str(out), str(n), str(calls)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n, out in enumerate(outs)
+    ]
+    reports = [json.loads(process.communicate(timeout=300)[0]) for process in running]
+    keys = [
+        (m["tags"]["worker"], m["tags"]["i"])
+        for out in outs
+        for m in map(json.loads, out.read_text().splitlines())
+    ]
+    with sqlite3.connect(path) as db:
+        left = db.execute("SELECT count(*) FROM queue").fetchone()[0]
+    accepted, stored = members * calls, len(keys)
+    failed = sum(r["failed"] for r in reports)
+    slowest = max(r["slowest"] for r in reports) * 1000
+    return (
+        f"{members} processes on one buffer_path, {calls:,} calls each at full speed",
+        accepted, stored, accepted - stored - failed, stored - len(set(keys)),
+        f"log files; slowest call {slowest:.0f} ms; {left} rows left in the file",
+    )  # fmt: skip
+
+
 SIGTERMED = """
 import sys, time
 from kaneda_core import Metrics
@@ -547,6 +594,7 @@ def main() -> None:
         poison_metric,
         dripping_server,
         multiprocessing_exit,
+        fleet_on_one_buffer_path,
         after_close,
         lambda: two_processes_one_series(server),
         lambda: coarse_clock(server, 1_000, "a microsecond clock (macOS)"),

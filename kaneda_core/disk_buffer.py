@@ -2,8 +2,10 @@
 
 A reporting call stages the metric in memory and writes what is staged to the file
 before it returns, unless another thread is writing at that moment: then that thread
-writes it, right after. A call never waits for the file, so a signal handler that
-reports while its thread is inside Kaneda cannot deadlock. A row is deleted only after
+writes it, right after; or unless another process sharing the path has the file locked:
+then the next call or the worker writes it. A call never waits for the file, so a
+signal handler that reports while its thread is inside Kaneda cannot deadlock, and a
+fleet of processes on one path do not queue behind each other's writes. A row is deleted only after
 the batch it belongs to was delivered (or given up on for good). A crash of the process
 loses nothing that was written: the next ``Metrics`` opened on the same path delivers
 it. Delivery is at least once, so every metric gets an id (its own ``id_``, or one made
@@ -69,6 +71,9 @@ RETRY_AFTER = 1.0
 MAX_ROW_BYTES = 1_000_000_000
 #: Seconds a reporting call waits for another thread that has the file, at most.
 CALL_WAIT = 1.0
+#: Milliseconds SQLite waits for another process's write: only while opening and closing.
+#: Otherwise a statement that finds the file locked gives up at once (see _is_busy).
+OPEN_WAIT_MS = 5000
 
 #: A staged metric and the row that holds it (None: not in the file).
 Entry = tuple[int | None, Any]
@@ -104,6 +109,9 @@ class DiskBuffer:
         self.on_unreadable = on_unreadable or (lambda count: None)
         #: Told of a metric the file cannot hold (too large for a row), and why.
         self.on_refused = on_refused or (lambda item, reason: log.error("Kaneda: %s", reason))
+        #: Called when a call left metrics staged because another process had the file
+        #: locked: the owner's worker writes them (see :meth:`take`).
+        self.on_busy: Callable[[], None] = lambda: None
         #: Accepted metrics not yet written to the file.
         self.staged: deque[Any] = deque()
         #: About the bytes of ``staged`` while the file fails (see :meth:`bound_memory`).
@@ -142,7 +150,7 @@ class DiskBuffer:
             self._write_and_release()
         if self._trouble_logged and self._max_memory is not None:
             self._keep_in_memory(item)  # the file fails: metrics wait in memory, bounded
-        return self.pending + len(self.staged)
+        return self.pending - len(self._undeleted) + len(self.staged)
 
     def bound_memory(
         self, max_bytes: int, size_of: Callable[[Any], int], on_dropped: Callable[[Any], None]
@@ -174,7 +182,8 @@ class DiskBuffer:
 
     def queued(self) -> int:
         """Metrics of this buffer waiting for delivery, staged or in the file."""
-        return self.pending + len(self.staged)
+        # Rows delivered whose delete is still to be retried are not waiting.
+        return self.pending - len(self._undeleted) + len(self.staged)
 
     def _enter(self) -> bool:
         """Take the file for this thread, as a reporting call does.
@@ -225,11 +234,15 @@ class DiskBuffer:
         # a metric staged just after that is written by the next holder, or by its own
         # caller, which then finds the lock free.
         while True:
+            written = True
             try:
                 if self.staged and self._writable():
-                    self._write_staged()
+                    written = self._write_staged()
             finally:
                 self._release()
+            if not written:
+                self.on_busy()  # another process has the file: the worker tries again
+                return
             if not (self.staged and self._writable()):
                 return
             self._local.inside = True
@@ -270,7 +283,8 @@ class DiskBuffer:
                 (self._owner, limit + len(self._undeleted)),
             ).fetchall()
         except sqlite3.OperationalError as error:
-            self._trouble("reading", error)
+            if not _is_busy(error):
+                self._trouble("reading", error)
             return []
         except sqlite3.DatabaseError as error:
             self._move_aside(error)
@@ -288,12 +302,25 @@ class DiskBuffer:
         return entries
 
     def ack(self, seqs: Sequence[int]) -> None:
-        """Forget delivered rows (a delete that fails is tried again later)."""
-        self._acquire()
-        try:
-            self._delete(list(seqs) + list(self._undeleted))
-        finally:
-            self._write_and_release()
+        """Forget delivered rows (a delete that fails is tried again later).
+
+        While another process has the file locked, tried again for up to OPEN_WAIT_MS,
+        with the file let go between tries, so that this process's calls never wait
+        behind it: a row left would be delivered again by the next process.
+        """
+        deadline = time.monotonic() + OPEN_WAIT_MS / 1000
+        pause = 0.001
+        while True:
+            self._acquire()
+            try:
+                busy = not self._delete(list(seqs) + list(self._undeleted))
+            finally:
+                self._write_and_release()
+            if not busy or time.monotonic() >= deadline:
+                return
+            seqs = []  # they are in _undeleted now
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def requeue(self, items: Sequence[Any]) -> None:
         """Stage again, first in line, metrics taken from memory that were not delivered."""
@@ -301,29 +328,41 @@ class DiskBuffer:
         if self._trouble_logged and self._max_memory is not None:
             self.staged_bytes += sum(map(self._size_of, items))
 
-    def _delete(self, seqs: list[int]) -> None:
+    def _delete(self, seqs: list[int]) -> bool:
+        """Delete rows; False when another process had the file locked (kept to retry)."""
         if not seqs or self._db is None:
             self._undeleted.update(seqs)
-            return
+            return True
         try:
             deleted = 0
-            for start in range(0, len(seqs), 500):
-                chunk = seqs[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                deleted += self._db.execute(
-                    f"DELETE FROM queue WHERE owner = ? AND seq IN ({marks})",
-                    (self._owner, *chunk),
-                ).rowcount
+            with self._db:  # one transaction: all deleted, or none (and all kept to retry)
+                self._db.execute("BEGIN")
+                for start in range(0, len(seqs), 500):
+                    chunk = seqs[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    deleted += self._db.execute(
+                        f"DELETE FROM queue WHERE owner = ? AND seq IN ({marks})",
+                        (self._owner, *chunk),
+                    ).rowcount
         except sqlite3.Error as error:
-            self._undeleted.update(seqs)
+            self._undeleted.update(seqs)  # skipped when read; deleted with the next ones
+            if _is_busy(error):
+                return False
             self._trouble("deleting delivered rows from", error)
-            return
+            return True
         self.pending = max(0, self.pending - deleted)
         self._undeleted.clear()
+        return True
 
     # -- writing and reading rows ----------------------------------------------------------
 
-    def _write_staged(self) -> None:
+    def _write_staged(self) -> bool:
+        """Write what is staged; False when another process had the file locked.
+
+        Then the metrics stay staged, written by the next call or the worker's next round:
+        a reporting call never waits for another process (a fleet of processes sharing
+        one path made calls wait up to the busy timeout, behind each other's writes).
+        """
         assert self._db is not None
         batch = []
         staged = self.staged
@@ -346,18 +385,21 @@ class DiskBuffer:
                 batch = kept
             staged.extendleft(reversed(batch))
             if refused:
-                return  # the rest is written at the next try
+                return True  # the rest is written at the next try
+            if _is_busy(error):
+                return False
             if isinstance(error, (sqlite3.OperationalError, sqlite3.DataError)) or not isinstance(
                 error, sqlite3.DatabaseError
             ):
                 self._trouble("writing to", error)
             else:
                 self._move_aside(error)
-            return
+            return True
         self.pending += len(rows)
         if self.staged_bytes:
             self._forget_sizes(batch)
         self._ok()
+        return True
 
     def _without_too_large(self, batch: list[Any], rows: list[tuple[str, str]]) -> list[Any]:
         """``batch`` less the metrics too large for a row of the file, which are refused.
@@ -449,12 +491,15 @@ class DiskBuffer:
             return False
         self._adopt_orphans()
         self.pending = self._count()
+        self._wait_for_others(0)
         self._ok()
         return True
 
     def _connect(self) -> sqlite3.Connection:
         # One connection shared by the calling threads and the worker, under _lock.
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=OPEN_WAIT_MS / 1000
+        )
         try:
             _refuse_foreign(db, self.path)  # before anything is written to it
             db.execute("PRAGMA journal_mode=WAL")
@@ -474,6 +519,12 @@ class DiskBuffer:
             db.close()
             raise
         return db
+
+    def _wait_for_others(self, milliseconds: int) -> None:
+        """How long a statement waits for another process's write (SQLite's busy timeout)."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
 
     def _lock_path(self, owner: str) -> str:
         return f"{self.path}.{owner}.lock"
@@ -594,6 +645,7 @@ class DiskBuffer:
         self._acquire()
         try:
             if self.staged and self._writable():
+                self._wait_for_others(OPEN_WAIT_MS)  # the last write: worth a wait
                 self._write_staged()
             left = len(self.staged)
             if self._db is not None:
@@ -607,6 +659,14 @@ class DiskBuffer:
             return left
         finally:
             self._release()
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    """Whether ``error`` is SQLite's "database is locked": another connection writes."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
 
 
 class ForeignDatabase(ConfigurationError):

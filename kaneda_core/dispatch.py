@@ -234,6 +234,8 @@ class BatchingDispatcher(_Closable):
         self.block_timeout = block_timeout
         self.exit_timeout = exit_timeout
         self.disk = disk
+        if disk is not None:
+            disk.on_busy = self._wake_worker  # a call left metrics staged: write them
         if disk is not None and max_buffer_bytes is not None:
             # While the file fails, what waits in memory is bounded in bytes too.
             disk.bound_memory(
