@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         DeliveryError,
         InvalidMetric,
         KanedaError,
+        PluginLoadError,
     )
     from .forking import deliver_on_terminate
     from .metrics import Metrics
@@ -44,6 +45,7 @@ _PUBLIC = {
     "KanedaError": "errors",
     "Metric": "model",
     "Metrics": "metrics",
+    "PluginLoadError": "errors",
     "RetryPolicy": "delivery",
     "Stats": "delivery",
     "available_backends": "registry",
@@ -64,6 +66,7 @@ __all__ = [
     "KanedaError",
     "Metric",
     "Metrics",
+    "PluginLoadError",
     "RetryPolicy",
     "Stats",
     "available_backends",

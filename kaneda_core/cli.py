@@ -200,7 +200,8 @@ def send_command(
     from .config import create_backend
     from .errors import DeliveryError
     from .model import BUILTIN_KINDS, EVENT, Metric
-    from .redact import redact_url
+    from .redact import redact_text, redact_url
+    from .urls import url_password
 
     kind = _parse_kind(kind)
     if id_ is not None and kind in BUILTIN_KINDS:
@@ -212,26 +213,42 @@ def send_command(
     value = _parse_value(kind, raw_value)
     metric = Metric.create(name, kind, value, tags, id_)
     backend = create_backend(url)
+    password = url_password(url)
+
+    def masked(error: BaseException) -> str:
+        # The backend's own redaction, and the URL's password wherever it is quoted.
+        text = f"{type(error).__name__}: {error}"
+        try:
+            text = backend.redact(text)
+        except Exception:  # noqa: BLE001 - a broken redact must not show the text whole
+            text = type(error).__name__
+        return redact_text(text, password)
+
     try:
         backend.check(metric)
         backend.send([metric])
     except DeliveryError as error:
-        print(f"kaneda: sending to {redact_url(url)} failed: {error}", file=sys.stderr)
+        print(f"kaneda: sending to {redact_url(url)} failed: {masked(error)}", file=sys.stderr)
         return 1
     except KanedaError:
         raise
     except Exception as error:  # noqa: BLE001 - reported to the user as a failure
-        print(
-            f"kaneda: sending to {redact_url(url)} failed: "
-            f"{backend.redact(f'{type(error).__name__}: {error}')}",
-            file=sys.stderr,
-        )
+        print(f"kaneda: sending to {redact_url(url)} failed: {masked(error)}", file=sys.stderr)
         return 1
     finally:
-        backend.close()
+        try:
+            backend.close()
+        except Exception as error:  # noqa: BLE001 - the metric was sent: say so, go on
+            print(f"kaneda: closing the backend failed: {masked(error)}", file=sys.stderr)
     shown = value if kind != EVENT else repr(value)
-    print(f"sent {kind} {name}={shown} to {redact_url(url)}")
+    _print_safely(f"sent {kind} {name}={shown} to {redact_url(url)}")
     return 0
+
+
+def _print_safely(text: str) -> None:
+    """Print ``text``, with escapes for what the terminal's encoding cannot show."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    print(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
 
 
 def _parse_kind(raw: str) -> str:

@@ -96,6 +96,17 @@ def create_backend(name_or_url: str, **options: Any) -> Backend:
         raise ConfigurationError(
             f"The {name!r} backend cannot use {redact_url(name_or_url)}: {redact_url(detail)}"
         ) from None
+    except Exception as error:  # noqa: BLE001 - every failure of a backend made here
+        # Anything else (a backend that connects when made, a bug of its own) may quote
+        # the URL too: said the same way, the password masked, never chained.
+        from .redact import redact_text, redact_url
+        from .urls import url_password
+
+        detail = redact_text(f"{type(error).__name__}: {error}", url_password(name_or_url))
+        raise KanedaError(
+            f"The {name!r} backend could not be made from {redact_url(name_or_url)}: "
+            f"{redact_url(detail)}"
+        ) from None
 
 
 #: Schemes of servers a backend speaks to, and the Kaneda URL that reaches them through it.

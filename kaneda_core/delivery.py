@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from . import plugins
 from .backend import sends_records
 from .errors import DeliveryError, KanedaError
 from .fork_gate import gate
@@ -36,10 +37,6 @@ MAX_DESCRIPTION = 2000
 
 #: A Metric holding an item's fields (tuple.__new__ copies them: no Python code runs).
 _as_metric = functools.partial(tuple.__new__, Metric)
-
-
-#: What a filter returns to drop a metric (compared as pluggy's callers compared it).
-_DROP = (False,)
 
 
 class RetryPolicy(NamedTuple):
@@ -145,6 +142,7 @@ class Delivery:
         self._deferred_counts: deque[dict[str, int]] = deque()
         self.incidents = IncidentLog(type(backend).__name__)
         self._filter = implements("kaneda_filter_metric")
+        self._plugins_seen = plugins.changes
         self._sends_records = sends_records(backend)
         track_delivery(self)
 
@@ -185,6 +183,9 @@ class Delivery:
         to the ``kaneda_batch_failed`` hook. With ``answers``, what the backend's
         ``send`` returned is appended to it for each part that was stored.
         """
+        if self._plugins_seen != plugins.changes:  # a plugin registered or removed since
+            self._plugins_seen = plugins.changes
+            self._filter = plugins.implements("kaneda_filter_metric")
         if self._filter:
             built = self.to_metrics(items)
             metrics = self._apply_filter(built)
@@ -197,7 +198,9 @@ class Delivery:
         while parts:
             pending, attempt = parts.pop()
             try:
-                answer = self.backend.send(pending)
+                # A copy: a send that consumes its list (pops what it wrote) must not
+                # change what is counted, retried or halved here.
+                answer = self.backend.send(list(pending))
             except Exception as error:  # noqa: BLE001 - a backend failure must not escape
                 failed, retryable, isolate = self._classify(error, pending)
                 rejected = getattr(error, "rejected", ())
@@ -254,7 +257,7 @@ class Delivery:
                 except Exception as error:  # noqa: BLE001 - logged below, once
                     failures.setdefault(plugin, [0, error])[0] += 1
                     continue
-                if verdict in _DROP:
+                if verdict is False:  # only False itself: a 0 or an odd object keeps it
                     break
             else:
                 kept.append(metric)

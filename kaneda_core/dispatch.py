@@ -500,9 +500,13 @@ class BatchingDispatcher(_Closable):
     def _drain(self) -> bool:
         queue = self.queue
         popleft = queue.popleft
+        # A round delivers what was queued when it began, and full batches: a part batch
+        # queued meanwhile waits for the next round. Else a failure hook that reports
+        # through this Metrics ("count them") kept the worker sending without a pause.
+        owed = len(queue)
         while True:
             with self._state:
-                if not queue:
+                if not queue or (owed <= 0 and len(queue) < self.batch_size):
                     self._busy = False
                     self._inflight = 0
                     self._state.notify_all()
@@ -510,6 +514,7 @@ class BatchingDispatcher(_Closable):
                 self._busy = True
                 batch = [popleft() for _ in range(min(self.batch_size, len(queue)))]
                 self._inflight = len(batch)
+                owed -= len(batch)
             self._deliver_or_count(batch)
             if self.max_buffer_bytes is not None:
                 # Counted until settled: a batch being retried still holds its memory.

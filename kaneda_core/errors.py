@@ -40,6 +40,10 @@ class BackendLoadError(ConfigurationError, ImportError):
     """A backend is installed but its plugin failed to import."""
 
 
+class PluginLoadError(ConfigurationError, ImportError):
+    """A hook plugin is installed (on the ``kaneda`` entry points) but failed to load."""
+
+
 class DeliveryError(KanedaError):
     """A backend could not store a batch, or part of one.
 

@@ -33,6 +33,8 @@ def kaneda_default_tags(backend: Backend) -> Mapping[str, Scalar] | None:
 def kaneda_filter_metric(metric: Metric) -> bool | None:
     """Return ``False`` to drop ``metric`` before it reaches the backend.
 
+    ``False`` itself: anything else (``None``, ``True``, ``0``) keeps it.
+
     Called for every metric just before delivery, in the delivering thread, only when
     at least one plugin implements it. Dropped metrics are counted as ``filtered``.
     """

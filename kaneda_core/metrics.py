@@ -180,6 +180,7 @@ class Metrics:
         self._submit = self._dispatcher.submit
         # Only backends that refuse some metrics pay for a check at every call.
         self._check = backend.check if type(backend).check is not Backend.check else None
+        self._check_broke_logged = False
         # The check takes the queued record itself (see Backend.checks_records).
         self._check_records = bool(getattr(backend, "checks_records", False))
         if self._check is not None:
@@ -311,7 +312,10 @@ class Metrics:
         check = self._check
         if check is not None:
             # The record itself where the backend takes it (Backend.checks_records).
-            check(item if self._check_records else tuple.__new__(Metric, item))  # type: ignore[arg-type]
+            try:
+                check(item if self._check_records else tuple.__new__(Metric, item))  # type: ignore[arg-type]
+            except Exception as error:  # noqa: BLE001 - InvalidMetric raised again
+                self._check_broke(error)
         queue.append(item)
         if len(queue) >= self._mark:
             self._dispatcher.after_append()  # type: ignore[union-attr]
@@ -365,7 +369,10 @@ class Metrics:
         for index, metric in enumerate(metrics):
             try:
                 record = _own_forwarded(metric)
-                check(record)
+                try:
+                    check(record)
+                except Exception as error:  # noqa: BLE001 - InvalidMetric raised again
+                    self._check_broke(error)
             except InvalidMetric as error:
                 raise InvalidMetric(f"forwarded metric {index}: {error}") from None
             own.append(record)
@@ -408,7 +415,10 @@ class Metrics:
         check = self._check
         if check is not None:
             # The record itself where the backend takes it (Backend.checks_records).
-            check(item if self._check_records else tuple.__new__(Metric, item))  # type: ignore[arg-type]
+            try:
+                check(item if self._check_records else tuple.__new__(Metric, item))  # type: ignore[arg-type]
+            except Exception as error:  # noqa: BLE001 - InvalidMetric raised again
+                self._check_broke(error)
         queue.append(item)
         if len(queue) >= self._mark:
             self._dispatcher.after_append()  # type: ignore[union-attr]
@@ -424,7 +434,32 @@ class Metrics:
         item = (name, kind, value, self._own_tags(tags), None, self._host, None, time_ns())
         check = self._check
         if check is not None:
-            check(item if self._check_records else tuple.__new__(Metric, item))  # type: ignore[arg-type]
+            try:
+                check(item if self._check_records else tuple.__new__(Metric, item))  # type: ignore[arg-type]
+            except Exception as error:  # noqa: BLE001 - InvalidMetric raised again
+                self._check_broke(error)
+
+    def _check_broke(self, error: Exception) -> None:
+        """The backend's check raised ``error``: InvalidMetric goes on to the caller.
+
+        Anything else is a bug of the check's, not the metric's: the call must not raise
+        it (a reporting call raises InvalidMetric or nothing). Logged once; the metric
+        goes on unchecked, and the backend's send has the last word.
+        """
+        if isinstance(error, InvalidMetric):
+            raise error
+        if not self._check_broke_logged:
+            import logging
+
+            self._check_broke_logged = True
+            logging.getLogger("kaneda").error(
+                "Kaneda: %s.check raised %s: %s (a bug of the backend's, not of the "
+                "metric's); metrics it fails on are queued unchecked",
+                type(self.backend).__name__,
+                type(error).__name__,
+                error,
+                exc_info=error,
+            )
 
     def _own_tags(self, tags: Any) -> Any:
         """The metric's own copy of tags that are not a plain dict (None, a list, a subclass)."""
@@ -438,11 +473,15 @@ class Metrics:
     def _checked(self, submit: Submit) -> Submit:
         """``submit`` preceded by the backend's own check of each metric, at the call."""
         check = self.backend.check
+        broke = self._check_broke
         new = tuple.__new__
         if self._check_records:
 
             def checked_record_submit(item: Item) -> None:
-                check(item)  # type: ignore[arg-type]  # a record: see Backend.checks_records
+                try:
+                    check(item)  # type: ignore[arg-type]  # a record: see Backend.checks_records
+                except Exception as error:  # noqa: BLE001 - InvalidMetric raised again
+                    broke(error)
                 submit(item)
 
             return checked_record_submit
@@ -452,7 +491,10 @@ class Metrics:
             # is queued, not the record: the garbage collector stops scanning a tuple of
             # strings and numbers, never a record. Its timestamp is worked out only if
             # the check asks for it.
-            check(new(Metric, item))
+            try:
+                check(new(Metric, item))
+            except Exception as error:  # noqa: BLE001 - InvalidMetric raised again
+                broke(error)
             submit(item)
 
         return checked_submit

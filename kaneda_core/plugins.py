@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .errors import PluginLoadError
 from .forking import reinit_after_fork
 
 if TYPE_CHECKING:
@@ -14,6 +15,9 @@ if TYPE_CHECKING:
 GROUP = "kaneda"
 _manager: pluggy.PluginManager | None = None
 _lock = threading.Lock()
+#: Counts registrations and removals, so that what was looked up once (whether any
+#: plugin filters) is looked up again after a plugin is registered at run time.
+changes = 0
 
 
 @reinit_after_fork
@@ -33,11 +37,57 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
                 from . import hookspecs
 
-                manager = pluggy.PluginManager(hookspecs.PROJECT)
+                manager = _counting_manager(pluggy.PluginManager)(hookspecs.PROJECT)
                 manager.add_hookspecs(hookspecs)
-                manager.load_setuptools_entrypoints(GROUP)
+                _load_entry_points(manager)
                 _manager = manager
     return _manager
+
+
+def _counting_manager(base: type[pluggy.PluginManager]) -> type[pluggy.PluginManager]:
+    """``base`` that counts its registrations and removals in :data:`changes`."""
+
+    class CountingPluginManager(base):  # type: ignore[valid-type, misc]
+        def register(self, plugin: object, name: str | None = None) -> str | None:
+            global changes
+            registered = super().register(plugin, name)
+            changes += 1
+            return registered  # type: ignore[no-any-return]
+
+        def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+            global changes
+            removed = super().unregister(plugin, name)
+            changes += 1
+            return removed
+
+    return CountingPluginManager
+
+
+def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    """Register each hook plugin of the entry-point group, one at a time.
+
+    A plugin that fails to import (a missing dependency) or to register (a hook with
+    arguments the spec does not have) raises PluginLoadError naming it and its
+    distribution, not the bare error of whichever plugin came first: a broken filter
+    plugin is not skipped, since metrics it should drop would be stored.
+    """
+    from importlib.metadata import distributions
+
+    for dist in list(distributions()):
+        for entry_point in dist.entry_points:
+            if entry_point.group != GROUP or manager.get_plugin(entry_point.name):
+                continue
+            try:
+                manager.load_setuptools_entrypoints(GROUP, name=entry_point.name)
+            except Exception as error:
+                distribution = f"{dist.metadata['Name']} {dist.version}"
+                reason = " ".join(str(error).split())  # pluggy's are several lines long
+                raise PluginLoadError(
+                    f"the Kaneda hook plugin {entry_point.name!r} ({entry_point.value}, from "
+                    f"{distribution}) failed to load: {type(error).__name__}: {reason}. "
+                    f"Install what it needs, upgrade it (pip install --upgrade "
+                    f"{dist.metadata['Name']}) or uninstall it."
+                ) from error
 
 
 def implements(hook_name: str) -> bool:

@@ -127,7 +127,7 @@ def _suggestion(name: str) -> str:
 
 def _load(name: str, *, fresh: bool = False) -> type[Backend]:
     from stevedore import driver
-    from stevedore.exception import NoMatches
+    from stevedore.exception import MultipleMatches, NoMatches
 
     failures: list[tuple[EntryPoint, BaseException]] = []
 
@@ -141,6 +141,8 @@ def _load(name: str, *, fresh: bool = False) -> type[Backend]:
             invoke_on_load=False,
             on_load_failure_callback=on_failure,
         )
+    except MultipleMatches:
+        raise _claimed_twice(name) from None
     except NoMatches:
         if failures:
             entry_point, error = failures[0]
@@ -156,6 +158,22 @@ def _load(name: str, *, fresh: bool = False) -> type[Backend]:
         ) from None
     cls: type[Backend] = _check_is_backend(name, manager.driver)
     return cls
+
+
+def _claimed_twice(name: str) -> BackendLoadError:
+    from importlib.metadata import entry_points
+
+    claims = sorted(
+        {
+            f"{_distribution_of(ep) or 'an unnamed distribution'} ({ep.value})"
+            for ep in entry_points(group=GROUP)
+            if ep.name == name
+        }
+    )
+    return BackendLoadError(
+        f"Kaneda backend {name!r} is registered by more than one installed distribution: "
+        f"{'; '.join(claims)}. Uninstall the one you do not mean to use."
+    )
 
 
 def _forget_stevedore_cache() -> None:
