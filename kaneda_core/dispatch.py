@@ -226,6 +226,7 @@ class BatchingDispatcher(_Closable):
         if aggregator is not None:
             aggregator.wake = self._wake_worker  # its series past their byte bound
         self._emit_now = False
+        self._final_round = False  # the extra round at close, for calls made before it
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
@@ -437,7 +438,7 @@ class BatchingDispatcher(_Closable):
                 failures = 0
             except BaseException as error:  # noqa: BLE001 - the worker must never die
                 failures += 1
-                pause = min(5.0, 0.05 * 2**failures)
+                pause = min(5.0, 0.05 * 2 ** min(failures, 10))  # 2**1024 is no float
                 log.error(
                     "Kaneda: the delivery worker hit %s: %s; it carries on in %.2f s",
                     type(error).__name__,
@@ -463,6 +464,20 @@ class BatchingDispatcher(_Closable):
         settled = self._drain_disk() if self.disk is not None else self._drain()
         self._settled = settled
         if self._closed and (self._stop.is_set() or not settled or not self.queued_now()):
+            aggregator = self.aggregator
+            if (
+                aggregator is not None
+                and not self._final_round
+                and settled
+                and not self._stop.is_set()
+                and (aggregator.pending() or aggregator.series())
+            ):
+                # Calls made before close() while this round delivered: one more round
+                # folds, emits and delivers them. Calls after close() are not queued;
+                # one that raced it and comes later still is counted dropped.
+                self._final_round = True
+                self._wake.set()
+                return False
             self._report_drops()
             with self._state:
                 self._busy = False
@@ -476,10 +491,10 @@ class BatchingDispatcher(_Closable):
         due = time.monotonic() - aggregator.last_emit >= self.flush_interval
         if not (due or self._emit_now or self._closed or aggregator.over_budget()):
             return
-        self._emit_now = False
         try:
             points, folded, unstorable = aggregator.emit(stamp(time_ns()))
         except Exception as error:  # noqa: BLE001 - records kept would fail every interval
+            self._emit_now = False
             lost = aggregator.discard()
             self.delivery.count(failed=lost)
             log.error("Kaneda: %d aggregated points lost: emitting them failed: %r", lost, error)
@@ -494,8 +509,20 @@ class BatchingDispatcher(_Closable):
             )
             self.delivery.fail(unstorable, refusal)
         accept = self._accept
-        for point in points:
-            accept(point)
+        step = self.batch_size
+        room = max(step, self.max_buffer - step)
+        for start in range(0, len(points), step):
+            if self.queued_now() >= room:
+                # More series than the queue holds (a burst of points at each interval):
+                # deliver as they are queued, instead of dropping them for a full queue.
+                if self.disk is not None:
+                    self._drain_disk()
+                else:
+                    self._drain()
+            for point in points[start : start + step]:
+                accept(point)
+        # Only now: a flush() waiting for the points sees them queued, not in the making.
+        self._emit_now = False
 
     def _drain(self) -> bool:
         queue = self.queue
@@ -688,11 +715,19 @@ class BatchingDispatcher(_Closable):
                 type(self.delivery.backend).__name__,
             )
         if not alive and self.aggregator is not None:
-            # Its last points were emitted: let go of its series. A call that raced the
-            # close is counted as one made after it.
+            # Its last points were emitted: let go of its series and of calls left.
             late = self.aggregator.close()
-            if late:
-                self.delivery.count(dropped=late)
+            if late and self._final_round:
+                self.delivery.count(dropped=late)  # raced close(), after its last round
+            elif late:
+                # Calls made before close() whose point could not be delivered in time.
+                self.delivery.count(failed=late)
+                log.error(
+                    "Kaneda: %d aggregated calls not delivered: close() ran out of time "
+                    "before their point was sent to %s",
+                    late,
+                    type(self.delivery.backend).__name__,
+                )
         if self.disk is not None:
             left = self.queued()
             if not alive:

@@ -228,6 +228,19 @@ class Metrics:
 
         counts, known_counts = aggregator.counts, aggregator.valid[COUNTER]
         append_count = counts.append
+        # Calls waiting to be folded, at most: past it the worker is held up (a backend
+        # that is down, between retries) and a call is dropped, as a full queue drops.
+        limit = max(10 * self._dispatcher.max_buffer, 2 * FOLD_EVERY)  # type: ignore[union-attr]
+        count = self._delivery.count
+
+        def overfull(queue: Any) -> None:
+            wake()
+            if len(queue) > limit:
+                try:
+                    queue.pop()  # the newest: this call, or one as recent
+                except IndexError:  # the worker folded them meanwhile
+                    return
+                count(dropped=1)
 
         def increment(name: str, tags: TagsInput | None = None) -> None:
             key = (name, *tags, *tags.values()) if type(tags) is dict else key_of(name, tags)
@@ -239,7 +252,7 @@ class Metrics:
                 admit(COUNTER, key, name, tags, 1)  # validates: raises InvalidMetric
             append_count(key)
             if len(counts) > FOLD_EVERY:
-                wake()
+                overfull(counts)
 
         def valued(kind: str, queue: Any) -> Callable[..., None]:
             known = aggregator.valid[kind]
@@ -261,7 +274,7 @@ class Metrics:
                     check_value(kind, name, tags, value)
                 append((key, value))
                 if len(queue) > FOLD_EVERY:
-                    wake()
+                    overfull(queue)
 
             return call
 

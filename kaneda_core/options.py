@@ -84,11 +84,15 @@ def _count(name: str, value: Any, example: str) -> None:
         _refuse(name, value, "a whole number >= 1", example)
 
 
+#: The longest wait an option may ask for: a day. Far longer waits overflow the
+#: platform's timeouts (threading.TIMEOUT_MAX), which failed the worker at every round.
+MAX_SECONDS = 86_400
+
+
 def _seconds(name: str, value: Any, example: str, *, zero: bool = True) -> None:
-    if not _real(value) or value < 0 or (value == 0 and not zero):
-        _refuse(
-            name, value, "a number of seconds >= 0" if zero else "a number of seconds > 0", example
-        )
+    if not _real(value) or value < 0 or (value == 0 and not zero) or value > MAX_SECONDS:
+        low = ">= 0" if zero else "> 0"
+        _refuse(name, value, f"a number of seconds {low} and at most {MAX_SECONDS:,}", example)
 
 
 def _real(value: Any) -> bool:

@@ -392,4 +392,5 @@ def test_a_call_that_races_close_is_counted_as_dropped() -> None:
     metrics.increment("hits")
     assert metrics.close(5) == 0
     stats = metrics.stats()
-    assert (stats.sent, stats.dropped) == (1, 1)
+    # The first late call is folded by close()'s extra round; the next comes after it.
+    assert (stats.sent, stats.dropped) == (2, 1)
