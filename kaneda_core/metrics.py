@@ -233,14 +233,12 @@ class Metrics:
         limit = max(10 * self._dispatcher.max_buffer, 2 * FOLD_EVERY)  # type: ignore[union-attr]
         count = self._delivery.count
 
-        def overfull(queue: Any) -> None:
-            wake()
-            if len(queue) > limit:
-                try:
-                    queue.pop()  # the newest: this call, or one as recent
-                except IndexError:  # the worker folded them meanwhile
-                    return
-                count(dropped=1)
+        def drop_newest(queue: Any) -> None:
+            try:
+                queue.pop()  # this call, or one as recent
+            except IndexError:  # the worker folded them meanwhile
+                return
+            count(dropped=1)
 
         def increment(name: str, tags: TagsInput | None = None) -> None:
             key = (name, *tags, *tags.values()) if type(tags) is dict else key_of(name, tags)
@@ -252,7 +250,9 @@ class Metrics:
                 admit(COUNTER, key, name, tags, 1)  # validates: raises InvalidMetric
             append_count(key)
             if len(counts) > FOLD_EVERY:
-                overfull(counts)
+                wake()
+                if len(counts) > limit:
+                    drop_newest(counts)
 
         def valued(kind: str, queue: Any) -> Callable[..., None]:
             known = aggregator.valid[kind]
@@ -274,7 +274,9 @@ class Metrics:
                     check_value(kind, name, tags, value)
                 append((key, value))
                 if len(queue) > FOLD_EVERY:
-                    overfull(queue)
+                    wake()
+                    if len(queue) > limit:
+                        drop_newest(queue)
 
             return call
 
