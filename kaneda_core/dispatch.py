@@ -564,13 +564,18 @@ class BatchingDispatcher(_Closable):
         """Deliver what the disk buffer holds; False when the backend is down and rows remain."""
         disk = self.disk
         assert disk is not None
+        owed = disk.queued()  # a round's share, as in _drain
         while not self._stop.is_set():
             with self._state:
                 self._busy = True
+            if owed <= 0 and disk.queued() < self.batch_size:
+                self._idle()
+                return True
             entries = disk.take(self.batch_size)
             if not entries:
                 self._idle()
                 return True
+            owed -= len(entries)
             with self._state:
                 self._inflight = len(entries)
             kept = set(

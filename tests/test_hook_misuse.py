@@ -142,3 +142,22 @@ def test_kaneda_send_masks_the_urls_password_in_a_backends_own_error(
     said = capsys.readouterr().err
     assert "S3CRETpw" not in said and "auth failed for password ***" in said, said
     assert "closing the backend failed: RuntimeError: close failed" in said
+
+
+def test_with_a_disk_buffer_too_a_failure_hook_reporting_back_does_not_spin(
+    plugin: Any, tmp_path: Path
+) -> None:
+    metrics = Metrics(Refusing(), flush_interval=0.2, buffer_path=tmp_path / "b.sqlite")
+
+    class CountFailures:
+        @hookimpl
+        def kaneda_batch_failed(self, metrics: object, error: object, backend: object) -> None:
+            counted.increment("kaneda.delivery_failures")
+
+    counted = metrics
+    plugin.register(CountFailures())
+    metrics.gauge("a", 1)
+    time.sleep(1.0)
+    failed = metrics.stats().failed
+    metrics.close(1)
+    assert 1 <= failed <= 10, failed
