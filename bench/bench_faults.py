@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT / "tests" / "support"))
 from bench_hot_path import without_hook_plugins  # noqa: E402
 from influx_server import InfluxServer  # noqa: E402
 
+from scripts import FLEET_MEMBER  # noqa: E402
+
 Row = tuple[str, int, int, int, int, str]
 
 
@@ -302,22 +304,6 @@ def multiprocessing_exit() -> Row:
         "a multiprocessing Process and Pool workers report, then exit",
         1100, stored, 1100 - stored, 0, "log file; delivered at each child's exit",
     )  # fmt: skip
-
-
-FLEET_MEMBER = """
-import json, sys, time
-from kaneda_core import Metrics
-from kaneda_core.backends import LoggerBackend
-path, out, number, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-metrics = Metrics(LoggerBackend(filename=out), buffer_path=path)
-slowest = 0.0
-for i in range(calls):
-    started = time.perf_counter()
-    metrics.increment("requests", tags={"worker": number, "i": str(i)})
-    slowest = max(slowest, time.perf_counter() - started)
-metrics.close(60)
-print(json.dumps({"slowest": slowest, "failed": metrics.stats().failed}))
-"""
 
 
 def fleet_on_one_buffer_path(members: int = 8, calls: int = 5000) -> Row:

@@ -13,7 +13,6 @@ import logging
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,10 @@ import pytest
 
 from kaneda_core import Metrics
 from kaneda_core.backends import MemoryBackend
+
+sys.path.insert(0, str(Path(__file__).parent / "support"))
+
+from scripts import FLEET_MEMBER
 
 
 def rows_in(path: Path) -> int:
@@ -76,33 +79,12 @@ def test_delivered_rows_are_deleted_once_the_other_process_lets_go(tmp_path: Pat
     assert rows_in(path) == 0  # else the next process on this path delivers them again
 
 
-FLEET_MEMBER = textwrap.dedent("""
-    import json, sys, time
-    from kaneda_core import Metrics
-    from kaneda_core.backends import LoggerBackend
-
-    path, out, number, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    metrics = Metrics(LoggerBackend(filename=out), buffer_path=path)
-    slowest = 0.0
-    for i in range(calls):
-        started = time.perf_counter()
-        metrics.increment("requests", tags={"worker": number, "i": str(i)})
-        slowest = max(slowest, time.perf_counter() - started)
-    left = metrics.close(30)
-    stats = metrics.stats()
-    print(json.dumps({"left": left, "slowest": slowest, "sent": stats.sent, "queued": stats.queued}
-    ))
-""")
-
-
 def test_a_fleet_sharing_one_path_delivers_everything_once(tmp_path: Path) -> None:
-    script = tmp_path / "member.py"
-    script.write_text(FLEET_MEMBER)
     path, calls, members = tmp_path / "shared.sqlite", 3000, 6
     outs = [tmp_path / f"out-{n}.jsonl" for n in range(members)]
     running = [
         subprocess.Popen(
-            [sys.executable, str(script), str(path), str(out), str(n), str(calls)],
+            [sys.executable, "-c", FLEET_MEMBER, str(path), str(out), str(n), str(calls)],
             stdout=subprocess.PIPE,
             text=True,
         )

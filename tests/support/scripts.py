@@ -99,3 +99,27 @@ for _ in range(int(os.environ["CALLS"])):
     metrics.increment("requests", tags={"route": "/"})
 sys.exit(1 if metrics.close(60) else 0)
 """
+
+
+#: ``python -c FLEET_MEMBER PATH OUT NUMBER CALLS``: one of a fleet of processes sharing
+#: the disk buffer PATH; CALLS increments (tags ``worker`` = NUMBER, ``i``) into a log file
+#: OUT; prints the slowest call in seconds and its stats as JSON.
+FLEET_MEMBER = """
+import json, sys, time
+from kaneda_core import Metrics
+from kaneda_core.backends import LoggerBackend
+
+path, out, number, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+metrics = Metrics(LoggerBackend(filename=out), buffer_path=path)
+slowest = 0.0
+for i in range(calls):
+    started = time.perf_counter()
+    metrics.increment("requests", tags={"worker": number, "i": str(i)})
+    slowest = max(slowest, time.perf_counter() - started)
+left = metrics.close(60)
+stats = metrics.stats()
+print(json.dumps({
+    "left": left, "slowest": slowest, "sent": stats.sent, "queued": stats.queued,
+    "failed": stats.failed,
+}))
+"""
