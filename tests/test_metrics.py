@@ -23,6 +23,7 @@ from kaneda_core import (
     RetryPolicy,
 )
 from kaneda_core.backends import MemoryBackend
+from kaneda_core.delivery import BufferFull
 from kaneda_core.hookspecs import hookimpl
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02)
@@ -420,7 +421,14 @@ def test_a_full_buffer_drops_by_policy_and_says_so(policy: str, failures: object
     }[policy]
     assert stored == expected
     assert metrics.stats().dropped == 5
-    dropped = [m.value for batch, _ in failures.failures for m in batch]  # type: ignore[attr-defined]
+    # Its own drops: hooks are the process's, and the test before gives its queue up to
+    # them within close()'s deadline, from a thread that a loaded machine may run late.
+    dropped = [
+        m.value
+        for batch, error in failures.failures  # type: ignore[attr-defined]
+        if isinstance(error, BufferFull) and "the buffer was full" in str(error)
+        for m in batch
+    ]
     assert sorted(dropped) == sorted(set(range(-1, 10)) - set(expected))
 
 
