@@ -86,26 +86,20 @@ def create_backend(name_or_url: str, **options: Any) -> Backend:
         return cls.from_url(name_or_url, **options)
     except KanedaError:
         raise
-    except (ValueError, TypeError) as error:
-        # A from_url (a third party's, or a client library it calls) that trips on the
-        # URL may quote it whole in its message: never let the password through.
-        from .redact import redact_text, redact_url
-        from .urls import url_password
-
-        detail = redact_text(f"{type(error).__name__}: {error}", url_password(name_or_url))
-        raise ConfigurationError(
-            f"The {name!r} backend cannot use {redact_url(name_or_url)}: {redact_url(detail)}"
-        ) from None
     except Exception as error:  # noqa: BLE001 - every failure of a backend made here
-        # Anything else (a backend that connects when made, a bug of its own) may quote
-        # the URL too: said the same way, the password masked, never chained.
+        # A from_url or constructor (a third party's, or a client library it calls) may
+        # quote the URL whole in its message: never let the password through, never chain.
         from .redact import redact_text, redact_url
         from .urls import url_password
 
-        detail = redact_text(f"{type(error).__name__}: {error}", url_password(name_or_url))
+        detail = redact_url(
+            redact_text(f"{type(error).__name__}: {error}", url_password(name_or_url))
+        )
+        where = redact_url(name_or_url)
+        if isinstance(error, (ValueError, TypeError)):  # the URL or an option it cannot use
+            raise ConfigurationError(f"The {name!r} backend cannot use {where}: {detail}") from None
         raise KanedaError(
-            f"The {name!r} backend could not be made from {redact_url(name_or_url)}: "
-            f"{redact_url(detail)}"
+            f"The {name!r} backend could not be made from {where}: {detail}"
         ) from None
 
 

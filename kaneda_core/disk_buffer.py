@@ -3,14 +3,14 @@
 A reporting call stages the metric in memory and writes what is staged to the file
 before it returns, unless another thread is writing at that moment: then that thread
 writes it, right after; or unless another process sharing the path has the file locked:
-then the next call or the worker writes it. A call never waits for the file, so a
-signal handler that reports while its thread is inside Kaneda cannot deadlock, and a
-fleet of processes on one path do not queue behind each other's writes. A row is deleted only after
-the batch it belongs to was delivered (or given up on for good). A crash of the process
-loses nothing that was written: the next ``Metrics`` opened on the same path delivers
-it. Delivery is at least once, so every metric gets an id (its own ``id_``, or one made
-from the buffer's token and the row number) that backends storing ids use to keep one
-copy.
+then the next call or the worker writes it. A call never waits for the file, so a signal
+handler that reports while its thread is inside Kaneda cannot deadlock, and a fleet of
+processes on one path do not queue behind each other's writes. A row is deleted only
+after the batch it belongs to was delivered (or given up on for good). A crash of the
+process loses nothing that was written: the next ``Metrics`` opened on the same path
+delivers it. Delivery is at least once, so every metric gets an id (its own ``id_``, or
+one made from the buffer's token and the row number) that backends storing ids use to
+keep one copy.
 
 The file may fail. When it cannot be written (disk full, I/O error) metrics stay in
 memory, bounded like any queue, and are delivered from there; writing is tried again
