@@ -312,10 +312,13 @@ class BatchingDispatcher(_Closable):
         """A call appended to the queue, which reached its mark: deliver, or bound it."""
         queue = self.queue
         if len(queue) > self.max_buffer:
-            try:
+            # Under the worker's lock: the worker counts a batch, then pops it, and an item
+            # taken meanwhile by another thread would end its batch short (an IndexError
+            # that lost the batch's metrics uncounted).
+            with self._state:
+                if not queue:  # the worker emptied the queue meanwhile
+                    return
                 item = queue.pop()  # one past the bound: the newest goes to the policy
-            except IndexError:  # the worker emptied the queue meanwhile
-                return
             self._overflow(item, 0)
         elif not self._wake.is_set():
             self._wake.set()  # a batch is full
@@ -394,10 +397,10 @@ class BatchingDispatcher(_Closable):
     def _pop_oldest(self) -> Any | None:
         if self.disk is not None:
             return self.disk.drop_oldest()  # None while another thread writes the file
-        try:
+        with self._state:  # as in after_append: never between the worker's count and pops
+            if not self.queue:  # the worker emptied it meanwhile
+                return None
             oldest = self.queue.popleft()
-        except IndexError:  # the worker emptied it meanwhile
-            return None
         if self.max_buffer_bytes is not None:
             self._bytes[0] -= item_bytes(oldest)
         return oldest
