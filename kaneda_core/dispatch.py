@@ -19,9 +19,10 @@ import sys
 import threading
 import time
 import weakref
+from _queue import SimpleQueue
 from collections import deque
 from collections.abc import Callable
-from types import FrameType
+from types import FrameType, MethodType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .delivery import BufferFull, Delivery, Item, log
@@ -31,6 +32,7 @@ from .forking import (
     _deliver_on_terminate,
     at_exit,
     hold_across_fork,
+    reinit_after_fork,
     start_thread,
     track_dispatcher,
     untrack_dispatcher,
@@ -90,19 +92,30 @@ class _Closable:
     def _init_closing(self) -> None:
         self._closed = False
         self._warned_after_close = False
-        self._close_listeners: list[Callable[[Submit], None]] = []
+        self._close_listeners: list[Callable[[], Callable[[Submit], None] | None]] = []
 
     def on_close(self, listener: Callable[[Submit], None]) -> None:
-        """Call ``listener`` with the submit function that replaces :attr:`submit` at close."""
-        self._close_listeners.append(listener)
+        """Call ``listener`` with the submit function that replaces :attr:`submit` at close.
+
+        A bound method is held weakly: the dispatcher (kept alive by its worker thread)
+        must not keep the :class:`~kaneda_core.Metrics` it serves from being collected.
+        """
+        held: Callable[[], Callable[[Submit], None] | None]
+        if isinstance(listener, MethodType):
+            held = weakref.WeakMethod(listener)
+        else:
+            held = lambda: listener  # noqa: E731 - a plain function, held as it is
+        self._close_listeners.append(held)
 
     def _switch_to_closed(self) -> None:
         # Drops from here on are calls made after close, said so apart.
         self._dropped_before_close = self.delivery.snapshot().dropped
         self._closed = True
         self.submit = self._submit_after_close
-        for listener in self._close_listeners:
-            listener(self._submit_after_close)
+        for held in self._close_listeners:
+            listener = held()
+            if listener is not None:
+                listener(self._submit_after_close)
 
     def _submit_after_close(self, item: Any) -> None:
         self.delivery.count(dropped=1)
@@ -181,6 +194,9 @@ class SyncDispatcher(_Closable):
         """Give the lock back, in the parent, after the fork."""
         self._lock.release()
 
+    def settle(self) -> None:
+        """Nothing to settle: a call delivers before it returns."""
+
     def queued(self) -> int:
         """Metrics waiting for delivery: only those deferred by a signal handler."""
         return len(self._deferred)
@@ -251,6 +267,10 @@ class BatchingDispatcher(_Closable):
         self._dropped_bytes = 0
         self._init_closing()
         self._finished = False  # close() done (it may be interrupted, and completed later)
+        self._backend_closed = False
+        # close() ran out of time while the worker was in a send: the worker, once it
+        # returns, closes the backend (see _close_waiting).
+        self._settles_after_close = False
         self._init_threading()
         self.submit: Submit = self._make_submit()
         # Aggregated points go in through the same door, bounds and all, even once closed.
@@ -264,6 +284,7 @@ class BatchingDispatcher(_Closable):
         self._wake = Wakeup()
         self._stop = threading.Event()
         self._state = threading.Condition(threading.RLock())
+        self._closing = threading.Lock()
         self._busy = False
         self._inflight = 0
         self._settled = True
@@ -430,7 +451,17 @@ class BatchingDispatcher(_Closable):
         try:
             self._rounds()
         finally:
-            self._exited.set()
+            with self._state:  # (see _close: one of the two finishes what close() began)
+                self._exited.set()
+                settle = self._settles_after_close
+            if settle:
+                self._settle_after_close()
+
+    def _settle_after_close(self) -> None:
+        """What close() left to this worker, which was in a send when its time ran out."""
+        if self.aggregator is not None:
+            self._aggregated_calls_lost(self.aggregator.close())
+        self._close_backend_once(None)
 
     def _rounds(self) -> None:
         failures = 0
@@ -647,6 +678,7 @@ class BatchingDispatcher(_Closable):
 
         With aggregation, calls not yet folded and series not yet emitted count too.
         """
+        self.settle()
         folding = 0
         if self.aggregator is not None:
             folding = self.aggregator.pending() + self.aggregator.series()
@@ -704,6 +736,18 @@ class BatchingDispatcher(_Closable):
             # Called where the worker may need what this thread holds (see flush): later
             # calls are dropped now; the rest of the close is done at exit.
             return self.queued()
+        # One close at a time (the application's, the exit's, a let-go Metrics'): each
+        # would give up the same metrics and close the backend again.
+        if not self._closing.acquire(timeout=-1 if timeout is None else timeout):
+            return self.queued()  # another thread is closing, within its own deadline
+        try:
+            if self._finished:
+                return self.queued()
+            return self._close_waiting(timeout, deadline)
+        finally:
+            self._closing.release()
+
+    def _close_waiting(self, timeout: float | None, deadline: float | None) -> int:
         # Most of the time to drain; the rest, if it is still retrying, to give up.
         self._exited.wait(None if timeout is None else timeout * 0.75)
         if not self._exited.is_set():
@@ -712,7 +756,12 @@ class BatchingDispatcher(_Closable):
             self._wake.set()
             if deadline is not None:
                 self._exited.wait(max(0.0, deadline - time.monotonic()))
-        alive = not self._exited.is_set()
+        with self._state:
+            # A worker still in a send finishes, when it returns, what is left to do
+            # here (the backend's close, the calls its aggregation still holds); else
+            # this thread does. Decided under the lock the worker ends under.
+            alive = not self._exited.is_set()
+            self._settles_after_close = alive
         stuck = self._inflight if alive else 0
         if stuck:
             log.warning(
@@ -727,15 +776,8 @@ class BatchingDispatcher(_Closable):
             late = self.aggregator.close()
             if late and self._final_round:
                 self.delivery.count(dropped=late)  # raced close(), after its last round
-            elif late:
-                # Calls made before close() whose point could not be delivered in time.
-                self.delivery.count(failed=late)
-                log.error(
-                    "Kaneda: %d aggregated calls not delivered: close() ran out of time "
-                    "before their point was sent to %s",
-                    late,
-                    type(self.delivery.backend).__name__,
-                )
+            else:
+                self._aggregated_calls_lost(late)
         if self.disk is not None:
             left = self.queued()
             if not alive:
@@ -756,11 +798,51 @@ class BatchingDispatcher(_Closable):
                 self._give_up(items, "could be delivered", deadline)
             left = len(items) + stuck
         if not alive:
-            _close_backend(self.delivery, deadline)
-        self._finished = True
+            self._close_backend_once(deadline)
+        with self._state:
+            self._finished = True
         untrack_dispatcher(self)
         _live.discard(self)
         return left
+
+    def _aggregated_calls_lost(self, late: int) -> None:
+        """Calls made before close() whose point could not be delivered in time."""
+        if late:
+            self.delivery.count(failed=late)
+            log.error(
+                "Kaneda: %d aggregated calls not delivered: close() ran out of time "
+                "before their point was sent to %s",
+                late,
+                type(self.delivery.backend).__name__,
+            )
+
+    def _close_backend_once(self, deadline: float | None) -> None:
+        with self._state:
+            if self._backend_closed:
+                return
+            self._backend_closed = True
+        _close_backend(self.delivery, deadline)
+
+    def settle(self) -> None:
+        """Count what calls that raced close() added after it: dropped, as later calls.
+
+        A call that was past its look at the Metrics' state when close() began adds its
+        metric after close() took the last of the queue (or the last calls to fold), where
+        nothing delivers it. Settled when the counts are read, so it is counted once.
+        """
+        if not self._finished or self.disk is not None:
+            return
+        with self._state:
+            popleft = self.queue.popleft
+            late = [popleft() for _ in range(len(self.queue))]
+            aggregator = self.aggregator
+            if aggregator is not None and self._exited.is_set():
+                late_calls = aggregator.pending()
+                if late_calls:
+                    aggregator.close()
+                    late.extend([None] * late_calls)
+        for item in late:
+            self._submit_after_close(item)
 
     def _give_up(self, items: list[Any], what: str, deadline: float | None) -> None:
         """Count ``items`` as failed and tell the hook, within what is left of ``deadline``."""
@@ -853,8 +935,42 @@ _live: weakref.WeakSet[BatchingDispatcher] = weakref.WeakSet()
 _exit_hook_installed = False
 
 
+#: Dispatchers whose Metrics the application let go of, unclosed, for the closer thread.
+#: A SimpleQueue: putting takes no lock a collection could interrupt (see let_go).
+_let_go: SimpleQueue[BatchingDispatcher] = SimpleQueue()
+_closer: threading.Thread | None = None
+
+
+def let_go(dispatcher: BatchingDispatcher) -> None:
+    """Close ``dispatcher`` soon: its :class:`~kaneda_core.Metrics` was collected unclosed.
+
+    Called by the garbage collector, in whatever thread it runs in, maybe inside code
+    that holds a lock of Kaneda's: it only hands the dispatcher to Kaneda's closer
+    thread, which delivers what is queued, ends the worker and closes the backend (an
+    application that makes a Metrics per request and never closes it would otherwise
+    keep a thread, and the backend's connections, for each).
+    """
+    _let_go.put(dispatcher)
+
+
+def _close_let_go() -> None:
+    while True:
+        dispatcher = _let_go.get()
+        _close_each([dispatcher], waiting=True)
+        del dispatcher  # not kept alive while this thread waits for the next
+
+
+@reinit_after_fork
+def _no_closer_in_child() -> None:
+    global _let_go, _closer
+    _let_go = SimpleQueue()
+    _closer = None
+
+
 def _track(dispatcher: BatchingDispatcher) -> None:
-    global _exit_hook_installed
+    global _exit_hook_installed, _closer
+    if _closer is None:
+        _closer = start_thread(_close_let_go, "kaneda-closer")
     if not _exit_hook_installed:
         at_exit(_close_all_at_exit)
         _exit_hook_installed = True
@@ -875,14 +991,21 @@ def _close_all_at_exit() -> None:
     # closes and waits, so that this handler never waits on a lock the code it
     # interrupted may hold; past the exit timeouts, what is left is given up here.
     closer = start_thread(_close_each, "kaneda-exit", dispatchers, True)
-    closer.join(sum(dispatcher.exit_timeout for dispatcher in dispatchers) + 0.5)
+    closer.join(max((dispatcher.exit_timeout for dispatcher in dispatchers), default=0) + 0.5)
     if closer.is_alive():
         _close_each([d for d in dispatchers if not d._finished], waiting=False)
 
 
 def _close_each(dispatchers: list[BatchingDispatcher], waiting: bool) -> None:
+    # Every worker told first: they deliver side by side, and each has its exit_timeout
+    # from now. One after the other, an exit waited for the sum (four Metrics with a
+    # store down: 16 s, past the 10 s a container is given to stop).
+    started = time.monotonic()
     for dispatcher in dispatchers:
-        left = dispatcher._close(dispatcher.exit_timeout, waiting=waiting)
+        dispatcher._close(None, waiting=False)
+    for dispatcher in dispatchers:
+        remaining = max(0.0, started + dispatcher.exit_timeout - time.monotonic())
+        left = dispatcher._close(remaining, waiting=waiting)
         if left:
             where = "kept on disk" if dispatcher.disk is not None else "not delivered"
             log.error("Kaneda: %d metrics %s at exit", left, where)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import perf_counter
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from . import stamps
 from .backend import Backend
 from .delivery import Delivery, Item, RetryPolicy, Stats
-from .dispatch import BatchingDispatcher, Overflow, Submit, SyncDispatcher
+from .dispatch import BatchingDispatcher, Overflow, Submit, SyncDispatcher, let_go
 from .errors import ConfigurationError, InvalidMetric
 from .model import (
     COUNTER,
@@ -175,6 +176,8 @@ class Metrics:
                 exit_timeout=exit_timeout,
                 aggregator=aggregator,
             )
+            # Let go of unclosed, it is closed for the application (see dispatch.let_go).
+            weakref.finalize(self, let_go, self._dispatcher).atexit = False
         else:
             self._dispatcher = self._sync_dispatcher(delivery)
         self._submit = self._dispatcher.submit
@@ -285,10 +288,17 @@ class Metrics:
         def decrement(name: str, tags: TagsInput | None = None) -> None:
             add(name, -1, tags)
 
-        self.increment = increment  # type: ignore[method-assign]
-        self.decrement = decrement  # type: ignore[method-assign]
-        self.gauge = valued(GAUGE, aggregator.gauges)  # type: ignore[method-assign]
-        self.timing = valued(TIMING, aggregator.timings)  # type: ignore[method-assign]
+        calls = {
+            "increment": increment,
+            "decrement": decrement,
+            "gauge": valued(GAUGE, aggregator.gauges),
+            "timing": valued(TIMING, aggregator.timings),
+        }
+        for name, call in calls.items():
+            # Held as a bound method holds its object: ``count = Metrics(...).increment``
+            # keeps the Metrics, which is closed once let go of (see dispatch.let_go).
+            call.__self__ = self  # type: ignore[attr-defined]
+            setattr(self, name, call)
 
     # -- reporting ---------------------------------------------------------------
 
@@ -540,6 +550,7 @@ class Metrics:
 
     def stats(self) -> Stats:
         """A snapshot of the delivery counters: sent, failed, dropped, filtered, retried, queued."""
+        self._dispatcher.settle()  # calls that raced close(): counted before the snapshot
         snapshot = self._delivery.snapshot()
         snapshot.queued = self._dispatcher.queued()
         return snapshot

@@ -1,0 +1,214 @@
+"""A Metrics' life as applications lead it: let go of unclosed, closed by several threads
+at once, closed while a call or a send is still running, several at exit."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from kaneda_core import Backend, Metric, Metrics
+from kaneda_core.backends import MemoryBackend
+
+
+class ClosingCounted(MemoryBackend):
+    """A memory backend that counts its close() calls, slowly enough for them to overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+        time.sleep(0.05)
+
+
+def _kaneda_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "kaneda-worker"]
+
+
+def test_a_metrics_let_go_of_unclosed_delivers_and_ends_its_worker() -> None:
+    """A Metrics made per request and never closed (kaneda 1.0's Metrics was a plain
+    object) kept its worker thread, and its backend, for the life of the process: 5,000
+    requests, 5,000 threads, each waking at every flush interval."""
+    before = len(_kaneda_threads())
+    backends = [ClosingCounted() for _ in range(200)]
+    collected = []
+    for backend in backends:
+        metrics = Metrics(backend, flush_interval=60)
+        metrics.increment("requests")
+        collected.append(weakref.ref(metrics))
+        del metrics
+    gc.collect()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (
+        len(_kaneda_threads()) > before or any(b.closes == 0 for b in backends)
+    ):
+        time.sleep(0.05)
+    assert all(ref() is None for ref in collected)
+    assert [len(b.metrics) for b in backends] == [1] * 200  # delivered, not dropped
+    assert [b.closes for b in backends] == [1] * 200
+    assert len(_kaneda_threads()) == before
+
+
+def test_a_metrics_still_referenced_is_left_alone() -> None:
+    backend = ClosingCounted()
+    metrics = Metrics(backend, flush_interval=60)
+    metrics.increment("requests")
+    gc.collect()
+    time.sleep(0.2)
+    assert backend.closes == 0 and metrics.stats().queued == 1
+    metrics.close()
+    assert backend.closes == 1 and len(backend.metrics) == 1
+
+
+@pytest.mark.parametrize("aggregate", [False, True], ids=["queue", "aggregate"])
+def test_a_reporting_method_kept_keeps_its_metrics(aggregate: bool) -> None:
+    """``count = Metrics(...).increment`` at module level: the Metrics lives as long
+    as the method (aggregation's calls are functions of their own, not bound methods)."""
+    backend = ClosingCounted()
+    count = Metrics(backend, flush_interval=0.05, aggregate=aggregate).increment
+    gc.collect()
+    time.sleep(0.1)
+    for _ in range(5):
+        count("requests")
+    metrics = count.__self__  # type: ignore[attr-defined]
+    metrics.flush(timeout=5)
+    assert backend.closes == 0
+    assert sum(m.value for m in backend.metrics) == 5
+    assert metrics.stats().dropped == 0
+    metrics.close()
+
+
+def test_closes_from_several_threads_close_the_backend_once() -> None:
+    """Four threads closing one Metrics each closed the backend (a file closed twice
+    failed: "'NoneType' object has no attribute 'close'")."""
+    for _ in range(10):
+        backend = ClosingCounted()
+        metrics = Metrics(backend)
+        metrics.increment("requests")
+        closers = [threading.Thread(target=metrics.close, args=(5,)) for _ in range(4)]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join(10)
+        assert backend.closes == 1
+        assert metrics.stats().sent == 1
+
+
+class HeldSend(MemoryBackend):
+    """A send that waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.closes = 0
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        self.entered.set()
+        self.release.wait(10)
+        super().send(batch)
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+@pytest.mark.parametrize("aggregate", [False, True], ids=["queue", "aggregate"])
+def test_a_send_past_the_close_deadline_is_settled_when_it_returns(aggregate: bool) -> None:
+    """close(timeout) ran out while the worker was in a send: the backend was never
+    closed (its connections and files stayed open), and with aggregation the calls made
+    meanwhile stayed in stats().queued for ever, delivered nowhere, counted nowhere."""
+    backend = HeldSend()
+    metrics = Metrics(backend, flush_interval=0.05, aggregate=aggregate)
+    metrics.increment("first")
+    assert backend.entered.wait(5)
+    for _ in range(100):
+        metrics.increment("meanwhile")
+    metrics.close(timeout=0.2)
+    assert backend.closes == 0  # the send is still running: the backend is in use
+    backend.release.set()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and backend.closes == 0:
+        time.sleep(0.02)
+    assert backend.closes == 1
+    stats = metrics.stats()
+    assert stats.queued == 0, stats
+    delivered = sum(m.value for m in backend.metrics if m.name == "meanwhile")
+    assert delivered + stats.failed + stats.dropped == 100, stats
+    metrics.close()
+    assert backend.closes == 1
+
+
+class HeldCheck(Backend):
+    """A backend whose check of one metric waits: a call held between its look at the
+    Metrics' state and its append to the queue."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.sent: list[Metric] = []
+
+    def check(self, metric: Metric) -> None:
+        if metric.name == "held":
+            self.entered.set()
+            self.release.wait(10)
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        self.sent.extend(batch)
+
+
+def test_a_call_that_raced_close_is_counted_not_stranded() -> None:
+    """A call already past its look at the Metrics when close() began queued its metric
+    after close() had taken the last of the queue: never delivered, never counted
+    dropped, in stats().queued for ever."""
+    backend = HeldCheck()
+    metrics = Metrics(backend, flush_interval=0.05)
+    call = threading.Thread(target=metrics.increment, args=("held",))
+    call.start()
+    assert backend.entered.wait(5)
+    assert metrics.close(timeout=2) == 0
+    backend.release.set()
+    call.join(5)
+    stats = metrics.stats()
+    assert (stats.queued, stats.sent, stats.dropped) == (0, 0, 1), stats
+
+
+def test_an_exit_waits_for_its_metrics_side_by_side_not_one_after_another(
+    tmp_path: Path,
+) -> None:
+    """Four Metrics on a store that is down: the exit took four exit timeouts (16 s past
+    SIGTERM, where docker stop kills at 10 s). Each has its exit_timeout, at once."""
+    script = tmp_path / "app.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import time
+            from kaneda_core import Backend, DeliveryError, Metrics
+
+            class Down(Backend):
+                def send(self, batch):
+                    time.sleep(0.2)
+                    raise DeliveryError("the store does not answer", retryable=True)
+
+            kept = [Metrics(Down(), exit_timeout=2) for _ in range(4)]
+            for metrics in kept:
+                metrics.increment("requests")
+            print("ready", flush=True)
+            """
+        )
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert done.stdout.strip() == "ready", done.stderr
+    assert took < 5, f"exit took {took:.1f} s"  # one exit_timeout (2 s) and start-up
+    assert done.stderr.count("1 metrics not delivered to Down") == 4, done.stderr
