@@ -137,6 +137,10 @@ class DiskBuffer:
         self._retry_at = 0.0
         self._trouble_logged = False
         self._undeleted: set[int] = set()
+        #: The highest row of the batch take() gave the worker, until it acks (0: none).
+        #: take() reads the oldest rows, so every row of this buffer up to it is being
+        #: sent (or delivered, in _undeleted): drop_oldest takes only rows after it.
+        self._sending_upto = 0
 
     # -- the calling side: never waits ---------------------------------------------------
 
@@ -211,7 +215,8 @@ class DiskBuffer:
         self._local.inside = False
 
     def drop_oldest(self) -> Any | None:
-        """Remove and return this buffer's oldest metric; None if the file is busy."""
+        """Remove and return this buffer's oldest metric not being sent; None if none is
+        (every row is in the worker's batch) or the file is busy."""
         if getattr(self._local, "inside", False):
             return None
         self._local.inside = True
@@ -219,7 +224,7 @@ class DiskBuffer:
             self._local.inside = False
             return None
         try:
-            entries = self._take_locked(1)
+            entries = self._take_locked(1, after=self._sending_upto)
             if not entries:
                 return None
             seq, item = entries[0]
@@ -258,14 +263,17 @@ class DiskBuffer:
         try:
             if self.staged and self._writable():
                 self._write_staged()
-            return self._take_locked(limit)
+            entries = self._take_locked(limit)
+            # Rows from the file come first, oldest first.
+            self._sending_upto = max((seq for seq, _ in entries if seq is not None), default=0)
+            return entries
         finally:
             self._write_and_release()
 
-    def _take_locked(self, limit: int) -> list[Entry]:
+    def _take_locked(self, limit: int, *, after: int = 0) -> list[Entry]:
         entries: list[Entry] = []
         if self._db is not None or self._writable():
-            entries = self._read_rows(limit)
+            entries = self._read_rows(limit, after)
         if len(entries) < limit and (self._db is None or time.monotonic() < self._retry_at):
             # The file cannot take them: deliver what is staged straight from memory.
             taken = []
@@ -275,12 +283,13 @@ class DiskBuffer:
             self._forget_sizes(taken)
         return entries
 
-    def _read_rows(self, limit: int) -> list[Entry]:
+    def _read_rows(self, limit: int, after: int = 0) -> list[Entry]:
+        """The oldest ``limit`` readable rows of this buffer with a seq above ``after``."""
         assert self._db is not None
         try:
             rows = self._db.execute(
-                "SELECT seq, item FROM queue WHERE owner = ? ORDER BY seq LIMIT ?",
-                (self._owner, limit + len(self._undeleted)),
+                "SELECT seq, item FROM queue WHERE owner = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (self._owner, after, limit + len(self._undeleted)),
             ).fetchall()
         except sqlite3.OperationalError as error:
             if not _is_busy(error):
@@ -313,6 +322,8 @@ class DiskBuffer:
         while True:
             self._acquire()
             try:
+                # The batch is over: rows kept (not delivered) wait for the next take().
+                self._sending_upto = 0
                 busy = not self._delete(list(seqs) + list(self._undeleted))
             finally:
                 self._write_and_release()
@@ -600,6 +611,7 @@ class DiskBuffer:
             _release(self._owner_lock, self._lock_path(self._owner))
             self._owner_lock = None
         self.pending = 0
+        self._sending_upto = 0  # seqs of the file moved aside: the new one starts again
         self._retry_at = 0.0
         try:
             self._db = self._connect()
