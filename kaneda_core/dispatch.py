@@ -127,6 +127,11 @@ class _Closable:
             )
 
 
+#: Metrics a synchronous Metrics holds for the thread delivering (made by a hook or a
+#: signal handler while it delivers), at most; past it they are dropped, counted.
+MAX_DEFERRED = 10_000
+
+
 class SyncDispatcher(_Closable):
     """Delivers each metric in the caller's thread, one attempt, before the call returns.
 
@@ -153,36 +158,68 @@ class SyncDispatcher(_Closable):
     def _submit(self, item: Any) -> None:
         local = self._local
         if getattr(local, "inside", False):
-            # This thread is inside a delivery (a signal handler interrupted it): it
-            # delivers this one too, right after its own; the call does not wait.
-            self._deferred.append(item)
+            # This thread is inside a delivery (a signal handler interrupted it, or a
+            # hook or the backend reports): it delivers this one too, right after its
+            # own; the call does not wait.
+            self._defer(item)
             return
-        local.inside = True  # before the lock: a signal may come as soon as it is taken
+        if not self._lock.acquire(blocking=False):
+            if _inside_kaneda(sys._getframe(1)):
+                # A signal handler that interrupted this thread inside Kaneda (counting,
+                # say), while another thread delivers and may need what this one holds:
+                # the thread that delivers takes this one after its own.
+                self._defer(item)
+                return
+            self._lock.acquire()
+        local.inside = True
         try:
-            with self._lock:
-                self._deliver_one(item)
-                while self._deferred:
-                    self.delivery.deliver((self._deferred.popleft(),), retry=False)
+            self._deliver_one(item)
+            self._deliver_owed()
         finally:
             local.inside = False
+            self._lock.release()
         if self._deferred:  # deferred just as this thread let go
-            self._deliver_deferred()
+            # Not waiting: this may be a signal handler's call, in a thread interrupted
+            # inside Kaneda; a thread that has the lock takes them after its own.
+            self._deliver_deferred(time.monotonic())
+
+    def _defer(self, item: Any) -> None:
+        if len(self._deferred) >= MAX_DEFERRED:
+            self.delivery.count(dropped=1)  # a hook reporting each failure, the store down
+            return
+        self._deferred.append(item)
+
+    def _deliver_owed(self) -> None:
+        # What was deferred when this began, in one send, not what its own failures defer
+        # meanwhile: a failure hook that reports through this Metrics ("count them") kept
+        # the call delivering for ever while the store was down.
+        deferred = self._deferred
+        popleft = deferred.popleft
+        owed = []
+        for _ in range(len(deferred)):
+            if not deferred:
+                break
+            owed.append(popleft())
+        if owed:
+            self.delivery.deliver(owed, retry=False)
 
     def _deliver_one(self, item: Any) -> None:
         """Deliver one call's metric (a subclass may keep what the backend answered)."""
         self.delivery.deliver((item,), retry=False)
 
-    def _deliver_deferred(self) -> None:
+    def _deliver_deferred(self, deadline: float | None) -> None:
         local = self._local
         if getattr(local, "inside", False):
             return
+        wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._lock.acquire(timeout=wait):
+            return  # another thread delivers: it takes what was deferred after its own
         local.inside = True
         try:
-            with self._lock:
-                while self._deferred:
-                    self.delivery.deliver((self._deferred.popleft(),), retry=False)
+            self._deliver_owed()
         finally:
             local.inside = False
+            self._lock.release()
 
     def hold_for_fork(self, timeout: float) -> bool:
         """Wait, before a fork, for a delivery in another thread to end."""
@@ -203,18 +240,36 @@ class SyncDispatcher(_Closable):
 
     def flush(self, timeout: float | None = None, *, stop: threading.Event | None = None) -> int:
         """Deliver what a signal handler deferred; returns how many are still waiting."""
-        self._deliver_deferred()
+        self._deliver_deferred(self._deadline(timeout))
         return len(self._deferred)
 
+    @staticmethod
+    def _deadline(timeout: float | None) -> float | None:
+        now = time.monotonic()
+        if _inside_kaneda(sys._getframe(2)):
+            return now  # a signal handler, in a thread Kaneda's lock may be held by: no wait
+        return None if timeout is None else now + timeout
+
     def close(self, timeout: float | None = None) -> int:
-        """Close the backend; returns 0. Later calls are counted as dropped."""
+        """Close the backend, within ``timeout``; returns how many deferred metrics were
+        left. Later calls are counted as dropped."""
         if self._closed:
             return 0
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._deliver_deferred()
+        deadline = self._deadline(timeout)
+        self._deliver_deferred(deadline)
         self._switch_to_closed()
-        _close_backend(self.delivery, deadline)
-        return 0
+        # Called by a hook in this thread's delivery, which goes on to deliver what was
+        # deferred; else what is left now stays undelivered.
+        inside = getattr(self._local, "inside", False)
+        left = 0 if inside else len(self._deferred)
+        if left:
+            self._deferred.clear()
+            self.delivery.count(failed=left)
+            log.error("Kaneda: %d metrics not delivered: close() ran out of time", left)
+        # Once no other thread is in a send (a backend is used by one thread at a time);
+        # past the deadline, that is done in a thread of its own.
+        _close_backend(self.delivery, deadline, None if inside else self._lock)
+        return left
 
     def _after_fork_in_child(self) -> None:
         self._init_threading()
@@ -878,12 +933,19 @@ def _within(deadline: float | None, name: str, call: Callable[..., None], *args:
     runner.join(max(0.0, deadline - time.monotonic()))
 
 
-def _close_backend(delivery: Delivery, deadline: float | None) -> None:
-    """Close the backend within ``deadline``; what it raises is logged, never raised."""
+def _close_backend(
+    delivery: Delivery, deadline: float | None, in_use: threading.Lock | None = None
+) -> None:
+    """Close the backend within ``deadline`` (once ``in_use`` is free, if given); what
+    it raises is logged, never raised."""
 
     def close() -> None:
         try:
-            delivery.backend.close()
+            if in_use is None:
+                delivery.backend.close()
+            else:
+                with in_use:
+                    delivery.backend.close()
         except Exception as error:  # noqa: BLE001 - closing must not raise into the app
             log.error("Kaneda: closing the backend failed: %s", delivery.describe(error))
 
