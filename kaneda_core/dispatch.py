@@ -340,6 +340,8 @@ class BatchingDispatcher(_Closable):
         self._stop = threading.Event()
         self._state = threading.Condition(threading.RLock())
         self._closing = threading.Lock()
+        # Reentrant: a signal handler may report while its thread holds it.
+        self._bytes_lock = threading.RLock()
         self._busy = False
         self._inflight = 0
         self._settled = True
@@ -412,13 +414,18 @@ class BatchingDispatcher(_Closable):
 
         def submit(item: Item) -> None:
             size = item_bytes(item)
-            count = len(queue)
-            if count >= limit or used[0] + size > max_bytes:
+            # The count and the bound are read and changed by calling threads and the
+            # worker: unlocked, updates were lost, and the count drifted until an empty
+            # queue refused every call (or the bound went).
+            with self._bytes_lock:
+                count = len(queue)
+                full = count >= limit or used[0] + size > max_bytes
+                if not full:
+                    used[0] += size
+                    append(item)
+            if full:
                 overflow(item, size)
-                return
-            used[0] += size
-            append(item)
-            if count + 1 == batch_size:
+            elif count + 1 == batch_size:
                 wake()
 
         return submit
@@ -478,15 +485,20 @@ class BatchingDispatcher(_Closable):
                 return None
             oldest = self.queue.popleft()
         if self.max_buffer_bytes is not None:
-            self._bytes[0] -= item_bytes(oldest)
+            self._count_bytes(-item_bytes(oldest))
         return oldest
+
+    def _count_bytes(self, change: int) -> None:
+        with self._bytes_lock:
+            self._bytes[0] += change
 
     def _force_append(self, item: Any, size: int) -> None:
         if self.disk is not None:
             self.disk.append(item)
         else:
-            self._bytes[0] += size
-            self.queue.append(item)
+            with self._bytes_lock:
+                self._bytes[0] += size
+                self.queue.append(item)
 
     def _record_drop(self, item: Any, size: int) -> None:
         # Counted now; shown to the failure hook by the worker, off the caller's path.
@@ -634,7 +646,7 @@ class BatchingDispatcher(_Closable):
             self._deliver_or_count(batch)
             if self.max_buffer_bytes is not None:
                 # Counted until settled: a batch being retried still holds its memory.
-                self._bytes[0] -= sum(item_bytes(item) for item in batch)
+                self._count_bytes(-sum(item_bytes(item) for item in batch))
 
     def _deliver_or_count(self, batch: list[Any]) -> None:
         try:

@@ -8,6 +8,7 @@ in the worker, and the batch's metrics lost, counted nowhere.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 from typing import Any, Literal
@@ -87,3 +88,42 @@ def test_a_caller_past_the_bound_never_cuts_the_workers_batch_short(
     finally:
         RacingQueue.armed = False
         metrics.close(timeout=5)
+
+
+@pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest"])
+def test_the_byte_bound_counts_what_is_queued_however_threads_interleave(
+    overflow: Literal["drop_oldest", "drop_newest"],
+) -> None:
+    """max_buffer_bytes: calling threads and the worker changed the byte count unlocked;
+    updates were lost, and the count drifted (either way: 300,000 bytes counted for an
+    empty queue refused every later call; below zero, the bound was gone)."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads switch often: interleavings that production sees
+    backend = MemoryBackend()
+    metrics = Metrics(
+        backend, max_buffer_bytes=100_000, batch_size=100, flush_interval=0.01, overflow=overflow
+    )
+    try:
+
+        def report() -> None:
+            for _ in range(4000):
+                metrics.increment("requests", tags={"route": "/"})
+
+        callers = [threading.Thread(target=report) for _ in range(8)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(60)
+    finally:
+        sys.setswitchinterval(switch)
+    assert metrics.flush(timeout=10) == 0
+    stats = metrics.stats()
+    assert stats.sent + stats.dropped == 8 * 4000
+    assert stats.dropped > 0  # the bound was reached: the overflow paths ran
+    assert metrics._dispatcher._bytes == [0]  # type: ignore[union-attr]
+    sent = stats.sent
+    for _ in range(50):
+        metrics.increment("requests", tags={"route": "/"})
+    assert metrics.flush(timeout=5) == 0
+    assert metrics.stats().sent == sent + 50
+    metrics.close()
