@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import plugins
@@ -170,10 +171,14 @@ class Delivery:
         stop: threading.Event | None = None,
         keep_transient: bool = False,
         answers: list[Any] | None = None,
+        while_waiting: Callable[[], bool] | None = None,
     ) -> list[int]:
         """Send ``items`` as one batch; retry transient failures when ``retry`` is true.
 
-        ``stop``, once set, ends the waiting between retries early. A batch refused for
+        ``stop``, once set, ends the waiting between retries early. ``while_waiting`` is
+        called about every :data:`WAIT_STEP` seconds of that waiting; while it returns
+        True (the caller's buffer is filling: a long wait would end in drops) a wait
+        lasts :data:`HURRIED_WAIT` seconds at most. A batch refused for
         what some of its metrics hold (an encoding error, a malformed point) is sent in
         halves until the bad metrics are isolated: the good ones are stored, the bad
         ones fail. Metrics that still fail for a transient reason after the retries (or
@@ -220,7 +225,7 @@ class Delivery:
                     self.incidents.transient(self.describe(error), len(failed), delay)
                     self.count(retried=len(failed))
                     with gate.stepped_out():  # a fork need not wait for a backoff
-                        waited_out = stop is None or not stop.wait(delay)
+                        waited_out = _wait(delay, stop, while_waiting)
                     if waited_out:
                         parts.append((failed, attempt + 1))
                         continue
@@ -360,3 +365,30 @@ class Delivery:
 
 class BufferFull(KanedaError):
     """Metrics were dropped because the buffer was full (passed to the failure hook)."""
+
+
+#: How often a wait between retries looks at the caller's buffer (``while_waiting``).
+WAIT_STEP = 0.1
+#: The longest wait between retries while the caller's buffer is full.
+HURRIED_WAIT = 1.0
+
+
+def _wait(
+    delay: float, stop: threading.Event | None, while_waiting: Callable[[], bool] | None
+) -> bool:
+    """Wait ``delay`` seconds before a retry; False when ``stop`` was set meanwhile."""
+    if while_waiting is None:
+        return stop is None or not stop.wait(delay)
+    started = time.monotonic()
+    end = started + delay
+    while True:
+        if while_waiting():
+            end = min(end, started + HURRIED_WAIT)
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            return True
+        step = min(remaining, WAIT_STEP)
+        if stop is None:
+            time.sleep(step)
+        elif stop.wait(step):
+            return False

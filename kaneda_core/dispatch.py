@@ -650,7 +650,13 @@ class BatchingDispatcher(_Closable):
 
     def _deliver_or_count(self, batch: list[Any]) -> None:
         try:
-            inside_gate(self.delivery.deliver, batch, retry=True, stop=self._stop)
+            inside_gate(
+                self.delivery.deliver,
+                batch,
+                retry=True,
+                stop=self._stop,
+                while_waiting=self._while_retrying,
+            )
         except BaseException as error:  # noqa: BLE001 - counted, never lost silently
             # A backend that raises SystemExit or KeyboardInterrupt itself (a library
             # calling sys.exit()) must not take the batch with it, uncounted.
@@ -686,6 +692,7 @@ class BatchingDispatcher(_Closable):
                     retry=True,
                     stop=self._stop,
                     keep_transient=True,
+                    while_waiting=self._while_retrying,
                 )
             )
             # Delivered or failed for good: forgotten. Kept (the backend is down): rows
@@ -704,6 +711,16 @@ class BatchingDispatcher(_Closable):
             self._busy = False
             self._inflight = 0
             self._state.notify_all()
+
+    def _while_retrying(self) -> bool:
+        """Between a batch's retries: what a full buffer drops is said (and shown to the
+        failure hook) as it happens, not once the store is back; and the wait is cut
+        short while the buffer is half full or more: a long one would end in drops."""
+        self._report_drops()
+        if self.queued_now() * 2 >= self.max_buffer:
+            return True
+        cap = self.max_buffer_bytes
+        return cap is not None and self._bytes[0] * 2 >= cap
 
     def _report_drops(self) -> None:
         dropped = []
