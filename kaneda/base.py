@@ -67,10 +67,8 @@ class Metrics(AnsweringMetrics):
         """Record the value of a gauge; returns the backend's answer (see the class)."""
         try:
             if type(value) is bool and self._takes_bools:
-                self._report(name, GAUGE, value, tags, None)
-            else:
-                CoreMetrics.gauge(self, name, value, tags)  # AnsweringMetrics' body, one call less
-            return self._answer()
+                return self._answering(type(self)._report, name, GAUGE, value, tags, None)
+            return self._answering(CoreMetrics.gauge, name, value, tags)
         except InvalidMetric:
             converted = _as_1_0(number_as_1_0, value, tags)
             if converted is None:
@@ -80,8 +78,7 @@ class Metrics(AnsweringMetrics):
     def increment(self, name: str, tags: TagsInput | None = None) -> Any:
         """Add one to a counter; returns the backend's answer (see the class)."""
         try:
-            CoreMetrics.increment(self, name, tags)
-            return self._answer()
+            return self._answering(CoreMetrics.increment, name, tags)
         except InvalidMetric:
             converted = tags_as_1_0(tags)
             if converted is None:
@@ -91,8 +88,7 @@ class Metrics(AnsweringMetrics):
     def decrement(self, name: str, tags: TagsInput | None = None) -> Any:
         """Subtract one from a counter; returns the backend's answer (see the class)."""
         try:
-            CoreMetrics.decrement(self, name, tags)
-            return self._answer()
+            return self._answering(CoreMetrics.decrement, name, tags)
         except InvalidMetric:
             converted = tags_as_1_0(tags)
             if converted is None:
@@ -103,10 +99,8 @@ class Metrics(AnsweringMetrics):
         """Record a duration; returns the backend's answer (see the class)."""
         try:
             if type(value) is bool and self._takes_bools:
-                self._report(name, TIMING, value, tags, None)
-            else:
-                CoreMetrics.timing(self, name, value, tags)
-            return self._answer()
+                return self._answering(type(self)._report, name, TIMING, value, tags, None)
+            return self._answering(CoreMetrics.timing, name, value, tags)
         except InvalidMetric:
             converted = _as_1_0(number_as_1_0, value, tags)
             if converted is None:
@@ -116,8 +110,7 @@ class Metrics(AnsweringMetrics):
     def event(self, name: str, text: str, tags: TagsInput | None = None) -> Any:
         """Record an event; returns the backend's answer (see the class)."""
         try:
-            CoreMetrics.event(self, name, text, tags)
-            return self._answer()
+            return self._answering(CoreMetrics.event, name, text, tags)
         except InvalidMetric:
             converted = _as_1_0(text_as_1_0, text, tags)
             if converted is None:
@@ -134,8 +127,7 @@ class Metrics(AnsweringMetrics):
     ) -> Any:
         """Record a custom metric; returns the backend's answer (see the class)."""
         try:
-            CoreMetrics.custom(self, name, metric, value, tags, id_)
-            return self._answer()
+            return self._answering(CoreMetrics.custom, name, metric, value, tags, id_)
         except InvalidMetric:
             converted = _as_1_0(custom_as_1_0, value, tags)
             if converted is None:

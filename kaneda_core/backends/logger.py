@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import weakref
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -73,6 +74,7 @@ class LoggerBackend(Backend):
         self.layout = check_layout(layout)
         self._file: TextIO | None = None
         self._handler: _Kaneda1Handler | None = None
+        self._mark: dict[str, _Mark] = {}
         if isinstance(logger, str):
             logger = logging.getLogger(logger)
         self.logger = logger
@@ -86,9 +88,18 @@ class LoggerBackend(Backend):
         self.logger.setLevel(logging.INFO)
         handler = _Kaneda1Handler(filename)
         handler.setFormatter(logging.Formatter(KANEDA1_FORMAT))
-        handler.addFilter(lambda record: getattr(record, "kaneda_backend", None) is self)
+        # The logger is the process's: neither it nor the records it passes on (which a
+        # handler may keep: pytest's, a MemoryHandler) may hold this backend, or one never
+        # closed (kaneda 1.0 code makes one per request) would never be collected, and
+        # its handler and open file would add up. Its lines carry a mark of their own,
+        # and the handler is removed and closed once the backend is collected.
+        mark = _Mark()
+        self._mark = {"kaneda_backend": mark}
+        handler.addFilter(mark)
         self.logger.addHandler(handler)
         self._handler = handler
+        self._release_handler = weakref.finalize(self, _detach, self.logger, handler)
+        self._release_handler.atexit = False  # logging closes its handlers at exit
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> LoggerBackend:
@@ -138,7 +149,7 @@ class LoggerBackend(Backend):
     def _log_kaneda1(self, batch: Sequence[Metric]) -> None:
         assert self.logger is not None
         info = self.logger.info
-        mark = {"kaneda_backend": self}
+        mark = self._mark
         handler = self._handler
         for index, metric in enumerate(batch):
             info(kaneda1_record(metric), extra=mark)
@@ -169,9 +180,8 @@ class LoggerBackend(Backend):
     def close(self) -> None:
         """Close the file or handler this backend opened (not a logger you gave)."""
         self._drop_file()
-        if self._handler is not None and self.logger is not None:
-            self.logger.removeHandler(self._handler)
-            self._handler.close()
+        if self._handler is not None:
+            self._release_handler()  # once: not again when the backend is collected
             self._handler = None
 
     def __repr__(self) -> str:
@@ -179,6 +189,29 @@ class LoggerBackend(Backend):
             self.logger.name if self.logger is not None and self._handler is None else "stderr"
         )
         return f"<LoggerBackend {target}>"
+
+
+class _Mark:
+    """What one backend's lines carry, and its handler's filter: that backend's lines only."""
+
+    __slots__ = ()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "kaneda_backend", None) is self
+
+
+def _detach(logger: logging.Logger, handler: logging.Handler) -> None:
+    """Take ``handler`` off ``logger`` and close it (its backend was closed or collected).
+
+    Run by the garbage collector too, in whatever thread it runs in, maybe while that
+    thread is in ``logger.info()`` walking ``logger.handlers``: the list is replaced,
+    not changed in place (removing from it there made the walk skip the next handler,
+    and that backend's line was lost). So is a walk in another thread's left whole.
+    """
+    with logging._lock:  # type: ignore[attr-defined]  # the lock addHandler takes
+        if handler in logger.handlers:
+            logger.handlers = [each for each in logger.handlers if each is not handler]
+    handler.close()
 
 
 class _Kaneda1Handler(logging.StreamHandler):  # type: ignore[type-arg]
