@@ -67,7 +67,8 @@ class Metrics:
     (``drop_oldest``, ``drop_newest``, or ``block`` for up to ``block_timeout``
     seconds). With ``buffer_path`` the queue is a SQLite file that keeps metrics across
     a backend outage and a crash of the process, delivered at least once. At
-    interpreter exit the queue gets ``exit_timeout`` seconds to drain. With
+    interpreter exit, and leaving a ``with`` block, the queue gets ``exit_timeout``
+    seconds to drain. With
     ``batching=False`` each call delivers before returning.
 
     A call raises :class:`InvalidMetric` for bad input, and never because the backend
@@ -138,6 +139,7 @@ class Metrics:
                 f"backend must be a kaneda_core.Backend, a backend name or a URL, got {backend!r}"
             )
         self.backend: Backend = backend
+        self._exit_timeout = exit_timeout
         delivery = Delivery(backend, retry)
         self._delivery = delivery
         self._default_tags = _default_tags(backend)
@@ -564,7 +566,9 @@ class Metrics:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        # Bounded as an exit is: without a timeout, a store that is down held the block
+        # for as long as the queue's retries took (minutes for a few thousand metrics).
+        self.close(self._exit_timeout)
 
     def __repr__(self) -> str:
         mode = "batching" if isinstance(self._dispatcher, BatchingDispatcher) else "sync"

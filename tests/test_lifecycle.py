@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kaneda_core import Backend, Metric, Metrics
+from kaneda_core import Backend, DeliveryError, Metric, Metrics
 from kaneda_core.backends import MemoryBackend
 
 
@@ -212,3 +212,20 @@ def test_an_exit_waits_for_its_metrics_side_by_side_not_one_after_another(
     assert done.stdout.strip() == "ready", done.stderr
     assert took < 5, f"exit took {took:.1f} s"  # one exit_timeout (2 s) and start-up
     assert done.stderr.count("1 metrics not delivered to Down") == 4, done.stderr
+
+
+def test_leaving_a_with_block_is_bounded_by_exit_timeout() -> None:
+    """Leaving ``with Metrics(...)`` closed without a timeout: with the store down, the
+    block was held as long as the queue's retries took (55 s for 2,000 metrics)."""
+
+    class Down(Backend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            raise DeliveryError("connection refused", retryable=True)
+
+    started = time.monotonic()
+    with Metrics(Down(), exit_timeout=0.5, batch_size=10) as metrics:
+        for _ in range(100):
+            metrics.increment("requests")
+    assert time.monotonic() - started < 3
+    stats = metrics.stats()
+    assert stats.queued == 0 and stats.failed == 100, stats
