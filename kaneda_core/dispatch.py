@@ -296,7 +296,11 @@ class BatchingDispatcher(_Closable):
         self.aggregator = aggregator
         if aggregator is not None:
             aggregator.wake = self._wake_worker  # its series past their byte bound
-        self._emit_now = False
+        # Emits flush() asked for, and the last the worker began after one was asked: a
+        # flush waits until the worker began one after it asked, and its points are
+        # queued (a flag the worker cleared could wipe a later flush's request).
+        self._emits_asked = 0
+        self._emits_done = 0
         self._final_round = False  # the extra round at close, for calls made before it
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -588,14 +592,16 @@ class BatchingDispatcher(_Closable):
 
     def _fold_and_emit(self, aggregator: Aggregator) -> None:
         """Fold what calls queued; at each interval (and on flush, close), queue the points."""
+        asked = self._emits_asked  # before folding: the calls of that flush are queued
         aggregator.fold()
         due = time.monotonic() - aggregator.last_emit >= self.flush_interval
-        if not (due or self._emit_now or self._closed or aggregator.over_budget()):
+        wanted = asked > self._emits_done
+        if not (due or wanted or self._closed or aggregator.over_budget()):
             return
         try:
             points, folded, unstorable = aggregator.emit(stamp(time_ns()))
         except Exception as error:  # noqa: BLE001 - records kept would fail every interval
-            self._emit_now = False
+            self._emits_done = asked
             lost = aggregator.discard()
             self.delivery.count(failed=lost)
             log.error("Kaneda: %d aggregated points lost: emitting them failed: %r", lost, error)
@@ -623,7 +629,7 @@ class BatchingDispatcher(_Closable):
             for point in points[start : start + step]:
                 accept(point)
         # Only now: a flush() waiting for the points sees them queued, not in the making.
-        self._emit_now = False
+        self._emits_done = asked
 
     def _drain(self) -> bool:
         queue = self.queue
@@ -778,15 +784,19 @@ class BatchingDispatcher(_Closable):
         given up on).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        asked = 0
         if self.aggregator is not None:
-            self._emit_now = True
+            self._emits_asked += 1
+            asked = self._emits_asked
         if _inside_kaneda(sys._getframe(1)):
             # A signal handler that interrupted this thread inside Kaneda, or a hook the
             # worker runs: the worker may need what this thread holds. No waiting.
             self._wake.set()
             return self.queued()
         with self._state:
-            while self.queued_now() or self._busy or self._dropped or self._emit_now:
+            while (
+                self.queued_now() or self._busy or self._dropped or self._emits_done < asked
+            ):
                 if self._exited.is_set():
                     break
                 self._wake.set()

@@ -3,6 +3,7 @@ many series, close() at any moment."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -130,3 +131,49 @@ def test_a_worker_failing_for_ever_keeps_its_pause_a_number(monkeypatch: Any) ->
     dispatcher._rounds()  # type: ignore[union-attr]
     assert rounds["n"] == 1101
     metrics.close(1)
+
+
+class SlowSends(MemoryBackend):
+    def send(self, batch: Sequence[Metric]) -> None:
+        time.sleep(0.002)
+        super().send(batch)
+
+
+def test_flush_waits_for_every_call_made_before_it_while_others_flush_too() -> None:
+    """The worker cleared the emit a flush() had asked for once it finished the emit it
+    was in: a flush() that asked meanwhile returned with calls folded but not emitted
+    (3 trials in 58 returned 1, with 300 of 24,000 calls undelivered)."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        ended = time.monotonic() + 6
+        trials = 0
+        while time.monotonic() < ended and trials < 80:
+            trials += 1
+            backend = SlowSends()
+            metrics = Metrics(backend, aggregate=True, flush_interval=0.02)
+            stop = threading.Event()
+
+            def report(metrics: Metrics) -> None:
+                for _ in range(1000):
+                    metrics.increment("requests")
+
+            def flush(metrics: Metrics, stop: threading.Event) -> None:
+                while not stop.is_set():
+                    metrics.flush(timeout=1)
+
+            callers = [threading.Thread(target=report, args=(metrics,)) for _ in range(4)]
+            flushers = [threading.Thread(target=flush, args=(metrics, stop)) for _ in range(2)]
+            for thread in callers + flushers:
+                thread.start()
+            for thread in callers:
+                thread.join(30)
+            left = metrics.flush()
+            delivered = total(backend, "requests")
+            stop.set()
+            for thread in flushers:
+                thread.join(30)
+            metrics.close()
+            assert (left, delivered) == (0, 4000), f"trial {trials}"
+    finally:
+        sys.setswitchinterval(switch)
