@@ -794,9 +794,7 @@ class BatchingDispatcher(_Closable):
             self._wake.set()
             return self.queued()
         with self._state:
-            while (
-                self.queued_now() or self._busy or self._dropped or self._emits_done < asked
-            ):
+            while self.queued_now() or self._busy or self._dropped or self._emits_done < asked:
                 if self._exited.is_set():
                     break
                 self._wake.set()
