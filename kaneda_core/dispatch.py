@@ -1080,7 +1080,18 @@ def _track(dispatcher: BatchingDispatcher) -> None:
     _live.add(dispatcher)
 
 
+#: Set once the exit callback has run: a worker started after it would deliver nothing.
+_exit_ran = False
+
+
+def exit_callback_ran() -> bool:
+    """Whether Kaneda's exit callback ran: a Metrics made now cannot rely on a worker."""
+    return _exit_ran
+
+
 def _close_all_at_exit() -> None:
+    global _exit_ran
+    _exit_ran = True
     dispatchers = list(_live)
     if not _inside_kaneda(sys._getframe(1)):
         _close_each(dispatchers, waiting=True)

@@ -13,8 +13,15 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import stamps
 from .backend import Backend
-from .delivery import Delivery, Item, RetryPolicy, Stats
-from .dispatch import BatchingDispatcher, Overflow, Submit, SyncDispatcher, let_go
+from .delivery import Delivery, Item, RetryPolicy, Stats, log
+from .dispatch import (
+    BatchingDispatcher,
+    Overflow,
+    Submit,
+    SyncDispatcher,
+    exit_callback_ran,
+    let_go,
+)
 from .errors import ConfigurationError, InvalidMetric
 from .model import (
     COUNTER,
@@ -156,6 +163,14 @@ class Metrics:
                 self._host,
                 check_percentiles(percentiles if percentiles is not None else (50, 90, 99)),
             )
+        if batching and exit_callback_ran():
+            # Made by an exit handler that runs after Kaneda's (a lazy global): no worker
+            # would deliver its queue, which nothing closes any more.
+            log.warning(
+                "Kaneda: a Metrics made after Kaneda's exit callback ran delivers each "
+                "metric in the caller's thread (batching=False)"
+            )
+            batching = False
         if batching:
             disk = None
             if buffer_path is not None:

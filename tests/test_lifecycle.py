@@ -229,3 +229,32 @@ def test_leaving_a_with_block_is_bounded_by_exit_timeout() -> None:
     assert time.monotonic() - started < 3
     stats = metrics.stats()
     assert stats.queued == 0 and stats.failed == 100, stats
+
+
+def test_a_metrics_made_by_a_late_exit_handler_delivers(tmp_path: Path) -> None:
+    """An exit handler that runs after Kaneda's (registered before Kaneda was first used)
+    made a Metrics lazily: its worker delivered nothing, nothing said so."""
+    out = tmp_path / "metrics.jsonl"
+    script = tmp_path / "app.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import atexit
+
+            def report_shutdown():
+                from kaneda_core import Metrics
+                metrics = Metrics("logger://{out}")  # a lazy global, first used here
+                metrics.event("shutdown", "worker stopping")
+                metrics.increment("shutdown.count")
+
+            atexit.register(report_shutdown)  # registered first: runs last
+
+            from kaneda_core import Metrics
+            Metrics("logger://{out}").increment("request")
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert len(out.read_text().splitlines()) == 3, done.stderr
+    assert "after Kaneda's exit callback ran" in done.stderr
