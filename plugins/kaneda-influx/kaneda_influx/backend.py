@@ -32,7 +32,7 @@ from kaneda_core.urls import check_host, parse_url
 from . import field_types
 from .field_types import KnownTypes
 from .layouts import LAYOUTS, Layout
-from .transport import BodyCutOff, HTTPTransport, Redirected, Request
+from .transport import BodyCutOff, HTTPTransport, Redirected, Request, RequestTimeout
 
 log = logging.getLogger("kaneda.influx")
 
@@ -570,6 +570,14 @@ class InfluxBackend(Backend):
                 "(tls off), or turn https-enabled on in the server's [http] section"
             )
             return DeliveryError(message, retryable=False)
+        if isinstance(error, RequestTimeout) and error.connected:
+            # Up and slow (overloaded, a long compaction, paused): not a wrong address.
+            return DeliveryError(
+                f"{where} accepted the connection but gave no complete answer while "
+                f"{doing} ({error}): the server is slow or overloaded. A longer timeout= "
+                "lets slow writes finish",
+                retryable=True,
+            )
         if isinstance(error, (OSError, http.client.HTTPException, RequestException)):
             other = (
                 "influxdb:// for plain HTTP" if self._transport.tls else "https+influxdb:// for TLS"

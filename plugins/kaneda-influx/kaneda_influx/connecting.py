@@ -36,7 +36,12 @@ AddressInfo = tuple[Any, ...]
 
 
 class RequestTimeout(TimeoutError):
-    """The whole request took longer than the transport's timeout."""
+    """The whole request took longer than the transport's timeout.
+
+    ``connected`` when the server had accepted the connection: it is up, and slow.
+    """
+
+    connected = False
 
 
 class NameNotResolved(OSError):

@@ -418,8 +418,10 @@ class Request:
             except BaseException as error:
                 if watch.expired or not isinstance(error, keep):
                     transport._drop()
-                if watch.expired:
-                    raise RequestTimeout(f"no complete answer {self._within()}") from error
+                if watch.expired or isinstance(error, TimeoutError):
+                    timeout = RequestTimeout(f"no complete answer {self._within()}")
+                    timeout.connected = True
+                    raise timeout from error
                 raise
 
     def _within(self) -> str:

@@ -68,3 +68,6 @@ def test_a_server_that_never_answers_says_it_timed_out(silent_port: int) -> None
     message = str(error)
     assert f"127.0.0.1:{silent_port}" in message
     assert "within 0.2" in message or "timed out" in message, message
+    # Up and slow, not a wrong address: the message sends no one to check the host.
+    assert "accepted the connection but gave no complete answer" in message, message
+    assert "slow or overloaded" in message and "Check that influxd runs there" not in message
