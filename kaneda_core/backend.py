@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DeliveryError
 from .forking import track_backend
 from .model import Metric
 
@@ -81,8 +83,6 @@ class Backend(ABC):
         permission, a certificate that does not verify (:func:`is_transient_os_error`).
         A :class:`~kaneda_core.DeliveryError` says for itself.
         """
-        from .errors import DeliveryError
-
         if isinstance(error, DeliveryError):
             return error.retryable
         return is_transient_os_error(error)
@@ -160,15 +160,13 @@ def is_transient_os_error(error: BaseException) -> bool:
     A missing file or folder, a permission, a read-only file system, a name too long
     and a TLS certificate that does not verify stay as they are however often one tries.
     """
-    import errno
-
     if not isinstance(error, OSError) or isinstance(error, _PERMANENT_OS_ERRORS):
         return False
     if error.errno in (errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.EPERM):
         return False
-    import ssl
-
-    return not isinstance(error, ssl.SSLCertVerificationError)
+    # No import here (it fails at interpreter shutdown): an ssl error means ssl is loaded.
+    ssl = sys.modules.get("ssl")
+    return ssl is None or not isinstance(error, ssl.SSLCertVerificationError)
 
 
 def location_options(cls: type, url: str) -> dict[str, Any]:

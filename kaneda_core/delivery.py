@@ -245,13 +245,11 @@ class Delivery:
         return sorted(position[id(metric)] for metric in kept)
 
     def _apply_filter(self, metrics: list[Metric]) -> list[Metric]:
-        from .plugins import implementations
-
         # Each plugin's filter on its own: one that raises keeps the metric (a broken
         # hook must not lose metrics) and leaves the other filters their say.
         filters = [
             (plugin, function, "metric" in arguments)
-            for plugin, function, arguments in implementations("kaneda_filter_metric")
+            for plugin, function, arguments in plugins.implementations("kaneda_filter_metric")
         ]
         failures: dict[str, list[Any]] = {}
         kept = []
@@ -302,10 +300,8 @@ class Delivery:
         Each plugin's hook is called on its own: one that raises does not keep the
         others from being told.
         """
-        from .plugins import implementations
-
         arguments = {"metrics": self.to_metrics(metrics), "error": error, "backend": self.backend}
-        for plugin, function, names in implementations("kaneda_batch_failed"):
+        for plugin, function, names in plugins.implementations("kaneda_batch_failed"):
             try:
                 function(**{name: arguments[name] for name in names if name in arguments})
             except Exception as hook_error:  # noqa: BLE001 - a broken hook must not stop delivery

@@ -258,3 +258,36 @@ def test_a_metrics_made_by_a_late_exit_handler_delivers(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert len(out.read_text().splitlines()) == 3, done.stderr
     assert "after Kaneda's exit callback ran" in done.stderr
+
+
+@pytest.mark.parametrize("face", ["kaneda", "kaneda_core"])
+def test_a_call_from_a_finalizer_at_interpreter_shutdown_raises_nothing(
+    tmp_path: Path, face: str
+) -> None:
+    """An object whose __del__ reports, collected as modules are torn down: the call
+    raised ImportError ("sys.meta_path is None") from an import on the delivery path."""
+    script = tmp_path / "app.py"
+    options = "" if face == "kaneda" else ", batching=False"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            from {face} import Metrics
+
+            metrics = Metrics("logger://{tmp_path / "m.jsonl"}"{options})
+
+            class Connection:
+                def __del__(self):
+                    try:
+                        metrics.increment("db.connection.closed")
+                    except Exception as error:
+                        sys.stderr.write(f"the call raised {{error!r}}\\n")
+
+            connection = Connection()  # a module global: collected at teardown
+            metrics.increment("started")
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "the call raised" not in done.stderr, done.stderr
