@@ -163,7 +163,7 @@ class SyncDispatcher(_Closable):
             # own; the call does not wait.
             self._defer(item)
             return
-        if not self._lock.acquire(blocking=False):
+        if not self._lock.acquire(False):  # (positional: the faster call)
             if _inside_kaneda(sys._getframe(1)):
                 # A signal handler that interrupted this thread inside Kaneda (counting,
                 # say), while another thread delivers and may need what this one holds:
@@ -174,7 +174,8 @@ class SyncDispatcher(_Closable):
         local.inside = True
         try:
             self._deliver_one(item)
-            self._deliver_owed()
+            if self._deferred:
+                self._deliver_owed()
         finally:
             local.inside = False
             self._lock.release()
