@@ -5,12 +5,15 @@ each buries the one line that matters. Here an outage is logged when it starts, 
 ``REPEAT_AFTER`` seconds while it lasts, and when delivery works again. Drops are logged
 as running totals (the same number ``stats().dropped`` holds) when they start, while
 they go on, and when they stop. Permanent failures are logged at once, and an identical
-message that repeats is folded into one line per ``REPEAT_AFTER`` seconds with a count.
+message that repeats is folded into one line per ``REPEAT_AFTER`` seconds with a count;
+the count held back is logged too when delivery works again after them, and at close, so
+that the totals in the log add up to ``stats().failed``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 log = logging.getLogger("kaneda")
@@ -18,6 +21,26 @@ log = logging.getLogger("kaneda")
 #: Seconds between two log lines about the same ongoing trouble.
 REPEAT_AFTER = 60.0
 _MAX_KEYS = 100
+_LOST = "lost"  # metrics lost for good
+_HOOK = "hook"  # a hook that raised
+
+
+class _Record:
+    """A message of the log: when it was last logged, and its repeats held back since."""
+
+    __slots__ = ("at", "batches", "kind", "metrics", "parts", "successes")
+
+    def __init__(self, kind: str, parts: tuple[str, ...]) -> None:
+        self.kind = kind
+        self.parts = parts  # what a line about its total says (see _log_total)
+        self.at = 0.0
+        self.batches = 0
+        self.metrics = 0
+        self.successes = 0  # the log's count of sends that worked, when it was logged
+
+
+#: A total held back: the message's record, batches, metrics, and since when.
+_Total = tuple[_Record, int, int, float]
 
 
 class IncidentLog:
@@ -29,7 +52,13 @@ class IncidentLog:
         self._outage_logged = 0.0
         self._drops_logged = 0
         self._drops_logged_at = 0.0
-        self._repeats: dict[str, list[float]] = {}
+        self._repeats: dict[str, _Record] = {}
+        self._held: set[str] = set()  # the messages with repeats held back
+        self._successes = 0  # sends that worked
+        self._closed = False
+        # The worker's failures and close()'s (its give-up) may come at once. Reentrant:
+        # a signal handler may log while its thread does. Never held while logging.
+        self._lock = threading.RLock()
 
     # -- transient failures: one line when an outage starts, one when it ends ------------
 
@@ -58,7 +87,11 @@ class IncidentLog:
             )
 
     def delivered(self) -> None:
-        """A send succeeded: ends an outage, if there was one."""
+        """A send succeeded: ends an outage, if there was one, and logs the totals of
+        failures for good held back that it ends (see ``_after_success``)."""
+        if self._held:
+            self._after_success(time.monotonic())
+        self._successes += 1
         if self._outage_since is not None:
             log.warning(
                 "Kaneda: delivering to %s again, after %.1f s of failures.",
@@ -98,22 +131,14 @@ class IncidentLog:
     def permanent(self, metrics: int, what: str, error: str) -> None:
         """``metrics`` metrics were lost for good (``what`` happened to them)."""
         now = time.monotonic()
-        key = f"{what}: {error}"
-        due, seen = self._due(key, metrics, now)
-        if not due:
+        due = self._due(f"{what}: {error}", _LOST, (what, error), metrics, now)
+        if due is None:
             return
-        if seen is not None and seen[1]:
-            log.error(
-                "Kaneda: %d more batches (%d metrics) %s to %s in the last %.0f s: %s",
-                int(seen[1]),
-                int(seen[2]),
-                what,
-                self.backend_name,
-                now - seen[0],
-                error,
-            )
+        _first, own, others = due
+        self._log_totals(others, now, "")
+        if own is not None:
+            self._log_total(own, now, "")
         log.error("Kaneda: %d metrics %s to %s: %s", metrics, what, self.backend_name, error)
-        self._logged(key, now)
 
     # -- hooks that raise: each failure once per REPEAT_AFTER, with a count ----------------
 
@@ -127,11 +152,14 @@ class IncidentLog:
         per metric.
         """
         now = time.monotonic()
-        key = f"hook {hook} of {plugin}: {type(error).__name__}: {error}"
-        due, seen = self._due(key, metrics, now)
-        if not due:
+        text = f"{type(error).__name__}: {error}"
+        key = f"hook {hook} of {plugin}: {text}"
+        due = self._due(key, _HOOK, (hook, plugin, then, text), metrics, now)
+        if due is None:
             return
-        since = f" ({int(seen[2])} more metrics since the last line)" if seen and seen[2] else ""
+        first, own, others = due
+        self._log_totals(others, now, "")
+        since = f" ({own[2]} more metrics since the last line)" if own is not None else ""
         log.error(
             "Kaneda: %s hook of plugin %r raised for %d metrics%s; %s: %s: %s",
             hook,
@@ -141,22 +169,107 @@ class IncidentLog:
             then,
             type(error).__name__,
             error,
-            exc_info=(type(error), error, error.__traceback__) if seen is None else None,
+            exc_info=(type(error), error, error.__traceback__) if first else None,
         )
-        self._logged(key, now)
 
-    def _due(self, key: str, metrics: int, now: float) -> tuple[bool, list[float] | None]:
-        """Whether the message ``key`` is due a line now, and its record (logged at, lines
-        held back, metrics held back); one held back is counted in its record."""
-        seen = self._repeats.get(key)
-        if seen is not None and now - seen[0] < REPEAT_AFTER:
-            seen[1] += 1
-            seen[2] += metrics
-            return False, seen
-        return True, seen
+    # -- the totals held back: told when delivery works again, and at close ---------------
 
-    def _logged(self, key: str, now: float) -> None:
-        """The message ``key`` was logged at ``now``: hold its repeats back from there."""
-        if len(self._repeats) >= _MAX_KEYS:
-            self._repeats.clear()
-        self._repeats[key] = [now, 0, 0]
+    def close(self) -> None:
+        """Kaneda is closing: log every total still held back (the final ones); from now
+        on each failure is logged at once, none is held back for a line that would never
+        come."""
+        now = time.monotonic()
+        with self._lock:
+            self._closed = True
+            totals = [self._take(key, now, self._successes) for key in list(self._held)]
+        self._log_totals(totals, now, ", before close")
+
+    def _after_success(self, now: float) -> None:
+        """Log the totals a send that worked ends: the failures for good held back since
+        their last line with no success between (an outage of them), and any held back
+        for ``REPEAT_AFTER`` already.
+
+        A failure between successes (one bad batch in a few) stays held back until then:
+        a line each time a send works would be a line per batch.
+        """
+        with self._lock:
+            successes = self._successes
+            ended, due = [], []
+            for key in list(self._held):
+                record = self._repeats[key]
+                if record.kind == _LOST and record.successes == successes:
+                    ended.append(self._take(key, now, successes + 1))
+                elif now - record.at >= REPEAT_AFTER:
+                    due.append(self._take(key, now, successes + 1))
+        self._log_totals(ended, now, ", until delivery worked again")
+        self._log_totals(due, now, "")
+
+    def _due(
+        self, key: str, kind: str, parts: tuple[str, ...], metrics: int, now: float
+    ) -> tuple[bool, _Total | None, list[_Total]] | None:
+        """None when the message ``key`` is held back (counted in its record); else it is
+        logged now: (whether it is new, the total held back since its last line, the
+        totals of other messages forgotten to make room), and its record starts anew."""
+        with self._lock:
+            record = self._repeats.get(key)
+            if record is not None and not self._closed and now - record.at < REPEAT_AFTER:
+                record.batches += 1
+                record.metrics += metrics
+                self._held.add(key)
+                return None
+            first, own, others = record is None, None, []
+            if record is None:
+                if len(self._repeats) >= _MAX_KEYS:
+                    # Their totals are told before they are forgotten.
+                    others = [self._take(held, now, self._successes) for held in list(self._held)]
+                    self._repeats.clear()
+                record = self._repeats[key] = _Record(kind, parts)
+            elif record.batches:
+                own = self._take(key, now, self._successes)
+            record.parts = parts
+            record.at = now
+            record.successes = self._successes
+            return first, own, others
+
+    def _take(self, key: str, now: float, successes: int) -> _Total:
+        """The total held back for ``key`` (its record, batches, metrics, since when),
+        taken out of its record: logged at ``now``, with ``successes`` sends seen."""
+        record = self._repeats[key]
+        total = (record, record.batches, record.metrics, record.at)
+        record.batches = record.metrics = 0
+        record.at = now
+        record.successes = successes
+        self._held.discard(key)
+        return total
+
+    def _log_totals(self, totals: list[_Total], now: float, when: str) -> None:
+        for total in totals:
+            self._log_total(total, now, when)
+
+    def _log_total(self, total: _Total, now: float, when: str) -> None:
+        record, batches, metrics, since = total
+        if record.kind == _LOST:
+            what, error = record.parts
+            log.error(
+                "Kaneda: %d more batches (%d metrics) %s to %s in the last %.1f s%s: %s",
+                batches,
+                metrics,
+                what,
+                self.backend_name,
+                now - since,
+                when,
+                error,
+            )
+        else:
+            hook, plugin, then, error = record.parts
+            log.error(
+                "Kaneda: %s hook of plugin %r raised for %d more metrics in the last %.1f s%s;"
+                " %s: %s",
+                hook,
+                plugin,
+                metrics,
+                now - since,
+                when,
+                then,
+                error,
+            )
