@@ -980,9 +980,11 @@ def _close_backend(
     def close() -> None:
         try:
             if in_use is None:
+                delivery.incidents.close()  # the failures held back, told: totals final
                 delivery.backend.close()
             else:
                 with in_use:
+                    delivery.incidents.close()
                     delivery.backend.close()
         except Exception as error:  # noqa: BLE001 - closing must not raise into the app
             log.error("Kaneda: closing the backend failed: %s", delivery.describe(error))
