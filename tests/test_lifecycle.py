@@ -20,15 +20,16 @@ from kaneda_core.backends import MemoryBackend
 
 
 class ClosingCounted(MemoryBackend):
-    """A memory backend that counts its close() calls, slowly enough for them to overlap."""
+    """A memory backend that counts its close() calls (each ``pause`` seconds long)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pause: float = 0.0) -> None:
         super().__init__()
         self.closes = 0
+        self.pause = pause
 
     def close(self) -> None:
         self.closes += 1
-        time.sleep(0.05)
+        time.sleep(self.pause)
 
 
 def _kaneda_threads() -> list[threading.Thread]:
@@ -92,7 +93,7 @@ def test_closes_from_several_threads_close_the_backend_once() -> None:
     """Four threads closing one Metrics each closed the backend (a file closed twice
     failed: "'NoneType' object has no attribute 'close'")."""
     for _ in range(10):
-        backend = ClosingCounted()
+        backend = ClosingCounted(pause=0.05)  # long enough for the closes to overlap
         metrics = Metrics(backend)
         metrics.increment("requests")
         closers = [threading.Thread(target=metrics.close, args=(5,)) for _ in range(4)]
