@@ -1057,9 +1057,14 @@ def let_go(dispatcher: BatchingDispatcher) -> None:
 
 def _close_let_go() -> None:
     while True:
-        dispatcher = _let_go.get()
-        _close_each([dispatcher], waiting=True)
-        del dispatcher  # not kept alive while this thread waits for the next
+        # Every one let go of meanwhile, closed side by side (as at exit): one at a time,
+        # a store that is down made each wait its exit_timeout, and a Metrics made per
+        # request outran the closing, a worker thread each.
+        waiting = [_let_go.get()]
+        while not _let_go.empty():
+            waiting.append(_let_go.get())
+        _close_each(waiting, waiting=True)
+        del waiting  # not kept alive while this thread waits for the next
 
 
 @reinit_after_fork

@@ -60,6 +60,27 @@ def test_a_metrics_let_go_of_unclosed_delivers_and_ends_its_worker() -> None:
     assert len(_kaneda_threads()) == before
 
 
+def test_metrics_let_go_of_while_the_store_is_down_are_closed_side_by_side() -> None:
+    """Closed one at a time, each waited its exit_timeout for a store that was down: a
+    Metrics made per request outran the closing, and worker threads piled up."""
+
+    class Down(Backend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            raise DeliveryError("connection refused", retryable=True)
+
+    before = len(_kaneda_threads())
+    for _ in range(20):
+        metrics = Metrics(Down(), exit_timeout=1.0)
+        metrics.increment("requests")
+        del metrics
+    gc.collect()
+    started = time.monotonic()
+    while time.monotonic() - started < 10 and len(_kaneda_threads()) > before:
+        time.sleep(0.05)
+    assert len(_kaneda_threads()) <= before
+    assert time.monotonic() - started < 4  # about one exit_timeout, not twenty
+
+
 def test_a_metrics_still_referenced_is_left_alone() -> None:
     backend = ClosingCounted()
     metrics = Metrics(backend, flush_interval=60)
