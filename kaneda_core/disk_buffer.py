@@ -141,6 +141,11 @@ class DiskBuffer:
         #: take() reads the oldest rows, so every row of this buffer up to it is being
         #: sent (or delivered, in _undeleted): drop_oldest takes only rows after it.
         self._sending_upto = 0
+        #: Files started (a damaged one moved aside starts another, numbering its rows
+        #: from 1 again), and the one take() read its batch from: acking that batch's
+        #: rows in a newer file would delete other metrics, never delivered.
+        self._file_number = 0
+        self._taken_from = 0
 
     # -- the calling side: never waits ---------------------------------------------------
 
@@ -266,6 +271,7 @@ class DiskBuffer:
             entries = self._take_locked(limit)
             # Rows from the file come first, oldest first.
             self._sending_upto = max((seq for seq, _ in entries if seq is not None), default=0)
+            self._taken_from = self._file_number
             return entries
         finally:
             self._write_and_release()
@@ -324,6 +330,8 @@ class DiskBuffer:
             try:
                 # The batch is over: rows kept (not delivered) wait for the next take().
                 self._sending_upto = 0
+                if self._taken_from != self._file_number:
+                    seqs = []  # rows of a file moved aside meanwhile: kept there
                 busy = not self._delete(list(seqs) + list(self._undeleted))
             finally:
                 self._write_and_release()
@@ -612,6 +620,8 @@ class DiskBuffer:
             self._owner_lock = None
         self.pending = 0
         self._sending_upto = 0  # seqs of the file moved aside: the new one starts again
+        self._undeleted.clear()
+        self._file_number += 1
         self._retry_at = 0.0
         try:
             self._db = self._connect()

@@ -16,6 +16,7 @@ import pytest
 
 from kaneda_core import Metrics
 from kaneda_core.backends import MemoryBackend
+from kaneda_core.disk_buffer import DiskBuffer
 
 # Run in a child process: RLIMIT_FSIZE makes every write past the limit fail with EFBIG,
 # as a full disk fails a write, for this process alone.
@@ -296,3 +297,26 @@ def test_a_metric_too_large_for_a_row_is_refused_alone_and_the_file_kept(
     assert "more than the disk buffer's SQLite file holds in a row" in caplog.text
     assert [p.name for p in tmp_path.iterdir() if "damaged" in p.name] == []
     metrics.close()
+
+
+def test_a_batch_sent_from_a_file_moved_aside_deletes_nothing_in_the_new_one(
+    tmp_path: Path,
+) -> None:
+    """A damaged file moved aside while the worker sent a batch from it: the new file
+    numbers its rows from 1 again, and the batch's ack deleted the new file's rows by
+    those numbers (metrics never delivered, gone)."""
+    buffer = DiskBuffer(str(tmp_path / "b.sqlite"))
+    try:
+        for i in range(3):
+            buffer.append(("old", "gauge", i, {}, None, "h", None, i))
+        batch = buffer.take(10)
+        assert len(batch) == 3
+        # What a read that finds the file damaged does (a unit of its own: the damage
+        # itself is exercised above).
+        buffer._move_aside(sqlite3.DatabaseError("database disk image is malformed"))
+        for i in range(2):
+            buffer.append(("new", "gauge", i, {}, None, "h", None, i))
+        buffer.ack([seq for seq, _ in batch if seq is not None])  # the batch was delivered
+        assert [item[0] for _, item in buffer.take(10)] == ["new", "new"]
+    finally:
+        buffer.close()
