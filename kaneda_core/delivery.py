@@ -363,8 +363,10 @@ class BufferFull(KanedaError):
     """Metrics were dropped because the buffer was full (passed to the failure hook)."""
 
 
-#: How often a wait between retries looks at the caller's buffer (``while_waiting``).
-WAIT_STEP = 0.1
+#: How often a wait between retries looks at the caller's buffer (``while_waiting``):
+#: often enough to say drops within a second, seldom enough that a thousand workers
+#: waiting out an outage cost little (at 0.1 s they took 43 % of a core).
+WAIT_STEP = 1.0
 #: The longest wait between retries while the caller's buffer is full.
 HURRIED_WAIT = 1.0
 

@@ -35,7 +35,6 @@ from .forking import (
     reinit_after_fork,
     start_thread,
     track_dispatcher,
-    untrack_dispatcher,
 )
 from .stamps import stamp, time_ns
 
@@ -832,7 +831,15 @@ class BatchingDispatcher(_Closable):
         # One close at a time (the application's, the exit's, a let-go Metrics'): each
         # would give up the same metrics and close the backend again.
         if not self._closing.acquire(timeout=-1 if timeout is None else timeout):
-            return self.queued()  # another thread is closing, within its own deadline
+            # Another thread is closing, past this one's deadline (the application's
+            # close() without a timeout, when SIGTERM ends the process): what is queued
+            # is given up now, counted and hooked, as when a close runs out of time.
+            with self._state:
+                popleft = self.queue.popleft
+                items = [popleft() for _ in range(len(self.queue))]
+            if items:
+                self._give_up(items, "could be delivered", deadline)
+            return self.queued() + len(items)
         try:
             if self._finished:
                 return self.queued()
@@ -894,7 +901,8 @@ class BatchingDispatcher(_Closable):
             self._close_backend_once(deadline)
         with self._state:
             self._finished = True
-        untrack_dispatcher(self)
+        # Still reset in a forked child (see _after_fork_in_child): its locks, which a
+        # thread of the parent may hold at the fork (stats() takes one), made anew there.
         _live.discard(self)
         return left
 
@@ -956,6 +964,19 @@ class BatchingDispatcher(_Closable):
             self.disk.after_fork_in_child()
         if not self._closed:
             self._init_threading()
+            return
+        # Closed by the parent (maybe still closing, in a thread the child does not have):
+        # nothing of it is the child's to deliver. Its locks anew, no worker, finished.
+        self._state = threading.Condition(threading.RLock())
+        self._closing = threading.Lock()
+        self._bytes_lock = threading.RLock()
+        self._exited = threading.Event()
+        self._exited.set()
+        self._busy = False
+        self._inflight = 0
+        self._finished = True
+        self._backend_closed = True  # the parent's to close
+        _live.discard(self)
 
 
 def _within(deadline: float | None, name: str, call: Callable[..., None], *args: Any) -> None:
@@ -1063,15 +1084,21 @@ def _close_let_go() -> None:
         waiting = [_let_go.get()]
         while not _let_go.empty():
             waiting.append(_let_go.get())
-        _close_each(waiting, waiting=True)
+        _close_each(waiting, waiting=True, when="when a Metrics let go of was closed")
         del waiting  # not kept alive while this thread waits for the next
 
 
 @reinit_after_fork
 def _no_closer_in_child() -> None:
     global _let_go, _closer
-    _let_go = SimpleQueue()
-    _closer = None
+    inherited, _let_go, _closer = _let_go, SimpleQueue(), None
+    # Let go of by the parent and not yet closed: the child's copies are let go of too.
+    pending = False
+    while not inherited.empty():
+        _let_go.put(inherited.get())
+        pending = True
+    if pending:
+        _closer = start_thread(_close_let_go, "kaneda-closer")
 
 
 def _track(dispatcher: BatchingDispatcher) -> None:
@@ -1114,7 +1141,9 @@ def _close_all_at_exit() -> None:
         _close_each([d for d in dispatchers if not d._finished], waiting=False)
 
 
-def _close_each(dispatchers: list[BatchingDispatcher], waiting: bool) -> None:
+def _close_each(
+    dispatchers: list[BatchingDispatcher], waiting: bool, when: str = "at exit"
+) -> None:
     # Every worker told first: they deliver side by side, and each has its exit_timeout
     # from now. One after the other, an exit waited for the sum (four Metrics with a
     # store down: 16 s, past the 10 s a container is given to stop).
@@ -1126,4 +1155,4 @@ def _close_each(dispatchers: list[BatchingDispatcher], waiting: bool) -> None:
         left = dispatcher._close(remaining, waiting=waiting)
         if left:
             where = "kept on disk" if dispatcher.disk is not None else "not delivered"
-            log.error("Kaneda: %d metrics %s at exit", left, where)
+            log.error("Kaneda: %d metrics %s %s", left, where, when)

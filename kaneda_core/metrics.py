@@ -153,24 +153,28 @@ class Metrics:
         self._dispatcher: SyncDispatcher | BatchingDispatcher
         self._host = host_name()
         stamps.process_slot()  # taken now: the calls read it directly
-        aggregator = None
-        if aggregate:
-            from .aggregate import Aggregator, check_percentiles
-
-            aggregator = Aggregator(
-                self._own_tags,
-                backend.check,
-                self._host,
-                check_percentiles(percentiles if percentiles is not None else (50, 90, 99)),
-            )
         if batching and exit_callback_ran():
             # Made by an exit handler that runs after Kaneda's (a lazy global): no worker
             # would deliver its queue, which nothing closes any more.
             log.warning(
                 "Kaneda: a Metrics made after Kaneda's exit callback ran delivers each "
-                "metric in the caller's thread (batching=False)"
+                "metric in the caller's thread (batching=False; no aggregation, no "
+                "buffer_path)"
             )
-            batching = False
+            batching = aggregate = False
+            buffer_path = None
+        aggregator = None
+        if aggregate:
+            from .aggregate import Aggregator, check_percentiles
+
+            aggregator = Aggregator(
+                # Not a bound method: the worker keeps the aggregator, which must not keep
+                # this Metrics from being collected (see dispatch.let_go).
+                functools.partial(_tags_with_defaults, defaults=self._default_tags),
+                backend.check,
+                self._host,
+                check_percentiles(percentiles if percentiles is not None else (50, 90, 99)),
+            )
         if batching:
             disk = None
             if buffer_path is not None:
@@ -505,12 +509,7 @@ class Metrics:
 
     def _own_tags(self, tags: Any) -> Any:
         """The metric's own copy of tags that are not a plain dict (None, a list, a subclass)."""
-        if tags is None:
-            return dict(self._default_tags)
-        tags = copy_tags(tags)
-        if type(tags) is dict and self._default_tags:
-            return {**self._default_tags, **tags}
-        return tags
+        return _tags_with_defaults(tags, self._default_tags)
 
     def _checked(self, submit: Submit) -> Submit:
         """``submit`` preceded by the backend's own check of each metric, at the call."""
@@ -762,3 +761,13 @@ def _default_tags(backend: Backend) -> dict[str, Scalar]:
 
 
 __all__ = ["Metric", "Metrics", "Timer"]
+
+
+def _tags_with_defaults(tags: Any, defaults: dict[str, Any]) -> Any:
+    """A metric's own copy of ``tags`` (None, a list, a dict subclass), defaults first."""
+    if tags is None:
+        return dict(defaults)
+    tags = copy_tags(tags)
+    if type(tags) is dict and defaults:
+        return {**defaults, **tags}
+    return tags
