@@ -834,9 +834,7 @@ class BatchingDispatcher(_Closable):
             # Another thread is closing, past this one's deadline (the application's
             # close() without a timeout, when SIGTERM ends the process): what is queued
             # is given up now, counted and hooked, as when a close runs out of time.
-            with self._state:
-                popleft = self.queue.popleft
-                items = [popleft() for _ in range(len(self.queue))]
+            items = self._take_queued()
             if items:
                 self._give_up(items, "could be delivered", deadline)
             return self.queued() + len(items)
@@ -886,14 +884,10 @@ class BatchingDispatcher(_Closable):
                 if unwritten:
                     self._give_up(unwritten, "could not be written to the disk buffer", deadline)
         else:
-            # Under the worker's lock: a worker still alive (stuck past the deadline, or
-            # between two batches) takes its batches under it, and a batch it took must
-            # not be given up here too (it was counted sent and failed, and hooked).
-            # Taken one by one from the left: a call racing the close appends on the right
-            # meanwhile (it holds no lock), and clear() would lose it uncounted.
-            with self._state:
-                popleft = self.queue.popleft
-                items = [popleft() for _ in range(len(self.queue))]
+            # A worker still alive (stuck past the deadline, or between two batches) takes
+            # its batches under the lock taken here: a batch it took is not given up too
+            # (it was counted sent or failed, and hooked).
+            items = self._take_queued()
             if items:
                 self._give_up(items, "could be delivered", deadline)
             left = len(items) + stuck
@@ -905,6 +899,16 @@ class BatchingDispatcher(_Closable):
         # thread of the parent may hold at the fork (stats() takes one), made anew there.
         _live.discard(self)
         return left
+
+    def _take_queued(self) -> list[Any]:
+        """Everything queued, taken under the worker's lock (it takes its batches under it).
+
+        One by one from the left: a call racing this appends on the right meanwhile (it
+        holds no lock), and clear() would lose it uncounted.
+        """
+        with self._state:
+            popleft = self.queue.popleft
+            return [popleft() for _ in range(len(self.queue))]
 
     def _aggregated_calls_lost(self, late: int) -> None:
         """Calls made before close() whose point could not be delivered in time."""
@@ -934,8 +938,7 @@ class BatchingDispatcher(_Closable):
         if not self._finished or self.disk is not None:
             return
         with self._state:
-            popleft = self.queue.popleft
-            late = [popleft() for _ in range(len(self.queue))]
+            late = self._take_queued()
             aggregator = self.aggregator
             if aggregator is not None and self._exited.is_set():
                 late_calls = aggregator.pending()
