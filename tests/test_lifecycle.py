@@ -60,7 +60,7 @@ def test_a_metrics_let_go_of_unclosed_delivers_and_ends_its_worker(aggregate: bo
     assert all(ref() is None for ref in collected)
     assert [len(b.metrics) for b in backends] == [1] * 200  # delivered, not dropped
     assert [b.closes for b in backends] == [1] * 200
-    assert len(_kaneda_threads()) == before
+    assert len(_kaneda_threads()) <= before  # (another test's workers may end meanwhile)
 
 
 def test_metrics_let_go_of_while_the_store_is_down_are_closed_side_by_side() -> None:
