@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 from collections.abc import Iterator
 
 import pytest
+from influx_server import InfluxServer
 from kaneda_influx import InfluxBackend
 
 from kaneda_core import DeliveryError, Metric
@@ -70,4 +72,22 @@ def test_a_server_that_never_answers_says_it_timed_out(silent_port: int) -> None
     assert "within 0.2" in message or "timed out" in message, message
     # Up and slow, not a wrong address: the message sends no one to check the host.
     assert "accepted the connection but gave no complete answer" in message, message
+    assert "slow or overloaded" in message and "Check that influxd runs there" not in message
+
+
+def test_a_paused_server_is_said_to_be_slow_not_unreachable(
+    influx_server: InfluxServer, database: str
+) -> None:
+    """The real influxd stopped (kill -STOP: a long GC pause, a host out of memory): the
+    kernel still accepts connections, and the error sent operators to check the address."""
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=0.3)
+    backend.send([Metric.create("g", "gauge", 1)])  # connected, the database made
+    assert influx_server.process is not None
+    influx_server.process.send_signal(signal.SIGSTOP)
+    try:
+        error = send_error(backend)
+    finally:
+        influx_server.process.send_signal(signal.SIGCONT)
+    message = str(error)
+    assert error.retryable
     assert "slow or overloaded" in message and "Check that influxd runs there" not in message
