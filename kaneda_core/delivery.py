@@ -144,6 +144,8 @@ class Delivery:
         self.incidents = IncidentLog(type(backend).__name__)
         self._filter = implements("kaneda_filter_metric")
         self._plugins_seen = plugins.changes
+        self._hears_losses = implements("kaneda_batch_failed")
+        self._hearers_seen = plugins.changes
         self._sends_records = sends_records(backend)
         track_delivery(self)
 
@@ -308,6 +310,17 @@ class Delivery:
                 self.incidents.hook_failed(
                     "kaneda_batch_failed", plugin, len(metrics), hook_error, "ignored"
                 )
+
+    def hears_losses(self) -> bool:
+        """Whether a ``kaneda_batch_failed`` hook would be told of lost metrics.
+
+        Looked up again after a plugin is registered or removed. Without one, metrics
+        dropped for a full buffer need not be kept until the worker reports them.
+        """
+        if self._hearers_seen != plugins.changes:
+            self._hearers_seen = plugins.changes
+            self._hears_losses = plugins.implements("kaneda_batch_failed")
+        return self._hears_losses
 
     def describe(self, error: BaseException) -> str:
         """A one-line account of ``error``, with the backend's secrets masked, shortened.

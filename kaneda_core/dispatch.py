@@ -324,6 +324,7 @@ class BatchingDispatcher(_Closable):
         # Dropped metrics waiting to be shown to the failure hook, bounded like the queue.
         self._dropped: deque[Any] = deque()
         self._dropped_bytes = 0
+        self._drops_seen = 0  # stats().dropped at the worker's last look
         self._init_closing()
         self._finished = False  # close() done (it may be interrupted, and completed later)
         self._backend_closed = False
@@ -505,11 +506,14 @@ class BatchingDispatcher(_Closable):
                 self.queue.append(item)
 
     def _record_drop(self, item: Any, size: int) -> None:
-        # Counted now; shown to the failure hook by the worker, off the caller's path.
+        # Counted now; shown to the failure hook by the worker, off the caller's path (and
+        # kept only for a hook: in an outage, that is a second buffer's worth of memory).
         self.delivery.count(dropped=1)
         cap = self.max_buffer_bytes
-        if len(self._dropped) < self.max_buffer and (
-            cap is None or self._dropped_bytes + size <= cap
+        if (
+            len(self._dropped) < self.max_buffer
+            and (cap is None or self._dropped_bytes + size <= cap)
+            and self.delivery.hears_losses()
         ):
             self._dropped.append(item)
             self._dropped_bytes += size
@@ -738,13 +742,15 @@ class BatchingDispatcher(_Closable):
         if self._closed:
             total = min(total, self._dropped_before_close)  # not the buffer's doing after
         incidents = self.delivery.incidents
-        if dropped:
+        if dropped or total > self._drops_seen:
+            self._drops_seen = total
             reason = self._full_reason()
             # Closed, no more can be dropped for a full buffer: this total is the final one.
             incidents.dropped(total, reason, final=self._closed)
-            inside_gate(
-                self.delivery.tell_hook, self.delivery.to_metrics(dropped), BufferFull(reason)
-            )
+            if dropped:
+                inside_gate(
+                    self.delivery.tell_hook, self.delivery.to_metrics(dropped), BufferFull(reason)
+                )
         elif incidents.drops_pending(total):
             # Drops stopped (or the worker's last round, at close): the final total.
             incidents.dropped(total, self._full_reason(), final=True)
@@ -962,6 +968,7 @@ class BatchingDispatcher(_Closable):
             self.aggregator.after_fork_in_child()
         self._dropped.clear()
         self._dropped_bytes = 0
+        self._drops_seen = 0
         self._bytes[0] = 0
         if self.disk is not None:
             self.disk.after_fork_in_child()

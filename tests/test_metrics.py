@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from kaneda_core import (
 from kaneda_core.backends import MemoryBackend
 from kaneda_core.delivery import BufferFull
 from kaneda_core.hookspecs import hookimpl
+from kaneda_core.plugins import get_plugin_manager
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02)
 
@@ -430,6 +432,39 @@ def test_a_full_buffer_drops_by_policy_and_says_so(policy: str, failures: object
         for m in batch
     ]
     assert sorted(dropped) == sorted(set(range(-1, 10)) - set(expected))
+
+
+def test_with_no_failure_hook_dropped_metrics_are_counted_logged_and_not_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Kept for a failure hook, a dropped metric is memory (and the collector's work, in an
+    # outage that fills the buffer) that nothing needs when no plugin hears of losses.
+    manager = get_plugin_manager()
+    hearing = [
+        (impl.plugin, impl.plugin_name) for impl in manager.hook.kaneda_batch_failed.get_hookimpls()
+    ]  # the example plugin, installed for the tests
+    for _plugin, name in hearing:
+        manager.unregister(name=name)
+    try:
+        _drop_with_no_hook(caplog)
+    finally:
+        for hook_plugin, name in hearing:
+            manager.register(hook_plugin, name=name)
+
+
+def _drop_with_no_hook(caplog: pytest.LogCaptureFixture) -> None:
+    backend = HangingBackend()
+    metrics = Metrics(backend, batch_size=1, max_buffer=5, overflow="drop_newest")
+    metrics.gauge("g", -1)  # taken by the worker, which then hangs
+    time.sleep(0.1)
+    for i in range(2000):
+        metrics.gauge("x.dropped", i)
+    kept = sum(1 for o in gc.get_objects() if type(o) is tuple and o[:1] == ("x.dropped",))
+    assert kept == 5  # the queued ones only
+    assert metrics.stats().dropped == 1995
+    backend.release.set()
+    metrics.close(10)
+    assert "1995 metrics dropped so far" in caplog.text
 
 
 # -- hooks ---------------------------------------------------------------------------
