@@ -141,6 +141,9 @@ class Delivery:
         self._lock = threading.RLock()
         self._counting = False
         self._deferred_counts: deque[dict[str, int]] = deque()
+        #: Counts every change of the counters: a reader that sees it unchanged across
+        #: reading them and a dispatcher's queue read both at one instant (Metrics.stats).
+        self.changes = 0
         self.incidents = IncidentLog(type(backend).__name__)
         self._filter = implements("kaneda_filter_metric")
         self._plugins_seen = plugins.changes
@@ -174,6 +177,7 @@ class Delivery:
         keep_transient: bool = False,
         answers: list[Any] | None = None,
         while_waiting: Callable[[], bool] | None = None,
+        settled: Callable[[int], None] | None = None,
     ) -> list[int]:
         """Send ``items`` as one batch; retry transient failures when ``retry`` is true.
 
@@ -188,14 +192,16 @@ class Delivery:
         positions in ``items`` are returned and the caller keeps them to send later
         (the disk buffer does). Never raises: failures are logged, counted and passed
         to the ``kaneda_batch_failed`` hook. With ``answers``, what the backend's
-        ``send`` returned is appended to it for each part that was stored.
+        ``send`` returned is appended to it for each part that was stored. ``settled``
+        is called with each number of ``items`` counted sent, failed or filtered, under
+        the counters' lock: the caller stops counting them as queued at the same instant.
         """
         if self._plugins_seen != plugins.changes:  # a plugin registered or removed since
             self._plugins_seen = plugins.changes
             self._filter = plugins.implements("kaneda_filter_metric")
         if self._filter:
             built = self.to_metrics(items)
-            metrics = self._apply_filter(built)
+            metrics = self._apply_filter(built, settled)
         else:
             # What was queued, as it is, where the backend takes records.
             built = metrics = list(items) if self._sends_records else self.to_metrics(items)
@@ -212,14 +218,14 @@ class Delivery:
                 failed, retryable, isolate = self._classify(error, pending)
                 rejected = getattr(error, "rejected", ())
                 if rejected:
-                    self.fail(rejected, error)
-                self.count(sent=len(pending) - len(failed) - len(rejected))
+                    self.fail(rejected, error, settled)
+                self.count_settled(settled, sent=len(pending) - len(failed) - len(rejected))
                 if not retryable:
                     if isolate and len(failed) > 1:
                         half = len(failed) // 2
                         parts += [(failed[half:], attempt), (failed[:half], attempt)]
                     else:
-                        self.fail(failed, error)
+                        self.fail(failed, error, settled)
                     continue
                 stopping = stop is not None and stop.is_set()
                 if retry and attempt < self.retry.attempts and not stopping:
@@ -235,9 +241,9 @@ class Delivery:
                     self.incidents.transient(self.describe(error), len(failed), None)
                     kept.extend(failed)
                     continue
-                self.fail(failed, error)
+                self.fail(failed, error, settled)
             else:
-                self.count(sent=len(pending))
+                self.count_settled(settled, sent=len(pending))
                 self.incidents.delivered()
                 if answers is not None:
                     answers.append(answer)
@@ -246,7 +252,9 @@ class Delivery:
         position = {id(metric): index for index, metric in enumerate(built)}  # from items[i]
         return sorted(position[id(metric)] for metric in kept)
 
-    def _apply_filter(self, metrics: list[Metric]) -> list[Metric]:
+    def _apply_filter(
+        self, metrics: list[Metric], settled: Callable[[int], None] | None
+    ) -> list[Metric]:
         # Each plugin's filter on its own: one that raises keeps the metric (a broken
         # hook must not lose metrics) and leaves the other filters their say.
         filters = [
@@ -270,7 +278,7 @@ class Delivery:
             self.incidents.hook_failed(
                 "kaneda_filter_metric", plugin, count, first, "the metrics were kept"
             )
-        self.count(filtered=len(metrics) - len(kept))
+        self.count_settled(settled, filtered=len(metrics) - len(kept))
         return kept
 
     def _classify(
@@ -285,10 +293,19 @@ class Delivery:
         # metric of the batch: halving finds it.
         return pending, retryable, not retryable
 
-    def fail(self, metrics: Sequence[Metric], error: BaseException) -> None:
-        """Count ``metrics`` as failed for good, log it, and tell the failure hook."""
+    def fail(
+        self,
+        metrics: Sequence[Metric],
+        error: BaseException,
+        settled: Callable[[int], None] | None = None,
+    ) -> None:
+        """Count ``metrics`` as failed for good, log it, and tell the failure hook.
+
+        ``settled`` as for :meth:`deliver`: counted failed, they are no longer queued
+        while the hook takes its time.
+        """
         if metrics:
-            self.count(failed=len(metrics))
+            self.count_settled(settled, failed=len(metrics))
             self.report_loss(metrics, error, "not delivered")
 
     def report_loss(self, metrics: Sequence[Metric], error: BaseException, what: str) -> None:
@@ -361,7 +378,21 @@ class Delivery:
                 finally:
                     self._counting = False
 
+    def count_settled(self, settled: Callable[[int], None] | None, **outcomes: int) -> None:
+        """:meth:`count` metrics a caller holds, and tell it (``settled``) under the same lock.
+
+        So a reader of the counters and of the caller's queue (``stats()``) sees each
+        metric in one place: queued, or counted.
+        """
+        if settled is None:
+            self.count(**outcomes)
+            return
+        with self._lock:
+            self.count(**outcomes)
+            settled(sum(outcomes.values()))
+
     def _apply(self, increments: dict[str, int]) -> None:
+        self.changes += 1  # (see count_settled)
         stats = self.stats
         for name, amount in increments.items():
             setattr(stats, name, getattr(stats, name) + amount)

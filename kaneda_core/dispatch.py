@@ -86,12 +86,18 @@ class _Closable:
     """What both dispatchers share: what a call does once the dispatcher is closed."""
 
     delivery: Delivery
+    _moving = 0
     submit: Submit
 
     def _init_closing(self) -> None:
         self._closed = False
         self._warned_after_close = False
         self._close_listeners: list[Callable[[], Callable[[Submit], None] | None]] = []
+
+    def moves(self) -> tuple[int, int]:
+        """Changes since: a reader of the counters and of ``queued()`` that sees the same
+        value, even, before and after saw both at one instant (see Metrics.stats)."""
+        return self.delivery.changes, self._moving
 
     def on_close(self, listener: Callable[[Submit], None]) -> None:
         """Call ``listener`` with the submit function that replaces :attr:`submit` at close.
@@ -348,7 +354,11 @@ class BatchingDispatcher(_Closable):
         # Reentrant: a signal handler may report while its thread holds it.
         self._bytes_lock = threading.RLock()
         self._busy = False
+        # The batch in the worker's hands not yet counted sent, failed or filtered (of
+        # which _in_file are disk rows, which the disk buffer counts until acknowledged).
         self._inflight = 0
+        self._in_file = 0
+        self._moving = 0  # odd while the disk buffer and _inflight disagree (see moves())
         self._settled = True
         # Set when the worker returns. Waited on instead of Thread.join(): a join that
         # Ctrl-C interrupts marks a running thread as stopped (CPython 3.11).
@@ -557,7 +567,7 @@ class BatchingDispatcher(_Closable):
                 )
                 with self._state:
                     self._busy = False
-                    self._inflight = 0
+                    self._inflight = self._in_file = 0
                     self._state.notify_all()
                 if self._closed and self._stop.is_set():
                     return
@@ -666,16 +676,21 @@ class BatchingDispatcher(_Closable):
                 retry=True,
                 stop=self._stop,
                 while_waiting=self._while_retrying,
+                settled=self._counted_in_flight,
             )
         except BaseException as error:  # noqa: BLE001 - counted, never lost silently
             # A backend that raises SystemExit or KeyboardInterrupt itself (a library
             # calling sys.exit()) must not take the batch with it, uncounted.
-            self.delivery.count(failed=len(batch))
+            self.delivery.count_settled(self._counted_in_flight, failed=self._inflight)
             log.error(
                 "Kaneda: %d metrics could not be delivered: %s",
                 len(batch),
                 self.delivery.describe(error),  # secrets masked, shortened
             )
+
+    def _counted_in_flight(self, metrics: int) -> None:
+        # The delivery counted them, under its lock (see Delivery.count_settled).
+        self._inflight -= metrics
 
     def _drain_disk(self) -> bool:
         """Deliver what the disk buffer holds; False when the backend is down and rows remain."""
@@ -695,6 +710,7 @@ class BatchingDispatcher(_Closable):
             owed -= len(entries)
             with self._state:
                 self._inflight = len(entries)
+                self._in_file = sum(1 for seq, _ in entries if seq is not None)
             kept = set(
                 inside_gate(
                     self.delivery.deliver,
@@ -703,14 +719,19 @@ class BatchingDispatcher(_Closable):
                     stop=self._stop,
                     keep_transient=True,
                     while_waiting=self._while_retrying,
+                    settled=self._counted_in_flight,
                 )
             )
             # Delivered or failed for good: forgotten. Kept (the backend is down): rows
             # stay in the file; metrics that came from memory go back first in line.
+            self._moving += 1
             disk.ack([s for i, (s, _) in enumerate(entries) if s is not None and i not in kept])
             back = [item for i, (s, item) in enumerate(entries) if s is None and i in kept]
             if back:
                 disk.requeue(back)
+            with self._state:
+                self._inflight = self._in_file = 0
+            self._moving += 1
             if kept:
                 self._idle()
                 return False  # try again next interval
@@ -719,7 +740,7 @@ class BatchingDispatcher(_Closable):
     def _idle(self) -> None:
         with self._state:
             self._busy = False
-            self._inflight = 0
+            self._inflight = self._in_file = 0
             self._state.notify_all()
 
     def _while_retrying(self) -> bool:
@@ -778,9 +799,11 @@ class BatchingDispatcher(_Closable):
         folding = 0
         if self.aggregator is not None:
             folding = self.aggregator.pending() + self.aggregator.series()
-        if self.disk is not None:
-            return self.queued_now() + folding
-        return len(self.queue) + self._inflight + folding
+        with self._state:  # the worker takes a batch off the queue under it
+            if self.disk is not None:
+                # Its rows in flight are the disk's until acknowledged.
+                return self.disk.queued() - self._in_file + self._inflight + folding
+            return len(self.queue) + self._inflight + folding
 
     def flush(self, timeout: float | None = None, *, stop: threading.Event | None = None) -> int:
         """Deliver everything queued; wait at most ``timeout`` seconds (None: no limit),
@@ -983,7 +1006,7 @@ class BatchingDispatcher(_Closable):
         self._exited = threading.Event()
         self._exited.set()
         self._busy = False
-        self._inflight = 0
+        self._inflight = self._in_file = 0
         self._finished = True
         self._backend_closed = True  # the parent's to close
         _live.discard(self)

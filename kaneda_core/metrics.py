@@ -566,9 +566,16 @@ class Metrics:
 
     def stats(self) -> Stats:
         """A snapshot of the delivery counters: sent, failed, dropped, filtered, retried, queued."""
-        self._dispatcher.settle()  # calls that raced close(): counted before the snapshot
-        snapshot = self._delivery.snapshot()
-        snapshot.queued = self._dispatcher.queued()
+        dispatcher = self._dispatcher
+        dispatcher.settle()  # calls that raced close(): counted before the snapshot
+        for _ in range(100):
+            # Read again if the worker counted metrics it held meanwhile: a metric is then
+            # seen queued or counted, never both nor neither.
+            moves = dispatcher.moves()
+            snapshot = self._delivery.snapshot()
+            snapshot.queued = dispatcher.queued()
+            if moves[1] % 2 == 0 and dispatcher.moves() == moves:
+                break
         return snapshot
 
     def __enter__(self) -> Metrics:
