@@ -4,8 +4,9 @@ An outage of a minute means hundreds of retries of dozens of batches; a log line
 each buries the one line that matters. Here an outage is logged when it starts, every
 ``REPEAT_AFTER`` seconds while it lasts, and when delivery works again. Drops are logged
 as running totals (the same number ``stats().dropped`` holds) when they start, while
-they go on, and when they stop. Permanent failures are logged at once, and an identical
-message that repeats is folded into one line per ``REPEAT_AFTER`` seconds with a count;
+they go on, and when they stop. Permanent failures are logged at once, and a message
+that repeats (alike but for quoted text and numbers: a server that names each refused
+value) is folded into one line per ``REPEAT_AFTER`` seconds with a count;
 the count held back is logged too when delivery works again after them, and at close, so
 that the totals in the log add up to ``stats().failed``.
 """
@@ -13,6 +14,7 @@ that the totals in the log add up to ``stats().failed``.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 
@@ -23,6 +25,16 @@ REPEAT_AFTER = 60.0
 _MAX_KEYS = 100
 _LOST = "lost"  # metrics lost for good
 _HOOK = "hook"  # a hook that raised
+
+
+#: What differs between two messages of one kind: quoted text, numbers.
+_VARYING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|\d+')
+
+
+def _shape(message: str) -> str:
+    """``message`` without what varies from one metric to the next (the value a server
+    quotes, a count): a refusal that names each metric's value repeats in this shape."""
+    return _VARYING.sub("_", message)
 
 
 class _Record:
@@ -131,7 +143,7 @@ class IncidentLog:
     def permanent(self, metrics: int, what: str, error: str) -> None:
         """``metrics`` metrics were lost for good (``what`` happened to them)."""
         now = time.monotonic()
-        due = self._due(f"{what}: {error}", _LOST, (what, error), metrics, now)
+        due = self._due(f"{what}: {_shape(error)}", _LOST, (what, error), metrics, now)
         if due is None:
             return
         _first, own, others = due

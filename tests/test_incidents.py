@@ -135,3 +135,31 @@ def test_a_huge_error_message_is_logged_shortened(caplog: pytest.LogCaptureFixtu
     metrics.event("dump", "y")
     assert metrics.stats().failed == 1
     assert 0 < len(caplog.text) < 5_000 and "more characters" in caplog.text
+
+
+def test_a_refusal_that_names_each_value_is_folded_like_one_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server naming the refused value and a count (InfluxDB past max-values-per-tag)
+    says something new for each metric: still one incident, not a line per metric."""
+    from kaneda_core import DeliveryError
+
+    class Limited(MemoryBackend):
+        def send(self, batch: Sequence[Metric]) -> None:
+            value = batch[0].tags["user"]
+            raise DeliveryError(
+                f'partial write: max-values-per-tag limit exceeded (100/100): tag="user" '
+                f'value="{value}" dropped=1',
+                retryable=False,
+            )
+
+    with caplog.at_level(logging.ERROR, logger="kaneda"):
+        metrics = Metrics(Limited(), batching=False)
+        for i in range(2000):
+            metrics.increment("logins", tags={"user": f"u{i}"})
+        metrics.close()
+    assert metrics.stats().failed == 2000
+    lines = [r.getMessage() for r in caplog.records if r.name == "kaneda"]
+    assert len(lines) <= 3, lines[:5]
+    told = sum(int(n) for n in re.findall(r"\((\d+) metrics\)", "\n".join(lines)))
+    assert 1 + told == 2000  # the first line's metric, and the totals held back

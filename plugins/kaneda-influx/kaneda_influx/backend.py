@@ -322,7 +322,7 @@ class InfluxBackend(Backend):
         if error.code == 400 and field_types.is_conflict(server_message(error)):
             self._resolve_conflicts(part, error)
             return
-        raise self._delivery_error("writing", error)
+        raise self._delivery_error("writing", error, points=len(part))
 
     def _send_in_halves(self, batch: Sequence[Metric]) -> None:
         """Send both halves; if either fails, raise for exactly what was not stored."""
@@ -431,12 +431,45 @@ class InfluxBackend(Backend):
         where = f"InfluxDB at {self.client._host}:{self.client._port} (database {self.database!r})"
         unique = sorted(set(reasons))
         more = f" (and {len(unique) - 5} more)" if len(unique) > 5 else ""
-        return DeliveryError(
+        refusal = DeliveryError(
             f"{where} stored part of the batch and dropped {len(refused)} metrics (400): "
             f"field type conflict: {'; '.join(unique[:5])}{more}",
             retryable=False,
             metrics=refused,
         )
+        return self._confirm_rest(batch, metrics, refusal)
+
+    def _confirm_rest(
+        self, batch: Sequence[Metric], metrics: list[Metric], refusal: DeliveryError
+    ) -> DeliveryError:
+        """``refusal``, once the rest of the batch is known to be stored: written again.
+
+        InfluxDB answers with one shard's error and its ``dropped=N``, leaving out the
+        points it dropped beyond the retention policy and other shards' errors: that
+        the conflicts account for N does not say the rest was stored. Writing it again
+        does (a stored point is overwritten by itself); what it still refuses is sought
+        by halving.
+        """
+        refused = {id(metric) for metric in refusal.metrics or ()}
+        rest = [
+            (given, metric)
+            for given, metric in zip(batch, metrics, strict=True)
+            if id(given) not in refused
+        ]
+        if not rest:
+            return refusal
+        try:
+            self._write(self.layout.lines([m for _, m in rest], self._known).encode("utf-8"))
+        except Exception as again:  # noqa: BLE001 - translated here
+            failure = self._delivery_error("writing", again)
+            return DeliveryError(
+                f"{refusal}; and writing the rest again: {failure}",
+                retryable=failure.retryable,
+                metrics=[given for given, _ in rest],
+                rejected=refusal.metrics or (),
+                isolate=failure.isolate,
+            )
+        return refusal
 
     def _field_types(self, measurements: set[str]) -> dict[tuple[str, str], set[str]]:
         """``{(measurement, field): {types}}`` from ``SHOW FIELD KEYS``."""
@@ -489,7 +522,10 @@ class InfluxBackend(Backend):
                 raise self._delivery_error("creating the database", error) from None
             self._database_ready = True
 
-    def _delivery_error(self, doing: str, error: Exception) -> DeliveryError:
+    def _delivery_error(
+        self, doing: str, error: Exception, *, points: int | None = None
+    ) -> DeliveryError:
+        """What ``error`` means for the metrics being written (``points`` of them, if known)."""
         where = f"InfluxDB at {self.client._host}:{self.client._port} (database {self.database!r})"
         detail = self.redact(f"{type(error).__name__}: {error}")
         if isinstance(error, InfluxDBServerError):
@@ -542,6 +578,13 @@ class InfluxBackend(Backend):
                     "https+influxdb:// URL"
                 )
                 return DeliveryError(message, retryable=False)
+            if "partial write" in detail and field_types.dropped_count(detail) == points:
+                # Every point of the request dropped (a clock hours behind the retention
+                # policy): none was stored, and none need be sought by halving.
+                what = "the metric" if points == 1 else f"all {points} metrics"
+                return DeliveryError(
+                    f"{where} dropped {what} of the request ({code}): {detail}", retryable=False
+                )
             if "partial write" in detail:
                 message = (
                     f"{where} stored part of the batch and dropped the rest ({code}): {detail}"
@@ -637,7 +680,10 @@ def _combined(errors: list[DeliveryError], failed: list[Metric]) -> DeliveryErro
     """
     retryable = any(error.retryable for error in errors)
     isolate = not retryable and all(error.isolate for error in errors)
-    return DeliveryError(str(errors[0]), retryable=retryable, metrics=failed, isolate=isolate)
+    rejected = [metric for error in errors for metric in error.rejected]
+    return DeliveryError(
+        str(errors[0]), retryable=retryable, metrics=failed, rejected=rejected, isolate=isolate
+    )
 
 
 def _transport_for(client: InfluxDBClient) -> HTTPTransport:

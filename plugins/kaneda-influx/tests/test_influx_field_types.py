@@ -260,3 +260,56 @@ def test_the_conflict_in_an_influxdb_error_is_read() -> None:
     assert conflict == field_types.Conflict("gau,ge", "va lue", "float", "integer")
     assert field_types.dropped_count(message) == 3
     assert field_types.parse_conflict("partial write: points beyond retention policy") is None
+
+
+# -- a conflict with other drops in the same batch ------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["kaneda1", "kaneda2"])
+def test_points_dropped_beside_a_conflict_are_not_counted_sent(
+    influx_server: InfluxServer, database: str, layout: str, failures: Failures
+) -> None:
+    # InfluxDB answers a batch with a shard's field type conflict and its dropped=N,
+    # leaving out the points it dropped as beyond the retention policy: the points the
+    # conflict does not explain must not be taken as stored.
+    from datetime import datetime, timedelta, timezone
+
+    influx_server.query(f'CREATE DATABASE "{database}" WITH DURATION 1h')
+    prepare(influx_server, database, "order,host=old,name=o total=1.5")
+    old = datetime.now(timezone.utc) - timedelta(hours=2)
+    metrics = Metrics(backend_for(influx_server, database, layout), flush_interval=3600)
+    batch = [
+        Metric.create("o", "order", {"total": "a lot"}),  # the conflict
+        *(Metric.create("late", "gauge", float(i), timestamp=old) for i in range(3)),
+        *(Metric.create("now", "gauge", float(i)) for i in range(2)),
+    ]
+    metrics.forward(batch)
+    metrics.close(30)
+    stats = metrics.stats()
+    stored = len(values(influx_server, database, "gauge"))
+    assert stored == 2
+    assert (stats.sent, stats.failed) == (2, 4), stats
+    lost = sorted(m.name for seen, _ in failures.seen for m in seen)
+    assert lost == ["late", "late", "late", "o"]
+
+
+def test_a_part_the_server_dropped_whole_is_refused_in_one_request(
+    influx_server: InfluxServer, database: str, failures: Failures
+) -> None:
+    # dropped=N for all N points of the request: none was stored, none need be sought
+    # one by one (a host clock hours behind sent two requests a point).
+    from datetime import datetime, timedelta, timezone
+
+    influx_server.query(f'CREATE DATABASE "{database}" WITH DURATION 1h')
+    backend = backend_for(influx_server, database, "kaneda2")
+    requests = []
+    send = backend._transport.send
+    backend._transport.send = lambda *a, **kw: requests.append(1) or send(*a, **kw)  # type: ignore[method-assign]
+    old = datetime.now(timezone.utc) - timedelta(hours=2)
+    metrics = Metrics(backend, batch_size=500, flush_interval=3600)
+    metrics.forward([Metric.create("late", "gauge", float(i), timestamp=old) for i in range(500)])
+    metrics.close(30)
+    assert metrics.stats().failed == 500 and metrics.stats().sent == 0
+    assert len(requests) <= 2, len(requests)  # the create of the database, the write
+    [(lost, error)] = failures.seen
+    assert len(lost) == 500 and "beyond retention policy" in str(error)
