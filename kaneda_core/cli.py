@@ -199,6 +199,7 @@ def send_command(
     """Send one metric straight to the backend and report the outcome."""
     from .config import create_backend
     from .errors import DeliveryError
+    from .metrics import hooks_default_tags
     from .model import BUILTIN_KINDS, EVENT, Metric
     from .redact import redact_text, redact_url
     from .urls import url_password
@@ -214,6 +215,20 @@ def send_command(
     metric = Metric.create(name, kind, value, tags, id_)
     backend = create_backend(url)
     password = url_password(url)
+    # The metric a reporting call would store: the hook plugins' default tags, the
+    # call's own winning, and their filters' say.
+    defaults = hooks_default_tags(backend)
+    if defaults:
+        metric = Metric.create(name, kind, value, {**defaults, **tags}, id_)
+    dropped_by = _filtered_by(metric)
+    if dropped_by is not None:
+        backend.close()
+        print(
+            f"kaneda: not sent: the kaneda_filter_metric hook of plugin {dropped_by!r} drops "
+            "this metric (as it would a reporting call's)",
+            file=sys.stderr,
+        )
+        return 1
 
     def masked(error: BaseException) -> str:
         # The backend's own redaction, and the URL's password wherever it is quoted.
@@ -243,6 +258,28 @@ def send_command(
     shown = value if kind != EVENT else repr(value)
     _print_safely(f"sent {kind} {name}={shown} to {redact_url(url)}")
     return 0
+
+
+def _filtered_by(metric: Any) -> str | None:
+    """The plugin whose ``kaneda_filter_metric`` hook drops ``metric``, if one does.
+
+    As delivery does: only ``False`` drops, and a hook that raises keeps the metric.
+    """
+    from . import plugins
+
+    for plugin, function, arguments in plugins.implementations("kaneda_filter_metric"):
+        try:
+            verdict = function(metric=metric) if "metric" in arguments else function()
+        except Exception as error:  # noqa: BLE001 - said, and the metric is kept
+            print(
+                f"kaneda: the kaneda_filter_metric hook of plugin {plugin!r} raised "
+                f"{type(error).__name__}: {error}; the metric is kept",
+                file=sys.stderr,
+            )
+            continue
+        if verdict is False:
+            return plugin
+    return None
 
 
 def _print_safely(text: str) -> None:

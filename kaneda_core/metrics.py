@@ -149,7 +149,7 @@ class Metrics:
         self._exit_timeout = exit_timeout
         delivery = Delivery(backend, retry)
         self._delivery = delivery
-        self._default_tags = _default_tags(backend)
+        self._default_tags = hooks_default_tags(backend)
         self._dispatcher: SyncDispatcher | BatchingDispatcher
         self._host = host_name()
         stamps.process_slot()  # taken now: the calls read it directly
@@ -738,7 +738,8 @@ def _is_coroutine_function(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(func)
 
 
-def _default_tags(backend: Backend) -> dict[str, Scalar]:
+def hooks_default_tags(backend: Backend) -> dict[str, Scalar]:
+    """The tags the ``kaneda_default_tags`` hooks give metrics sent to ``backend``, merged."""
     from .plugins import get_plugin_manager
 
     merged: dict[str, Scalar] = {}

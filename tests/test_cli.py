@@ -83,3 +83,29 @@ def test_demo_writes_json_lines_and_summarizes(tmp_path: Path) -> None:
     assert {"counter", "timing", "gauge", "event", "order"} <= kinds
     assert str(path) in done.stdout and f"{len(lines)} lines" in done.stdout
     assert "(0 failed)" in done.stdout
+
+
+def test_send_stores_what_the_application_would_default_tags_and_filters_included(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], plugin: object
+) -> None:
+    # A metric sent by hand is the metric a Metrics call would store: the hook plugins'
+    # default tags (the call's own win), and their filters, which may refuse to send it.
+    from kaneda_core.hookspecs import hookimpl
+
+    class Shop:
+        @hookimpl
+        def kaneda_default_tags(self) -> dict[str, str]:
+            return {"service": "shop", "zone": "eu"}
+
+        @hookimpl
+        def kaneda_filter_metric(self, metric: object) -> bool:
+            return not metric.name.startswith("debug.")  # type: ignore[attr-defined]
+
+    plugin.register(Shop())  # type: ignore[attr-defined]
+    path = tmp_path / "m.jsonl"
+    assert main(["send", f"logger://{path}", "gauge", "q", "1", "--tag", "zone=us"]) == 0
+    assert json.loads(path.read_text())["tags"] == {"service": "shop", "zone": "us"}
+    assert main(["send", f"logger://{path}", "gauge", "debug.q", "1"]) == 1
+    assert len(path.read_text().splitlines()) == 1
+    err = capsys.readouterr().err
+    assert "not sent" in err and "kaneda_filter_metric" in err
