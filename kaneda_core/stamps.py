@@ -149,18 +149,30 @@ def _open_lock(path: str) -> int:
     """A descriptor to flock ``path`` with, made readable by all if this process makes it.
 
     flock takes a read-only descriptor, so a file another user made (and owns) is
-    locked as well. Raises PermissionError for a file this process may not open.
+    locked as well. Raises PermissionError for a file this process may not open, and
+    for what is not a regular file.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    import stat
+
+    # Non-blocking: a FIFO put there (by any user of the host) would block the open for
+    # ever, and every process's Metrics() with it.
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags | os.O_CREAT, 0o644)
     except PermissionError as refused:
         # fs.protected_regular refuses O_CREAT on another user's file in a sticky,
         # world-writable folder, even to root, but not a plain open.
         try:
-            return os.open(path, flags)
+            fd = os.open(path, flags)
         except FileNotFoundError:  # no such file, and this process may not make it
             raise refused from None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        os.close(fd)
+        raise PermissionError(errno.EPERM, "not a regular file: not used as a lock", path)
     with contextlib.suppress(OSError):
         info = os.fstat(fd)
         if info.st_uid == os.geteuid() and info.st_mode & 0o777 != 0o644:
@@ -184,7 +196,10 @@ def _slot_in(folder: str, start: int) -> tuple[int | None, int]:
         try:
             fd = _open_lock(path)
         except OSError as error:
-            if isinstance(error, PermissionError) or error.errno == errno.ELOOP:
+            if (
+                isinstance(error, (PermissionError, IsADirectoryError))
+                or error.errno == errno.ELOOP
+            ):
                 refused += 1  # skipped, as a held one is
                 continue
             raise

@@ -131,3 +131,17 @@ def test_a_lock_file_that_cannot_be_opened_is_skipped(tmp_path: Path) -> None:
         TMPDIR=str(tmp_path),
     )
     assert out.split() != ["0"] and out.split()[0].isdigit()
+
+
+def test_what_is_not_a_regular_file_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    # A FIFO named like a lock file (any user of the host may make one in the shared
+    # folder) blocked the open for ever: every process's Metrics() hung, root's too.
+    os.mkfifo(tmp_path / "00.lock", 0o600)
+    (tmp_path / "01.lock").mkdir()
+    out = _run(
+        f"""
+        from kaneda_core import stamps
+        print(*stamps._slot_in({str(tmp_path)!r}, 0))
+        """
+    )
+    assert out.split() == ["2", "2"]  # slot 2; two refused
