@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .forking import reinit_after_fork, start_thread
+from .forking import ThreadStartError, reinit_after_fork, start_thread
 
 log = logging.getLogger("kaneda")
 
@@ -43,6 +43,7 @@ class Watchdog:
         self._order = itertools.count()
         self._condition = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
+        self._unguarded_said = False
 
     @contextmanager
     def guard(self, seconds: float, abort: Abort) -> Iterator[_Entry]:
@@ -50,11 +51,20 @@ class Watchdog:
         entry = _Entry(abort)
         when = time.monotonic() + seconds
         with self._condition:
-            heapq.heappush(self._heap, (when, next(self._order), entry))
             if self._thread is None:
-                self._thread = start_thread(self._run, "kaneda-deadline")
-            elif self._heap[0][2] is entry:
-                self._condition.notify()
+                try:
+                    self._thread = start_thread(self._run, "kaneda-deadline")
+                except ThreadStartError as error:
+                    # A thread limit reached: the block runs unguarded (its socket
+                    # timeouts still hold), and the next guard tries again.
+                    if not self._unguarded_said:
+                        self._unguarded_said = True
+                        log.warning("Kaneda: %s; requests run without their deadline", error)
+                    entry.active = False
+            if entry.active:
+                heapq.heappush(self._heap, (when, next(self._order), entry))
+                if self._heap[0][2] is entry:
+                    self._condition.notify()
         try:
             yield entry
         finally:

@@ -29,6 +29,7 @@ from .delivery import BufferFull, Delivery, Item, log
 from .errors import InvalidMetric
 from .fork_gate import inside_gate
 from .forking import (
+    ThreadStartError,
     _deliver_on_terminate,
     at_exit,
     hold_across_fork,
@@ -337,7 +338,12 @@ class BatchingDispatcher(_Closable):
         # close() ran out of time while the worker was in a send: the worker, once it
         # returns, closes the backend (see _close_waiting).
         self._settles_after_close = False
+        self._restart_at = 0.0  # (see _restart_worker)
         self._init_threading()
+        if self._worker is None:
+            # No thread to be had (a thread limit reached): Metrics delivers in the
+            # caller's thread instead (see Metrics.__init__).
+            raise self._start_error
         self.submit: Submit = self._make_submit()
         # Aggregated points go in through the same door, bounds and all, even once closed.
         self._accept = self.submit
@@ -363,7 +369,33 @@ class BatchingDispatcher(_Closable):
         # Set when the worker returns. Waited on instead of Thread.join(): a join that
         # Ctrl-C interrupts marks a running thread as stopped (CPython 3.11).
         self._exited = threading.Event()
-        self._worker = start_thread(self._run, "kaneda-worker")
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        """Start the worker; where no thread can be had, none runs and none is waited for."""
+        self._worker: threading.Thread | None = None
+        try:
+            self._worker = start_thread(self._run, "kaneda-worker")
+        except ThreadStartError as error:
+            self._start_error = error
+            self._exited.set()  # flush() and close() wait for no worker
+
+    def _restart_worker(self) -> None:
+        """Try again, at most once a second, to start a worker that could not be started.
+
+        A forked child that met its thread limit: its metrics wait for a thread (counted
+        as queued, given up at close if none could be had, never waited on for ever).
+        """
+        now = time.monotonic()
+        if self._worker is not None or self._closed or now < self._restart_at:
+            return
+        self._restart_at = now + 1.0
+        with self._state:
+            if self._worker is None:
+                self._exited = threading.Event()
+                self._start_worker()
+                if self._worker is None:
+                    log.warning("Kaneda: %s; metrics stay queued", self._start_error)
 
     # -- the calling side ------------------------------------------------------------
 
@@ -415,6 +447,8 @@ class BatchingDispatcher(_Closable):
             self._overflow(item, 0)
         elif not self._wake.is_set():
             self._wake.set()  # a batch is full
+            if self._worker is None:
+                self._restart_worker()
 
     def _make_bounded_submit(self) -> Submit:
         queue = self.queue
@@ -813,6 +847,8 @@ class BatchingDispatcher(_Closable):
         given up on).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._worker is None:
+            self._restart_worker()
         asked = 0
         if self.aggregator is not None:
             self._emits_asked += 1
@@ -850,6 +886,8 @@ class BatchingDispatcher(_Closable):
         if self._finished:
             return self.queued()
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._worker is None:
+            self._restart_worker()  # for a last delivery
         if not self._closed:
             self._switch_to_closed()
         self._wake.set()
@@ -997,6 +1035,12 @@ class BatchingDispatcher(_Closable):
             self.disk.after_fork_in_child()
         if not self._closed:
             self._init_threading()
+            if self._worker is None:
+                log.warning(
+                    "Kaneda: %s in this forked child; its metrics stay queued until one can "
+                    "be started",
+                    self._start_error,
+                )
             return
         # Closed by the parent (maybe still closing, in a thread the child does not have):
         # nothing of it is the child's to deliver. Its locks anew, no worker, finished.
@@ -1021,7 +1065,11 @@ def _within(deadline: float | None, name: str, call: Callable[..., None], *args:
     if deadline is None:
         inside_gate(call, *args)
         return
-    runner = start_thread(inside_gate, name, call, *args)
+    try:
+        runner = start_thread(inside_gate, name, call, *args)
+    except ThreadStartError:  # no thread to be had: done here, past the deadline if slow
+        inside_gate(call, *args)
+        return
     runner.join(max(0.0, deadline - time.monotonic()))
 
 
@@ -1117,7 +1165,10 @@ def _close_let_go() -> None:
         waiting = [_let_go.get()]
         while not _let_go.empty():
             waiting.append(_let_go.get())
-        _close_each(waiting, waiting=True, when="when a Metrics let go of was closed")
+        try:
+            _close_each(waiting, waiting=True, when="when a Metrics let go of was closed")
+        except Exception:  # noqa: BLE001 - this thread closes the next ones too
+            log.exception("Kaneda: closing a Metrics let go of failed")
         del waiting  # not kept alive while this thread waits for the next
 
 
@@ -1131,13 +1182,24 @@ def _no_closer_in_child() -> None:
         _let_go.put(inherited.get())
         pending = True
     if pending:
+        _start_closer()
+
+
+def _start_closer() -> None:
+    """Start the thread that closes what is let go of; without one, they wait for it."""
+    global _closer
+    try:
         _closer = start_thread(_close_let_go, "kaneda-closer")
+    except ThreadStartError as error:
+        # Tried again by the next Metrics; those let go of meanwhile are closed then, or
+        # at exit.
+        log.warning("Kaneda: %s; a Metrics let go of unclosed is closed later", error)
 
 
 def _track(dispatcher: BatchingDispatcher) -> None:
-    global _exit_hook_installed, _closer
+    global _exit_hook_installed
     if _closer is None:
-        _closer = start_thread(_close_let_go, "kaneda-closer")
+        _start_closer()
     if not _exit_hook_installed:
         at_exit(_close_all_at_exit)
         _exit_hook_installed = True
@@ -1168,10 +1230,15 @@ def _close_all_at_exit() -> None:
     # in flush() or close(), which hold no lock while they wait. A thread of Kaneda's
     # closes and waits, so that this handler never waits on a lock the code it
     # interrupted may hold; past the exit timeouts, what is left is given up here.
-    closer = start_thread(_close_each, "kaneda-exit", dispatchers, True)
-    closer.join(max((dispatcher.exit_timeout for dispatcher in dispatchers), default=0) + 0.5)
-    if closer.is_alive():
-        _close_each([d for d in dispatchers if not d._finished], waiting=False)
+    try:
+        closer = start_thread(_close_each, "kaneda-exit", dispatchers, True)
+    except ThreadStartError as error:
+        log.error("Kaneda: %s; what is queued is given up", error)
+    else:
+        closer.join(max((dispatcher.exit_timeout for dispatcher in dispatchers), default=0) + 0.5)
+        if not closer.is_alive():
+            return
+    _close_each([d for d in dispatchers if not d._finished], waiting=False)
 
 
 def _close_each(
@@ -1185,7 +1252,11 @@ def _close_each(
         dispatcher._close(None, waiting=False)
     for dispatcher in dispatchers:
         remaining = max(0.0, started + dispatcher.exit_timeout - time.monotonic())
-        left = dispatcher._close(remaining, waiting=waiting)
+        try:
+            left = dispatcher._close(remaining, waiting=waiting)
+        except Exception:  # noqa: BLE001 - the others are closed all the same
+            log.exception("Kaneda: closing a Metrics %s failed", when)
+            continue
         if left:
             where = "kept on disk" if dispatcher.disk is not None else "not delivered"
             log.error("Kaneda: %d metrics %s %s", left, where, when)

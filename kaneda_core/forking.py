@@ -35,6 +35,7 @@ import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -420,13 +421,21 @@ def _watch_for_a_missed_sigterm() -> None:
         os.close(read_end)
         os.close(write_end)
         return
-    _wakeup = (read_end, write_end)
     main = threading.main_thread().ident
-    start_thread(_wake_main_thread, "kaneda-sigterm", read_end, main)
+    try:
+        start_thread(_wake_main_thread, "kaneda-sigterm", read_end, main)
+    except ThreadStartError as error:
+        # Without it, only a SIGTERM that lands on the main thread is acted on at once:
+        # said, and tried again by the next Metrics.
+        signal.set_wakeup_fd(-1)
+        os.close(read_end)
+        os.close(write_end)
+        log.warning("Kaneda: %s; a SIGTERM may wait until the main thread runs again", error)
+        return
+    _wakeup = (read_end, write_end)
 
 
 def _wake_main_thread(read_end: int, main: int | None) -> None:
-    import signal  # (imported already, by start_thread in the starting thread)
 
     while True:
         try:
@@ -510,11 +519,9 @@ def start_thread(target: Callable[..., object], name: str, *args: Any) -> thread
     next task) is never acted on, and ``Pool.terminate()`` waits for that worker for
     ever. Kaneda's threads leave such signals to the application's.
 
-    ``signal`` is imported here, by the caller: a thread that imports a module while the
-    process forks leaves it locked in the child (see :mod:`kaneda_core.fork_gate`).
+    Raises :class:`ThreadStartError` when no thread can be started (the process's or
+    the user's thread limit, no memory for its stack).
     """
-    import signal
-
     blocked = {getattr(signal, name) for name in _PROCESS_SIGNALS if hasattr(signal, name)}
 
     def run() -> None:
@@ -524,5 +531,12 @@ def start_thread(target: Callable[..., object], name: str, *args: Any) -> thread
         target(*args)
 
     thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError as error:  # "can't start new thread"
+        raise ThreadStartError(f"cannot start Kaneda's {name} thread: {error}") from None
     return thread
+
+
+class ThreadStartError(RuntimeError):
+    """A thread of Kaneda's could not be started (a thread limit reached, no memory)."""

@@ -23,6 +23,7 @@ from .dispatch import (
     let_go,
 )
 from .errors import ConfigurationError, InvalidMetric
+from .forking import ThreadStartError
 from .model import (
     COUNTER,
     EVENT,
@@ -185,20 +186,33 @@ class Metrics:
                     on_unreadable=lambda rows: delivery.count(unreadable=rows),
                     on_refused=lambda item, why: delivery.fail([item], InvalidMetric(why)),
                 )
-            self._dispatcher = BatchingDispatcher(
-                delivery,
-                batch_size=batch_size,
-                flush_interval=flush_interval,
-                max_buffer=max_buffer,
-                max_buffer_bytes=max_buffer_bytes,
-                disk=disk,
-                overflow=overflow,
-                block_timeout=block_timeout,
-                exit_timeout=exit_timeout,
-                aggregator=aggregator,
-            )
-            # Let go of unclosed, it is closed for the application (see dispatch.let_go).
-            weakref.finalize(self, let_go, self._dispatcher).atexit = False
+            try:
+                self._dispatcher = BatchingDispatcher(
+                    delivery,
+                    batch_size=batch_size,
+                    flush_interval=flush_interval,
+                    max_buffer=max_buffer,
+                    max_buffer_bytes=max_buffer_bytes,
+                    disk=disk,
+                    overflow=overflow,
+                    block_timeout=block_timeout,
+                    exit_timeout=exit_timeout,
+                    aggregator=aggregator,
+                )
+            except ThreadStartError as error:
+                # The process's thread limit, say: the application starts all the same.
+                log.warning(
+                    "Kaneda: %s; this Metrics delivers each metric in the caller's thread "
+                    "(batching=False; no aggregation, no buffer_path)",
+                    error,
+                )
+                if disk is not None:
+                    disk.close()
+                aggregator = None
+                self._dispatcher = self._sync_dispatcher(delivery)
+            else:
+                # Let go of unclosed, it is closed for the application (see dispatch.let_go).
+                weakref.finalize(self, let_go, self._dispatcher).atexit = False
         else:
             self._dispatcher = self._sync_dispatcher(delivery)
         self._submit = self._dispatcher.submit

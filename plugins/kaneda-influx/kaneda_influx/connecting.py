@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from kaneda_core.forking import start_thread
+from kaneda_core.forking import ThreadStartError, start_thread
 
 #: One answer of ``getaddrinfo``: family, type, protocol, canonical name, address.
 AddressInfo = tuple[Any, ...]
@@ -87,7 +87,10 @@ class Resolver:
         if resolution is None or resolution.done.is_set():
             # None in flight; one that ended after its request gave up is not used.
             resolution = self._pending = _Resolution()
-            start_thread(self._lookup, "kaneda-resolve", resolution)
+            try:
+                start_thread(self._lookup, "kaneda-resolve", resolution)
+            except ThreadStartError:  # a thread limit reached: looked up here, unbounded
+                self._lookup(resolution)
         if not resolution.done.wait(max(ends - time.monotonic(), 0.0)):
             raise RequestTimeout(
                 f"resolving the name {self.host!r} gave no answer {within}; the resolver "
