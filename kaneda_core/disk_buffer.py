@@ -387,7 +387,11 @@ class DiskBuffer:
         staged = self.staged
         while staged:
             batch.append(staged.popleft())
-        rows = [(self._owner, _encode(item)) for item in batch]
+        try:
+            rows = [(self._owner, _encode(item)) for item in batch]
+        except BaseException:  # a MemoryError, say: the metrics stay staged, none lost
+            staged.extendleft(reversed(batch))
+            raise
         try:
             if len(rows) == 1:
                 self._db.execute("INSERT INTO queue (owner, item) VALUES (?, ?)", rows[0])

@@ -745,17 +745,23 @@ class BatchingDispatcher(_Closable):
             with self._state:
                 self._inflight = len(entries)
                 self._in_file = sum(1 for seq, _ in entries if seq is not None)
-            kept = set(
-                inside_gate(
-                    self.delivery.deliver,
-                    [item for _, item in entries],
-                    retry=True,
-                    stop=self._stop,
-                    keep_transient=True,
-                    while_waiting=self._while_retrying,
-                    settled=self._counted_in_flight,
+            try:
+                kept = set(
+                    inside_gate(
+                        self.delivery.deliver,
+                        [item for _, item in entries],
+                        retry=True,
+                        stop=self._stop,
+                        keep_transient=True,
+                        while_waiting=self._while_retrying,
+                        settled=self._counted_in_flight,
+                    )
                 )
-            )
+            except BaseException as error:  # noqa: BLE001 - counted, never lost silently
+                self._entries_lost(entries, error)
+                if any(seq is not None for seq, _ in entries):
+                    return False  # the file's rows again next round, not at once
+                continue
             # Delivered or failed for good: forgotten. Kept (the backend is down): rows
             # stay in the file; metrics that came from memory go back first in line.
             self._moving += 1
@@ -770,6 +776,26 @@ class BatchingDispatcher(_Closable):
                 self._idle()
                 return False  # try again next interval
         return False
+
+    def _entries_lost(self, entries: list[Any], error: BaseException) -> None:
+        """A delivery from the disk buffer raised (a MemoryError, a backend's SystemExit).
+
+        As :meth:`_deliver_or_count` does: the metrics taken from memory (the file was
+        failing) are counted failed, not lost uncounted; the file's rows stay there, for
+        the next round.
+        """
+        from_memory = sum(1 for seq, _ in entries if seq is None)
+        self._moving += 1
+        self.delivery.count(failed=from_memory)
+        with self._state:
+            self._inflight = self._in_file = 0
+        self._moving += 1
+        log.error(
+            "Kaneda: %d metrics could not be delivered: %s",
+            from_memory,
+            self.delivery.describe(error),
+        )
+        self._idle()
 
     def _idle(self) -> None:
         with self._state:

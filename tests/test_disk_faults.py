@@ -320,3 +320,60 @@ def test_a_batch_sent_from_a_file_moved_aside_deletes_nothing_in_the_new_one(
         assert [item[0] for _, item in buffer.take(10)] == ["new", "new"]
     finally:
         buffer.close()
+
+
+def test_a_delivery_that_raises_loses_no_metric_held_in_memory_uncounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file failing, metrics wait in memory; a MemoryError inside the worker's delivery
+    # took those it held with it, counted nowhere (the queue in memory counts them).
+    from kaneda_core import delivery
+
+    backend = MemoryBackend()
+    metrics = Metrics(backend, buffer_path=tmp_path / "b.sqlite", batch_size=50, flush_interval=60)
+    buffer = metrics._dispatcher.disk
+    assert buffer is not None
+    buffer._trouble("writing to", sqlite3.OperationalError("disk I/O error"))
+    buffer._retry_at = time.monotonic() + 60  # the disk stays failing for the test
+    real = delivery.Delivery.to_metrics
+    raised = []
+
+    def once(self: object, items: object) -> object:
+        if not raised:
+            raised.append(True)
+            raise MemoryError
+        return real(self, items)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(delivery.Delivery, "to_metrics", once)
+    for i in range(200):
+        metrics.gauge("g", i)
+    metrics.flush(5)
+    stats = metrics.stats()
+    assert raised and stats.failed == 50 and stats.sent == len(backend.metrics) == 150
+    assert stats.queued == 0
+    metrics.close()
+
+
+def test_a_staged_batch_whose_writing_raises_stays_staged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    buffer = DiskBuffer(str(tmp_path / "b.sqlite"))
+    for i in range(10):
+        buffer.staged.append(("g", "gauge", i, {}, None, "h", None, i))
+    real = disk_buffer._encode
+
+    def failing(item: object) -> str:
+        if item[2] == 5:  # type: ignore[index]
+            raise MemoryError
+        return real(item)
+
+    monkeypatch.setattr(disk_buffer, "_encode", failing)
+    with pytest.raises(MemoryError):
+        buffer.take(10)  # writes what is staged first
+    assert [item[2] for item in buffer.staged] == list(range(10))
+    assert buffer.queued() == 10
+    monkeypatch.undo()  # memory again: written, all of them
+    assert [item[2] for _, item in buffer.take(20)] == list(range(10))
+    buffer.close()
