@@ -101,6 +101,13 @@ class CeleryBackend(QueueBackend):
                         self.queue_name,
                         timeout=self.timeout,
                         visibility_timeout=self.visibility_timeout,
+                        # py-amqp's own names (kombu hands it socket_timeout, which it
+                        # ignores): a RabbitMQ that blocks publishers (a memory or disk
+                        # alarm) held a send, waiting for its confirm, without end.
+                        transport_options={
+                            "read_timeout": self.timeout,
+                            "write_timeout": self.timeout,
+                        },
                     )
         return self._app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pytest
@@ -181,3 +182,33 @@ def test_a_redis_out_of_memory_is_said_so_and_retried(own_redis: RedisServer) ->
     message = str(raised.value)
     assert "out of memory" in message and "unreachable" not in message, message
     assert raised.value.retryable
+
+
+def test_a_rabbitmq_that_blocks_publishers_fails_the_send_within_its_timeout(
+    rabbitmq_server: RabbitMQServer,
+) -> None:
+    # A memory or disk alarm blocks publishers (connection.blocked): the send waited for
+    # the confirm without end, the worker thread with it, and nothing was logged.
+    import subprocess
+
+    ctl = ["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", rabbitmq_server.node]
+    env = rabbitmq_server.environment()
+
+    def watermark(value: str) -> None:
+        done = subprocess.run(
+            [*ctl, "set_vm_memory_high_watermark", value], env=env, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr
+
+    backend = CeleryBackend(rabbitmq_server.url, queue_name="blocked", timeout=1)
+    backend.send([produced("before")])  # connected before the alarm, as in production
+    watermark("0.0000001")
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception) as caught:
+            backend.send([produced("during")])
+        assert time.monotonic() - started < 8
+        assert backend.is_retryable(caught.value)
+    finally:
+        watermark("0.2")
+    backend.close()

@@ -9,7 +9,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError
+from redis.exceptions import (
+    AuthenticationError,
+    ConnectionError,
+    OutOfMemoryError,
+    TimeoutError,
+)
 
 from kaneda_core import DeliveryError, Metric
 from kaneda_core.arguments import argument_error, check_arguments
@@ -136,6 +141,8 @@ class RQBackend(QueueBackend):
                     raise self.timed_out(request.limit) from None
                 if isinstance(error, (ConnectionError, TimeoutError, OSError)):
                     raise self.unreachable(error) from None
+                if _over_maxmemory(error):
+                    raise self.full(error) from None
                 raise
         if unconfirmed is not None and self._unconfirmed is unconfirmed:
             self._unconfirmed = None
@@ -149,6 +156,17 @@ class RQBackend(QueueBackend):
             f"take the batch within {self.timeout} s (timeout bounds the whole enqueue, "
             f"every round trip{allowance}); it is sent again. Check that Redis is not "
             "overloaded and that the network to it is sound, or raise ?timeout=",
+            retryable=True,
+        )
+
+    def full(self, error: BaseException) -> DeliveryError:
+        """One line for a Redis over its ``maxmemory``: up, and refusing writes for now."""
+        reason = self.redact(str(error) or type(error).__name__).rstrip(".")
+        return DeliveryError(
+            f"Redis at {redis_address(self.redis_url)} (queue {self.queue_name!r}) is out of "
+            f"memory and refuses new jobs: {reason}. Are workers taking the queue "
+            "(kaneda worker rq://...)? Free memory on it or raise its maxmemory; the batch "
+            "is sent again",
             retryable=True,
         )
 
@@ -248,10 +266,17 @@ def redis_url_of(url: str) -> str:
 _CERTIFICATE_FAILED = "CERTIFICATE_VERIFY_FAILED"
 
 
+def _over_maxmemory(error: BaseException) -> bool:
+    """Whether ``error`` is Redis refusing a write over its maxmemory (noeviction)."""
+    return isinstance(error, OutOfMemoryError) or "maxmemory" in str(error)
+
+
 def is_retryable_redis_error(error: BaseException) -> bool:
     """Whether a retry may help after ``error`` from redis-py (or from the socket below)."""
     if isinstance(error, DeliveryError):
         return error.retryable
+    if _over_maxmemory(error):
+        return True  # until workers take the queue, or memory is freed
     if isinstance(error, AuthenticationError) or _CERTIFICATE_FAILED in str(error):
         return False
     if isinstance(error, OSError):

@@ -297,3 +297,28 @@ def test_a_stopping_worker_is_not_held_a_minute_by_its_command_listener(queue: Q
     worker.unsubscribe()
     assert time.monotonic() - started < 5  # docker stop waits 10 s; RQ's listener slept 60
     assert not worker.pubsub_thread.is_alive()
+
+
+def test_a_redis_over_maxmemory_is_retried_not_refused_for_good(own_redis: RedisServer) -> None:
+    # A full Redis (maxmemory, noeviction) refuses writes until workers take the queue:
+    # for now, not for good (each batch was halved down to single metrics and failed).
+    redis = Redis.from_url(own_redis.url)
+    redis.config_set("maxmemory-policy", "noeviction")
+    redis.config_set("maxmemory", "1")
+    backend = RQBackend(own_redis.url, queue_name="full")
+    with pytest.raises(Exception) as caught:
+        backend.send([produced("a"), produced("b")])
+    assert backend.is_retryable(caught.value)
+    assert "maxmemory" in str(caught.value) and "is sent again" in str(caught.value)
+    retry = RetryPolicy(attempts=20, initial_delay=0.05, max_delay=0.1)
+    metrics = Metrics(backend, retry=retry, batch_size=100)
+    for i in range(100):
+        metrics.gauge("g", i)
+    metrics.flush(0)
+    time.sleep(0.3)
+    redis.config_set("maxmemory", "0")  # room again: workers took the queue
+    assert metrics.flush(10) == 0
+    stats = metrics.stats()
+    assert (stats.sent, stats.failed) == (100, 0) and stats.retried > 0
+    assert Queue("full", connection=redis).count == 1  # one job, not a hundred
+    metrics.close()

@@ -194,3 +194,49 @@ def test_a_worker_asked_to_stop_while_the_store_is_down_puts_its_job_back_at_onc
     second = processes.worker(url, influx_url)
     wait_until(lambda: count_points(influx_server, influx_db) == 500, 60, second.log)
     assert second.stop() == 0
+
+
+def test_a_worker_on_a_redis_over_maxmemory_waits_for_room_and_then_drains_the_queue(
+    processes: Processes, own_redis: RedisServer, influx_server: InfluxServer, influx_db: str,
+    influx_url: str,
+) -> None:  # fmt: skip
+    # RQ's worker registration is a write a full Redis refuses: the worker exited at once
+    # with a traceback, as often as a supervisor started it, and the queue never drained.
+    url = rq_url(own_redis, "full")
+    producer = processes.python("producer", PRODUCER, url, "1000", "app")
+    assert producer.popen.wait(60) == 0, producer.log()
+    redis = Redis.from_url(own_redis.url)
+    redis.config_set("maxmemory-policy", "noeviction")
+    redis.config_set("maxmemory", "1")
+    worker = processes.worker(url, influx_url)
+    worker.wait_for_log("maxmemory")
+    time.sleep(1.5)
+    assert worker.alive(), worker.log()
+    redis.config_set("maxmemory", "0")
+    wait_until(lambda: count_points(influx_server, influx_db) == 1000, 60, worker.log)
+    assert worker.stop() == 0
+    assert "Traceback" not in worker.log()
+
+
+def test_a_worker_asked_to_stop_while_redis_does_not_answer_still_exits(
+    processes: Processes, own_redis: RedisServer,
+) -> None:  # fmt: skip
+    # A frozen Redis (SIGSTOP here; a hung server or a partition that drops packets)
+    # held RQ's stop, which writes to it, for ever.
+    import signal
+
+    from kaneda_rq.worker import STOP_GRACE
+
+    worker = processes.worker(rq_url(own_redis, "frozen"), "memory://")
+    queue = Queue("frozen", connection=Redis.from_url(own_redis.url))
+    wait_until(lambda: len(Worker.all(queue=queue)) == 1, 60, worker.log)
+    assert own_redis.process is not None
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        asked = time.monotonic()
+        code = worker.stop(timeout=STOP_GRACE + 15)
+        took = time.monotonic() - asked
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+    assert code == 1 and STOP_GRACE - 1 < took < STOP_GRACE + 10, (code, took)
+    assert "Redis still holds it" in worker.log()
