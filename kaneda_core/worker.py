@@ -489,6 +489,46 @@ def _same_place(queue_url: str, to: str) -> bool:
         return False
 
 
+#: Seconds a worker asked to stop has to do so before it exits without waiting any
+#: longer: an engine's stop talks to its broker (RQ's writes to Redis, Celery's cancels
+#: its consumers), and a broker that does not answer (frozen, or a network that drops
+#: packets) held it for ever. A message not finished comes back as after a kill.
+STOP_GRACE = 15.0
+
+_stop_watch: threading.Thread | None = None
+#: Set once the engine's worker returned: the final delivery is not the stop's to bound.
+_stopped = threading.Event()
+#: Set while run_worker serves a queue (``kaneda worker``).
+_serving = threading.Event()
+
+
+def exit_unless_stopped_within(seconds: float, broker: str) -> None:
+    """End the process in ``seconds`` unless the worker stopped by then; for an engine's
+    stop (SIGTERM), which may wait on ``broker``. The first ask counts."""
+    global _stop_watch
+    if _stop_watch is not None or not _serving.is_set():
+        return  # an engine's own command (rq worker, celery worker): its own stop
+
+    def watch() -> None:
+        if _stopped.wait(seconds):
+            return
+        log.error(
+            "Kaneda worker: asked to stop %.0f s ago and %s still holds it (it does not "
+            "answer); exiting without it. A message not finished comes back to the queue "
+            "as after a kill",
+            seconds,
+            broker,
+        )
+        logging.shutdown()
+        os._exit(1)
+
+    _stop_watch = threading.Thread(target=watch, name="kaneda-worker-stop", daemon=True)
+    try:
+        _stop_watch.start()
+    except RuntimeError:  # no thread to be had: the engine's stop as it is
+        _stop_watch = None
+
+
 def run_worker(queue_url: str, to: str, **metrics_options: Any) -> WorkerStats:
     """Deliver what arrives on ``queue_url`` to the backend ``to`` until SIGTERM or SIGINT.
 
@@ -517,9 +557,11 @@ def run_worker(queue_url: str, to: str, **metrics_options: Any) -> WorkerStats:
     log.info(
         "Kaneda worker: delivering %s to %s", redact_url(queue_url), metrics.backend.redact(to)
     )
+    _serving.set()
     try:
         queue.serve(queue_url, handler)
     finally:
+        _stopped.set()
         left = handler.close()
         install_handler(None)
         if left and handler._stopping.is_set():

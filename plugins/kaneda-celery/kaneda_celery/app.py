@@ -9,7 +9,7 @@ from celery import Celery, bootsteps
 from celery.signals import worker_shutting_down
 
 from kaneda_core.errors import KanedaError
-from kaneda_core.worker import current_handler
+from kaneda_core.worker import STOP_GRACE, current_handler, exit_unless_stopped_within
 
 from .tasks import register_tasks
 
@@ -69,6 +69,8 @@ def _stop_waiting(**_signal: Any) -> None:
     handler = current_handler()
     if handler is not None:
         handler.stop_waiting()
+    # Celery's warm shutdown cancels its consumers at the broker, which may not answer.
+    exit_unless_stopped_within(STOP_GRACE, "the broker")
 
 
 class WakeEverySecond(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -263,3 +263,28 @@ def test_a_worker_asked_to_stop_while_the_store_is_down_puts_its_task_back_at_on
     second = processes.worker(url, influx_url)
     wait_until(lambda: count_points(influx_server, influx_db) == 500, 60, second.log)
     assert second.stop() == 0
+
+
+def test_a_worker_asked_to_stop_while_rabbitmq_does_not_answer_still_exits(
+    processes: Processes, rabbitmq_server: RabbitMQServer,
+) -> None:  # fmt: skip
+    # A frozen node (SIGSTOP here; a hung broker or a partition that drops packets) held
+    # Celery's warm shutdown, which cancels its consumers there, for ever.
+    import signal
+
+    from kaneda_core.worker import STOP_GRACE
+
+    url = celery_url(rabbitmq_server.url, f"frozen-{os.urandom(3).hex()}")
+    worker = processes.worker(url, "memory://")
+    worker.wait_for_log("ready", 60)
+    assert rabbitmq_server.process is not None
+    group = rabbitmq_server.process.pid  # the node's processes share its session
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        asked = time.monotonic()
+        code = worker.stop(timeout=STOP_GRACE + 15)
+        took = time.monotonic() - asked
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    assert code == 1 and took < STOP_GRACE + 10, (code, took, worker.log())
+    assert "the broker still holds it" in worker.log()

@@ -16,9 +16,7 @@ this worker gives back jobs that stay there, unstarted, for ``ORPHAN_GRACE`` sec
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import signal
 import threading
 import time
@@ -31,7 +29,12 @@ from rq.job import Job, JobStatus
 
 from kaneda_core.incidents import REPEAT_AFTER
 from kaneda_core.redact import redact_text, redact_url
-from kaneda_core.worker import MessageHandler, current_handler
+from kaneda_core.worker import (
+    STOP_GRACE,
+    MessageHandler,
+    current_handler,
+    exit_unless_stopped_within,
+)
 
 from .backend import redis_address
 
@@ -43,12 +46,6 @@ MAINTENANCE_INTERVAL = 60
 #: Seconds a job may sit taken off the queue but not started before it counts as lost.
 #: A live worker starts a job within a few Redis round trips of taking it.
 ORPHAN_GRACE = 2.0
-
-#: Seconds a worker asked to stop has to do so before it exits without waiting any
-#: longer: RQ's stop (and its bookkeeping) talks to Redis, and a Redis that does not
-#: answer (frozen, or a network that drops packets) held it for ever. A job it had not
-#: finished comes back once its heartbeat lapses, as after a kill.
-STOP_GRACE = 15.0
 
 #: Seconds the thread listening for RQ's commands (``rq`` suspend, stop-job) waits for
 #: one before it looks whether the worker is stopping. RQ's own is 60, and redis-py
@@ -126,7 +123,7 @@ class JobKeepingWorker(SimpleWorker):
         handler = current_handler()
         if handler is not None:
             handler.stop_waiting()
-        _exit_unless_stopped_within(STOP_GRACE)  # RQ's stop talks to Redis, which may hang
+        exit_unless_stopped_within(STOP_GRACE, "Redis")  # RQ's stop talks to Redis
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     @property
@@ -138,43 +135,8 @@ class JobKeepingWorker(SimpleWorker):
         )
 
 
-_stop_watch: threading.Thread | None = None
-#: Set once the worker stopped: what the process does next is not the stop's to bound.
-_stopped = threading.Event()
-
-
-def _exit_unless_stopped_within(seconds: float) -> None:
-    """End the process in ``seconds`` unless the worker stopped by then (the first ask counts)."""
-    global _stop_watch
-    if _stop_watch is not None:
-        return
-
-    def watch() -> None:
-        if _stopped.wait(seconds):
-            return
-        log.error(
-            "Kaneda RQ worker: asked to stop %.0f s ago and Redis still holds it (it does not "
-            "answer); exiting without it. A job not finished comes back to the queue once "
-            "its heartbeat lapses",
-            seconds,
-        )
-        logging.shutdown()
-        os._exit(1)
-
-    _stop_watch = threading.Thread(target=watch, name="kaneda-rq-stop", daemon=True)
-    with contextlib.suppress(RuntimeError):  # no thread to be had: RQ's stop as it is
-        _stop_watch.start()
-
-
 def run_simple_worker(redis_url: str, queue_name: str, handler: MessageHandler) -> None:
     """Run RQ's worker on ``queue_name`` until asked to stop; outlive Redis outages."""
-    try:
-        _work_until_stopped(redis_url, queue_name, handler)
-    finally:
-        _stopped.set()
-
-
-def _work_until_stopped(redis_url: str, queue_name: str, handler: MessageHandler) -> None:
     stop = threading.Event()
     delay = 0.5
     held: list[str] = []
