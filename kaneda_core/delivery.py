@@ -141,8 +141,9 @@ class Delivery:
         self._lock = threading.RLock()
         self._counting = False
         self._deferred_counts: deque[dict[str, int]] = deque()
-        #: Counts every change of the counters: a reader that sees it unchanged across
-        #: reading them and a dispatcher's queue read both at one instant (Metrics.stats).
+        #: Counts the counts of metrics a caller held (count_settled): a reader that sees
+        #: it unchanged across reading the counters and the dispatcher's queue read both
+        #: at one instant (Metrics.stats).
         self.changes = 0
         self.incidents = IncidentLog(type(backend).__name__)
         self._filter = implements("kaneda_filter_metric")
@@ -243,7 +244,10 @@ class Delivery:
                     continue
                 self.fail(failed, error, settled)
             else:
-                self.count_settled(settled, sent=len(pending))
+                if settled is None:  # (a call level less: the sync path's every call)
+                    self.count(sent=len(pending))
+                else:
+                    self.count_settled(settled, sent=len(pending))
                 self.incidents.delivered()
                 if answers is not None:
                     answers.append(answer)
@@ -389,10 +393,10 @@ class Delivery:
             return
         with self._lock:
             self.count(**outcomes)
+            self.changes += 1
             settled(sum(outcomes.values()))
 
     def _apply(self, increments: dict[str, int]) -> None:
-        self.changes += 1  # (see count_settled)
         stats = self.stats
         for name, amount in increments.items():
             setattr(stats, name, getattr(stats, name) + amount)

@@ -87,7 +87,6 @@ class _Closable:
     """What both dispatchers share: what a call does once the dispatcher is closed."""
 
     delivery: Delivery
-    _moving = 0
     submit: Submit
 
     def _init_closing(self) -> None:
@@ -95,10 +94,10 @@ class _Closable:
         self._warned_after_close = False
         self._close_listeners: list[Callable[[], Callable[[Submit], None] | None]] = []
 
-    def moves(self) -> tuple[int, int]:
+    def moves(self) -> int:
         """Changes since: a reader of the counters and of ``queued()`` that sees the same
-        value, even, before and after saw both at one instant (see Metrics.stats)."""
-        return self.delivery.changes, self._moving
+        value before and after saw both at one instant (see Metrics.stats)."""
+        return self.delivery.changes
 
     def on_close(self, listener: Callable[[Submit], None]) -> None:
         """Call ``listener`` with the submit function that replaces :attr:`submit` at close.
@@ -360,11 +359,8 @@ class BatchingDispatcher(_Closable):
         # Reentrant: a signal handler may report while its thread holds it.
         self._bytes_lock = threading.RLock()
         self._busy = False
-        # The batch in the worker's hands not yet counted sent, failed or filtered (of
-        # which _in_file are disk rows, which the disk buffer counts until acknowledged).
+        # The batch in the worker's hands not yet counted sent, failed or filtered.
         self._inflight = 0
-        self._in_file = 0
-        self._moving = 0  # odd while the disk buffer and _inflight disagree (see moves())
         self._settled = True
         # Set when the worker returns. Waited on instead of Thread.join(): a join that
         # Ctrl-C interrupts marks a running thread as stopped (CPython 3.11).
@@ -447,8 +443,8 @@ class BatchingDispatcher(_Closable):
             self._overflow(item, 0)
         elif not self._wake.is_set():
             self._wake.set()  # a batch is full
-            if self._worker is None:
-                self._restart_worker()
+        if self._worker is None:  # (a forked child at its thread limit)
+            self._restart_worker()
 
     def _make_bounded_submit(self) -> Submit:
         queue = self.queue
@@ -500,6 +496,8 @@ class BatchingDispatcher(_Closable):
 
     def _wake_worker(self) -> None:
         self._wake.set()
+        if self._worker is None:
+            self._restart_worker()
 
     def _overflow(self, item: Any, size: int) -> None:
         if self.overflow == "block":
@@ -563,6 +561,8 @@ class BatchingDispatcher(_Closable):
             self._dropped_bytes += size
         if not self._wake.is_set():
             self._wake.set()
+        if self._worker is None:
+            self._restart_worker()
 
     # -- the worker ------------------------------------------------------------------
 
@@ -601,7 +601,7 @@ class BatchingDispatcher(_Closable):
                 )
                 with self._state:
                     self._busy = False
-                    self._inflight = self._in_file = 0
+                    self._inflight = 0
                     self._state.notify_all()
                 if self._closed and self._stop.is_set():
                     return
@@ -744,7 +744,9 @@ class BatchingDispatcher(_Closable):
             owed -= len(entries)
             with self._state:
                 self._inflight = len(entries)
-                self._in_file = sum(1 for seq, _ in entries if seq is not None)
+            # The disk buffer counts its rows queued until they are acknowledged (a part
+            # stored while another waits for a retry is counted sent and queued then);
+            # _inflight counts down what is not yet counted sent or failed.
             try:
                 kept = set(
                     inside_gate(
@@ -758,38 +760,32 @@ class BatchingDispatcher(_Closable):
                     )
                 )
             except BaseException as error:  # noqa: BLE001 - counted, never lost silently
-                self._entries_lost(entries, error)
+                self._entries_lost(entries, self._inflight, error)
                 if any(seq is not None for seq, _ in entries):
                     return False  # the file's rows again next round, not at once
                 continue
             # Delivered or failed for good: forgotten. Kept (the backend is down): rows
             # stay in the file; metrics that came from memory go back first in line.
-            self._moving += 1
             disk.ack([s for i, (s, _) in enumerate(entries) if s is not None and i not in kept])
             back = [item for i, (s, item) in enumerate(entries) if s is None and i in kept]
             if back:
                 disk.requeue(back)
-            with self._state:
-                self._inflight = self._in_file = 0
-            self._moving += 1
             if kept:
                 self._idle()
                 return False  # try again next interval
         return False
 
-    def _entries_lost(self, entries: list[Any], error: BaseException) -> None:
-        """A delivery from the disk buffer raised (a MemoryError, a backend's SystemExit).
+    def _entries_lost(self, entries: list[Any], unsettled: int, error: BaseException) -> None:
+        """A delivery from the disk buffer raised (a MemoryError, a backend's SystemExit)
+        with ``unsettled`` of its ``entries`` not yet counted sent or failed.
 
         As :meth:`_deliver_or_count` does: the metrics taken from memory (the file was
         failing) are counted failed, not lost uncounted; the file's rows stay there, for
-        the next round.
+        the next round. A batch is settled in its order, the file's rows first: the
+        unsettled are its last ones.
         """
-        from_memory = sum(1 for seq, _ in entries if seq is None)
-        self._moving += 1
+        from_memory = min(unsettled, sum(1 for seq, _ in entries if seq is None))
         self.delivery.count(failed=from_memory)
-        with self._state:
-            self._inflight = self._in_file = 0
-        self._moving += 1
         log.error(
             "Kaneda: %d metrics could not be delivered: %s",
             from_memory,
@@ -800,7 +796,7 @@ class BatchingDispatcher(_Closable):
     def _idle(self) -> None:
         with self._state:
             self._busy = False
-            self._inflight = self._in_file = 0
+            self._inflight = 0
             self._state.notify_all()
 
     def _while_retrying(self) -> bool:
@@ -859,10 +855,9 @@ class BatchingDispatcher(_Closable):
         folding = 0
         if self.aggregator is not None:
             folding = self.aggregator.pending() + self.aggregator.series()
+        if self.disk is not None:
+            return self.disk.queued() + folding
         with self._state:  # the worker takes a batch off the queue under it
-            if self.disk is not None:
-                # Its rows in flight are the disk's until acknowledged.
-                return self.disk.queued() - self._in_file + self._inflight + folding
             return len(self.queue) + self._inflight + folding
 
     def flush(self, timeout: float | None = None, *, stop: threading.Event | None = None) -> int:
@@ -1076,7 +1071,7 @@ class BatchingDispatcher(_Closable):
         self._exited = threading.Event()
         self._exited.set()
         self._busy = False
-        self._inflight = self._in_file = 0
+        self._inflight = 0
         self._finished = True
         self._backend_closed = True  # the parent's to close
         _live.discard(self)

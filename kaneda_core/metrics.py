@@ -588,7 +588,7 @@ class Metrics:
             moves = dispatcher.moves()
             snapshot = self._delivery.snapshot()
             snapshot.queued = dispatcher.queued()
-            if moves[1] % 2 == 0 and dispatcher.moves() == moves:
+            if dispatcher.moves() == moves:
                 break
         return snapshot
 

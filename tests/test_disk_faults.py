@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -377,3 +378,39 @@ def test_a_staged_batch_whose_writing_raises_stays_staged(
     monkeypatch.undo()  # memory again: written, all of them
     assert [item[2] for _, item in buffer.take(20)] == list(range(10))
     buffer.close()
+
+
+def test_a_delivery_that_raises_after_storing_part_counts_only_the_rest_failed(
+    tmp_path: Path,
+) -> None:
+    # Nine stored (counted sent), the tenth waiting for its retry when the backend raises
+    # SystemExit: failed is the one not counted yet, not the ten.
+    from kaneda_core import DeliveryError, RetryPolicy
+
+    class PartThenExit(MemoryBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def send(self, batch: Sequence[object]) -> None:
+            self.calls += 1
+            if self.calls > 1:
+                raise SystemExit(3)  # a client library calling sys.exit()
+            super().send(batch[:-1])  # type: ignore[arg-type]
+            raise DeliveryError("busy", retryable=True, metrics=batch[-1:])  # type: ignore[arg-type]
+
+    backend = PartThenExit()
+    retry = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.01)
+    metrics = Metrics(
+        backend, buffer_path=tmp_path / "b.sqlite", batch_size=10, flush_interval=60, retry=retry
+    )
+    buffer = metrics._dispatcher.disk
+    assert buffer is not None
+    buffer._trouble("writing to", sqlite3.OperationalError("disk I/O error"))
+    buffer._retry_at = time.monotonic() + 60  # kept in memory, taken from there
+    for i in range(10):
+        metrics.gauge("g", i)
+    metrics.flush(5)
+    stats = metrics.stats()
+    assert (stats.sent, stats.failed, len(backend.metrics)) == (9, 1, 9), stats
+    metrics.close(1)

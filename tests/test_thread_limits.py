@@ -200,3 +200,38 @@ def test_a_request_deadline_without_its_watchdog_thread_still_runs_the_block() -
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ran"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("options", ["", "max_buffer_bytes=10**6", "buffer_path=BUFFER"])
+def test_a_forked_childs_worker_is_started_by_its_calls_once_a_thread_can_be_had(
+    options: str, tmp_path: Path
+) -> None:
+    # Calls alone (no flush): the worker is tried again as batches fill, whatever the
+    # buffer, not only by flush() or close().
+    path = tmp_path / "m.jsonl"
+    done = run(
+        f"""
+        import os, time
+        from kaneda_core import Metrics
+        BUFFER = {str(tmp_path / "buffer.sqlite")!r}
+        metrics = Metrics("logger://{path}", batch_size=100, max_buffer=1000, {options})
+        REFUSED.add("kaneda-worker")
+        pid = os.fork()
+        if pid == 0:
+            REFUSED.clear()  # the limit passes just after the fork
+            for i in range(3000):
+                metrics.gauge("child", i)
+                time.sleep(0.0005)
+            time.sleep(1.5)
+            stats = metrics.stats()
+            print("child", stats.sent + stats.queued, stats.dropped, flush=True)
+            os._exit(0)
+        REFUSED.clear()
+        os.waitpid(pid, 0)
+        """,
+        refused=(),
+    )
+    assert done.returncode == 0, done.stderr
+    sent_or_queued, dropped = map(int, done.stdout.split()[1:])
+    assert (sent_or_queued, dropped) == (3000, 0), done.stdout
