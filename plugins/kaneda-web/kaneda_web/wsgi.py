@@ -138,8 +138,11 @@ class TimedBody:
             state.reporter.finish(state)
 
 
-def _watch_flask_exceptions(app: Any, reporter: RequestReporter) -> Callable[..., None] | None:
-    """Count the exceptions Flask turns into 500 pages itself (they never reach us)."""
+def _watch_flask_exceptions(
+    app: Any, reporter: RequestReporter
+) -> tuple[Callable[..., None], ...] | None:
+    """Count the exceptions Flask turns into 500 pages itself (they never reach us), and
+    note each request's route as soon as Flask matched it."""
     flask = sys.modules.get("flask")  # a Flask app means Flask is imported already
     if flask is None:
         return None
@@ -154,8 +157,17 @@ def _watch_flask_exceptions(app: Any, reporter: RequestReporter) -> Callable[...
             _note_route(state, environ)
             reporter.count_exception(state, exception)
 
+    def on_started(sender: Any, **extra: Any) -> None:
+        # A request the server ends (SystemExit: gunicorn's worker timeout) leaves Flask's
+        # request gone by the time the middleware sees it: the route is noted now.
+        environ = flask.request.environ
+        state = environ.get(REQUEST_KEY)
+        if isinstance(state, RequestState) and state.reporter is reporter:
+            _note_route(state, environ)
+
     flask.got_request_exception.connect(on_exception, flask_app)
-    return on_exception
+    flask.request_started.connect(on_started, flask_app)
+    return on_exception, on_started
 
 
 __all__ = ["TimedBody", "WSGIMiddleware"]

@@ -32,6 +32,10 @@ def make_app(metrics: Metrics, *, testing: bool = False) -> Flask:
     def boom() -> str:
         raise ZeroDivisionError("no")
 
+    @app.get("/slow/<int:n>")
+    def slow(n: int) -> str:
+        raise SystemExit(1)  # gunicorn's worker timeout, raised inside the view
+
     @app.get("/bad-tag")
     def bad_tag() -> str:
         add_request_tags(request, tier=["a", "list"])
@@ -121,3 +125,15 @@ def test_a_streamed_response_is_timed_to_its_last_chunk(metrics: Metrics) -> Non
     [timing] = reported(metrics)
     assert timing.value >= 0.15
     assert timing.tags["route"] == "/stream"  # type: ignore[call-overload]
+
+
+def test_a_request_the_server_ends_keeps_its_route(metrics: Metrics) -> None:
+    # SystemExit (gunicorn's worker timeout) leaves Flask's request gone before the
+    # middleware sees it: the timed-out requests, the ones to find, were <unmatched>.
+    with pytest.raises(SystemExit):
+        make_app(metrics).wsgi_app(
+            {"REQUEST_METHOD": "GET", "PATH_INFO": "/slow/3", "SERVER_NAME": "x",
+             "SERVER_PORT": "80", "wsgi.url_scheme": "http"},
+            lambda status, headers, exc_info=None: None,
+        )  # fmt: skip
+    assert request_tags(metrics) == [{"route": "/slow/<int:n>", "method": "GET", "status": "500"}]
