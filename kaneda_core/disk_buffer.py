@@ -121,6 +121,9 @@ class DiskBuffer:
         self._on_dropped: Callable[[Any], None] = lambda item: None
         #: Rows of this buffer in the file.
         self.pending = 0
+        # Taken off the staging list by the thread writing them, not yet counted in
+        # pending (or put back): still waiting, for queued().
+        self._writing = 0
         self.token = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         # Per thread: whether it is inside a section that holds the file.
@@ -192,7 +195,7 @@ class DiskBuffer:
     def queued(self) -> int:
         """Metrics of this buffer waiting for delivery, staged or in the file."""
         # Rows delivered whose delete is still to be retried are not waiting.
-        return self.pending - len(self._undeleted) + len(self.staged)
+        return self.pending - len(self._undeleted) + len(self.staged) + self._writing
 
     def _enter(self) -> bool:
         """Take the file for this thread, as a reporting call does.
@@ -385,8 +388,18 @@ class DiskBuffer:
         assert self._db is not None
         batch = []
         staged = self.staged
-        while staged:
-            batch.append(staged.popleft())
+        try:
+            while staged:
+                self._writing += 1  # first: queued() never misses it
+                batch.append(staged.popleft())
+            return self._write_taken(batch)
+        finally:
+            self._writing = 0
+
+    def _write_taken(self, batch: list[Any]) -> bool:
+        """Write ``batch``, taken off the staging list (put back if it cannot be written)."""
+        assert self._db is not None
+        staged = self.staged
         try:
             rows = [(self._owner, _encode(item)) for item in batch]
         except BaseException:  # a MemoryError, say: the metrics stay staged, none lost
@@ -658,6 +671,7 @@ class DiskBuffer:
             os.close(self._owner_lock)  # the parent's lock stays the parent's alone
         self.staged = deque()
         self.staged_bytes = 0
+        self._writing = 0
         self._lock = threading.Lock()
         self._local = threading.local()
         self._reset_file_state()

@@ -414,3 +414,45 @@ def test_a_delivery_that_raises_after_storing_part_counts_only_the_rest_failed(
     stats = metrics.stats()
     assert (stats.sent, stats.failed, len(backend.metrics)) == (9, 1, 9), stats
     metrics.close(1)
+
+
+def test_metrics_being_written_from_the_staging_list_still_count_as_queued(
+    tmp_path: Path,
+) -> None:
+    # The thread that writes takes everything staged, then inserts it: meanwhile those
+    # metrics were neither staged nor in the file, and stats() missed them.
+    import threading
+
+    buffer = DiskBuffer(str(tmp_path / "b.sqlite"))
+    for i in range(10):
+        buffer.staged.append(("g", "gauge", i, {}, None, "h", None, i))
+    inserting, release = threading.Event(), threading.Event()
+    real = buffer._db
+
+    class SlowInserts:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def __enter__(self) -> object:
+            return real.__enter__()
+
+        def __exit__(self, *exc: object) -> object:
+            return real.__exit__(*exc)
+
+        def executemany(self, sql: str, rows: object) -> object:
+            inserting.set()
+            release.wait(10)
+            return real.executemany(sql, rows)  # type: ignore[arg-type]
+
+    buffer._db = SlowInserts()  # type: ignore[assignment]
+    writer = threading.Thread(target=buffer.take, args=(1,))
+    writer.start()
+    try:
+        assert inserting.wait(10)
+        assert buffer.queued() == 10
+    finally:
+        release.set()
+        writer.join(10)
+    buffer._db = real
+    assert buffer.queued() == 10
+    buffer.close()
