@@ -37,6 +37,17 @@ def _shape(message: str) -> str:
     return _VARYING.sub("_", message)
 
 
+def _unsaid(outages: int, before: str) -> str:
+    """Words for ``outages`` short outages not logged one by one, or nothing."""
+    if not outages:
+        return ""
+    some = "1 more outage" if outages == 1 else f"{outages} more outages"
+    return (
+        f"{before}{some} since the last line about one (an outage that begins within "
+        f"{REPEAT_AFTER:.0f} s of such a line is logged only if it lasts that long)"
+    )
+
+
 class _Record:
     """A message of the log: when it was last logged, and its repeats held back since."""
 
@@ -62,6 +73,11 @@ class IncidentLog:
         self.backend_name = backend_name
         self._outage_since: float | None = None
         self._outage_logged = 0.0
+        # When a line last said an outage (began, or goes on), whether the one going on
+        # is unsaid (it began within REPEAT_AFTER of that line), and how many were.
+        self._outage_said = -REPEAT_AFTER
+        self._outage_quiet = False
+        self._outages_unsaid = 0
         self._drops_logged = 0
         self._drops_logged_at = 0.0
         self._repeats: dict[str, _Record] = {}
@@ -80,16 +96,29 @@ class IncidentLog:
         then = "retrying with backoff" if retry_in is not None else "keeping them for later"
         if self._outage_since is None:
             self._outage_since = self._outage_logged = now
+            if now - self._outage_said < REPEAT_AFTER:
+                # A store failing on and off: this outage is said only if it lasts, and
+                # counted in the next line that starts one (or at close).
+                self._outage_quiet = True
+                self._outages_unsaid += 1
+                return
+            unsaid, self._outages_unsaid = self._outages_unsaid, 0
+            self._outage_quiet = False
+            self._outage_said = now
             log.warning(
                 "Kaneda: cannot deliver %d metrics to %s (%s); %s. Logged once until "
-                "delivery works again.",
+                "delivery works again.%s",
                 metrics,
                 self.backend_name,
                 error,
                 then,
+                _unsaid(unsaid, " "),
             )
         elif now - self._outage_logged >= REPEAT_AFTER:
-            self._outage_logged = now
+            self._outage_logged = self._outage_said = now
+            if self._outage_quiet:  # said now: it lasts
+                self._outage_quiet = False
+                self._outages_unsaid -= 1
             log.warning(
                 "Kaneda: still cannot deliver to %s after %.0f s (%s); %s.",
                 self.backend_name,
@@ -105,11 +134,12 @@ class IncidentLog:
             self._after_success(time.monotonic())
         self._successes += 1
         if self._outage_since is not None:
-            log.warning(
-                "Kaneda: delivering to %s again, after %.1f s of failures.",
-                self.backend_name,
-                time.monotonic() - self._outage_since,
-            )
+            if not self._outage_quiet:
+                log.warning(
+                    "Kaneda: delivering to %s again, after %.1f s of failures.",
+                    self.backend_name,
+                    time.monotonic() - self._outage_since,
+                )
             self._outage_since = None
 
     # -- drops: running totals -------------------------------------------------------
@@ -194,7 +224,14 @@ class IncidentLog:
         with self._lock:
             self._closed = True
             totals = [self._take(key, now, self._successes) for key in list(self._held)]
+            unsaid, self._outages_unsaid = self._outages_unsaid, 0
         self._log_totals(totals, now, ", before close")
+        if unsaid:
+            log.warning(
+                "Kaneda: delivery to %s failed on and off: %s",
+                self.backend_name,
+                _unsaid(unsaid, ""),
+            )
 
     def _after_success(self, now: float) -> None:
         """Log the totals a send that worked ends: the failures for good held back since

@@ -163,3 +163,38 @@ def test_a_refusal_that_names_each_value_is_folded_like_one_message(
     assert len(lines) <= 3, lines[:5]
     told = sum(int(n) for n in re.findall(r"\((\d+) metrics\)", "\n".join(lines)))
     assert 1 + told == 2000  # the first line's metric, and the totals held back
+
+
+def test_a_store_that_fails_on_and_off_is_not_a_pair_of_lines_per_swing(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server alternating between answering and not (a flapping load balancer) logged
+    "cannot deliver" and "delivering again" at each swing: 60 lines in 40 s."""
+    from kaneda_core import incidents
+    from kaneda_core.incidents import REPEAT_AFTER, IncidentLog
+
+    now = [1000.0]
+    monkeypatch.setattr(incidents.time, "monotonic", lambda: now[0])
+    log = IncidentLog("Flapping")
+    with caplog.at_level(logging.WARNING, logger="kaneda"):
+        for _ in range(30):  # a swing every 1.5 s
+            log.transient("ConnectionResetError: reset", 100, 0.5)
+            now[0] += 0.5
+            log.delivered()
+            now[0] += 1.0
+        assert len(caplog.records) == 2  # the first outage and its end
+        now[0] += REPEAT_AFTER
+        log.transient("ConnectionResetError: reset", 100, 0.5)  # a minute on: said again
+        log.delivered()
+        lines = [record.getMessage() for record in caplog.records]
+        assert len(lines) == 4 and "29 more outages" in lines[2], lines
+        log.transient("ConnectionResetError: reset", 100, 0.5)  # within the minute: quiet,
+        now[0] += REPEAT_AFTER  # unless it lasts
+        log.transient("ConnectionResetError: reset", 100, 0.5)
+        log.delivered()
+        lines = [record.getMessage() for record in caplog.records]
+        assert "still cannot deliver" in lines[4] and "delivering to Flapping again" in lines[5]
+        log.transient("ConnectionResetError: reset", 100, 0.5)
+        log.delivered()
+        log.close()  # swings not said one by one are said at close
+        assert "1 more outage" in caplog.records[-1].getMessage()
