@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def kaneda(*arguments: str) -> list[str]:
@@ -42,6 +44,14 @@ class Process:
     def log(self) -> str:
         """What the process wrote so far."""
         return self.log_path.read_text(errors="replace")
+
+    def last_json(self) -> Any:
+        """The last line of its output that is a JSON object (a script's final stats; log
+        lines, such as those at its exit, may follow it)."""
+        for line in reversed(self.log().splitlines()):
+            if line.startswith("{"):
+                return json.loads(line)
+        raise AssertionError(f"no JSON line in the output:\n{self.log()}")
 
     def wait_for_log(self, text: str, timeout: float = 30) -> None:
         """Wait until ``text`` appears in the output; fail if the process exits first."""

@@ -70,7 +70,7 @@ def test_several_producers_two_workers_every_metric_stored_once(
     producers = [processes.python("producer", PRODUCER, url, "3000", f"app{n}") for n in range(3)]
     for producer in producers:
         assert producer.popen.wait(120) == 0, producer.log()
-        assert json.loads(producer.log().splitlines()[-1])["sent"] == 3000
+        assert producer.last_json()["sent"] == 3000
     wait_until(lambda: count_points(influx_server, influx_db) == 9000, 60, workers[0].log)
     stored = []
     for worker in workers:
@@ -156,7 +156,7 @@ def test_rabbitmq_down_at_start_and_mid_stream_loses_nothing(
         assert producer.alive()
         rabbitmq.start()  # the same node, its queue and persistent messages kept
         assert producer.popen.wait(120) == 0, producer.log()
-        stats = json.loads(producer.log().splitlines()[-1])
+        stats = producer.last_json()
         assert stats["left"] == 0 and stats["failed"] == 0 and stats["retried"] > 0
         wait_until(lambda: count_points(influx_server, influx_db) == 2000, 90, worker.log)
         assert worker.stop() == 0

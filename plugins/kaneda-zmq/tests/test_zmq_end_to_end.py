@@ -33,7 +33,7 @@ def test_several_producers_one_worker_every_metric_stored_once(
     producers = [processes.python("producer", PRODUCER, url, "3000", f"app{n}") for n in range(3)]
     for producer in producers:
         assert producer.popen.wait(120) == 0, producer.log()
-        stats = json.loads(producer.log().splitlines()[-1])
+        stats = producer.last_json()
         assert stats["left"] == 0 and stats["sent"] == 3000 and stats["failed"] == 0
     assert count_points(influx_server, influx_db) == 9000
     stored = stored_metrics(influx_server, influx_db)
@@ -65,7 +65,7 @@ def test_a_worker_down_at_start_then_killed_mid_batch_loses_nothing(
     # Its replacement gets the batch again (the producer heard no answer) and the rest.
     worker = processes.worker(url, influx_url)
     assert producer.popen.wait(120) == 0, producer.log()
-    stats = json.loads(producer.log().splitlines()[-1])
+    stats = producer.last_json()
     assert stats["left"] == 0 and stats["failed"] == 0 and stats["retried"] > 0
     assert count_points(influx_server, influx_db) == 2000
     assert worker.stop() == 0
