@@ -334,7 +334,6 @@ def _deliver_on_terminate() -> None:
     is kept, an ignored signal (``nohup``) stays ignored, and a handler set later
     replaces this one.
     """
-    import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -369,7 +368,6 @@ _warned_off_main = False
 
 
 def _warn_off_the_main_thread() -> None:
-    import signal
 
     global _warned_off_main
     if _warned_off_main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
@@ -387,7 +385,6 @@ def _ending_signals() -> list[int]:
     """SIGTERM and SIGHUP: sent from outside, their default action ends the process
     without its exit callbacks (a stop, a closed terminal or SSH session). A signal the
     application ignores (``nohup``) or handles is left to it."""
-    import signal
 
     return [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
 
@@ -409,7 +406,6 @@ def _watch_for_a_missed_sigterm() -> None:
     SIGTERM, sends the main thread the signal again until the handler starts. Left out
     when the application has a wakeup file of its own (an asyncio loop).
     """
-    import signal
     import threading
 
     global _wakeup
@@ -462,7 +458,6 @@ def _no_wakeup_in_child() -> None:
     # The watcher is its parent's thread: the child watches for itself, if it has the
     # handler (a multiprocessing child installs it again anyway).
     global _wakeup, _terminating
-    import signal
 
     _terminating = False
     if _wakeup is None:
@@ -479,7 +474,6 @@ def _no_wakeup_in_child() -> None:
 
 
 def _terminated(signum: int, _frame: object) -> None:
-    import signal
 
     global _terminating
     _terminating = True
