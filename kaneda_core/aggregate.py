@@ -13,9 +13,11 @@ point per series:
   by reservoir sampling; count, sum, min and max are exact).
 
 Events and custom metrics are never folded. A series is validated (and checked by the
-backend) the first time it is seen in an interval; later calls on it only build its key.
-Tag values that compare equal (``1``, ``1.0`` and ``True``) fold into one series. An
-aggregated point carries the time its interval ended.
+backend) the first time it is seen; later calls on it only build its key and find the
+series' own. That key is made of plain strings (a string subclass's text), or, for tags
+with other values, each value with its type: ``1``, ``1.0`` and ``True`` are three
+series, as a store keeps them, although Python finds them equal. What the worker folds
+holds no object of the caller's. An aggregated point carries the time its interval ended.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .model import COUNTER, GAUGE, TIMING, Metric, check_name, check_number, plain
+from .model import COUNTER, GAUGE, TIMING, Metric, check_name, check_number, copy_tags, plain
+from .stamps import SLOTS
 
 #: Values kept per timing series and interval for its percentiles.
 RESERVOIR = 1024
@@ -49,6 +52,25 @@ MAX_SERIES_BYTES = 16 * 1024 * 1024
 _SERIES_OVERHEAD = 300
 
 Key = tuple[Any, ...]
+
+
+class _Mark:
+    """A place holder in a series' key that no tag key or value can equal."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: In a key, after the name: the tags were a list (its strings follow).
+LIST = _Mark("LIST")
+#: In a key, after the name: the tags' values are not all strings (each follows as a
+#: ``(type, value)`` pair, after the tag keys).
+TYPED = _Mark("TYPED")
 
 # Counter's C loop: a mapping's count += 1 for each item of an iterable.
 _count_elements = collections._count_elements  # type: ignore[attr-defined]
@@ -77,8 +99,11 @@ class Aggregator:
         self.adds: deque[tuple[Key, Any]] = deque()
         self.gauges: deque[tuple[Key, Any]] = deque()
         self.timings: deque[tuple[Key, Any]] = deque()
-        #: Keys already validated, per kind, with the tags their points carry.
-        self.valid: dict[str, dict[Key, Any]] = {COUNTER: {}, GAUGE: {}, TIMING: {}}
+        #: Series already validated, per kind: each key to itself, so that a call's own
+        #: key (a string subclass in it, say) finds the series' key, which it queues.
+        self.valid: dict[str, dict[Any, Key]] = {COUNTER: {}, GAUGE: {}, TIMING: {}}
+        #: The tags each series' points carry (its calls' tags, default tags added).
+        self.tags: dict[str, dict[Key, Any]] = {COUNTER: {}, GAUGE: {}, TIMING: {}}
         self._sums: dict[Key, Any] = {}
         self._lasts: dict[Key, Any] = {}
         #: When each gauge series was last set (a running count of gauge calls).
@@ -94,18 +119,24 @@ class Aggregator:
 
     # -- the calling side: first sight of a series -----------------------------------
 
-    def admit(self, kind: str, key: Key, name: Any, tags: Any, value: Any = 1) -> None:
-        """Validate a series seen for the first time (raises InvalidMetric) and remember it.
+    def admit(self, kind: str, name: Any, tags: Any, value: Any = 1) -> Key:
+        """Validate a call whose series is not known (raises InvalidMetric); its series' key.
 
-        ``key`` is what the call queues: the name and the tags' items (or the list's
-        strings). The points of the series carry the tags as the call's would have been
-        (default tags added).
+        The key is what the call queues (see :func:`series_key`). The points of the
+        series carry the tags as the call's would have been (default tags added).
         """
         own = self.check_value(kind, name, tags, value)
-        self.valid[kind][key] = own
-        self.series_bytes += _SERIES_OVERHEAD + sum(len(part) for part in key if type(part) is str)
-        if self.series_bytes > MAX_SERIES_BYTES and self.wake is not None:
-            self.wake()
+        key = series_key(plain(name), copy_tags(tags))
+        known = self.valid[kind]
+        if key not in known:
+            known[key] = key
+            self.tags[kind][key] = own
+            self.series_bytes += _SERIES_OVERHEAD + sum(
+                len(part) for part in key if type(part) is str
+            )
+            if self.series_bytes > MAX_SERIES_BYTES and self.wake is not None:
+                self.wake()
+        return key
 
     def check_value(self, kind: str, name: Any, tags: Any, value: Any) -> Any:
         """Validate one call as a series' first call is (raises InvalidMetric); its tags.
@@ -177,8 +208,9 @@ class Aggregator:
         self.folded += folded
 
     def emit(self, stamp_ns: int) -> tuple[list[Metric], int, list[Metric]]:
-        """One point per folded series, stamped ``stamp_ns``, how many calls they fold, and
-        the points no store can take.
+        """One point per folded series, how many calls they fold, and the points no store
+        can take. The points are stamped ``stamp_ns``, the next ``SLOTS`` ns later, and so
+        on: no two share a time (see stamps.reserve).
 
         Each call's value fit; the sum of many may not fit a 64-bit float (two timings
         of 1.5e308): such a point is set aside, its value the exact sum, for the caller
@@ -195,7 +227,8 @@ class Aggregator:
         unstorable: list[Metric] = []
 
         def add(name: str, kind: str, value: Any, tags: Any) -> None:
-            point = Metric(plain(name), kind, value, _own(tags), None, host, None, stamp_ns)
+            ns = stamp_ns + (len(points) + len(unstorable)) * SLOTS
+            point = Metric(plain(name), kind, value, _own(tags), None, host, None, ns)
             (points if _finite(value) else unstorable).append(point)
 
         for kind, records in ((COUNTER, self._sums), (GAUGE, self._lasts)):
@@ -233,9 +266,10 @@ class Aggregator:
         self.last_emit = time.monotonic()
         if self.over_budget():  # bounded: forgotten series are validated again
             self.forget_series()
-        for known in self.valid.values():
+        for kind, known in self.valid.items():
             if len(known) > MAX_SERIES:
                 known.clear()
+                self.tags[kind].clear()
         return points, folded, unstorable
 
     def discard(self) -> int:
@@ -255,17 +289,22 @@ class Aggregator:
         Remembered when the series was admitted; a series forgotten meanwhile (the
         memory was emptied while a call queued it) gets them from its key again.
         """
-        tags = self.valid[kind].get(key)
+        tags = self.tags[kind].get(key)
         if tags is not None:
             return tags
-        if len(key) > 1 and key[1] is None:  # (name, None, *list)
+        mark = key[1] if len(key) > 1 else None
+        if mark is LIST:  # (name, LIST, *strings)
             return self.make_tags(list(key[2:]))
+        if mark is TYPED:  # (name, TYPED, *keys, *(type, value))
+            half = (len(key) - 2) // 2
+            values = [value for _, value in key[2 + half :]]
+            return self.make_tags(dict(zip(key[2 : 2 + half], values, strict=True)))
         half = (len(key) - 1) // 2  # (name, *keys, *values)
         return self.make_tags(dict(zip(key[1 : 1 + half], key[1 + half :], strict=True)))
 
     def forget_series(self) -> None:
         """Empty the memory of validated series (each is validated again when next seen)."""
-        for known in self.valid.values():
+        for known in (*self.valid.values(), *self.tags.values()):
             known.clear()
         self.series_bytes = 0
 
@@ -300,6 +339,30 @@ class Aggregator:
         self.folded = 0
 
 
+def series_key(name: str, tags: Any) -> Key:
+    """The key of a series: its name and its tags (validated: a list or a plain dict).
+
+    One flat tuple (tuples of pairs cost three allocations, and the collector's time):
+    a dict of strings gives its keys then its values, which is also the key a call
+    builds from such tags; a list gives LIST then its strings; a dict holding numbers
+    or bools gives TYPED, its keys, then each value with its type.
+    """
+    if type(tags) is list:
+        return (name, LIST, *tags)
+    values = tags.values()
+    if all(type(value) is str for value in values):
+        return (name, *tags, *values)
+    return (name, TYPED, *tags, *map(_typed, values))
+
+
+def _typed(value: Any) -> tuple[type, Any]:
+    """A tag value with its type, as a plain bool, int, float or str (never a subclass)."""
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind, kind(value)
+    raise AssertionError(f"a validated tag value: {value!r}")  # pragma: no cover
+
+
 def _storable(total: Any) -> Any:
     """A sum as stores take it: an integer beyond 64 bits (no store's integers hold it) as
     the float nearest to it; each call's value fit, the sum of many may not. A sum past
@@ -327,9 +390,9 @@ def _finite(value: Any) -> bool:
 
 
 def _canonical(tags: Any) -> Key:
-    """The tags in one order, whatever order they were given in."""
+    """The tags in one order, whatever order they were given in (each value typed)."""
     if isinstance(tags, dict):
-        return tuple(sorted(tags.items(), key=lambda item: item[0]))
+        return tuple(sorted(((key, _typed(value)) for key, value in tags.items()), key=_first))
     return (None, *sorted(tags))
 
 

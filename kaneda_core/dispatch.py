@@ -25,6 +25,7 @@ from collections.abc import Callable
 from types import FrameType, MethodType
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import stamps
 from .delivery import BufferFull, Delivery, Item, log
 from .errors import InvalidMetric
 from .fork_gate import inside_gate
@@ -37,7 +38,6 @@ from .forking import (
     start_thread,
     track_dispatcher,
 )
-from .stamps import stamp, time_ns
 
 if TYPE_CHECKING:
     from .aggregate import Aggregator
@@ -647,7 +647,10 @@ class BatchingDispatcher(_Closable):
         if not (due or wanted or self._closed or aggregator.over_budget()):
             return
         try:
-            points, folded, unstorable = aggregator.emit(stamp(time_ns()))
+            # A time per point: points of one kind, tags and time would be one point in
+            # a store that keeps the name as a field (InfluxDB's kaneda1 layout).
+            first = stamps.reserve(aggregator.series() + aggregator.pending())
+            points, folded, unstorable = aggregator.emit(first)
         except Exception as error:  # noqa: BLE001 - records kept would fail every interval
             self._emits_done = asked
             lost = aggregator.discard()

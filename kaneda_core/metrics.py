@@ -43,7 +43,7 @@ from .model import (
     own_value,
 )
 from .options import check_options
-from .stamps import SLOTS, time_ns
+from .stamps import SLOTS, after_step_back, latest, time_ns
 
 if TYPE_CHECKING:
     from contextvars import ContextVar
@@ -243,26 +243,26 @@ class Metrics:
     def _aggregate_calls(self, aggregator: Aggregator) -> None:
         """Counters, gauges and timings queue their series for folding (see aggregate).
 
-        A call builds its series' key (the name and the tags' items); a key seen before
-        in this interval was validated then, so the call only queues it. The first call
-        of a series is validated in full, and refused there if bad.
+        A call builds a key from its name and tags as they are given (see
+        aggregate.series_key); a known series' key equal to it was validated then, and
+        the call queues that key, the series' own. A call whose key matches no series
+        (its first, or tags of numbers, or no key can be made of them) is validated in
+        full, and refused there if bad.
         """
-        from .aggregate import FOLD_EVERY
+        from .aggregate import FOLD_EVERY, LIST
 
         wake = self._dispatcher._wake_worker  # type: ignore[union-attr]
         admit = aggregator.admit
         check_value = aggregator.check_value
 
-        def key_of(name: Any, tags: Any) -> tuple[Any, ...]:
-            # The name, then the tags' keys, then their values: one flat tuple of strings
-            # and numbers (tuples of pairs cost three allocations, and the collector's
-            # time). A list's strings follow a None, which no dict's key holds. A dict
-            # subclass (OrderedDict, defaultdict) is the series of the plain dict alike.
+        def key_of(name: Any, tags: Any) -> tuple[Any, ...] | None:
+            # A dict subclass (OrderedDict, defaultdict) is the series of the plain dict
+            # alike; tags of any other type match no series.
             if isinstance(tags, dict):
                 return (name, *tags, *tags.values())
             if tags is None:
                 return (name,)
-            return (name, None, *tags) if isinstance(tags, (list, tuple)) else (name, None, tags)
+            return (name, LIST, *tags) if isinstance(tags, (list, tuple)) else None
 
         counts, known_counts = aggregator.counts, aggregator.valid[COUNTER]
         append_count = counts.append
@@ -281,11 +281,11 @@ class Metrics:
         def increment(name: str, tags: TagsInput | None = None) -> None:
             key = (name, *tags, *tags.values()) if type(tags) is dict else key_of(name, tags)
             try:
-                seen = key in known_counts
-            except TypeError:  # an unhashable name or tag value: admit says which
-                seen = False
-            if not seen:
-                admit(COUNTER, key, name, tags, 1)  # validates: raises InvalidMetric
+                key = known_counts[key]
+            except Exception:  # noqa: BLE001 - not known, or no key (a value's __eq__ raised)
+                key = None
+            if key is None:
+                key = admit(COUNTER, name, tags, 1)  # validates: raises InvalidMetric
             append_count(key)
             if len(counts) > FOLD_EVERY:
                 wake()
@@ -299,11 +299,11 @@ class Metrics:
             def call(name: str, value: Any, tags: TagsInput | None = None) -> None:
                 key = (name, *tags, *tags.values()) if type(tags) is dict else key_of(name, tags)
                 try:
-                    seen = key in known
-                except TypeError:
-                    seen = False
-                if not seen:
-                    admit(kind, key, name, tags, value)
+                    key = known[key]
+                except Exception:  # noqa: BLE001 - see increment
+                    key = None
+                if key is None:
+                    key = admit(kind, name, tags, value)
                 elif type(value) is not int:
                     check_number(value)  # a float's finiteness; anything else is refused
                 elif not _MIN_INT64 <= value <= _MAX_INT64:
@@ -363,8 +363,12 @@ class Metrics:
         else:
             tags = self._own_tags(tags)
         ns = time_ns()
+        ns -= ns % SLOTS - stamps.slot
+        if ns <= latest[0]:  # the clock went back: never a time given already
+            ns = after_step_back(ns)
+        latest[0] = ns
         # The metric's record itself (see Item): the worker only wraps it as a Metric.
-        item = (name, COUNTER, 1, tags, None, self._host, None, ns - (ns % SLOTS - stamps.slot))
+        item = (name, COUNTER, 1, tags, None, self._host, None, ns)
         queue = self._queue
         if queue is None:
             self._submit(item)
@@ -464,7 +468,11 @@ class Metrics:
         else:
             tags = self._own_tags(tags)
         ns = time_ns()
-        item = (name, kind, value, tags, None, self._host, id_, ns - (ns % SLOTS - stamps.slot))
+        ns -= ns % SLOTS - stamps.slot
+        if ns <= latest[0]:  # the clock went back (see stamps.after_step_back)
+            ns = after_step_back(ns)
+        latest[0] = ns
+        item = (name, kind, value, tags, None, self._host, id_, ns)
         queue = self._queue
         if queue is None:
             self._submit(item)

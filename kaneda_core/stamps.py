@@ -26,6 +26,13 @@ it, applied once, so a batch sent again (a retry, a disk buffer delivered after 
 restart) carries the same timestamps and overwrites itself instead of duplicating.
 A forked child takes a slot of its own. A 101st process on one host shares a slot, and
 says so in a warning.
+
+A wall clock stepped back (by NTP, or a virtual machine resumed) reads again times this
+process has stamped. The calls keep the last time given (:data:`latest`) and never give
+it again: after a step of less than :data:`HOLD_NS` a call is stamped just past it until
+the clock passes it; after a longer one, with the clock's own time in a slot taken for
+the purpose, the former slot held until the clock passes its last time (see
+:func:`after_step_back`).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import errno
 import itertools
 import logging
 import os
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -54,6 +62,22 @@ _taken = False
 _lock_fd: int | None = None
 #: The lock file held, once a slot is taken.
 _lock_path: str | None = None
+
+#: The last timestamp given in this process: the calls read and set its item (quicker
+#: than a module attribute), and go to after_step_back for a time not past it.
+latest = [0]
+
+#: A step back shorter than this is held (calls stamped just past the last time given,
+#: for as long as the step); a longer one takes another slot. Also what emitting a
+#: large aggregated interval takes ahead (see reserve).
+HOLD_NS = 100_000_000
+
+#: Slots given up after a step back, each with the last time stamped in it: held until
+#: the clock passes that time (another process taking one would stamp those times).
+_retired: list[tuple[int, int]] = []
+#: Taken (without waiting) while a slot is changed: a signal handler's call, or another
+#: thread's, meanwhile holds its time instead.
+_changing = threading.Lock()
 
 #: Tried first: a memory file system no PrivateTmp makes private to a service.
 SHARED_MEMORY = "/dev/shm"
@@ -119,6 +143,63 @@ def process_slot() -> int:
 def stamp(ns: int) -> int:
     """The timestamp written for a call that read ``ns`` on the clock, in this process."""
     return ns - ns % SLOTS + process_slot()
+
+
+def after_step_back(ns: int) -> int:
+    """The timestamp for a call stamped ``ns`` that is not past :data:`latest`.
+
+    The wall clock went back: ``ns`` may be a time this process gave already, whose
+    point a store keyed by time would overwrite. For a step shorter than HOLD_NS the
+    call is stamped just past the last time; for a longer one (where holding would
+    stamp an hour of calls within moments, say) it keeps the clock's time, in a slot
+    this process never stamped that time in.
+    """
+    global slot
+    last = latest[0]
+    if last - ns < HOLD_NS or not _changing.acquire(blocking=False):
+        return last + SLOTS
+    try:
+        fresh = _another_slot(ns)
+    finally:
+        _changing.release()
+    if fresh is None:
+        return last + SLOTS
+    slot = fresh
+    return ns - ns % SLOTS + fresh
+
+
+def _another_slot(now: int) -> int | None:
+    """A slot other than this process's, taken in its folder; None if none is free."""
+    global _lock_fd, _lock_path
+    for retired in [item for item in _retired if item[1] < now]:
+        _retired.remove(retired)
+        with contextlib.suppress(OSError):
+            os.close(retired[0])
+    held, path = _lock_fd, _lock_path
+    if held is None or path is None:  # no lock file (none could be had): nothing to change
+        return None
+    try:
+        taken, _ = _slot_in(os.path.dirname(path), (slot + 1) % SLOTS)
+    except OSError:
+        taken = None
+    if taken is None:
+        return None
+    _retired.append((held, latest[0]))
+    return taken
+
+
+def reserve(count: int) -> int:
+    """The first of ``count`` timestamps ``SLOTS`` apart, given to no call.
+
+    For points made at once, as an aggregated interval's are: a store that keys them by
+    time and tags alone (InfluxDB's kaneda1 layout, whose measurement is the kind) must
+    not find two of them at one time. The calls that follow are stamped past them.
+    """
+    ns = stamp(time_ns())
+    if ns <= latest[0]:
+        ns = latest[0] + SLOTS
+    latest[0] = ns + (max(count, 1) - 1) * SLOTS
+    return ns
 
 
 def _folders() -> Iterator[str]:
@@ -264,9 +345,11 @@ def _new_slot_in_child() -> None:
     # the child's copy (the parent keeps its lock) and take a slot of its own, now, so
     # that the child's first call is stamped with it.
     global _taken, _lock_fd, _lock_path
-    if _lock_fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(_lock_fd)
+    for fd in [_lock_fd, *(retired for retired, _ in _retired)]:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _retired.clear()
     _lock_fd = None
     _lock_path = None
     if _taken:

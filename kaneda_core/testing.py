@@ -538,6 +538,37 @@ def filters_set_aside() -> Iterator[None]:
             manager.register(plugin, name)
 
 
+@contextlib.contextmanager
+def wall_clock_stepped() -> Iterator[list[int]]:
+    """The wall clock calls are stamped with, moved by the offset in the list yielded.
+
+    Set its item (nanoseconds; negative steps back) to step the clock as NTP or a
+    resumed virtual machine does: ``with wall_clock_stepped() as offset: ...;
+    offset[0] = -3_600 * 10**9``. Afterwards the clock, the last time given and the
+    slot are as they were before the block.
+    """
+    from unittest import mock
+
+    from . import metrics, stamps
+
+    offset = [0]
+    real = stamps.time_ns
+
+    def stepped_time_ns() -> int:
+        return real() + offset[0]
+
+    latest, slot = stamps.latest[0], stamps.slot
+    try:
+        with (
+            mock.patch.object(stamps, "time_ns", stepped_time_ns),
+            mock.patch.object(metrics, "time_ns", stepped_time_ns),
+        ):
+            yield offset
+    finally:
+        stamps.latest[0] = latest
+        stamps.slot = slot
+
+
 class DripServer:
     """A server on a free loopback port that answers every connection one byte at a time.
 

@@ -394,3 +394,62 @@ def test_a_call_that_races_close_is_counted_as_dropped() -> None:
     stats = metrics.stats()
     # The first late call is folded by close()'s extra round; the next comes after it.
     assert (stats.sent, stats.dropped) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["v", {None: "v"}, b"v"],
+    ids=["a bare string", "a None tag key", "bytes"],
+)
+def test_tags_refused_without_aggregation_are_refused_whatever_series_was_seen(bad: Any) -> None:
+    # A series' key is the name and the tags' items: a bare string "v", a dict {None: "v"}
+    # and the list ["v"] must not share one, so that the first cannot pass for the last.
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        metrics.increment("n", tags=["v"])
+        with pytest.raises(InvalidMetric):
+            metrics.increment("n", tags=bad)
+        metrics.flush(5)
+    assert [(m.value, m.tags) for m in backend.metrics] == [(1, ["v"])]
+
+
+def test_tag_values_equal_in_python_but_stored_apart_are_series_apart() -> None:
+    # 1 == 1.0 == True, but a store keeps them as three tag values (see the default path).
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        for value in (1, True, 1.0, 1, "1"):
+            metrics.increment("n", tags={"ok": value})
+            metrics.gauge("g", 5, tags={"ok": value})
+        metrics.flush(5)
+    counters = sorted(
+        (repr(m.tags["ok"]), m.value)  # type: ignore[call-overload]
+        for m in backend.metrics
+        if m.kind == "counter"
+    )
+    assert counters == [("'1'", 1), ("1", 2), ("1.0", 1), ("True", 1)]
+    gauges = {(type(m.tags["ok"]), m.tags["ok"]) for m in backend.metrics if m.kind == "gauge"}  # type: ignore[call-overload]
+    assert gauges == {(int, 1), (bool, True), (float, 1.0), (str, "1")}
+
+
+class _TagRaisingOnCompare(str):
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("compared")
+
+    __hash__ = str.__hash__
+
+
+def test_a_tag_whose_comparison_raises_stays_out_of_later_calls() -> None:
+    # A str subclass is taken as the plain string it holds (as without aggregation); its
+    # own __eq__ must not run at later calls, nor in the worker.
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        metrics.increment("n", tags={"k": _TagRaisingOnCompare("v")})
+        metrics.increment("n", tags={"k": "v"})
+        metrics.increment("n", tags={"k": _TagRaisingOnCompare("v")})
+        with pytest.raises(InvalidMetric, match="tags\\['k'\\]"):
+            metrics.increment("n", tags={"k": b"v"})
+        assert metrics.flush(5) == 0
+        stats = metrics.stats()
+    assert [(m.value, m.tags) for m in backend.metrics] == [(3, {"k": "v"})]
+    assert type(backend.metrics[0].tags["k"]) is str  # type: ignore[call-overload]
+    assert stats.folded == 3 and stats.failed == 0

@@ -72,3 +72,54 @@ def test_threads_reading_one_coarse_step_never_share_a_time() -> None:
         thread.join()
     every = [t for into in results for t in into]
     assert len(set(every)) == len(every) == 120_000
+
+
+def _stamped_across_a_step(step_ns: int, calls: int = 2000) -> tuple[list[int], list[int], int]:
+    """The times of calls before and after the wall clock is stepped by ``step_ns``; the
+    slot of the calls after."""
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+    from kaneda_core.testing import wall_clock_stepped
+
+    backend = MemoryBackend()
+    with wall_clock_stepped() as offset, Metrics(backend, flush_interval=60) as metrics:
+        for i in range(calls):
+            metrics.increment("hits")
+            metrics.gauge("level", i)
+        offset[0] = step_ns
+        for i in range(calls):
+            metrics.increment("hits")
+            metrics.gauge("level", i)
+        assert metrics.flush(5) == 0
+        after = stamps.slot
+    times = [m.time_ns for m in backend.metrics]
+    assert all(t is not None for t in times)
+    half = len(times) // 2
+    return times[:half], times[half:], after  # type: ignore[return-value]
+
+
+def test_a_clock_stepped_back_a_little_gives_no_time_twice() -> None:
+    # 50 ms back, as NTP steps a clock: the calls hold on just past the last time given.
+    slot = stamps.process_slot()
+    before, after, slot_after = _stamped_across_a_step(-50_000_000)
+    assert len(set(before + after)) == len(before + after)  # no point overwrites another
+    assert min(after) > max(before) and slot_after == slot
+    assert all(t % SLOTS == slot for t in before + after)
+
+
+def test_a_clock_stepped_back_an_hour_keeps_its_time_in_another_slot() -> None:
+    # Holding on would stamp an hour of calls within moments: the calls keep the clock's
+    # time, in a slot this process never stamped those times in.
+    slot = stamps.process_slot()
+    before, after, slot_after = _stamped_across_a_step(-3600 * 10**9)
+    assert len(set(before + after)) == len(before + after)
+    assert slot_after != slot and all(t % SLOTS == slot_after for t in after)
+    assert max(before) - 3601 * 10**9 < min(after) < max(before) - 3599 * 10**9
+    # The former slot stays this process's until the clock passes its last time.
+    assert any(last == max(before) for _, last in stamps._retired)
+
+
+def test_a_clock_stepped_forward_is_followed_at_once() -> None:
+    slot = stamps.process_slot()
+    before, after, slot_after = _stamped_across_a_step(3600 * 10**9)
+    assert min(after) > max(before) + 3599 * 10**9 and slot_after == slot

@@ -65,3 +65,24 @@ def test_an_integer_beyond_64_bits_on_a_known_series_is_refused_at_the_call(
     assert query(influx_server, database, 'SELECT "value" FROM "gauge"')[0][1] == 2**63 - 1
     [[total]] = [row[1:] for row in query(influx_server, database, 'SELECT "sum" FROM "timing"')]
     assert float(total) == float(2**63)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("layout", ["kaneda2", "kaneda1"])
+def test_series_of_one_tag_set_are_all_stored_whatever_the_layout_keys_points_by(
+    influx_server: InfluxServer, database: str, layout: str
+) -> None:
+    # kaneda1 keeps the name as a field: five counters of one tag set emitted at one
+    # time would be one point in "counter", the last name's.
+    url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=5&layout={layout}"
+    names = [f"jobs.{n}" for n in ("queued", "started", "done", "failed", "retried")]
+    with connect(url, aggregate=True, flush_interval=60) as metrics:
+        for calls, name in enumerate(names, start=1):
+            for _ in range(calls):
+                metrics.increment(name, tags={"queue": "mail"})
+        assert metrics.flush(10) == 0
+        stats = metrics.stats()
+    assert stats.folded == 15 and stats.sent == 5 and stats.failed == 0
+    rows = query(influx_server, database, 'SELECT "name", "value" FROM "counter"')
+    assert {row[1]: row[2] for row in rows} == {
+        name: calls for calls, name in enumerate(names, start=1)
+    }
