@@ -423,8 +423,15 @@ def split_metrics_options(url: str) -> tuple[str, dict[str, Any]]:
     query, hash_mark, fragment = rest.partition("#")
     kept: list[str] = []
     options: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for part in query.split("&"):
         [(key, raw)] = parse_qsl(part, keep_blank_values=True) or [("", "")]
+        if key in METRICS_URL_OPTIONS:
+            if key in given:  # which one was meant? Neither wins silently.
+                from .backend import option_twice
+
+                raise option_twice(url, key, given[key], raw)
+            given[key] = raw
         if key == "aggregate":
             options["aggregate"] = _flag(raw, key)
         elif key == "percentiles":
