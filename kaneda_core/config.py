@@ -303,13 +303,14 @@ def resolve_backend_class(backend: str | type, setting: str = "BACKEND") -> Any:
     The class name in a path matches in any case (``kaneda.backends.influxbackend``); a
     path that names nothing is refused with the nearest path that does, and one that
     names something else than a backend class (a module, ``collections.OrderedDict``)
-    is refused saying what it names. ``setting`` is the name the errors give it.
+    is refused saying what it names. ``setting`` is the name the errors give it ("" for
+    none).
     """
     found = import_class_path(backend, setting)
     if not isinstance(found, type) or not issubclass(found, Backend) or isabstract(found):
         raise ConfigurationError(
             f"{_named(setting, backend)} names {_what_it_is(found)}, not a backend class: "
-            f"{setting} must name a concrete subclass of kaneda_core.Backend, such as "
+            "it must name a concrete subclass of kaneda_core.Backend, such as "
             "'kaneda.backends.InfluxBackend', or an installed backend by its name, such "
             "as 'influxdb'"
         )
@@ -323,7 +324,8 @@ def import_class_path(backend: object, setting: str = "BACKEND") -> Any:
         return backend
     if not isinstance(backend, str) or not backend.strip():
         raise ConfigurationError(
-            f"{setting} must be a class path or a backend name, got {backend!r}"
+            f"{_named(setting, backend)} is neither a class path nor a backend name: for "
+            "example 'kaneda.backends.InfluxBackend' or 'influxdb'"
         )
     backend = backend.strip()
     if "." not in backend:
@@ -354,8 +356,9 @@ def import_class_path(backend: object, setting: str = "BACKEND") -> Any:
 
 
 def _named(setting: str, value: object) -> str:
-    """``BACKEND = 'kaneda.backends.InfluxBackend'``: the setting and its value, for errors."""
-    return f"{setting} = {value!r}"
+    """``BACKEND = 'kaneda.backends.InfluxBackend'``: the setting and its value, for errors
+    (the value alone when no setting is named)."""
+    return f"{setting} = {value!r}" if setting else repr(value)
 
 
 def _what_it_is(found: object) -> str:
