@@ -12,9 +12,11 @@ kaneda 1.0 handed its backends whatever it was given, and InfluxDB's client (5.x
 
 ``kaneda.Metrics`` converts such input to that, for every backend, and only where
 ``kaneda_core`` refuses it (each function answers None when it has nothing to convert):
-the calls of ordinary input never come here. What 1.0 lost (undecodable bytes, a
-``Decimal('NaN')`` value, a UUID in a field, which its client wrote unquoted) is left as
-it is, for ``kaneda_core`` to refuse.
+the calls of ordinary input never come here. What 1.0 lost (undecodable bytes, a UUID
+in a field, which its client wrote unquoted) is left as it is, for ``kaneda_core`` to
+refuse; a number that is no finite float (``Decimal('NaN')``, ``Decimal('1E+400')``) is
+refused here, named as the caller gave it rather than as the ``nan`` or ``inf`` it
+would become.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from kaneda_core.model import MAX_INT
+from kaneda_core.errors import InvalidMetric
+from kaneda_core.model import MAX_INT, _shorten
 
 #: How deep a custom value is looked into (kaneda_core refuses deeper ones).
 _MAX_DEPTH = 33
@@ -61,8 +64,11 @@ def tag_text(value: object) -> str | None:
     return None
 
 
-def number_as_1_0(value: object) -> float | None:
-    """``float(value)`` of a number that is neither an int nor a float (Decimal, Fraction)."""
+def number_as_1_0(value: object, field: str = "value") -> float | None:
+    """``float(value)`` of a number that is neither an int nor a float (Decimal, Fraction).
+
+    Raises InvalidMetric, naming ``field`` and ``value``, when that float is not finite.
+    """
     if isinstance(value, (int, float)):
         return None
     import numbers
@@ -70,9 +76,12 @@ def number_as_1_0(value: object) -> float | None:
     if not isinstance(value, numbers.Number):  # Decimal is a Number, not a Real
         return None
     try:
-        return float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):  # complex, a signaling NaN, a huge Fraction
         return None
+    if not math.isfinite(number):  # refused either way: said of what the caller passed
+        raise InvalidMetric(f"{field} must be a finite number, got {_shorten(repr(value))}")
+    return number
 
 
 def text_as_1_0(value: object) -> str | None:
@@ -80,30 +89,33 @@ def text_as_1_0(value: object) -> str | None:
     return _decoded(value) if isinstance(value, bytes) else None
 
 
-def custom_as_1_0(value: Any, depth: int = 0) -> Any:
+def custom_as_1_0(value: Any, depth: int = 0, field: str = "value") -> Any:
     """A custom value with each number and bytes 1.0 stored otherwise converted, or None.
 
-    Into dicts and lists, as 1.0's JSON stores (and InfluxDB's fields) had them.
+    Into dicts and lists, as 1.0's JSON stores (and InfluxDB's fields) had them. ``field``
+    is where ``value`` is (``value['a'][0]``), for the error of a number no float holds.
     """
     if type(value) in (str, int, float, bool) or depth > _MAX_DEPTH:
         return None
     if isinstance(value, dict):
         converted = None
         for key, item in value.items():
-            new = custom_as_1_0(item, depth + 1)
+            new = custom_as_1_0(item, depth + 1, f"{field}[{key!r}]")
             if new is not None:
                 if converted is None:
                     converted = dict(value)
                 converted[key] = new
         return converted
     if isinstance(value, (list, tuple)):
-        items = [custom_as_1_0(item, depth + 1) for item in value]
+        items = [
+            custom_as_1_0(item, depth + 1, f"{field}[{index}]") for index, item in enumerate(value)
+        ]
         if all(item is None for item in items):
             return None
         copy = [old if new is None else new for old, new in zip(value, items, strict=True)]
         return tuple(copy) if isinstance(value, tuple) else copy
     text = text_as_1_0(value)
-    return text if text is not None else number_as_1_0(value)
+    return text if text is not None else number_as_1_0(value, field)
 
 
 def _decoded(data: bytes) -> str | None:

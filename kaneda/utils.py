@@ -7,8 +7,14 @@ from importlib import import_module
 from types import ModuleType
 from typing import Any
 
-from kaneda_core.config import DEFAULT_SETTINGS_MODULE, SETTINGS_VARIABLE, backend_from_settings
-from kaneda_core.errors import BackendNotFound
+from kaneda_core.config import (
+    DEFAULT_SETTINGS_MODULE,
+    SETTINGS_VARIABLE,
+    backend_from_settings,
+    import_class_path,
+    resolve_backend_class,
+)
+from kaneda_core.errors import ConfigurationError
 
 from .exceptions import SettingsError, UnexistingKanedaClass
 
@@ -26,13 +32,18 @@ __all__ = [
 
 
 def import_class(path_or_callable: Any) -> Any:
-    """The class (or callable) itself, or the one a dotted path names."""
+    """The class (or callable) itself, or the one a dotted path or a backend name names.
+
+    As ``kaneda_core`` resolves a settings module's BACKEND: the class name matches in
+    any case, and a path that names nothing is an :class:`UnexistingKanedaClass` (an
+    ImportError, as 1.0's was) naming the nearest path that exists.
+    """
     if callable(path_or_callable):
         return path_or_callable
-    if not isinstance(path_or_callable, str):
-        raise TypeError(f"expected a dotted path or a callable, got {path_or_callable!r}")
-    package, attribute = path_or_callable.rsplit(".", 1)
-    return getattr(import_module(package), attribute)
+    try:
+        return import_class_path(path_or_callable, setting="")
+    except ConfigurationError as error:
+        raise UnexistingKanedaClass(str(error)) from None
 
 
 def get_settings() -> ModuleType:
@@ -46,18 +57,23 @@ def get_object_from_settings(class_path: Any, settings: Any) -> Any:
     With ``settings_namespace = "MY_BACKEND"``, the settings ``MY_BACKEND_HOST`` and
     ``MY_BACKEND_PORT`` become the arguments ``host`` and ``port``.
     """
+    setting = next(
+        (name for name in ("BACKEND", "QUEUE") if _holds(settings, name, class_path)), ""
+    )
     try:
-        kaneda_class = import_class(class_path)
-    except (ImportError, AttributeError) as error:
-        advice = f" {error}" if _is_install_advice(error) else ""
+        kaneda_class = resolve_backend_class(class_path, setting)
+    except (ConfigurationError, ImportError) as error:
+        # 1.0's message first (code may match on it), then what is wrong and what exists.
         raise UnexistingKanedaClass(
-            "The selected BACKEND or QUEUE class does not exists." + advice
+            f"The selected BACKEND or QUEUE class does not exists. {error}"
         ) from error
     return backend_from_settings(kaneda_class, settings)
 
 
-def _is_install_advice(error: BaseException) -> bool:
-    return isinstance(error, BackendNotFound) or "pip install" in str(error)
+def _holds(settings: Any, name: str, value: Any) -> bool:
+    """Whether the setting ``name`` is ``value`` (which setting an error is about)."""
+    held = getattr(settings, name, None)
+    return held is value or (isinstance(held, str) and held == value)
 
 
 def get_backend() -> Any:

@@ -224,6 +224,7 @@ def url_options(cls: type, url: str, **fixed: Any) -> dict[str, Any]:
     parameters = parameters_of(cls)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     options: dict[str, Any] = {}
+    given: dict[str, str] = {}
     secret_before = None  # an option after ?password= may be a piece of the password
     for key, raw in parse_url(url, getattr(cls, "example_url", None)).query:
         parameter = parameters.get(key)
@@ -233,6 +234,9 @@ def url_options(cls: type, url: str, **fixed: Any) -> dict[str, Any]:
                 f"twice. If the {secret_before} holds &, #, + or %, escape them with %: & is "
                 "%26, # is %23, + is %2B, % is %25."
             )
+        if key in given:  # which one was meant? Neither wins silently.
+            raise option_twice(url, key, given[key], raw)
+        given[key] = raw
         if is_secret_name(key):
             secret_before = secret_before or key
         if parameter is None and not accepts_any:
@@ -258,6 +262,18 @@ def url_options(cls: type, url: str, **fixed: Any) -> dict[str, Any]:
             )
         options[key] = value
     return options
+
+
+def option_twice(url: str, key: str, first: str, second: str) -> ConfigurationError:
+    """The error for query option ``key`` given twice in ``url``, naming both values
+    (masked when the option is a secret)."""
+    from .redact import MASK, is_secret_name, redact_url
+
+    shown = (MASK, MASK) if is_secret_name(key) else (repr(first), repr(second))
+    return ConfigurationError(
+        f"{redact_url(url)} gives the option {key} twice ({shown[0]} and {shown[1]}): "
+        "keep the one you mean"
+    )
 
 
 def _sample_of_annotation(cls: type, key: str) -> object:

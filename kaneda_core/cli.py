@@ -210,7 +210,7 @@ def send_command(
             f"--id is for custom metrics (custom:METRIC), which keep an id; a {kind} has none. "
             f"Leave --id out, or send custom:{kind}"
         )
-    tags = dict(_parse_tag(tag) for tag in raw_tags)
+    tags = _parse_tags(raw_tags)
     value = _parse_value(kind, raw_value)
     metric = Metric.create(name, kind, value, tags, id_)
     backend = create_backend(url)
@@ -359,11 +359,29 @@ def worker_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_tags(raw_tags: list[str]) -> dict[str, str]:
+    """The ``--tag KEY=VALUE`` options as a dict; a key given twice is refused, not overwritten."""
+    tags: dict[str, str] = {}
+    for raw in raw_tags:
+        key, value = _parse_tag(raw)
+        if key in tags:
+            raise KanedaError(
+                f"--tag {key} is given twice ({_shown(tags[key])} and {_shown(value)}): "
+                "give each tag once"
+            )
+        tags[key] = value
+    return tags
+
+
 def _parse_tag(raw: str) -> tuple[str, str]:
     key, sep, value = raw.partition("=")
     if not sep or not key:
-        raise KanedaError(f"--tag must look like KEY=VALUE, got {raw!r}")
+        raise KanedaError(f"--tag must look like KEY=VALUE, got {_shown(raw)}")
     return key, value
+
+
+#: Beyond a double's range (|value| < 2**1023): what no metric holds, said with the limit.
+_METRIC_DIGITS = "a metric's numbers are below 2**1023, about 308 digits"
 
 
 def _parse_value(kind: str, raw: str) -> object:
@@ -372,20 +390,64 @@ def _parse_value(kind: str, raw: str) -> object:
     if kind == EVENT:
         return raw
     if kind in (GAUGE, COUNTER, TIMING):
-        try:
-            return int(raw)
-        except ValueError:
-            try:
-                return float(raw)
-            except ValueError:
-                raise KanedaError(f"the value of a {kind} must be a number, got {raw!r}") from None
+        return _parse_number(kind, raw)
     try:
-        return json.loads(raw)
-    except ValueError:
+        return json.loads(raw, parse_float=_json_float)
+    except json.JSONDecodeError:
         raise KanedaError(
             f"the value of a custom metric is JSON: a number (12), true or false, a string "
-            f"in quotes ('\"text\"') or an object ('{{\"start\": 1}}'); got {raw!r}"
+            f"in quotes ('\"text\"') or an object ('{{\"start\": 1}}'); got {_shown(raw)}"
         ) from None
+    except ValueError:  # valid JSON, but an integer longer than int() reads from text
+        raise KanedaError(
+            f"the value of a custom metric holds an integer of more than "
+            f"{sys.get_int_max_str_digits()} digits, more than Python reads from text, "
+            f"and {_METRIC_DIGITS}; got {_shown(raw)}"
+        ) from None
+
+
+def _json_float(text: str) -> float:
+    """A JSON number as a float; one beyond a float's range is refused as written, not as inf."""
+    import math
+
+    number = float(text)
+    if math.isinf(number):
+        raise KanedaError(
+            f"the value of a custom metric holds {_shown(text)}, beyond a float's range "
+            f"({_METRIC_DIGITS})"
+        )
+    return number
+
+
+def _parse_number(kind: str, raw: str) -> int | float:
+    import math
+    import re
+
+    try:
+        return int(raw)
+    except ValueError:
+        if re.fullmatch(r"\s*[+-]?[0-9_]+\s*", raw):  # an integer, too long for int()
+            raise KanedaError(
+                f"the value of a {kind} is an integer of more than "
+                f"{sys.get_int_max_str_digits()} digits, more than Python reads from text, "
+                f"and {_METRIC_DIGITS}; got {_shown(raw)}"
+            ) from None
+    try:
+        number = float(raw)
+    except ValueError:
+        raise KanedaError(f"the value of a {kind} must be a number, got {_shown(raw)}") from None
+    if math.isinf(number) and "inf" not in raw.lower():  # 1e400: said as written, not as inf
+        raise KanedaError(
+            f"the value of a {kind} is beyond a float's range ({_METRIC_DIGITS}); got {_shown(raw)}"
+        )
+    return number
+
+
+def _shown(raw: str, limit: int = 60) -> str:
+    """``raw`` quoted for a message; cut, with its length, when longer than ``limit``."""
+    if len(raw) <= limit:
+        return repr(raw)
+    return f"{raw[: limit - 20]!r}...{raw[-10:]!r} ({len(raw)} characters)"
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from importlib import import_module
+from inspect import isabstract
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -296,16 +297,36 @@ KANEDA1_CLASS_PATHS = tuple(
 )
 
 
-def resolve_backend_class(backend: str | type) -> Any:
+def resolve_backend_class(backend: str | type, setting: str = "BACKEND") -> Any:
     """A backend class from itself, a dotted path (``kaneda.backends.InfluxBackend``) or a name.
 
     The class name in a path matches in any case (``kaneda.backends.influxbackend``); a
-    path that names nothing is refused with the nearest path that does.
+    path that names nothing is refused with the nearest path that does, and one that
+    names something else than a backend class (a module, ``collections.OrderedDict``)
+    is refused saying what it names. ``setting`` is the name the errors give it ("" for
+    none).
     """
+    found = import_class_path(backend, setting)
+    if not isinstance(found, type) or not issubclass(found, Backend) or isabstract(found):
+        raise ConfigurationError(
+            f"{_named(setting, backend)} names {_what_it_is(found)}, not a backend class: "
+            "it must name a concrete subclass of kaneda_core.Backend, such as "
+            "'kaneda.backends.InfluxBackend', or an installed backend by its name, such "
+            "as 'influxdb'"
+        )
+    return found
+
+
+def import_class_path(backend: object, setting: str = "BACKEND") -> Any:
+    """What ``backend`` names: itself if a class, an installed backend, or a dotted path's
+    attribute (its last part matched in any case), refused with the nearest that exists."""
     if isinstance(backend, type):
         return backend
     if not isinstance(backend, str) or not backend.strip():
-        raise ConfigurationError(f"BACKEND must be a class path or a backend name, got {backend!r}")
+        raise ConfigurationError(
+            f"{_named(setting, backend)} is neither a class path nor a backend name: for "
+            "example 'kaneda.backends.InfluxBackend' or 'influxdb'"
+        )
     backend = backend.strip()
     if "." not in backend:
         return load_backend(backend)
@@ -316,22 +337,40 @@ def resolve_backend_class(backend: str | type) -> Any:
         if not error.name or not module_name.lower().startswith(error.name.lower()):
             raise  # the module exists; something it imports is missing
         raise ConfigurationError(
-            f"BACKEND = {backend!r} names a class in a module that cannot be found (no module "
-            f"named {error.name!r}).{_class_path_hint(backend)}"
+            f"{_named(setting, backend)} names a class in a module that cannot be found (no "
+            f"module named {error.name!r}).{_class_path_hint(backend)}"
         ) from None
     names = _class_names(module)
     if attribute not in names and attribute not in vars(module):
         same = [name for name in names if name.lower() == attribute.lower()]
         if len(same) != 1:
             raise ConfigurationError(
-                f"BACKEND = {backend!r}: {module_name} has no backend class {attribute!r}."
+                f"{_named(setting, backend)}: {module_name} has no backend class {attribute!r}."
                 + _class_path_hint(backend, [f"{module_name}.{name}" for name in names])
             )
         attribute = same[0]
     try:
         return getattr(module, attribute)
     except ImportError as error:  # kaneda.backends.InfluxBackend without its plugin
-        raise ConfigurationError(f"BACKEND = {backend!r}: {error}") from None
+        raise ConfigurationError(f"{_named(setting, backend)}: {error}") from None
+
+
+def _named(setting: str, value: object) -> str:
+    """``BACKEND = 'kaneda.backends.InfluxBackend'``: the setting and its value, for errors
+    (the value alone when no setting is named)."""
+    return f"{setting} = {value!r}" if setting else repr(value)
+
+
+def _what_it_is(found: object) -> str:
+    """What a setting names, in words: ``a module``, ``the class collections.OrderedDict``."""
+    if isinstance(found, ModuleType):
+        return f"a module ({found.__name__})"
+    if isinstance(found, type):
+        abstract = "abstract " if isabstract(found) else ""
+        return f"the {abstract}class {found.__module__}.{found.__qualname__}"
+    if callable(found):
+        return f"a {type(found).__name__.replace('_', ' ')}"
+    return f"a {type(found).__name__} value"
 
 
 def _class_names(module: ModuleType) -> set[str]:
@@ -387,8 +426,15 @@ def split_metrics_options(url: str) -> tuple[str, dict[str, Any]]:
     query, hash_mark, fragment = rest.partition("#")
     kept: list[str] = []
     options: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for part in query.split("&"):
         [(key, raw)] = parse_qsl(part, keep_blank_values=True) or [("", "")]
+        if key in METRICS_URL_OPTIONS:
+            if key in given:  # which one was meant? Neither wins silently.
+                from .backend import option_twice
+
+                raise option_twice(url, key, given[key], raw)
+            given[key] = raw
         if key == "aggregate":
             options["aggregate"] = _flag(raw, key)
         elif key == "percentiles":

@@ -45,10 +45,7 @@ def check_options(
     if overflow not in OVERFLOW_POLICIES:
         _refuse("overflow", overflow, f"one of {', '.join(OVERFLOW_POLICIES)}", "overflow='block'")
     if buffer_path is not None:
-        if not isinstance(buffer_path, (str, os.PathLike)) or not os.fspath(buffer_path):
-            _refuse(
-                "buffer_path", buffer_path, "a file path", "buffer_path='/var/lib/app/kaneda.db'"
-            )
+        _check_path(buffer_path)
         if not batching:
             raise ConfigurationError("buffer_path needs batching=True (the worker reads the file)")
     if retry is not None:
@@ -66,6 +63,19 @@ def check_options(
                 f"percentiles={percentiles!r} only apply to aggregated timings: "
                 "add aggregate=True, or leave percentiles out"
             )
+
+
+def _check_path(buffer_path: Any) -> None:
+    example = "buffer_path='/var/lib/app/kaneda.db'"
+    try:
+        path = os.fsdecode(buffer_path) if isinstance(buffer_path, (str, os.PathLike)) else ""
+    except TypeError:  # an os.PathLike whose __fspath__ gives neither str nor bytes
+        path = ""
+    if not path:
+        _refuse("buffer_path", buffer_path, "a file path", example)
+    # No file name holds a NUL: SQLite's open would raise a bare ValueError for it.
+    if "\0" in path:
+        _refuse("buffer_path", buffer_path, "a file path without a NUL character", example)
 
 
 def _check_retry(retry: Any) -> None:

@@ -273,6 +273,7 @@ def test_the_logger_takes_any_object_with_info_as_kaneda_1_did() -> None:
         ({"overflow": "drop"}, "overflow"),
         ({"buffer_path": 5}, "buffer_path"),
         ({"buffer_path": ""}, "buffer_path"),
+        ({"buffer_path": "/tmp/a\0b.sqlite"}, "buffer_path"),
         ({"retry": 3}, "retry"),
         ({"retry": RetryPolicy(attempts=0)}, "retry.attempts"),
         ({"retry": RetryPolicy(initial_delay=-1)}, "retry.initial_delay"),

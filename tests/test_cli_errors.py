@@ -43,6 +43,8 @@ def test_send_refuses_unknown_and_miscased_kinds(
         ("gauge", "{bad json", "must be a number"),
         ("timing", "fast", "must be a number"),
         ("gauge", "nan", "value"),
+        ("gauge", "1e400", "'1e400'"),
+        ("custom:order", '{"a": [1e400]}', "'1e400'"),
     ],
 )
 def test_send_refuses_values_it_cannot_parse(
@@ -52,6 +54,40 @@ def test_send_refuses_values_it_cannot_parse(
     assert main(["send", f"logger://{path}", kind, "g", value]) == 1
     assert advice in capsys.readouterr().err
     assert not path.exists()
+
+
+def test_send_refuses_a_tag_given_twice_naming_both_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m.jsonl"
+    argv = ["send", f"logger://{path}", "gauge", "g", "1", "--tag", "k=1", "--tag", "k=2"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "--tag k" in err and "twice" in err and "'1' and '2'" in err, err
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("kind", ["custom:q", "gauge"])
+def test_send_says_an_integer_too_long_to_read_is_valid_but_too_long(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m.jsonl"
+    digits = "7" * 5000
+    assert main(["send", f"logger://{path}", kind, "s", digits]) == 1
+    err = capsys.readouterr().err
+    assert "digits" in err and "not valid JSON" not in err and "is JSON:" not in err, err
+    assert digits not in err and len(err) < 600, err
+    assert "5000 characters" in err, err
+    assert not path.exists()
+
+
+def test_send_shortens_a_long_value_it_cannot_parse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = "{" + "x" * 5000
+    assert main(["send", f"logger://{tmp_path / 'm.jsonl'}", "custom:q", "s", raw]) == 1
+    err = capsys.readouterr().err
+    assert "the value of a custom metric is JSON" in err and raw not in err and len(err) < 600
 
 
 def test_send_custom_kinds_store_the_metric_name_and_json(tmp_path: Path) -> None:

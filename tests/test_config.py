@@ -101,6 +101,28 @@ def test_settings_module_may_name_a_backend(
     assert isinstance(Metrics().backend, MemoryBackend)
 
 
+@pytest.mark.parametrize(
+    ("backend", "what"),
+    [
+        ("'kaneda.backends'", "a module"),
+        ("'collections.OrderedDict'", "collections.OrderedDict"),
+        ("'os.path.join'", "a function"),
+        ("'kaneda_core.backend.Backend'", "the abstract class kaneda_core.backend.Backend"),
+        ("__import__('collections').OrderedDict", "collections.OrderedDict"),
+    ],
+)
+def test_a_settings_backend_that_is_no_backend_class_is_refused_naming_it(
+    settings_module: Any, monkeypatch: pytest.MonkeyPatch, backend: str, what: str
+) -> None:
+    settings_module("kaneda_not_a_backend_settings", f"BACKEND = {backend}\n")
+    monkeypatch.setenv("KANEDA_SETTINGS_MODULE", "kaneda_not_a_backend_settings")
+    with pytest.raises(ConfigurationError) as caught:
+        Metrics()
+    message = str(caught.value)
+    assert message.startswith("BACKEND = ") and what in message, message
+    assert "not a backend class" in message and "kaneda_core.Backend" in message, message
+
+
 def test_kaneda_url_wins_over_settings(
     settings_module: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

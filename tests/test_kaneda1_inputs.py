@@ -231,6 +231,43 @@ def test_what_1_0_lost_stays_refused(
     assert backend.calls == []
 
 
+@pytest.mark.parametrize(
+    ("method", "args", "message"),
+    [
+        (
+            "gauge",
+            ["g", decimal.Decimal("1E+400")],
+            "value must be a finite number, got Decimal('1E+400')",
+        ),
+        (
+            "timing",
+            ["t", decimal.Decimal("NaN")],
+            "value must be a finite number, got Decimal('NaN')",
+        ),
+        ("gauge", ["g", decimal.Decimal("-Infinity")], "got Decimal('-Infinity')"),
+        (
+            "custom",
+            ["c", "kind", {"a": [decimal.Decimal("Infinity")]}],
+            "value['a'][0] must be a finite number, got Decimal('Infinity')",
+        ),
+        (
+            "custom",
+            ["c", "kind", decimal.Decimal("1E+400")],
+            "value must be a finite number, got Decimal",
+        ),
+    ],
+)
+def test_a_refused_number_is_named_as_given_not_as_the_float_it_became(
+    method: str, args: list[Any], message: str
+) -> None:
+    backend = Recording()
+    with pytest.raises(InvalidMetric) as caught:
+        getattr(kaneda.Metrics(backend=backend), method)(*args)
+    assert message in str(caught.value), str(caught.value)
+    assert not str(caught.value).endswith((" inf", " -inf", " nan"))
+    assert backend.calls == []
+
+
 def test_a_tag_converted_to_empty_text_is_refused_by_influxdb_as_documented() -> None:
     backend = kaneda.backends.InfluxBackend("db", host="127.0.0.1", port=1)
     with pytest.raises(InvalidMetric, match="is empty"):

@@ -353,6 +353,61 @@ def test_get_object_from_settings_with_an_unexisting_class() -> None:
         get_object_from_settings("kaneda.backends.NopeBackend", settings_module())
 
 
+@pytest.mark.parametrize(
+    "path", ["kaneda.backends.loggerbackend", "Kaneda.Backends.LoggerBackend", " logger "]
+)
+def test_a_settings_backend_in_any_case_or_by_name_is_found_as_by_kaneda_core(
+    path: str, tmp_path: Path
+) -> None:
+    settings = settings_module(BACKEND=path, LOGGER_FILENAME=str(tmp_path / "m.jsonl"))
+    with mock.patch("kaneda.utils.get_settings", return_value=settings):
+        metrics = Metrics()
+    assert type(metrics.backend).__name__ == "LoggerBackend"
+    metrics.close()
+
+
+@pytest.mark.parametrize(
+    ("setting", "path", "advice"),
+    [
+        (
+            "BACKEND",
+            "kaneda.backends.LogerBackend",
+            "Did you mean 'kaneda.backends.LoggerBackend'?",
+        ),
+        (
+            "BACKEND",
+            "kaneda.backend.LoggerBackend",
+            "Did you mean 'kaneda.backends.LoggerBackend'?",
+        ),
+        ("BACKEND", "kaneda", "No Kaneda backend named 'kaneda'"),
+        ("BACKEND", "", "''"),
+        ("BACKEND", "kaneda.backends", "names a module (kaneda.backends), not a backend class"),
+        ("QUEUE", "kaneda.queues.RQQueu", "QUEUE = 'kaneda.queues.RQQueu'"),
+    ],
+)
+def test_a_wrong_settings_class_path_keeps_1_0s_error_and_says_what_exists(
+    setting: str, path: str, advice: str
+) -> None:
+    settings = settings_module(**{setting: path})
+    with (
+        mock.patch("kaneda.utils.get_settings", return_value=settings),
+        pytest.raises(UnexistingKanedaClass) as caught,
+    ):
+        Metrics()
+    message = str(caught.value)
+    assert message.startswith("The selected BACKEND or QUEUE class does not exists."), message
+    assert advice in message, message
+
+
+def test_import_class_finds_a_class_in_any_case_and_names_a_wrong_path() -> None:
+    assert import_class("kaneda.backends.loggerbackend") is LoggerBackend
+    advice = r"Did you mean 'kaneda\.backends\.LoggerBackend'"
+    with pytest.raises(UnexistingKanedaClass, match=advice):
+        import_class("kaneda.backends.LogerBackend")
+    with pytest.raises(ImportError, match="'kaneda'"):
+        import_class("kaneda")
+
+
 @pytest.mark.parametrize("function", [get_backend, get_kaneda_objects])
 @pytest.mark.parametrize(("settings", "first_word"), [(None, "Define"), (settings_module(), "You")])
 def test_retrieval_functions_with_1_0s_errors(

@@ -215,6 +215,37 @@ def test_a_password_given_twice_is_refused_without_showing_either() -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "option", "values"),
+    [
+        (
+            "elasticsearch://127.0.0.1:9/?index_name=i&app_name=a&index_name=j",
+            "index_name",
+            "'i' and 'j'",
+        ),
+        ("rq://127.0.0.1:9/0?queue_name=a&queue_name=b", "queue_name", "'a' and 'b'"),
+        ("influxdb://h/db?timeout=5&timeout=7", "timeout", "'5' and '7'"),
+        ("memory://?aggregate=true&aggregate=false", "aggregate", "'true' and 'false'"),
+        ("memory://?aggregate=true&percentiles=50&percentiles=90", "percentiles", "'50' and '90'"),
+        ("zmq+tcp://127.0.0.1:9?timeout=1&timeout=2", "timeout", "'1' and '2'"),
+    ],
+)
+def test_an_option_given_twice_is_refused_naming_it_and_both_values(
+    url: str, option: str, values: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        connect(url).close()
+    message = str(caught.value)
+    assert f"{option} twice" in message and values in message, message
+
+
+def test_a_secret_option_given_twice_is_refused_without_showing_either() -> None:
+    url = "rethinkdb://h/db?table_name=m&password=qz7a&password=xk9b"
+    with pytest.raises(ConfigurationError, match="twice") as caught:
+        create_backend(url)
+    assert "qz7a" not in str(caught.value) and "xk9b" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("url", "expected"),
     [
         ("influxdb://h/metrics?username=app&password=p%40w", ("app", "p@w")),

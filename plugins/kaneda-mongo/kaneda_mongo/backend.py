@@ -6,6 +6,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Iterator, Sequence
+from difflib import get_close_matches
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -13,6 +14,7 @@ import dns.exception
 import dns.resolver
 import pymongo
 from pymongo import MongoClient
+from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
 from pymongo.errors import (
     BulkWriteError,
     CollectionInvalid,
@@ -26,6 +28,7 @@ from pymongo.results import InsertOneResult
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.arguments import argument_error, check_arguments
+from kaneda_core.backend import option_twice
 from kaneda_core.deadline import deadline
 from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 from kaneda_core.forking import abandon
@@ -173,15 +176,10 @@ class MongoBackend(Backend):
         parse_url(url, cls.example_url, several_hosts=True)
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
-        for key, _ in query:
-            if key.lower() in ("user", "username", "password"):
-                raise ConfigurationError(
-                    f"{redact_url(url)} gives ?{key}= as an option; MongoDB takes credentials "
-                    "before the host: mongodb://user:password@host:27017/db?collection_name=m "
-                    "(escape reserved characters with %, e.g. @ as %40)"
-                )
+        _check_query(url, query)
         own = {k: v for k, v in query if k in _OWN_OPTIONS}
-        driver_query = urlencode([(k, v) for k, v in query if k not in _OWN_OPTIONS])
+        # ':' and ',' kept as written: pymongo reads readPreferenceTags=dc:ny,rack:1 unquoted.
+        driver_query = urlencode([(k, v) for k, v in query if k not in _OWN_OPTIONS], safe=":,")
         scheme = "mongodb+srv" if "srv" in parts.scheme.lower().split("+") else "mongodb"
         connection_url = urlunsplit((scheme, parts.netloc, parts.path, driver_query, ""))
         options: dict[str, Any] = {"connection_url": connection_url}
@@ -465,6 +463,37 @@ def _check_keys(item: Any, field: str) -> None:
     elif isinstance(item, (list, tuple)):
         for index, value in enumerate(item):
             _check_keys(value, f"{field}[{index}]")
+
+
+#: Query options pymongo takes, in lower case (it reads them in any case).
+_DRIVER_OPTIONS = frozenset(URI_OPTIONS_VALIDATOR_MAP)
+#: The one driver option that may be given more than once (a list of tag sets).
+_REPEATABLE = frozenset(("readpreferencetags",))
+
+
+def _check_query(url: str, query: list[tuple[str, str]]) -> None:
+    """Refuse credentials in the query, an option neither Kaneda's nor pymongo's (pymongo
+    only warns and drops it), and an option given twice (pymongo keeps the last)."""
+    given: dict[str, tuple[str, str]] = {}  # the option as compared -> as written, its value
+    for key, raw in query:
+        if key.lower() in ("user", "username", "password"):
+            raise ConfigurationError(
+                f"{redact_url(url)} gives ?{key}= as an option; MongoDB takes credentials "
+                "before the host: mongodb://user:password@host:27017/db?collection_name=m "
+                "(escape reserved characters with %, e.g. @ as %40)"
+            )
+        same = key if key in _OWN_OPTIONS else key.lower()
+        if same not in _OWN_OPTIONS and same not in _DRIVER_OPTIONS:
+            close = get_close_matches(same, [*_OWN_OPTIONS, *sorted(_DRIVER_OPTIONS)], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(
+                f"Unknown option {key!r} in {redact_url(url)} for MongoBackend (Kaneda's: "
+                f"{', '.join(_OWN_OPTIONS)}; and pymongo's URI options, such as authSource, "
+                f"replicaSet or tls).{hint}"
+            )
+        if same in given and same not in _REPEATABLE:  # which one was meant? Neither wins.
+            raise option_twice(url, same, given[same][1], raw)
+        given[same] = (key, raw)
 
 
 def _number(raw: str, field: str, url: str) -> int:

@@ -16,7 +16,7 @@ from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure
 
 from kaneda_core import DeliveryError, InvalidMetric, Metric, Metrics, connect, load_backend
-from kaneda_core.errors import ImproperlyConfigured
+from kaneda_core.errors import ConfigurationError, ImproperlyConfigured
 
 SECRET = "m0ngo-s3cret"
 
@@ -87,6 +87,59 @@ def test_srv_urls_go_to_pymongo_as_srv(monkeypatch: pytest.MonkeyPatch) -> None:
         "mongodb+srv://u:pw@cluster.example.net/app?collection_name=m&retryWrites=true"
     )
     assert seen == ["mongodb+srv://u:pw@cluster.example.net/app?retryWrites=true"]
+
+
+@pytest.mark.parametrize(
+    ("query", "advice"),
+    [
+        ("collection_name=c&timout=5", "Did you mean 'timeout'?"),
+        ("collection_name=c&replicaSett=rs0", "Did you mean 'replicaset'?"),
+        ("collection_name=c&colour=red", "colour"),
+    ],
+)
+def test_an_unknown_url_option_is_refused_with_the_nearest(query: str, advice: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        MongoBackend.from_url(f"mongodb://u:{SECRET}@127.0.0.1:1/app?{query}")
+    message = str(caught.value)
+    assert "Unknown option" in message and advice in message, message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    ("query", "option", "values"),
+    [
+        ("collection_name=a&collection_name=b", "collection_name", "'a' and 'b'"),
+        ("collection_name=c&replicaSet=r1&replicaset=r2", "replicaset", "'r1' and 'r2'"),
+        ("collection_name=c&timeout=5&timeout=9", "timeout", "'5' and '9'"),
+    ],
+)
+def test_an_option_given_twice_is_refused_naming_both_values(
+    query: str, option: str, values: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        MongoBackend.from_url(f"mongodb://127.0.0.1:1/app?{query}")
+    message = str(caught.value)
+    assert f"{option} twice" in message and values in message, message
+
+
+def test_a_secret_option_given_twice_shows_neither_value() -> None:
+    url = (
+        "mongodb://127.0.0.1:1/app?collection_name=c&tlsCertificateKeyFilePassword=qz7a"
+        "&tlsCertificateKeyFilePassword=xk9b"
+    )
+    with pytest.raises(ConfigurationError, match="twice") as caught:
+        MongoBackend.from_url(url)
+    assert "qz7a" not in str(caught.value) and "xk9b" not in str(caught.value)
+
+
+def test_read_preference_tags_may_be_given_more_than_once() -> None:
+    url = (
+        "mongodb://127.0.0.1:1/app?collection_name=c&readPreference=nearest"
+        "&readPreferenceTags=dc:ny&readPreferenceTags="
+    )
+    backend = MongoBackend.from_url(url)
+    assert backend.client.read_preference.tag_sets == [{"dc": "ny"}, {}]
+    backend.close()
 
 
 def test_url_without_a_collection_is_refused() -> None:

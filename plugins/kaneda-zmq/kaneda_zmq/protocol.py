@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+from kaneda_core.backend import option_twice
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.redact import redact_url
 from kaneda_core.urls import check_host, check_path_credentials
@@ -45,7 +46,11 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
             "endpoint takes none: zmq+tcp://host:port"
         )
     address, _, query = rest.partition("?")
-    options = dict(parse_qsl(query, keep_blank_values=True))
+    options: dict[str, str] = {}
+    for key, raw in parse_qsl(query, keep_blank_values=True):
+        if key in options:  # which one was meant? Neither wins silently.
+            raise option_twice(url, key, options[key], raw)
+        options[key] = raw
     connection_url = f"{transport}://{address}"
     endpoints(connection_url)  # refuse a bad one now
     return connection_url, options

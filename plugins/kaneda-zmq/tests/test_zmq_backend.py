@@ -98,6 +98,13 @@ def test_bad_urls_are_refused_naming_what_is_wrong(url: str, complaint: str) -> 
         connect(url)
 
 
+def test_a_worker_url_option_given_twice_is_refused_naming_both_values() -> None:
+    from kaneda_zmq import protocol
+
+    with pytest.raises(ConfigurationError, match=r"max_messages twice \('1' and '5'\)"):
+        protocol.split_url("zmq+tcp://127.0.0.1:5555?max_messages=1&max_messages=5")
+
+
 # -- answers ---------------------------------------------------------------------------
 
 
