@@ -110,7 +110,7 @@ class ZMQWorker:
             return
         try:
             outcomes = self.handler.handle_many(payloads)
-        except Exception:  # noqa: BLE001 - the worker goes on; the producers send again
+        except Exception:  # the worker goes on; the producers send again
             log.exception("Kaneda ZeroMQ worker: delivering %d messages failed", len(payloads))
             outcomes = [Outcome(Verdict.RETRY, "the worker failed delivering it")] * len(payloads)
         for (identity, message_id), outcome in zip(requests, outcomes, strict=True):
