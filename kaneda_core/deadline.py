@@ -50,17 +50,9 @@ class Watchdog:
         """Run the block; if it outlives ``seconds``, call ``abort`` from the watchdog."""
         entry = _Entry(abort)
         when = time.monotonic() + seconds
+        if self._thread is None:
+            entry.active = self._start()
         with self._condition:
-            if self._thread is None:
-                try:
-                    self._thread = start_thread(self._run, "kaneda-deadline")
-                except ThreadStartError as error:
-                    # A thread limit reached: the block runs unguarded (its socket
-                    # timeouts still hold), and the next guard tries again.
-                    if not self._unguarded_said:
-                        self._unguarded_said = True
-                        log.warning("Kaneda: %s; requests run without their deadline", error)
-                    entry.active = False
             if entry.active:
                 heapq.heappush(self._heap, (when, next(self._order), entry))
                 if self._heap[0][2] is entry:
@@ -69,6 +61,26 @@ class Watchdog:
             yield entry
         finally:
             entry.active = False
+
+    def _start(self) -> bool:
+        """Start the watchdog's thread; False if none can be had (the block is unguarded).
+
+        Not under the condition: a thread that is a greenlet of the caller's (gevent
+        patched in after a fork, where this lock was made a real one) runs at once, and
+        would wait for ever for a lock its own OS thread holds. Two callers may start
+        one each: both serve the heap.
+        """
+        try:
+            thread = start_thread(self._run, "kaneda-deadline")
+        except ThreadStartError as error:
+            # A thread limit reached: the block runs unguarded (its socket timeouts
+            # still hold), and the next guard tries again.
+            if not self._unguarded_said:
+                self._unguarded_said = True
+                log.warning("Kaneda: %s; requests run without their deadline", error)
+            return False
+        self._thread = thread
+        return True
 
     def _run(self) -> None:
         while True:

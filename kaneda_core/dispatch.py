@@ -36,6 +36,7 @@ from .forking import (
     hold_across_fork,
     reinit_after_fork,
     start_thread,
+    threads_are_green,
     track_dispatcher,
 )
 
@@ -1211,7 +1212,16 @@ def _no_closer_in_child() -> None:
 
 def _start_closer() -> None:
     """Start the thread that closes what is let go of; without one, they wait for it."""
-    global _closer
+    global _closer, _let_go
+    if threads_are_green() and type(_let_go) is SimpleQueue:
+        # The closer, a greenlet, waiting in the C queue's get() would hold up every
+        # greenlet of the process: the patched queue's waits as they do.
+        import queue
+
+        green: SimpleQueue[BatchingDispatcher] = queue.SimpleQueue()
+        while not _let_go.empty():
+            green.put(_let_go.get())
+        _let_go = green
     try:
         _closer = start_thread(_close_let_go, "kaneda-closer")
     except ThreadStartError as error:

@@ -336,7 +336,9 @@ def _deliver_on_terminate() -> None:
     """
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
+    # eventlet's main greenlet is no main_thread(): signal.signal says whether this is
+    # the main OS thread (ValueError, below).
+    if threading.current_thread() is not threading.main_thread() and not threads_are_green():
         _warn_off_the_main_thread()
         return
     try:
@@ -409,6 +411,12 @@ def _watch_for_a_missed_sigterm() -> None:
     import threading
 
     global _wakeup
+    if _gevent_patched():
+        # Its read would hold up every greenlet of the process (gevent leaves os.read
+        # as it is), and gevent's loop hears signals itself. eventlet's read waits as a
+        # greenlet does, and the write to the wakeup file wakes eventlet's loop, which
+        # would otherwise wait out its timers before running what the handler started.
+        return
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
@@ -482,10 +490,28 @@ def _terminated(signum: int, _frame: object) -> None:
         # The child is exiting already (its target returned), inside the very callbacks
         # this would run: let them finish, within their own bounds.
         return
+    if threads_are_green():
+        # gevent runs the handler in its event loop's greenlet when every other waits,
+        # and nothing may wait there: a greenlet of its own delivers and ends the process.
+        _spawn_green(_terminate, signum)
+        return
+    _terminate(signum)
+
+
+def _terminate(signum: int) -> None:
+    """Run the exit callbacks, then end the process by ``signum`` (its default action)."""
     try:
         _run_exit_callbacks()
     finally:
         os.kill(os.getpid(), signum)
+
+
+def _spawn_green(function: Callable[..., object], *args: Any) -> None:
+    """Run ``function(*args)`` in a new greenlet (gevent's or eventlet's), without waiting."""
+    if _gevent_patched():
+        sys.modules["gevent"].spawn(function, *args)
+    else:
+        sys.modules["eventlet"].spawn(function, *args)
 
 
 def _run_exit_callbacks() -> None:
@@ -517,11 +543,16 @@ def start_thread(target: Callable[..., object], name: str, *args: Any) -> thread
     the user's thread limit, no memory for its stack).
     """
     blocked = {getattr(signal, name) for name in _PROCESS_SIGNALS if hasattr(signal, name)}
+    # A green thread (gevent, eventlet) runs on the OS thread that starts it: blocking
+    # signals there would block them for the application's greenlets, SIGTERM included.
+    if threads_are_green():
+        blocked = set()
 
     def run() -> None:
         # No pthread_sigmask on some platforms (Windows): nothing to block there.
         with contextlib.suppress(AttributeError, OSError, ValueError):
-            signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         target(*args)
 
     thread = threading.Thread(target=run, name=name, daemon=True)
@@ -530,6 +561,21 @@ def start_thread(target: Callable[..., object], name: str, *args: Any) -> thread
     except RuntimeError as error:  # "can't start new thread"
         raise ThreadStartError(f"cannot start Kaneda's {name} thread: {error}") from None
     return thread
+
+
+def threads_are_green() -> bool:
+    """Whether ``threading`` is monkey-patched (gevent, eventlet): a thread is then a
+    greenlet of the OS thread that starts it, and whatever blocks that OS thread (a
+    lock or queue of the C library's, a read) holds up every greenlet on it."""
+    if _gevent_patched():
+        return True
+    patcher = sys.modules.get("eventlet.patcher")
+    return patcher is not None and bool(patcher.is_monkey_patched("thread"))
+
+
+def _gevent_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
 
 
 class ThreadStartError(RuntimeError):

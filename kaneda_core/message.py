@@ -88,7 +88,7 @@ def decode_batch(message: str | bytes | Mapping[str, Any]) -> list[Metric]:
     if isinstance(message, (str, bytes, bytearray)):
         try:
             document = json.loads(message)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
             raise MessageError(f"message is not JSON: {error}: {_excerpt(message)}") from None
     if not isinstance(document, Mapping) or MARKER not in document:
         raise MessageError(

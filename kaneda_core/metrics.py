@@ -732,7 +732,12 @@ def _own_forwarded(metric: Metric) -> Metric:
     # takes the full checks, which name what is wrong.
     if type(name) is not str or not name.isascii() or not name:
         name = check_name(name)
-    if kind not in _NUMERIC_KINDS or type(value) is not int or not _MIN_INT < value < MAX_INT:
+    if (
+        type(kind) is not str  # a list is no kind, nor a key of _NUMERIC_KINDS
+        or kind not in _NUMERIC_KINDS
+        or type(value) is not int
+        or not _MIN_INT < value < MAX_INT
+    ):
         check_kind(kind)
         value = own_value(kind, value)
     if id_ is not None and not (type(id_) is str and id_.isascii() and id_):

@@ -262,6 +262,10 @@ class MessageHandler:
                     if len(refused) == len(group):
                         outcomes.append(Outcome(Verdict.POISON, str(error), len(group)))
                         continue
+                except Exception as error:  # noqa: BLE001 - input no check foresaw: its message's
+                    reason = f"the worker could not read it: {error!r}"[:300]
+                    outcomes.append(Outcome(Verdict.POISON, reason, len(group)))
+                    continue
                 now_dropped = self.metrics.stats().dropped
                 if now_dropped > dropped:
                     dropped = now_dropped

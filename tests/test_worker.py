@@ -222,6 +222,8 @@ def test_rejected_metrics_of_a_retried_batch_do_not_hold_a_message_back() -> Non
             "finite",
         ),
         (encode_batch([produced("x")._replace(name="")]), "name must be a non-empty string"),
+        ('{"kaneda": 1, "metrics": ' + "[" * 100_000 + "]" * 100_000 + "}", "not JSON"),
+        (encode_batch([produced("x")._replace(kind=["gauge"])]), "metric must be"),
     ],
 )
 def test_a_poison_message_is_moved_aside_and_the_next_one_delivered(

@@ -121,7 +121,9 @@ def _get(port: int, query: str) -> int:
         connection.close()
 
 
-@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+# gevent: the Metrics made and used in the master is a real thread's until the fork; the
+# worker patches after it, and its deliveries start green threads (the deadline's).
+@pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
 def test_gunicorn_preload_workers_store_exactly_what_they_report(
     influx_server: InfluxServer, database: str, gunicorn: str, worker_class: str
 ) -> None:
@@ -147,7 +149,13 @@ def test_gunicorn_preload_workers_store_exactly_what_they_report(
     assert len(workers) >= 3  # the load reached several forked workers
     assert count(influx_server, database, "WHERE \"name\" = 'request'") == requests
     assert count(influx_server, database, "WHERE \"name\" = 'master'") == 1
-    assert "unable to parse" not in output and "Traceback" not in output, output
+    assert "unable to parse" not in output, output
+    # gevent patches threading after the fork, while Kaneda's worker thread runs: when
+    # that thread ends, threading's own bookkeeping says "Exception ignored ... KeyError"
+    # (threading._delete, with gevent's get_ident). Harmless; any other is a failure.
+    ignored = "Exception ignored in thread started by"  # (workers' lines interleave)
+    threading_own = output.count(ignored) if worker_class == "gevent" else 0
+    assert output.count("Traceback") == threading_own, output
 
 
 # -- a server that drips its answer -------------------------------------------------------

@@ -82,13 +82,21 @@ class ZMQBackend(QueueBackend):
             socket = self._connected()
             message_id = f"{os.getpid()}-{next(self._ids)}".encode()
             try:
-                socket.send_multipart([message_id, payload], copy=False)
+                # Copied: a frame sent without a copy (64 KB and more) is let go of by
+                # pyzmq's collector thread, which refuses work once the interpreter is
+                # exiting, when the last batches are delivered.
+                socket.send_multipart([message_id, payload])
             except zmq.Again:
                 self._reset()
                 raise WorkerUnavailable(
                     f"no kaneda worker took the batch at {', '.join(self.endpoints)} "
                     f"within {self.timeout:g}s. {self._check}"
                 ) from None
+            except BaseException:
+                # The id frame may be gone without the batch: it would be taken for the
+                # first frame of the next message.
+                self._reset()
+                raise
             verdict, reason = self._answer(socket, message_id)
         if verdict == protocol.RETRY:
             raise DeliveryError(f"the worker could not store the batch: {reason}", retryable=True)

@@ -18,11 +18,14 @@ import zmq
 
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.redact import redact_url
-from kaneda_core.worker import MessageHandler, Outcome, current_handler
+from kaneda_core.worker import MessageHandler, Outcome, Verdict, current_handler
 
 from . import protocol
 
 log = logging.getLogger("kaneda.zmq")
+
+#: How long a stopping worker's answers may take to leave (milliseconds).
+ANSWER_LINGER_MS = 1000
 
 
 class ZMQWorker:
@@ -66,8 +69,24 @@ class ZMQWorker:
                 if socket.poll(timeout):
                     self._serve_waiting(socket)
         finally:
-            socket.close(linger=0)
+            self._put_back_waiting(socket)
+            socket.close(linger=ANSWER_LINGER_MS)
             context.term()
+
+    def _put_back_waiting(self, socket: zmq.Socket[Any]) -> None:
+        """Answer "send it again" to every message waiting unread: the worker is stopping.
+
+        Closed with the socket, they would be lost, and each producer would wait out its
+        timeout before sending the batch to another worker (or to this one restarted).
+        """
+        outcome = Outcome(Verdict.RETRY, "the worker is stopping: send it again")
+        while True:
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:  # none left (or the socket was never bound)
+                return
+            if len(frames) >= 2:
+                self._answer(socket, frames[0], frames[1], outcome)
 
     def _serve_waiting(self, socket: zmq.Socket[Any]) -> None:
         requests: list[tuple[bytes, bytes]] = []
@@ -89,7 +108,11 @@ class ZMQWorker:
             payloads.append(payload)
         if not payloads:
             return
-        outcomes = self.handler.handle_many(payloads)
+        try:
+            outcomes = self.handler.handle_many(payloads)
+        except Exception:  # the worker goes on; the producers send again
+            log.exception("Kaneda ZeroMQ worker: delivering %d messages failed", len(payloads))
+            outcomes = [Outcome(Verdict.RETRY, "the worker failed delivering it")] * len(payloads)
         for (identity, message_id), outcome in zip(requests, outcomes, strict=True):
             self._answer(socket, identity, message_id, outcome)
 

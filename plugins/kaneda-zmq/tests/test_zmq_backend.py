@@ -266,3 +266,73 @@ def test_a_worker_that_cannot_listen_says_so_in_one_line() -> None:
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert f"cannot listen on tcp://127.0.0.1:{port}" in done.stderr.splitlines()[-1]
+
+
+class HeldBackend(MemoryBackend):
+    """A store whose first delivery waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        if not self.holding.is_set():
+            self.holding.set()
+            self.release.wait(10)
+        super().send(batch)
+
+
+def test_a_stopping_worker_answers_the_messages_it_did_not_take_send_it_again(
+    endpoint: str,
+) -> None:
+    # Closed unread with the socket, they were lost, and each producer waited out its
+    # timeout (30 s by default) before sending the batch to the next worker.
+    backend = HeldBackend()
+    handler = MessageHandler(Metrics(backend, retry=RetryPolicy(attempts=1)))
+    worker = ZMQWorker([endpoint], handler, max_messages=1, poll_interval=0.05)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    assert worker.bound.wait(5)
+    context: zmq.Context[Any] = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(endpoint)
+    try:
+        for n in range(3):
+            dealer.send_multipart([f"m-{n}".encode(), encode_batch([produced(f"g{n}")]).encode()])
+        assert backend.holding.wait(5)  # the first taken, the others waiting unread
+        time.sleep(0.2)
+        stop.set()
+        backend.release.set()
+        answers = {}
+        while len(answers) < 3 and dealer.poll(5000):
+            message_id, verdict, _ = dealer.recv_multipart()
+            answers[message_id] = verdict
+    finally:
+        dealer.close()
+        context.term()
+        thread.join(5)
+        handler.close()
+    assert answers == {b"m-0": b"stored", b"m-1": b"retry", b"m-2": b"retry"}
+
+
+def test_a_message_no_check_foresaw_is_answered_and_the_worker_goes_on(
+    endpoint: str, worker: RunningWorker
+) -> None:
+    context: zmq.Context[Any] = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(endpoint)
+    deep = '{"kaneda": 1, "metrics": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    odd_kind = encode_batch([produced("x")._replace(kind=["gauge"])])  # type: ignore[arg-type]
+    try:
+        for n, payload in enumerate([deep, odd_kind, encode_batch([produced("good")])]):
+            dealer.send_multipart([f"m-{n}".encode(), payload.encode()])
+            assert dealer.poll(5000), "the worker died"
+            assert dealer.recv_multipart()[1] == (b"stored" if n == 2 else b"poison")
+    finally:
+        dealer.close()
+        context.term()
+    assert [m.name for m in worker.backend.metrics] == ["good"]
