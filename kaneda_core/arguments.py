@@ -234,7 +234,7 @@ def _read_annotation(annotation: object) -> _Accepted | None:
 def _fits(value: object, accepted: _Accepted) -> bool:
     if value is None:
         return accepted.optional
-    if accepted.list_of is not None and type(value) is list:
+    if accepted.list_of is not None and isinstance(value, (list, tuple)):  # 1.0 took tuples
         return all(isinstance(item, accepted.list_of) for item in value)
     if isinstance(value, bool):
         return bool in accepted.types
@@ -262,9 +262,22 @@ def _describe(accepted: _Accepted) -> str:
 def _show(name: str, value: object) -> str:
     if is_secret_name(name):
         return MASK
+    return _shown(value)
+
+
+def _shown(value: object) -> str:
+    """``value`` as an error shows it: a URL's password masked wherever one may be (a
+    list's items, bytes, or the repr of anything else)."""
     if isinstance(value, str):
         return repr(redact_url(value))
-    return repr(value)
+    if isinstance(value, (list, tuple)):
+        items = ", ".join(_shown(item) for item in value)
+        if isinstance(value, list):
+            return f"[{items}]"
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    if isinstance(value, bytes):
+        return repr(redact_url(value.decode("latin-1")).encode("latin-1"))
+    return redact_url(repr(value))
 
 
 def _example(cls: type, name: str) -> str:

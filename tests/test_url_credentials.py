@@ -334,3 +334,45 @@ def test_a_backend_made_from_a_correct_url_shows_no_password() -> None:
     backend = create_backend("influxdb://user:S3cret@127.0.0.1:1/db")
     assert isinstance(backend, Backend)
     assert "S3cret" not in repr(backend)
+
+
+# -- a URL given as another type ---------------------------------------------------------
+
+SECRET = "Sx9qTopSecret"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: create_backend(
+            "elasticsearch", index_name="i", app_name="a",
+            connection_url=[f"https://u:{SECRET}@es1:9200", 9200],
+        ),
+        lambda: create_backend(
+            "elasticsearch", index_name="i", app_name="a",
+            connection_url=f"https://u:{SECRET}@es1:9200".encode(),
+        ),
+        lambda: create_backend(
+            "influxdb", database="db", connection_url=f"influxdb://u:{SECRET}@h:8086/db".encode()
+        ),
+        lambda: create_backend(
+            "mongodb", db_name="db", collection_name="c",
+            connection_url=(f"mongodb://u:{SECRET}@h:27017/", None),
+        ),
+    ],
+    ids=["a list with a bad item", "es bytes", "influxdb bytes", "mongodb tuple"],
+)  # fmt: skip
+def test_a_url_of_the_wrong_type_is_refused_without_its_password(make: object) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        make()  # type: ignore[operator]
+    assert SECRET not in str(refused.value) and MASK in str(refused.value)
+    assert "connection_url" in str(refused.value)
+
+
+def test_elasticsearch_takes_a_tuple_of_urls_as_kaneda_1_did() -> None:
+    backend = create_backend(
+        "elasticsearch", index_name="i", app_name="a",
+        connection_url=(f"https://u:{SECRET}@es1:9200", "https://es2:9200"),
+    )  # fmt: skip
+    assert SECRET not in repr(backend)
+    backend.close()

@@ -130,7 +130,7 @@ class ElasticsearchBackend(Backend):
             self._new_client = self._client_factory(urls, user, password, options)
             self.client = self._new_client()
         else:
-            hosts = host if isinstance(host, list) else [host or "localhost"]
+            hosts = list(host) if isinstance(host, (list, tuple)) else [host or "localhost"]
             urls = [_host_url(h, port or DEFAULT_PORT) for h in hosts]
             self._new_client = self._client_factory(urls, user, password, options)
             self.client = self._new_client()
