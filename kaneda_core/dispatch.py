@@ -587,6 +587,7 @@ class BatchingDispatcher(_Closable):
         failures = 0
         while True:
             try:
+                stamps.release_passed()  # slots given up after a clock step, if any
                 if self._iteration():
                     return
                 failures = 0

@@ -365,8 +365,9 @@ class Metrics:
         ns = time_ns()
         ns -= ns % SLOTS - stamps.slot
         if ns <= latest[0]:  # the clock went back: never a time given already
-            ns = after_step_back(ns)
-        latest[0] = ns
+            ns = after_step_back(ns)  # (which keeps the last time given)
+        else:
+            latest[0] = ns
         # The metric's record itself (see Item): the worker only wraps it as a Metric.
         item = (name, COUNTER, 1, tags, None, self._host, None, ns)
         queue = self._queue
@@ -471,7 +472,8 @@ class Metrics:
         ns -= ns % SLOTS - stamps.slot
         if ns <= latest[0]:  # the clock went back (see stamps.after_step_back)
             ns = after_step_back(ns)
-        latest[0] = ns
+        else:
+            latest[0] = ns
         item = (name, kind, value, tags, None, self._host, id_, ns)
         queue = self._queue
         if queue is None:

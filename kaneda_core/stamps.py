@@ -75,9 +75,16 @@ HOLD_NS = 100_000_000
 #: Slots given up after a step back, each with the last time stamped in it: held until
 #: the clock passes that time (another process taking one would stamp those times).
 _retired: list[tuple[int, int]] = []
-#: Taken (without waiting) while a slot is changed: a signal handler's call, or another
-#: thread's, meanwhile holds its time instead.
+#: Held by the call that works out a time after a step back; the thread holding it.
 _changing = threading.Lock()
+_changer: int | None = None
+#: The last time given by holding (under _changing): holds never repeat one another.
+_held = 0
+#: No slot was free until then (monotonic seconds): hold meanwhile, without looking.
+_no_slot_until = 0.0
+#: The wall clock less the monotonic one when the slot last changed: a step back since
+#: shows as a smaller difference.
+_offset_at_change: int | None = None
 
 #: Tried first: a memory file system no PrivateTmp makes private to a service.
 SHARED_MEMORY = "/dev/shm"
@@ -148,33 +155,86 @@ def stamp(ns: int) -> int:
 def after_step_back(ns: int) -> int:
     """The timestamp for a call stamped ``ns`` that is not past :data:`latest`.
 
-    The wall clock went back: ``ns`` may be a time this process gave already, whose
-    point a store keyed by time would overwrite. For a step shorter than HOLD_NS the
-    call is stamped just past the last time; for a longer one (where holding would
-    stamp an hour of calls within moments, say) it keeps the clock's time, in a slot
-    this process never stamped that time in.
+    The wall clock went back (or an aggregated interval took times ahead, see
+    :func:`reserve`): ``ns`` may be a time this process gave already, whose point a
+    store keyed by time would overwrite. For a gap under HOLD_NS the call is stamped
+    just past every time given; for a longer one it keeps the clock's time, in a slot
+    this process never stamped that time in. One call at a time works this out, and
+    sets :data:`latest`.
     """
-    global slot
-    last = latest[0]
-    if last - ns < HOLD_NS or not _changing.acquire(blocking=False):
-        return last + SLOTS
+    global _changer
+    me = threading.get_ident()
+    if _changer == me or not _changing.acquire(timeout=1.0):
+        # A signal handler's call inside its own thread's change of slot: hold.
+        latest[0] = ns = _hold()
+        return ns
+    _changer = me
     try:
-        fresh = _another_slot(ns)
+        return _after_step_back(ns)
     finally:
+        _changer = None
         _changing.release()
-    if fresh is None:
-        return last + SLOTS
-    slot = fresh
-    return ns - ns % SLOTS + fresh
 
 
-def _another_slot(now: int) -> int | None:
-    """A slot other than this process's, taken in its folder; None if none is free."""
-    global _lock_fd, _lock_path
+def _after_step_back(ns: int) -> int:
+    global slot, _no_slot_until, _offset_at_change
+    if ns - HOLD_NS > time_ns():
+        # Read before the clock went back, by a call that waited since: a time of its own
+        # (in the slot it read), and not the last time given from now on.
+        return ns
+    ns = ns - ns % SLOTS + slot  # the caller may have read the slot before a change
+    last = latest[0]
+    if ns <= last and last % SLOTS == slot:
+        _release_passed(ns)
+        offset = time_ns() - time.monotonic_ns()
+        if last - ns < HOLD_NS or time.monotonic() < _no_slot_until:
+            ns = _hold()
+        elif _offset_at_change is not None and offset > _offset_at_change - HOLD_NS:
+            # No step since the slot changed: the last time given is a call's that read
+            # the clock before the step and the slot after the change. Times from now
+            # on are new in this slot.
+            pass
+        else:
+            fresh = _another_slot()
+            if fresh is None:
+                _no_slot_until = time.monotonic() + 1.0
+                ns = _hold()
+            else:
+                slot, _offset_at_change = fresh, offset
+                ns = ns - ns % SLOTS + fresh
+    # Else another call changed the slot meanwhile, or the last time given is another
+    # slot's (a call stamped before the change stored its time after): this slot has
+    # given no time past ns since the change.
+    latest[0] = ns
+    return ns
+
+
+def _hold() -> int:
+    """The time just past every time given (in this process's slot)."""
+    global _held
+    last = max(latest[0], _held)
+    _held = last - last % SLOTS + SLOTS + slot
+    return _held
+
+
+def release_passed() -> None:
+    """Let go of the slots given up whose last time the clock has passed (the delivery
+    worker calls this at each round: a process needs them no longer)."""
+    if not _retired:
+        return
+    with _changing:
+        _release_passed(time_ns())
+
+
+def _release_passed(now: int) -> None:
     for retired in [item for item in _retired if item[1] < now]:
         _retired.remove(retired)
         with contextlib.suppress(OSError):
             os.close(retired[0])
+
+
+def _another_slot() -> int | None:
+    """A slot other than this process's, taken in its folder; None if none is free."""
     held, path = _lock_fd, _lock_path
     if held is None or path is None:  # no lock file (none could be had): nothing to change
         return None
@@ -195,10 +255,13 @@ def reserve(count: int) -> int:
     time and tags alone (InfluxDB's kaneda1 layout, whose measurement is the kind) must
     not find two of them at one time. The calls that follow are stamped past them.
     """
+    global _held
     ns = stamp(time_ns())
     if ns <= latest[0]:
-        ns = latest[0] + SLOTS
-    latest[0] = ns + (max(count, 1) - 1) * SLOTS
+        ns = after_step_back(ns)
+    end = ns + (max(count, 1) - 1) * SLOTS
+    latest[0] = end
+    _held = max(_held, end)  # (a hold meanwhile is past them: holds take the larger)
     return ns
 
 
@@ -344,13 +407,16 @@ def _new_slot_in_child() -> None:
     # flock belongs to the open file, which the child shares with its parent: let go of
     # the child's copy (the parent keeps its lock) and take a slot of its own, now, so
     # that the child's first call is stamped with it.
-    global _taken, _lock_fd, _lock_path
+    global _taken, _lock_fd, _lock_path, _offset_at_change
     for fd in [_lock_fd, *(retired for retired, _ in _retired)]:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
     _retired.clear()
+    _offset_at_change = None
     _lock_fd = None
+    # The parent's last time is in its slot: the child's first call, in its own slot,
+    # is not held behind it (see after_step_back).
     _lock_path = None
     if _taken:
         _taken = False

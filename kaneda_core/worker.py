@@ -367,7 +367,12 @@ class MessageHandler:
 
 
 def _key(metric: Metric) -> tuple[Any, ...]:
-    return (metric.id, metric.epoch_ns, metric.name, metric.kind)
+    key = (metric.id, metric.epoch_ns, metric.name, metric.kind)
+    try:
+        hash(key)
+    except TypeError:  # a refused metric's name, kind or id may be a JSON list or object
+        return tuple(map(repr, key))
+    return key
 
 
 class _FailureRecorder:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -123,3 +124,42 @@ def test_a_clock_stepped_forward_is_followed_at_once() -> None:
     slot = stamps.process_slot()
     before, after, slot_after = _stamped_across_a_step(3600 * 10**9)
     assert min(after) > max(before) + 3599 * 10**9 and slot_after == slot
+
+
+@pytest.mark.parametrize("step_ns", [-50_000_000, -3600 * 10**9], ids=["held", "another slot"])
+def test_threads_reporting_across_a_step_back_never_share_a_time(step_ns: int) -> None:
+    # A thread stamps, is switched out, and stores its time after others stored theirs:
+    # the last time given can move back, or ahead with a time read before the step.
+    import sys
+
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+    from kaneda_core.testing import wall_clock_stepped
+
+    backend = MemoryBackend()
+    metrics = Metrics(backend, flush_interval=60, max_buffer=10**6)
+    retired = len(stamps._retired)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switched as often as they can be
+    try:
+        with wall_clock_stepped() as offset:
+
+            def report(thread: int) -> None:
+                for n in range(20_000):
+                    metrics.increment("hits", tags={"t": str(thread)})
+                    if thread == 0 and n == 5_000:
+                        offset[0] = step_ns
+
+            threads = [threading.Thread(target=report, args=(t,)) for t in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert metrics.flush(30) == 0
+            switches = len(stamps._retired) - retired
+    finally:
+        sys.setswitchinterval(interval)
+        metrics.close()
+    times = [m.time_ns for m in backend.metrics]
+    assert len(times) == 80_000 and len(set(times)) == 80_000
+    assert switches <= (1 if step_ns < -stamps.HOLD_NS else 0)

@@ -338,3 +338,16 @@ def test_a_worker_told_to_deliver_a_queue_into_itself_is_refused(
     assert main(["worker", url, "--to", "rq://:secret@127.0.0.1:1/0/?queue_name=metrics"]) == 1
     err = capsys.readouterr().err
     assert "into itself" in err and "secret" not in err
+
+
+@pytest.mark.parametrize("field", ["name", "kind", "id"])
+def test_a_metric_whose_field_is_a_json_object_is_refused_and_the_rest_stored(field: str) -> None:
+    # Refused metrics are remembered by their fields, which must then be hashable: a
+    # TypeError escaped the handler, and the ZeroMQ worker answered "retry" for ever,
+    # storing the valid metrics again at each try.
+    bad = produced("bad")._replace(**{field: {"k": 1}})
+    handler = handler_on(MemoryBackend())
+    (outcome,) = handler.handle_many([encode_batch([produced("good"), bad])])
+    assert outcome.verdict is Verdict.STORED and outcome.refused == 1
+    assert [m.name for m in handler.metrics.backend.metrics] == ["good"]  # type: ignore[attr-defined]
+    handler.close()
