@@ -82,9 +82,6 @@ _changer: int | None = None
 _held = 0
 #: No slot was free until then (monotonic seconds): hold meanwhile, without looking.
 _no_slot_until = 0.0
-#: The wall clock less the monotonic one when the slot last changed: a step back since
-#: shows as a smaller difference.
-_offset_at_change: int | None = None
 
 #: Tried first: a memory file system no PrivateTmp makes private to a service.
 SHARED_MEMORY = "/dev/shm"
@@ -177,7 +174,7 @@ def after_step_back(ns: int) -> int:
 
 
 def _after_step_back(ns: int) -> int:
-    global slot, _no_slot_until, _offset_at_change
+    global slot, _no_slot_until, _held
     if ns - HOLD_NS > time_ns():
         # Read before the clock went back, by a call that waited since: a time of its own
         # (in the slot it read), and not the last time given from now on.
@@ -186,22 +183,19 @@ def _after_step_back(ns: int) -> int:
     last = latest[0]
     if ns <= last and last % SLOTS == slot:
         _release_passed(ns)
-        offset = time_ns() - time.monotonic_ns()
         if last - ns < HOLD_NS or time.monotonic() < _no_slot_until:
             ns = _hold()
-        elif _offset_at_change is not None and offset > _offset_at_change - HOLD_NS:
-            # No step since the slot changed: the last time given is a call's that read
-            # the clock before the step and the slot after the change. Times from now
-            # on are new in this slot.
-            pass
         else:
+            # (Also when the last time given is a call's that read the clock before the
+            # step and the slot after a change: a slot more, never a time twice.)
             fresh = _another_slot()
             if fresh is None:
                 _no_slot_until = time.monotonic() + 1.0
                 ns = _hold()
             else:
-                slot, _offset_at_change = fresh, offset
-                ns = ns - ns % SLOTS + fresh
+                slot = fresh
+                # Holds in the new slot start from its first time, not the former's.
+                ns = _held = ns - ns % SLOTS + fresh
     # Else another call changed the slot meanwhile, or the last time given is another
     # slot's (a call stamped before the change stored its time after): this slot has
     # given no time past ns since the change.
@@ -407,13 +401,12 @@ def _new_slot_in_child() -> None:
     # flock belongs to the open file, which the child shares with its parent: let go of
     # the child's copy (the parent keeps its lock) and take a slot of its own, now, so
     # that the child's first call is stamped with it.
-    global _taken, _lock_fd, _lock_path, _offset_at_change
+    global _taken, _lock_fd, _lock_path
     for fd in [_lock_fd, *(retired for retired, _ in _retired)]:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
     _retired.clear()
-    _offset_at_change = None
     _lock_fd = None
     # The parent's last time is in its slot: the child's first call, in its own slot,
     # is not held behind it (see after_step_back).

@@ -544,8 +544,8 @@ def wall_clock_stepped() -> Iterator[list[int]]:
 
     Set its item (nanoseconds; negative steps back) to step the clock as NTP or a
     resumed virtual machine does: ``with wall_clock_stepped() as offset: ...;
-    offset[0] = -3_600 * 10**9``. Afterwards the clock, the last time given and the
-    slot are as they were before the block.
+    offset[0] = -3_600 * 10**9``. Afterwards the clock and the last time given are as
+    they were before the block.
     """
     from unittest import mock
 
@@ -557,7 +557,7 @@ def wall_clock_stepped() -> Iterator[list[int]]:
     def stepped_time_ns() -> int:
         return real() + offset[0]
 
-    latest, slot = stamps.latest[0], stamps.slot
+    latest, held = stamps.latest[0], stamps._held
     try:
         with (
             mock.patch.object(stamps, "time_ns", stepped_time_ns),
@@ -565,8 +565,9 @@ def wall_clock_stepped() -> Iterator[list[int]]:
         ):
             yield offset
     finally:
+        # The slot stays what the block made it: its lock is the one this process holds.
         stamps.latest[0] = latest
-        stamps.slot = slot
+        stamps._held = held
 
 
 class DripServer:

