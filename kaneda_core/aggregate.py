@@ -104,6 +104,9 @@ class Aggregator:
         self.valid: dict[str, dict[Any, Key]] = {COUNTER: {}, GAUGE: {}, TIMING: {}}
         #: The tags each series' points carry (its calls' tags, default tags added).
         self.tags: dict[str, dict[Key, Any]] = {COUNTER: {}, GAUGE: {}, TIMING: {}}
+        #: Series of tags holding numbers or bools, by the call's tags with each value's
+        #: type (their key, typed, matches no call's): validated once, as strings are.
+        self.typed: dict[str, dict[Key, Key]] = {COUNTER: {}, GAUGE: {}, TIMING: {}}
         self._sums: dict[Key, Any] = {}
         self._lasts: dict[Key, Any] = {}
         #: When each gauge series was last set (a running count of gauge calls).
@@ -125,8 +128,22 @@ class Aggregator:
         The key is what the call queues (see :func:`series_key`). The points of the
         series carry the tags as the call's would have been (default tags added).
         """
+        typed = _typed_call(name, tags)
+        if typed is not None:
+            try:
+                found = self.typed[kind].get(typed)
+            except Exception:  # noqa: BLE001 - a value's own __eq__ or __hash__: validated below
+                found = typed = None
+            if found is not None:
+                if kind != COUNTER:
+                    check_number(value)
+                    if type(value) is int and not _MIN_INT64 <= value <= _MAX_INT64:
+                        self.check_value(kind, name, tags, value)
+                return found
         own = self.check_value(kind, name, tags, value)
         key = series_key(plain(name), copy_tags(tags))
+        if typed is not None and key[1:2] == (TYPED,):
+            self.typed[kind][typed] = key
         known = self.valid[kind]
         if key not in known:
             known[key] = key
@@ -267,9 +284,10 @@ class Aggregator:
         if self.over_budget():  # bounded: forgotten series are validated again
             self.forget_series()
         for kind, known in self.valid.items():
-            if len(known) > MAX_SERIES:
+            if len(known) > MAX_SERIES or len(self.typed[kind]) > MAX_SERIES:
                 known.clear()
                 self.tags[kind].clear()
+                self.typed[kind].clear()
         return points, folded, unstorable
 
     def discard(self) -> int:
@@ -304,7 +322,7 @@ class Aggregator:
 
     def forget_series(self) -> None:
         """Empty the memory of validated series (each is validated again when next seen)."""
-        for known in (*self.valid.values(), *self.tags.values()):
+        for known in (*self.valid.values(), *self.tags.values(), *self.typed.values()):
             known.clear()
         self.series_bytes = 0
 
@@ -353,6 +371,13 @@ def series_key(name: str, tags: Any) -> Key:
     if all(type(value) is str for value in values):
         return (name, *tags, *values)
     return (name, TYPED, *tags, *map(_typed, values))
+
+
+def _typed_call(name: Any, tags: Any) -> Key | None:
+    """A call's tags with each value's type, for a plain dict of them; else None."""
+    if type(name) is not str or type(tags) is not dict:
+        return None
+    return (name, *tags, *map(type, tags.values()), *tags.values())
 
 
 def _typed(value: Any) -> tuple[type, Any]:

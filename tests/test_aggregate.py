@@ -453,3 +453,25 @@ def test_a_tag_whose_comparison_raises_stays_out_of_later_calls() -> None:
     assert [(m.value, m.tags) for m in backend.metrics] == [(3, {"k": "v"})]
     assert type(backend.metrics[0].tags["k"]) is str  # type: ignore[call-overload]
     assert stats.folded == 3 and stats.failed == 0
+
+
+def test_a_known_series_of_typed_tags_still_refuses_bad_values_at_the_call() -> None:
+    # Tags holding numbers are validated once per series (a typed key of the call's own),
+    # as strings are: a later call's value is checked all the same.
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        for _ in range(3):
+            metrics.gauge("level", 1, tags={"code": 200, "cached": True})
+        with pytest.raises(InvalidMetric):
+            metrics.gauge("level", float("nan"), tags={"code": 200, "cached": True})
+        with pytest.raises(InvalidMetric):
+            metrics.timing("took", "fast", tags={"code": 200})
+        metrics.increment("hits", tags={"code": 200})
+        metrics.increment("hits", tags={"code": 200.0})
+        metrics.flush(5)
+    stored = sorted((m.kind, m.value, repr(m.tags)) for m in backend.metrics)
+    assert stored == [
+        ("counter", 1, "{'code': 200.0}"),
+        ("counter", 1, "{'code': 200}"),
+        ("gauge", 1, "{'code': 200, 'cached': True}"),
+    ]
