@@ -408,9 +408,9 @@ def _new_slot_in_child() -> None:
                 os.close(fd)
     _retired.clear()
     _lock_fd = None
-    # The parent's last time is in its slot: the child's first call, in its own slot,
-    # is not held behind it (see after_step_back).
     _lock_path = None
+    # (The parent's last time given is in the parent's slot: the child's first call, in
+    # a slot of its own, is not held behind it; see after_step_back.)
     if _taken:
         _taken = False
         process_slot()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -67,6 +68,20 @@ def worker(endpoint: str) -> Iterator[RunningWorker]:
 def produced(name: str, host: str = "app-7") -> Metric:
     ns = 1_600_000_000_000_000_001
     return Metric(name, "gauge", 1, {"zone": "eu"}, timestamp_from_ns(ns), host, None, ns)
+
+
+@contextlib.contextmanager
+def raw_dealer(endpoint: str) -> Iterator[zmq.Socket[Any]]:
+    """A DEALER socket connected to ``endpoint``, to send a worker frames by hand."""
+    context: zmq.Context[Any] = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(endpoint)
+    try:
+        yield dealer
+    finally:
+        dealer.close()
+        context.term()
 
 
 # -- URLs ----------------------------------------------------------------------------
@@ -183,11 +198,7 @@ def test_a_poison_batch_is_refused_for_good_and_the_worker_carries_on(
 def test_frames_that_are_not_a_batch_get_a_poison_answer(
     endpoint: str, worker: RunningWorker
 ) -> None:
-    context: zmq.Context[Any] = zmq.Context()
-    dealer = context.socket(zmq.DEALER)
-    dealer.linger = 0
-    dealer.connect(endpoint)
-    try:
+    with raw_dealer(endpoint) as dealer:
         dealer.send_multipart([b"m-1", b"\x00 not json"])
         assert dealer.poll(5000)
         message_id, verdict, reason = dealer.recv_multipart()
@@ -198,9 +209,6 @@ def test_frames_that_are_not_a_batch_get_a_poison_answer(
         assert (message_id, verdict) == (b"m-2", b"poison") and b"2 frames" in reason
         dealer.send_multipart([b"m-3", encode_batch([produced("good")]).encode()])
         assert dealer.poll(5000) and dealer.recv_multipart()[1] == b"stored"
-    finally:
-        dealer.close()
-        context.term()
     assert [m.name for m in worker.backend.metrics] == ["good"]
 
 
@@ -295,24 +303,20 @@ def test_a_stopping_worker_answers_the_messages_it_did_not_take_send_it_again(
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
     assert worker.bound.wait(5)
-    context: zmq.Context[Any] = zmq.Context()
-    dealer = context.socket(zmq.DEALER)
-    dealer.linger = 0
-    dealer.connect(endpoint)
     try:
-        for n in range(3):
-            dealer.send_multipart([f"m-{n}".encode(), encode_batch([produced(f"g{n}")]).encode()])
-        assert backend.holding.wait(5)  # the first taken, the others waiting unread
-        time.sleep(0.2)
-        stop.set()
-        backend.release.set()
-        answers = {}
-        while len(answers) < 3 and dealer.poll(5000):
-            message_id, verdict, _ = dealer.recv_multipart()
-            answers[message_id] = verdict
+        with raw_dealer(endpoint) as dealer:
+            for n in range(3):
+                batch = encode_batch([produced(f"g{n}")]).encode()
+                dealer.send_multipart([f"m-{n}".encode(), batch])
+            assert backend.holding.wait(5)  # the first taken, the others waiting unread
+            time.sleep(0.2)
+            stop.set()
+            backend.release.set()
+            answers = {}
+            while len(answers) < 3 and dealer.poll(5000):
+                message_id, verdict, _ = dealer.recv_multipart()
+                answers[message_id] = verdict
     finally:
-        dealer.close()
-        context.term()
         thread.join(5)
         handler.close()
     assert answers == {b"m-0": b"stored", b"m-1": b"retry", b"m-2": b"retry"}
@@ -321,18 +325,11 @@ def test_a_stopping_worker_answers_the_messages_it_did_not_take_send_it_again(
 def test_a_message_no_check_foresaw_is_answered_and_the_worker_goes_on(
     endpoint: str, worker: RunningWorker
 ) -> None:
-    context: zmq.Context[Any] = zmq.Context()
-    dealer = context.socket(zmq.DEALER)
-    dealer.linger = 0
-    dealer.connect(endpoint)
     deep = '{"kaneda": 1, "metrics": ' + "[" * 100_000 + "]" * 100_000 + "}"
     odd_kind = encode_batch([produced("x")._replace(kind=["gauge"])])  # type: ignore[arg-type]
-    try:
+    with raw_dealer(endpoint) as dealer:
         for n, payload in enumerate([deep, odd_kind, encode_batch([produced("good")])]):
             dealer.send_multipart([f"m-{n}".encode(), payload.encode()])
             assert dealer.poll(5000), "the worker died"
             assert dealer.recv_multipart()[1] == (b"stored" if n == 2 else b"poison")
-    finally:
-        dealer.close()
-        context.term()
     assert [m.name for m in worker.backend.metrics] == ["good"]
