@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import threading
 from collections.abc import Sequence
@@ -10,11 +11,12 @@ from typing import Any
 
 import zmq
 
-from kaneda_core import DeliveryError, Metric
-from kaneda_core.arguments import check_arguments
+from kaneda_core import DeliveryError, InvalidMetric, Metric
+from kaneda_core.arguments import argument_error, check_arguments
 from kaneda_core.backend import is_transient_os_error, url_options
 from kaneda_core.errors import ConfigurationError
-from kaneda_core.message import encode_batch
+from kaneda_core.message import MARKER, VERSION, batch_document, encode_batch
+from kaneda_core.model import as_metric
 from kaneda_core.worker import MessageHandler, QueueBackend
 
 from . import protocol
@@ -34,6 +36,9 @@ class ZMQBackend(QueueBackend):
         Make it longer than the worker needs to store a batch while its store is slow.
     :param assign_ids: give metrics reported without an id one (see
         :class:`~kaneda_core.worker.QueueBackend`); ``?assign_ids=false`` for InfluxDB.
+    :param max_message_bytes: the largest message sent, the workers' own bound
+        (``?max_message_bytes=`` on their URL; 16 MiB by default): a larger batch is
+        sent in parts, and a metric that could not travel alone is refused at the call.
 
     Application processes connect and the worker binds, so any number of processes (a
     pre-fork server's workers, say) share one endpoint. ``send`` returns once a worker
@@ -48,8 +53,17 @@ class ZMQBackend(QueueBackend):
         connection_url: str = "tcp://127.0.0.1:5555",
         timeout: float = 30.0,
         assign_ids: bool = True,
+        max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
     ) -> None:
         check_arguments(ZMQBackend, locals())
+        if max_message_bytes < protocol.MIN_MESSAGE_BYTES:
+            raise argument_error(
+                ZMQBackend,
+                "max_message_bytes",
+                f"a number of bytes of at least {protocol.MIN_MESSAGE_BYTES}",
+                max_message_bytes,
+            )
+        self.max_message_bytes = max_message_bytes
         super().__init__(assign_ids)
         try:
             self.endpoints = protocol.endpoints(connection_url)
@@ -73,11 +87,148 @@ class ZMQBackend(QueueBackend):
         options.update(overrides)
         return cls(**options)
 
+    #: Takes the queued record itself (see Backend.checks_records): it is only unpacked.
+    checks_records = True
+
+    def check(self, metric: Metric) -> None:
+        """Refuse a metric that could not travel alone in a message of ``max_message_bytes``.
+
+        Adds up an upper bound of its JSON: a few additions for a usual metric. Only a
+        metric that might be too large is encoded, and refused naming its largest field.
+        """
+        name, kind, value, tags, _, host, id_, _ = metric
+        # Characters, each counted as 6 bytes (a control character's escape); a tag's
+        # quotes, colon and comma as one more; a number as 53 (318 bytes: an integer
+        # below 2**1023 has at most 309 digits).
+        chars = len(name) + len(kind) + len(host)
+        if type(tags) is dict:
+            for key, item in tags.items():
+                chars += len(key) + (
+                    len(item) + 1 if type(item) is str or isinstance(item, str) else 53
+                )
+        else:
+            for tag in tags:
+                chars += len(tag) + 1
+        size = 6 * chars + _ROW_ROOM
+        if type(value) is float or type(value) is int:
+            size += _NUMBER
+        else:
+            size += _json_bound(value, 0)
+        size += _ID_ROOM if id_ is None else _json_bound(id_, 0)
+        if size > self.max_message_bytes:
+            self._refuse_if_too_large(as_metric(metric))
+
+    def _refuse_if_too_large(self, metric: Metric) -> None:
+        try:
+            size = len(self._encoded([metric]))
+        except (TypeError, ValueError):  # left to send, which fails it as it would
+            return
+        if size + (_ID_ROOM if metric.id is None and self.new_id is not None else 0) > (
+            self.max_message_bytes
+        ):
+            raise InvalidMetric(self._too_large(metric))
+
+    def _too_large(self, metric: Metric) -> str:
+        """Why ``metric`` cannot travel, naming its largest field."""
+        size = len(self._encoded([metric]))
+        size += _ID_ROOM if metric.id is None and self.new_id is not None else 0
+        fields: list[tuple[str, object]] = [
+            ("name", metric.name),
+            ("value", metric.value),
+            ("host", metric.host),
+            ("id_", metric.id),
+        ]
+        if isinstance(metric.tags, dict):
+            fields += [(f"tags[{key!r}]", item) for key, item in metric.tags.items()]
+            fields += [(f"the tag key {key[:40]!r}", key) for key in metric.tags]
+        else:
+            fields.append(("tags", metric.tags))
+        field, largest = max(((f, len(_dumps(v))) for f, v in fields), key=lambda pair: pair[1])
+        return (
+            f"{field} takes {largest:,} bytes of a ZeroMQ message, and the metric up to "
+            f"{size:,}: a kaneda worker takes messages of at most {self.max_message_bytes:,} "
+            "bytes (max_message_bytes, the same on the worker's URL): shorten it"
+        )
+
     def send(self, batch: Sequence[Metric]) -> None:
-        """Send ``batch`` and wait until a worker answers that the backend has it."""
+        """Send ``batch`` and wait until a worker answers that the backend has it.
+
+        A batch over ``max_message_bytes`` goes in parts, each answered before the next
+        is sent; a metric too large to travel alone fails for good, unsent. A part the
+        worker could not store (or no answer) stops there: the error names the metrics
+        of that part and of the parts not sent, for the batching core to retry.
+        """
         if self._pid != os.getpid():  # forked without after_fork: never touch the parent's
             self.after_fork()
-        payload = encode_batch(batch, self.new_id).encode("utf-8")
+        document = batch_document(batch, self.new_id)  # as encode_batch writes it
+        payload = _dumps(document)
+        if len(payload) <= self.max_message_bytes:
+            self._send_one(payload)
+            return
+        parts, too_large = self._parts(batch, document["metrics"])
+        refused = list(too_large)
+        reasons = [self._too_large(too_large[0])] if too_large else []
+        if len(too_large) > 1:
+            reasons[0] += f" ({len(too_large) - 1} more metrics of the batch too)"
+        for index, (metrics, part) in enumerate(parts):
+            try:
+                self._send_one(part)
+            except Exception as error:
+                if isinstance(error, DeliveryError) and not error.retryable:
+                    refused += metrics  # poison: this part fails, the others go on
+                    reasons.append(str(error))
+                    continue
+                if index == 0 and not refused:
+                    raise  # nothing stored or refused yet: the error as it is
+                unsent = [metric for rest, _ in parts[index:] for metric in rest]
+                raise DeliveryError(
+                    f"{error} ({len(unsent)} metrics of a batch sent in {len(parts)} messages "
+                    f"of at most {self.max_message_bytes:,} bytes not stored)",
+                    retryable=self.is_retryable(error),
+                    metrics=unsent,
+                    rejected=refused,
+                ) from error
+        if refused:
+            raise DeliveryError("; ".join(reasons), retryable=False, metrics=refused)
+
+    def _parts(
+        self, batch: Sequence[Metric], rows: list[Any]
+    ) -> tuple[list[tuple[list[Metric], bytes]], list[Metric]]:
+        """``batch`` (whose rows in a message are ``rows``) as messages of at most
+        ``max_message_bytes``, and the metrics too large to travel alone."""
+        room = self.max_message_bytes - len(self._encoded([]))
+        parts: list[tuple[list[Metric], bytes]] = []
+        too_large: list[Metric] = []
+        metrics: list[Metric] = []
+        texts: list[bytes] = []
+        size = 0
+        for metric, row in zip(batch, rows, strict=True):
+            text = _dumps(row)
+            if len(text) > room:
+                too_large.append(metric)
+                continue
+            if texts and size + 1 + len(text) > room:  # a comma before each but the first
+                parts.append((metrics, self._message(texts)))
+                metrics, texts, size = [], [], 0
+            size += len(text) + (1 if texts else 0)
+            metrics.append(metric)
+            texts.append(text)
+        if texts:
+            parts.append((metrics, self._message(texts)))
+        return parts, too_large
+
+    @staticmethod
+    def _encoded(batch: Sequence[Metric]) -> bytes:
+        return encode_batch(batch).encode("utf-8")
+
+    @staticmethod
+    def _message(rows: list[bytes]) -> bytes:
+        """The message of rows already encoded (as :func:`encode_batch` writes it)."""
+        envelope = _dumps({MARKER: VERSION, "metrics": []})
+        return envelope[:-2] + b",".join(rows) + envelope[-2:]
+
+    def _send_one(self, payload: bytes) -> None:
+        """Send one message and wait for the answer; raise unless the backend has it."""
         with self._lock:
             socket = self._connected()
             message_id = f"{os.getpid()}-{next(self._ids)}".encode()
@@ -97,13 +248,13 @@ class ZMQBackend(QueueBackend):
                 # first frame of the next message.
                 self._reset()
                 raise
-            verdict, reason = self._answer(socket, message_id)
+            verdict, reason = self._answer(socket, message_id, len(payload))
         if verdict == protocol.RETRY:
             raise DeliveryError(f"the worker could not store the batch: {reason}", retryable=True)
         if verdict == protocol.POISON:
             raise DeliveryError(f"the worker refused the batch: {reason}", retryable=False)
 
-    def _answer(self, socket: zmq.Socket[Any], message_id: bytes) -> tuple[bytes, str]:
+    def _answer(self, socket: zmq.Socket[Any], message_id: bytes, size: int) -> tuple[bytes, str]:
         """The worker's answer to ``message_id``; answers to earlier attempts are skipped."""
         import time
 
@@ -116,7 +267,9 @@ class ZMQBackend(QueueBackend):
                 self._reset()
                 raise WorkerUnavailable(
                     f"no answer from a kaneda worker at {', '.join(self.endpoints)} "
-                    f"within {self.timeout:g}s. {self._check}"
+                    f"within {self.timeout:g}s to a message of {size:,} bytes (a worker "
+                    "drops, unanswered, the connection of a peer that sends more than its "
+                    f"max_message_bytes). {self._check}"
                 )
             frames = socket.recv_multipart()
             if len(frames) == 3 and frames[0] == message_id and frames[1] in protocol.VERDICTS:
@@ -187,12 +340,21 @@ class ZMQBackend(QueueBackend):
 
         connection_url, options = protocol.split_url(url)
         found = protocol.endpoints(connection_url)
-        unknown = set(options) - {"timeout", "assign_ids", "max_messages"}
+        unknown = set(options) - {"timeout", "assign_ids", "max_messages", "max_message_bytes"}
         if unknown:
             raise ConfigurationError(
                 f"unknown option(s) {', '.join(sorted(unknown))} for a ZeroMQ worker"
             )
-        worker = ZMQWorker(found, handler, max_messages=int(options.get("max_messages", 20)))
+        given = options.get("max_message_bytes", str(protocol.MAX_MESSAGE_BYTES))
+        max_message_bytes = protocol.check_message_bytes(
+            int(given) if given.isdigit() else given, "the worker's URL"
+        )
+        worker = ZMQWorker(
+            found,
+            handler,
+            max_messages=int(options.get("max_messages", 20)),
+            max_message_bytes=max_message_bytes,
+        )
         worker.run(stop_on_signals())
 
     def __repr__(self) -> str:
@@ -205,3 +367,35 @@ def _first_host_only(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     return f"{scheme}{sep}{rest[:end].split(',')[0]}{rest[end:]}"
+
+
+#: Bytes of a message besides its metric's strings and value: the envelope
+#: ``{"kaneda":1,"metrics":[...]}``, the row's brackets, commas and quotes, a time in ns.
+_ROW_ROOM = 64
+#: Bytes an id Kaneda assigns takes (a 16-character token, a count, quotes).
+_ID_ROOM = 48
+#: Bytes a number takes at most as JSON (an integer below 2**1023, its sign).
+_NUMBER = 310
+
+
+def _dumps(value: object) -> bytes:
+    """``value`` as :func:`~kaneda_core.message.encode_batch` writes it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _json_bound(value: object, depth: int) -> int:
+    """An upper bound of the bytes ``value`` takes as JSON: a character takes at most 6
+    (a control character as an escape), an integer of n bits n // 3 + 2, a float 25."""
+    if isinstance(value, str):
+        return 6 * len(value) + 2
+    if isinstance(value, bool) or value is None:
+        return 5
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 2  # digits: bits * log10(2) + 1 at most, a sign
+    if isinstance(value, dict) and depth < 64:
+        return 2 + sum(
+            6 * len(str(key)) + 4 + _json_bound(item, depth + 1) for key, item in value.items()
+        )
+    if isinstance(value, (list, tuple)) and depth < 64:
+        return 2 + sum(_json_bound(item, depth + 1) + 1 for item in value)
+    return 25  # a float; anything else the exact check in send measures

@@ -24,6 +24,36 @@ VERDICTS = frozenset((STORED, RETRY, POISON))
 #: How much of a reason travels back to the producer.
 MAX_REASON = 2000
 
+#: The largest frame a worker takes (ZMQ_MAXMSGSIZE: libzmq drops the connection of a
+#: peer that sends a larger one, before it holds the frame), and the largest batch
+#: message a producer sends, by default: 16 MiB. Kaneda bounds neither ``batch_size``
+#: nor the size of a metric, so no largest batch follows from its limits: a producer
+#: sends a batch over the bound in parts, and what the bound caps is one metric, which
+#: is refused at the reporting call if it could not travel alone. A gauge with two tags,
+#: its host and its id takes about 150 bytes of a message: a batch of 1,000 metrics (the
+#: default ``batch_size``) is about 150 KB, one of 5,000 (the largest docs/scaling-out.md
+#: advises) about 760 KB; 16 MiB holds about 110,000 of them, or one event of 16 million
+#: ASCII characters. What a worker holds follows from it: per connection, at most
+#: RECEIVE_QUEUE + 1 such frames in libzmq; in the round of messages it delivers
+#: together, less than twice this (it takes no more once it holds this much).
+MAX_MESSAGE_BYTES = 16 * 2**20
+#: The smallest bound a worker or producer takes: an envelope and a small metric.
+MIN_MESSAGE_BYTES = 1024
+#: Complete messages libzmq keeps waiting per connection for the worker (ZMQ_RCVHWM;
+#: libzmq's default is 1,000). A producer has one message at a time on its connection,
+#: waiting for its answer.
+RECEIVE_QUEUE = 2
+
+
+def check_message_bytes(value: object, where: str) -> int:
+    """``value`` as a message bound, or ConfigurationError naming ``where`` it was given."""
+    if type(value) is not int or value < MIN_MESSAGE_BYTES:
+        raise ConfigurationError(
+            f"{where}: max_message_bytes must be a whole number of bytes of at least "
+            f"{MIN_MESSAGE_BYTES}, got {value!r} (the default is {MAX_MESSAGE_BYTES}, 16 MiB)"
+        )
+    return value
+
 
 def split_url(url: str) -> tuple[str, dict[str, str]]:
     """The connection URL and options of ``zmq+tcp://h1:5555,h2:5555?timeout=5``."""

@@ -4,6 +4,13 @@ It sleeps in ``poll`` until a message arrives (or ``poll_interval`` passes, to n
 that it was asked to stop): an idle worker costs no CPU. It takes up to
 ``max_messages`` waiting messages at a time, delivers them together and answers every
 producer with its message's verdict.
+
+A frame over ``max_message_bytes`` never reaches it: libzmq drops the connection of the
+peer that sends one (ZMQ_MAXMSGSIZE), before it holds the frame, and that peer's
+message gets no answer. Producers send nothing larger (they split a batch over the
+bound). The bound is per frame: libzmq holds every frame of a message before the worker
+sees any, so a message of many frames (a producer's have two) is bounded by nothing but
+the peers that can connect.
 """
 
 from __future__ import annotations
@@ -38,10 +45,12 @@ class ZMQWorker:
         *,
         max_messages: int = 20,
         poll_interval: float = 0.5,
+        max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
     ) -> None:
         self.endpoints = list(endpoints)
         self.handler = handler
         self.max_messages = max_messages
+        self.max_message_bytes = protocol.check_message_bytes(max_message_bytes, "ZMQWorker")
         self.poll_interval = poll_interval
         self.bound = threading.Event()
 
@@ -50,6 +59,9 @@ class ZMQWorker:
         context: zmq.Context[Any] = zmq.Context()
         socket = context.socket(zmq.ROUTER)
         socket.linger = 0
+        # Set before bind: a connection takes the options the socket had when it came.
+        socket.maxmsgsize = self.max_message_bytes
+        socket.rcvhwm = protocol.RECEIVE_QUEUE
         try:
             for endpoint in self.endpoints:
                 try:
@@ -91,7 +103,10 @@ class ZMQWorker:
     def _serve_waiting(self, socket: zmq.Socket[Any]) -> None:
         requests: list[tuple[bytes, bytes]] = []
         payloads: list[bytes] = []
+        taken = 0
         for _ in range(self.max_messages):
+            if taken >= self.max_message_bytes:  # the rest waits for the next round
+                break
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -104,6 +119,7 @@ class ZMQWorker:
                     self._answer(socket, frames[0], frames[1], outcome)
                 continue
             identity, message_id, payload = frames
+            taken += len(payload)
             requests.append((identity, message_id))
             payloads.append(payload)
         if not payloads:

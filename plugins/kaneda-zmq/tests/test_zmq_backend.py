@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
 from kaneda_zmq import WorkerUnavailable, ZMQBackend, ZMQWorker
 
-from kaneda_core import ConfigurationError, DeliveryError, Metric, Metrics, RetryPolicy, connect
+from kaneda_core import (
+    ConfigurationError,
+    DeliveryError,
+    InvalidMetric,
+    Metric,
+    Metrics,
+    RetryPolicy,
+    connect,
+)
 from kaneda_core.backends import MemoryBackend
 from kaneda_core.message import encode_batch
 from kaneda_core.model import timestamp_from_ns
@@ -38,10 +48,10 @@ class DownBackend(MemoryBackend):
 class RunningWorker:
     """A ZMQWorker in a thread, delivering to ``backend``."""
 
-    def __init__(self, endpoint: str, backend: MemoryBackend) -> None:
+    def __init__(self, endpoint: str, backend: MemoryBackend, **options: Any) -> None:
         self.backend = backend
         self.handler = MessageHandler(Metrics(backend, retry=RetryPolicy(attempts=1)))
-        self.worker = ZMQWorker([endpoint], self.handler, poll_interval=0.05)
+        self.worker = ZMQWorker([endpoint], self.handler, poll_interval=0.05, **options)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True)
         self.thread.start()
@@ -333,3 +343,139 @@ def test_a_message_no_check_foresaw_is_answered_and_the_worker_goes_on(
             assert dealer.poll(5000), "the worker died"
             assert dealer.recv_multipart()[1] == (b"stored" if n == 2 else b"poison")
     assert [m.name for m in worker.backend.metrics] == ["good"]
+
+
+# -- the bound on a message's size -----------------------------------------------------
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most memory the process ``pid`` ever held (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def test_a_frame_over_the_bound_drops_its_sender_and_the_worker_stays_small(
+    processes: Any,
+) -> None:
+    # One 500 MB frame took the worker to 1.5 GB (three copies: libzmq's, pyzmq's bytes,
+    # the text json.loads decodes), and answered it.
+    endpoint = free_endpoint()
+    worker = processes.worker(f"zmq+{endpoint}", "memory://")
+    worker.wait_for_log("listening on")
+    before = peak_rss_mb(worker.pid)
+    with raw_dealer(endpoint) as dealer:
+        dealer.send_multipart([b"big", zmq.Frame(b"x" * (128 * 2**20))], copy=False)
+        assert not dealer.poll(3000), "a frame over the bound was answered"
+        # Several frames under the bound, at once on one connection: libzmq queues a
+        # couple of them (not 1,000), and the worker takes them a few at a time.
+        for n in range(24):
+            dealer.send_multipart([f"m-{n}".encode(), b"y" * (8 * 2**20)])
+        answers = 0
+        while answers < 24 and dealer.poll(10_000):
+            assert dealer.recv_multipart()[1] == b"poison"
+            answers += 1
+        assert answers == 24
+    grown = peak_rss_mb(worker.pid) - before
+    assert grown < 120, f"the worker took {grown:.0f} MB more"
+    backend = ZMQBackend(endpoint, timeout=5)
+    try:
+        backend.send([produced("after")])  # a well-behaved producer is served
+    finally:
+        backend.close()
+    assert worker.stop() == 0
+    assert '"stored": 1' in worker.log() and '"poison": 24' in worker.log()
+
+
+def test_a_batch_over_the_bound_is_sent_in_parts_each_under_it(endpoint: str) -> None:
+    running = RunningWorker(endpoint, MemoryBackend(), max_message_bytes=4096)
+    backend = ZMQBackend(endpoint, timeout=5, max_message_bytes=4096)
+    try:
+        batch = [produced(f"m{n:03}") for n in range(200)]  # about 17 KB as one message
+        backend.send(batch)
+        stored = running.backend.metrics
+        assert [m.name for m in stored] == [m.name for m in batch]
+        assert len({m.id for m in stored}) == 200
+        assert running.handler.stats.messages == 5  # each part under 4096 bytes
+    finally:
+        backend.close()
+        running.close()
+
+
+def test_a_metric_that_could_not_travel_alone_is_refused_at_the_call_naming_its_field(
+    endpoint: str,
+) -> None:
+    metrics = Metrics(ZMQBackend(endpoint, timeout=1, max_message_bytes=4096))
+    try:
+        with pytest.raises(InvalidMetric, match=r"^value takes 5,002 bytes .* at most 4,096"):
+            metrics.event("deploy", "x" * 5000)
+        with pytest.raises(InvalidMetric, match=r"^tags\['note'\] takes 6,002 bytes"):
+            metrics.gauge("g", 1, tags={"note": "\u00e9" * 3000})  # 2 bytes each in UTF-8
+        with pytest.raises(InvalidMetric, match=r"^value takes .*\(max_message_bytes"):
+            metrics.custom("samples", "histogram", list(range(1000, 3000)))
+        with pytest.raises(InvalidMetric, match=r"^name takes"):
+            metrics.increment("n" * 4100)
+        metrics.event("deploy", "x" * 3000)  # room for it, and for its id
+        assert metrics.stats().queued == 1
+    finally:
+        metrics.close(timeout=0)
+
+
+def test_a_metric_too_large_given_to_send_fails_alone_and_the_rest_is_stored(
+    endpoint: str,
+) -> None:
+    running = RunningWorker(endpoint, MemoryBackend(), max_message_bytes=4096)
+    backend = ZMQBackend(endpoint, timeout=5, max_message_bytes=4096)
+    big = produced("big")._replace(value="x" * 5000)
+    try:
+        batch = [produced("a"), big, produced("b")]
+        with pytest.raises(DeliveryError, match=r"value takes 5,002 bytes") as caught:
+            backend.send(batch)
+        assert not caught.value.retryable and caught.value.metrics == [big]
+        assert [m.name for m in running.backend.metrics] == ["a", "b"]
+    finally:
+        backend.close()
+        running.close()
+
+
+def test_a_message_a_worker_drops_is_counted_failed_and_says_why(
+    endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker with a lower bound than its producer: libzmq drops the connection, no
+    # answer comes, the producer sends it again until its retries end and counts it.
+    running = RunningWorker(endpoint, MemoryBackend(), max_message_bytes=4096)
+    metrics = Metrics(
+        ZMQBackend(endpoint, timeout=0.5),
+        flush_interval=0.05,
+        retry=RetryPolicy(attempts=2, initial_delay=0.05),
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="kaneda"):
+            metrics.event("deploy", "x" * 6000)
+            assert metrics.flush(10) == 0
+        stats = metrics.stats()
+        assert (stats.sent, stats.failed, stats.retried) == (0, 1, 1)
+        assert "to a message of 6," in caplog.text and "max_message_bytes" in caplog.text
+        assert running.handler.stats.messages == 0
+        metrics.gauge("small", 1)  # the worker, and the producer, go on
+        assert metrics.flush(10) == 0
+        assert [m.name for m in running.backend.metrics] == ["small"]
+    finally:
+        metrics.close(timeout=1)
+        running.close()
+
+
+def test_the_bound_is_an_option_of_the_producer_and_of_the_worker() -> None:
+    backend = connect("zmq+tcp://127.0.0.1:5599?max_message_bytes=65536", batching=False).backend
+    assert backend.max_message_bytes == 65536  # type: ignore[attr-defined]
+    assert ZMQBackend().max_message_bytes == 16 * 2**20
+    with pytest.raises(ConfigurationError, match=r"max_message_bytes must be .* at least 1024"):
+        ZMQBackend(max_message_bytes=100)
+    handler = MessageHandler(Metrics(MemoryBackend()))
+    try:
+        for value in ("100", "lots", "-5"):
+            with pytest.raises(ConfigurationError, match="max_message_bytes must be"):
+                ZMQBackend.serve(f"zmq+tcp://127.0.0.1:1?max_message_bytes={value}", handler)
+    finally:
+        handler.close()
