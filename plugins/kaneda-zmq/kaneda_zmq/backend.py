@@ -11,12 +11,11 @@ from typing import Any
 
 import zmq
 
-from kaneda_core import DeliveryError, InvalidMetric, Metric
+from kaneda_core import DeliveryError, Metric
 from kaneda_core.arguments import argument_error, check_arguments
 from kaneda_core.backend import is_transient_os_error, url_options
 from kaneda_core.errors import ConfigurationError
 from kaneda_core.message import MARKER, VERSION, batch_document, encode_batch
-from kaneda_core.model import as_metric
 from kaneda_core.worker import MessageHandler, QueueBackend
 
 from . import protocol
@@ -38,7 +37,9 @@ class ZMQBackend(QueueBackend):
         :class:`~kaneda_core.worker.QueueBackend`); ``?assign_ids=false`` for InfluxDB.
     :param max_message_bytes: the largest message sent, the workers' own bound
         (``?max_message_bytes=`` on their URL; 16 MiB by default): a larger batch is
-        sent in parts, and a metric that could not travel alone is refused at the call.
+        sent in parts, and a metric that could not travel alone fails alone, its largest
+        field named (checked in ``send``, where the batch is encoded anyway: a check at
+        the call would cost every call for the sake of events of millions of characters).
 
     Application processes connect and the worker binds, so any number of processes (a
     pre-fork server's workers, say) share one endpoint. ``send`` returns once a worker
@@ -87,51 +88,9 @@ class ZMQBackend(QueueBackend):
         options.update(overrides)
         return cls(**options)
 
-    #: Takes the queued record itself (see Backend.checks_records): it is only unpacked.
-    checks_records = True
-
-    def check(self, metric: Metric) -> None:
-        """Refuse a metric that could not travel alone in a message of ``max_message_bytes``.
-
-        Adds up an upper bound of its JSON: a few additions for a usual metric. Only a
-        metric that might be too large is encoded, and refused naming its largest field.
-        """
-        name, kind, value, tags, _, host, id_, _ = metric
-        # Characters, each counted as 6 bytes (a control character's escape); a tag's
-        # quotes, colon and comma as one more; a number as 53 (318 bytes: an integer
-        # below 2**1023 has at most 309 digits).
-        chars = len(name) + len(kind) + len(host)
-        if type(tags) is dict:
-            for key, item in tags.items():
-                chars += len(key) + (
-                    len(item) + 1 if type(item) is str or isinstance(item, str) else 53
-                )
-        else:
-            for tag in tags:
-                chars += len(tag) + 1
-        size = 6 * chars + _ROW_ROOM
-        if type(value) is float or type(value) is int:
-            size += _NUMBER
-        else:
-            size += _json_bound(value, 0)
-        size += _ID_ROOM if id_ is None else _json_bound(id_, 0)
-        if size > self.max_message_bytes:
-            self._refuse_if_too_large(as_metric(metric))
-
-    def _refuse_if_too_large(self, metric: Metric) -> None:
-        try:
-            size = len(self._encoded([metric]))
-        except (TypeError, ValueError):  # left to send, which fails it as it would
-            return
-        if size + (_ID_ROOM if metric.id is None and self.new_id is not None else 0) > (
-            self.max_message_bytes
-        ):
-            raise InvalidMetric(self._too_large(metric))
-
     def _too_large(self, metric: Metric) -> str:
         """Why ``metric`` cannot travel, naming its largest field."""
         size = len(self._encoded([metric]))
-        size += _ID_ROOM if metric.id is None and self.new_id is not None else 0
         fields: list[tuple[str, object]] = [
             ("name", metric.name),
             ("value", metric.value),
@@ -369,33 +328,6 @@ def _first_host_only(url: str) -> str:
     return f"{scheme}{sep}{rest[:end].split(',')[0]}{rest[end:]}"
 
 
-#: Bytes of a message besides its metric's strings and value: the envelope
-#: ``{"kaneda":1,"metrics":[...]}``, the row's brackets, commas and quotes, a time in ns.
-_ROW_ROOM = 64
-#: Bytes an id Kaneda assigns takes (a 16-character token, a count, quotes).
-_ID_ROOM = 48
-#: Bytes a number takes at most as JSON (an integer below 2**1023, its sign).
-_NUMBER = 310
-
-
 def _dumps(value: object) -> bytes:
     """``value`` as :func:`~kaneda_core.message.encode_batch` writes it."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _json_bound(value: object, depth: int) -> int:
-    """An upper bound of the bytes ``value`` takes as JSON: a character takes at most 6
-    (a control character as an escape), an integer of n bits n // 3 + 2, a float 25."""
-    if isinstance(value, str):
-        return 6 * len(value) + 2
-    if isinstance(value, bool) or value is None:
-        return 5
-    if isinstance(value, int):
-        return value.bit_length() // 3 + 2  # digits: bits * log10(2) + 1 at most, a sign
-    if isinstance(value, dict) and depth < 64:
-        return 2 + sum(
-            6 * len(str(key)) + 4 + _json_bound(item, depth + 1) for key, item in value.items()
-        )
-    if isinstance(value, (list, tuple)) and depth < 64:
-        return 2 + sum(_json_bound(item, depth + 1) + 1 for item in value)
-    return 25  # a float; anything else the exact check in send measures

@@ -18,7 +18,6 @@ from kaneda_zmq import WorkerUnavailable, ZMQBackend, ZMQWorker
 from kaneda_core import (
     ConfigurationError,
     DeliveryError,
-    InvalidMetric,
     Metric,
     Metrics,
     RetryPolicy,
@@ -403,23 +402,31 @@ def test_a_batch_over_the_bound_is_sent_in_parts_each_under_it(endpoint: str) ->
         running.close()
 
 
-def test_a_metric_that_could_not_travel_alone_is_refused_at_the_call_naming_its_field(
-    endpoint: str,
+def test_a_metric_that_could_not_travel_alone_fails_alone_counted_and_named(
+    endpoint: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    metrics = Metrics(ZMQBackend(endpoint, timeout=1, max_message_bytes=4096))
+    running = RunningWorker(endpoint, MemoryBackend(), max_message_bytes=4096)
+    metrics = Metrics(ZMQBackend(endpoint, timeout=5, max_message_bytes=4096))
     try:
-        with pytest.raises(InvalidMetric, match=r"^value takes 5,002 bytes .* at most 4,096"):
-            metrics.event("deploy", "x" * 5000)
-        with pytest.raises(InvalidMetric, match=r"^tags\['note'\] takes 6,002 bytes"):
+        with caplog.at_level(logging.WARNING, logger="kaneda"):
+            metrics.gauge("before", 1)
+            metrics.event("deploy", "x" * 5000)  # the call takes it: checked where encoded
             metrics.gauge("g", 1, tags={"note": "\u00e9" * 3000})  # 2 bytes each in UTF-8
-        with pytest.raises(InvalidMetric, match=r"^value takes .*\(max_message_bytes"):
-            metrics.custom("samples", "histogram", list(range(1000, 3000)))
-        with pytest.raises(InvalidMetric, match=r"^name takes"):
-            metrics.increment("n" * 4100)
-        metrics.event("deploy", "x" * 3000)  # room for it, and for its id
-        assert metrics.stats().queued == 1
+            metrics.event("deploy", "x" * 3000)  # room for it, and for its id
+            metrics.gauge("after", 2)
+            metrics.flush(10)
+        stats = metrics.stats()
+        assert (stats.sent, stats.failed, stats.retried) == (3, 2, 0)
+        assert "value takes 5,002 bytes" in caplog.text
+        assert "(1 more metrics of the batch too)" in caplog.text
+        stored = [
+            (m.name, len(m.value) if m.kind == "event" else m.value)
+            for m in running.backend.metrics
+        ]
+        assert stored == [("before", 1), ("deploy", 3000), ("after", 2)]
     finally:
-        metrics.close(timeout=0)
+        metrics.close(timeout=1)
+        running.close()
 
 
 def test_a_metric_too_large_given_to_send_fails_alone_and_the_rest_is_stored(
