@@ -119,6 +119,10 @@ class Aggregator:
         self.series_bytes = 0
         #: Called when ``series_bytes`` passes MAX_SERIES_BYTES (wakes the worker).
         self.wake: Callable[[], None] | None = None
+        #: Called before a series is first admitted: in a forked child, set until its
+        #: first call starts the worker (the series are forgotten at the fork, so that
+        #: each call's first goes through :meth:`admit`: see dispatch.start_at_first_call).
+        self.on_new_series: Callable[[], None] | None = None
 
     # -- the calling side: first sight of a series -----------------------------------
 
@@ -146,6 +150,8 @@ class Aggregator:
             self.typed[kind][typed] = key
         known = self.valid[kind]
         if key not in known:
+            if self.on_new_series is not None:
+                self.on_new_series()
             known[key] = key
             self.tags[kind][key] = own
             self.series_bytes += _SERIES_OVERHEAD + sum(

@@ -10,7 +10,8 @@ pause.
 No reporting call ever waits on a lock its own thread may hold: a signal handler that
 reports while its thread is inside Kaneda gets through. Both dispatchers are fork-safe
 (see :mod:`kaneda_core.forking`): a child starts with an empty queue, counters at zero
-and its own worker, and the parent's queue is delivered by the parent alone.
+and its own worker, which its first call starts, and the parent's queue is delivered by
+the parent alone.
 """
 
 from __future__ import annotations
@@ -339,6 +340,12 @@ class BatchingDispatcher(_Closable):
         # returns, closes the backend (see _close_waiting).
         self._settles_after_close = False
         self._restart_at = 0.0  # (see _restart_worker)
+        # In a forked child, until its first call starts the worker (see _after_fork_in_child):
+        # the submit function that call replaces, and who to tell when it is started.
+        self._waiting_for_a_call = False
+        self._starting = False  # that call is starting it, outside the worker's lock
+        self._started_submit: Submit | None = None
+        self._fork_listeners: list[Callable[[], Callable[[bool], None] | None]] = []
         self._init_threading()
         if self._worker is None:
             # No thread to be had (a thread limit reached): Metrics delivers in the
@@ -350,7 +357,7 @@ class BatchingDispatcher(_Closable):
         track_dispatcher(self)
         _track(self)
 
-    def _init_threading(self) -> None:
+    def _init_threading(self, *, start: bool = True) -> None:
         # Called again in a forked child: locks held by the parent's threads at the
         # moment of the fork would never be released there.
         self._wake = Wakeup()
@@ -366,11 +373,15 @@ class BatchingDispatcher(_Closable):
         # Set when the worker returns. Waited on instead of Thread.join(): a join that
         # Ctrl-C interrupts marks a running thread as stopped (CPython 3.11).
         self._exited = threading.Event()
-        self._start_worker()
+        self._worker: threading.Thread | None = None
+        if start:
+            self._start_worker()
+        else:  # a forked child's, started by its first call: none to wait for until then
+            self._exited.set()
 
     def _start_worker(self) -> None:
         """Start the worker; where no thread can be had, none runs and none is waited for."""
-        self._worker: threading.Thread | None = None
+        self._worker = None
         try:
             self._worker = start_thread(self._run, "kaneda-worker")
         except ThreadStartError as error:
@@ -382,17 +393,94 @@ class BatchingDispatcher(_Closable):
 
         A forked child that met its thread limit: its metrics wait for a thread (counted
         as queued, given up at close if none could be had, never waited on for ever).
+        A forked child that has not started one yet starts it if it has metrics to deliver
+        (a flush or close with none starts nothing).
         """
+        if self._waiting_for_a_call:
+            if self._has_work():
+                self.start_at_first_call()
+            return
         now = time.monotonic()
         if self._worker is not None or self._closed or now < self._restart_at:
             return
         self._restart_at = now + 1.0
         with self._state:
-            if self._worker is None:
+            if self._worker is None and not self._starting:
                 self._exited = threading.Event()
                 self._start_worker()
                 if self._worker is None:
                     log.warning("Kaneda: %s; metrics stay queued", self._start_error)
+
+    def on_fork(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(True)`` in a forked child, where the first reporting call must
+        call :meth:`start_at_first_call`, and ``listener(False)`` once it has. A bound
+        method is held weakly (see :meth:`on_close`)."""
+        held: Callable[[], Callable[[bool], None] | None]
+        if isinstance(listener, MethodType):
+            held = weakref.WeakMethod(listener)
+        else:
+            held = lambda: listener  # noqa: E731 - a plain function, held as it is
+        self._fork_listeners.append(held)
+
+    def _tell_fork_listeners(self, waiting: bool) -> None:
+        for held in self._fork_listeners:
+            listener = held()
+            if listener is not None:
+                listener(waiting)
+
+    def start_at_first_call(self) -> None:
+        """Start the worker of a forked child, at its first reporting call (once).
+
+        Not at the fork: the child may patch ``threading`` after it (gunicorn's gevent
+        workers, with ``--preload``), and a thread started before the patch is a real
+        one, which Kaneda's locks and wake-ups, and threading's own bookkeeping (it
+        printed "Exception ignored ... KeyError" when that thread ended), then take for a
+        greenlet. Started by a call, it is what the child's threads are.
+        """
+        with self._state:
+            if not self._waiting_for_a_call:
+                return
+            self._waiting_for_a_call = False
+            if self.aggregator is not None:
+                self.aggregator.on_new_series = None
+            if self.submit == self._submit_first:  # (not once closed)
+                assert self._started_submit is not None
+                self.submit = self._started_submit
+            start = not self._closed
+            if start:
+                self._exited = threading.Event()
+                self._starting = True  # (a call meanwhile starts no second worker)
+        if start:
+            # Outside the lock: a green thread runs at once, in this very OS thread,
+            # and the lock (made at the fork, before a patch) is a real one.
+            try:
+                self._start_worker()
+            finally:
+                self._starting = False
+            if self._worker is None:
+                self._restart_at = time.monotonic() + 1.0
+                log.warning(
+                    "Kaneda: %s in this forked child; its metrics stay queued until one can "
+                    "be started",
+                    self._start_error,
+                )
+        self._tell_fork_listeners(False)
+        if _closer is None and not _let_go.empty():
+            _start_closer()  # those the parent let go of (see _no_closer_in_child)
+
+    def _submit_first(self, item: Any) -> None:
+        self.start_at_first_call()
+        assert self._started_submit is not None
+        self._started_submit(item)
+
+    def _has_work(self) -> bool:
+        """Whether anything waits for the worker: queued, dropped (for the hook), folding."""
+        aggregator = self.aggregator
+        return bool(
+            self.queued_now()
+            or self._dropped
+            or (aggregator is not None and (aggregator.pending() or aggregator.series()))
+        )
 
     # -- the calling side ------------------------------------------------------------
 
@@ -433,6 +521,12 @@ class BatchingDispatcher(_Closable):
     def after_append(self) -> None:
         """A call appended to the queue, which reached its mark: deliver, or bound it."""
         queue = self.queue
+        if self._waiting_for_a_call:
+            # A forked child's first call (its Metrics' mark was 1): the worker is
+            # started, and the queue is not at its mark unless other calls raced it.
+            self.start_at_first_call()
+            if len(queue) < min(self.batch_size, self.max_buffer + 1):
+                return
         if len(queue) > self.max_buffer:
             # Under the worker's lock: the worker counts a batch, then pops it, and an item
             # taken meanwhile by another thread would end its batch short (an IndexError
@@ -1060,13 +1154,20 @@ class BatchingDispatcher(_Closable):
         if self.disk is not None:
             self.disk.after_fork_in_child()
         if not self._closed:
-            self._init_threading()
-            if self._worker is None:
-                log.warning(
-                    "Kaneda: %s in this forked child; its metrics stay queued until one can "
-                    "be started",
-                    self._start_error,
-                )
+            # No worker yet: the child's first call starts it (see start_at_first_call).
+            # One that never reports starts none and has none to end at its exit.
+            self._init_threading(start=False)
+            if not self._waiting_for_a_call:  # (else a child of a child that never reported)
+                self._waiting_for_a_call = True
+                self._started_submit = self.submit
+                self.submit = self._submit_first
+            if self.aggregator is not None:
+                # Aggregated calls queue a known series' key, out of the dispatcher's
+                # sight: the series forgotten, each call's first is admitted, which
+                # starts the worker (a method taken before the fork included).
+                self.aggregator.forget_series()
+                self.aggregator.on_new_series = self.start_at_first_call
+            self._tell_fork_listeners(True)
             return
         # Closed by the parent (maybe still closing, in a thread the child does not have):
         # nothing of it is the child's to deliver. Its locks anew, no worker, finished.
@@ -1203,12 +1304,11 @@ def _no_closer_in_child() -> None:
     global _let_go, _closer
     inherited, _let_go, _closer = _let_go, SimpleQueue(), None
     # Let go of by the parent and not yet closed: the child's copies are let go of too.
-    pending = False
+    # Their closer is started with the child's first worker, not here (no thread is
+    # started at the fork: see BatchingDispatcher.start_at_first_call), or by the next
+    # Metrics; their queues were emptied, so at exit at the latest.
     while not inherited.empty():
         _let_go.put(inherited.get())
-        pending = True
-    if pending:
-        _start_closer()
 
 
 def _start_closer() -> None:

@@ -9,7 +9,10 @@ child's copy. So in the child, before anything else runs:
 2. every live backend drops the connections, clients and files it inherited
    (:meth:`~kaneda_core.Backend.after_fork`), once per backend;
 3. every delivery starts its counters at zero with new locks;
-4. every dispatcher empties its queue (the parent delivers its own) and starts a worker.
+4. every dispatcher empties its queue (the parent delivers its own); its worker is
+   started by the child's first reporting call, not here: a child may patch
+   ``threading`` after the fork (gunicorn's gevent workers), and a thread started before
+   the patch is a real one in a process of greenlets.
 
 Some state cannot be made anew in the child: SQLite keeps process-wide bookkeeping of
 its open files and a global mutex, and a parent thread caught inside SQLite at the fork

@@ -230,6 +230,12 @@ class Metrics:
         if isinstance(self._dispatcher, BatchingDispatcher):
             self._queue, self._mark = self._dispatcher.direct_queue() or (None, 0)
         self._dispatcher.on_close(self._closed)
+        # In a forked child until its first call (see _forked): the function that call
+        # goes through, and what it replaced.
+        self._first_submit: Submit | None = None
+        self._started = (self._submit, self._mark)
+        if isinstance(self._dispatcher, BatchingDispatcher):
+            self._dispatcher.on_fork(self._forked)
         if aggregator is not None:
             self._aggregate_calls(aggregator)
 
@@ -239,6 +245,37 @@ class Metrics:
         self._queue = None
         for name in _AGGREGATED:
             self.__dict__.pop(name, None)  # back to the class's methods, which drop
+
+    def _forked(self, waiting: bool) -> None:
+        """In a forked child (``waiting``), the first call starts the dispatcher's worker.
+
+        A call reaches the dispatcher when its queue reaches the mark, which is 1 until
+        then, or through ``_submit``, then a function that starts the worker first; the
+        calls' own path is not slowed. ``waiting`` False: started, the usual path again.
+        """
+        dispatcher = self._dispatcher
+        assert isinstance(dispatcher, BatchingDispatcher)
+        if waiting:
+            if self._first_submit is not None:
+                return  # a child of a child that never reported: waiting already
+            submit = self._submit
+            start = dispatcher.start_at_first_call
+
+            def first_submit(item: Item) -> None:
+                start()
+                submit(item)
+
+            self._started = (submit, self._mark)
+            self._first_submit = first_submit
+            self._submit = first_submit
+            self._mark = 1
+            return
+        first, self._first_submit = self._first_submit, None
+        if first is None:
+            return
+        submit, self._mark = self._started
+        if self._submit is first:  # not once closed
+            self._submit = submit
 
     def _aggregate_calls(self, aggregator: Aggregator) -> None:
         """Counters, gauges and timings queue their series for folding (see aggregate).

@@ -85,6 +85,45 @@ def test_a_child_never_uses_its_parents_connection_and_counts_from_zero(batching
     metrics.close()
 
 
+@pytest.mark.parametrize(
+    "options", [{}, {"aggregate": True}, {"max_buffer_bytes": 10**6}], ids=["queue", "agg", "bytes"]
+)
+def test_a_child_starts_its_worker_at_its_first_call_and_one_only_from_racing_threads(
+    options: dict[str, Any],
+) -> None:
+    backend = MemoryBackend()
+    metrics = Metrics(backend, flush_interval=0.05, **options)
+    metrics.increment("parent")
+    assert metrics.flush(5) == 0
+
+    def workers() -> int:
+        return sum(thread.name == "kaneda-worker" for thread in threading.enumerate())
+
+    def child() -> bool:
+        # None at the fork: a child that patches threading next (gevent) gets a green one.
+        none_at_fork = workers() == 0 and metrics.flush(5) == 0 and workers() == 0
+        sys.setswitchinterval(1e-6)  # the first calls of the threads interleave
+        barrier = threading.Barrier(8)
+
+        def report(thread: int) -> None:
+            barrier.wait()
+            for n in range(50):
+                metrics.increment("child", tags={"t": str(thread), "n": str(n)})
+
+        threads = [threading.Thread(target=report, args=(t,)) for t in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        one = workers() == 1
+        delivered = metrics.flush(5) == 0 and metrics.stats().sent == 400
+        return none_at_fork and one and delivered and metrics.close(5) == 0
+
+    assert _in_child(child) == 0
+    assert metrics.stats().sent == 1
+    metrics.close()
+
+
 def test_every_backend_gets_its_fork_step_once_even_when_shared() -> None:
     backend = Connected()
     first, second = Metrics(backend), Metrics(backend, batching=False)
