@@ -35,12 +35,30 @@ class MessageError(KanedaError, ValueError):
 
 
 class IdMaker:
-    """Makes ids for metrics reported without one: a random token of this maker, and a count.
+    """Makes ids, unique across processes, for metrics reported without one.
 
-    A message may be delivered twice (a worker killed before it acknowledged); stores
-    that key by id then keep one copy. Make one per process: a forked child that used
-    its parent's maker would repeat the parent's ids.
+    A message may be delivered twice (a worker killed before it acknowledged), and a
+    producer may send a batch again that a worker or broker did take (its answer came
+    late, or was lost with the connection): stores that key by id then keep one copy,
+    as long as each copy carries the same ids. So the id of a metric Kaneda queued
+    depends on the metric, not on how often its batch is encoded:
+
+    - a metric with no ``timestamp`` and this host's name, as this process's reporting
+      calls and aggregated points queue them, gets ``TOKEN-TIME_NS``: no two of those
+      share a ``time_ns`` (see :mod:`kaneda_core.stamps`);
+    - any other (a record built with a timestamp, another host's) gets ``TOKEN-cN``, N
+      counting from 1, a new one each time. Records made elsewhere reach a queue through
+      :meth:`kaneda_core.Metrics.forward`, which gives them theirs as it queues them
+      (:func:`with_ids`), so that they too keep it when sent again. Give records handed
+      to a queue's ``send`` directly ids of their own the same way when their times
+      may repeat.
+
+    ``TOKEN`` is random, of this maker. Make one per process: a forked child that used
+    its parent's maker would repeat the parent's ids (its own times differ, but its
+    counter does not).
     """
+
+    __slots__ = ("_count", "token")
 
     def __init__(self) -> None:
         import itertools
@@ -50,7 +68,34 @@ class IdMaker:
         self._count = itertools.count(1)
 
     def __call__(self) -> str:
-        return f"{self.token}-{next(self._count)}"
+        """A new id, never given before by this maker."""
+        return f"{self.token}-c{next(self._count)}"
+
+    def id_of(self, metric: Metric) -> str:
+        """The id :func:`batch_document` gives ``metric`` (reported without one).
+
+        ``TOKEN-TIME_NS`` for a metric with no ``timestamp`` and this host's name (what
+        this process's calls and aggregated points queue), the same each time; else a
+        new ``TOKEN-cN``.
+        """
+        when, host, ns = metric[4], metric[5], metric[7]
+        if when is None and host == host_name() and ns is not None:
+            return f"{self.token}-{ns}"
+        return self()
+
+
+def with_ids(metrics: Sequence[Metric], new_id: IdMaker) -> list[Metric]:
+    """``metrics``, those without an id given a new one (``TOKEN-cN``) for good.
+
+    For records made elsewhere (:meth:`kaneda_core.Metrics.forward`): their times are
+    not this process's to derive an id from, and the id they are queued with is the one
+    every later send of them carries.
+    """
+    new = tuple.__new__
+    return [
+        metric if metric[6] is not None else new(type(metric), (*metric[:6], new_id(), *metric[7:]))
+        for metric in metrics
+    ]
 
 
 def batch_document(
@@ -58,11 +103,27 @@ def batch_document(
 ) -> dict[str, Any]:
     """``batch`` as a JSON-ready document (for transports that encode JSON themselves).
 
-    With ``new_id``, metrics without an id get ``new_id()``.
+    With ``new_id``, metrics without an id get one: from an :class:`IdMaker`, the same
+    each time the batch is encoded (see there); from any other callable, ``new_id()``.
     """
     # Unpacked, not read by attribute: this runs for every metric a queue carries.
     rows: list[list[Any]] = []
     append = rows.append
+    if type(new_id) is IdMaker:
+        token, here = new_id.token, host_name()
+        for name, kind, value, tags, when, host, id_, ns in batch:
+            if ns is None and when is not None:  # a record made from a datetime alone
+                ns = epoch_us(when) * 1000
+                if id_ is None:
+                    id_ = new_id()
+            elif id_ is None:
+                # IdMaker.id_of, inline (a call per metric would be a noticeable share)
+                if when is None and host == here and ns is not None:
+                    id_ = f"{token}-{ns}"
+                else:
+                    id_ = new_id()
+            append([name, kind, value, tags, id_, ns, host])
+        return {MARKER: VERSION, "metrics": rows}
     for name, kind, value, tags, when, host, id_, ns in batch:
         if id_ is None and new_id is not None:
             id_ = new_id()

@@ -465,6 +465,8 @@ class Metrics:
         validated as a reporting call's would be, and the backend's check and the
         filters still apply; default tags are not added (the reporting side did). If
         one is refused, :class:`InvalidMetric` names it and none of them is queued.
+        To a queue that assigns ids (:class:`~kaneda_core.worker.QueueBackend`), a metric
+        without one is queued with one (see :class:`~kaneda_core.message.IdMaker`).
         """
         check = self.backend.check
         own: list[Metric] = []
@@ -478,6 +480,14 @@ class Metrics:
             except InvalidMetric as error:
                 raise InvalidMetric(f"forwarded metric {index}: {error}") from None
             own.append(record)
+        new_id = getattr(self.backend, "new_id", None)
+        if new_id is not None:  # a queue that assigns ids (QueueBackend)
+            from .message import IdMaker, with_ids  # here: json comes with it
+
+            if type(new_id) is IdMaker:
+                # Records made elsewhere: their times are not this process's stamps to
+                # derive ids from. Given here, once, every send of them carries the same.
+                own = with_ids(own, new_id)
         queue = self._queue
         if queue is not None and len(queue) + len(own) <= self._dispatcher.max_buffer:  # type: ignore[union-attr]
             queue.extend(own)  # one step for the lot (a worker forwards thousands at once)

@@ -33,7 +33,7 @@ from .delivery import BufferFull
 from .errors import ConfigurationError, DeliveryError, InvalidMetric
 from .forking import reinit_after_fork, track_resettable
 from .hookspecs import hookimpl
-from .message import MessageError, decode_batch, legacy_metric
+from .message import IdMaker, MessageError, decode_batch, legacy_metric, with_ids
 from .model import Metric
 
 if TYPE_CHECKING:
@@ -102,11 +102,13 @@ class QueueBackend(Backend):
     :func:`kaneda_core.message.encode_batch`, passing :attr:`new_id`) and :meth:`serve`.
 
     Delivery through a queue is at least once: a worker killed before it acknowledged
-    a message gets it again. With ``assign_ids`` (the default) every metric reported
-    without an ``id_`` travels with one Kaneda makes, so that stores keying by id
-    (MongoDB, Elasticsearch, RethinkDB) keep one copy. InfluxDB keys a point by its
-    series and time, so a repeat overwrites itself there; ``assign_ids=False`` then
-    saves storing (and checking) an id field per point.
+    a message gets it again, and a batch whose answer came late or was lost (the
+    worker or broker had it) is sent again. With ``assign_ids`` (the default) every
+    metric reported without an ``id_`` travels with one Kaneda makes (see
+    :class:`~kaneda_core.message.IdMaker`), the same in every send of its batch, so
+    that stores keying by id (MongoDB, Elasticsearch, RethinkDB) keep one copy.
+    InfluxDB keys a point by its series and time, so a repeat overwrites itself there;
+    ``assign_ids=False`` then saves storing (and checking) an id field per point.
     """
 
     def __init__(self, assign_ids: bool = True) -> None:
@@ -243,6 +245,7 @@ class MessageHandler:
         """Queue each group's metrics; what is poison, or did not fit, is judged at once."""
         outcomes: list[Outcome] = []
         forwarded: dict[int, list[Metric]] = {}
+        new_id = getattr(self.metrics.backend, "new_id", None)
         # One round queues at a time, so the drops it sees are its own.
         with self._lock:
             dropped = self.metrics.stats().dropped
@@ -250,6 +253,10 @@ class MessageHandler:
                 if isinstance(group, Outcome):
                     outcomes.append(group)
                     continue
+                if type(new_id) is IdMaker:
+                    # Delivered to a queue that assigns ids: given here, not by forward,
+                    # so that the metrics its failures name are this group's (see _key).
+                    group = with_ids(group, new_id)
                 refused: list[Metric] = []
                 try:
                     self.metrics.forward(group)

@@ -59,8 +59,12 @@ def test_metrics_without_an_id_get_one_from_the_maker_and_keep_their_own() -> No
     make = IdMaker()
     batch = [Metric.create("a", "gauge", 1), Metric.create("b", "gauge", 2, id="mine")]
     first, second = decode_batch(encode_batch(batch, make))
-    assert first.id == f"{make.token}-1" and second.id == "mine"
-    assert decode_batch(encode_batch(batch[:1], make))[0].id == f"{make.token}-2"
+    assert first.id == f"{make.token}-c1" and second.id == "mine"
+    # A record built with a timestamp: a new id each time (see test_queue_ids).
+    assert decode_batch(encode_batch(batch[:1], make))[0].id == f"{make.token}-c2"
+    # A metric as this process's calls queue it (no timestamp, this host): its time's.
+    stamped = tuple.__new__(Metric, (*batch[0][:4], None, *batch[0][5:]))
+    assert decode_batch(encode_batch([stamped], make))[0].id == f"{make.token}-{stamped.time_ns}"
     assert IdMaker().token != make.token
 
 

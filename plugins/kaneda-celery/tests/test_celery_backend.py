@@ -11,7 +11,7 @@ from brokers import RabbitMQServer, RedisServer, free_port
 from kaneda_celery import CeleryBackend
 from kombu import Connection
 
-from kaneda_core import ConfigurationError, Metric, Metrics, connect
+from kaneda_core import ConfigurationError, Metric, Metrics, RetryPolicy, connect
 from kaneda_core.message import decode_batch
 from kaneda_core.model import timestamp_from_ns
 
@@ -87,6 +87,39 @@ def test_a_batch_is_one_celery_task_carrying_every_metrics_host_time_and_id(brok
     assert second.name == "b" and first.id != second.id
     assert message.properties.get("delivery_mode") == 2  # persistent
     backend.close()
+
+
+def test_a_batch_published_whose_answer_was_lost_is_sent_again_with_the_same_ids(
+    broker: str,
+) -> None:
+    # The broker has the task, and the connection drops before the application hears
+    # so: the batch is sent again, and both tasks are stored. A store keying by id keeps
+    # one copy only if they carry the same ids.
+    from kombu.exceptions import OperationalError
+
+    queue_name = f"kaneda-{os.urandom(4).hex()}"
+    backend = CeleryBackend(broker, queue_name)
+    app = backend.app()
+    publish = app.send_task
+    lost = []
+
+    def published_then_dropped(*args: Any, **kwargs: Any) -> Any:
+        result = publish(*args, **kwargs)
+        if not lost:
+            lost.append(result)
+            raise OperationalError("connection reset by peer after the publish")
+        return result
+
+    app.send_task = published_then_dropped  # type: ignore[method-assign]
+    metrics = Metrics(backend, retry=RetryPolicy(attempts=3, initial_delay=0.05), flush_interval=60)
+    metrics.gauge("load", 0.5)
+    metrics.increment("requests")
+    assert metrics.flush(10) == 0
+    metrics.close()
+    first, second = (decode_batch(m.payload[0][0]) for m in take_messages(broker, queue_name, 2))
+    assert [m.name for m in first] == [m.name for m in second] == ["load", "requests"]
+    assert [m.id for m in first] == [m.id for m in second]
+    assert first[0].id != first[1].id
 
 
 def test_a_broker_that_is_down_fails_the_batch_for_now() -> None:

@@ -178,6 +178,48 @@ def test_a_batch_reported_before_the_worker_starts_is_delivered_once_it_does(
         running.close()
 
 
+class SlowFirstBackend(MemoryBackend):
+    """A store that takes the first batch after ``delay`` seconds, the others at once."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        if not self.batches:
+            time.sleep(self.delay)
+        super().send(batch)
+
+
+def test_a_batch_sent_again_after_a_slow_answer_keeps_its_ids(endpoint: str) -> None:
+    # The worker stores the first copy after the producer's timeout: the producer sends
+    # the batch again, and the worker stores it twice. A store keying by id keeps one
+    # copy of each metric only if both copies carry the same ids.
+    running = RunningWorker(endpoint, SlowFirstBackend(delay=1.0))
+    metrics = Metrics(
+        ZMQBackend(endpoint, timeout=0.4),
+        flush_interval=0.05,
+        retry=RetryPolicy(attempts=10, initial_delay=0.05, max_delay=0.2),
+    )
+    try:
+        metrics.gauge("slow", 1)
+        metrics.increment("slow.count")
+        assert metrics.flush(15) == 0
+        deadline = time.monotonic() + 5
+        while running.backend.batches < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stored = running.backend.metrics
+        names = [m.name for m in stored]
+        assert names.count("slow") >= 2 and names.count("slow") == names.count("slow.count")
+        ids = {name: {m.id for m in stored if m.name == name} for name in ("slow", "slow.count")}
+        assert all(len(found) == 1 for found in ids.values()), ids  # one copy kept by id
+        assert ids["slow"] != ids["slow.count"]
+        assert metrics.stats().retried >= 2 and metrics.stats().failed == 0
+    finally:
+        metrics.close()
+        running.close()
+
+
 def test_the_worker_says_when_the_store_is_down_and_the_batch_is_kept(endpoint: str) -> None:
     running = RunningWorker(endpoint, DownBackend())
     backend = ZMQBackend(endpoint, timeout=5)
