@@ -324,7 +324,10 @@ def _slot_in(folder: str, start: int) -> tuple[int | None, int]:
     Raises OSError when the folder cannot be used (missing, full, read-only disk).
     """
     global _lock_fd, _lock_path
-    import fcntl  # here, not at import: import kaneda_core stays cheap
+    try:
+        import fcntl  # here, not at import: import kaneda_core stays cheap
+    except ImportError as error:  # no descriptor left to load it with (EMFILE); Windows
+        raise OSError(errno.ENOSYS, f"no file locks: {error}") from error
 
     _make_folder(folder)
     refused = 0
