@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: Out of descriptors: this process (EMFILE), the host (ENFILE).
 _EXHAUSTED = (errno.EMFILE, errno.ENFILE)
@@ -63,6 +67,22 @@ def importing(what: str) -> Iterator[None]:
     except (ImportError, OSError) as error:
         check(what, error)
         raise
+
+
+def explained(what: str) -> Callable[[F], F]:
+    """Decorate a function whose lazy imports may fail for want of a descriptor (see
+    importing): ``Metrics()`` and ``connect()``, which import what they use on first use.
+    """
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def explaining(*args: Any, **kwargs: Any) -> Any:
+            with importing(what):
+                return function(*args, **kwargs)
+
+        return explaining  # type: ignore[return-value]
+
+    return decorate
 
 
 def forget_scans() -> None:

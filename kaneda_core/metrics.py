@@ -11,7 +11,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from . import stamps
+from . import descriptors, stamps
 from .backend import Backend
 from .delivery import Delivery, Item, RetryPolicy, Stats, log
 from .dispatch import (
@@ -88,6 +88,7 @@ class Metrics:
     #: the backend's answer for the caller.
     _sync_dispatcher: type[SyncDispatcher] = SyncDispatcher
 
+    @descriptors.explained("make a Metrics")  # (what it imports on first use)
     def __init__(
         self,
         backend: Backend | str | None = None,

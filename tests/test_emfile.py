@@ -78,6 +78,7 @@ def _run(tmp_path: Path, code: str) -> dict[str, object]:
         text=True,
         timeout=60,
         env=env,
+        cwd=tmp_path,  # not a source tree, whose egg-info Python reads at every scan
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -143,3 +144,66 @@ def test_a_slot_taken_without_descriptors_is_warned_of_not_raised(tmp_path: Path
         """,
     )
     assert 0 <= out["slot"] < 100  # type: ignore[operator]
+
+
+def test_a_backend_looked_up_without_descriptors_raises_and_loads_once_freed(
+    tmp_path: Path,
+) -> None:
+    # An application that already uses entry points (pytest, any plugin host).
+    out = _run(
+        tmp_path,
+        """
+        import importlib.metadata, pluggy, stevedore.driver
+        from kaneda_core import ConfigurationError, connect, load_backend
+        exhaust()
+        try:
+            load_backend("memory")
+            error = None
+        except ConfigurationError as caught:
+            error = str(caught)
+        free()
+        print(json.dumps({"error": error, "stored": stored(connect("memory://", batching=False))}))
+        """,
+    )
+    assert "cannot look up the installed Kaneda backends" in out["error"]  # type: ignore[operator]
+    assert "too many open files" in out["error"]  # type: ignore[operator]
+    assert out["stored"] == [["app.requests", {"service": "shop"}]]
+
+
+def test_a_backend_scan_the_application_made_without_descriptors_is_not_kept(
+    tmp_path: Path,
+) -> None:
+    out = _run(
+        tmp_path,
+        """
+        from stevedore import ExtensionManager
+        from kaneda_core import load_backend
+        exhaust()
+        seen = len(ExtensionManager("kaneda.backends").names())
+        free()
+        print(json.dumps({"seen": seen, "loaded": load_backend("memory").__name__}))
+        """,
+    )
+    assert out == {"seen": 0, "loaded": "MemoryBackend"}
+
+
+def test_metrics_made_without_descriptors_before_its_modules_are_imported(
+    tmp_path: Path,
+) -> None:
+    # connect() and Metrics() import what they use on first use: an OSError came out.
+    out = _run(
+        tmp_path,
+        """
+        from kaneda_core import ConfigurationError, connect
+        exhaust()
+        try:
+            connect("memory://", batching=False)
+            error = None
+        except ConfigurationError as caught:
+            error = str(caught)
+        free()
+        print(json.dumps({"error": error, "stored": stored(connect("memory://", batching=False))}))
+        """,
+    )
+    assert "cannot make a Metrics: too many open files" in out["error"]  # type: ignore[operator]
+    assert out["stored"] == [["app.requests", {"service": "shop"}]]
