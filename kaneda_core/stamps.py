@@ -19,7 +19,9 @@ however it ends). The lock files are in one folder that every process and every 
 the host shares: ``/dev/shm/kaneda-slots`` (which systemd's PrivateTmp, a /tmp of each
 service's own, leaves shared), else ``kaneda-slots`` in the temporary folder. The folder
 is world-writable and sticky, as /tmp is, each lock file readable by all, and a lock is
-taken on a read-only descriptor: a process locks a file another user made.
+taken on a read-only descriptor: a process locks a file another user made, and one
+to which the folder is read-only locks the files already there. A process that cannot
+use the shared folder at all takes a slot in the temporary folder, and says so.
 Timestamps keep a precision of 100 ns. The
 stamp is a function of the call's clock reading and the slot of the process that made
 it, applied once, so a batch sent again (a retry, a disk buffer delivered after a
@@ -260,8 +262,12 @@ def reserve(count: int) -> int:
 
 
 def _folders() -> Iterator[str]:
-    """The folders of lock files to try, best first: the same for every process of a host."""
-    if os.path.isdir(SHARED_MEMORY) and os.access(SHARED_MEMORY, os.W_OK | os.X_OK):
+    """The folders of lock files to try, best first: the same for every process of a host.
+
+    The shared memory folder is tried wherever there is one, even read-only to this
+    process: the lock files others made there are locked all the same.
+    """
+    if os.path.isdir(SHARED_MEMORY):
         yield os.path.join(SHARED_MEMORY, "kaneda-slots")
     import tempfile  # here, not at import: import kaneda_core stays cheap
 
@@ -318,6 +324,19 @@ def _open_lock(path: str) -> int:
     return fd
 
 
+#: Errors opening a lock file that skip it: a symbolic link, a file that cannot be made.
+_REFUSALS = frozenset(
+    code
+    for code in (
+        errno.ELOOP,
+        errno.EROFS,
+        errno.ENOSPC,
+        getattr(errno, "EDQUOT", None),
+    )
+    if code is not None
+)
+
+
 def _slot_in(folder: str, start: int) -> tuple[int | None, int]:
     """A slot locked in ``folder``, or None if none is free; and how many were refused.
 
@@ -337,11 +356,10 @@ def _slot_in(folder: str, start: int) -> tuple[int | None, int]:
         try:
             fd = _open_lock(path)
         except OSError as error:
-            if (
-                isinstance(error, (PermissionError, IsADirectoryError))
-                or error.errno == errno.ELOOP
-            ):
-                refused += 1  # skipped, as a held one is
+            if isinstance(error, (PermissionError, IsADirectoryError)) or error.errno in _REFUSALS:
+                # Skipped, as a held one is (a lock file missing from a read-only or full
+                # folder, say: the others there may be locked).
+                refused += 1
                 continue
             raise
         try:
@@ -360,41 +378,64 @@ def _slot_in(folder: str, start: int) -> tuple[int | None, int]:
 
 def _take_slot() -> int:
     start = os.getpid() % SLOTS  # most processes find their slot free at the first try
-    folder = "the temporary folder"
-    try:
-        failure: OSError | None = None
-        for folder in _folders():
-            try:
-                taken, refused = _slot_in(folder, start)
-            except OSError as error:  # the next folder, if any, is tried
-                failure = error
-                continue
-            if taken is not None:
-                return taken
-            break
-        else:
-            raise failure or FileNotFoundError(errno.ENOENT, "no folder for lock files")
-    except OSError as error:
-        log.warning(
-            "Kaneda: no timestamp slot in %s (%s); using the process id: two processes of "
-            "this host may then write a point with the same timestamp",
-            folder,
-            error,
-        )
-        return start
+    # Each folder that could not be used, and why (said in the warning).
+    failures: list[tuple[str, OSError]] = []
+    folders = _folders()
+    while True:
+        try:
+            folder = next(folders, None)
+        except OSError as error:  # gettempdir(): no folder takes a file
+            failures.append(("the temporary folder", error))
+            folder = None
+        if folder is None:
+            log.warning(
+                "Kaneda: no timestamp slot (%s); using the process id: two processes of "
+                "this host may then write a point with the same timestamp",
+                "; ".join(f"{failed}: {error}" for failed, error in failures)
+                or "no folder for lock files",
+            )
+            return start
+        try:
+            taken, refused = _slot_in(folder, start)
+        except OSError as error:  # the next folder, if any, is tried
+            failures.append((folder, error))
+            continue
+        if taken is None and refused == SLOTS:
+            none = PermissionError(errno.EACCES, "none of its lock files can be opened or made")
+            failures.append((folder, none))
+            continue
+        break
+    if taken is not None:
+        if failures:
+            # The shared folder could not be used: a process that uses it may hold the
+            # same slot.
+            log.warning(
+                "Kaneda: cannot take a timestamp slot in %s (%s); took one in %s instead, "
+                "which processes using %s do not see: a point of this process may carry "
+                "the same timestamp as one of theirs",
+                failures[0][0],
+                failures[0][1],
+                folder,
+                failures[0][0],
+            )
+        return taken
+    # Also each folder tried before, and why it could not be used.
+    unused = "".join(f"; {failed} could not be used: {error}" for failed, error in failures)
     if refused:
         log.warning(
             "Kaneda: no free timestamp slot in %s (%d lock files could not be opened, the "
-            "others are held); using the process id: two processes of this host may then "
+            "others are held%s); using the process id: two processes of this host may then "
             "write a point with the same timestamp",
             folder,
             refused,
+            unused,
         )
         return start
     log.warning(
         "Kaneda: more than %d processes report from this host: two of them share a timestamp "
-        "slot, and a point of each may carry the same timestamp",
+        "slot, and a point of each may carry the same timestamp%s",
         SLOTS,
+        f" ({unused[2:]})" if unused else "",
     )
     return start
 

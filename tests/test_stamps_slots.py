@@ -145,3 +145,72 @@ def test_what_is_not_a_regular_file_is_skipped_not_waited_on(tmp_path: Path) -> 
         """
     )
     assert out.split() == ["2", "2"]  # slot 2; two refused
+
+
+#: Takes a slot with the shared folder at ``shared`` (not the host's /dev/shm), the
+#: warnings on stdout; prints the slot and its lock file last.
+TAKER = """
+import logging, os, sys
+logging.basicConfig(stream=sys.stdout, format="LOG %(message)s")
+os.getpid = lambda: 4200
+from kaneda_core import stamps
+stamps.SHARED_MEMORY = {shared!r}
+{before}
+print(stamps.process_slot(), stamps._lock_path)
+"""
+
+
+def _take(tmp_path: Path, before: str = "") -> tuple[str, list[str]]:
+    """The warnings logged, and (slot, lock file) as the last line."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    out = _run(
+        TAKER.format(shared=str(tmp_path / "shm"), before=textwrap.dedent(before)),
+        TMPDIR=str(tmp_path / "tmp"),
+    )
+    *logged, last = out.strip().splitlines()
+    return last, logged
+
+
+def test_a_shared_folder_that_cannot_be_used_is_named_in_a_warning(tmp_path: Path) -> None:
+    # A process took a slot of $TMPDIR without a word, one a process using the shared
+    # folder may hold: their points' timestamps then collide.
+    (tmp_path / "shm").mkdir()
+    (tmp_path / "shm" / "kaneda-slots").write_text("")  # not a folder: cannot be used
+    last, logged = _take(tmp_path)
+    assert last.split()[1].startswith(str(tmp_path / "tmp" / "kaneda-slots"))
+    [warning] = logged
+    assert str(tmp_path / "shm" / "kaneda-slots") in warning
+    assert "File exists" in warning and "same timestamp" in warning
+
+
+def test_with_no_folder_usable_the_warning_quotes_each_folders_error(tmp_path: Path) -> None:
+    (tmp_path / "shm").mkdir()
+    (tmp_path / "shm" / "kaneda-slots").write_text("")
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / "kaneda-slots").symlink_to(tmp_path)  # not followed
+    last, logged = _take(tmp_path)
+    assert last.split() == ["0", "None"]  # the process id's
+    [warning] = logged
+    assert f"{tmp_path / 'shm' / 'kaneda-slots'}: [Errno 17] File exists" in warning
+    assert f"{tmp_path / 'tmp' / 'kaneda-slots'}: [Errno 20] not a folder" in warning
+
+
+def test_a_read_only_shared_folder_still_locks_the_lock_files_in_it(tmp_path: Path) -> None:
+    # Made by other processes: opened and locked read-only, where no file can be made.
+    folder = tmp_path / "shm" / "kaneda-slots"
+    folder.mkdir(parents=True)
+    (folder / "07.lock").write_text("")
+    last, logged = _take(
+        tmp_path,
+        """
+        import errno
+        real_open = os.open
+        def read_only(path, flags, *args, **kwargs):
+            if flags & os.O_CREAT and not os.path.exists(path):
+                raise OSError(errno.EROFS, "Read-only file system", path)
+            return real_open(path, flags, *args, **kwargs)
+        os.open = read_only
+        """,
+    )
+    assert last.split() == ["7", str(folder / "07.lock")]
+    assert logged == []
