@@ -215,11 +215,82 @@ def _hold() -> int:
 
 def release_passed() -> None:
     """Let go of the slots given up whose last time the clock has passed (the delivery
-    worker calls this at each round: a process needs them no longer)."""
-    if not _retired:
+    worker calls this at each round: a process needs them no longer); and, every
+    :data:`CHECK_LOCK_EVERY` seconds, see that the lock file held is still there."""
+    global _lock_checked
+    if _retired:
+        with _changing:
+            _release_passed(time_ns())
+    if _lock_fd is not None:
+        now = time.monotonic()
+        if now - _lock_checked >= CHECK_LOCK_EVERY:
+            _lock_checked = now
+            with _changing:
+                _check_lock_file()
+
+
+#: How often (seconds) the delivery worker sees that the lock file held is still there.
+CHECK_LOCK_EVERY = 5.0
+#: When it last did (monotonic seconds).
+_lock_checked = 0.0
+#: Said once: a lock file deleted while held, with no slot free to take instead.
+_said_no_slot = False
+
+
+def _check_lock_file() -> None:
+    """Take the slot again if the lock file held was deleted (under _changing).
+
+    A temporary-file cleaner, or ``rm -rf`` of the folder, deletes the file while this
+    process holds its lock: a process that comes later makes a new file of that name,
+    locks it, and stamps in the same slot. So the slot is taken again in the folder
+    (made anew): the same one if its new file is free, else another, as after a step
+    back of the clock; either way, said in a warning.
+    """
+    global slot, _said_no_slot
+    held, path = _lock_fd, _lock_path
+    if held is None or path is None:
         return
-    with _changing:
-        _release_passed(time_ns())
+    try:
+        mine = os.fstat(held)
+        there: os.stat_result | None = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        there = None
+    except OSError:  # cannot tell
+        return
+    if (
+        there is not None
+        and mine.st_nlink > 0
+        and (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev)
+    ):
+        return
+    try:
+        taken, _ = _slot_in(os.path.dirname(path), slot)
+    except OSError as error:
+        taken, reason = None, str(error)
+    else:
+        reason = "none is free"
+    if taken is None:
+        if not _said_no_slot:
+            _said_no_slot = True
+            log.warning(
+                "Kaneda: the lock file of this process's timestamp slot, %s, was deleted, "
+                "and no slot could be taken again (%s): a process that locks a new file of "
+                "that name may write a point with the same timestamp",
+                path,
+                reason,
+            )
+        return
+    with contextlib.suppress(OSError):
+        os.close(held)  # (the lock of a deleted file keeps nothing from anyone)
+    _said_no_slot = False
+    log.warning(
+        "Kaneda: the lock file of this process's timestamp slot, %s, was deleted; %s",
+        path,
+        "locked it again, made anew"
+        if taken == slot
+        else f"another process holds the new one: this process now stamps in slot {taken}",
+    )
+    slot = taken
 
 
 def _release_passed(now: int) -> None:

@@ -163,6 +163,7 @@ print(stamps.process_slot(), stamps._lock_path)
 def _take(tmp_path: Path, before: str = "") -> tuple[str, list[str]]:
     """The warnings logged, and (slot, lock file) as the last line."""
     (tmp_path / "tmp").mkdir(exist_ok=True)
+    (tmp_path / "shm").mkdir(exist_ok=True)
     out = _run(
         TAKER.format(shared=str(tmp_path / "shm"), before=textwrap.dedent(before)),
         TMPDIR=str(tmp_path / "tmp"),
@@ -214,3 +215,46 @@ def test_a_read_only_shared_folder_still_locks_the_lock_files_in_it(tmp_path: Pa
     )
     assert last.split() == ["7", str(folder / "07.lock")]
     assert logged == []
+
+
+def test_a_deleted_lock_file_is_locked_again(tmp_path: Path) -> None:
+    # A temporary-file cleaner deleted it: a process coming later would make the file
+    # anew and take this process's slot.
+    last, logged = _take(
+        tmp_path,
+        """
+        stamps.process_slot()
+        os.unlink(stamps._lock_path)
+        stamps.release_passed()  # (as the delivery worker does at each round)
+        """,
+    )
+    folder = tmp_path / "shm" / "kaneda-slots"
+    assert last.split() == ["0", str(folder / "00.lock")]
+    assert os.path.exists(folder / "00.lock")
+    [warning] = logged
+    assert f"{folder / '00.lock'}, was deleted; locked it again" in warning
+
+
+def test_a_deleted_lock_file_another_process_locked_anew_moves_to_another_slot(
+    tmp_path: Path,
+) -> None:
+    last, logged = _take(
+        tmp_path,
+        """
+        import fcntl
+        stamps.process_slot()
+        stamps.release_passed()  # checked: nothing to do, nor for CHECK_LOCK_EVERY seconds
+        os.unlink(stamps._lock_path)
+        other = os.open(stamps._lock_path, os.O_RDONLY | os.O_CREAT)  # a later process's
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        stamps.release_passed()
+        print(stamps.slot)
+        stamps._lock_checked -= stamps.CHECK_LOCK_EVERY
+        stamps.release_passed()
+        """,
+    )
+    assert logged[0] == "0"  # not looked at again before CHECK_LOCK_EVERY seconds
+    assert last.split()[0] == "1"
+    assert last.split()[1].endswith("01.lock")
+    assert "00.lock, was deleted; another process holds the new one" in logged[1]
+    assert "now stamps in slot 1" in logged[1]
