@@ -365,7 +365,7 @@ def _open_lock(path: str) -> int:
 
     flock takes a read-only descriptor, so a file another user made (and owns) is
     locked as well. Raises PermissionError for a file this process may not open, and
-    for what is not a regular file.
+    for what is not a regular file of one link.
     """
     import stat
 
@@ -382,15 +382,18 @@ def _open_lock(path: str) -> int:
         except FileNotFoundError:  # no such file, and this process may not make it
             raise refused from None
     try:
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        info: os.stat_result | None = os.fstat(fd)
     except OSError:
-        regular = False
-    if not regular:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        # A hard link is refused as a symbolic link is: any user of the host may put one
+        # there, to a file of this process's user that the chmod below would open to all.
         os.close(fd)
-        raise PermissionError(errno.EPERM, "not a regular file: not used as a lock", path)
-    with contextlib.suppress(OSError):
-        info = os.fstat(fd)
-        if info.st_uid == os.geteuid() and info.st_mode & 0o777 != 0o644:
+        raise PermissionError(
+            errno.EPERM, "not a regular file of one link: not used as a lock", path
+        )
+    if info.st_uid == os.geteuid() and info.st_mode & 0o777 != 0o644:
+        with contextlib.suppress(OSError):
             os.fchmod(fd, 0o644)  # the mode given to open is cut by the umask
     return fd
 

@@ -258,3 +258,21 @@ def test_a_deleted_lock_file_another_process_locked_anew_moves_to_another_slot(
     assert last.split()[1].endswith("01.lock")
     assert "00.lock, was deleted; another process holds the new one" in logged[1]
     assert "now stamps in slot 1" in logged[1]
+
+
+def test_a_hard_link_is_not_used_as_a_lock_nor_made_readable(tmp_path: Path) -> None:
+    # Any user may link a file of root's into the shared folder: the chmod made it 0644.
+    secret = tmp_path / "secret"
+    secret.write_text("")
+    secret.chmod(0o600)
+    folder = tmp_path / "slots"
+    folder.mkdir()
+    os.link(secret, folder / "00.lock")
+    out = _run(
+        f"""
+        from kaneda_core import stamps
+        print(*stamps._slot_in({str(folder)!r}, 0))
+        """
+    )
+    assert out.split() == ["1", "1"]  # slot 1; one refused
+    assert secret.stat().st_mode & 0o777 == 0o600
