@@ -620,6 +620,16 @@ class Metrics:
         mode = "batching" if isinstance(self._dispatcher, BatchingDispatcher) else "sync"
         return f"<Metrics {type(self.backend).__name__} {mode}>"
 
+    def __reduce__(self) -> Any:
+        # Said before pickle reaches a lock: "cannot pickle '_thread.lock' object".
+        raise TypeError(
+            f"a {type(self).__name__} cannot be pickled (nor copied), so not passed to a "
+            "spawn or forkserver multiprocessing child either: it holds this process's "
+            "queue, worker and backend connection. Make one in the child, from a URL "
+            "(connect(url)) or the settings (Metrics() reads KANEDA_URL); a forked child "
+            "may use its parent's"
+        )
+
 
 class Timer:
     """What :meth:`Metrics.timed` returns: a decorator and a context manager."""
