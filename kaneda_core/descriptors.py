@@ -8,6 +8,9 @@ Kaneda checks for a spare descriptor before it scans entry points, and raises
 :class:`ConfigurationError` naming the cause instead of scanning; a scan that misses
 Kaneda's own distribution is not kept, and Python's record of it is forgotten, so a
 later ``Metrics()`` looks again.
+
+Also what a lazy import that cannot be made says: for want of a descriptor, or at the
+interpreter's exit.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, KanedaError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -60,11 +63,18 @@ def importing(what: str) -> Iterator[None]:
     """Around a lazy import: one that fails for want of a descriptor raises as check does.
 
     Python raises OSError for a module's file it cannot open, ImportError for an
-    extension module's.
+    extension module's. Nor can anything be imported once the interpreter's exit has
+    cleared its modules (a first ``Metrics()`` made in a ``__del__`` then): said too.
     """
     try:
         yield
     except (ImportError, OSError) as error:
+        if isinstance(error, ImportError) and sys.meta_path is None:
+            raise KanedaError(
+                f"cannot {what} while Python shuts down: nothing can be imported any more, "
+                "and this process has not used Kaneda yet. Make the Metrics before the "
+                "interpreter's exit (a module global, made at import)"
+            ) from error
         check(what, error)
         raise
 

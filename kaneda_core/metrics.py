@@ -11,7 +11,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from . import descriptors, stamps
+from . import descriptors, plugins, stamps
 from .backend import Backend
 from .delivery import Delivery, Item, RetryPolicy, Stats, log
 from .dispatch import (
@@ -780,7 +780,7 @@ def _is_coroutine_function(func: Callable[..., Any]) -> bool:
 
 def hooks_default_tags(backend: Backend) -> dict[str, Scalar]:
     """The tags the ``kaneda_default_tags`` hooks give metrics sent to ``backend``, merged."""
-    from .plugins import get_plugin_manager
+    get_plugin_manager = plugins.get_plugin_manager  # (imported: see Delivery.__init__)
 
     merged: dict[str, Scalar] = {}
     # Each hook on its own (first registered first, so later ones win): one that raises,
