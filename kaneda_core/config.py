@@ -8,6 +8,7 @@ from inspect import isabstract
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from . import descriptors
 from .backend import Backend
 from .errors import BackendNotFound, ConfigurationError, KanedaError
 from .registry import load_backend
@@ -462,6 +463,7 @@ def _numbers(raw: str, key: str) -> tuple[float, ...]:
         ) from None
 
 
+@descriptors.explained("make a Metrics")
 def connect(url: str, **metrics_options: Any) -> Metrics:
     """A :class:`Metrics` on the backend ``url`` names: ``connect("influxdb://host:8086/db")``.
 

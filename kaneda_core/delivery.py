@@ -131,8 +131,9 @@ class Delivery:
     """Delivers lists of queued items to one backend, with hooks, retries and counting."""
 
     def __init__(self, backend: Backend, retry: RetryPolicy | None = None) -> None:
-        from .plugins import implements
-
+        # (plugins, imported with this module: a Metrics made in a __del__ at the
+        # interpreter's exit, when nothing can be imported any more, is made all the same)
+        implements = plugins.implements
         self.backend = backend
         self.retry = retry or RetryPolicy()
         self.stats = Stats()

@@ -11,7 +11,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from . import stamps
+from . import descriptors, plugins, stamps
 from .backend import Backend
 from .delivery import Delivery, Item, RetryPolicy, Stats, log
 from .dispatch import (
@@ -88,6 +88,7 @@ class Metrics:
     #: the backend's answer for the caller.
     _sync_dispatcher: type[SyncDispatcher] = SyncDispatcher
 
+    @descriptors.explained("make a Metrics")  # (what it imports on first use)
     def __init__(
         self,
         backend: Backend | str | None = None,
@@ -666,6 +667,16 @@ class Metrics:
         mode = "batching" if isinstance(self._dispatcher, BatchingDispatcher) else "sync"
         return f"<Metrics {type(self.backend).__name__} {mode}>"
 
+    def __reduce__(self) -> Any:
+        # Said before pickle reaches a lock: "cannot pickle '_thread.lock' object".
+        raise TypeError(
+            f"a {type(self).__name__} cannot be pickled (nor copied), so not passed to a "
+            "spawn or forkserver multiprocessing child either: it holds this process's "
+            "queue, worker and backend connection. Make one in the child, from a URL "
+            "(connect(url)) or the settings (Metrics() reads KANEDA_URL); a forked child "
+            "may use its parent's"
+        )
+
 
 class Timer:
     """What :meth:`Metrics.timed` returns: a decorator and a context manager."""
@@ -816,7 +827,7 @@ def _is_coroutine_function(func: Callable[..., Any]) -> bool:
 
 def hooks_default_tags(backend: Backend) -> dict[str, Scalar]:
     """The tags the ``kaneda_default_tags`` hooks give metrics sent to ``backend``, merged."""
-    from .plugins import get_plugin_manager
+    get_plugin_manager = plugins.get_plugin_manager  # (imported: see Delivery.__init__)
 
     merged: dict[str, Scalar] = {}
     # Each hook on its own (first registered first, so later ones win): one that raises,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from . import descriptors
 from .errors import BackendLoadError, BackendNotFound
 from .forking import reinit_after_fork
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from .backend import Backend
 
 GROUP = "kaneda.backends"
+_LOOK_UP = "look up the installed Kaneda backends"
 
 #: Where the backends this project publishes live, for install advice.
 KNOWN_DISTRIBUTIONS = {
@@ -58,7 +60,8 @@ class BackendInfo(NamedTuple):
 
 def _entry_points() -> dict[str, EntryPoint]:
     # Imported here: scanning metadata costs ~10 ms, paid when a backend is looked up.
-    from importlib.metadata import entry_points
+    with descriptors.importing(_LOOK_UP):
+        from importlib.metadata import entry_points
 
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
@@ -96,6 +99,8 @@ def load_backend(name: str) -> type[Backend]:
         return cls
     with _lock:
         if name not in _loaded:
+            # Not scanned without a descriptor: Python would keep the scan, empty.
+            descriptors.check(_LOOK_UP)
             _loaded[name] = _load(_registered_spelling(name))
     return _loaded[name]
 
@@ -126,8 +131,9 @@ def _suggestion(name: str) -> str:
 
 
 def _load(name: str, *, fresh: bool = False) -> type[Backend]:
-    from stevedore import driver
-    from stevedore.exception import MultipleMatches, NoMatches
+    with descriptors.importing(_LOOK_UP):
+        from stevedore import driver
+        from stevedore.exception import MultipleMatches, NoMatches
 
     failures: list[tuple[EntryPoint, BaseException]] = []
 
@@ -144,12 +150,15 @@ def _load(name: str, *, fresh: bool = False) -> type[Backend]:
     except MultipleMatches:
         raise _claimed_twice(name) from None
     except NoMatches:
+        # Descriptors ran out during the scan, or the import: said so, nothing kept.
+        descriptors.check(_LOOK_UP, failures[0][1] if failures else None)
         if failures:
             entry_point, error = failures[0]
             raise _load_error(name, entry_point, error) from error
-        if not fresh and name in _entry_points():
-            # Installed after stevedore cached this process's entry points: forget them.
-            _forget_stevedore_cache()
+        if not fresh:
+            # Installed after stevedore cached this process's entry points, or a scan
+            # made without descriptors was kept empty (see descriptors): looked up afresh.
+            _forget_scans()
             return _load(name, fresh=True)
         installed = ", ".join(installed_names()) or "none"
         raise BackendNotFound(
@@ -176,8 +185,10 @@ def _claimed_twice(name: str) -> BackendLoadError:
     )
 
 
-def _forget_stevedore_cache() -> None:
+def _forget_scans() -> None:
     from stevedore import _cache, extension
+
+    descriptors.forget_scans()
 
     extension.ExtensionManager.ENTRY_POINT_CACHE.pop(GROUP, None)
     internal = getattr(getattr(_cache, "_c", None), "_internal", None)

@@ -19,7 +19,9 @@ however it ends). The lock files are in one folder that every process and every 
 the host shares: ``/dev/shm/kaneda-slots`` (which systemd's PrivateTmp, a /tmp of each
 service's own, leaves shared), else ``kaneda-slots`` in the temporary folder. The folder
 is world-writable and sticky, as /tmp is, each lock file readable by all, and a lock is
-taken on a read-only descriptor: a process locks a file another user made.
+taken on a read-only descriptor: a process locks a file another user made, and one
+to which the folder is read-only locks the files already there. A process that cannot
+use the shared folder at all takes a slot in the temporary folder, and says so.
 Timestamps keep a precision of 100 ns. The
 stamp is a function of the call's clock reading and the slot of the process that made
 it, applied once, so a batch sent again (a retry, a disk buffer delivered after a
@@ -213,11 +215,82 @@ def _hold() -> int:
 
 def release_passed() -> None:
     """Let go of the slots given up whose last time the clock has passed (the delivery
-    worker calls this at each round: a process needs them no longer)."""
-    if not _retired:
+    worker calls this at each round: a process needs them no longer); and, every
+    :data:`CHECK_LOCK_EVERY` seconds, see that the lock file held is still there."""
+    global _lock_checked
+    if _retired:
+        with _changing:
+            _release_passed(time_ns())
+    if _lock_fd is not None:
+        now = time.monotonic()
+        if now - _lock_checked >= CHECK_LOCK_EVERY:
+            _lock_checked = now
+            with _changing:
+                _check_lock_file()
+
+
+#: How often (seconds) the delivery worker sees that the lock file held is still there.
+CHECK_LOCK_EVERY = 5.0
+#: When it last did (monotonic seconds).
+_lock_checked = 0.0
+#: Said once: a lock file deleted while held, with no slot free to take instead.
+_said_no_slot = False
+
+
+def _check_lock_file() -> None:
+    """Take the slot again if the lock file held was deleted (under _changing).
+
+    A temporary-file cleaner, or ``rm -rf`` of the folder, deletes the file while this
+    process holds its lock: a process that comes later makes a new file of that name,
+    locks it, and stamps in the same slot. So the slot is taken again in the folder
+    (made anew): the same one if its new file is free, else another, as after a step
+    back of the clock; either way, said in a warning.
+    """
+    global slot, _said_no_slot
+    held, path = _lock_fd, _lock_path
+    if held is None or path is None:
         return
-    with _changing:
-        _release_passed(time_ns())
+    try:
+        mine = os.fstat(held)
+        there: os.stat_result | None = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        there = None
+    except OSError:  # cannot tell
+        return
+    if (
+        there is not None
+        and mine.st_nlink > 0
+        and (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev)
+    ):
+        return
+    try:
+        taken, _ = _slot_in(os.path.dirname(path), slot)
+    except OSError as error:
+        taken, reason = None, str(error)
+    else:
+        reason = "none is free"
+    if taken is None:
+        if not _said_no_slot:
+            _said_no_slot = True
+            log.warning(
+                "Kaneda: the lock file of this process's timestamp slot, %s, was deleted, "
+                "and no slot could be taken again (%s): a process that locks a new file of "
+                "that name may write a point with the same timestamp",
+                path,
+                reason,
+            )
+        return
+    with contextlib.suppress(OSError):
+        os.close(held)  # (the lock of a deleted file keeps nothing from anyone)
+    _said_no_slot = False
+    log.warning(
+        "Kaneda: the lock file of this process's timestamp slot, %s, was deleted; %s",
+        path,
+        "locked it again, made anew"
+        if taken == slot
+        else f"another process holds the new one: this process now stamps in slot {taken}",
+    )
+    slot = taken
 
 
 def _release_passed(now: int) -> None:
@@ -260,8 +333,12 @@ def reserve(count: int) -> int:
 
 
 def _folders() -> Iterator[str]:
-    """The folders of lock files to try, best first: the same for every process of a host."""
-    if os.path.isdir(SHARED_MEMORY) and os.access(SHARED_MEMORY, os.W_OK | os.X_OK):
+    """The folders of lock files to try, best first: the same for every process of a host.
+
+    The shared memory folder is tried wherever there is one, even read-only to this
+    process: the lock files others made there are locked all the same.
+    """
+    if os.path.isdir(SHARED_MEMORY):
         yield os.path.join(SHARED_MEMORY, "kaneda-slots")
     import tempfile  # here, not at import: import kaneda_core stays cheap
 
@@ -288,7 +365,7 @@ def _open_lock(path: str) -> int:
 
     flock takes a read-only descriptor, so a file another user made (and owns) is
     locked as well. Raises PermissionError for a file this process may not open, and
-    for what is not a regular file.
+    for what is not a regular file of one link.
     """
     import stat
 
@@ -305,17 +382,33 @@ def _open_lock(path: str) -> int:
         except FileNotFoundError:  # no such file, and this process may not make it
             raise refused from None
     try:
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        info: os.stat_result | None = os.fstat(fd)
     except OSError:
-        regular = False
-    if not regular:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        # A hard link is refused as a symbolic link is: any user of the host may put one
+        # there, to a file of this process's user that the chmod below would open to all.
         os.close(fd)
-        raise PermissionError(errno.EPERM, "not a regular file: not used as a lock", path)
-    with contextlib.suppress(OSError):
-        info = os.fstat(fd)
-        if info.st_uid == os.geteuid() and info.st_mode & 0o777 != 0o644:
+        raise PermissionError(
+            errno.EPERM, "not a regular file of one link: not used as a lock", path
+        )
+    if info.st_uid == os.geteuid() and info.st_mode & 0o777 != 0o644:
+        with contextlib.suppress(OSError):
             os.fchmod(fd, 0o644)  # the mode given to open is cut by the umask
     return fd
+
+
+#: Errors opening a lock file that skip it: a symbolic link, a file that cannot be made.
+_REFUSALS = frozenset(
+    code
+    for code in (
+        errno.ELOOP,
+        errno.EROFS,
+        errno.ENOSPC,
+        getattr(errno, "EDQUOT", None),
+    )
+    if code is not None
+)
 
 
 def _slot_in(folder: str, start: int) -> tuple[int | None, int]:
@@ -324,7 +417,10 @@ def _slot_in(folder: str, start: int) -> tuple[int | None, int]:
     Raises OSError when the folder cannot be used (missing, full, read-only disk).
     """
     global _lock_fd, _lock_path
-    import fcntl  # here, not at import: import kaneda_core stays cheap
+    try:
+        import fcntl  # here, not at import: import kaneda_core stays cheap
+    except ImportError as error:  # no descriptor left to load it with (EMFILE); Windows
+        raise OSError(errno.ENOSYS, f"no file locks: {error}") from error
 
     _make_folder(folder)
     refused = 0
@@ -334,11 +430,10 @@ def _slot_in(folder: str, start: int) -> tuple[int | None, int]:
         try:
             fd = _open_lock(path)
         except OSError as error:
-            if (
-                isinstance(error, (PermissionError, IsADirectoryError))
-                or error.errno == errno.ELOOP
-            ):
-                refused += 1  # skipped, as a held one is
+            if isinstance(error, (PermissionError, IsADirectoryError)) or error.errno in _REFUSALS:
+                # Skipped, as a held one is (a lock file missing from a read-only or full
+                # folder, say: the others there may be locked).
+                refused += 1
                 continue
             raise
         try:
@@ -357,41 +452,64 @@ def _slot_in(folder: str, start: int) -> tuple[int | None, int]:
 
 def _take_slot() -> int:
     start = os.getpid() % SLOTS  # most processes find their slot free at the first try
-    folder = "the temporary folder"
-    try:
-        failure: OSError | None = None
-        for folder in _folders():
-            try:
-                taken, refused = _slot_in(folder, start)
-            except OSError as error:  # the next folder, if any, is tried
-                failure = error
-                continue
-            if taken is not None:
-                return taken
-            break
-        else:
-            raise failure or FileNotFoundError(errno.ENOENT, "no folder for lock files")
-    except OSError as error:
-        log.warning(
-            "Kaneda: no timestamp slot in %s (%s); using the process id: two processes of "
-            "this host may then write a point with the same timestamp",
-            folder,
-            error,
-        )
-        return start
+    # Each folder that could not be used, and why (said in the warning).
+    failures: list[tuple[str, OSError]] = []
+    folders = _folders()
+    while True:
+        try:
+            folder = next(folders, None)
+        except OSError as error:  # gettempdir(): no folder takes a file
+            failures.append(("the temporary folder", error))
+            folder = None
+        if folder is None:
+            log.warning(
+                "Kaneda: no timestamp slot (%s); using the process id: two processes of "
+                "this host may then write a point with the same timestamp",
+                "; ".join(f"{failed}: {error}" for failed, error in failures)
+                or "no folder for lock files",
+            )
+            return start
+        try:
+            taken, refused = _slot_in(folder, start)
+        except OSError as error:  # the next folder, if any, is tried
+            failures.append((folder, error))
+            continue
+        if taken is None and refused == SLOTS:
+            none = PermissionError(errno.EACCES, "none of its lock files can be opened or made")
+            failures.append((folder, none))
+            continue
+        break
+    if taken is not None:
+        if failures:
+            # The shared folder could not be used: a process that uses it may hold the
+            # same slot.
+            log.warning(
+                "Kaneda: cannot take a timestamp slot in %s (%s); took one in %s instead, "
+                "which processes using %s do not see: a point of this process may carry "
+                "the same timestamp as one of theirs",
+                failures[0][0],
+                failures[0][1],
+                folder,
+                failures[0][0],
+            )
+        return taken
+    # Also each folder tried before, and why it could not be used.
+    unused = "".join(f"; {failed} could not be used: {error}" for failed, error in failures)
     if refused:
         log.warning(
             "Kaneda: no free timestamp slot in %s (%d lock files could not be opened, the "
-            "others are held); using the process id: two processes of this host may then "
+            "others are held%s); using the process id: two processes of this host may then "
             "write a point with the same timestamp",
             folder,
             refused,
+            unused,
         )
         return start
     log.warning(
         "Kaneda: more than %d processes report from this host: two of them share a timestamp "
-        "slot, and a point of each may carry the same timestamp",
+        "slot, and a point of each may carry the same timestamp%s",
         SLOTS,
+        f" ({unused[2:]})" if unused else "",
     )
     return start
 

@@ -592,3 +592,21 @@ def test_timed_decorates_an_async_callable_instance_and_a_partial_of_one() -> No
     names = [m.name for m in metrics.backend.metrics]  # type: ignore[attr-defined]
     assert names == [f"{__name__}.{Fetcher.__qualname__}", f"{__name__}.fetch"]
     assert all(m.value >= 30 for m in metrics.backend.metrics)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("options", [{}, {"batching": False}, {"aggregate": True}])
+def test_a_metrics_pickled_says_to_make_one_in_the_child(options: dict[str, bool]) -> None:
+    # As a spawn or forkserver child's argument is: "cannot pickle '_thread.lock' object".
+    import copy
+    import pickle
+
+    metrics = Metrics(MemoryBackend(), **options)  # type: ignore[arg-type]
+    try:
+        for attempt in (pickle.dumps, copy.deepcopy):
+            with pytest.raises(TypeError) as caught:
+                attempt(metrics)
+            message = str(caught.value)
+            assert "a Metrics cannot be pickled" in message
+            assert "Make one in the child" in message and "connect(url)" in message
+    finally:
+        metrics.close()

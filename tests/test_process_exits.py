@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -269,3 +270,41 @@ def test_a_worker_uwsgi_forks_in_c_delivers_through_the_post_fork_hook(tmp_path:
     names = [line["name"] for line in _lines(out)]
     assert names.count("worker") == 200 and names.count("master") == 1, err
     assert seen.read_text() == "200 True"  # the child's own counts; the earlier hook ran
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_a_metrics_made_in_a_del_at_the_interpreter_s_exit(tmp_path: Path, warm: bool) -> None:
+    # Nothing can be imported once the exit cleared sys.modules: Metrics() raised
+    # "ImportError: sys.meta_path is None" from an import inside a function.
+    code = f"""
+        import sys
+        from kaneda_core import KanedaError, Metrics, stamps
+        from kaneda_core.backends.memory import MemoryBackend
+        stamps.SHARED_MEMORY = {str(tmp_path)!r}
+        if {warm!r}:
+            Metrics(MemoryBackend()).close()
+
+        class Lazy:
+            def __del__(self):
+                try:
+                    metrics = Metrics(MemoryBackend())
+                    metrics.increment("z")
+                    print("stored", len(metrics.backend.metrics), flush=True)
+                except KanedaError as error:
+                    print("KanedaError", error, flush=True)
+
+        keep = Lazy()
+        """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    if warm:
+        assert done.stdout.split() == ["stored", "1"], done.stderr
+    else:
+        assert done.stdout.startswith("KanedaError cannot "), done.stderr
+        assert "while Python shuts down" in done.stdout

@@ -145,3 +145,134 @@ def test_what_is_not_a_regular_file_is_skipped_not_waited_on(tmp_path: Path) -> 
         """
     )
     assert out.split() == ["2", "2"]  # slot 2; two refused
+
+
+#: Takes a slot with the shared folder at ``shared`` (not the host's /dev/shm), the
+#: warnings on stdout; prints the slot and its lock file last.
+TAKER = """
+import logging, os, sys
+logging.basicConfig(stream=sys.stdout, format="LOG %(message)s")
+os.getpid = lambda: 4200
+from kaneda_core import stamps
+stamps.SHARED_MEMORY = {shared!r}
+{before}
+print(stamps.process_slot(), stamps._lock_path)
+"""
+
+
+def _take(tmp_path: Path, before: str = "") -> tuple[str, list[str]]:
+    """The warnings logged, and (slot, lock file) as the last line."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    (tmp_path / "shm").mkdir(exist_ok=True)
+    out = _run(
+        TAKER.format(shared=str(tmp_path / "shm"), before=textwrap.dedent(before)),
+        TMPDIR=str(tmp_path / "tmp"),
+    )
+    *logged, last = out.strip().splitlines()
+    return last, logged
+
+
+def test_a_shared_folder_that_cannot_be_used_is_named_in_a_warning(tmp_path: Path) -> None:
+    # A process took a slot of $TMPDIR without a word, one a process using the shared
+    # folder may hold: their points' timestamps then collide.
+    (tmp_path / "shm").mkdir()
+    (tmp_path / "shm" / "kaneda-slots").write_text("")  # not a folder: cannot be used
+    last, logged = _take(tmp_path)
+    assert last.split()[1].startswith(str(tmp_path / "tmp" / "kaneda-slots"))
+    [warning] = logged
+    assert str(tmp_path / "shm" / "kaneda-slots") in warning
+    assert "File exists" in warning and "same timestamp" in warning
+
+
+def test_with_no_folder_usable_the_warning_quotes_each_folders_error(tmp_path: Path) -> None:
+    (tmp_path / "shm").mkdir()
+    (tmp_path / "shm" / "kaneda-slots").write_text("")
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / "kaneda-slots").symlink_to(tmp_path)  # not followed
+    last, logged = _take(tmp_path)
+    assert last.split() == ["0", "None"]  # the process id's
+    [warning] = logged
+    assert f"{tmp_path / 'shm' / 'kaneda-slots'}: [Errno 17] File exists" in warning
+    assert f"{tmp_path / 'tmp' / 'kaneda-slots'}: [Errno 20] not a folder" in warning
+
+
+def test_a_read_only_shared_folder_still_locks_the_lock_files_in_it(tmp_path: Path) -> None:
+    # Made by other processes: opened and locked read-only, where no file can be made.
+    folder = tmp_path / "shm" / "kaneda-slots"
+    folder.mkdir(parents=True)
+    (folder / "07.lock").write_text("")
+    last, logged = _take(
+        tmp_path,
+        """
+        import errno
+        real_open = os.open
+        def read_only(path, flags, *args, **kwargs):
+            if flags & os.O_CREAT and not os.path.exists(path):
+                raise OSError(errno.EROFS, "Read-only file system", path)
+            return real_open(path, flags, *args, **kwargs)
+        os.open = read_only
+        """,
+    )
+    assert last.split() == ["7", str(folder / "07.lock")]
+    assert logged == []
+
+
+def test_a_deleted_lock_file_is_locked_again(tmp_path: Path) -> None:
+    # A temporary-file cleaner deleted it: a process coming later would make the file
+    # anew and take this process's slot.
+    last, logged = _take(
+        tmp_path,
+        """
+        stamps.process_slot()
+        os.unlink(stamps._lock_path)
+        stamps.release_passed()  # (as the delivery worker does at each round)
+        """,
+    )
+    folder = tmp_path / "shm" / "kaneda-slots"
+    assert last.split() == ["0", str(folder / "00.lock")]
+    assert os.path.exists(folder / "00.lock")
+    [warning] = logged
+    assert f"{folder / '00.lock'}, was deleted; locked it again" in warning
+
+
+def test_a_deleted_lock_file_another_process_locked_anew_moves_to_another_slot(
+    tmp_path: Path,
+) -> None:
+    last, logged = _take(
+        tmp_path,
+        """
+        import fcntl
+        stamps.process_slot()
+        stamps.release_passed()  # checked: nothing to do, nor for CHECK_LOCK_EVERY seconds
+        os.unlink(stamps._lock_path)
+        other = os.open(stamps._lock_path, os.O_RDONLY | os.O_CREAT)  # a later process's
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        stamps.release_passed()
+        print(stamps.slot)
+        stamps._lock_checked -= stamps.CHECK_LOCK_EVERY
+        stamps.release_passed()
+        """,
+    )
+    assert logged[0] == "0"  # not looked at again before CHECK_LOCK_EVERY seconds
+    assert last.split()[0] == "1"
+    assert last.split()[1].endswith("01.lock")
+    assert "00.lock, was deleted; another process holds the new one" in logged[1]
+    assert "now stamps in slot 1" in logged[1]
+
+
+def test_a_hard_link_is_not_used_as_a_lock_nor_made_readable(tmp_path: Path) -> None:
+    # Any user may link a file of root's into the shared folder: the chmod made it 0644.
+    secret = tmp_path / "secret"
+    secret.write_text("")
+    secret.chmod(0o600)
+    folder = tmp_path / "slots"
+    folder.mkdir()
+    os.link(secret, folder / "00.lock")
+    out = _run(
+        f"""
+        from kaneda_core import stamps
+        print(*stamps._slot_in({str(folder)!r}, 0))
+        """
+    )
+    assert out.split() == ["1", "1"]  # slot 1; one refused
+    assert secret.stat().st_mode & 0o777 == 0o600
