@@ -309,6 +309,26 @@ def test_aggregation_is_an_option_of_urls_and_needs_batching() -> None:
         Metrics(MemoryBackend(), aggregate=True, percentiles=(0, 200))
 
 
+def test_a_keyword_wins_over_the_urls_option_in_metrics_as_in_connect() -> None:
+    url = "memory://?aggregate=true&percentiles=50,95"
+    for make in (Metrics, connect):
+        with make("memory://?aggregate=true", aggregate=False, flush_interval=60) as metrics:
+            metrics.increment("hits")
+            metrics.increment("hits")
+            metrics.flush(5)
+            assert [m.value for m in metrics.backend.metrics] == [1, 1]  # type: ignore[attr-defined]
+        with make(url, percentiles=(), flush_interval=60) as metrics:
+            metrics.timing("took", 1)
+            metrics.flush(5)
+            [point] = metrics.backend.metrics  # type: ignore[attr-defined]
+            assert set(point.value) == {"count", "sum", "min", "max"}
+    with Metrics("memory://?aggregate=true", flush_interval=60) as metrics:
+        metrics.increment("hits")
+        metrics.increment("hits")
+        metrics.flush(5)
+        assert [m.value for m in metrics.backend.metrics] == [2]  # type: ignore[attr-defined]
+
+
 def test_tags_of_any_dict_type_fold_with_a_plain_dicts() -> None:
     from collections import OrderedDict, defaultdict
 
