@@ -179,6 +179,7 @@ class Delivery:
         answers: list[Any] | None = None,
         while_waiting: Callable[[], bool] | None = None,
         settled: Callable[[int], None] | None = None,
+        wait_step: float | None = None,
     ) -> list[int]:
         """Send ``items`` as one batch; retry transient failures when ``retry`` is true.
 
@@ -196,6 +197,8 @@ class Delivery:
         ``send`` returned is appended to it for each part that was stored. ``settled``
         is called with each number of ``items`` counted sent, failed or filtered, under
         the counters' lock: the caller stops counting them as queued at the same instant.
+        ``wait_step``, shorter than :data:`WAIT_STEP`, calls ``while_waiting`` more often
+        (an aggregating caller emits its intervals on time while a batch waits).
         """
         if self._plugins_seen != plugins.changes:  # a plugin registered or removed since
             self._plugins_seen = plugins.changes
@@ -234,7 +237,7 @@ class Delivery:
                     self.incidents.transient(self.describe(error), len(failed), delay)
                     self.count(retried=len(failed))
                     with gate.stepped_out():  # a fork need not wait for a backoff
-                        waited_out = _wait(delay, stop, while_waiting)
+                        waited_out = _wait(delay, stop, while_waiting, wait_step)
                     if waited_out:
                         parts.append((failed, attempt + 1))
                         continue
@@ -420,7 +423,10 @@ HURRIED_WAIT = 1.0
 
 
 def _wait(
-    delay: float, stop: threading.Event | None, while_waiting: Callable[[], bool] | None
+    delay: float,
+    stop: threading.Event | None,
+    while_waiting: Callable[[], bool] | None,
+    wait_step: float | None = None,
 ) -> bool:
     """Wait ``delay`` seconds before a retry; False when ``stop`` was set meanwhile."""
     if while_waiting is None:
@@ -433,7 +439,7 @@ def _wait(
         remaining = end - time.monotonic()
         if remaining <= 0:
             return True
-        step = min(remaining, WAIT_STEP)
+        step = min(remaining, WAIT_STEP if wait_step is None else wait_step)
         if stop is None:
             time.sleep(step)
         elif stop.wait(step):

@@ -309,6 +309,9 @@ class BatchingDispatcher(_Closable):
         self._emits_asked = 0
         self._emits_done = 0
         self._final_round = False  # the extra round at close, for calls made before it
+        # While a batch waits for a retry, how often the worker looks up: with
+        # aggregation, often enough to emit each interval on time (see _while_retrying).
+        self._wait_step = None if aggregator is None else min(1.0, flush_interval / 4)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
@@ -640,13 +643,20 @@ class BatchingDispatcher(_Closable):
             return True
         return False
 
-    def _fold_and_emit(self, aggregator: Aggregator) -> None:
-        """Fold what calls queued; at each interval (and on flush, close), queue the points."""
+    def _fold_and_emit(self, aggregator: Aggregator, *, waiting: bool = False) -> None:
+        """Fold what calls queued; at each interval (and on flush, close), queue the points.
+
+        ``waiting``: called while a batch waits for a retry (the store is down). Each
+        interval is emitted on time still, its points queued behind that batch (or
+        written to the disk buffer), bounded as any metric queued; the worker, in that
+        batch's delivery, does not deliver them now.
+        """
         asked = self._emits_asked  # before folding: the calls of that flush are queued
         aggregator.fold()
         due = time.monotonic() - aggregator.last_emit >= self.flush_interval
         wanted = asked > self._emits_done
-        if not (due or wanted or self._closed or aggregator.over_budget()):
+        closing = self._closed and not waiting  # (close's last points: in its own round)
+        if not (due or wanted or closing or aggregator.over_budget()):
             return
         try:
             # A time per point: points of one kind, tags and time would be one point in
@@ -654,7 +664,7 @@ class BatchingDispatcher(_Closable):
             first = stamps.reserve(aggregator.series() + aggregator.pending())
             points, folded, unstorable = aggregator.emit(first)
         except Exception as error:  # noqa: BLE001 - records kept would fail every interval
-            self._emits_done = asked
+            self._emits_done = max(self._emits_done, asked)
             lost = aggregator.discard()
             self.delivery.count(failed=lost)
             log.error("Kaneda: %d aggregated points lost: emitting them failed: %r", lost, error)
@@ -672,7 +682,7 @@ class BatchingDispatcher(_Closable):
         step = self.batch_size
         room = max(step, self.max_buffer - step)
         for start in range(0, len(points), step):
-            if self.queued_now() >= room:
+            if not waiting and self.queued_now() >= room:
                 # More series than the queue holds (a burst of points at each interval):
                 # deliver as they are queued, instead of dropping them for a full queue.
                 if self.disk is not None:
@@ -682,7 +692,8 @@ class BatchingDispatcher(_Closable):
             for point in points[start : start + step]:
                 accept(point)
         # Only now: a flush() waiting for the points sees them queued, not in the making.
-        self._emits_done = asked
+        # (An emit made while this one delivered, the store down, may have seen a later.)
+        self._emits_done = max(self._emits_done, asked)
 
     def _drain(self) -> bool:
         queue = self.queue
@@ -716,6 +727,7 @@ class BatchingDispatcher(_Closable):
                 stop=self._stop,
                 while_waiting=self._while_retrying,
                 settled=self._counted_in_flight,
+                wait_step=self._wait_step,
             )
         except BaseException as error:  # noqa: BLE001 - counted, never lost silently
             # A backend that raises SystemExit or KeyboardInterrupt itself (a library
@@ -762,6 +774,7 @@ class BatchingDispatcher(_Closable):
                         keep_transient=True,
                         while_waiting=self._while_retrying,
                         settled=self._counted_in_flight,
+                        wait_step=self._wait_step,
                     )
                 )
             except BaseException as error:  # noqa: BLE001 - counted, never lost silently
@@ -805,9 +818,19 @@ class BatchingDispatcher(_Closable):
             self._state.notify_all()
 
     def _while_retrying(self) -> bool:
-        """Between a batch's retries: what a full buffer drops is said (and shown to the
-        failure hook) as it happens, not once the store is back; and the wait is cut
-        short while the buffer is half full or more: a long one would end in drops."""
+        """Between a batch's retries: aggregated intervals are emitted on time; what a
+        full buffer drops is said (and shown to the failure hook) as it happens, not once
+        the store is back; and the wait is cut short while the buffer is half full or
+        more: a long one would end in drops."""
+        aggregator = self.aggregator
+        if aggregator is not None:
+            # The intervals go on while the store is down: each is folded and emitted on
+            # time (one point per series and interval, stamped with its end), not merged
+            # into one point stamped after the store is back.
+            try:
+                self._fold_and_emit(aggregator, waiting=True)
+            except Exception as error:  # noqa: BLE001 - the batch's retries must go on
+                log.error("Kaneda: emitting aggregated points failed: %r", error)
         self._report_drops()
         if self.queued_now() * 2 >= self.max_buffer:
             return True
