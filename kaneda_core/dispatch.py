@@ -15,6 +15,7 @@ and its own worker, and the parent's queue is delivered by the parent alone.
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -679,21 +680,46 @@ class BatchingDispatcher(_Closable):
             )
             self.delivery.fail(unstorable, refusal)
         accept = self._accept
-        step = self.batch_size
-        room = max(step, self.max_buffer - step)
+        if self.overflow == "block":
+            accept = functools.partial(self._accept_without_waiting, waiting=waiting)
+        # Parts the queue can hold (a part batch where max_buffer is below batch_size),
+        # each delivered before the next goes in if the queue has no room left for it
+        # (a burst of points at each interval: none dropped for a full queue), leaving
+        # the calls a batch's room where the queue has it.
+        step = max(1, min(self.batch_size, self.max_buffer))
+        room = max(step, self.max_buffer - self.batch_size)
+        cap = self.max_buffer_bytes
         for start in range(0, len(points), step):
-            if not waiting and self.queued_now() >= room:
-                # More series than the queue holds (a burst of points at each interval):
-                # deliver as they are queued, instead of dropping them for a full queue.
-                if self.disk is not None:
-                    self._drain_disk()
-                else:
-                    self._drain()
-            for point in points[start : start + step]:
+            part = points[start : start + step]
+            if not waiting and (
+                self.queued_now() + len(part) > room
+                or (cap is not None and self._bytes[0] + sum(map(item_bytes, part)) > cap)
+            ):
+                self._deliver_queued()
+            for point in part:
                 accept(point)
         # Only now: a flush() waiting for the points sees them queued, not in the making.
         # (An emit made while this one delivered, the store down, may have seen a later.)
         self._emits_done = max(self._emits_done, asked)
+
+    def _deliver_queued(self) -> None:
+        """Deliver what is queued now (from the worker, between parts of an emit)."""
+        if self.disk is not None:
+            self._drain_disk()
+        else:
+            self._drain()
+
+    def _accept_without_waiting(self, point: Any, *, waiting: bool) -> None:
+        """The worker's door for its points with ``overflow="block"``: it never waits for
+        room that only it can make. A full queue is delivered first (not while a batch
+        waits for a retry); a point that still finds it full is dropped, counted."""
+        size = self._size_of(point)
+        if self._full(size) and not waiting:
+            self._deliver_queued()
+        if self._full(size):
+            self._record_drop(point, size)
+        else:
+            self.submit(point)
 
     def _drain(self) -> bool:
         queue = self.queue

@@ -89,3 +89,62 @@ def test_an_outage_past_the_retry_budget_loses_only_what_fails_or_overflows_coun
     assert stats.sent == len(backend.metrics) and stats.folded == calls
     assert stats.failed > 0 and stats.dropped > 0 and stats.queued == 0
     assert max(m.value for m in backend.metrics) < calls / 4
+
+
+@pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest", "block"])
+@pytest.mark.parametrize(("max_buffer", "batch_size"), [(10, 1000), (100, 100), (7, 3)])
+def test_an_interval_of_more_series_than_max_buffer_is_delivered_whole(
+    overflow: Any, max_buffer: int, batch_size: int
+) -> None:
+    backend = MemoryBackend()
+    metrics = Metrics(
+        backend,
+        aggregate=True,
+        flush_interval=3600,
+        max_buffer=max_buffer,
+        batch_size=batch_size,
+        overflow=overflow,
+        block_timeout=1.0,
+    )
+    for i in range(300):
+        metrics.increment(f"s{i}")
+    started = time.monotonic()
+    assert metrics.flush(30) == 0
+    took = time.monotonic() - started
+    stats = metrics.stats()
+    metrics.close()
+    # Before: 10 of 300 stored where max_buffer < batch_size (drop_*), and with "block"
+    # the worker waited block_timeout for each point on its own queue.
+    assert len(backend.metrics) == stats.sent == 300 and stats.dropped == 0
+    assert took < 5
+
+
+def test_the_worker_never_waits_on_its_own_full_queue_while_the_store_is_down() -> None:
+    backend = Outage()
+    retry = RetryPolicy(attempts=3, initial_delay=0.5, jitter=0.0)
+    metrics = Metrics(
+        backend,
+        aggregate=True,
+        flush_interval=INTERVAL,
+        retry=retry,
+        max_buffer=3,
+        batch_size=2,
+        overflow="block",
+        block_timeout=2.0,
+    )
+    backend.down = True
+    metrics.increment("first")
+    time.sleep(0.2)  # its point is sent, refused, and waits for a retry
+    for i in range(20):
+        metrics.increment(f"s{i}")
+    time.sleep(0.8)
+    backend.down = False
+    started = time.monotonic()
+    assert metrics.flush(30) == 0
+    took = time.monotonic() - started
+    stats = metrics.stats()
+    metrics.close()
+    # The interval's 20 points met a queue of 3 behind a batch being retried: those
+    # with no room are dropped and counted, none waited block_timeout for the worker.
+    assert took < 2 and stats.dropped > 0
+    assert stats.sent + stats.failed + stats.dropped == 21 == len(backend.metrics) + stats.dropped
