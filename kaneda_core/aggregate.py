@@ -16,8 +16,10 @@ Events and custom metrics are never folded. A series is validated (and checked b
 backend) the first time it is seen; later calls on it only build its key and find the
 series' own. That key is made of plain strings (a string subclass's text), or, for tags
 with other values, each value with its type: ``1``, ``1.0`` and ``True`` are three
-series, as a store keeps them, although Python finds them equal. What the worker folds
-holds no object of the caller's. An aggregated point carries the time its interval ended.
+series, as a store keeps them, although Python finds them equal (and so are ``-0.0`` and
+``0.0``). What the worker folds holds no object of the caller's: a value of an int or
+float subclass (an ``IntEnum``, numpy's ``float64``) is folded as the plain number. An
+aggregated point carries the time its interval ended.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ LIST = _Mark("LIST")
 #: In a key, after the name: the tags' values are not all strings (each follows as a
 #: ``(type, value)`` pair, after the tag keys).
 TYPED = _Mark("TYPED")
+#: In a key, the type of a tag value ``-0.0``: a store keeps it apart from ``0.0``, which
+#: Python finds equal to it.
+NEGATIVE_ZERO = _Mark("NEGATIVE_ZERO")
 
 # Counter's C loop: a mapping's count += 1 for each item of an iterable.
 _count_elements = collections._count_elements  # type: ignore[attr-defined]
@@ -142,7 +147,8 @@ class Aggregator:
                 return found
         own = self.check_value(kind, name, tags, value)
         key = series_key(plain(name), copy_tags(tags))
-        if typed is not None and key[1:2] == (TYPED,):
+        if typed is not None and key[1:2] == (TYPED,) and not _float_zero(tags):
+            # (A call's typed tags find -0.0 and 0.0 equal: such series are not cached.)
             self.typed[kind][typed] = key
         known = self.valid[kind]
         if key not in known:
@@ -200,6 +206,8 @@ class Aggregator:
         popleft = self.adds.popleft
         for _ in range(len(self.adds)):
             key, value = popleft()
+            if type(value) is not int:
+                value = _plain_number(value)  # (a numpy int64 sum would wrap around)
             sums[key] = get(key, 0) + value
             folded += 1
         gauges = self.gauges
@@ -215,6 +223,8 @@ class Aggregator:
         popleft = self.timings.popleft
         for _ in range(len(self.timings)):
             key, value = popleft()
+            if type(value) is not float and type(value) is not int:
+                value = _plain_number(value)  # (numpy's float64 sums to inf unseen)
             record = timings.get(key)
             if record is None:
                 # count, sum, min, max, then the reservoir
@@ -263,7 +273,9 @@ class Aggregator:
                     found[2] = value
                     found[3] = key
             for name, tags, value, _ in merged.values():
-                add(name, kind, _storable(value), tags)
+                # A gauge is one call's value, as stored without aggregation; a sum may
+                # pass what a store's integers hold.
+                add(name, kind, _storable(value) if kind == COUNTER else _plain_number(value), tags)
         merged_timings: dict[Key, list[Any]] = {}
         for key, record in self._timings.items():
             tags = self._tags_of(TIMING, key)
@@ -380,12 +392,29 @@ def _typed_call(name: Any, tags: Any) -> Key | None:
     return (name, *tags, *map(type, tags.values()), *tags.values())
 
 
-def _typed(value: Any) -> tuple[type, Any]:
-    """A tag value with its type, as a plain bool, int, float or str (never a subclass)."""
+def _typed(value: Any) -> tuple[Any, Any]:
+    """A tag value with its type, as a plain bool, int, float or str (never a subclass);
+    ``-0.0``'s type is NEGATIVE_ZERO (it equals ``0.0``, which a store keeps apart)."""
     for kind in (bool, int, float, str):
         if isinstance(value, kind):
-            return kind, kind(value)
+            plain_value = kind(value)
+            if kind is float and plain_value == 0.0 and math.copysign(1.0, plain_value) < 0:
+                return NEGATIVE_ZERO, plain_value
+            return kind, plain_value
     raise AssertionError(f"a validated tag value: {value!r}")  # pragma: no cover
+
+
+def _float_zero(tags: Any) -> bool:
+    """Whether a dict of tags holds a float equal to zero (``0.0`` or ``-0.0``)."""
+    return any(isinstance(value, float) and value == 0.0 for value in tags.values())
+
+
+def _plain_number(value: Any) -> Any:
+    """A call's value (validated: an int or a float, or a subclass) as the plain number."""
+    kind = type(value)
+    if kind is int or kind is float:
+        return value
+    return int(value) if isinstance(value, int) else float(value)
 
 
 def _storable(total: Any) -> Any:
@@ -404,7 +433,7 @@ def _finite(value: Any) -> bool:
     """Whether a point's value (a number, or a timing's summary) is one a store can hold."""
     if isinstance(value, dict):
         return all(_finite(item) for item in value.values())
-    if type(value) is float:
+    if isinstance(value, float):
         return math.isfinite(value)
     if type(value) is int and not _MIN_INT64 <= value <= _MAX_INT64:
         try:

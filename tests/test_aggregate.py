@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import math
 import os
 import signal
 import threading
@@ -495,3 +497,59 @@ def test_a_known_series_of_typed_tags_still_refuses_bad_values_at_the_call() -> 
         ("counter", 1, "{'code': 200}"),
         ("gauge", 1, "{'code': 200, 'cached': True}"),
     ]
+
+
+def test_negative_zero_and_zero_tags_are_two_series_as_without_aggregation() -> None:
+    for aggregate in (False, True):
+        backend = MemoryBackend()
+        with Metrics(backend, aggregate=aggregate, flush_interval=60) as metrics:
+            for _ in range(2):  # the second calls find the series known
+                metrics.increment("hits", tags={"x": -0.0})
+                metrics.increment("hits", tags={"x": 0.0})
+                metrics.gauge("depth", 1, tags={"x": 0.0, "y": 1})
+                metrics.gauge("depth", 2, tags={"x": -0.0, "y": 1})
+            metrics.flush(5)
+        signs = sorted(
+            (m.kind, math.copysign(1, m.tags["x"]), m.value)  # type: ignore[call-overload]
+            for m in backend.metrics
+        )
+        if aggregate:
+            assert signs == [
+                ("counter", -1.0, 2), ("counter", 1.0, 2), ("gauge", -1.0, 2), ("gauge", 1.0, 1),
+            ]  # fmt: skip
+        else:
+            assert len(signs) == 8 and {sign for _, sign, _ in signs} == {-1.0, 1.0}
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Float(float):
+    """A float of the caller's own (numpy's float64 is one)."""
+
+    def __add__(self, other: Any) -> _Float:
+        return _Float(float(self) + float(other) if abs(float(self)) < 1e308 else math.inf)
+
+    __radd__ = __add__
+
+
+def test_values_of_the_callers_types_are_folded_as_plain_numbers() -> None:
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        metrics.gauge("level", _Level.HIGH)
+        metrics.gauge("ratio", _Float(2.5))
+        metrics.increment("hits")
+        metrics.timing("took", _Float(1.5e308))
+        metrics.timing("took", _Float(1.5e308))  # a sum a float subclass takes to inf
+        metrics.timing("fast", _Float(0.5))
+        metrics.gauge("big", 2**64)  # one call's value: stays the integer it was
+        metrics.flush(5)
+        stats = metrics.stats()
+    stored = points(backend)
+    assert stored["gauge", "level"].value == 3 and type(stored["gauge", "level"].value) is int
+    assert type(stored["gauge", "ratio"].value) is float
+    assert all(type(v) is float for v in stored["timing", "fast"].value.values() if v != 1)
+    assert stored["gauge", "big"].value == 2**64 and type(stored["gauge", "big"].value) is int
+    # The summary whose sum is past a float's range is set aside, counted failed.
+    assert ("timing", "took") not in stored and stats.failed == 1
