@@ -10,7 +10,8 @@ point per series:
 - a gauge: its last value in the interval;
 - a timing: a dict ``{"count", "sum", "min", "max", "p50", "p90", "p99"}`` (the
   percentiles are configurable, computed over up to ``RESERVOIR`` values kept per series
-  by reservoir sampling; count, sum, min and max are exact).
+  by reservoir sampling; count, sum, min and max are exact): ``count`` an integer, the
+  others floats, whatever the calls' values were.
 
 Events and custom metrics are never folded. A series is validated (and checked by the
 backend) the first time it is seen; later calls on it only build its key and find the
@@ -350,12 +351,20 @@ class Aggregator:
         return left
 
     def _timing_value(self, record: list[Any]) -> dict[str, Any]:
+        """A timing's summary: ``count`` an integer, every other field a float, whatever
+        the calls' types (a store that types each field by its first write, InfluxDB's
+        kaneda1 layout, refused a float sum after an interval of integer timings)."""
         count, total, low, high, sample = record
-        value: dict[str, Any] = {"count": count, "sum": _storable(total), "min": low, "max": high}
+        value: dict[str, Any] = {
+            "count": count,
+            "sum": _as_float(total),
+            "min": float(low),
+            "max": float(high),
+        }
         if sample:
             ordered = sorted(sample)
             for label, percentile in zip(self._labels, self.percentiles, strict=True):
-                value[label] = _nearest_rank(ordered, percentile)
+                value[label] = float(_nearest_rank(ordered, percentile))
         return value
 
     def after_fork_in_child(self) -> None:
@@ -402,6 +411,15 @@ def _typed(value: Any) -> tuple[Any, Any]:
                 return NEGATIVE_ZERO, plain_value
             return kind, plain_value
     raise AssertionError(f"a validated tag value: {value!r}")  # pragma: no cover
+
+
+def _as_float(total: Any) -> Any:
+    """A sum as a float; a sum past a float's range stays the exact integer, which
+    :func:`_finite` refuses."""
+    try:
+        return float(total)
+    except OverflowError:
+        return total
 
 
 def _float_zero(tags: Any) -> bool:
