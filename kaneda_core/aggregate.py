@@ -7,7 +7,8 @@ folds what was queued into one record per series, and at every flush interval em
 point per series:
 
 - a counter: the sum of its increments and decrements in the interval;
-- a gauge: its last value in the interval;
+- a gauge: its last value in the interval (the gauges' points in the order of their
+  series' last calls, each stamped after the one before);
 - a timing: a dict ``{"count", "sum", "min", "max", "p50", "p90", "p99"}`` (the
   percentiles are configurable, computed over up to ``RESERVOIR`` values kept per series
   by reservoir sampling; count, sum, min and max are exact): ``count`` an integer, the
@@ -273,7 +274,13 @@ class Aggregator:
                 elif turns.get(key, 0) > turns.get(found[3], 0):  # the later call's value
                     found[2] = value
                     found[3] = key
-            for name, tags, value, _ in merged.values():
+            series_points = list(merged.values())
+            if kind == GAUGE:
+                # In the order of their last calls: series Kaneda keeps apart that a store
+                # keeps as one (tags 200 and "200": text in InfluxDB) end on the last
+                # call's value there too, the later point being stamped later.
+                series_points.sort(key=lambda found: turns.get(found[3], 0))
+            for name, tags, value, _ in series_points:
                 # A gauge is one call's value, as stored without aggregation; a sum may
                 # pass what a store's integers hold.
                 add(name, kind, _storable(value) if kind == COUNTER else _plain_number(value), tags)

@@ -553,3 +553,17 @@ def test_values_of_the_callers_types_are_folded_as_plain_numbers() -> None:
     assert stored["gauge", "big"].value == 2**64 and type(stored["gauge", "big"].value) is int
     # The summary whose sum is past a float's range is set aside, counted failed.
     assert ("timing", "took") not in stored and stats.failed == 1
+
+
+def test_gauges_are_stamped_in_the_order_of_their_last_calls() -> None:
+    # {"code": "200"} and {"code": 200} are two series here and one in a store that keeps
+    # tags as text (InfluxDB): there, the later point's value is the gauge's last.
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        metrics.gauge("queue", 5, tags={"code": "200"})
+        metrics.gauge("queue", 7, tags={"code": 200})
+        metrics.gauge("queue", 9, tags={"code": "200"})
+        metrics.gauge("other", 1)
+        metrics.flush(5)
+    ordered = sorted(backend.metrics, key=lambda m: m.epoch_ns)
+    assert [(m.name, m.value) for m in ordered] == [("queue", 7), ("queue", 9), ("other", 1)]
