@@ -179,7 +179,7 @@ class Delivery:
         answers: list[Any] | None = None,
         while_waiting: Callable[[], bool] | None = None,
         settled: Callable[[int], None] | None = None,
-        wait_step: float | None = None,
+        wait_step: Callable[[], float] | None = None,
     ) -> list[int]:
         """Send ``items`` as one batch; retry transient failures when ``retry`` is true.
 
@@ -197,8 +197,9 @@ class Delivery:
         ``send`` returned is appended to it for each part that was stored. ``settled``
         is called with each number of ``items`` counted sent, failed or filtered, under
         the counters' lock: the caller stops counting them as queued at the same instant.
-        ``wait_step``, shorter than :data:`WAIT_STEP`, calls ``while_waiting`` more often
-        (an aggregating caller emits its intervals on time while a batch waits).
+        ``wait_step`` says how long until ``while_waiting`` is to be called next, when
+        that is sooner than :data:`WAIT_STEP` (an aggregating caller's next interval:
+        emitted on time while a batch waits).
         """
         if self._plugins_seen != plugins.changes:  # a plugin registered or removed since
             self._plugins_seen = plugins.changes
@@ -426,7 +427,7 @@ def _wait(
     delay: float,
     stop: threading.Event | None,
     while_waiting: Callable[[], bool] | None,
-    wait_step: float | None = None,
+    wait_step: Callable[[], float] | None = None,
 ) -> bool:
     """Wait ``delay`` seconds before a retry; False when ``stop`` was set meanwhile."""
     if while_waiting is None:
@@ -439,7 +440,7 @@ def _wait(
         remaining = end - time.monotonic()
         if remaining <= 0:
             return True
-        step = min(remaining, WAIT_STEP if wait_step is None else wait_step)
+        step = min(remaining, WAIT_STEP if wait_step is None else min(WAIT_STEP, wait_step()))
         if stop is None:
             time.sleep(step)
         elif stop.wait(step):

@@ -310,9 +310,9 @@ class BatchingDispatcher(_Closable):
         self._emits_asked = 0
         self._emits_done = 0
         self._final_round = False  # the extra round at close, for calls made before it
-        # While a batch waits for a retry, how often the worker looks up: with
-        # aggregation, often enough to emit each interval on time (see _while_retrying).
-        self._wait_step = None if aggregator is None else min(1.0, flush_interval / 4)
+        # While a batch waits for a retry, with aggregation: when the worker looks up
+        # next, to emit each interval on time (see _while_retrying).
+        self._wait_step = None if aggregator is None else self._until_next_emit
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
@@ -701,6 +701,12 @@ class BatchingDispatcher(_Closable):
         # Only now: a flush() waiting for the points sees them queued, not in the making.
         # (An emit made while this one delivered, the store down, may have seen a later.)
         self._emits_done = max(self._emits_done, asked)
+
+    def _until_next_emit(self) -> float:
+        """Seconds until the aggregator's next interval ends (a little, when it is due)."""
+        assert self.aggregator is not None
+        due = self.aggregator.last_emit + self.flush_interval - time.monotonic()
+        return max(0.005, due)
 
     def _deliver_queued(self) -> None:
         """Deliver what is queued now (from the worker, between parts of an emit)."""
