@@ -51,6 +51,9 @@ MAX_SERIES = 100_000
 #: About the bytes the series remembered may hold (their names and tags); past it, the
 #: worker is woken to emit at once, and the memory is emptied.
 MAX_SERIES_BYTES = 16 * 1024 * 1024
+#: Points remembered with the calls they carry (stats().folded_lost) until delivered,
+#: at most: past it (a long outage with a disk buffer), a lost point counts as one call.
+MAX_CARRIED = 1_000_000
 # What remembering and folding a series costs beyond its strings (tracemalloc: about
 # 370 bytes for a counter with two tags and 63 characters in all).
 _SERIES_OVERHEAD = 300
@@ -114,12 +117,20 @@ class Aggregator:
         #: Series of tags holding numbers or bools, by the call's tags with each value's
         #: type (their key, typed, matches no call's): validated once, as strings are.
         self.typed: dict[str, dict[Key, Key]] = {COUNTER: {}, GAUGE: {}, TIMING: {}}
+        #: Per counter series: its increments (as many as its calls), then what its other
+        #: calls add (their sums, apart: so an increment is folded in one C pass).
         self._sums: dict[Key, Any] = {}
+        self._added: dict[Key, Any] = {}
         self._lasts: dict[Key, Any] = {}
         #: When each gauge series was last set (a running count of gauge calls).
         self._turns: dict[Key, int] = {}
         self._turn = 0
         self._timings: dict[Key, list[Any]] = {}
+        #: Calls folded per counter and gauge series (a timing's record counts its own).
+        self._calls: dict[str, dict[Key, int]] = {COUNTER: {}, GAUGE: {}}
+        #: Calls each emitted point carries, by its time (unique): what a point lost
+        #: (failed, dropped) loses, for stats().folded_lost. Set by emit().
+        self.carried: dict[int, int] = {}
         self.folded = 0  # calls folded since the last emit
         self.last_emit = time.monotonic()
         #: About the bytes of the series remembered in ``valid``.
@@ -192,7 +203,9 @@ class Aggregator:
 
     def series(self) -> int:
         """Series folded and not yet emitted."""
-        return len(self._sums) + len(self._lasts) + len(self._timings)
+        counters = self._sums
+        both = sum(1 for key in self._added if key in counters) if self._added else 0
+        return len(counters) + len(self._added) - both + len(self._lasts) + len(self._timings)
 
     def fold(self) -> None:
         """Fold every queued call into its series' record."""
@@ -203,20 +216,24 @@ class Aggregator:
             keys = [popleft() for _ in range(len(counts))]
             _count_elements(self._sums, keys)  # C: a dict += 1 per key
             folded += len(keys)
-        sums = self._sums
+        sums = self._added
         get = sums.get
+        calls = self._calls[COUNTER]
+        called = calls.get
         popleft = self.adds.popleft
         for _ in range(len(self.adds)):
             key, value = popleft()
             if type(value) is not int:
                 value = _plain_number(value)  # (a numpy int64 sum would wrap around)
             sums[key] = get(key, 0) + value
+            calls[key] = called(key, 0) + 1
             folded += 1
         gauges = self.gauges
         if gauges:
             popleft = gauges.popleft
             pairs = [popleft() for _ in range(len(gauges))]
             self._lasts.update(pairs)  # the last value of each series wins
+            _count_elements(self._calls[GAUGE], map(_first, pairs))
             # When each key was last set: emit merges one series given in two tag orders.
             self._turns.update(zip(map(_first, pairs), itertools.count(self._turn)))
             self._turn += len(pairs)
@@ -255,21 +272,42 @@ class Aggregator:
         points: list[Metric] = []
         unstorable: list[Metric] = []
 
-        def add(name: str, kind: str, value: Any, tags: Any) -> None:
+        carried = self.carried
+
+        def add(name: str, kind: str, value: Any, tags: Any, calls: int) -> None:
             ns = stamp_ns + (len(points) + len(unstorable)) * SLOTS
             point = Metric(plain(name), kind, value, _own(tags), None, host, None, ns)
-            (points if _finite(value) else unstorable).append(point)
+            if _finite(value):
+                points.append(point)
+                if len(carried) < MAX_CARRIED:
+                    carried[ns] = calls
+            else:
+                unstorable.append(point)
+                carried[ns] = calls  # (counted lost at once)
 
-        for kind, records in ((COUNTER, self._sums), (GAUGE, self._lasts)):
+        # A counter's calls: its increments, and its other calls (counted apart).
+        counter_calls = self._calls[COUNTER]
+        counters = self._sums
+        for key, added in self._added.items():
+            increments = counters.get(key, 0)
+            counters[key] = increments + added
+            counter_calls[key] = increments + counter_calls[key]
+        for key, increments in counters.items():
+            counter_calls.setdefault(key, increments)
+        for kind, records in ((COUNTER, counters), (GAUGE, self._lasts)):
             merged: dict[Key, list[Any]] = {}
             turns = self._turns
+            calls_of = self._calls[kind]
             for key, value in records.items():
                 tags = self._tags_of(kind, key)
                 series = (key[0], _canonical(tags))
                 found = merged.get(series)
+                calls = calls_of.get(key, 1)
                 if found is None:
-                    merged[series] = [key[0], tags, value, key]
-                elif kind == COUNTER:
+                    merged[series] = [key[0], tags, value, key, calls]
+                    continue
+                found[4] += calls
+                if kind == COUNTER:
                     found[2] += value
                 elif turns.get(key, 0) > turns.get(found[3], 0):  # the later call's value
                     found[2] = value
@@ -280,10 +318,11 @@ class Aggregator:
                 # keeps as one (tags 200 and "200": text in InfluxDB) end on the last
                 # call's value there too, the later point being stamped later.
                 series_points.sort(key=lambda found: turns.get(found[3], 0))
-            for name, tags, value, _ in series_points:
+            for name, tags, value, _, calls in series_points:
                 # A gauge is one call's value, as stored without aggregation; a sum may
                 # pass what a store's integers hold.
-                add(name, kind, _storable(value) if kind == COUNTER else _plain_number(value), tags)
+                value = _storable(value) if kind == COUNTER else _plain_number(value)
+                add(name, kind, value, tags, calls)
         merged_timings: dict[Key, list[Any]] = {}
         for key, record in self._timings.items():
             tags = self._tags_of(TIMING, key)
@@ -294,11 +333,13 @@ class Aggregator:
             else:
                 _merge_timings(found[2], record)
         for name, tags, record in merged_timings.values():
-            add(name, TIMING, self._timing_value(record), tags)
+            add(name, TIMING, self._timing_value(record), tags, record[0])
         self._sums = {}
+        self._added = {}
         self._lasts = {}
         self._turns = {}
         self._timings = {}
+        self._calls = {COUNTER: {}, GAUGE: {}}
         self.folded = 0
         self.last_emit = time.monotonic()
         if self.over_budget():  # bounded: forgotten series are validated again
@@ -310,13 +351,31 @@ class Aggregator:
                 self.typed[kind].clear()
         return points, folded, unstorable
 
+    def lost(self, items: Any) -> int:
+        """How many calls the aggregated points among ``items`` (lost) carried; forgotten."""
+        carried = self.carried
+        if not carried:
+            return 0
+        pop = carried.pop
+        return sum(pop(item[7], 0) for item in items)
+
+    def settled(self, items: Any) -> None:
+        """Forget the calls of ``items``, delivered (or counted lost already)."""
+        carried = self.carried
+        if carried:
+            pop = carried.pop
+            for item in items:
+                pop(item[7], None)
+
     def discard(self) -> int:
         """Let go of the folded records (an emit that failed); how many points they were."""
-        points = len(self._sums) + len(self._lasts) + len(self._timings)
+        points = self.series()
         self._sums = {}
+        self._added = {}
         self._lasts = {}
         self._turns = {}
         self._timings = {}
+        self._calls = {COUNTER: {}, GAUGE: {}}
         self.folded = 0
         self.last_emit = time.monotonic()
         return points
@@ -379,9 +438,12 @@ class Aggregator:
         for queue in (self.counts, self.adds, self.gauges, self.timings):
             queue.clear()
         self._sums = {}
+        self._added = {}
         self._lasts = {}
         self._turns = {}
         self._timings = {}
+        self._calls = {COUNTER: {}, GAUGE: {}}
+        self.carried = {}
         self.folded = 0
 
 

@@ -69,7 +69,9 @@ class Stats:
     ``filtered``: dropped by a ``kaneda_filter_metric`` hook. ``retried``: metric
     re-sends. ``queued``: waiting now. ``unreadable``: rows of a disk buffer that could
     not be read back and were moved aside. ``folded``: calls folded into aggregated
-    points (``aggregate=True``), which ``sent`` then counts as points.
+    points (``aggregate=True``), which ``sent`` then counts as points. ``folded_lost``:
+    of those calls, the ones whose points failed or were dropped (each such point counts
+    one in ``failed`` or ``dropped``).
     """
 
     __slots__ = (
@@ -77,6 +79,7 @@ class Stats:
         "failed",
         "filtered",
         "folded",
+        "folded_lost",
         "queued",
         "retried",
         "sent",
@@ -93,6 +96,7 @@ class Stats:
         queued: int = 0,
         unreadable: int = 0,
         folded: int = 0,
+        folded_lost: int = 0,
     ) -> None:
         self.sent = sent
         self.failed = failed
@@ -102,6 +106,7 @@ class Stats:
         self.queued = queued
         self.unreadable = unreadable
         self.folded = folded
+        self.folded_lost = folded_lost
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -124,6 +129,7 @@ _STAT_NAMES = (
     "queued",
     "unreadable",
     "folded",
+    "folded_lost",
 )
 
 
@@ -151,6 +157,8 @@ class Delivery:
         self._hears_losses = implements("kaneda_batch_failed")
         self._hearers_seen = plugins.changes
         self._sends_records = sends_records(backend)
+        #: With aggregation: how many calls lost points carried (Aggregator.lost).
+        self.calls_lost: Callable[[Sequence[Any]], int] | None = None
         track_delivery(self)
 
     def _after_fork_in_child(self) -> None:
@@ -313,6 +321,10 @@ class Delivery:
         while the hook takes its time.
         """
         if metrics:
+            if self.calls_lost is not None:
+                lost = self.calls_lost(metrics)
+                if lost:
+                    self.count(folded_lost=lost)  # (not metrics: nothing settles them)
             self.count_settled(settled, failed=len(metrics))
             self.report_loss(metrics, error, "not delivered")
 

@@ -304,6 +304,7 @@ class BatchingDispatcher(_Closable):
         self.aggregator = aggregator
         if aggregator is not None:
             aggregator.wake = self._wake_worker  # its series past their byte bound
+            delivery.calls_lost = aggregator.lost  # the calls a failed point carried
         # Emits flush() asked for, and the last the worker began after one was asked: a
         # flush waits until the worker began one after it asked, and its points are
         # queued (a flag the worker cleared could wipe a later flush's request).
@@ -555,7 +556,12 @@ class BatchingDispatcher(_Closable):
     def _record_drop(self, item: Any, size: int) -> None:
         # Counted now; shown to the failure hook by the worker, off the caller's path (and
         # kept only for a hook: in an outage, that is a second buffer's worth of memory).
-        self.delivery.count(dropped=1)
+        aggregator = self.aggregator
+        lost = 0 if aggregator is None else aggregator.lost((item,))
+        if lost:
+            self.delivery.count(dropped=1, folded_lost=lost)
+        else:
+            self.delivery.count(dropped=1)
         cap = self.max_buffer_bytes
         if (
             len(self._dropped) < self.max_buffer
@@ -666,8 +672,9 @@ class BatchingDispatcher(_Closable):
             points, folded, unstorable = aggregator.emit(first)
         except Exception as error:  # noqa: BLE001 - records kept would fail every interval
             self._emits_done = max(self._emits_done, asked)
+            calls = aggregator.folded
             lost = aggregator.discard()
-            self.delivery.count(failed=lost)
+            self.delivery.count(failed=lost, folded_lost=calls)
             log.error("Kaneda: %d aggregated points lost: emitting them failed: %r", lost, error)
             return
         if folded:
@@ -746,6 +753,8 @@ class BatchingDispatcher(_Closable):
                 self._inflight = len(batch)
                 owed -= len(batch)
             self._deliver_or_count(batch)
+            if self.aggregator is not None:
+                self.aggregator.settled(batch)  # the calls its points carried: forgotten
             if self.max_buffer_bytes is not None:
                 # Counted until settled: a batch being retried still holds its memory.
                 self._count_bytes(-sum(item_bytes(item) for item in batch))
@@ -817,6 +826,10 @@ class BatchingDispatcher(_Closable):
             # Delivered or failed for good: forgotten. Kept (the backend is down): rows
             # stay in the file; metrics that came from memory go back first in line.
             disk.ack([s for i, (s, _) in enumerate(entries) if s is not None and i not in kept])
+            if self.aggregator is not None:
+                self.aggregator.settled(
+                    [item for i, (_, item) in enumerate(entries) if i not in kept]
+                )
             back = [item for i, (s, item) in enumerate(entries) if s is None and i in kept]
             if back:
                 disk.requeue(back)
@@ -1100,7 +1113,8 @@ class BatchingDispatcher(_Closable):
         """Count ``items`` as failed and tell the hook, within what is left of ``deadline``."""
         metrics = self.delivery.to_metrics(items)
         error = BufferFull(f"Kaneda was closed before {len(items)} metrics {what}")
-        self.delivery.count(failed=len(metrics))
+        lost = 0 if self.aggregator is None else self.aggregator.lost(items)
+        self.delivery.count(failed=len(metrics), folded_lost=lost)
         self.delivery.incidents.permanent(len(metrics), "not delivered", str(error))
         _within(deadline, "kaneda-hook", self.delivery.tell_hook, metrics, error)
 

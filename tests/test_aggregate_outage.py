@@ -89,6 +89,8 @@ def test_an_outage_past_the_retry_budget_loses_only_what_fails_or_overflows_coun
     assert stats.sent == len(backend.metrics) and stats.folded == calls
     assert stats.failed > 0 and stats.dropped > 0 and stats.queued == 0
     assert max(m.value for m in backend.metrics) < calls / 4
+    # The calls those points carried: each call is stored, or counted lost.
+    assert sum(m.value for m in backend.metrics) + stats.folded_lost == calls
 
 
 @pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest", "block"])
@@ -148,3 +150,36 @@ def test_the_worker_never_waits_on_its_own_full_queue_while_the_store_is_down() 
     # with no room are dropped and counted, none waited block_timeout for the worker.
     assert took < 2 and stats.dropped > 0
     assert stats.sent + stats.failed + stats.dropped == 21 == len(backend.metrics) + stats.dropped
+
+
+class Refusing(MemoryBackend):
+    """A store that refuses for good every point named "refused" (a type conflict, say)."""
+
+    def send(self, metrics: Sequence[Metric]) -> Any:
+        refused = [m for m in metrics if m.name == "refused"]
+        if refused:
+            kept = [m for m in metrics if m.name != "refused"]
+            super().send(kept)
+            raise DeliveryError("field type conflict", retryable=False, metrics=refused)
+        return super().send(metrics)
+
+
+@pytest.mark.parametrize("disk", [False, True], ids=["memory", "buffer_path"])
+def test_a_refused_point_counts_the_calls_it_carried_as_lost(disk: bool, tmp_path: Any) -> None:
+    backend = Refusing()
+    options: dict[str, Any] = {"buffer_path": os.fspath(tmp_path / "k.db")} if disk else {}
+    with Metrics(backend, aggregate=True, flush_interval=60, **options) as metrics:
+        for i in range(100):
+            metrics.timing("refused", i)
+        for _ in range(50):
+            metrics.increment("refused", tags={"a": "1"})
+        metrics.decrement("refused", tags={"a": "1"})
+        for i in range(7):
+            metrics.gauge("refused", i, tags={"b": "2"})
+        for _ in range(5):
+            metrics.increment("kept")
+        assert metrics.flush(10) == 0
+        stats = metrics.stats()
+    # Before: one failed point each, and no count of the 158 calls folded into them.
+    assert (stats.failed, stats.sent, stats.folded) == (3, 1, 163)
+    assert stats.folded_lost == 158
