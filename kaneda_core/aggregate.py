@@ -7,17 +7,21 @@ folds what was queued into one record per series, and at every flush interval em
 point per series:
 
 - a counter: the sum of its increments and decrements in the interval;
-- a gauge: its last value in the interval;
+- a gauge: its last value in the interval (the gauges' points in the order of their
+  series' last calls, each stamped after the one before);
 - a timing: a dict ``{"count", "sum", "min", "max", "p50", "p90", "p99"}`` (the
   percentiles are configurable, computed over up to ``RESERVOIR`` values kept per series
-  by reservoir sampling; count, sum, min and max are exact).
+  by reservoir sampling; count, sum, min and max are exact): ``count`` an integer, the
+  others floats, whatever the calls' values were.
 
 Events and custom metrics are never folded. A series is validated (and checked by the
 backend) the first time it is seen; later calls on it only build its key and find the
 series' own. That key is made of plain strings (a string subclass's text), or, for tags
 with other values, each value with its type: ``1``, ``1.0`` and ``True`` are three
-series, as a store keeps them, although Python finds them equal. What the worker folds
-holds no object of the caller's. An aggregated point carries the time its interval ended.
+series, as a store keeps them, although Python finds them equal (and so are ``-0.0`` and
+``0.0``). What the worker folds holds no object of the caller's: a value of an int or
+float subclass (an ``IntEnum``, numpy's ``float64``) is folded as the plain number. An
+aggregated point carries the time its interval ended.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ MAX_SERIES = 100_000
 #: About the bytes the series remembered may hold (their names and tags); past it, the
 #: worker is woken to emit at once, and the memory is emptied.
 MAX_SERIES_BYTES = 16 * 1024 * 1024
+#: Points remembered with the calls they carry (stats().folded_lost) until delivered,
+#: at most: past it (a long outage with a disk buffer), a lost point counts as one call.
+MAX_CARRIED = 1_000_000
 # What remembering and folding a series costs beyond its strings (tracemalloc: about
 # 370 bytes for a counter with two tags and 63 characters in all).
 _SERIES_OVERHEAD = 300
@@ -71,6 +78,9 @@ LIST = _Mark("LIST")
 #: In a key, after the name: the tags' values are not all strings (each follows as a
 #: ``(type, value)`` pair, after the tag keys).
 TYPED = _Mark("TYPED")
+#: In a key, the type of a tag value ``-0.0``: a store keeps it apart from ``0.0``, which
+#: Python finds equal to it.
+NEGATIVE_ZERO = _Mark("NEGATIVE_ZERO")
 
 # Counter's C loop: a mapping's count += 1 for each item of an iterable.
 _count_elements = collections._count_elements  # type: ignore[attr-defined]
@@ -107,12 +117,20 @@ class Aggregator:
         #: Series of tags holding numbers or bools, by the call's tags with each value's
         #: type (their key, typed, matches no call's): validated once, as strings are.
         self.typed: dict[str, dict[Key, Key]] = {COUNTER: {}, GAUGE: {}, TIMING: {}}
+        #: Per counter series: its increments (as many as its calls), then what its other
+        #: calls add (their sums, apart: so an increment is folded in one C pass).
         self._sums: dict[Key, Any] = {}
+        self._added: dict[Key, Any] = {}
         self._lasts: dict[Key, Any] = {}
         #: When each gauge series was last set (a running count of gauge calls).
         self._turns: dict[Key, int] = {}
         self._turn = 0
         self._timings: dict[Key, list[Any]] = {}
+        #: Calls folded per counter and gauge series (a timing's record counts its own).
+        self._calls: dict[str, dict[Key, int]] = {COUNTER: {}, GAUGE: {}}
+        #: Calls each emitted point carries, by its time (unique): what a point lost
+        #: (failed, dropped) loses, for stats().folded_lost. Set by emit().
+        self.carried: dict[int, int] = {}
         self.folded = 0  # calls folded since the last emit
         self.last_emit = time.monotonic()
         #: About the bytes of the series remembered in ``valid``.
@@ -146,7 +164,8 @@ class Aggregator:
                 return found
         own = self.check_value(kind, name, tags, value)
         key = series_key(plain(name), copy_tags(tags))
-        if typed is not None and key[1:2] == (TYPED,):
+        if typed is not None and key[1:2] == (TYPED,) and not _float_zero(tags):
+            # (A call's typed tags find -0.0 and 0.0 equal: such series are not cached.)
             self.typed[kind][typed] = key
         known = self.valid[kind]
         if key not in known:
@@ -190,7 +209,9 @@ class Aggregator:
 
     def series(self) -> int:
         """Series folded and not yet emitted."""
-        return len(self._sums) + len(self._lasts) + len(self._timings)
+        counters = self._sums
+        both = sum(1 for key in self._added if key in counters) if self._added else 0
+        return len(counters) + len(self._added) - both + len(self._lasts) + len(self._timings)
 
     def fold(self) -> None:
         """Fold every queued call into its series' record."""
@@ -201,18 +222,24 @@ class Aggregator:
             keys = [popleft() for _ in range(len(counts))]
             _count_elements(self._sums, keys)  # C: a dict += 1 per key
             folded += len(keys)
-        sums = self._sums
+        sums = self._added
         get = sums.get
+        calls = self._calls[COUNTER]
+        called = calls.get
         popleft = self.adds.popleft
         for _ in range(len(self.adds)):
             key, value = popleft()
+            if type(value) is not int:
+                value = _plain_number(value)  # (a numpy int64 sum would wrap around)
             sums[key] = get(key, 0) + value
+            calls[key] = called(key, 0) + 1
             folded += 1
         gauges = self.gauges
         if gauges:
             popleft = gauges.popleft
             pairs = [popleft() for _ in range(len(gauges))]
             self._lasts.update(pairs)  # the last value of each series wins
+            _count_elements(self._calls[GAUGE], map(_first, pairs))
             # When each key was last set: emit merges one series given in two tag orders.
             self._turns.update(zip(map(_first, pairs), itertools.count(self._turn)))
             self._turn += len(pairs)
@@ -221,6 +248,8 @@ class Aggregator:
         popleft = self.timings.popleft
         for _ in range(len(self.timings)):
             key, value = popleft()
+            if type(value) is not float and type(value) is not int:
+                value = _plain_number(value)  # (numpy's float64 sums to inf unseen)
             record = timings.get(key)
             if record is None:
                 # count, sum, min, max, then the reservoir
@@ -249,27 +278,57 @@ class Aggregator:
         points: list[Metric] = []
         unstorable: list[Metric] = []
 
-        def add(name: str, kind: str, value: Any, tags: Any) -> None:
+        carried = self.carried
+
+        def add(name: str, kind: str, value: Any, tags: Any, calls: int) -> None:
             ns = stamp_ns + (len(points) + len(unstorable)) * SLOTS
             point = Metric(plain(name), kind, value, _own(tags), None, host, None, ns)
-            (points if _finite(value) else unstorable).append(point)
+            if _finite(value):
+                points.append(point)
+                if len(carried) < MAX_CARRIED:
+                    carried[ns] = calls
+            else:
+                unstorable.append(point)
+                carried[ns] = calls  # (counted lost at once)
 
-        for kind, records in ((COUNTER, self._sums), (GAUGE, self._lasts)):
+        # A counter's calls: its increments, and its other calls (counted apart).
+        counter_calls = self._calls[COUNTER]
+        counters = self._sums
+        for key, added in self._added.items():
+            increments = counters.get(key, 0)
+            counters[key] = increments + added
+            counter_calls[key] = increments + counter_calls[key]
+        for key, increments in counters.items():
+            counter_calls.setdefault(key, increments)
+        for kind, records in ((COUNTER, counters), (GAUGE, self._lasts)):
             merged: dict[Key, list[Any]] = {}
             turns = self._turns
+            calls_of = self._calls[kind]
             for key, value in records.items():
                 tags = self._tags_of(kind, key)
                 series = (key[0], _canonical(tags))
                 found = merged.get(series)
+                calls = calls_of.get(key, 1)
                 if found is None:
-                    merged[series] = [key[0], tags, value, key]
-                elif kind == COUNTER:
+                    merged[series] = [key[0], tags, value, key, calls]
+                    continue
+                found[4] += calls
+                if kind == COUNTER:
                     found[2] += value
                 elif turns.get(key, 0) > turns.get(found[3], 0):  # the later call's value
                     found[2] = value
                     found[3] = key
-            for name, tags, value, _ in merged.values():
-                add(name, kind, _storable(value), tags)
+            series_points = list(merged.values())
+            if kind == GAUGE:
+                # In the order of their last calls: series Kaneda keeps apart that a store
+                # keeps as one (tags 200 and "200": text in InfluxDB) end on the last
+                # call's value there too, the later point being stamped later.
+                series_points.sort(key=lambda found: turns.get(found[3], 0))
+            for name, tags, value, _, calls in series_points:
+                # A gauge is one call's value, as stored without aggregation; a sum may
+                # pass what a store's integers hold.
+                value = _storable(value) if kind == COUNTER else _plain_number(value)
+                add(name, kind, value, tags, calls)
         merged_timings: dict[Key, list[Any]] = {}
         for key, record in self._timings.items():
             tags = self._tags_of(TIMING, key)
@@ -280,11 +339,13 @@ class Aggregator:
             else:
                 _merge_timings(found[2], record)
         for name, tags, record in merged_timings.values():
-            add(name, TIMING, self._timing_value(record), tags)
+            add(name, TIMING, self._timing_value(record), tags, record[0])
         self._sums = {}
+        self._added = {}
         self._lasts = {}
         self._turns = {}
         self._timings = {}
+        self._calls = {COUNTER: {}, GAUGE: {}}
         self.folded = 0
         self.last_emit = time.monotonic()
         if self.over_budget():  # bounded: forgotten series are validated again
@@ -296,13 +357,31 @@ class Aggregator:
                 self.typed[kind].clear()
         return points, folded, unstorable
 
+    def lost(self, items: Any) -> int:
+        """How many calls the aggregated points among ``items`` (lost) carried; forgotten."""
+        carried = self.carried
+        if not carried:
+            return 0
+        pop = carried.pop
+        return sum(pop(item[7], 0) for item in items)
+
+    def settled(self, items: Any) -> None:
+        """Forget the calls of ``items``, delivered (or counted lost already)."""
+        carried = self.carried
+        if carried:
+            pop = carried.pop
+            for item in items:
+                pop(item[7], None)
+
     def discard(self) -> int:
         """Let go of the folded records (an emit that failed); how many points they were."""
-        points = len(self._sums) + len(self._lasts) + len(self._timings)
+        points = self.series()
         self._sums = {}
+        self._added = {}
         self._lasts = {}
         self._turns = {}
         self._timings = {}
+        self._calls = {COUNTER: {}, GAUGE: {}}
         self.folded = 0
         self.last_emit = time.monotonic()
         return points
@@ -344,12 +423,20 @@ class Aggregator:
         return left
 
     def _timing_value(self, record: list[Any]) -> dict[str, Any]:
+        """A timing's summary: ``count`` an integer, every other field a float, whatever
+        the calls' types (a store that types each field by its first write, InfluxDB's
+        kaneda1 layout, refused a float sum after an interval of integer timings)."""
         count, total, low, high, sample = record
-        value: dict[str, Any] = {"count": count, "sum": _storable(total), "min": low, "max": high}
+        value: dict[str, Any] = {
+            "count": count,
+            "sum": _as_float(total),
+            "min": float(low),
+            "max": float(high),
+        }
         if sample:
             ordered = sorted(sample)
             for label, percentile in zip(self._labels, self.percentiles, strict=True):
-                value[label] = _nearest_rank(ordered, percentile)
+                value[label] = float(_nearest_rank(ordered, percentile))
         return value
 
     def after_fork_in_child(self) -> None:
@@ -357,9 +444,12 @@ class Aggregator:
         for queue in (self.counts, self.adds, self.gauges, self.timings):
             queue.clear()
         self._sums = {}
+        self._added = {}
         self._lasts = {}
         self._turns = {}
         self._timings = {}
+        self._calls = {COUNTER: {}, GAUGE: {}}
+        self.carried = {}
         self.folded = 0
 
 
@@ -386,12 +476,38 @@ def _typed_call(name: Any, tags: Any) -> Key | None:
     return (name, *tags, *map(type, tags.values()), *tags.values())
 
 
-def _typed(value: Any) -> tuple[type, Any]:
-    """A tag value with its type, as a plain bool, int, float or str (never a subclass)."""
+def _typed(value: Any) -> tuple[Any, Any]:
+    """A tag value with its type, as a plain bool, int, float or str (never a subclass);
+    ``-0.0``'s type is NEGATIVE_ZERO (it equals ``0.0``, which a store keeps apart)."""
     for kind in (bool, int, float, str):
         if isinstance(value, kind):
-            return kind, kind(value)
+            plain_value = kind(value)
+            if kind is float and plain_value == 0.0 and math.copysign(1.0, plain_value) < 0:
+                return NEGATIVE_ZERO, plain_value
+            return kind, plain_value
     raise AssertionError(f"a validated tag value: {value!r}")  # pragma: no cover
+
+
+def _as_float(total: Any) -> Any:
+    """A sum as a float; a sum past a float's range stays the exact integer, which
+    :func:`_finite` refuses."""
+    try:
+        return float(total)
+    except OverflowError:
+        return total
+
+
+def _float_zero(tags: Any) -> bool:
+    """Whether a dict of tags holds a float equal to zero (``0.0`` or ``-0.0``)."""
+    return any(isinstance(value, float) and value == 0.0 for value in tags.values())
+
+
+def _plain_number(value: Any) -> Any:
+    """A call's value (validated: an int or a float, or a subclass) as the plain number."""
+    kind = type(value)
+    if kind is int or kind is float:
+        return value
+    return int(value) if isinstance(value, int) else float(value)
 
 
 def _storable(total: Any) -> Any:
@@ -410,7 +526,7 @@ def _finite(value: Any) -> bool:
     """Whether a point's value (a number, or a timing's summary) is one a store can hold."""
     if isinstance(value, dict):
         return all(_finite(item) for item in value.values())
-    if type(value) is float:
+    if isinstance(value, float):
         return math.isfinite(value)
     if type(value) is int and not _MIN_INT64 <= value <= _MAX_INT64:
         try:

@@ -69,7 +69,9 @@ class Stats:
     ``filtered``: dropped by a ``kaneda_filter_metric`` hook. ``retried``: metric
     re-sends. ``queued``: waiting now. ``unreadable``: rows of a disk buffer that could
     not be read back and were moved aside. ``folded``: calls folded into aggregated
-    points (``aggregate=True``), which ``sent`` then counts as points.
+    points (``aggregate=True``), which ``sent`` then counts as points. ``folded_lost``:
+    of those calls, the ones whose points failed or were dropped (each such point counts
+    one in ``failed`` or ``dropped``).
     """
 
     __slots__ = (
@@ -77,6 +79,7 @@ class Stats:
         "failed",
         "filtered",
         "folded",
+        "folded_lost",
         "queued",
         "retried",
         "sent",
@@ -93,6 +96,7 @@ class Stats:
         queued: int = 0,
         unreadable: int = 0,
         folded: int = 0,
+        folded_lost: int = 0,
     ) -> None:
         self.sent = sent
         self.failed = failed
@@ -102,6 +106,7 @@ class Stats:
         self.queued = queued
         self.unreadable = unreadable
         self.folded = folded
+        self.folded_lost = folded_lost
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -124,6 +129,7 @@ _STAT_NAMES = (
     "queued",
     "unreadable",
     "folded",
+    "folded_lost",
 )
 
 
@@ -152,6 +158,8 @@ class Delivery:
         self._hears_losses = implements("kaneda_batch_failed")
         self._hearers_seen = plugins.changes
         self._sends_records = sends_records(backend)
+        #: With aggregation: how many calls lost points carried (Aggregator.lost).
+        self.calls_lost: Callable[[Sequence[Any]], int] | None = None
         track_delivery(self)
 
     def _after_fork_in_child(self) -> None:
@@ -180,6 +188,7 @@ class Delivery:
         answers: list[Any] | None = None,
         while_waiting: Callable[[], bool] | None = None,
         settled: Callable[[int], None] | None = None,
+        wait_step: Callable[[], float] | None = None,
     ) -> list[int]:
         """Send ``items`` as one batch; retry transient failures when ``retry`` is true.
 
@@ -197,6 +206,9 @@ class Delivery:
         ``send`` returned is appended to it for each part that was stored. ``settled``
         is called with each number of ``items`` counted sent, failed or filtered, under
         the counters' lock: the caller stops counting them as queued at the same instant.
+        ``wait_step`` says how long until ``while_waiting`` is to be called next, when
+        that is sooner than :data:`WAIT_STEP` (an aggregating caller's next interval:
+        emitted on time while a batch waits).
         """
         if self._plugins_seen != plugins.changes:  # a plugin registered or removed since
             self._plugins_seen = plugins.changes
@@ -235,7 +247,7 @@ class Delivery:
                     self.incidents.transient(self.describe(error), len(failed), delay)
                     self.count(retried=len(failed))
                     with gate.stepped_out():  # a fork need not wait for a backoff
-                        waited_out = _wait(delay, stop, while_waiting)
+                        waited_out = _wait(delay, stop, while_waiting, wait_step)
                     if waited_out:
                         parts.append((failed, attempt + 1))
                         continue
@@ -310,6 +322,10 @@ class Delivery:
         while the hook takes its time.
         """
         if metrics:
+            if self.calls_lost is not None:
+                lost = self.calls_lost(metrics)
+                if lost:
+                    self.count(folded_lost=lost)  # (not metrics: nothing settles them)
             self.count_settled(settled, failed=len(metrics))
             self.report_loss(metrics, error, "not delivered")
 
@@ -421,7 +437,10 @@ HURRIED_WAIT = 1.0
 
 
 def _wait(
-    delay: float, stop: threading.Event | None, while_waiting: Callable[[], bool] | None
+    delay: float,
+    stop: threading.Event | None,
+    while_waiting: Callable[[], bool] | None,
+    wait_step: Callable[[], float] | None = None,
 ) -> bool:
     """Wait ``delay`` seconds before a retry; False when ``stop`` was set meanwhile."""
     if while_waiting is None:
@@ -434,7 +453,7 @@ def _wait(
         remaining = end - time.monotonic()
         if remaining <= 0:
             return True
-        step = min(remaining, WAIT_STEP)
+        step = min(remaining, WAIT_STEP if wait_step is None else min(WAIT_STEP, wait_step()))
         if stop is None:
             time.sleep(step)
         elif stop.wait(step):

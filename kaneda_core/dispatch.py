@@ -16,6 +16,7 @@ the parent alone.
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -304,12 +305,16 @@ class BatchingDispatcher(_Closable):
         self.aggregator = aggregator
         if aggregator is not None:
             aggregator.wake = self._wake_worker  # its series past their byte bound
+            delivery.calls_lost = aggregator.lost  # the calls a failed point carried
         # Emits flush() asked for, and the last the worker began after one was asked: a
         # flush waits until the worker began one after it asked, and its points are
         # queued (a flag the worker cleared could wipe a later flush's request).
         self._emits_asked = 0
         self._emits_done = 0
         self._final_round = False  # the extra round at close, for calls made before it
+        # While a batch waits for a retry, with aggregation: when the worker looks up
+        # next, to emit each interval on time (see _while_retrying).
+        self._wait_step = None if aggregator is None else self._until_next_emit
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
@@ -645,7 +650,12 @@ class BatchingDispatcher(_Closable):
     def _record_drop(self, item: Any, size: int) -> None:
         # Counted now; shown to the failure hook by the worker, off the caller's path (and
         # kept only for a hook: in an outage, that is a second buffer's worth of memory).
-        self.delivery.count(dropped=1)
+        aggregator = self.aggregator
+        lost = 0 if aggregator is None else aggregator.lost((item,))
+        if lost:
+            self.delivery.count(dropped=1, folded_lost=lost)
+        else:
+            self.delivery.count(dropped=1)
         cap = self.max_buffer_bytes
         if (
             len(self._dropped) < self.max_buffer
@@ -734,13 +744,20 @@ class BatchingDispatcher(_Closable):
             return True
         return False
 
-    def _fold_and_emit(self, aggregator: Aggregator) -> None:
-        """Fold what calls queued; at each interval (and on flush, close), queue the points."""
+    def _fold_and_emit(self, aggregator: Aggregator, *, waiting: bool = False) -> None:
+        """Fold what calls queued; at each interval (and on flush, close), queue the points.
+
+        ``waiting``: called while a batch waits for a retry (the store is down). Each
+        interval is emitted on time still, its points queued behind that batch (or
+        written to the disk buffer), bounded as any metric queued; the worker, in that
+        batch's delivery, does not deliver them now.
+        """
         asked = self._emits_asked  # before folding: the calls of that flush are queued
         aggregator.fold()
         due = time.monotonic() - aggregator.last_emit >= self.flush_interval
         wanted = asked > self._emits_done
-        if not (due or wanted or self._closed or aggregator.over_budget()):
+        closing = self._closed and not waiting  # (close's last points: in its own round)
+        if not (due or wanted or closing or aggregator.over_budget()):
             return
         try:
             # A time per point: points of one kind, tags and time would be one point in
@@ -748,9 +765,10 @@ class BatchingDispatcher(_Closable):
             first = stamps.reserve(aggregator.series() + aggregator.pending())
             points, folded, unstorable = aggregator.emit(first)
         except Exception as error:  # noqa: BLE001 - records kept would fail every interval
-            self._emits_done = asked
+            self._emits_done = max(self._emits_done, asked)
+            calls = aggregator.folded
             lost = aggregator.discard()
-            self.delivery.count(failed=lost)
+            self.delivery.count(failed=lost, folded_lost=calls)
             log.error("Kaneda: %d aggregated points lost: emitting them failed: %r", lost, error)
             return
         if folded:
@@ -763,20 +781,52 @@ class BatchingDispatcher(_Closable):
             )
             self.delivery.fail(unstorable, refusal)
         accept = self._accept
-        step = self.batch_size
-        room = max(step, self.max_buffer - step)
+        if self.overflow == "block":
+            accept = functools.partial(self._accept_without_waiting, waiting=waiting)
+        # Parts the queue can hold (a part batch where max_buffer is below batch_size),
+        # each delivered before the next goes in if the queue has no room left for it
+        # (a burst of points at each interval: none dropped for a full queue), leaving
+        # the calls a batch's room where the queue has it.
+        step = max(1, min(self.batch_size, self.max_buffer))
+        room = max(step, self.max_buffer - self.batch_size)
+        cap = self.max_buffer_bytes
         for start in range(0, len(points), step):
-            if self.queued_now() >= room:
-                # More series than the queue holds (a burst of points at each interval):
-                # deliver as they are queued, instead of dropping them for a full queue.
-                if self.disk is not None:
-                    self._drain_disk()
-                else:
-                    self._drain()
-            for point in points[start : start + step]:
+            part = points[start : start + step]
+            if not waiting and (
+                self.queued_now() + len(part) > room
+                or (cap is not None and self._bytes[0] + sum(map(item_bytes, part)) > cap)
+            ):
+                self._deliver_queued()
+            for point in part:
                 accept(point)
         # Only now: a flush() waiting for the points sees them queued, not in the making.
-        self._emits_done = asked
+        # (An emit made while this one delivered, the store down, may have seen a later.)
+        self._emits_done = max(self._emits_done, asked)
+
+    def _until_next_emit(self) -> float:
+        """Seconds until the aggregator's next interval ends (a little, when it is due)."""
+        assert self.aggregator is not None
+        due = self.aggregator.last_emit + self.flush_interval - time.monotonic()
+        return max(0.005, due)
+
+    def _deliver_queued(self) -> None:
+        """Deliver what is queued now (from the worker, between parts of an emit)."""
+        if self.disk is not None:
+            self._drain_disk()
+        else:
+            self._drain()
+
+    def _accept_without_waiting(self, point: Any, *, waiting: bool) -> None:
+        """The worker's door for its points with ``overflow="block"``: it never waits for
+        room that only it can make. A full queue is delivered first (not while a batch
+        waits for a retry); a point that still finds it full is dropped, counted."""
+        size = self._size_of(point)
+        if self._full(size) and not waiting:
+            self._deliver_queued()
+        if self._full(size):
+            self._record_drop(point, size)
+        else:
+            self.submit(point)
 
     def _drain(self) -> bool:
         queue = self.queue
@@ -797,6 +847,8 @@ class BatchingDispatcher(_Closable):
                 self._inflight = len(batch)
                 owed -= len(batch)
             self._deliver_or_count(batch)
+            if self.aggregator is not None:
+                self.aggregator.settled(batch)  # the calls its points carried: forgotten
             if self.max_buffer_bytes is not None:
                 # Counted until settled: a batch being retried still holds its memory.
                 self._count_bytes(-sum(item_bytes(item) for item in batch))
@@ -810,6 +862,7 @@ class BatchingDispatcher(_Closable):
                 stop=self._stop,
                 while_waiting=self._while_retrying,
                 settled=self._counted_in_flight,
+                wait_step=self._wait_step,
             )
         except BaseException as error:  # noqa: BLE001 - counted, never lost silently
             # A backend that raises SystemExit or KeyboardInterrupt itself (a library
@@ -856,6 +909,7 @@ class BatchingDispatcher(_Closable):
                         keep_transient=True,
                         while_waiting=self._while_retrying,
                         settled=self._counted_in_flight,
+                        wait_step=self._wait_step,
                     )
                 )
             except BaseException as error:  # noqa: BLE001 - counted, never lost silently
@@ -866,6 +920,10 @@ class BatchingDispatcher(_Closable):
             # Delivered or failed for good: forgotten. Kept (the backend is down): rows
             # stay in the file; metrics that came from memory go back first in line.
             disk.ack([s for i, (s, _) in enumerate(entries) if s is not None and i not in kept])
+            if self.aggregator is not None:
+                self.aggregator.settled(
+                    [item for i, (_, item) in enumerate(entries) if i not in kept]
+                )
             back = [item for i, (s, item) in enumerate(entries) if s is None and i in kept]
             if back:
                 disk.requeue(back)
@@ -899,9 +957,19 @@ class BatchingDispatcher(_Closable):
             self._state.notify_all()
 
     def _while_retrying(self) -> bool:
-        """Between a batch's retries: what a full buffer drops is said (and shown to the
-        failure hook) as it happens, not once the store is back; and the wait is cut
-        short while the buffer is half full or more: a long one would end in drops."""
+        """Between a batch's retries: aggregated intervals are emitted on time; what a
+        full buffer drops is said (and shown to the failure hook) as it happens, not once
+        the store is back; and the wait is cut short while the buffer is half full or
+        more: a long one would end in drops."""
+        aggregator = self.aggregator
+        if aggregator is not None:
+            # The intervals go on while the store is down: each is folded and emitted on
+            # time (one point per series and interval, stamped with its end), not merged
+            # into one point stamped after the store is back.
+            try:
+                self._fold_and_emit(aggregator, waiting=True)
+            except Exception as error:  # noqa: BLE001 - the batch's retries must go on
+                log.error("Kaneda: emitting aggregated points failed: %r", error)
         self._report_drops()
         if self.queued_now() * 2 >= self.max_buffer:
             return True
@@ -1139,7 +1207,8 @@ class BatchingDispatcher(_Closable):
         """Count ``items`` as failed and tell the hook, within what is left of ``deadline``."""
         metrics = self.delivery.to_metrics(items)
         error = BufferFull(f"Kaneda was closed before {len(items)} metrics {what}")
-        self.delivery.count(failed=len(metrics))
+        lost = 0 if self.aggregator is None else self.aggregator.lost(items)
+        self.delivery.count(failed=len(metrics), folded_lost=lost)
         self.delivery.incidents.permanent(len(metrics), "not delivered", str(error))
         _within(deadline, "kaneda-hook", self.delivery.tell_hook, metrics, error)
 

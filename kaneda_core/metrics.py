@@ -77,7 +77,8 @@ class Metrics:
     a backend outage and a crash of the process, delivered at least once. At
     interpreter exit, and leaving a ``with`` block, the queue gets ``exit_timeout``
     seconds to drain. With
-    ``batching=False`` each call delivers before returning.
+    ``batching=False`` each call delivers before returning. A URL may carry
+    ``?aggregate=true&percentiles=...``; the keywords, when given, win over them.
 
     A call raises :class:`InvalidMetric` for bad input, and never because the backend
     is down: delivery failures are logged, counted in :meth:`stats` and passed to the
@@ -103,7 +104,7 @@ class Metrics:
         block_timeout: float = 0.1,
         exit_timeout: float = 5.0,
         retry: RetryPolicy | None = None,
-        aggregate: bool = False,
+        aggregate: bool | None = None,
         percentiles: Sequence[float] | None = None,
     ) -> None:
         if isinstance(backend, str) or backend is None:
@@ -113,14 +114,19 @@ class Metrics:
             url = backend if backend is not None else os.environ.get(URL_VARIABLE)
             if url and "://" in url:
                 url, from_url = split_metrics_options(url)
-                aggregate = aggregate or from_url.get("aggregate", False)
-                percentiles = percentiles or from_url.get("percentiles")
+                # A keyword given wins over the URL's option, as in connect().
+                if aggregate is None:
+                    aggregate = from_url.get("aggregate", False)
+                if percentiles is None:
+                    percentiles = from_url.get("percentiles")
                 if backend is not None:
                     backend = url
                 elif from_url:
                     from .config import create_backend
 
                     backend = create_backend(url)
+        if aggregate is None:  # not given, nor in the URL
+            aggregate = False
         check_options(
             batching=batching,
             batch_size=batch_size,

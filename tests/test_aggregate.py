@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import math
 import os
 import signal
 import threading
@@ -309,6 +311,26 @@ def test_aggregation_is_an_option_of_urls_and_needs_batching() -> None:
         Metrics(MemoryBackend(), aggregate=True, percentiles=(0, 200))
 
 
+def test_a_keyword_wins_over_the_urls_option_in_metrics_as_in_connect() -> None:
+    url = "memory://?aggregate=true&percentiles=50,95"
+    for make in (Metrics, connect):
+        with make("memory://?aggregate=true", aggregate=False, flush_interval=60) as metrics:
+            metrics.increment("hits")
+            metrics.increment("hits")
+            metrics.flush(5)
+            assert [m.value for m in metrics.backend.metrics] == [1, 1]  # type: ignore[attr-defined]
+        with make(url, percentiles=(), flush_interval=60) as metrics:
+            metrics.timing("took", 1)
+            metrics.flush(5)
+            [point] = metrics.backend.metrics  # type: ignore[attr-defined]
+            assert set(point.value) == {"count", "sum", "min", "max"}
+    with Metrics("memory://?aggregate=true", flush_interval=60) as metrics:
+        metrics.increment("hits")
+        metrics.increment("hits")
+        metrics.flush(5)
+        assert [m.value for m in metrics.backend.metrics] == [2]  # type: ignore[attr-defined]
+
+
 def test_tags_of_any_dict_type_fold_with_a_plain_dicts() -> None:
     from collections import OrderedDict, defaultdict
 
@@ -475,3 +497,73 @@ def test_a_known_series_of_typed_tags_still_refuses_bad_values_at_the_call() -> 
         ("counter", 1, "{'code': 200}"),
         ("gauge", 1, "{'code': 200, 'cached': True}"),
     ]
+
+
+def test_negative_zero_and_zero_tags_are_two_series_as_without_aggregation() -> None:
+    for aggregate in (False, True):
+        backend = MemoryBackend()
+        with Metrics(backend, aggregate=aggregate, flush_interval=60) as metrics:
+            for _ in range(2):  # the second calls find the series known
+                metrics.increment("hits", tags={"x": -0.0})
+                metrics.increment("hits", tags={"x": 0.0})
+                metrics.gauge("depth", 1, tags={"x": 0.0, "y": 1})
+                metrics.gauge("depth", 2, tags={"x": -0.0, "y": 1})
+            metrics.flush(5)
+        signs = sorted(
+            (m.kind, math.copysign(1, m.tags["x"]), m.value)  # type: ignore[call-overload]
+            for m in backend.metrics
+        )
+        if aggregate:
+            assert signs == [
+                ("counter", -1.0, 2), ("counter", 1.0, 2), ("gauge", -1.0, 2), ("gauge", 1.0, 1),
+            ]  # fmt: skip
+        else:
+            assert len(signs) == 8 and {sign for _, sign, _ in signs} == {-1.0, 1.0}
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Float(float):
+    """A float of the caller's own (numpy's float64 is one)."""
+
+    def __add__(self, other: Any) -> _Float:
+        return _Float(float(self) + float(other) if abs(float(self)) < 1e308 else math.inf)
+
+    __radd__ = __add__
+
+
+def test_values_of_the_callers_types_are_folded_as_plain_numbers() -> None:
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        metrics.gauge("level", _Level.HIGH)
+        metrics.gauge("ratio", _Float(2.5))
+        metrics.increment("hits")
+        metrics.timing("took", _Float(1.5e308))
+        metrics.timing("took", _Float(1.5e308))  # a sum a float subclass takes to inf
+        metrics.timing("fast", _Float(0.5))
+        metrics.gauge("big", 2**64)  # one call's value: stays the integer it was
+        metrics.flush(5)
+        stats = metrics.stats()
+    stored = points(backend)
+    assert stored["gauge", "level"].value == 3 and type(stored["gauge", "level"].value) is int
+    assert type(stored["gauge", "ratio"].value) is float
+    assert all(type(v) is float for v in stored["timing", "fast"].value.values() if v != 1)
+    assert stored["gauge", "big"].value == 2**64 and type(stored["gauge", "big"].value) is int
+    # The summary whose sum is past a float's range is set aside, counted failed.
+    assert ("timing", "took") not in stored and stats.failed == 1
+
+
+def test_gauges_are_stamped_in_the_order_of_their_last_calls() -> None:
+    # {"code": "200"} and {"code": 200} are two series here and one in a store that keeps
+    # tags as text (InfluxDB): there, the later point's value is the gauge's last.
+    backend = MemoryBackend()
+    with Metrics(backend, aggregate=True, flush_interval=60) as metrics:
+        metrics.gauge("queue", 5, tags={"code": "200"})
+        metrics.gauge("queue", 7, tags={"code": 200})
+        metrics.gauge("queue", 9, tags={"code": "200"})
+        metrics.gauge("other", 1)
+        metrics.flush(5)
+    ordered = sorted(backend.metrics, key=lambda m: m.epoch_ns)
+    assert [(m.name, m.value) for m in ordered] == [("queue", 7), ("queue", 9), ("other", 1)]

@@ -86,3 +86,34 @@ def test_series_of_one_tag_set_are_all_stored_whatever_the_layout_keys_points_by
     assert {row[1]: row[2] for row in rows} == {
         name: calls for calls, name in enumerate(names, start=1)
     }
+
+
+@pytest.mark.parametrize("layout", ["kaneda2", "kaneda1"])
+def test_a_float_timing_after_an_interval_of_integers_keeps_its_intervals_point(
+    influx_server: InfluxServer, database: str, layout: str
+) -> None:
+    """kaneda1 types each field by its first write: a summary's sum, min and max written
+    as integers by an interval of integer timings refused the next interval's whole point
+    for one float timing in it (100 of 200 calls stored). They are floats always."""
+    url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=5&layout={layout}"
+    with connect(url, aggregate=True, flush_interval=60) as metrics:
+        for i in range(100):
+            metrics.timing("lat", 10 + i, tags={"s": "a"})
+        assert metrics.flush(10) == 0
+        for i in range(99):
+            metrics.timing("lat", 10 + i, tags={"s": "a"})
+        metrics.timing("lat", 12.5, tags={"s": "a"})
+        assert metrics.flush(10) == 0
+        stats = metrics.stats()
+    assert stats.failed == 0 and stats.sent == 2
+    [[calls]] = [
+        row[1:] for row in query(influx_server, database, 'SELECT sum("count") FROM "timing"')
+    ]
+    assert calls == 200
+    types = dict(query(influx_server, database, 'SHOW FIELD KEYS FROM "timing"'))  # type: ignore[arg-type]
+    counted = "integer" if layout == "kaneda1" else "float"  # kaneda2: every number a float
+    assert types == {
+        "count": counted, "sum": "float", "min": "float", "max": "float",
+        "p50": "float", "p90": "float", "p99": "float",
+        **({"name": "string"} if layout == "kaneda1" else {}),
+    }  # fmt: skip
