@@ -302,7 +302,7 @@ class DiskBuffer:
             ).fetchall()
         except sqlite3.OperationalError as error:
             if not _is_busy(error):
-                self._trouble("reading", error)
+                self._trouble("reading it", error)
             return []
         except sqlite3.DatabaseError as error:
             self._move_aside(error)
@@ -370,7 +370,7 @@ class DiskBuffer:
             self._undeleted.update(seqs)  # skipped when read; deleted with the next ones
             if _is_busy(error):
                 return False
-            self._trouble("deleting delivered rows from", error)
+            self._trouble("deleting delivered rows from it", error)
             return True
         self.pending = max(0, self.pending - deleted)
         self._undeleted.clear()
@@ -427,7 +427,7 @@ class DiskBuffer:
             if isinstance(error, (sqlite3.OperationalError, sqlite3.DataError)) or not isinstance(
                 error, sqlite3.DatabaseError
             ):
-                self._trouble("writing to", error)
+                self._trouble("writing to it", error)
             else:
                 self._move_aside(error)
             return True
@@ -514,16 +514,16 @@ class DiskBuffer:
         except ForeignDatabase as error:
             if first:
                 raise
-            self._trouble("opening", error)
+            self._trouble("opening it", error)
             return False
         except sqlite3.OperationalError as error:
-            self._trouble("opening", error)
+            self._trouble("opening it", error)
             return False
         except sqlite3.DatabaseError as error:
             self._move_aside(error)
             return self._db is not None
         except OSError as error:
-            self._trouble("opening", error)
+            self._trouble("opening it", error)
             return False
         self._adopt_orphans()
         self.pending = self._count()
@@ -578,7 +578,7 @@ class DiskBuffer:
                 self._db.execute("UPDATE queue SET owner = ? WHERE owner = ?", (self._owner, owner))
                 _release(lock, self._lock_path(owner))
         except (sqlite3.Error, OSError) as error:
-            self._trouble("taking over the rows of closed buffers in", error)
+            self._trouble("taking over the rows of closed buffers in it", error)
 
     def _count(self) -> int:
         assert self._db is not None
@@ -587,7 +587,7 @@ class DiskBuffer:
                 "SELECT count(*) FROM queue WHERE owner = ?", (self._owner,)
             ).fetchone()
         except sqlite3.Error as error:
-            self._trouble("counting the rows of", error)
+            self._trouble("counting the rows of it", error)
             return 0
         return int(row[0])
 
@@ -597,7 +597,7 @@ class DiskBuffer:
         if not self._trouble_logged:
             self._trouble_logged = True
             log.error(
-                "Kaneda: the disk buffer %s failed while %s it (%s: %s); metrics are kept in "
+                "Kaneda: the disk buffer %s failed while %s (%s: %s); metrics are kept in "
                 "memory and delivered from there until the file works again",
                 self.path,
                 doing,
@@ -615,12 +615,21 @@ class DiskBuffer:
         if self._db is not None:
             abandon(self._db)  # closing a damaged file could write to it
             self._db = None
+        if self._owner_lock is not None:
+            # Let go first: the next _connect takes a lock again, and a second flock of
+            # this process on the same file would wait for ever.
+            _release(self._owner_lock, self._lock_path(self._owner))
+            self._owner_lock = None
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         aside = f"{self.path}.damaged-{stamp}"
         rows = _count_rows(self.path)
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(self.path + suffix, aside + suffix)
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path + suffix, aside + suffix)
+        except OSError as failed:  # a read-only folder, say: tried again after a pause
+            self._trouble(f"moving it aside, damaged ({type(error).__name__}: {error}),", failed)
+            return
         log.error(
             "Kaneda: the disk buffer %s cannot be read (%s: %s); moved it aside to %s "
             "(%s rows in it, kept for inspection) and started a new one",
@@ -632,9 +641,6 @@ class DiskBuffer:
         )
         if rows:
             self.on_unreadable(rows)
-        if self._owner_lock is not None:
-            _release(self._owner_lock, self._lock_path(self._owner))
-            self._owner_lock = None
         self.pending = 0
         self._sending_upto = 0  # seqs of the file moved aside: the new one starts again
         self._undeleted.clear()
@@ -644,7 +650,7 @@ class DiskBuffer:
             self._db = self._connect()
         except (sqlite3.Error, OSError) as again:
             self._db = None
-            self._trouble("creating", again)
+            self._trouble("creating it", again)
 
     # -- fork and close ------------------------------------------------------------------
 
@@ -776,7 +782,17 @@ def _lock_file(path: str, *, blocking: bool) -> int | None:
 
 
 def _release(fd: int, path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    """Let go of a lock taken by _lock_file: remove its file, and always close ``fd``.
+
+    A file that cannot be removed (the folder became read-only) is left; the lock goes
+    with the descriptor, and a later buffer on the path sweeps the file (_sweep_locks).
+    """
+    try:
         os.unlink(path)
-    with contextlib.suppress(OSError):
-        os.close(fd)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        log.warning("Kaneda: could not remove the lock file %s (%s); left for later", path, error)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)

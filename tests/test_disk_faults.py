@@ -456,3 +456,67 @@ def test_metrics_being_written_from_the_staging_list_still_count_as_queued(
     buffer._db = real
     assert buffer.queued() == 10
     buffer.close()
+
+
+def _open_paths(prefix: Path) -> list[str]:
+    """The files under ``prefix`` this process holds open."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return [link for link in links if link.startswith(str(prefix))]
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Files in ``folder`` can no longer be removed or renamed (a read-only remount)."""
+    from kaneda_core import disk_buffer
+
+    real_unlink, real_replace = os.unlink, os.replace
+
+    def unlink(path: str) -> None:
+        if str(path).startswith(str(folder)):
+            raise OSError(30, "Read-only file system", str(path))
+        real_unlink(path)
+
+    def replace(source: str, target: str) -> None:
+        if str(source).startswith(str(folder)):
+            raise OSError(30, "Read-only file system", str(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr(disk_buffer.os, "unlink", unlink)
+    monkeypatch.setattr(disk_buffer.os, "replace", replace)
+
+
+def test_close_in_a_folder_become_read_only_raises_nothing_and_lets_go_of_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = MemoryBackend()
+    metrics = Metrics(backend, buffer_path=tmp_path / "b.sqlite", flush_interval=0.05)
+    for i in range(100):
+        metrics.gauge("g", i)
+    assert metrics.flush(5) == 0
+    _read_only(monkeypatch, tmp_path)
+    assert metrics.close(5) == 0  # raises nothing
+    assert len(backend.metrics) == 100
+    assert _open_paths(tmp_path) == []  # the lock's descriptor too: the lock is free
+
+
+def test_a_damaged_file_that_cannot_be_moved_aside_never_stops_the_application(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "b.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    _read_only(monkeypatch, tmp_path)
+    backend = MemoryBackend()
+    with caplog.at_level(logging.ERROR, logger="kaneda"):
+        metrics = Metrics(backend, buffer_path=path, flush_interval=0.05)  # raises nothing
+        for i in range(10):
+            metrics.gauge("g", i)
+        assert metrics.flush(5) == 0  # delivered from memory
+        assert metrics.close(5) == 0
+    assert len(backend.metrics) == 10
+    assert "moving it aside" in caplog.text
+    assert path.read_bytes() == b"this is not a database" * 100  # left as it was
+    assert _open_paths(tmp_path) == []
