@@ -14,7 +14,9 @@ keep one copy.
 
 The file may fail. When it cannot be written (disk full, I/O error) metrics stay in
 memory, bounded like any queue, and are delivered from there; writing is tried again
-every second and resumes when space returns. A row that cannot be read is moved to the
+every second and resumes when space returns. The file never fills the disk itself
+(LOG_ROOM), keeps a reserve to delete delivered rows on a disk others filled, and gives
+its space back once every row is delivered (see _delete). A row that cannot be read is moved to the
 file's ``quarantine`` table (kept, logged, counted); a file SQLite cannot read at all is
 renamed aside and a new one started. Nothing here raises into the application.
 
@@ -69,6 +71,22 @@ CREATE TABLE IF NOT EXISTS quarantine (
 RETRY_AFTER = 1.0
 #: The most a row of the file holds, in bytes (SQLite's default SQLITE_MAX_LENGTH).
 MAX_ROW_BYTES = 1_000_000_000
+#: Rows written, or deleted, in one transaction at most: a write that meets a full disk
+#: keeps what fitted, and the write-ahead log is checkpointed between chunks instead of
+#: growing by a whole backlog at once.
+CHUNK = 500
+#: Bytes set aside next to the file (``<path>.reserve``) and given back when a delete
+#: meets a full disk: a delete needs room in the log, and delivered rows left in the
+#: file would be delivered again by every process opened after.
+RESERVE_BYTES = 1 << 20
+#: Bytes of the disk the file leaves free for its write-ahead log (SQLite checkpoints it
+#: at 1000 pages, 4 MiB, plus a transaction): a file that filled the disk could not copy
+#: its log into itself, nor delete delivered rows (a delete writes to the log).
+LOG_ROOM = 6 << 20
+#: Seconds between two looks at the disk's free space (by the worker).
+SPACE_EVERY = 1.0
+#: Once every row is delivered, a log (or free pages) past this many bytes is given back.
+SHRINK_ABOVE = 1 << 20
 #: Seconds a reporting call waits for another thread that has the file, at most.
 CALL_WAIT = 1.0
 #: Milliseconds SQLite waits for another process's write: only while opening and closing.
@@ -149,6 +167,7 @@ class DiskBuffer:
         #: rows in a newer file would delete other metrics, never delivered.
         self._file_number = 0
         self._taken_from = 0
+        self._space_at = 0.0  # (see _bound_to_disk)
 
     # -- the calling side: never waits ---------------------------------------------------
 
@@ -271,6 +290,7 @@ class DiskBuffer:
         try:
             if self.staged and self._writable():
                 self._write_staged()
+            self._bound_to_disk()
             entries = self._take_locked(limit)
             # Rows from the file come first, oldest first.
             self._sending_upto = max((seq for seq, _ in entries if seq is not None), default=0)
@@ -351,30 +371,135 @@ class DiskBuffer:
             self.staged_bytes += sum(map(self._size_of, items))
 
     def _delete(self, seqs: list[int]) -> bool:
-        """Delete rows; False when another process had the file locked (kept to retry)."""
+        """Delete rows; False when another process had the file locked (kept to retry).
+
+        A chunk at a time, each its own transaction: a full disk keeps fewer delivered
+        rows (the log holds a small transaction where a large one finds no room). On a
+        full disk the reserve is given back and the chunk tried once more.
+        """
         if not seqs or self._db is None:
             self._undeleted.update(seqs)
             return True
-        try:
-            deleted = 0
-            with self._db:  # one transaction: all deleted, or none (and all kept to retry)
-                self._db.execute("BEGIN")
-                for start in range(0, len(seqs), 500):
-                    chunk = seqs[start : start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    deleted += self._db.execute(
-                        f"DELETE FROM queue WHERE owner = ? AND seq IN ({marks})",
-                        (self._owner, *chunk),
-                    ).rowcount
-        except sqlite3.Error as error:
-            self._undeleted.update(seqs)  # skipped when read; deleted with the next ones
-            if _is_busy(error):
-                return False
-            self._trouble("deleting delivered rows from it", error)
-            return True
-        self.pending = max(0, self.pending - deleted)
-        self._undeleted.clear()
+        seqs = sorted(set(seqs))
+        for start in range(0, len(seqs), CHUNK):
+            chunk = seqs[start : start + CHUNK]
+            try:
+                self._delete_chunk(chunk)
+            except sqlite3.Error as error:
+                if not (_is_full(error) and self._give_back_reserve()):
+                    return self._delete_failed(seqs[start:], error)
+                try:
+                    self._delete_chunk(chunk)
+                except sqlite3.Error as again:
+                    return self._delete_failed(seqs[start:], again)
+        self._shrink_if_empty()
         return True
+
+    def _delete_chunk(self, chunk: list[int]) -> None:
+        assert self._db is not None
+        marks = ",".join("?" * len(chunk))
+        with self._db:
+            self._db.execute("BEGIN")
+            deleted = self._db.execute(
+                f"DELETE FROM queue WHERE owner = ? AND seq IN ({marks})",
+                (self._owner, *chunk),
+            ).rowcount
+        self.pending = max(0, self.pending - deleted)
+        self._undeleted.difference_update(chunk)
+
+    def _delete_failed(self, seqs: list[int], error: sqlite3.Error) -> bool:
+        self._undeleted.update(seqs)  # skipped when read; deleted with the next ones
+        if _is_busy(error):
+            return False
+        self._trouble("deleting delivered rows from it", error)
+        return True
+
+    def _give_back_reserve(self) -> bool:
+        """Free the space set aside for deletes (and let the log shrink); False if none was."""
+        try:
+            os.unlink(self._reserve_path())
+        except OSError:
+            return False
+        log.warning(
+            "Kaneda: the disk of the buffer %s is full; gave back the %d bytes set aside "
+            "to delete delivered rows",
+            self.path,
+            RESERVE_BYTES,
+        )
+        self._checkpoint()
+        return True
+
+    def _reserve_path(self) -> str:
+        return f"{self.path}.reserve"
+
+    def _set_reserve_aside(self) -> None:
+        """Set RESERVE_BYTES aside next to the file, unless done (shared by the processes
+        on the path) or the disk has not that much to spare."""
+        path = self._reserve_path()
+        if os.path.exists(path):
+            return
+        try:
+            spare = os.statvfs(os.path.dirname(os.path.abspath(path)))
+            if spare.f_bavail * spare.f_frsize < 4 * RESERVE_BYTES:
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        finally:
+            os.close(fd)
+
+    def _bound_to_disk(self) -> None:
+        """Bound the file's pages to what the disk has free, less LOG_ROOM for the log.
+
+        Past it a write fails as on a full disk (metrics wait in memory) while the disk
+        still has room to checkpoint and to delete delivered rows. The worker looks at
+        most every SPACE_EVERY seconds; the reserve covers a disk filled meanwhile.
+        """
+        now = time.monotonic()
+        if self._db is None or now < self._space_at:
+            return
+        self._space_at = now + SPACE_EVERY
+        try:
+            disk = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+            ours = sum(_size(self.path + suffix) for suffix in ("", "-wal"))
+            page = self._db.execute("PRAGMA page_size").fetchone()[0]
+            room = disk.f_bavail * disk.f_frsize + ours - LOG_ROOM
+            # Never below the pages in use: SQLite keeps them, and would refuse nothing.
+            self._db.execute(f"PRAGMA max_page_count = {max(1, room // page)}")
+        except (sqlite3.Error, OSError):
+            return
+
+    def _checkpoint(self) -> None:
+        """Copy the log into the file and truncate the log to nothing (best effort)."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _shrink_if_empty(self) -> None:
+        """Every row delivered: give the disk back the log and free pages, if large.
+
+        Only then (the worker's rounds, rarely): a checkpoint waits for the disk.
+        """
+        assert self._db is not None
+        try:
+            if self._db.execute("SELECT 1 FROM queue LIMIT 1").fetchone() is not None:
+                return
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            page = self._db.execute("PRAGMA page_size").fetchone()[0]
+            wal = os.stat(self.path + "-wal").st_size
+        except (sqlite3.Error, OSError):
+            return
+        if max(wal, free * page) < SHRINK_ABOVE:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA incremental_vacuum")  # files made with auto_vacuum
+        self._checkpoint()
+        self._set_reserve_aside()
 
     # -- writing and reading rows ----------------------------------------------------------
 
@@ -405,36 +530,56 @@ class DiskBuffer:
         except BaseException:  # a MemoryError, say: the metrics stay staged, none lost
             staged.extendleft(reversed(batch))
             raise
+        written = 0
         try:
             if len(rows) == 1:
                 self._db.execute("INSERT INTO queue (owner, item) VALUES (?, ?)", rows[0])
             else:
-                with self._db:  # one transaction
-                    self._db.execute("BEGIN")
-                    self._db.executemany("INSERT INTO queue (owner, item) VALUES (?, ?)", rows)
+                for start in range(0, len(rows), CHUNK):
+                    with self._db:  # a transaction per chunk: what fits is kept
+                        self._db.execute("BEGIN")
+                        self._db.executemany(
+                            "INSERT INTO queue (owner, item) VALUES (?, ?)",
+                            rows[start : start + CHUNK],
+                        )
+                    written = min(len(rows), start + CHUNK)
         except sqlite3.Error as error:
-            refused = False
-            if isinstance(error, sqlite3.DataError):
-                # A row larger than SQLite holds: the metric's fault, not the file's.
-                kept = self._without_too_large(batch, rows)
-                refused = len(kept) < len(batch)
-                batch = kept
-            staged.extendleft(reversed(batch))
-            if refused:
-                return True  # the rest is written at the next try
-            if _is_busy(error):
-                return False
-            if isinstance(error, (sqlite3.OperationalError, sqlite3.DataError)) or not isinstance(
-                error, sqlite3.DatabaseError
-            ):
-                self._trouble("writing to it", error)
-            else:
-                self._move_aside(error)
-            return True
-        self.pending += len(rows)
+            self._wrote(batch[:written])
+            return self._write_failed(batch[written:], rows[written:], error)
+        self.pending += len(rows)  # as _wrote does, without a call: the reporting call's path
         if self.staged_bytes:
             self._forget_sizes(batch)
         self._ok()
+        return True
+
+    def _wrote(self, batch: list[Any]) -> None:
+        """``batch`` is in the file now."""
+        self.pending += len(batch)
+        if self.staged_bytes:
+            self._forget_sizes(batch)
+
+    def _write_failed(
+        self, batch: list[Any], rows: list[tuple[str, str]], error: sqlite3.Error
+    ) -> bool:
+        """Writing ``batch`` failed: staged again, first in line; False when the file was busy."""
+        staged = self.staged
+        refused = False
+        if isinstance(error, sqlite3.DataError):
+            # A row larger than SQLite holds: the metric's fault, not the file's.
+            kept = self._without_too_large(batch, rows)
+            refused = len(kept) < len(batch)
+            batch = kept
+        staged.extendleft(reversed(batch))
+        if refused:
+            return True  # the rest is written at the next try
+        if _is_busy(error):
+            return False
+        if isinstance(error, (sqlite3.OperationalError, sqlite3.DataError)) or not isinstance(
+            error, sqlite3.DatabaseError
+        ):
+            self._trouble("writing to it", error)
+        else:
+            self._move_aside(error)
         return True
 
     def _without_too_large(self, batch: list[Any], rows: list[tuple[str, str]]) -> list[Any]:
@@ -526,6 +671,8 @@ class DiskBuffer:
             self._trouble("opening it", error)
             return False
         self._adopt_orphans()
+        self._set_reserve_aside()
+        self._bound_to_disk()
         self.pending = self._count()
         self._wait_for_others(0)
         self._ok()
@@ -538,6 +685,9 @@ class DiskBuffer:
         )
         try:
             _refuse_foreign(db, self.path)  # before anything is written to it
+            # A new file gives its free pages back to the disk (see _shrink_if_empty);
+            # a file made before keeps them for its next rows.
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -715,6 +865,14 @@ def _is_busy(error: sqlite3.Error) -> bool:
     return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
 
 
+def _is_full(error: sqlite3.Error) -> bool:
+    """Whether ``error`` is SQLite's "database or disk is full" (or a failed write)."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+    return "full" in str(error) or "I/O" in str(error)
+
+
 class ForeignDatabase(ConfigurationError):
     """``buffer_path`` names a SQLite database of another application."""
 
@@ -760,6 +918,13 @@ def _encode(item: Any) -> str:
         ns = Metric(*item).epoch_ns
     row = (name, kind, value, tags, id_, ns, host)
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _count_rows(path: str) -> int | None:

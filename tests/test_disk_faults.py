@@ -10,12 +10,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from kaneda_core import Metrics
+from kaneda_core import Metric, Metrics
 from kaneda_core.backends import MemoryBackend
 from kaneda_core.disk_buffer import DiskBuffer
 
@@ -520,3 +520,90 @@ def test_a_damaged_file_that_cannot_be_moved_aside_never_stops_the_application(
     assert "moving it aside" in caplog.text
     assert path.read_bytes() == b"this is not a database" * 100  # left as it was
     assert _open_paths(tmp_path) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a 2 MiB filesystem of its own (tmpfs: needs root)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+class _Switchable(MemoryBackend):
+    down = False
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        if self.down:
+            raise ConnectionRefusedError("down")
+        super().send(batch)
+
+
+def test_a_backlog_on_a_small_disk_is_delivered_once_and_the_disk_given_back(
+    small_disk: Path,
+) -> None:
+    path = small_disk / "b.sqlite"
+    backend = _Switchable()
+    backend.down = True
+    metrics = Metrics(backend, buffer_path=path, batch_size=500, flush_interval=0.05)
+    for i in range(12_000):  # about the disk's size in rows: it could fill it
+        metrics.gauge("g", i)
+    time.sleep(0.3)
+    backend.down = False
+    assert metrics.flush(30) == 0
+    metrics.close(10)
+    assert len(backend.metrics) == 12_000
+    # Delivered rows were deleted: the next process on the path delivers none again.
+    later = MemoryBackend()
+    Metrics(later, buffer_path=path).close(10)
+    assert later.metrics == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
+    usage = os.statvfs(small_disk)
+    assert usage.f_bavail / usage.f_blocks > 0.5  # the file shrank once all was delivered
+
+
+def _fill(folder: Path) -> None:
+    """Fill the filesystem of ``folder`` to its last byte."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_a_disk_filled_by_another_program_still_lets_delivered_rows_go(
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    monkeypatch.setattr(disk_buffer, "RESERVE_BYTES", 128 << 10)
+    monkeypatch.setattr(disk_buffer, "LOG_ROOM", 128 << 10)  # the file may grow
+    path = small_disk / "b.sqlite"
+    backend = _Switchable()
+    backend.down = True
+    metrics = Metrics(backend, buffer_path=path, batch_size=100, flush_interval=0.05)
+    assert (small_disk / "b.sqlite.reserve").exists()
+    for i in range(3000):
+        metrics.gauge("g", i)
+    metrics.flush(0.2)
+    _fill(small_disk)  # a delete needs room in the log: the reserve gives it
+    backend.down = False
+    assert metrics.flush(30) == 0
+    metrics.close(10)
+    assert len(backend.metrics) == 3000
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
