@@ -168,6 +168,9 @@ class DiskBuffer:
         self._file_number = 0
         self._taken_from = 0
         self._space_at = 0.0  # (see _bound_to_disk)
+        self._looked_at = 0.0  # (see look_at_file)
+        #: (st_dev, st_ino) of the file opened: told apart from one put at the path since.
+        self._file_id: tuple[int, int] | None = None
 
     # -- the calling side: never waits ---------------------------------------------------
 
@@ -291,6 +294,7 @@ class DiskBuffer:
             if self.staged and self._writable():
                 self._write_staged()
             self._bound_to_disk()
+            self._check_file()
             entries = self._take_locked(limit)
             # Rows from the file come first, oldest first.
             self._sending_upto = max((seq for seq, _ in entries if seq is not None), default=0)
@@ -701,6 +705,7 @@ class DiskBuffer:
             # dies, so a later process can tell orphaned rows from a live neighbour's
             # (process ids are reused; locks are not).
             self._owner_lock = _lock_file(self._lock_path(self._owner), blocking=True)
+            self._file_id = _identity(self.path)
         except BaseException:
             db.close()
             raise
@@ -759,6 +764,81 @@ class DiskBuffer:
         if self._trouble_logged:
             self._trouble_logged = False
             log.warning("Kaneda: the disk buffer %s works again", self.path)
+
+    def look_at_file(self) -> None:
+        """For the worker while it waits (a backend down): see :meth:`_check_file`."""
+        if time.monotonic() < self._looked_at + SPACE_EVERY:
+            return
+        self._acquire()
+        try:
+            self._looked_at = time.monotonic()
+            self._check_file()
+        finally:
+            self._write_and_release()
+
+    def _check_file(self) -> None:
+        """Whether the file open is still the one at the path; if not, carry its rows over.
+
+        Deleted or replaced while open (a clean-up, a restore), the file would take
+        writes that no later process can read, and a crash would lose them. Looked at
+        by the worker's rounds and at close: one stat(), off the reporting call's path.
+        """
+        if self._db is None or self._file_id is None:
+            return
+        try:
+            if _identity(self.path) == self._file_id:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # cannot tell (a folder made unreadable): the file open goes on
+        self._carry_over()
+
+    def _carry_over(self) -> None:
+        """Read this buffer's rows back through the open connection (the file is gone
+        from the path, not from the disk), stage them first in line, and start a file
+        at the path that the next write creates."""
+        assert self._db is not None
+        items = []
+        try:
+            rows = self._db.execute(
+                "SELECT seq, item FROM queue WHERE owner = ? ORDER BY seq", (self._owner,)
+            ).fetchall()
+        except sqlite3.Error:
+            rows = []
+        for seq, text in rows:
+            if seq in self._undeleted:
+                continue  # delivered already
+            try:
+                items.append(self._decode(seq, text))  # its id is kept: token and row
+            except (ValueError, TypeError, RecursionError):
+                self.on_unreadable(1)
+        log.warning(
+            "Kaneda: the disk buffer %s was deleted or replaced while open; its %d rows "
+            "are written to a new file at the path",
+            self.path,
+            len(items),
+        )
+        self._let_go_of_file()
+        self.staged.extendleft(reversed(items))
+
+    def _let_go_of_file(self) -> None:
+        """Leave the file open (abandoned, never closed: closing it could delete a log
+        at the path that is another file's) and start afresh: a new owner, token and
+        numbering, the next write opening the file at the path."""
+        abandon(self._db)
+        self._db = None
+        if self._owner_lock is not None:
+            _release(self._owner_lock, self._lock_path(self._owner))
+            self._owner_lock = None
+        self._owner = uuid.uuid4().hex
+        # Ids made from the new file's row numbers must not repeat the old file's.
+        self.token = uuid.uuid4().hex[:12]
+        self.pending = 0
+        self._sending_upto = 0
+        self._undeleted.clear()
+        self._file_number += 1  # a batch read from the old file acks nothing in the new
+        self._retry_at = 0.0
 
     def _move_aside(self, error: BaseException) -> None:
         """The file is damaged: rename it aside (kept) and start a new one."""
@@ -840,6 +920,7 @@ class DiskBuffer:
         """
         self._acquire()
         try:
+            self._check_file()
             if self.staged and self._writable():
                 self._wait_for_others(OPEN_WAIT_MS)  # the last write: worth a wait
                 self._write_staged()
@@ -918,6 +999,11 @@ def _encode(item: Any) -> str:
         ns = Metric(*item).epoch_ns
     row = (name, kind, value, tags, id_, ns, host)
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+
+
+def _identity(path: str) -> tuple[int, int]:
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
 
 
 def _size(path: str) -> int:

@@ -809,6 +809,8 @@ class BatchingDispatcher(_Closable):
         failure hook) as it happens, not once the store is back; and the wait is cut
         short while the buffer is half full or more: a long one would end in drops."""
         self._report_drops()
+        if self.disk is not None:
+            self.disk.look_at_file()  # deleted or replaced while the backend is down?
         if self.queued_now() * 2 >= self.max_buffer:
             return True
         cap = self.max_buffer_bytes

@@ -607,3 +607,52 @@ def test_a_disk_filled_by_another_program_still_lets_delivered_rows_go(
     assert len(backend.metrics) == 3000
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         assert db.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
+
+
+# Reports with the backend down, has its buffer's file deleted (or replaced by an empty
+# file), reports more, then dies by SIGKILL: what it held must be at the path.
+DELETED_WHILE_OPEN = textwrap.dedent("""
+    import os, signal, sys, time
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    class Down(MemoryBackend):
+        def send(self, batch):
+            raise ConnectionRefusedError("down")
+
+    path, how = sys.argv[1], sys.argv[2]
+    metrics = Metrics(Down(), buffer_path=path, batch_size=50, flush_interval=0.05)
+    for i in range(100):
+        metrics.gauge("before", i)
+    time.sleep(0.3)
+    for suffix in ("", "-wal", "-shm"):
+        os.remove(path + suffix)
+    if how == "replace":
+        open(path, "w").close()
+    for i in range(100):
+        metrics.gauge("after", i)
+    time.sleep(2.5)  # the worker looks at the file about every second
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+@pytest.mark.parametrize("how", ["rm", "replace"])
+def test_a_file_deleted_or_replaced_while_open_is_noticed_and_its_rows_kept(
+    tmp_path: Path, how: str
+) -> None:
+    script = tmp_path / "deleted.py"
+    script.write_text(DELETED_WHILE_OPEN)
+    path = tmp_path / "b.sqlite"
+    done = subprocess.run(
+        [sys.executable, str(script), str(path), how], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -9, done.stderr
+    assert "deleted or replaced while open" in done.stderr
+    backend = MemoryBackend()
+    Metrics(backend, buffer_path=path).close(10)
+    names = sorted((m.name, m.value) for m in backend.metrics)
+    expected = [("after", float(i)) for i in range(100)] + [
+        ("before", float(i)) for i in range(100)
+    ]
+    assert names == expected
+    assert len({m.id for m in backend.metrics}) == 200
