@@ -142,6 +142,9 @@ class DiskBuffer:
         # Taken off the staging list by the thread writing them, not yet counted in
         # pending (or put back): still waiting, for queued().
         self._writing = 0
+        # Taken from memory by the worker (the file failing), until it acks its batch:
+        # still waiting, for queued() and max_buffer.
+        self._out = 0
         self.token = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         # Per thread: whether it is inside a section that holds the file.
@@ -217,7 +220,7 @@ class DiskBuffer:
     def queued(self) -> int:
         """Metrics of this buffer waiting for delivery, staged or in the file."""
         # Rows delivered whose delete is still to be retried are not waiting.
-        return self.pending - len(self._undeleted) + len(self.staged) + self._writing
+        return self.pending - len(self._undeleted) + len(self.staged) + self._writing + self._out
 
     def _enter(self) -> bool:
         """Take the file for this thread, as a reporting call does.
@@ -299,6 +302,7 @@ class DiskBuffer:
             # Rows from the file come first, oldest first.
             self._sending_upto = max((seq for seq, _ in entries if seq is not None), default=0)
             self._taken_from = self._file_number
+            self._out = sum(1 for seq, _ in entries if seq is None)
             return entries
         finally:
             self._write_and_release()
@@ -355,8 +359,10 @@ class DiskBuffer:
         while True:
             self._acquire()
             try:
-                # The batch is over: rows kept (not delivered) wait for the next take().
+                # The batch is over: rows kept (not delivered) wait for the next take(),
+                # metrics kept from memory were requeued.
                 self._sending_upto = 0
+                self._out = 0
                 if self._taken_from != self._file_number:
                     seqs = []  # rows of a file moved aside meanwhile: kept there
                 busy = not self._delete(list(seqs) + list(self._undeleted))
@@ -908,6 +914,7 @@ class DiskBuffer:
         self.staged = deque()
         self.staged_bytes = 0
         self._writing = 0
+        self._out = 0
         self._lock = threading.Lock()
         self._local = threading.local()
         self._reset_file_state()

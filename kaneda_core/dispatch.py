@@ -770,11 +770,12 @@ class BatchingDispatcher(_Closable):
                     return False  # the file's rows again next round, not at once
                 continue
             # Delivered or failed for good: forgotten. Kept (the backend is down): rows
-            # stay in the file; metrics that came from memory go back first in line.
-            disk.ack([s for i, (s, _) in enumerate(entries) if s is not None and i not in kept])
+            # stay in the file; metrics that came from memory go back first in line
+            # (before the ack, which stops counting them taken: never counted nowhere).
             back = [item for i, (s, item) in enumerate(entries) if s is None and i in kept]
             if back:
                 disk.requeue(back)
+            disk.ack([s for i, (s, _) in enumerate(entries) if s is not None and i not in kept])
             if kept:
                 self._idle()
                 return False  # try again next interval
@@ -791,6 +792,8 @@ class BatchingDispatcher(_Closable):
         """
         from_memory = min(unsettled, sum(1 for seq, _ in entries if seq is None))
         self.delivery.count(failed=from_memory)
+        assert self.disk is not None
+        self.disk.ack([])  # the batch is over: its metrics from memory no longer wait
         log.error(
             "Kaneda: %d metrics could not be delivered: %s",
             from_memory,

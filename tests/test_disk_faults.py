@@ -656,3 +656,36 @@ def test_a_file_deleted_or_replaced_while_open_is_noticed_and_its_rows_kept(
     ]
     assert names == expected
     assert len({m.id for m in backend.metrics}) == 200
+
+
+def test_metrics_the_worker_took_from_memory_still_count_as_queued_and_bound_the_buffer(
+    tmp_path: Path,
+) -> None:
+    backend = _Switchable()
+    backend.down = True
+    metrics = Metrics(
+        backend,
+        buffer_path=tmp_path / "b.sqlite",
+        batch_size=100,
+        flush_interval=0.02,
+        max_buffer=500,
+        overflow="drop_newest",
+    )
+    buffer = metrics._dispatcher.disk
+    assert buffer is not None
+    buffer._trouble("writing to it", sqlite3.OperationalError("database or disk is full"))
+    buffer._retry_at = time.monotonic() + 60  # the disk stays full for the test
+    for i in range(300):
+        metrics.gauge("g", i)
+    time.sleep(0.3)  # the worker took a batch from memory, and retries it
+    assert len(buffer.staged) < 300
+    assert metrics.stats().queued == 300
+    for i in range(400):
+        metrics.gauge("more", i)
+    stats = metrics.stats()
+    assert (stats.queued, stats.dropped) == (500, 200)  # max_buffer holds, batch included
+    backend.down = False
+    buffer._retry_at = 0.0
+    assert metrics.flush(10) == 0
+    assert len(backend.metrics) == 500
+    metrics.close()
