@@ -727,19 +727,38 @@ class DiskBuffer:
         return f"{self.path}.{owner}.lock"
 
     def _adopt_orphans(self) -> None:
+        """Take over the rows of buffers whose process is gone, and sweep their lock files.
+
+        A buffer is gone when its lock is free. A process killed (``kill -9``) leaves its
+        lock file, with rows or without: each is removed here, by the next buffer opened.
+        """
         assert self._db is not None
         try:
-            owners = [row[0] for row in self._db.execute("SELECT DISTINCT owner FROM queue")]
-            for owner in owners:
-                if owner == self._owner:
-                    continue
+            with_rows = {row[0] for row in self._db.execute("SELECT DISTINCT owner FROM queue")}
+            for owner in (with_rows | self._owners_of_lock_files()) - {self._owner}:
                 lock = _lock_file(self._lock_path(owner), blocking=False)
                 if lock is None:
                     continue  # its buffer is open, in this process or another
-                self._db.execute("UPDATE queue SET owner = ? WHERE owner = ?", (self._owner, owner))
-                _release(lock, self._lock_path(owner))
+                try:
+                    if owner in with_rows:
+                        self._db.execute(
+                            "UPDATE queue SET owner = ? WHERE owner = ?", (self._owner, owner)
+                        )
+                finally:
+                    _release(lock, self._lock_path(owner))
         except (sqlite3.Error, OSError) as error:
             self._trouble("taking over the rows of closed buffers in it", error)
+
+    def _owners_of_lock_files(self) -> set[str]:
+        """The owners named by the lock files next to the file (``<path>.<owner>.lock``)."""
+        folder, name = os.path.split(os.path.abspath(self.path))
+        owners = set()
+        for entry in os.listdir(folder):
+            if entry.startswith(name + ".") and entry.endswith(".lock"):
+                owner = entry[len(name) + 1 : -len(".lock")]
+                if len(owner) == 32 and all(c in "0123456789abcdef" for c in owner):
+                    owners.add(owner)
+        return owners
 
     def _count(self) -> int:
         assert self._db is not None
@@ -1029,14 +1048,35 @@ def _count_rows(path: str) -> int | None:
 
 
 def _lock_file(path: str, *, blocking: bool) -> int | None:
-    """An open descriptor holding an exclusive lock on ``path``; None if another holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
+    """An open descriptor holding an exclusive lock on ``path``; None if another holds it.
+
+    The lock counts only on the file still at the path: another buffer sweeping lock
+    files may have removed it between our open and our lock (see _adopt_orphans). Then
+    a lock for ourselves is taken again on a new file, and another's is not ours to take.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            if _same_file(fd, path):
+                return fd
+        except BlockingIOError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)
-        return None
-    return fd
+        if not blocking:
+            return None
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _release(fd: int, path: str) -> None:

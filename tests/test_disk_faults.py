@@ -689,3 +689,50 @@ def test_metrics_the_worker_took_from_memory_still_count_as_queued_and_bound_the
     assert metrics.flush(10) == 0
     assert len(backend.metrics) == 500
     metrics.close()
+
+
+KILLED_AFTER_DELIVERING = textwrap.dedent("""
+    import os, signal, sys
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    metrics = Metrics(MemoryBackend(), buffer_path=sys.argv[1], flush_interval=0.05)
+    metrics.gauge("g", 1)
+    assert metrics.flush(5) == 0  # delivered: no row of its own left
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_lock_files_of_killed_processes_are_swept_by_the_next_buffer(tmp_path: Path) -> None:
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_AFTER_DELIVERING)
+    path = tmp_path / "b.sqlite"
+    for _ in range(5):
+        done = subprocess.run([sys.executable, str(script), str(path)], timeout=60)
+        assert done.returncode == -9
+    metrics = Metrics(MemoryBackend(), buffer_path=path)
+    assert len(list(tmp_path.glob("b.sqlite.*.lock"))) == 1  # its own; the others swept
+    metrics.close()
+    assert list(tmp_path.glob("b.sqlite.*.lock")) == []
+
+
+def test_a_lock_file_swept_between_its_open_and_its_lock_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    path = str(tmp_path / "x.lock")
+    real_flock = disk_buffer.fcntl.flock
+    swept = []
+
+    def flock(fd: int, operation: int) -> None:
+        if not swept:  # another buffer removes the file just before the lock is taken
+            swept.append(True)
+            os.unlink(path)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(disk_buffer.fcntl, "flock", flock)
+    fd = disk_buffer._lock_file(path, blocking=True)
+    assert fd is not None and os.path.exists(path)
+    assert os.fstat(fd).st_ino == os.stat(path).st_ino  # the lock is on the file at the path
+    os.close(fd)
