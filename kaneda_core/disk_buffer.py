@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS queue (
     item TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queue_owner ON queue (owner, seq);
+CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, destination TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
     seq INTEGER PRIMARY KEY,
     item TEXT NOT NULL,
@@ -108,6 +109,7 @@ class DiskBuffer:
         path: str,
         *,
         durable: bool = False,
+        destination: str = "",
         on_unreadable: Callable[[int], None] | None = None,
         on_refused: Callable[[Any, str], None] | None = None,
     ) -> None:
@@ -124,6 +126,10 @@ class DiskBuffer:
             )
         self.path = path
         self.durable = durable
+        #: Where this buffer's metrics go (Backend.destination): rows of a closed buffer
+        #: for another destination are left to a process that delivers there.
+        self.destination = destination
+        self._others_logged = False
         self.on_unreadable = on_unreadable or (lambda count: None)
         #: Told of a metric the file cannot hold (too large for a row), and why.
         self.on_refused = on_refused or (lambda item, reason: log.error("Kaneda: %s", reason))
@@ -711,6 +717,9 @@ class DiskBuffer:
             # dies, so a later process can tell orphaned rows from a live neighbour's
             # (process ids are reused; locks are not).
             self._owner_lock = _lock_file(self._lock_path(self._owner), blocking=True)
+            db.execute(
+                "INSERT OR REPLACE INTO owners VALUES (?, ?)", (self._owner, self.destination)
+            )
             self._file_id = _identity(self.path)
         except BaseException:
             db.close()
@@ -735,19 +744,47 @@ class DiskBuffer:
         assert self._db is not None
         try:
             with_rows = {row[0] for row in self._db.execute("SELECT DISTINCT owner FROM queue")}
-            for owner in (with_rows | self._owners_of_lock_files()) - {self._owner}:
+            destinations = dict(self._db.execute("SELECT owner, destination FROM owners"))
+            known = with_rows | destinations.keys() | self._owners_of_lock_files()
+            for owner in known - {self._owner}:
                 lock = _lock_file(self._lock_path(owner), blocking=False)
                 if lock is None:
                     continue  # its buffer is open, in this process or another
                 try:
-                    if owner in with_rows:
-                        self._db.execute(
-                            "UPDATE queue SET owner = ? WHERE owner = ?", (self._owner, owner)
-                        )
+                    # Rows written before destinations were kept: anyone's, as then.
+                    theirs = destinations.get(owner, "")
+                    if owner not in with_rows or _same_destination(theirs, self.destination):
+                        self._take_over(owner)
+                    else:
+                        self._leave_to_others(owner, theirs)
                 finally:
                     _release(lock, self._lock_path(owner))
         except (sqlite3.Error, OSError) as error:
             self._trouble("taking over the rows of closed buffers in it", error)
+
+    def _take_over(self, owner: str) -> None:
+        """The rows of a closed buffer become this one's (and its owner is forgotten)."""
+        assert self._db is not None
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("UPDATE queue SET owner = ? WHERE owner = ?", (self._owner, owner))
+            self._db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+
+    def _leave_to_others(self, owner: str, destination: str) -> None:
+        """Rows of a closed buffer for another destination: left, said once."""
+        if self._others_logged:
+            return
+        self._others_logged = True
+        assert self._db is not None
+        rows = self._db.execute("SELECT count(*) FROM queue WHERE owner = ?", (owner,)).fetchone()
+        log.warning(
+            "Kaneda: the disk buffer %s holds %d rows for another destination (%s), not "
+            "this one's (%s); they are left for a process that delivers there",
+            self.path,
+            rows[0],
+            destination,
+            self.destination,
+        )
 
     def _owners_of_lock_files(self) -> set[str]:
         """The owners named by the lock files next to the file (``<path>.<owner>.lock``)."""
@@ -989,6 +1026,7 @@ class ForeignDatabase(ConfigurationError):
 _OWN_TABLES = {
     "meta": {"key", "value"},
     "queue": {"seq", "owner", "item"},
+    "owners": {"owner", "destination"},
     "quarantine": {"seq", "item", "error", "moved_at"},
     "sqlite_sequence": set(),
 }
@@ -1025,6 +1063,12 @@ def _encode(item: Any) -> str:
         ns = Metric(*item).epoch_ns
     row = (name, kind, value, tags, id_, ns, host)
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+
+
+def _same_destination(theirs: str, ours: str) -> bool:
+    """Whether rows for ``theirs`` are for a buffer delivering to ``ours``; a destination
+    not said (``""``: a backend that does not say, a file from before) matches any."""
+    return theirs == ours or not theirs or not ours
 
 
 def _identity(path: str) -> tuple[int, int]:
