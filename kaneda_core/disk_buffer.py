@@ -16,9 +16,10 @@ The file may fail. When it cannot be written (disk full, I/O error) metrics stay
 memory, bounded like any queue, and are delivered from there; writing is tried again
 every second and resumes when space returns. The file never fills the disk itself
 (LOG_ROOM), keeps a reserve to delete delivered rows on a disk others filled, and gives
-its space back once every row is delivered (see _delete). A row that cannot be read is moved to the
-file's ``quarantine`` table (kept, logged, counted); a file SQLite cannot read at all is
-renamed aside and a new one started. Nothing here raises into the application.
+its space back once every row is delivered (see _delete). A row that cannot be read is
+moved to the file's ``quarantine`` table (kept, logged, counted); a file SQLite cannot
+read at all is renamed aside and a new one started, with the rows still readable in it.
+Nothing here raises into the application.
 
 SQLite from the standard library: one file, atomic commits, concurrent readers, and no
 dependency. WAL mode with ``synchronous=NORMAL`` makes an append one ``write()`` to the
@@ -34,6 +35,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -617,7 +619,7 @@ class DiskBuffer:
                 kept.append(item)
         return kept
 
-    def _decode(self, seq: int, text: str) -> Any:
+    def _decode(self, seq: int, text: str, token: str | None = None) -> Any:
         row = json.loads(text)
         if not isinstance(row, list) or len(row) not in (6, 7):
             raise ValueError(f"expected a list of 6 or 7 fields, got {text[:80]!r}")
@@ -628,7 +630,7 @@ class DiskBuffer:
             raise ValueError(f"time out of range in {text[:80]!r}")
         if not isinstance(tags, (dict, list)):
             raise ValueError(f"bad tags in {text[:80]!r}")
-        id_ = id_ if id_ is not None else f"{self.token}-{seq}"
+        id_ = id_ if id_ is not None else f"{token or self.token}-{seq}"
         if len(row) == 6:  # written without its host: stamped and sent from this one
             return (name, kind, value, tags, None, host_name(), id_, stamp(ns))
         return (name, kind, value, tags, None, str(row[6]), id_, ns)
@@ -903,18 +905,15 @@ class DiskBuffer:
         self._retry_at = 0.0
 
     def _move_aside(self, error: BaseException) -> None:
-        """The file is damaged: rename it aside (kept) and start a new one."""
-        if self._db is not None:
-            abandon(self._db)  # closing a damaged file could write to it
-            self._db = None
-        if self._owner_lock is not None:
-            # Let go first: the next _connect takes a lock again, and a second flock of
-            # this process on the same file would wait for ever.
-            _release(self._owner_lock, self._lock_path(self._owner))
-            self._owner_lock = None
+        """The file is damaged: rename it aside (kept), carry the rows still readable in
+        it to a new one, and count the others unreadable."""
+        owner, token = self._owner, self.token
+        rows = _count_rows(self.path)
+        # Closed (abandoned) and our lock let go first: the next _connect takes a lock
+        # again, and a second flock of this process on one file would wait for ever.
+        self._let_go_of_file()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         aside = f"{self.path}.damaged-{stamp}"
-        rows = _count_rows(self.path)
         try:
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
@@ -922,27 +921,73 @@ class DiskBuffer:
         except OSError as failed:  # a read-only folder, say: tried again after a pause
             self._trouble(f"moving it aside, damaged ({type(error).__name__}: {error}),", failed)
             return
+        items, lost = self._salvage(aside, owner, token)
+        if lost is None:  # SQLite reads nothing of it: count what the bytes hold
+            lost = max(0, (rows if rows is not None else _estimate_rows(aside)) - len(items))
         log.error(
             "Kaneda: the disk buffer %s cannot be read (%s: %s); moved it aside to %s "
-            "(%s rows in it, kept for inspection) and started a new one",
+            "(kept for inspection) and started a new one; %d rows read back from it, %s "
+            "could not be",
             self.path,
             type(error).__name__,
             error,
             aside,
-            rows if rows is not None else "an unknown number of",
+            len(items),
+            lost,
         )
-        if rows:
-            self.on_unreadable(rows)
-        self.pending = 0
-        self._sending_upto = 0  # seqs of the file moved aside: the new one starts again
-        self._undeleted.clear()
-        self._file_number += 1
-        self._retry_at = 0.0
+        if lost:
+            self.on_unreadable(lost)
+        self.staged.extendleft(reversed(items))
         try:
             self._db = self._connect()
         except (sqlite3.Error, OSError) as again:
             self._db = None
             self._trouble("creating it", again)
+
+    def _salvage(self, aside: str, owner: str, token: str) -> tuple[list[Any], int | None]:
+        """The metrics still readable in the damaged file ``aside`` that are this buffer's
+        (``owner``) or a closed buffer's, and how many rows could not be read (None:
+        unknown, the file unreadable as a whole).
+
+        Read a range of rows at a time, and a range that fails one row at a time: one
+        bad page costs the rows in it, not the file's.
+        """
+        try:
+            db = sqlite3.connect(aside, isolation_level=None)
+        except sqlite3.Error:
+            return [], None
+        with contextlib.closing(db):
+            bounds = _seq_bounds(db)
+            if bounds is None:
+                return [], None
+            token = _stored_token(db) or token  # the ids the rows had
+            items: list[Any] = []
+            lost = 0
+            ours: dict[str, bool] = {owner: True}
+            for low in range(bounds[0], bounds[1] + 1, CHUNK):
+                rows, failed = _read_range(db, low, min(low + CHUNK - 1, bounds[1]))
+                lost += failed
+                for seq, whose, text in rows:
+                    if whose not in ours:
+                        ours[whose] = self._is_closed(whose)
+                    if not ours[whose]:
+                        continue  # a live neighbour's: it carries them over itself
+                    try:
+                        items.append(self._decode(seq, text, token))
+                    except (ValueError, TypeError, RecursionError):
+                        lost += 1
+            return items, lost
+
+    def _is_closed(self, owner: str) -> bool:
+        """Whether the buffer ``owner`` is closed (its lock free); its lock file swept."""
+        try:
+            lock = _lock_file(self._lock_path(owner), blocking=False)
+        except OSError:
+            return False
+        if lock is None:
+            return False
+        _release(lock, self._lock_path(owner))
+        return True
 
     # -- fork and close ------------------------------------------------------------------
 
@@ -1081,6 +1126,72 @@ def _size(path: str) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
+
+
+def _seq_bounds(db: sqlite3.Connection) -> tuple[int, int] | None:
+    """The lowest and highest row numbers of a damaged file's queue; None if unknown."""
+    try:
+        high = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'queue'").fetchone()
+    except sqlite3.Error:
+        high = None
+    if high is None:
+        try:
+            high = db.execute("SELECT max(seq) FROM queue").fetchone()
+        except sqlite3.Error:
+            return None
+    if high is None or high[0] is None:
+        return None
+    try:
+        low = db.execute("SELECT min(seq) FROM queue").fetchone()[0] or 1
+    except sqlite3.Error:
+        low = 1
+    return int(low), int(high[0])
+
+
+def _stored_token(db: sqlite3.Connection) -> str | None:
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'token'").fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def _read_range(db: sqlite3.Connection, low: int, high: int) -> tuple[list[Any], int]:
+    """The rows numbered ``low`` to ``high`` that can be read, and how many could not."""
+    query = "SELECT seq, owner, item FROM queue WHERE seq BETWEEN ? AND ? ORDER BY seq"
+    try:
+        return db.execute(query, (low, high)).fetchall(), 0
+    except sqlite3.Error:
+        pass
+    rows, failed = [], 0
+    for seq in range(low, high + 1):
+        try:
+            rows.extend(db.execute(query, (seq, seq)).fetchall())
+        except sqlite3.Error:
+            failed += 1
+    return rows, failed
+
+
+#: A row as _encode writes it: a JSON list opening with the name and the kind.
+_ROW_START = re.compile(rb'\["(?:[^"\\]|\\.){0,2000}","[^"\\]{1,200}",')
+#: Bytes of a damaged file (and of its log) looked through by _estimate_rows, at most.
+ESTIMATE_BYTES = 256 << 20
+
+
+def _estimate_rows(path: str) -> int:
+    """About how many rows a file SQLite cannot read holds: rows found in its bytes and
+    its log's (a page the log holds twice counted once; rows deleted but not yet
+    overwritten counted too)."""
+    found = set()
+    for suffix in ("", "-wal"):
+        try:
+            with open(path + suffix, "rb") as file:
+                data = file.read(ESTIMATE_BYTES)
+        except OSError:
+            continue
+        for match in _ROW_START.finditer(data):
+            found.add(data[match.start() : match.start() + 400].split(b"]", 2)[0])
+    return len(found)
 
 
 def _count_rows(path: str) -> int | None:
