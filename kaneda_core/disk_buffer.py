@@ -88,8 +88,10 @@ RESERVE_BYTES = 1 << 20
 LOG_ROOM = 6 << 20
 #: Seconds between two looks at the disk's free space (by the worker).
 SPACE_EVERY = 1.0
-#: Once every row is delivered, a log (or free pages) past this many bytes is given back.
-SHRINK_ABOVE = 1 << 20
+#: Once every row is delivered, a log (or free pages) past this many bytes is given back:
+#: above what steady use keeps (a log checkpointed at 4 MiB, reused), so that only a
+#: backlog's space is (the next writes would grow the files again, a cost per call).
+SHRINK_ABOVE = 16 << 20
 #: Seconds a reporting call waits for another thread that has the file, at most.
 CALL_WAIT = 1.0
 #: Milliseconds SQLite waits for another process's write: only while opening and closing.
@@ -505,17 +507,20 @@ class DiskBuffer:
         """
         assert self._db is not None
         try:
-            if self._db.execute("SELECT 1 FROM queue LIMIT 1").fetchone() is not None:
+            # fetchall(): a statement left unfinished would keep the vacuum from running.
+            if self._db.execute("SELECT 1 FROM queue LIMIT 1").fetchall():
                 return
-            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
-            page = self._db.execute("PRAGMA page_size").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchall()[0][0]
+            page = self._db.execute("PRAGMA page_size").fetchall()[0][0]
             wal = os.stat(self.path + "-wal").st_size
         except (sqlite3.Error, OSError):
             return
         if max(wal, free * page) < SHRINK_ABOVE:
             return
         with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA incremental_vacuum")  # files made with auto_vacuum
+            # Files made with auto_vacuum. A page is freed per step, and execute() takes
+            # one step of a statement that returns no rows: executescript() runs it all.
+            self._db.executescript("PRAGMA incremental_vacuum;")
         self._checkpoint()
         self._set_reserve_aside()
 

@@ -773,3 +773,30 @@ def test_a_file_sqlite_cannot_read_at_all_counts_the_rows_its_bytes_hold(tmp_pat
     unreadable = metrics.stats().unreadable
     metrics.close()
     assert 1000 < unreadable <= 3000  # what is left of them, not 0
+
+
+def test_a_backlog_delivered_gives_its_space_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    monkeypatch.setattr(disk_buffer, "SHRINK_ABOVE", 256 << 10)
+    path = tmp_path / "b.sqlite"
+    backend = _Switchable()
+    backend.down = True
+    metrics = Metrics(backend, buffer_path=path, batch_size=1000, flush_interval=0.05)
+    for i in range(20_000):
+        metrics.gauge("g", i, tags={"padding": "x" * 100})
+    metrics.flush(0.2)
+
+    def size() -> int:
+        return sum(
+            os.path.getsize(f"{path}{s}") for s in ("", "-wal") if os.path.exists(f"{path}{s}")
+        )
+
+    grown = size()
+    assert grown > 2 << 20
+    backend.down = False
+    assert metrics.flush(30) == 0
+    assert size() < grown / 4  # the log truncated, the free pages given back
+    metrics.close()
