@@ -102,6 +102,17 @@ class Backend(ABC):
         nothing, right for a backend that holds no connection.
         """
 
+    def destination(self) -> str:
+        """Where this backend stores metrics, without secrets: ``influxdb database app``.
+
+        A disk buffer marks its rows with it, and a process configured for another
+        destination leaves them (two applications given one ``buffer_path``). A backend
+        that writes to a database says which (the database rather than the server,
+        which may move). The default, ``""``, says nothing: such rows are delivered by
+        any process on the path, and such a process delivers any rows, as before.
+        """
+        return ""
+
     def redact(self, text: str) -> str:
         """``text`` with this backend's secrets (passwords, tokens) masked.
 

@@ -14,9 +14,12 @@ keep one copy.
 
 The file may fail. When it cannot be written (disk full, I/O error) metrics stay in
 memory, bounded like any queue, and are delivered from there; writing is tried again
-every second and resumes when space returns. A row that cannot be read is moved to the
-file's ``quarantine`` table (kept, logged, counted); a file SQLite cannot read at all is
-renamed aside and a new one started. Nothing here raises into the application.
+every second and resumes when space returns. The file never fills the disk itself
+(LOG_ROOM), keeps a reserve to delete delivered rows on a disk others filled, and gives
+its space back once every row is delivered (see _delete). A row that cannot be read is
+moved to the file's ``quarantine`` table (kept, logged, counted); a file SQLite cannot
+read at all is renamed aside and a new one started, with the rows still readable in it.
+Nothing here raises into the application.
 
 SQLite from the standard library: one file, atomic commits, concurrent readers, and no
 dependency. WAL mode with ``synchronous=NORMAL`` makes an append one ``write()`` to the
@@ -32,6 +35,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -57,6 +61,7 @@ CREATE TABLE IF NOT EXISTS queue (
     item TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queue_owner ON queue (owner, seq);
+CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, destination TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
     seq INTEGER PRIMARY KEY,
     item TEXT NOT NULL,
@@ -69,6 +74,24 @@ CREATE TABLE IF NOT EXISTS quarantine (
 RETRY_AFTER = 1.0
 #: The most a row of the file holds, in bytes (SQLite's default SQLITE_MAX_LENGTH).
 MAX_ROW_BYTES = 1_000_000_000
+#: Rows written, or deleted, in one transaction at most: a write that meets a full disk
+#: keeps what fitted, and the write-ahead log is checkpointed between chunks instead of
+#: growing by a whole backlog at once.
+CHUNK = 500
+#: Bytes set aside next to the file (``<path>.reserve``) and given back when a delete
+#: meets a full disk: a delete needs room in the log, and delivered rows left in the
+#: file would be delivered again by every process opened after.
+RESERVE_BYTES = 1 << 20
+#: Bytes of the disk the file leaves free for its write-ahead log (SQLite checkpoints it
+#: at 1000 pages, 4 MiB, plus a transaction): a file that filled the disk could not copy
+#: its log into itself, nor delete delivered rows (a delete writes to the log).
+LOG_ROOM = 6 << 20
+#: Seconds between two looks at the disk's free space (by the worker).
+SPACE_EVERY = 1.0
+#: Once every row is delivered, a log (or free pages) past this many bytes is given back:
+#: above what steady use keeps (a log checkpointed at 4 MiB, reused), so that only a
+#: backlog's space is (the next writes would grow the files again, a cost per call).
+SHRINK_ABOVE = 16 << 20
 #: Seconds a reporting call waits for another thread that has the file, at most.
 CALL_WAIT = 1.0
 #: Milliseconds SQLite waits for another process's write: only while opening and closing.
@@ -90,6 +113,7 @@ class DiskBuffer:
         path: str,
         *,
         durable: bool = False,
+        destination: str = "",
         on_unreadable: Callable[[int], None] | None = None,
         on_refused: Callable[[Any, str], None] | None = None,
     ) -> None:
@@ -106,6 +130,10 @@ class DiskBuffer:
             )
         self.path = path
         self.durable = durable
+        #: Where this buffer's metrics go (Backend.destination): rows of a closed buffer
+        #: for another destination are left to a process that delivers there.
+        self.destination = destination
+        self._others_logged = False
         self.on_unreadable = on_unreadable or (lambda count: None)
         #: Told of a metric the file cannot hold (too large for a row), and why.
         self.on_refused = on_refused or (lambda item, reason: log.error("Kaneda: %s", reason))
@@ -124,6 +152,9 @@ class DiskBuffer:
         # Taken off the staging list by the thread writing them, not yet counted in
         # pending (or put back): still waiting, for queued().
         self._writing = 0
+        # Taken from memory by the worker (the file failing), until it acks its batch:
+        # still waiting, for queued() and max_buffer.
+        self._out = 0
         self.token = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         # Per thread: whether it is inside a section that holds the file.
@@ -149,6 +180,10 @@ class DiskBuffer:
         #: rows in a newer file would delete other metrics, never delivered.
         self._file_number = 0
         self._taken_from = 0
+        self._space_at = 0.0  # (see _bound_to_disk)
+        self._looked_at = 0.0  # (see look_at_file)
+        #: (st_dev, st_ino) of the file opened: told apart from one put at the path since.
+        self._file_id: tuple[int, int] | None = None
 
     # -- the calling side: never waits ---------------------------------------------------
 
@@ -195,7 +230,7 @@ class DiskBuffer:
     def queued(self) -> int:
         """Metrics of this buffer waiting for delivery, staged or in the file."""
         # Rows delivered whose delete is still to be retried are not waiting.
-        return self.pending - len(self._undeleted) + len(self.staged) + self._writing
+        return self.pending - len(self._undeleted) + len(self.staged) + self._writing + self._out
 
     def _enter(self) -> bool:
         """Take the file for this thread, as a reporting call does.
@@ -271,10 +306,13 @@ class DiskBuffer:
         try:
             if self.staged and self._writable():
                 self._write_staged()
+            self._bound_to_disk()
+            self._check_file()
             entries = self._take_locked(limit)
             # Rows from the file come first, oldest first.
             self._sending_upto = max((seq for seq, _ in entries if seq is not None), default=0)
             self._taken_from = self._file_number
+            self._out = sum(1 for seq, _ in entries if seq is None)
             return entries
         finally:
             self._write_and_release()
@@ -302,7 +340,7 @@ class DiskBuffer:
             ).fetchall()
         except sqlite3.OperationalError as error:
             if not _is_busy(error):
-                self._trouble("reading", error)
+                self._trouble("reading it", error)
             return []
         except sqlite3.DatabaseError as error:
             self._move_aside(error)
@@ -331,8 +369,10 @@ class DiskBuffer:
         while True:
             self._acquire()
             try:
-                # The batch is over: rows kept (not delivered) wait for the next take().
+                # The batch is over: rows kept (not delivered) wait for the next take(),
+                # metrics kept from memory were requeued.
                 self._sending_upto = 0
+                self._out = 0
                 if self._taken_from != self._file_number:
                     seqs = []  # rows of a file moved aside meanwhile: kept there
                 busy = not self._delete(list(seqs) + list(self._undeleted))
@@ -351,30 +391,138 @@ class DiskBuffer:
             self.staged_bytes += sum(map(self._size_of, items))
 
     def _delete(self, seqs: list[int]) -> bool:
-        """Delete rows; False when another process had the file locked (kept to retry)."""
+        """Delete rows; False when another process had the file locked (kept to retry).
+
+        A chunk at a time, each its own transaction: a full disk keeps fewer delivered
+        rows (the log holds a small transaction where a large one finds no room). On a
+        full disk the reserve is given back and the chunk tried once more.
+        """
         if not seqs or self._db is None:
             self._undeleted.update(seqs)
             return True
-        try:
-            deleted = 0
-            with self._db:  # one transaction: all deleted, or none (and all kept to retry)
-                self._db.execute("BEGIN")
-                for start in range(0, len(seqs), 500):
-                    chunk = seqs[start : start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    deleted += self._db.execute(
-                        f"DELETE FROM queue WHERE owner = ? AND seq IN ({marks})",
-                        (self._owner, *chunk),
-                    ).rowcount
-        except sqlite3.Error as error:
-            self._undeleted.update(seqs)  # skipped when read; deleted with the next ones
-            if _is_busy(error):
-                return False
-            self._trouble("deleting delivered rows from", error)
-            return True
-        self.pending = max(0, self.pending - deleted)
-        self._undeleted.clear()
+        seqs = sorted(set(seqs))
+        for start in range(0, len(seqs), CHUNK):
+            chunk = seqs[start : start + CHUNK]
+            try:
+                self._delete_chunk(chunk)
+            except sqlite3.Error as error:
+                if not (_is_full(error) and self._give_back_reserve()):
+                    return self._delete_failed(seqs[start:], error)
+                try:
+                    self._delete_chunk(chunk)
+                except sqlite3.Error as again:
+                    return self._delete_failed(seqs[start:], again)
+        self._shrink_if_empty()
         return True
+
+    def _delete_chunk(self, chunk: list[int]) -> None:
+        assert self._db is not None
+        marks = ",".join("?" * len(chunk))
+        with self._db:
+            self._db.execute("BEGIN")
+            deleted = self._db.execute(
+                f"DELETE FROM queue WHERE owner = ? AND seq IN ({marks})",
+                (self._owner, *chunk),
+            ).rowcount
+        self.pending = max(0, self.pending - deleted)
+        self._undeleted.difference_update(chunk)
+
+    def _delete_failed(self, seqs: list[int], error: sqlite3.Error) -> bool:
+        self._undeleted.update(seqs)  # skipped when read; deleted with the next ones
+        if _is_busy(error):
+            return False
+        self._trouble("deleting delivered rows from it", error)
+        return True
+
+    def _give_back_reserve(self) -> bool:
+        """Free the space set aside for deletes (and let the log shrink); False if none was."""
+        try:
+            os.unlink(self._reserve_path())
+        except OSError:
+            return False
+        log.warning(
+            "Kaneda: the disk of the buffer %s is full; gave back the %d bytes set aside "
+            "to delete delivered rows",
+            self.path,
+            RESERVE_BYTES,
+        )
+        self._checkpoint()
+        return True
+
+    def _reserve_path(self) -> str:
+        return f"{self.path}.reserve"
+
+    def _set_reserve_aside(self) -> None:
+        """Set RESERVE_BYTES aside next to the file, unless done (shared by the processes
+        on the path) or the disk has not that much to spare."""
+        path = self._reserve_path()
+        if os.path.exists(path):
+            return
+        try:
+            spare = os.statvfs(os.path.dirname(os.path.abspath(path)))
+            if spare.f_bavail * spare.f_frsize < 4 * RESERVE_BYTES:
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        finally:
+            os.close(fd)
+
+    def _bound_to_disk(self) -> None:
+        """Bound the file's pages to what the disk has free, less LOG_ROOM for the log.
+
+        Past it a write fails as on a full disk (metrics wait in memory) while the disk
+        still has room to checkpoint and to delete delivered rows. The worker looks at
+        most every SPACE_EVERY seconds; the reserve covers a disk filled meanwhile.
+        """
+        now = time.monotonic()
+        if self._db is None or now < self._space_at:
+            return
+        self._space_at = now + SPACE_EVERY
+        try:
+            disk = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+            ours = sum(_size(self.path + suffix) for suffix in ("", "-wal"))
+            page = self._db.execute("PRAGMA page_size").fetchone()[0]
+            room = disk.f_bavail * disk.f_frsize + ours - LOG_ROOM
+            # Never below the pages in use: SQLite keeps them, and would refuse nothing.
+            self._db.execute(f"PRAGMA max_page_count = {max(1, room // page)}")
+        except (sqlite3.Error, OSError):
+            return
+
+    def _checkpoint(self) -> None:
+        """Copy the log into the file and truncate the log to nothing (best effort)."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _shrink_if_empty(self) -> None:
+        """Every row delivered: give the disk back the log and free pages, if large.
+
+        Only then (the worker's rounds, rarely): a checkpoint waits for the disk.
+        """
+        assert self._db is not None
+        try:
+            # fetchall(): a statement left unfinished would keep the vacuum from running.
+            if self._db.execute("SELECT 1 FROM queue LIMIT 1").fetchall():
+                return
+            free = self._db.execute("PRAGMA freelist_count").fetchall()[0][0]
+            page = self._db.execute("PRAGMA page_size").fetchall()[0][0]
+            wal = os.stat(self.path + "-wal").st_size
+        except (sqlite3.Error, OSError):
+            return
+        if max(wal, free * page) < SHRINK_ABOVE:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            # Files made with auto_vacuum. A page is freed per step, and execute() takes
+            # one step of a statement that returns no rows: executescript() runs it all.
+            self._db.executescript("PRAGMA incremental_vacuum;")
+        self._checkpoint()
+        self._set_reserve_aside()
 
     # -- writing and reading rows ----------------------------------------------------------
 
@@ -405,36 +553,56 @@ class DiskBuffer:
         except BaseException:  # a MemoryError, say: the metrics stay staged, none lost
             staged.extendleft(reversed(batch))
             raise
+        written = 0
         try:
             if len(rows) == 1:
                 self._db.execute("INSERT INTO queue (owner, item) VALUES (?, ?)", rows[0])
             else:
-                with self._db:  # one transaction
-                    self._db.execute("BEGIN")
-                    self._db.executemany("INSERT INTO queue (owner, item) VALUES (?, ?)", rows)
+                for start in range(0, len(rows), CHUNK):
+                    with self._db:  # a transaction per chunk: what fits is kept
+                        self._db.execute("BEGIN")
+                        self._db.executemany(
+                            "INSERT INTO queue (owner, item) VALUES (?, ?)",
+                            rows[start : start + CHUNK],
+                        )
+                    written = min(len(rows), start + CHUNK)
         except sqlite3.Error as error:
-            refused = False
-            if isinstance(error, sqlite3.DataError):
-                # A row larger than SQLite holds: the metric's fault, not the file's.
-                kept = self._without_too_large(batch, rows)
-                refused = len(kept) < len(batch)
-                batch = kept
-            staged.extendleft(reversed(batch))
-            if refused:
-                return True  # the rest is written at the next try
-            if _is_busy(error):
-                return False
-            if isinstance(error, (sqlite3.OperationalError, sqlite3.DataError)) or not isinstance(
-                error, sqlite3.DatabaseError
-            ):
-                self._trouble("writing to", error)
-            else:
-                self._move_aside(error)
-            return True
-        self.pending += len(rows)
+            self._wrote(batch[:written])
+            return self._write_failed(batch[written:], rows[written:], error)
+        self.pending += len(rows)  # as _wrote does, without a call: the reporting call's path
         if self.staged_bytes:
             self._forget_sizes(batch)
         self._ok()
+        return True
+
+    def _wrote(self, batch: list[Any]) -> None:
+        """``batch`` is in the file now."""
+        self.pending += len(batch)
+        if self.staged_bytes:
+            self._forget_sizes(batch)
+
+    def _write_failed(
+        self, batch: list[Any], rows: list[tuple[str, str]], error: sqlite3.Error
+    ) -> bool:
+        """Writing ``batch`` failed: staged again, first in line; False when the file was busy."""
+        staged = self.staged
+        refused = False
+        if isinstance(error, sqlite3.DataError):
+            # A row larger than SQLite holds: the metric's fault, not the file's.
+            kept = self._without_too_large(batch, rows)
+            refused = len(kept) < len(batch)
+            batch = kept
+        staged.extendleft(reversed(batch))
+        if refused:
+            return True  # the rest is written at the next try
+        if _is_busy(error):
+            return False
+        if isinstance(error, (sqlite3.OperationalError, sqlite3.DataError)) or not isinstance(
+            error, sqlite3.DatabaseError
+        ):
+            self._trouble("writing to it", error)
+        else:
+            self._move_aside(error)
         return True
 
     def _without_too_large(self, batch: list[Any], rows: list[tuple[str, str]]) -> list[Any]:
@@ -456,7 +624,7 @@ class DiskBuffer:
                 kept.append(item)
         return kept
 
-    def _decode(self, seq: int, text: str) -> Any:
+    def _decode(self, seq: int, text: str, token: str | None = None) -> Any:
         row = json.loads(text)
         if not isinstance(row, list) or len(row) not in (6, 7):
             raise ValueError(f"expected a list of 6 or 7 fields, got {text[:80]!r}")
@@ -467,7 +635,7 @@ class DiskBuffer:
             raise ValueError(f"time out of range in {text[:80]!r}")
         if not isinstance(tags, (dict, list)):
             raise ValueError(f"bad tags in {text[:80]!r}")
-        id_ = id_ if id_ is not None else f"{self.token}-{seq}"
+        id_ = id_ if id_ is not None else f"{token or self.token}-{seq}"
         if len(row) == 6:  # written without its host: stamped and sent from this one
             return (name, kind, value, tags, None, host_name(), id_, stamp(ns))
         return (name, kind, value, tags, None, str(row[6]), id_, ns)
@@ -514,18 +682,20 @@ class DiskBuffer:
         except ForeignDatabase as error:
             if first:
                 raise
-            self._trouble("opening", error)
+            self._trouble("opening it", error)
             return False
         except sqlite3.OperationalError as error:
-            self._trouble("opening", error)
+            self._trouble("opening it", error)
             return False
         except sqlite3.DatabaseError as error:
             self._move_aside(error)
             return self._db is not None
         except OSError as error:
-            self._trouble("opening", error)
+            self._trouble("opening it", error)
             return False
         self._adopt_orphans()
+        self._set_reserve_aside()
+        self._bound_to_disk()
         self.pending = self._count()
         self._wait_for_others(0)
         self._ok()
@@ -538,6 +708,9 @@ class DiskBuffer:
         )
         try:
             _refuse_foreign(db, self.path)  # before anything is written to it
+            # A new file gives its free pages back to the disk (see _shrink_if_empty);
+            # a file made before keeps them for its next rows.
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -551,6 +724,10 @@ class DiskBuffer:
             # dies, so a later process can tell orphaned rows from a live neighbour's
             # (process ids are reused; locks are not).
             self._owner_lock = _lock_file(self._lock_path(self._owner), blocking=True)
+            db.execute(
+                "INSERT OR REPLACE INTO owners VALUES (?, ?)", (self._owner, self.destination)
+            )
+            self._file_id = _identity(self.path)
         except BaseException:
             db.close()
             raise
@@ -566,19 +743,66 @@ class DiskBuffer:
         return f"{self.path}.{owner}.lock"
 
     def _adopt_orphans(self) -> None:
+        """Take over the rows of buffers whose process is gone, and sweep their lock files.
+
+        A buffer is gone when its lock is free. A process killed (``kill -9``) leaves its
+        lock file, with rows or without: each is removed here, by the next buffer opened.
+        """
         assert self._db is not None
         try:
-            owners = [row[0] for row in self._db.execute("SELECT DISTINCT owner FROM queue")]
-            for owner in owners:
-                if owner == self._owner:
-                    continue
+            with_rows = {row[0] for row in self._db.execute("SELECT DISTINCT owner FROM queue")}
+            destinations = dict(self._db.execute("SELECT owner, destination FROM owners"))
+            known = with_rows | destinations.keys() | self._owners_of_lock_files()
+            for owner in known - {self._owner}:
                 lock = _lock_file(self._lock_path(owner), blocking=False)
                 if lock is None:
                     continue  # its buffer is open, in this process or another
-                self._db.execute("UPDATE queue SET owner = ? WHERE owner = ?", (self._owner, owner))
-                _release(lock, self._lock_path(owner))
+                try:
+                    # Rows written before destinations were kept: anyone's, as then.
+                    theirs = destinations.get(owner, "")
+                    if owner not in with_rows or _same_destination(theirs, self.destination):
+                        self._take_over(owner)
+                    else:
+                        self._leave_to_others(owner, theirs)
+                finally:
+                    _release(lock, self._lock_path(owner))
         except (sqlite3.Error, OSError) as error:
-            self._trouble("taking over the rows of closed buffers in", error)
+            self._trouble("taking over the rows of closed buffers in it", error)
+
+    def _take_over(self, owner: str) -> None:
+        """The rows of a closed buffer become this one's (and its owner is forgotten)."""
+        assert self._db is not None
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("UPDATE queue SET owner = ? WHERE owner = ?", (self._owner, owner))
+            self._db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+
+    def _leave_to_others(self, owner: str, destination: str) -> None:
+        """Rows of a closed buffer for another destination: left, said once."""
+        if self._others_logged:
+            return
+        self._others_logged = True
+        assert self._db is not None
+        rows = self._db.execute("SELECT count(*) FROM queue WHERE owner = ?", (owner,)).fetchone()
+        log.warning(
+            "Kaneda: the disk buffer %s holds %d rows for another destination (%s), not "
+            "this one's (%s); they are left for a process that delivers there",
+            self.path,
+            rows[0],
+            destination,
+            self.destination,
+        )
+
+    def _owners_of_lock_files(self) -> set[str]:
+        """The owners named by the lock files next to the file (``<path>.<owner>.lock``)."""
+        folder, name = os.path.split(os.path.abspath(self.path))
+        owners = set()
+        for entry in os.listdir(folder):
+            if entry.startswith(name + ".") and entry.endswith(".lock"):
+                owner = entry[len(name) + 1 : -len(".lock")]
+                if len(owner) == 32 and all(c in "0123456789abcdef" for c in owner):
+                    owners.add(owner)
+        return owners
 
     def _count(self) -> int:
         assert self._db is not None
@@ -587,7 +811,7 @@ class DiskBuffer:
                 "SELECT count(*) FROM queue WHERE owner = ?", (self._owner,)
             ).fetchone()
         except sqlite3.Error as error:
-            self._trouble("counting the rows of", error)
+            self._trouble("counting the rows of it", error)
             return 0
         return int(row[0])
 
@@ -597,7 +821,7 @@ class DiskBuffer:
         if not self._trouble_logged:
             self._trouble_logged = True
             log.error(
-                "Kaneda: the disk buffer %s failed while %s it (%s: %s); metrics are kept in "
+                "Kaneda: the disk buffer %s failed while %s (%s: %s); metrics are kept in "
                 "memory and delivered from there until the file works again",
                 self.path,
                 doing,
@@ -610,41 +834,165 @@ class DiskBuffer:
             self._trouble_logged = False
             log.warning("Kaneda: the disk buffer %s works again", self.path)
 
+    def look_at_file(self) -> None:
+        """For the worker while it waits (a backend down): see :meth:`_check_file`."""
+        if time.monotonic() < self._looked_at + SPACE_EVERY:
+            return
+        self._acquire()
+        try:
+            self._looked_at = time.monotonic()
+            self._check_file()
+        finally:
+            self._write_and_release()
+
+    def _check_file(self) -> None:
+        """Whether the file open is still the one at the path; if not, carry its rows over.
+
+        Deleted or replaced while open (a clean-up, a restore), the file would take
+        writes that no later process can read, and a crash would lose them. Looked at
+        by the worker's rounds and at close: one stat(), off the reporting call's path.
+        """
+        if self._db is None or self._file_id is None:
+            return
+        try:
+            if _identity(self.path) == self._file_id:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # cannot tell (a folder made unreadable): the file open goes on
+        self._carry_over()
+
+    def _carry_over(self) -> None:
+        """Read this buffer's rows back through the open connection (the file is gone
+        from the path, not from the disk), stage them first in line, and start a file
+        at the path that the next write creates."""
+        assert self._db is not None
+        items = []
+        try:
+            rows = self._db.execute(
+                "SELECT seq, item FROM queue WHERE owner = ? ORDER BY seq", (self._owner,)
+            ).fetchall()
+        except sqlite3.Error:
+            rows = []
+        for seq, text in rows:
+            if seq in self._undeleted:
+                continue  # delivered already
+            try:
+                items.append(self._decode(seq, text))  # its id is kept: token and row
+            except (ValueError, TypeError, RecursionError):
+                self.on_unreadable(1)
+        log.warning(
+            "Kaneda: the disk buffer %s was deleted or replaced while open; its %d rows "
+            "are written to a new file at the path",
+            self.path,
+            len(items),
+        )
+        self._let_go_of_file()
+        self.staged.extendleft(reversed(items))
+
+    def _let_go_of_file(self) -> None:
+        """Leave the file open (abandoned, never closed: closing it could delete a log
+        at the path that is another file's) and start afresh: a new owner, token and
+        numbering, the next write opening the file at the path."""
+        abandon(self._db)
+        self._db = None
+        if self._owner_lock is not None:
+            _release(self._owner_lock, self._lock_path(self._owner))
+            self._owner_lock = None
+        self._owner = uuid.uuid4().hex
+        # Ids made from the new file's row numbers must not repeat the old file's.
+        self.token = uuid.uuid4().hex[:12]
+        self.pending = 0
+        self._sending_upto = 0
+        self._undeleted.clear()
+        self._file_number += 1  # a batch read from the old file acks nothing in the new
+        self._retry_at = 0.0
+
     def _move_aside(self, error: BaseException) -> None:
-        """The file is damaged: rename it aside (kept) and start a new one."""
-        if self._db is not None:
-            abandon(self._db)  # closing a damaged file could write to it
-            self._db = None
+        """The file is damaged: rename it aside (kept), carry the rows still readable in
+        it to a new one, and count the others unreadable."""
+        owner, token = self._owner, self.token
+        rows = _count_rows(self.path)
+        # Closed (abandoned) and our lock let go first: the next _connect takes a lock
+        # again, and a second flock of this process on one file would wait for ever.
+        self._let_go_of_file()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         aside = f"{self.path}.damaged-{stamp}"
-        rows = _count_rows(self.path)
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(self.path + suffix, aside + suffix)
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path + suffix, aside + suffix)
+        except OSError as failed:  # a read-only folder, say: tried again after a pause
+            self._trouble(f"moving it aside, damaged ({type(error).__name__}: {error}),", failed)
+            return
+        items, lost = self._salvage(aside, owner, token)
+        if lost is None:  # SQLite reads nothing of it: count what the bytes hold
+            lost = max(0, (rows if rows is not None else _estimate_rows(aside)) - len(items))
         log.error(
             "Kaneda: the disk buffer %s cannot be read (%s: %s); moved it aside to %s "
-            "(%s rows in it, kept for inspection) and started a new one",
+            "(kept for inspection) and started a new one; %d rows read back from it, %s "
+            "could not be",
             self.path,
             type(error).__name__,
             error,
             aside,
-            rows if rows is not None else "an unknown number of",
+            len(items),
+            lost,
         )
-        if rows:
-            self.on_unreadable(rows)
-        if self._owner_lock is not None:
-            _release(self._owner_lock, self._lock_path(self._owner))
-            self._owner_lock = None
-        self.pending = 0
-        self._sending_upto = 0  # seqs of the file moved aside: the new one starts again
-        self._undeleted.clear()
-        self._file_number += 1
-        self._retry_at = 0.0
+        if lost:
+            self.on_unreadable(lost)
+        self.staged.extendleft(reversed(items))
         try:
             self._db = self._connect()
         except (sqlite3.Error, OSError) as again:
             self._db = None
-            self._trouble("creating", again)
+            self._trouble("creating it", again)
+
+    def _salvage(self, aside: str, owner: str, token: str) -> tuple[list[Any], int | None]:
+        """The metrics still readable in the damaged file ``aside`` that are this buffer's
+        (``owner``) or a closed buffer's, and how many rows could not be read (None:
+        unknown, the file unreadable as a whole).
+
+        Read a range of rows at a time, and a range that fails one row at a time: one
+        bad page costs the rows in it, not the file's.
+        """
+        try:
+            db = sqlite3.connect(aside, isolation_level=None)
+        except sqlite3.Error:
+            return [], None
+        with contextlib.closing(db):
+            bounds = _seq_bounds(db)
+            if bounds is None:
+                return [], None
+            token = _stored_token(db) or token  # the ids the rows had
+            items: list[Any] = []
+            lost = 0
+            ours: dict[str, bool] = {owner: True}
+            for low in range(bounds[0], bounds[1] + 1, CHUNK):
+                rows, failed = _read_range(db, low, min(low + CHUNK - 1, bounds[1]))
+                lost += failed
+                for seq, whose, text in rows:
+                    if whose not in ours:
+                        ours[whose] = self._is_closed(whose)
+                    if not ours[whose]:
+                        continue  # a live neighbour's: it carries them over itself
+                    try:
+                        items.append(self._decode(seq, text, token))
+                    except (ValueError, TypeError, RecursionError):
+                        lost += 1
+            return items, lost
+
+    def _is_closed(self, owner: str) -> bool:
+        """Whether the buffer ``owner`` is closed (its lock free); its lock file swept."""
+        try:
+            lock = _lock_file(self._lock_path(owner), blocking=False)
+        except OSError:
+            return False
+        if lock is None:
+            return False
+        _release(lock, self._lock_path(owner))
+        return True
 
     # -- fork and close ------------------------------------------------------------------
 
@@ -672,6 +1020,7 @@ class DiskBuffer:
         self.staged = deque()
         self.staged_bytes = 0
         self._writing = 0
+        self._out = 0
         self._lock = threading.Lock()
         self._local = threading.local()
         self._reset_file_state()
@@ -684,6 +1033,7 @@ class DiskBuffer:
         """
         self._acquire()
         try:
+            self._check_file()
             if self.staged and self._writable():
                 self._wait_for_others(OPEN_WAIT_MS)  # the last write: worth a wait
                 self._write_staged()
@@ -709,6 +1059,14 @@ def _is_busy(error: sqlite3.Error) -> bool:
     return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
 
 
+def _is_full(error: sqlite3.Error) -> bool:
+    """Whether ``error`` is SQLite's "database or disk is full" (or a failed write)."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+    return "full" in str(error) or "I/O" in str(error)
+
+
 class ForeignDatabase(ConfigurationError):
     """``buffer_path`` names a SQLite database of another application."""
 
@@ -718,6 +1076,7 @@ class ForeignDatabase(ConfigurationError):
 _OWN_TABLES = {
     "meta": {"key", "value"},
     "queue": {"seq", "owner", "item"},
+    "owners": {"owner", "destination"},
     "quarantine": {"seq", "item", "error", "moved_at"},
     "sqlite_sequence": set(),
 }
@@ -756,6 +1115,90 @@ def _encode(item: Any) -> str:
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
 
+def _same_destination(theirs: str, ours: str) -> bool:
+    """Whether rows for ``theirs`` are for a buffer delivering to ``ours``; a destination
+    not said (``""``: a backend that does not say, a file from before) matches any."""
+    return theirs == ours or not theirs or not ours
+
+
+def _identity(path: str) -> tuple[int, int]:
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _seq_bounds(db: sqlite3.Connection) -> tuple[int, int] | None:
+    """The lowest and highest row numbers of a damaged file's queue; None if unknown."""
+    try:
+        high = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'queue'").fetchone()
+    except sqlite3.Error:
+        high = None
+    if high is None:
+        try:
+            high = db.execute("SELECT max(seq) FROM queue").fetchone()
+        except sqlite3.Error:
+            return None
+    if high is None or high[0] is None:
+        return None
+    try:
+        low = db.execute("SELECT min(seq) FROM queue").fetchone()[0] or 1
+    except sqlite3.Error:
+        low = 1
+    return int(low), int(high[0])
+
+
+def _stored_token(db: sqlite3.Connection) -> str | None:
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'token'").fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def _read_range(db: sqlite3.Connection, low: int, high: int) -> tuple[list[Any], int]:
+    """The rows numbered ``low`` to ``high`` that can be read, and how many could not."""
+    query = "SELECT seq, owner, item FROM queue WHERE seq BETWEEN ? AND ? ORDER BY seq"
+    try:
+        return db.execute(query, (low, high)).fetchall(), 0
+    except sqlite3.Error:
+        pass
+    rows, failed = [], 0
+    for seq in range(low, high + 1):
+        try:
+            rows.extend(db.execute(query, (seq, seq)).fetchall())
+        except sqlite3.Error:
+            failed += 1
+    return rows, failed
+
+
+#: A row as _encode writes it: a JSON list opening with the name and the kind.
+_ROW_START = re.compile(rb'\["(?:[^"\\]|\\.){0,2000}","[^"\\]{1,200}",')
+#: Bytes of a damaged file (and of its log) looked through by _estimate_rows, at most.
+ESTIMATE_BYTES = 256 << 20
+
+
+def _estimate_rows(path: str) -> int:
+    """About how many rows a file SQLite cannot read holds: rows found in its bytes and
+    its log's (a page the log holds twice counted once; rows deleted but not yet
+    overwritten counted too)."""
+    found = set()
+    for suffix in ("", "-wal"):
+        try:
+            with open(path + suffix, "rb") as file:
+                data = file.read(ESTIMATE_BYTES)
+        except OSError:
+            continue
+        for match in _ROW_START.finditer(data):
+            found.add(data[match.start() : match.start() + 400].split(b"]", 2)[0])
+    return len(found)
+
+
 def _count_rows(path: str) -> int | None:
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
@@ -765,18 +1208,49 @@ def _count_rows(path: str) -> int | None:
 
 
 def _lock_file(path: str, *, blocking: bool) -> int | None:
-    """An open descriptor holding an exclusive lock on ``path``; None if another holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
+    """An open descriptor holding an exclusive lock on ``path``; None if another holds it.
+
+    The lock counts only on the file still at the path: another buffer sweeping lock
+    files may have removed it between our open and our lock (see _adopt_orphans). Then
+    a lock for ourselves is taken again on a new file, and another's is not ours to take.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            if _same_file(fd, path):
+                return fd
+        except BlockingIOError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)
-        return None
-    return fd
+        if not blocking:
+            return None
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _release(fd: int, path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    """Let go of a lock taken by _lock_file: remove its file, and always close ``fd``.
+
+    A file that cannot be removed (the folder became read-only) is left; the lock goes
+    with the descriptor, and a later buffer on the path sweeps the file (_sweep_locks).
+    """
+    try:
         os.unlink(path)
-    with contextlib.suppress(OSError):
-        os.close(fd)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        log.warning("Kaneda: could not remove the lock file %s (%s); left for later", path, error)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -918,15 +918,16 @@ class BatchingDispatcher(_Closable):
                     return False  # the file's rows again next round, not at once
                 continue
             # Delivered or failed for good: forgotten. Kept (the backend is down): rows
-            # stay in the file; metrics that came from memory go back first in line.
+            # stay in the file; metrics that came from memory go back first in line
+            # (before the ack, which stops counting them taken: never counted nowhere).
+            back = [item for i, (s, item) in enumerate(entries) if s is None and i in kept]
+            if back:
+                disk.requeue(back)
             disk.ack([s for i, (s, _) in enumerate(entries) if s is not None and i not in kept])
             if self.aggregator is not None:
                 self.aggregator.settled(
                     [item for i, (_, item) in enumerate(entries) if i not in kept]
                 )
-            back = [item for i, (s, item) in enumerate(entries) if s is None and i in kept]
-            if back:
-                disk.requeue(back)
             if kept:
                 self._idle()
                 return False  # try again next interval
@@ -943,6 +944,8 @@ class BatchingDispatcher(_Closable):
         """
         from_memory = min(unsettled, sum(1 for seq, _ in entries if seq is None))
         self.delivery.count(failed=from_memory)
+        assert self.disk is not None
+        self.disk.ack([])  # the batch is over: its metrics from memory no longer wait
         log.error(
             "Kaneda: %d metrics could not be delivered: %s",
             from_memory,
@@ -971,6 +974,8 @@ class BatchingDispatcher(_Closable):
             except Exception as error:  # noqa: BLE001 - the batch's retries must go on
                 log.error("Kaneda: emitting aggregated points failed: %r", error)
         self._report_drops()
+        if self.disk is not None:
+            self.disk.look_at_file()  # deleted or replaced while the backend is down?
         if self.queued_now() * 2 >= self.max_buffer:
             return True
         cap = self.max_buffer_bytes

@@ -190,6 +190,7 @@ class Metrics:
 
                 disk = DiskBuffer(
                     os.fspath(buffer_path),
+                    destination=_destination(backend),
                     on_unreadable=lambda rows: delivery.count(unreadable=rows),
                     on_refused=lambda item, why: delivery.fail([item], InvalidMetric(why)),
                 )
@@ -862,6 +863,15 @@ def hooks_default_tags(backend: Backend) -> dict[str, Scalar]:
 
 
 __all__ = ["Metric", "Metrics", "Timer"]
+
+
+def _destination(backend: Backend) -> str:
+    """``backend.destination()``; a plugin's that fails names the backend's class."""
+    try:
+        return str(backend.destination())
+    except Exception as error:  # noqa: BLE001 - a plugin's bug must not stop Metrics()
+        log.warning("Kaneda: %s.destination() raised %r", type(backend).__name__, error)
+        return ""
 
 
 def _tags_with_defaults(tags: Any, defaults: dict[str, Any]) -> Any:

@@ -10,12 +10,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from kaneda_core import Metrics
+from kaneda_core import Metric, Metrics
 from kaneda_core.backends import MemoryBackend
 from kaneda_core.disk_buffer import DiskBuffer
 
@@ -318,7 +318,11 @@ def test_a_batch_sent_from_a_file_moved_aside_deletes_nothing_in_the_new_one(
         for i in range(2):
             buffer.append(("new", "gauge", i, {}, None, "h", None, i))
         buffer.ack([seq for seq, _ in batch if seq is not None])  # the batch was delivered
-        assert [item[0] for _, item in buffer.take(10)] == ["new", "new"]
+        # The old rows were read back from the file moved aside (at least once: with
+        # their ids) and numbered anew: the stale ack deleted none of them, nor new ones.
+        taken = buffer.take(10)
+        assert [item[0] for _, item in taken] == ["old", "old", "old", "new", "new"]
+        assert [item[6] for _, item in taken[:3]] == [item[6] for _, item in batch]
     finally:
         buffer.close()
 
@@ -456,3 +460,343 @@ def test_metrics_being_written_from_the_staging_list_still_count_as_queued(
     buffer._db = real
     assert buffer.queued() == 10
     buffer.close()
+
+
+def _open_paths(prefix: Path) -> list[str]:
+    """The files under ``prefix`` this process holds open."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return [link for link in links if link.startswith(str(prefix))]
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Files in ``folder`` can no longer be removed or renamed (a read-only remount)."""
+    from kaneda_core import disk_buffer
+
+    real_unlink, real_replace = os.unlink, os.replace
+
+    def unlink(path: str) -> None:
+        if str(path).startswith(str(folder)):
+            raise OSError(30, "Read-only file system", str(path))
+        real_unlink(path)
+
+    def replace(source: str, target: str) -> None:
+        if str(source).startswith(str(folder)):
+            raise OSError(30, "Read-only file system", str(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr(disk_buffer.os, "unlink", unlink)
+    monkeypatch.setattr(disk_buffer.os, "replace", replace)
+
+
+def test_close_in_a_folder_become_read_only_raises_nothing_and_lets_go_of_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = MemoryBackend()
+    metrics = Metrics(backend, buffer_path=tmp_path / "b.sqlite", flush_interval=0.05)
+    for i in range(100):
+        metrics.gauge("g", i)
+    assert metrics.flush(5) == 0
+    _read_only(monkeypatch, tmp_path)
+    assert metrics.close(5) == 0  # raises nothing
+    assert len(backend.metrics) == 100
+    assert _open_paths(tmp_path) == []  # the lock's descriptor too: the lock is free
+
+
+def test_a_damaged_file_that_cannot_be_moved_aside_never_stops_the_application(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "b.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    _read_only(monkeypatch, tmp_path)
+    backend = MemoryBackend()
+    with caplog.at_level(logging.ERROR, logger="kaneda"):
+        metrics = Metrics(backend, buffer_path=path, flush_interval=0.05)  # raises nothing
+        for i in range(10):
+            metrics.gauge("g", i)
+        assert metrics.flush(5) == 0  # delivered from memory
+        assert metrics.close(5) == 0
+    assert len(backend.metrics) == 10
+    assert "moving it aside" in caplog.text
+    assert path.read_bytes() == b"this is not a database" * 100  # left as it was
+    assert _open_paths(tmp_path) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a 2 MiB filesystem of its own (tmpfs: needs root)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+class _Switchable(MemoryBackend):
+    down = False
+
+    def send(self, batch: Sequence[Metric]) -> None:
+        if self.down:
+            raise ConnectionRefusedError("down")
+        super().send(batch)
+
+
+def test_a_backlog_on_a_small_disk_is_delivered_once_and_the_disk_given_back(
+    small_disk: Path,
+) -> None:
+    path = small_disk / "b.sqlite"
+    backend = _Switchable()
+    backend.down = True
+    metrics = Metrics(backend, buffer_path=path, batch_size=500, flush_interval=0.05)
+    for i in range(12_000):  # about the disk's size in rows: it could fill it
+        metrics.gauge("g", i)
+    time.sleep(0.3)
+    backend.down = False
+    assert metrics.flush(30) == 0
+    metrics.close(10)
+    assert len(backend.metrics) == 12_000
+    # Delivered rows were deleted: the next process on the path delivers none again.
+    later = MemoryBackend()
+    Metrics(later, buffer_path=path).close(10)
+    assert later.metrics == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
+    usage = os.statvfs(small_disk)
+    assert usage.f_bavail / usage.f_blocks > 0.5  # the file shrank once all was delivered
+
+
+def _fill(folder: Path) -> None:
+    """Fill the filesystem of ``folder`` to its last byte."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_a_disk_filled_by_another_program_still_lets_delivered_rows_go(
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    monkeypatch.setattr(disk_buffer, "RESERVE_BYTES", 128 << 10)
+    monkeypatch.setattr(disk_buffer, "LOG_ROOM", 128 << 10)  # the file may grow
+    path = small_disk / "b.sqlite"
+    backend = _Switchable()
+    backend.down = True
+    metrics = Metrics(backend, buffer_path=path, batch_size=100, flush_interval=0.05)
+    assert (small_disk / "b.sqlite.reserve").exists()
+    for i in range(3000):
+        metrics.gauge("g", i)
+    metrics.flush(0.2)
+    _fill(small_disk)  # a delete needs room in the log: the reserve gives it
+    backend.down = False
+    assert metrics.flush(30) == 0
+    metrics.close(10)
+    assert len(backend.metrics) == 3000
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
+
+
+# Reports with the backend down, has its buffer's file deleted (or replaced by an empty
+# file), reports more, then dies by SIGKILL: what it held must be at the path.
+DELETED_WHILE_OPEN = textwrap.dedent("""
+    import os, signal, sys, time
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    class Down(MemoryBackend):
+        def send(self, batch):
+            raise ConnectionRefusedError("down")
+
+    path, how = sys.argv[1], sys.argv[2]
+    metrics = Metrics(Down(), buffer_path=path, batch_size=50, flush_interval=0.05)
+    for i in range(100):
+        metrics.gauge("before", i)
+    time.sleep(0.3)
+    for suffix in ("", "-wal", "-shm"):
+        os.remove(path + suffix)
+    if how == "replace":
+        open(path, "w").close()
+    for i in range(100):
+        metrics.gauge("after", i)
+    time.sleep(2.5)  # the worker looks at the file about every second
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+@pytest.mark.parametrize("how", ["rm", "replace"])
+def test_a_file_deleted_or_replaced_while_open_is_noticed_and_its_rows_kept(
+    tmp_path: Path, how: str
+) -> None:
+    script = tmp_path / "deleted.py"
+    script.write_text(DELETED_WHILE_OPEN)
+    path = tmp_path / "b.sqlite"
+    done = subprocess.run(
+        [sys.executable, str(script), str(path), how], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -9, done.stderr
+    assert "deleted or replaced while open" in done.stderr
+    backend = MemoryBackend()
+    Metrics(backend, buffer_path=path).close(10)
+    names = sorted((m.name, m.value) for m in backend.metrics)
+    expected = [("after", float(i)) for i in range(100)] + [
+        ("before", float(i)) for i in range(100)
+    ]
+    assert names == expected
+    assert len({m.id for m in backend.metrics}) == 200
+
+
+def test_metrics_the_worker_took_from_memory_still_count_as_queued_and_bound_the_buffer(
+    tmp_path: Path,
+) -> None:
+    backend = _Switchable()
+    backend.down = True
+    metrics = Metrics(
+        backend,
+        buffer_path=tmp_path / "b.sqlite",
+        batch_size=100,
+        flush_interval=0.02,
+        max_buffer=500,
+        overflow="drop_newest",
+    )
+    buffer = metrics._dispatcher.disk
+    assert buffer is not None
+    buffer._trouble("writing to it", sqlite3.OperationalError("database or disk is full"))
+    buffer._retry_at = time.monotonic() + 60  # the disk stays full for the test
+    for i in range(300):
+        metrics.gauge("g", i)
+    time.sleep(0.3)  # the worker took a batch from memory, and retries it
+    assert len(buffer.staged) < 300
+    assert metrics.stats().queued == 300
+    for i in range(400):
+        metrics.gauge("more", i)
+    stats = metrics.stats()
+    assert (stats.queued, stats.dropped) == (500, 200)  # max_buffer holds, batch included
+    backend.down = False
+    buffer._retry_at = 0.0
+    assert metrics.flush(10) == 0
+    assert len(backend.metrics) == 500
+    metrics.close()
+
+
+KILLED_AFTER_DELIVERING = textwrap.dedent("""
+    import os, signal, sys
+    from kaneda_core import Metrics
+    from kaneda_core.backends import MemoryBackend
+
+    metrics = Metrics(MemoryBackend(), buffer_path=sys.argv[1], flush_interval=0.05)
+    metrics.gauge("g", 1)
+    assert metrics.flush(5) == 0  # delivered: no row of its own left
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_lock_files_of_killed_processes_are_swept_by_the_next_buffer(tmp_path: Path) -> None:
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_AFTER_DELIVERING)
+    path = tmp_path / "b.sqlite"
+    for _ in range(5):
+        done = subprocess.run([sys.executable, str(script), str(path)], timeout=60)
+        assert done.returncode == -9
+    metrics = Metrics(MemoryBackend(), buffer_path=path)
+    assert len(list(tmp_path.glob("b.sqlite.*.lock"))) == 1  # its own; the others swept
+    metrics.close()
+    assert list(tmp_path.glob("b.sqlite.*.lock")) == []
+
+
+def test_a_lock_file_swept_between_its_open_and_its_lock_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    path = str(tmp_path / "x.lock")
+    real_flock = disk_buffer.fcntl.flock
+    swept = []
+
+    def flock(fd: int, operation: int) -> None:
+        if not swept:  # another buffer removes the file just before the lock is taken
+            swept.append(True)
+            os.unlink(path)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(disk_buffer.fcntl, "flock", flock)
+    fd = disk_buffer._lock_file(path, blocking=True)
+    assert fd is not None and os.path.exists(path)
+    assert os.fstat(fd).st_ino == os.stat(path).st_ino  # the lock is on the file at the path
+    os.close(fd)
+
+
+def test_a_bad_page_costs_its_rows_not_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    _buffer_with_rows(path, [json.dumps(["g", "gauge", i, {}, None, 1]) for i in range(5000)])
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size
+    with open(path, "r+b") as file:  # a bad sector: one page in the middle
+        file.seek(size // 4096 // 2 * 4096)
+        file.write(bytes(range(256)) * 16)
+    backend = MemoryBackend()
+    metrics = Metrics(backend, buffer_path=path, batch_size=1000)
+    assert metrics.flush(20) == 0
+    stats = metrics.stats()
+    metrics.close()
+    delivered = len(backend.metrics)
+    assert delivered > 4900  # the rows of the other pages
+    assert delivered + stats.unreadable == 5000  # the others counted
+    assert len({m.value for m in backend.metrics}) == delivered
+
+
+def test_a_file_sqlite_cannot_read_at_all_counts_the_rows_its_bytes_hold(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    _buffer_with_rows(path, [json.dumps(["g", "gauge", i, {}, None, 1]) for i in range(3000)])
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10 // 4096 * 4096])  # cut short
+    metrics = Metrics(MemoryBackend(), buffer_path=path)
+    unreadable = metrics.stats().unreadable
+    metrics.close()
+    assert 1000 < unreadable <= 3000  # what is left of them, not 0
+
+
+def test_a_backlog_delivered_gives_its_space_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    monkeypatch.setattr(disk_buffer, "SHRINK_ABOVE", 256 << 10)
+    path = tmp_path / "b.sqlite"
+    backend = _Switchable()
+    backend.down = True
+    metrics = Metrics(backend, buffer_path=path, batch_size=1000, flush_interval=0.05)
+    for i in range(20_000):
+        metrics.gauge("g", i, tags={"padding": "x" * 100})
+    metrics.flush(0.2)
+
+    def size() -> int:
+        return sum(
+            os.path.getsize(f"{path}{s}") for s in ("", "-wal") if os.path.exists(f"{path}{s}")
+        )
+
+    grown = size()
+    assert grown > 2 << 20
+    backend.down = False
+    assert metrics.flush(30) == 0
+    assert size() < grown / 4  # the log truncated, the free pages given back
+    metrics.close()

@@ -99,3 +99,59 @@ def test_a_fleet_sharing_one_path_delivers_everything_once(tmp_path: Path) -> No
     assert rows_in(path) == 0
     # Not a timing test: a call that waited for SQLite's busy timeout would take 5 s.
     assert max(r["slowest"] for r in reports) < 2.5, reports
+
+
+class _Down(MemoryBackend):
+    """A backend for one destination that is down."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+
+    def destination(self) -> str:
+        return self.where
+
+    def send(self, batch: object) -> None:
+        raise ConnectionRefusedError("down")
+
+
+class _Up(_Down):
+    def send(self, batch: object) -> None:
+        MemoryBackend.send(self, batch)  # type: ignore[arg-type]
+
+
+def test_rows_left_for_another_destination_are_not_delivered_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "b.sqlite"
+    first = Metrics(_Down("database appA"), buffer_path=path, flush_interval=0.05)
+    for i in range(50):
+        first.gauge("for_a", i)
+    first.close(0.2)  # its backend down: the rows stay for the next process
+    other = _Up("database appB")
+    with caplog.at_level(logging.WARNING, logger="kaneda"):
+        Metrics(other, buffer_path=path).close(5)
+    assert other.metrics == []  # another application's: left
+    assert "50 rows for another destination (database appA)" in caplog.text
+    owner = _Up("database appA")
+    Metrics(owner, buffer_path=path).close(5)
+    assert sorted(m.value for m in owner.metrics) == list(range(50))
+
+
+def test_rows_of_a_file_from_before_destinations_are_delivered_by_any(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    with sqlite3.connect(path) as db:  # the previous version's schema: no owners table
+        db.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL,"
+            " item TEXT NOT NULL);"
+            "CREATE TABLE quarantine (seq INTEGER PRIMARY KEY, item TEXT NOT NULL,"
+            " error TEXT NOT NULL, moved_at TEXT NOT NULL);"
+        )
+        db.executemany(
+            "INSERT INTO queue (owner, item) VALUES ('gone', ?)",
+            [(json.dumps(["g", "gauge", i, {}, None, 1]),) for i in range(20)],
+        )
+    backend = _Up("database appB")
+    Metrics(backend, buffer_path=path).close(5)
+    assert sorted(m.value for m in backend.metrics) == list(range(20))

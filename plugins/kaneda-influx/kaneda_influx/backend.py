@@ -633,6 +633,11 @@ class InfluxBackend(Backend):
             )
         return DeliveryError(f"{where} failed {doing}: {detail}", retryable=False)
 
+    def destination(self) -> str:
+        # The database, not the server: a server moved (a new host name or port) is
+        # still where rows buffered before the move belong.
+        return f"influxdb database {self.database}"
+
     def redact(self, text: str) -> str:
         """``text`` with the password masked (as given, and as a URL would escape it)."""
         if not self._password:

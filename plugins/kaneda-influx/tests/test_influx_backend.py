@@ -330,3 +330,9 @@ def test_the_series_cache_stays_exact_when_full() -> None:
     written = line_protocol.lines(batch, cache).split("\n")
     assert [w.split(" ")[0] for w in written] == [line_protocol.series(m) for m in batch]
     assert cache.bytes <= 600 and len(cache.prefixes) <= 4
+
+
+def test_the_destination_names_the_database_and_no_secret() -> None:
+    backend = InfluxBackend.from_url("influxdb://user:s3cret@example.com:8086/appA")
+    assert backend.destination() == "influxdb database appA"
+    assert "s3cret" not in backend.destination()
