@@ -25,7 +25,7 @@ from _queue import SimpleQueue
 from collections import deque
 from collections.abc import Callable
 from types import FrameType, MethodType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from . import stamps
 from .delivery import BufferFull, Delivery, Item, log
@@ -108,12 +108,7 @@ class _Closable:
         A bound method is held weakly: the dispatcher (kept alive by its worker thread)
         must not keep the :class:`~kaneda_core.Metrics` it serves from being collected.
         """
-        held: Callable[[], Callable[[Submit], None] | None]
-        if isinstance(listener, MethodType):
-            held = weakref.WeakMethod(listener)
-        else:
-            held = lambda: listener  # noqa: E731 - a plain function, held as it is
-        self._close_listeners.append(held)
+        self._close_listeners.append(_held(listener))
 
     def _switch_to_closed(self) -> None:
         # Drops from here on are calls made after close, said so apart.
@@ -420,12 +415,7 @@ class BatchingDispatcher(_Closable):
         """Call ``listener(True)`` in a forked child, where the first reporting call must
         call :meth:`start_at_first_call`, and ``listener(False)`` once it has. A bound
         method is held weakly (see :meth:`on_close`)."""
-        held: Callable[[], Callable[[bool], None] | None]
-        if isinstance(listener, MethodType):
-            held = weakref.WeakMethod(listener)
-        else:
-            held = lambda: listener  # noqa: E731 - a plain function, held as it is
-        self._fork_listeners.append(held)
+        self._fork_listeners.append(_held(listener))
 
     def _tell_fork_listeners(self, waiting: bool) -> None:
         for held in self._fork_listeners:
@@ -1383,6 +1373,17 @@ def _no_closer_in_child() -> None:
     # Metrics; their queues were emptied, so at exit at the latest.
     while not inherited.empty():
         _let_go.put(inherited.get())
+
+
+_Listener = TypeVar("_Listener", bound=Callable[..., None])
+
+
+def _held(listener: _Listener) -> Callable[[], _Listener | None]:
+    """``listener``, weakly if it is a bound method: a dispatcher (kept alive by its
+    worker thread) must not keep the object it serves from being collected."""
+    if isinstance(listener, MethodType):
+        return weakref.WeakMethod(listener)
+    return lambda: listener
 
 
 def _start_closer() -> None:
