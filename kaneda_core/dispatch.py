@@ -343,6 +343,10 @@ class BatchingDispatcher(_Closable):
         # In a forked child, until its first call starts the worker (see _after_fork_in_child):
         # the submit function that call replaces, and who to tell when it is started.
         self._waiting_for_a_call = False
+        # One item while it waits: the call that pops it starts the worker. A pop is one
+        # step a signal handler cannot come between (a handler reporting during the
+        # first call re-enters the reentrant lock, between any two lines under it).
+        self._first_call: list[bool] = []
         self._starting = False  # that call is starting it, outside the worker's lock
         self._started_submit: Submit | None = None
         self._fork_listeners: list[Callable[[], Callable[[bool], None] | None]] = []
@@ -432,9 +436,16 @@ class BatchingDispatcher(_Closable):
         printed "Exception ignored ... KeyError" when that thread ended), then take for a
         greenlet. Started by a call, it is what the child's threads are.
         """
+        try:
+            self._first_call.pop()
+        except IndexError:
+            return  # started, or being started by the call this one interrupted
         with self._state:
             if not self._waiting_for_a_call:
                 return
+            # Starting, before waiting no more: a call meanwhile (another thread, or a
+            # signal handler's in this one) finds either, and starts no second worker.
+            self._starting = True
             self._waiting_for_a_call = False
             if self.aggregator is not None:
                 self.aggregator.on_new_series = None
@@ -444,7 +455,8 @@ class BatchingDispatcher(_Closable):
             start = not self._closed
             if start:
                 self._exited = threading.Event()
-                self._starting = True  # (a call meanwhile starts no second worker)
+            else:
+                self._starting = False
         if start:
             # Outside the lock: a green thread runs at once, in this very OS thread,
             # and the lock (made at the fork, before a patch) is a real one.
@@ -1223,6 +1235,7 @@ class BatchingDispatcher(_Closable):
             self._init_threading(start=False)
             if not self._waiting_for_a_call:  # (else a child of a child that never reported)
                 self._waiting_for_a_call = True
+                self._first_call = [True]
                 self._started_submit = self.submit
                 self.submit = self._submit_first
             if self.aggregator is not None:

@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,44 @@ def test_a_child_starts_its_worker_at_its_first_call_and_one_only_from_racing_th
 
     assert _in_child(child) == 0
     assert metrics.stats().sent == 1
+    metrics.close()
+
+
+def test_a_signal_handler_reporting_during_a_childs_first_call_starts_no_second_worker() -> None:
+    # A handler may run between any two lines of the first call, under its reentrant
+    # lock: one child per line of start_at_first_call, the handler's report made there.
+    from kaneda_core.dispatch import BatchingDispatcher
+
+    code = BatchingDispatcher.start_at_first_call.__code__
+    lines = sorted({line for _, _, line in code.co_lines() if line and line > code.co_firstlineno})
+    metrics = Metrics(MemoryBackend(), flush_interval=0.5)
+    metrics.event("parent", "x")
+
+    def child_interrupted_at(line: int) -> Callable[[], bool]:
+        def child() -> bool:
+            fired: list[bool] = []
+
+            def trace(frame: Any, event: str, _: Any) -> Any:
+                if frame.f_code is not code:
+                    return None
+                if event == "line" and frame.f_lineno == line and not fired:
+                    fired.append(True)
+                    metrics.event("signal", "s")  # what a signal handler's report does
+                return trace
+
+            sys.settrace(trace)
+            try:
+                metrics.event("call", "c")
+            finally:
+                sys.settrace(None)
+            workers = [t for t in threading.enumerate() if t.name == "kaneda-worker"]
+            delivered = metrics.close(5) == 0 and metrics.stats().sent == 1 + len(fired)
+            return len(workers) == 1 and delivered
+
+        return child
+
+    failed = [line for line in lines if _in_child(child_interrupted_at(line)) != 0]
+    assert not failed, f"a report at line(s) {failed} started two workers or lost metrics"
     metrics.close()
 
 
