@@ -924,7 +924,7 @@ class BatchingDispatcher(_Closable):
             # (before the ack, which stops counting them taken: never counted nowhere).
             back = [item for i, (s, item) in enumerate(entries) if s is None and i in kept]
             if back:
-                disk.requeue(back)
+                disk.requeue(self._with_ids_sent(back))
             disk.ack([s for i, (s, _) in enumerate(entries) if s is not None and i not in kept])
             if self.aggregator is not None:
                 self.aggregator.settled(
@@ -934,6 +934,23 @@ class BatchingDispatcher(_Closable):
                 self._idle()
                 return False  # try again next interval
         return False
+
+    def _with_ids_sent(self, items: list[Any]) -> list[Any]:
+        """Metrics taken from memory, sent and kept to be sent again, with the ids a queue
+        gave them (see :class:`~kaneda_core.message.IdMaker`): the broker may have them
+        already, and the file they are written to now would give them ids of its own."""
+        new_id = getattr(self.delivery.backend, "new_id", None)
+        from .message import IdMaker  # here: only a queue's kept batches come this way
+
+        if type(new_id) is not IdMaker:
+            return items
+        make = tuple.__new__
+        return [
+            item
+            if item[6] is not None
+            else make(type(item), (*item[:6], new_id.id_of(item), *item[7:]))
+            for item in items
+        ]
 
     def _entries_lost(self, entries: list[Any], unsettled: int, error: BaseException) -> None:
         """A delivery from the disk buffer raised (a MemoryError, a backend's SystemExit)

@@ -250,3 +250,32 @@ def test_a_worker_delivering_to_a_store_stores_what_arrived(assign_ids: bool) ->
     handler.handle(encode_batch([produced("a")], IdMaker() if assign_ids else None))
     handler.close()
     assert (store.metrics[0].id is not None) is assign_ids
+
+
+def test_a_batch_sent_from_memory_then_kept_in_the_file_keeps_its_ids(tmp_path: Any) -> None:
+    # A disk buffer whose file fails delivers from memory; a batch whose answer was lost
+    # then waits in the file, back meanwhile, which would give it ids of its own.
+    import time
+
+    class FileBackWhileSending(LostAnswerQueue):
+        def send(self, batch: Sequence[Metric]) -> None:
+            disk._retry_at = 0.0  # the file works again (a disk given room)
+            super().send(batch)
+
+    queue = FileBackWhileSending(lose=1)
+    metrics = Metrics(
+        queue,
+        buffer_path=str(tmp_path / "buffer.sqlite"),
+        flush_interval=60,
+        retry=RetryPolicy(attempts=1, initial_delay=0.01),  # kept, for the next round
+    )
+    disk = metrics._dispatcher.disk  # type: ignore[attr-defined]
+    disk._retry_at = time.monotonic() + 3600  # as after a failed write: metrics in memory
+    for n in range(20):
+        metrics.gauge("g", n)
+    metrics.flush(10)  # sent from memory, its answer lost: kept, written to the file
+    assert metrics.flush(10) == 0
+    metrics.close()
+    ids = ids_by_metric(queue.stored())
+    assert len(ids) == 20 and len(queue.messages) == 2
+    assert all(len(found) == 1 for found in ids.values()), ids
