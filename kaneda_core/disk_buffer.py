@@ -723,15 +723,41 @@ class DiskBuffer:
             # file of its own. The OS releases the lock when the process dies, however it
             # dies, so a later process can tell orphaned rows from a live neighbour's
             # (process ids are reused; locks are not).
-            self._owner_lock = _lock_file(self._lock_path(self._owner), blocking=True)
+            self._take_owner_lock()
             db.execute(
                 "INSERT OR REPLACE INTO owners VALUES (?, ?)", (self._owner, self.destination)
             )
             self._file_id = _identity(self.path)
         except BaseException:
             db.close()
+            # The lock let go with the file: the next open takes it again.
+            self._let_go_of_owner_lock()
             raise
         return db
+
+    def _take_owner_lock(self) -> None:
+        """Hold this buffer's lock, never waiting: the lock already held is kept, and one
+        held elsewhere (no row can be under this owner yet: a file is opened by a new
+        owner, or again after an open that failed) gives way to a new owner.
+
+        A reporting call opens the file: a blocking lock taken by a process already
+        holding it on another descriptor (an open that failed and kept it) waited for ever.
+        """
+        if self._owner_lock is not None:
+            if _same_file(self._owner_lock, self._lock_path(self._owner)):
+                return
+            self._let_go_of_owner_lock()  # swept by another buffer: taken again below
+        for _ in range(2):
+            self._owner_lock = _lock_file(self._lock_path(self._owner), ours=True)
+            if self._owner_lock is not None:
+                return
+            self._owner = uuid.uuid4().hex
+        raise OSError(f"the lock file {self._lock_path(self._owner)} is held by another")
+
+    def _let_go_of_owner_lock(self) -> None:
+        if self._owner_lock is not None:
+            _release(self._owner_lock, self._lock_path(self._owner))
+            self._owner_lock = None
 
     def _wait_for_others(self, milliseconds: int) -> None:
         """How long a statement waits for another process's write (SQLite's busy timeout)."""
@@ -754,7 +780,7 @@ class DiskBuffer:
             destinations = dict(self._db.execute("SELECT owner, destination FROM owners"))
             known = with_rows | destinations.keys() | self._owners_of_lock_files()
             for owner in known - {self._owner}:
-                lock = _lock_file(self._lock_path(owner), blocking=False)
+                lock = _lock_file(self._lock_path(owner), ours=False)
                 if lock is None:
                     continue  # its buffer is open, in this process or another
                 try:
@@ -897,9 +923,7 @@ class DiskBuffer:
         numbering, the next write opening the file at the path."""
         abandon(self._db)
         self._db = None
-        if self._owner_lock is not None:
-            _release(self._owner_lock, self._lock_path(self._owner))
-            self._owner_lock = None
+        self._let_go_of_owner_lock()
         self._owner = uuid.uuid4().hex
         # Ids made from the new file's row numbers must not repeat the old file's.
         self.token = uuid.uuid4().hex[:12]
@@ -914,8 +938,7 @@ class DiskBuffer:
         it to a new one, and count the others unreadable."""
         owner, token = self._owner, self.token
         rows = _count_rows(self.path)
-        # Closed (abandoned) and our lock let go first: the next _connect takes a lock
-        # again, and a second flock of this process on one file would wait for ever.
+        # Closed (abandoned) and our lock let go first: the next _connect takes a lock again.
         self._let_go_of_file()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         aside = f"{self.path}.damaged-{stamp}"
@@ -986,7 +1009,7 @@ class DiskBuffer:
     def _is_closed(self, owner: str) -> bool:
         """Whether the buffer ``owner`` is closed (its lock free); its lock file swept."""
         try:
-            lock = _lock_file(self._lock_path(owner), blocking=False)
+            lock = _lock_file(self._lock_path(owner), ours=False)
         except OSError:
             return False
         if lock is None:
@@ -1042,9 +1065,7 @@ class DiskBuffer:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._db = None
-            if self._owner_lock is not None:
-                _release(self._owner_lock, self._lock_path(self._owner))
-                self._owner_lock = None
+            self._let_go_of_owner_lock()
             self._retry_at = float("inf")  # closed: nothing opens it again
             return left
         finally:
@@ -1207,26 +1228,28 @@ def _count_rows(path: str) -> int | None:
         return None
 
 
-def _lock_file(path: str, *, blocking: bool) -> int | None:
+def _lock_file(path: str, *, ours: bool) -> int | None:
     """An open descriptor holding an exclusive lock on ``path``; None if another holds it.
 
-    The lock counts only on the file still at the path: another buffer sweeping lock
-    files may have removed it between our open and our lock (see _adopt_orphans). Then
-    a lock for ourselves is taken again on a new file, and another's is not ours to take.
+    Never waits. The lock counts only on the file still at the path: another buffer
+    sweeping lock files may have removed it between our open and our lock (see
+    _adopt_orphans). Then a lock for ourselves (``ours``) is taken again on a new file,
+    and another's is not ours to take.
     """
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _same_file(fd, path):
                 return fd
         except BlockingIOError:
-            pass
+            os.close(fd)
+            return None
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)
-        if not blocking:
+        if not ours:
             return None
 
 

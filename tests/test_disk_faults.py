@@ -9,8 +9,9 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -736,7 +737,7 @@ def test_a_lock_file_swept_between_its_open_and_its_lock_is_taken_again(
         real_flock(fd, operation)
 
     monkeypatch.setattr(disk_buffer.fcntl, "flock", flock)
-    fd = disk_buffer._lock_file(path, blocking=True)
+    fd = disk_buffer._lock_file(path, ours=True)
     assert fd is not None and os.path.exists(path)
     assert os.fstat(fd).st_ino == os.stat(path).st_ino  # the lock is on the file at the path
     os.close(fd)
@@ -800,3 +801,70 @@ def test_a_backlog_delivered_gives_its_space_back(
     assert metrics.flush(30) == 0
     assert size() < grown / 4  # the log truncated, the free pages given back
     metrics.close()
+
+
+def _call_returns(call: Callable[[], object], seconds: float) -> bool:
+    """Whether ``call`` returns within ``seconds`` (run in a thread left behind if not)."""
+    done = threading.Event()
+
+    def run() -> None:
+        call()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done.wait(seconds)
+
+
+def test_an_open_that_fails_after_taking_the_lock_lets_it_go_and_calls_never_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    path = tmp_path / "b.sqlite"
+    real_identity = disk_buffer._identity
+    failures = [OSError(28, "No space left on device")]
+
+    def identity(where: str) -> tuple[int, int]:
+        if failures:  # the open fails after the lock is taken (a full disk, say)
+            raise failures.pop()
+        return real_identity(where)
+
+    monkeypatch.setattr(disk_buffer, "_identity", identity)
+    backend = MemoryBackend()
+    metrics = Metrics(backend, buffer_path=path, flush_interval=0.05)
+    buffer = metrics._dispatcher.disk
+    assert buffer is not None and buffer._db is None
+    held = buffer._owner_lock
+    try:
+        locks_after_failure = list(tmp_path.glob("b.sqlite.*.lock"))
+        buffer._retry_at = 0.0  # the disk has room again: the next call opens the file
+        assert _call_returns(lambda: metrics.gauge("g", 1), 3)  # blocked for ever before
+        assert locks_after_failure == []  # let go with the file
+        assert buffer._db is not None
+        assert len(list(tmp_path.glob("b.sqlite.*.lock"))) == 1
+        assert metrics.flush(5) == 0
+        assert [m.value for m in backend.metrics] == [1.0]
+    finally:
+        if held is not None and buffer._owner_lock != held:  # unblock the call left behind
+            os.close(held)
+    assert metrics.close(5) == 0
+
+
+def test_an_own_lock_held_elsewhere_never_makes_the_open_wait(tmp_path: Path) -> None:
+    import fcntl
+
+    from kaneda_core import disk_buffer
+
+    buffer = DiskBuffer(str(tmp_path / "b.sqlite"))
+    buffer._let_go_of_file()  # the next write opens the file, under a new owner
+    other = os.open(buffer._lock_path(buffer._owner), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(other, fcntl.LOCK_EX)  # that owner's lock, held on another descriptor
+    try:
+        owner = buffer._owner
+        assert _call_returns(lambda: buffer.append(("g", "gauge", 1, {}, None, "h", None, 1)), 3)
+        assert buffer._db is not None and buffer._owner != owner  # a new owner, not a wait
+        assert buffer.pending == 1
+    finally:
+        os.close(other)
+    buffer.close()
+    assert disk_buffer.RETRY_AFTER > 0
