@@ -892,27 +892,27 @@ class DiskBuffer:
     def _carry_over(self) -> None:
         """Read this buffer's rows back through the open connection (the file is gone
         from the path, not from the disk), stage them first in line, and start a file
-        at the path that the next write creates."""
+        at the path that the next write creates.
+
+        Read a range at a time (see _read_back): the file may be a damaged one another
+        process moved aside, and one bad page would cost every row in one query.
+        """
         assert self._db is not None
-        items = []
-        try:
-            rows = self._db.execute(
-                "SELECT seq, item FROM queue WHERE owner = ? ORDER BY seq", (self._owner,)
-            ).fetchall()
-        except sqlite3.Error:
-            rows = []
-        for seq, text in rows:
-            if seq in self._undeleted:
-                continue  # delivered already
-            try:
-                items.append(self._decode(seq, text))  # its id is kept: token and row
-            except (ValueError, TypeError, RecursionError):
-                self.on_unreadable(1)
+        mine, delivered = self._owner, self._undeleted
+        found = self._read_back(
+            self._db, self.token, lambda seq, owner: owner == mine and seq not in delivered
+        )
+        items, lost = found if found is not None else ([], None)
+        if lost is None:  # nothing of it can be read: every row of this buffer's is lost
+            lost = max(0, self.pending - len(delivered))
+        if lost:
+            self.on_unreadable(lost)
         log.warning(
             "Kaneda: the disk buffer %s was deleted or replaced while open; its %d rows "
-            "are written to a new file at the path",
+            "are written to a new file at the path%s",
             self.path,
             len(items),
+            f" ({lost} could not be read back: counted unreadable)" if lost else "",
         )
         self._let_go_of_file()
         self.staged.extendleft(reversed(items))
@@ -984,27 +984,48 @@ class DiskBuffer:
             db = sqlite3.connect(aside, isolation_level=None)
         except sqlite3.Error:
             return [], None
+        ours: dict[str, bool] = {owner: True}
+
+        def wanted(seq: int, whose: str) -> bool:
+            if whose not in ours:
+                ours[whose] = self._is_closed(whose)
+            return ours[whose]  # a live neighbour's rows: it carries them over itself
+
         with contextlib.closing(db):
-            bounds = _seq_bounds(db)
-            if bounds is None:
-                return [], None
-            token = _stored_token(db) or token  # the ids the rows had
-            items: list[Any] = []
-            lost = 0
-            ours: dict[str, bool] = {owner: True}
-            for low in range(bounds[0], bounds[1] + 1, CHUNK):
-                rows, failed = _read_range(db, low, min(low + CHUNK - 1, bounds[1]))
-                lost += failed
-                for seq, whose, text in rows:
-                    if whose not in ours:
-                        ours[whose] = self._is_closed(whose)
-                    if not ours[whose]:
-                        continue  # a live neighbour's: it carries them over itself
-                    try:
-                        items.append(self._decode(seq, text, token))
-                    except (ValueError, TypeError, RecursionError):
-                        lost += 1
-            return items, lost
+            found = self._read_back(db, _stored_token(db) or token, wanted)  # the ids they had
+        return found if found is not None else ([], None)
+
+    def _read_back(
+        self, db: sqlite3.Connection, token: str, wanted: Callable[[int, str], bool]
+    ) -> tuple[list[Any], int] | None:
+        """The metrics of the rows of ``db`` that ``wanted(seq, owner)``, and how many of
+        those could not be read (a row whose owner cannot be told counts); None if the
+        file cannot be read at all.
+
+        Read a range of rows at a time, and a range that fails one row at a time: one
+        bad page costs the rows in it, not the file's.
+        """
+        bounds = _seq_bounds(db)
+        if bounds is None:
+            return None
+        items: list[Any] = []
+        lost = 0
+        for low in range(bounds[0], bounds[1] + 1, CHUNK):
+            high = min(low + CHUNK - 1, bounds[1])
+            rows, failed = _read_range(db, low, high)
+            if failed:
+                owners = _owners_in(db, low, high)
+                lost += sum(
+                    owners is None or (seq in owners and wanted(seq, owners[seq])) for seq in failed
+                )
+            for seq, whose, text in rows:
+                if not wanted(seq, whose):
+                    continue
+                try:
+                    items.append(self._decode(seq, text, token))
+                except (ValueError, TypeError, RecursionError):
+                    lost += 1
+        return items, lost
 
     def _is_closed(self, owner: str) -> bool:
         """Whether the buffer ``owner`` is closed (its lock free); its lock file swept."""
@@ -1182,20 +1203,34 @@ def _stored_token(db: sqlite3.Connection) -> str | None:
     return str(row[0]) if row else None
 
 
-def _read_range(db: sqlite3.Connection, low: int, high: int) -> tuple[list[Any], int]:
-    """The rows numbered ``low`` to ``high`` that can be read, and how many could not."""
+def _read_range(db: sqlite3.Connection, low: int, high: int) -> tuple[list[Any], list[int]]:
+    """The rows numbered ``low`` to ``high`` that can be read, and the numbers that could not."""
     query = "SELECT seq, owner, item FROM queue WHERE seq BETWEEN ? AND ? ORDER BY seq"
     try:
-        return db.execute(query, (low, high)).fetchall(), 0
+        return db.execute(query, (low, high)).fetchall(), []
     except sqlite3.Error:
         pass
-    rows, failed = [], 0
+    rows, failed = [], []
     for seq in range(low, high + 1):
         try:
             rows.extend(db.execute(query, (seq, seq)).fetchall())
         except sqlite3.Error:
-            failed += 1
+            failed.append(seq)
     return rows, failed
+
+
+def _owners_in(db: sqlite3.Connection, low: int, high: int) -> dict[int, str] | None:
+    """The owner of each row numbered ``low`` to ``high``, read from the index alone (it
+    is on other pages than the rows); None if it cannot be read."""
+    try:
+        return dict(
+            db.execute(
+                "SELECT seq, owner FROM queue INDEXED BY queue_owner WHERE seq BETWEEN ? AND ?",
+                (low, high),
+            ).fetchall()
+        )
+    except sqlite3.Error:
+        return None
 
 
 #: A row as _encode writes it: a JSON list opening with the name and the kind.

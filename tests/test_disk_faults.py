@@ -868,3 +868,35 @@ def test_an_own_lock_held_elsewhere_never_makes_the_open_wait(tmp_path: Path) ->
         os.close(other)
     buffer.close()
     assert disk_buffer.RETRY_AFTER > 0
+
+
+def test_a_damaged_file_shared_with_a_live_buffer_costs_it_only_the_rows_on_the_bad_page(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.sqlite"
+    unreadable = {"a": 0, "b": 0}
+
+    def counter(name: str) -> Callable[[int], None]:
+        return lambda count: unreadable.__setitem__(name, unreadable[name] + count)
+
+    a = DiskBuffer(str(path), on_unreadable=counter("a"))
+    b = DiskBuffer(str(path), on_unreadable=counter("b"))  # another process's, live
+    for i in range(3000):  # their rows side by side on the pages
+        for who, buffer in (("a", a), ("b", b)):
+            buffer.append(("g", "gauge", i, {"who": who, "pad": "x" * 50}, None, "h", None, 1))
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size
+    with open(path, "r+b") as file:  # a bad sector: one page in the middle
+        file.seek(size // 4096 // 2 * 4096)
+        file.write(b"\xff" * 4096)
+    a._move_aside(sqlite3.DatabaseError("database disk image is malformed"))
+    b._check_file()  # the file at the path is a new one: b carries its rows over
+    assert len(b.staged) > 2900  # read back a range at a time: all rows but the bad page's
+    assert len(b.staged) + unreadable["b"] == 3000  # those counted, none lost unsaid
+    assert {item[3]["who"] for item in b.staged} == {"b"}
+    # Each counts its own rows lost, not the other's too.
+    assert len(a.staged) + unreadable["a"] == 3000
+    assert {item[3]["who"] for item in a.staged} == {"a"}
+    a.close()
+    b.close()
