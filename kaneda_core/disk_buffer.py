@@ -16,7 +16,7 @@ The file may fail. When it cannot be written (disk full, I/O error) metrics stay
 memory, bounded like any queue, and are delivered from there; writing is tried again
 every second and resumes when space returns. The file never fills the disk itself
 (LOG_ROOM), keeps a reserve to delete delivered rows on a disk others filled, and gives
-its space back once every row is delivered (see _delete). A row that cannot be read is
+its space back once its rows are delivered (see _delete). A row that cannot be read is
 moved to the file's ``quarantine`` table (kept, logged, counted); a file SQLite cannot
 read at all is renamed aside and a new one started, with the rows still readable in it.
 Nothing here raises into the application.
@@ -181,6 +181,7 @@ class DiskBuffer:
         self._file_number = 0
         self._taken_from = 0
         self._space_at = 0.0  # (see _bound_to_disk)
+        self._shrunk_at = 0.0  # (see _shrink_if_empty)
         self._looked_at = 0.0  # (see look_at_file)
         #: (st_dev, st_ino) of the file opened: told apart from one put at the path since.
         self._file_id: tuple[int, int] | None = None
@@ -493,6 +494,8 @@ class DiskBuffer:
             self._db.execute(f"PRAGMA max_page_count = {max(1, room // page)}")
         except (sqlite3.Error, OSError):
             return
+        # A reserve given back (a disk filled) is set aside again once the disk has room.
+        self._set_reserve_aside()
 
     def _checkpoint(self) -> None:
         """Copy the log into the file and truncate the log to nothing (best effort)."""
@@ -501,15 +504,20 @@ class DiskBuffer:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _shrink_if_empty(self) -> None:
-        """Every row delivered: give the disk back the log and free pages, if large.
+        """Every row of this buffer delivered: give the disk back the log and free pages,
+        if large.
 
-        Only then (the worker's rounds, rarely): a checkpoint waits for the disk.
+        Only then (the worker's rounds, rarely, at most once a SPACE_EVERY): a checkpoint
+        waits for the disk. Rows of others may be left in the file (another destination's,
+        a live neighbour's): the free pages are given back all the same, the vacuum needs
+        no empty table, and a file holding a few rows kept its backlog's space for ever.
         """
         assert self._db is not None
+        now = time.monotonic()
+        if self.pending or now < self._shrunk_at:
+            return
         try:
             # fetchall(): a statement left unfinished would keep the vacuum from running.
-            if self._db.execute("SELECT 1 FROM queue LIMIT 1").fetchall():
-                return
             free = self._db.execute("PRAGMA freelist_count").fetchall()[0][0]
             page = self._db.execute("PRAGMA page_size").fetchall()[0][0]
             wal = os.stat(self.path + "-wal").st_size
@@ -517,6 +525,7 @@ class DiskBuffer:
             return
         if max(wal, free * page) < SHRINK_ABOVE:
             return
+        self._shrunk_at = now + SPACE_EVERY
         with contextlib.suppress(sqlite3.Error):
             # Files made with auto_vacuum. A page is freed per step, and execute() takes
             # one step of a statement that returns no rows: executescript() runs it all.

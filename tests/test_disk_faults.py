@@ -900,3 +900,70 @@ def test_a_damaged_file_shared_with_a_live_buffer_costs_it_only_the_rows_on_the_
     assert {item[3]["who"] for item in a.staged} == {"a"}
     a.close()
     b.close()
+
+
+class _For(_Switchable):
+    """A backend for one destination."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+
+    def destination(self) -> str:
+        return self.where
+
+
+def test_a_backlog_delivered_gives_its_space_back_with_another_destinations_rows_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    monkeypatch.setattr(disk_buffer, "SHRINK_ABOVE", 256 << 10)
+    path = tmp_path / "b.sqlite"
+    other = _For("database appX")
+    other.down = True
+    left = Metrics(other, buffer_path=path, flush_interval=0.05)
+    for i in range(3):
+        left.gauge("x", i)
+    left.close(0.2)  # its rows stay, for a process that delivers to appX
+    backend = _For("database appY")
+    backend.down = True
+    metrics = Metrics(backend, buffer_path=path, batch_size=1000, flush_interval=0.05)
+    for i in range(20_000):
+        metrics.gauge("g", i, tags={"padding": "x" * 100})
+    metrics.flush(0.2)
+    grown = path.stat().st_size + _size(f"{path}-wal")
+    assert grown > 2 << 20
+    backend.down = False
+    assert metrics.flush(30) == 0
+    assert path.stat().st_size + _size(f"{path}-wal") < grown / 4  # kept it all before
+    metrics.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM queue").fetchone()[0] == 3  # appX's, kept
+
+
+def _size(path: str) -> int:
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def test_a_reserve_given_back_is_set_aside_again_once_the_disk_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    monkeypatch.setattr(disk_buffer, "SPACE_EVERY", 0.05)
+    path = tmp_path / "b.sqlite"
+    reserve = tmp_path / "b.sqlite.reserve"
+    backend = MemoryBackend()
+    metrics = Metrics(backend, buffer_path=path, flush_interval=0.02)
+    assert reserve.exists()
+    buffer = metrics._dispatcher.disk
+    assert buffer is not None
+    assert buffer._give_back_reserve()  # as a delete on a disk another program filled does
+    assert not reserve.exists()
+    for i in range(20):  # the worker's rounds
+        metrics.gauge("g", i)
+        metrics.flush(1)
+        time.sleep(0.06)
+    assert reserve.exists() and reserve.stat().st_size == disk_buffer.RESERVE_BYTES
+    metrics.close()
