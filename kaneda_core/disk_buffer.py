@@ -1019,14 +1019,10 @@ class DiskBuffer:
             return None
         items: list[Any] = []
         lost = 0
+        failed: list[int] = []
         for low in range(bounds[0], bounds[1] + 1, CHUNK):
-            high = min(low + CHUNK - 1, bounds[1])
-            rows, failed = _read_range(db, low, high)
-            if failed:
-                owners = _owners_in(db, low, high)
-                lost += sum(
-                    owners is None or (seq in owners and wanted(seq, owners[seq])) for seq in failed
-                )
+            rows, failed_here = _read_range(db, low, min(low + CHUNK - 1, bounds[1]))
+            failed += failed_here
             for seq, whose, text in rows:
                 if not wanted(seq, whose):
                     continue
@@ -1034,6 +1030,11 @@ class DiskBuffer:
                     items.append(self._decode(seq, text, token))
                 except (ValueError, TypeError, RecursionError):
                     lost += 1
+        if failed:
+            owners = _owners_of(db, set(failed))
+            lost += sum(
+                owners is None or (seq in owners and wanted(seq, owners[seq])) for seq in failed
+            )
         return items, lost
 
     def _is_closed(self, owner: str) -> bool:
@@ -1228,18 +1229,17 @@ def _read_range(db: sqlite3.Connection, low: int, high: int) -> tuple[list[Any],
     return rows, failed
 
 
-def _owners_in(db: sqlite3.Connection, low: int, high: int) -> dict[int, str] | None:
-    """The owner of each row numbered ``low`` to ``high``, read from the index alone (it
-    is on other pages than the rows); None if it cannot be read."""
+def _owners_of(db: sqlite3.Connection, seqs: set[int]) -> dict[int, str] | None:
+    """The owner of each row numbered in ``seqs`` that has one, read from the index alone
+    (on other pages than the rows), in one pass; None if it cannot be read through."""
+    found = {}
     try:
-        return dict(
-            db.execute(
-                "SELECT seq, owner FROM queue INDEXED BY queue_owner WHERE seq BETWEEN ? AND ?",
-                (low, high),
-            ).fetchall()
-        )
+        for seq, owner in db.execute("SELECT seq, owner FROM queue INDEXED BY queue_owner"):
+            if seq in seqs:
+                found[seq] = owner
     except sqlite3.Error:
         return None
+    return found
 
 
 #: A row as _encode writes it: a JSON list opening with the name and the kind.
