@@ -16,7 +16,7 @@ The file may fail. When it cannot be written (disk full, I/O error) metrics stay
 memory, bounded like any queue, and are delivered from there; writing is tried again
 every second and resumes when space returns. The file never fills the disk itself
 (LOG_ROOM), keeps a reserve to delete delivered rows on a disk others filled, and gives
-its space back once every row is delivered (see _delete). A row that cannot be read is
+its space back once its rows are delivered (see _delete). A row that cannot be read is
 moved to the file's ``quarantine`` table (kept, logged, counted); a file SQLite cannot
 read at all is renamed aside and a new one started, with the rows still readable in it.
 Nothing here raises into the application.
@@ -181,6 +181,7 @@ class DiskBuffer:
         self._file_number = 0
         self._taken_from = 0
         self._space_at = 0.0  # (see _bound_to_disk)
+        self._shrunk_at = 0.0  # (see _shrink_if_empty)
         self._looked_at = 0.0  # (see look_at_file)
         #: (st_dev, st_ino) of the file opened: told apart from one put at the path since.
         self._file_id: tuple[int, int] | None = None
@@ -493,6 +494,8 @@ class DiskBuffer:
             self._db.execute(f"PRAGMA max_page_count = {max(1, room // page)}")
         except (sqlite3.Error, OSError):
             return
+        # A reserve given back (a disk filled) is set aside again once the disk has room.
+        self._set_reserve_aside()
 
     def _checkpoint(self) -> None:
         """Copy the log into the file and truncate the log to nothing (best effort)."""
@@ -501,15 +504,20 @@ class DiskBuffer:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _shrink_if_empty(self) -> None:
-        """Every row delivered: give the disk back the log and free pages, if large.
+        """Every row of this buffer delivered: give the disk back the log and free pages,
+        if large.
 
-        Only then (the worker's rounds, rarely): a checkpoint waits for the disk.
+        Only then (the worker's rounds, rarely, at most once a SPACE_EVERY): a checkpoint
+        waits for the disk. Rows of others may be left in the file (another destination's,
+        a live neighbour's): the free pages are given back all the same, the vacuum needs
+        no empty table, and a file holding a few rows kept its backlog's space for ever.
         """
         assert self._db is not None
+        now = time.monotonic()
+        if self.pending or now < self._shrunk_at:
+            return
         try:
             # fetchall(): a statement left unfinished would keep the vacuum from running.
-            if self._db.execute("SELECT 1 FROM queue LIMIT 1").fetchall():
-                return
             free = self._db.execute("PRAGMA freelist_count").fetchall()[0][0]
             page = self._db.execute("PRAGMA page_size").fetchall()[0][0]
             wal = os.stat(self.path + "-wal").st_size
@@ -517,6 +525,7 @@ class DiskBuffer:
             return
         if max(wal, free * page) < SHRINK_ABOVE:
             return
+        self._shrunk_at = now + SPACE_EVERY
         with contextlib.suppress(sqlite3.Error):
             # Files made with auto_vacuum. A page is freed per step, and execute() takes
             # one step of a statement that returns no rows: executescript() runs it all.
@@ -723,15 +732,41 @@ class DiskBuffer:
             # file of its own. The OS releases the lock when the process dies, however it
             # dies, so a later process can tell orphaned rows from a live neighbour's
             # (process ids are reused; locks are not).
-            self._owner_lock = _lock_file(self._lock_path(self._owner), blocking=True)
+            self._take_owner_lock()
             db.execute(
                 "INSERT OR REPLACE INTO owners VALUES (?, ?)", (self._owner, self.destination)
             )
             self._file_id = _identity(self.path)
         except BaseException:
             db.close()
+            # The lock let go with the file: the next open takes it again.
+            self._let_go_of_owner_lock()
             raise
         return db
+
+    def _take_owner_lock(self) -> None:
+        """Hold this buffer's lock, never waiting: the lock already held is kept, and one
+        held elsewhere (no row can be under this owner yet: a file is opened by a new
+        owner, or again after an open that failed) gives way to a new owner.
+
+        A reporting call opens the file: a blocking lock taken by a process already
+        holding it on another descriptor (an open that failed and kept it) waited for ever.
+        """
+        if self._owner_lock is not None:
+            if _same_file(self._owner_lock, self._lock_path(self._owner)):
+                return
+            self._let_go_of_owner_lock()  # swept by another buffer: taken again below
+        for _ in range(2):
+            self._owner_lock = _lock_file(self._lock_path(self._owner), ours=True)
+            if self._owner_lock is not None:
+                return
+            self._owner = uuid.uuid4().hex
+        raise OSError(f"the lock file {self._lock_path(self._owner)} is held by another")
+
+    def _let_go_of_owner_lock(self) -> None:
+        if self._owner_lock is not None:
+            _release(self._owner_lock, self._lock_path(self._owner))
+            self._owner_lock = None
 
     def _wait_for_others(self, milliseconds: int) -> None:
         """How long a statement waits for another process's write (SQLite's busy timeout)."""
@@ -754,7 +789,7 @@ class DiskBuffer:
             destinations = dict(self._db.execute("SELECT owner, destination FROM owners"))
             known = with_rows | destinations.keys() | self._owners_of_lock_files()
             for owner in known - {self._owner}:
-                lock = _lock_file(self._lock_path(owner), blocking=False)
+                lock = _lock_file(self._lock_path(owner), ours=False)
                 if lock is None:
                     continue  # its buffer is open, in this process or another
                 try:
@@ -866,27 +901,27 @@ class DiskBuffer:
     def _carry_over(self) -> None:
         """Read this buffer's rows back through the open connection (the file is gone
         from the path, not from the disk), stage them first in line, and start a file
-        at the path that the next write creates."""
+        at the path that the next write creates.
+
+        Read a range at a time (see _read_back): the file may be a damaged one another
+        process moved aside, and one bad page would cost every row in one query.
+        """
         assert self._db is not None
-        items = []
-        try:
-            rows = self._db.execute(
-                "SELECT seq, item FROM queue WHERE owner = ? ORDER BY seq", (self._owner,)
-            ).fetchall()
-        except sqlite3.Error:
-            rows = []
-        for seq, text in rows:
-            if seq in self._undeleted:
-                continue  # delivered already
-            try:
-                items.append(self._decode(seq, text))  # its id is kept: token and row
-            except (ValueError, TypeError, RecursionError):
-                self.on_unreadable(1)
+        mine, delivered = self._owner, self._undeleted
+        found = self._read_back(
+            self._db, self.token, lambda seq, owner: owner == mine and seq not in delivered
+        )
+        items, lost = found if found is not None else ([], None)
+        if lost is None:  # nothing of it can be read: every row of this buffer's is lost
+            lost = max(0, self.pending - len(delivered))
+        if lost:
+            self.on_unreadable(lost)
         log.warning(
             "Kaneda: the disk buffer %s was deleted or replaced while open; its %d rows "
-            "are written to a new file at the path",
+            "are written to a new file at the path%s",
             self.path,
             len(items),
+            f" ({lost} could not be read back: counted unreadable)" if lost else "",
         )
         self._let_go_of_file()
         self.staged.extendleft(reversed(items))
@@ -897,9 +932,7 @@ class DiskBuffer:
         numbering, the next write opening the file at the path."""
         abandon(self._db)
         self._db = None
-        if self._owner_lock is not None:
-            _release(self._owner_lock, self._lock_path(self._owner))
-            self._owner_lock = None
+        self._let_go_of_owner_lock()
         self._owner = uuid.uuid4().hex
         # Ids made from the new file's row numbers must not repeat the old file's.
         self.token = uuid.uuid4().hex[:12]
@@ -914,8 +947,7 @@ class DiskBuffer:
         it to a new one, and count the others unreadable."""
         owner, token = self._owner, self.token
         rows = _count_rows(self.path)
-        # Closed (abandoned) and our lock let go first: the next _connect takes a lock
-        # again, and a second flock of this process on one file would wait for ever.
+        # Closed (abandoned) and our lock let go first: the next _connect takes a lock again.
         self._let_go_of_file()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         aside = f"{self.path}.damaged-{stamp}"
@@ -961,32 +993,54 @@ class DiskBuffer:
             db = sqlite3.connect(aside, isolation_level=None)
         except sqlite3.Error:
             return [], None
+        ours: dict[str, bool] = {owner: True}
+
+        def wanted(seq: int, whose: str) -> bool:
+            if whose not in ours:
+                ours[whose] = self._is_closed(whose)
+            return ours[whose]  # a live neighbour's rows: it carries them over itself
+
         with contextlib.closing(db):
-            bounds = _seq_bounds(db)
-            if bounds is None:
-                return [], None
-            token = _stored_token(db) or token  # the ids the rows had
-            items: list[Any] = []
-            lost = 0
-            ours: dict[str, bool] = {owner: True}
-            for low in range(bounds[0], bounds[1] + 1, CHUNK):
-                rows, failed = _read_range(db, low, min(low + CHUNK - 1, bounds[1]))
-                lost += failed
-                for seq, whose, text in rows:
-                    if whose not in ours:
-                        ours[whose] = self._is_closed(whose)
-                    if not ours[whose]:
-                        continue  # a live neighbour's: it carries them over itself
-                    try:
-                        items.append(self._decode(seq, text, token))
-                    except (ValueError, TypeError, RecursionError):
-                        lost += 1
-            return items, lost
+            found = self._read_back(db, _stored_token(db) or token, wanted)  # the ids they had
+        return found if found is not None else ([], None)
+
+    def _read_back(
+        self, db: sqlite3.Connection, token: str, wanted: Callable[[int, str], bool]
+    ) -> tuple[list[Any], int] | None:
+        """The metrics of the rows of ``db`` that ``wanted(seq, owner)``, and how many of
+        those could not be read (a row whose owner cannot be told counts); None if the
+        file cannot be read at all.
+
+        Read a range of rows at a time, and a range that fails one row at a time: one
+        bad page costs the rows in it, not the file's.
+        """
+        bounds = _seq_bounds(db)
+        if bounds is None:
+            return None
+        items: list[Any] = []
+        lost = 0
+        failed: list[int] = []
+        for low in range(bounds[0], bounds[1] + 1, CHUNK):
+            rows, failed_here = _read_range(db, low, min(low + CHUNK - 1, bounds[1]))
+            failed += failed_here
+            for seq, whose, text in rows:
+                if not wanted(seq, whose):
+                    continue
+                try:
+                    items.append(self._decode(seq, text, token))
+                except (ValueError, TypeError, RecursionError):
+                    lost += 1
+        if failed:
+            owners = _owners_of(db, set(failed))
+            lost += sum(
+                owners is None or (seq in owners and wanted(seq, owners[seq])) for seq in failed
+            )
+        return items, lost
 
     def _is_closed(self, owner: str) -> bool:
         """Whether the buffer ``owner`` is closed (its lock free); its lock file swept."""
         try:
-            lock = _lock_file(self._lock_path(owner), blocking=False)
+            lock = _lock_file(self._lock_path(owner), ours=False)
         except OSError:
             return False
         if lock is None:
@@ -1042,9 +1096,7 @@ class DiskBuffer:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._db = None
-            if self._owner_lock is not None:
-                _release(self._owner_lock, self._lock_path(self._owner))
-                self._owner_lock = None
+            self._let_go_of_owner_lock()
             self._retry_at = float("inf")  # closed: nothing opens it again
             return left
         finally:
@@ -1161,20 +1213,33 @@ def _stored_token(db: sqlite3.Connection) -> str | None:
     return str(row[0]) if row else None
 
 
-def _read_range(db: sqlite3.Connection, low: int, high: int) -> tuple[list[Any], int]:
-    """The rows numbered ``low`` to ``high`` that can be read, and how many could not."""
+def _read_range(db: sqlite3.Connection, low: int, high: int) -> tuple[list[Any], list[int]]:
+    """The rows numbered ``low`` to ``high`` that can be read, and the numbers that could not."""
     query = "SELECT seq, owner, item FROM queue WHERE seq BETWEEN ? AND ? ORDER BY seq"
     try:
-        return db.execute(query, (low, high)).fetchall(), 0
+        return db.execute(query, (low, high)).fetchall(), []
     except sqlite3.Error:
         pass
-    rows, failed = [], 0
+    rows, failed = [], []
     for seq in range(low, high + 1):
         try:
             rows.extend(db.execute(query, (seq, seq)).fetchall())
         except sqlite3.Error:
-            failed += 1
+            failed.append(seq)
     return rows, failed
+
+
+def _owners_of(db: sqlite3.Connection, seqs: set[int]) -> dict[int, str] | None:
+    """The owner of each row numbered in ``seqs`` that has one, read from the index alone
+    (on other pages than the rows), in one pass; None if it cannot be read through."""
+    found = {}
+    try:
+        for seq, owner in db.execute("SELECT seq, owner FROM queue INDEXED BY queue_owner"):
+            if seq in seqs:
+                found[seq] = owner
+    except sqlite3.Error:
+        return None
+    return found
 
 
 #: A row as _encode writes it: a JSON list opening with the name and the kind.
@@ -1207,26 +1272,28 @@ def _count_rows(path: str) -> int | None:
         return None
 
 
-def _lock_file(path: str, *, blocking: bool) -> int | None:
+def _lock_file(path: str, *, ours: bool) -> int | None:
     """An open descriptor holding an exclusive lock on ``path``; None if another holds it.
 
-    The lock counts only on the file still at the path: another buffer sweeping lock
-    files may have removed it between our open and our lock (see _adopt_orphans). Then
-    a lock for ourselves is taken again on a new file, and another's is not ours to take.
+    Never waits. The lock counts only on the file still at the path: another buffer
+    sweeping lock files may have removed it between our open and our lock (see
+    _adopt_orphans). Then a lock for ourselves (``ours``) is taken again on a new file,
+    and another's is not ours to take.
     """
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _same_file(fd, path):
                 return fd
         except BlockingIOError:
-            pass
+            os.close(fd)
+            return None
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)
-        if not blocking:
+        if not ours:
             return None
 
 

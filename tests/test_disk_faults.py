@@ -9,8 +9,9 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -736,7 +737,7 @@ def test_a_lock_file_swept_between_its_open_and_its_lock_is_taken_again(
         real_flock(fd, operation)
 
     monkeypatch.setattr(disk_buffer.fcntl, "flock", flock)
-    fd = disk_buffer._lock_file(path, blocking=True)
+    fd = disk_buffer._lock_file(path, ours=True)
     assert fd is not None and os.path.exists(path)
     assert os.fstat(fd).st_ino == os.stat(path).st_ino  # the lock is on the file at the path
     os.close(fd)
@@ -799,4 +800,170 @@ def test_a_backlog_delivered_gives_its_space_back(
     backend.down = False
     assert metrics.flush(30) == 0
     assert size() < grown / 4  # the log truncated, the free pages given back
+    metrics.close()
+
+
+def _call_returns(call: Callable[[], object], seconds: float) -> bool:
+    """Whether ``call`` returns within ``seconds`` (run in a thread left behind if not)."""
+    done = threading.Event()
+
+    def run() -> None:
+        call()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done.wait(seconds)
+
+
+def test_an_open_that_fails_after_taking_the_lock_lets_it_go_and_calls_never_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    path = tmp_path / "b.sqlite"
+    real_identity = disk_buffer._identity
+    failures = [OSError(28, "No space left on device")]
+
+    def identity(where: str) -> tuple[int, int]:
+        if failures:  # the open fails after the lock is taken (a full disk, say)
+            raise failures.pop()
+        return real_identity(where)
+
+    monkeypatch.setattr(disk_buffer, "_identity", identity)
+    backend = MemoryBackend()
+    metrics = Metrics(backend, buffer_path=path, flush_interval=0.05)
+    buffer = metrics._dispatcher.disk
+    assert buffer is not None and buffer._db is None
+    held = buffer._owner_lock
+    try:
+        locks_after_failure = list(tmp_path.glob("b.sqlite.*.lock"))
+        buffer._retry_at = 0.0  # the disk has room again: the next call opens the file
+        assert _call_returns(lambda: metrics.gauge("g", 1), 3)  # blocked for ever before
+        assert locks_after_failure == []  # let go with the file
+        assert buffer._db is not None
+        assert len(list(tmp_path.glob("b.sqlite.*.lock"))) == 1
+        assert metrics.flush(5) == 0
+        assert [m.value for m in backend.metrics] == [1.0]
+    finally:
+        if held is not None and buffer._owner_lock != held:  # unblock the call left behind
+            os.close(held)
+    assert metrics.close(5) == 0
+
+
+def test_an_own_lock_held_elsewhere_never_makes_the_open_wait(tmp_path: Path) -> None:
+    import fcntl
+
+    from kaneda_core import disk_buffer
+
+    buffer = DiskBuffer(str(tmp_path / "b.sqlite"))
+    buffer._let_go_of_file()  # the next write opens the file, under a new owner
+    other = os.open(buffer._lock_path(buffer._owner), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(other, fcntl.LOCK_EX)  # that owner's lock, held on another descriptor
+    try:
+        owner = buffer._owner
+        assert _call_returns(lambda: buffer.append(("g", "gauge", 1, {}, None, "h", None, 1)), 3)
+        assert buffer._db is not None and buffer._owner != owner  # a new owner, not a wait
+        assert buffer.pending == 1
+    finally:
+        os.close(other)
+    buffer.close()
+    assert disk_buffer.RETRY_AFTER > 0
+
+
+def test_a_damaged_file_shared_with_a_live_buffer_costs_it_only_the_rows_on_the_bad_page(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.sqlite"
+    unreadable = {"a": 0, "b": 0}
+
+    def counter(name: str) -> Callable[[int], None]:
+        return lambda count: unreadable.__setitem__(name, unreadable[name] + count)
+
+    a = DiskBuffer(str(path), on_unreadable=counter("a"))
+    b = DiskBuffer(str(path), on_unreadable=counter("b"))  # another process's, live
+    for i in range(3000):  # their rows side by side on the pages
+        for who, buffer in (("a", a), ("b", b)):
+            buffer.append(("g", "gauge", i, {"who": who, "pad": "x" * 50}, None, "h", None, 1))
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size
+    with open(path, "r+b") as file:  # a bad sector: one page in the middle
+        file.seek(size // 4096 // 2 * 4096)
+        file.write(b"\xff" * 4096)
+    a._move_aside(sqlite3.DatabaseError("database disk image is malformed"))
+    b._check_file()  # the file at the path is a new one: b carries its rows over
+    assert len(b.staged) > 2900  # read back a range at a time: all rows but the bad page's
+    assert len(b.staged) + unreadable["b"] == 3000  # those counted, none lost unsaid
+    assert {item[3]["who"] for item in b.staged} == {"b"}
+    # Each counts its own rows lost, not the other's too.
+    assert len(a.staged) + unreadable["a"] == 3000
+    assert {item[3]["who"] for item in a.staged} == {"a"}
+    a.close()
+    b.close()
+
+
+class _For(_Switchable):
+    """A backend for one destination."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+
+    def destination(self) -> str:
+        return self.where
+
+
+def test_a_backlog_delivered_gives_its_space_back_with_another_destinations_rows_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    monkeypatch.setattr(disk_buffer, "SHRINK_ABOVE", 256 << 10)
+    path = tmp_path / "b.sqlite"
+    other = _For("database appX")
+    other.down = True
+    left = Metrics(other, buffer_path=path, flush_interval=0.05)
+    for i in range(3):
+        left.gauge("x", i)
+    left.close(0.2)  # its rows stay, for a process that delivers to appX
+    backend = _For("database appY")
+    backend.down = True
+    metrics = Metrics(backend, buffer_path=path, batch_size=1000, flush_interval=0.05)
+    for i in range(20_000):
+        metrics.gauge("g", i, tags={"padding": "x" * 100})
+    metrics.flush(0.2)
+    grown = path.stat().st_size + _size(f"{path}-wal")
+    assert grown > 2 << 20
+    backend.down = False
+    assert metrics.flush(30) == 0
+    assert path.stat().st_size + _size(f"{path}-wal") < grown / 4  # kept it all before
+    metrics.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM queue").fetchone()[0] == 3  # appX's, kept
+
+
+def _size(path: str) -> int:
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def test_a_reserve_given_back_is_set_aside_again_once_the_disk_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaneda_core import disk_buffer
+
+    monkeypatch.setattr(disk_buffer, "SPACE_EVERY", 0.05)
+    path = tmp_path / "b.sqlite"
+    reserve = tmp_path / "b.sqlite.reserve"
+    backend = MemoryBackend()
+    metrics = Metrics(backend, buffer_path=path, flush_interval=0.02)
+    assert reserve.exists()
+    buffer = metrics._dispatcher.disk
+    assert buffer is not None
+    assert buffer._give_back_reserve()  # as a delete on a disk another program filled does
+    assert not reserve.exists()
+    for i in range(20):  # the worker's rounds
+        metrics.gauge("g", i)
+        metrics.flush(1)
+        time.sleep(0.06)
+    assert reserve.exists() and reserve.stat().st_size == disk_buffer.RESERVE_BYTES
     metrics.close()
