@@ -94,6 +94,14 @@ SPACE_EVERY = 1.0
 SHRINK_ABOVE = 16 << 20
 #: Seconds a reporting call waits for another thread that has the file, at most.
 CALL_WAIT = 1.0
+#: SQLite from which a connection whose file was deleted or replaced is closed once its
+#: rows are carried over. Closing the last connection to a file checkpoints it and deletes
+#: its -wal and -shm *by name*: names now another file's. SQLite skips both for a file no
+#: longer at its path (its pager's databaseIsUnmoved check): seen with 3.40 (strace: the
+#: index unmapped and the files closed, nothing written or deleted). The version that
+#: brought the check is not pinned down here: before this one the file is left open
+#: (abandoned), as it was, and its space held until the process exits.
+CLOSES_MOVED_FILES_SAFELY = (3, 40, 0)
 #: Milliseconds SQLite waits for another process's write: only while opening and closing.
 #: Otherwise a statement that finds the file locked gives up at once (see _is_busy).
 OPEN_WAIT_MS = 5000
@@ -923,14 +931,23 @@ class DiskBuffer:
             len(items),
             f" ({lost} could not be read back: counted unreadable)" if lost else "",
         )
-        self._let_go_of_file()
+        # Closed, not left open: a deleted file's space (its log's too) is held for as
+        # long as a descriptor is open on it, on a disk that may be full.
+        self._let_go_of_file(close=sqlite3.sqlite_version_info >= CLOSES_MOVED_FILES_SAFELY)
         self.staged.extendleft(reversed(items))
 
-    def _let_go_of_file(self) -> None:
-        """Leave the file open (abandoned, never closed: closing it could delete a log
-        at the path that is another file's) and start afresh: a new owner, token and
-        numbering, the next write opening the file at the path."""
-        abandon(self._db)
+    def _let_go_of_file(self, *, close: bool = False) -> None:
+        """Leave the file and start afresh: a new owner, token and numbering, the next
+        write opening the file at the path.
+
+        The connection is abandoned (left open) unless ``close``: closing a file still at
+        its path would checkpoint it and could delete a log there that is another file's;
+        only a file no longer at its path is closed (see CLOSES_MOVED_FILES_SAFELY)."""
+        if close and self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+        else:
+            abandon(self._db)
         self._db = None
         self._let_go_of_owner_lock()
         self._owner = uuid.uuid4().hex
