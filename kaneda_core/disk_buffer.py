@@ -188,6 +188,9 @@ class DiskBuffer:
         #: rows in a newer file would delete other metrics, never delivered.
         self._file_number = 0
         self._taken_from = 0
+        #: The ids of that batch's metrics, by row, when its file was carried over while
+        #: it was sent (see _carry_over): its ack deletes the delivered in the new file.
+        self._in_flight: dict[int, str] = {}
         self._space_at = 0.0  # (see _bound_to_disk)
         self._shrunk_at = 0.0  # (see _shrink_if_empty)
         self._looked_at = 0.0  # (see look_at_file)
@@ -383,7 +386,9 @@ class DiskBuffer:
                 self._sending_upto = 0
                 self._out = 0
                 if self._taken_from != self._file_number:
-                    seqs = []  # rows of a file moved aside meanwhile: kept there
+                    # Rows of a file moved aside meanwhile: kept there. Of a file deleted
+                    # or replaced: carried over, found again in the new file by their ids.
+                    seqs = self._carried_rows(seqs)
                 busy = not self._delete(list(seqs) + list(self._undeleted))
             finally:
                 self._write_and_release()
@@ -392,6 +397,22 @@ class DiskBuffer:
             seqs = []  # they are in _undeleted now
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
+
+    def _carried_rows(self, delivered: Sequence[int]) -> list[int]:
+        """The rows of the file open that hold the metrics of the rows ``delivered`` of a
+        file carried over while their batch was sent (none for a file moved aside)."""
+        ids = [self._in_flight[seq] for seq in delivered if seq in self._in_flight]
+        self._in_flight = {}
+        if not ids or self._db is None:
+            return []
+        # Written to the new file right after the carry-over: one still staged (the new
+        # file failing) is not found, and is delivered again (at least once).
+        marks = ",".join("?" * len(ids))
+        query = f"SELECT seq FROM queue WHERE owner = ? AND json_extract(item, '$[4]') IN ({marks})"
+        try:  # a row is [name, kind, value, tags, id, ...] (see _encode)
+            return [seq for (seq,) in self._db.execute(query, (self._owner, *ids)).fetchall()]
+        except sqlite3.Error:  # (an SQLite without JSON functions, say) delivered again
+            return []
 
     def requeue(self, items: Sequence[Any]) -> None:
         """Stage again, first in line, metrics taken from memory that were not delivered."""
@@ -919,7 +940,12 @@ class DiskBuffer:
         found = self._read_back(
             self._db, self.token, lambda seq, owner: owner == mine and seq not in delivered
         )
-        items, lost = found if found is not None else ([], None)
+        rows, lost = found if found is not None else ([], None)
+        if self._taken_from == self._file_number:
+            # The worker's batch from this file (this buffer's oldest rows, up to
+            # _sending_upto) is carried over too, kept until it is delivered; its ack
+            # then deletes it in the new file (its ids, not its rows, tell it there).
+            self._in_flight = {seq: item[6] for seq, item in rows if seq <= self._sending_upto}
         if lost is None:  # nothing of it can be read: every row of this buffer's is lost
             lost = max(0, self.pending - len(delivered))
         if lost:
@@ -928,13 +954,13 @@ class DiskBuffer:
             "Kaneda: the disk buffer %s was deleted or replaced while open; its %d rows "
             "are written to a new file at the path%s",
             self.path,
-            len(items),
+            len(rows),
             f" ({lost} could not be read back: counted unreadable)" if lost else "",
         )
         # Closed, not left open: a deleted file's space (its log's too) is held for as
         # long as a descriptor is open on it, on a disk that may be full.
         self._let_go_of_file(close=sqlite3.sqlite_version_info >= CLOSES_MOVED_FILES_SAFELY)
-        self.staged.extendleft(reversed(items))
+        self.staged.extendleft(reversed([item for _, item in rows]))
 
     def _let_go_of_file(self, *, close: bool = False) -> None:
         """Leave the file and start afresh: a new owner, token and numbering, the next
@@ -1019,14 +1045,16 @@ class DiskBuffer:
 
         with contextlib.closing(db):
             found = self._read_back(db, _stored_token(db) or token, wanted)  # the ids they had
-        return found if found is not None else ([], None)
+        if found is None:
+            return [], None
+        return [item for _, item in found[0]], found[1]
 
     def _read_back(
         self, db: sqlite3.Connection, token: str, wanted: Callable[[int, str], bool]
-    ) -> tuple[list[Any], int] | None:
-        """The metrics of the rows of ``db`` that ``wanted(seq, owner)``, and how many of
-        those could not be read (a row whose owner cannot be told counts); None if the
-        file cannot be read at all.
+    ) -> tuple[list[tuple[int, Any]], int] | None:
+        """The metrics of the rows of ``db`` that ``wanted(seq, owner)``, with their row
+        numbers, and how many of those could not be read (a row whose owner cannot be
+        told counts); None if the file cannot be read at all.
 
         Read a range of rows at a time, and a range that fails one row at a time: one
         bad page costs the rows in it, not the file's.
@@ -1034,7 +1062,7 @@ class DiskBuffer:
         bounds = _seq_bounds(db)
         if bounds is None:
             return None
-        items: list[Any] = []
+        items: list[tuple[int, Any]] = []
         lost = 0
         failed: list[int] = []
         for low in range(bounds[0], bounds[1] + 1, CHUNK):
@@ -1044,7 +1072,7 @@ class DiskBuffer:
                 if not wanted(seq, whose):
                     continue
                 try:
-                    items.append(self._decode(seq, text, token))
+                    items.append((seq, self._decode(seq, text, token)))
                 except (ValueError, TypeError, RecursionError):
                     lost += 1
         if failed:
