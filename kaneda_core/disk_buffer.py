@@ -196,6 +196,10 @@ class DiskBuffer:
         self._looked_at = 0.0  # (see look_at_file)
         #: (st_dev, st_ino) of the file opened: told apart from one put at the path since.
         self._file_id: tuple[int, int] | None = None
+        #: The files (and logs) of the connection open and of those left open (abandoned):
+        #: a forked child closes its descriptors on them (see after_fork_in_child).
+        self._db_files: set[tuple[int, int]] = set()
+        self._left_files: set[tuple[int, int]] = set()
 
     # -- the calling side: never waits ---------------------------------------------------
 
@@ -766,6 +770,7 @@ class DiskBuffer:
                 "INSERT OR REPLACE INTO owners VALUES (?, ?)", (self._owner, self.destination)
             )
             self._file_id = _identity(self.path)
+            self._db_files = _files_of(self.path)  # the log is open by now (WAL mode)
         except BaseException:
             db.close()
             # The lock let go with the file: the next open takes it again.
@@ -974,7 +979,9 @@ class DiskBuffer:
                 self._db.close()
         else:
             abandon(self._db)
+            self._left_files |= self._db_files
         self._db = None
+        self._db_files = set()
         self._let_go_of_owner_lock()
         self._owner = uuid.uuid4().hex
         # Ids made from the new file's row numbers must not repeat the old file's.
@@ -1114,6 +1121,11 @@ class DiskBuffer:
         touches SQLite, and the fork handler does as little as it can.
         """
         abandon(self._db)
+        # Its descriptors on the file and the log, though, are closed: a chain of forks
+        # kept two more per generation. Not through SQLite (see above); not the -shm's,
+        # which SQLite shares, process-wide, with the connection the child opens on the
+        # same file. The child holds no fcntl lock (not inherited), so none is let go.
+        _close_fds_on(self._db_files | self._left_files)
         if self._owner_lock is not None:
             os.close(self._owner_lock)  # the parent's lock stays the parent's alone
         self.staged = deque()
@@ -1141,6 +1153,7 @@ class DiskBuffer:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._db = None
+                self._db_files = set()
             self._let_go_of_owner_lock()
             self._retry_at = float("inf")  # closed: nothing opens it again
             return left
@@ -1221,6 +1234,34 @@ def _same_destination(theirs: str, ours: str) -> bool:
 def _identity(path: str) -> tuple[int, int]:
     found = os.stat(path)
     return found.st_dev, found.st_ino
+
+
+def _files_of(path: str) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of the file ``path`` and of its log, those that exist."""
+    files = set()
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(OSError):
+            named = os.stat(path + suffix)
+            files.add((named.st_dev, named.st_ino))
+    return files
+
+
+def _close_fds_on(files: set[tuple[int, int]]) -> None:
+    """Close this process's descriptors on ``files``, where they can be listed (Linux's
+    /proc/self/fd, /dev/fd elsewhere). One fstat() per descriptor: done at a fork only."""
+    if not files:
+        return
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            with contextlib.suppress(OSError, ValueError):
+                found = os.fstat(int(name))
+                if (found.st_dev, found.st_ino) in files:
+                    os.close(int(name))
+        return
 
 
 def _size(path: str) -> int:

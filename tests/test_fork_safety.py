@@ -85,6 +85,45 @@ def test_a_child_never_uses_its_parents_connection_and_counts_from_zero(batching
     metrics.close()
 
 
+def _buffer_fds(path: Path) -> int:
+    """The descriptors this process holds on the buffer file ``path`` and its log."""
+    held = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held += os.readlink(f"/proc/self/fd/{fd}") in (str(path), f"{path}-wal")
+        except OSError:
+            continue
+    return held
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_a_chain_of_forked_children_holds_its_own_connection_not_its_ancestors(
+    tmp_path: Path,
+) -> None:
+    """Each child abandons its parent's connection (never closes it through SQLite), but
+    kept its descriptors on the file and its log open: two more per generation (a chain
+    of five: 2, 4, 6, 8, 10, 12)."""
+    path = tmp_path / "b.sqlite"
+    metrics = Metrics(MemoryBackend(), buffer_path=path, flush_interval=0.05)
+    metrics.increment("parent")
+    metrics.flush(5)
+    counts = tmp_path / "counts"
+
+    def generation(left: int) -> bool:
+        metrics.increment("child")  # each child opens the file: a connection of its own
+        metrics.flush(5)
+        with open(counts, "a") as out:
+            out.write(f"{_buffer_fds(path)}\n")
+        return left == 0 or _in_child(lambda: generation(left - 1)) == 0
+
+    try:
+        assert _buffer_fds(path) == 2
+        assert _in_child(lambda: generation(3)) == 0
+        assert counts.read_text().split() == ["2"] * 4
+    finally:
+        metrics.close()
+
+
 @pytest.mark.parametrize(
     "options", [{}, {"aggregate": True}, {"max_buffer_bytes": 10**6}], ids=["queue", "agg", "bytes"]
 )
