@@ -31,11 +31,16 @@ from kaneda_core.layouts import DEFAULT_LAYOUT, check_layout
 from kaneda_core.redact import redact_text, redact_url
 from kaneda_core.urls import check_host, parse_url
 
+from .connecting import BoundedConnection
 from .layouts import LAYOUTS, generated_id
 
 log = logging.getLogger("kaneda")
 
 r = RethinkDB()
+#: ``r.connect()`` opens its connections within their timeout: the name resolved, the
+#: socket connected and RethinkDB's handshake run each by the deadline (the driver's own
+#: leave the first unbounded, and the last too against a server that never ends an answer).
+r.connection_type = BoundedConnection
 
 #: What RethinkDB accepts as a database or table name.
 VALID_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -60,8 +65,9 @@ class RethinkBackend(Backend):
     :param port: server port (default 28015).
     :param user: auth username.
     :param password: auth password.
-    :param timeout: bounds connecting, and each query as a whole (seconds; None means
-        the default).
+    :param timeout: bounds connecting as a whole (resolving the host's name, the TCP
+        connect and RethinkDB's handshake together), and each query as a whole (seconds;
+        None means the default).
     :param layout: ``"kaneda2"`` (the default) or ``"kaneda1"``, the documents kaneda
         1.0 wrote (see :mod:`kaneda_rethink.layouts`).
 
