@@ -52,7 +52,8 @@ AddressInfo = tuple[Any, ...]
 #: The longest handshake answer taken, NUL included (a server's are ~200 bytes).
 MAX_ANSWER = 64 * 1024
 #: The most PBKDF2 iterations a server may ask the password to be hashed with (RethinkDB
-#: uses 4096 unless a user's were set otherwise; a million take about a quarter second).
+#: asks a few thousand unless set otherwise for a user; a million took a quarter second
+#: here, hashlib's OpenSSL PBKDF2-SHA256 on one core).
 MAX_ITERATIONS = 1_000_000
 
 
@@ -238,7 +239,9 @@ def _connect_to_any(
     """A socket connected to the first of ``addresses`` that takes it, by ``ends``."""
     failures: list[str] = []
     out_of_time = False
+    named = not is_ip_address(host) or len(addresses) > 1  # else the target says it
     for index, (family, kind, protocol, _, address) in enumerate(addresses):
+        where = f"{show_address(address)}: " if named else ""
         left = ends - time.monotonic()
         if left <= 0:
             out_of_time = True
@@ -254,10 +257,10 @@ def _connect_to_any(
             sock.settimeout(share)
             sock.connect(address)
         except TimeoutError:
-            failures.append(f"{show_address(address)}: no answer within {share:.2f} s")
+            failures.append(f"{where}no answer within {share:.2f} s")
             out_of_time = last
         except OSError as error:
-            failures.append(f"{show_address(address)}: {error.strerror or error}")
+            failures.append(f"{where}{error.strerror or error}")
         else:
             return sock
         if sock is not None:
