@@ -494,7 +494,7 @@ class InfluxBackend(Backend):
         try:
             self._transport.query(query, timeout=timeout)
         except (InfluxDBClientError, InfluxDBServerError, OSError, http.client.HTTPException,
-                ValueError) as error:  # fmt: skip
+                ValueError, MemoryError) as error:  # fmt: skip
             log.debug(
                 "kaneda-influx: could not create %r now: %s", self.database, self.redact(str(error))
             )
@@ -620,6 +620,12 @@ class InfluxBackend(Backend):
                 f"{doing} ({error}): the server is slow or overloaded. A longer timeout= "
                 "lets slow writes finish",
                 retryable=True,
+            )
+        if isinstance(error, MemoryError):
+            # Out of memory says nothing of the metrics (the transport says so of an
+            # answer it was reading): they may pass once memory is free again.
+            return DeliveryError(
+                f"ran out of memory while {doing} for {where}: {detail}", retryable=True
             )
         if isinstance(error, (OSError, http.client.HTTPException, RequestException)):
             other = (

@@ -12,6 +12,9 @@ name, connecting to each address in turn and the TLS handshake take what is left
 (:mod:`kaneda_influx.connecting`), and an error says which of them failed. A kept-alive
 connection is used as it is.
 
+An answer is read up to a size (:data:`MAX_ANSWER_BYTES`, more for a write with a large
+body): a larger one is not InfluxDB's, and is not read further (:class:`AnswerTooLarge`).
+
 A request can also be sent and its answer read later (:meth:`HTTPTransport.send`, then
 :meth:`Request.answer`): the backend builds the next part of a batch while the server
 works on the one in flight. The timeout then bounds the time spent sending the request
@@ -38,7 +41,17 @@ from kaneda_core.forking import abandon
 
 from .connecting import RequestTimeout, Resolver, connect_to_any, show_address
 
-__all__ = ["BodyCutOff", "HTTPTransport", "Redirected", "Request", "RequestTimeout"]
+__all__ = [
+    "ANSWER_BYTES_PER_BODY_BYTE",
+    "MAX_ANSWER_BYTES",
+    "AnswerTooLarge",
+    "BodyCutOff",
+    "HTTPTransport",
+    "NotInfluxAnswer",
+    "Redirected",
+    "Request",
+    "RequestTimeout",
+]
 
 #: Errors of a connection that was reused after the server closed it: sent again once.
 #: Over TLS a server that went away shows as an EOF in the TLS layer.
@@ -55,6 +68,19 @@ _CUT = (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroRetur
 #: A body this large, cut off on a new connection with no answer to read, is taken for
 #: one the server refused for its size; a smaller one for a network failure.
 LARGE_BODY = 1024 * 1024
+#: The largest answer read to a request without a body (a query): InfluxDB's answers to the
+#: plugin's queries are far smaller (``SHOW FIELD KEYS`` of a measurement of 150,000 fields
+#: is about 3 MB). A larger answer, or one that says it is larger (its Content-Length), is
+#: not read further: the connection is dropped and :class:`AnswerTooLarge` raised, which the
+#: backend retries. Reading the whole of an endless answer (a proxy or a lookalike streaming
+#: for ever) took memory at the speed of the network until the timeout: GBs.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+#: A request's answer may be larger than MAX_ANSWER_BYTES by this many bytes per byte of its
+#: line protocol: influxd's 400 to a write repeats each line it could not parse, escaped
+#: (about three times the body for short lines), and ends with what the backend reads.
+ANSWER_BYTES_PER_BODY_BYTE = 4
+#: An answer's body is read this many bytes at a time, the time left checked between reads.
+_PIECE = 64 * 1024
 #: Redirect statuses: an answer that points elsewhere (Kaneda does not follow it).
 REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
@@ -71,6 +97,26 @@ class BodyCutOff(InfluxDBClientError):  # type: ignore[misc]
             413,
         )
         self.size = size
+
+
+class NotInfluxAnswer(InfluxDBServerError):  # type: ignore[misc]
+    """A successful status with what InfluxDB does not answer: a proxy's page (a load
+    balancer's maintenance or login page), a lookalike's. Retried, as a 5xx is."""
+
+
+class AnswerTooLarge(InfluxDBServerError):  # type: ignore[misc]
+    """An answer larger than ``cap`` bytes (or whose Content-Length says so): not read
+    further, and its connection dropped. Retried, as a 5xx is."""
+
+    def __init__(self, cap: int, status: int, declared: int | None = None) -> None:
+        said = f" (it declared {declared} bytes)" if declared is not None else ""
+        super().__init__(
+            f"the server's answer ({status}) was larger than {cap} bytes{said}: not InfluxDB's "
+            "answer, so it was not read further and the connection was dropped (is a proxy "
+            "in between?)"
+        )
+        self.cap = cap
+        self.status = status
 
 
 class Redirected(InfluxDBClientError):  # type: ignore[misc]
@@ -163,14 +209,27 @@ class HTTPTransport:
     def query(
         self, q: str, database: str | None = None, *, timeout: float | None = None
     ) -> dict[str, Any]:
-        """Run InfluxQL through ``POST /query``; its first result."""
+        """Run InfluxQL through ``POST /query``; its first result.
+
+        A successful answer that is not InfluxDB's JSON (a proxy's HTML page) raises
+        :class:`NotInfluxAnswer`.
+        """
         params = {"q": q}
         if database:
             params["db"] = database
-        answer = json.loads(self.post("query", params, timeout=timeout) or b"{}")
+        content = self.post("query", params, timeout=timeout) or b"{}"
+        try:
+            answer = json.loads(content)
+        except ValueError as error:  # UnicodeDecodeError too
+            raise _not_influx(content) from error
+        if not isinstance(answer, dict):
+            raise _not_influx(content)
         if "error" in answer:  # InfluxDB says so with a 4xx; something else answered 200
             raise InfluxDBServerError(f"the server answered 200 with an error: {answer['error']}")
-        result: dict[str, Any] = (answer.get("results") or [{}])[0]
+        results = answer.get("results") or [{}]
+        if not isinstance(results, list) or not isinstance(results[0], dict):
+            raise _not_influx(content)
+        result: dict[str, Any] = results[0]
         if "error" in result:
             raise InfluxDBClientError(result["error"], 400)
         return result
@@ -271,12 +330,23 @@ class HTTPTransport:
         self._drop()
 
 
+def _not_influx(content: bytes) -> NotInfluxAnswer:
+    """The error for a query's successful answer that is not InfluxDB's JSON."""
+    text = content[:200].decode("utf-8", "replace")
+    return NotInfluxAnswer(
+        f"the server answered 200 to a query with what is not InfluxDB's answer (is a proxy "
+        f"in between?): {text}"
+    )
+
+
 class Request:
     """A POST sent (or being sent) on a transport's connection, its answer read later.
 
     The time spent sending it and the time spent waiting for its answer are bounded
     together by ``limit`` seconds, ``timeout`` plus a second per MB of ``size`` (the body
-    before compression); what the caller does in between is not counted.
+    before compression); what the caller does in between is not counted. Its answer is
+    read up to ``cap`` bytes: MAX_ANSWER_BYTES, plus ANSWER_BYTES_PER_BODY_BYTE per byte
+    of ``size``.
     """
 
     def __init__(
@@ -293,6 +363,7 @@ class Request:
         self.expect = expect
         self.timeout = timeout
         self.limit = request_seconds(timeout, size)
+        self.cap = MAX_ANSWER_BYTES + ANSWER_BYTES_PER_BODY_BYTE * size
         self.path = path
         self.body = body
         self.headers = headers
@@ -356,9 +427,10 @@ class Request:
             if self.expect is None or status == self.expect:
                 return content
             # Not InfluxDB's answer: a proxy's page, a lookalike's error. Not stored.
-            raise InfluxDBServerError(
-                f"the server answered {status} where InfluxDB answers {self.expect}, so the "
-                f"write was not confirmed (is a proxy in between?): {text[:200]}"
+            raise NotInfluxAnswer(
+                f"the server answered {status} where InfluxDB answers {self.expect}: not "
+                "InfluxDB's answer, so the write was not confirmed (is a proxy in between?): "
+                f"{text[:200]}"
             )
         if status >= 500:
             raise InfluxDBServerError(text)
@@ -387,15 +459,50 @@ class Request:
         if connection is None:  # dropped meanwhile (close() or a fork)
             raise ConnectionResetError("the connection was closed before the answer was read")
         started = time.monotonic()
+        limit = self.limit - self._spent
         try:
-            with self._bounded(self.limit - self._spent):
+            with self._bounded(limit):
                 response = connection.getresponse()
-                content = response.read()
+                content = self._body(response, started + limit)
         finally:
             self._spent += time.monotonic() - started
         if response.will_close or self._cut:
             transport._drop()
         return response.status, content, response.getheader("Location")
+
+    def _body(self, response: http.client.HTTPResponse, ends: float) -> bytes:
+        """The answer's body, read a piece at a time until ``ends`` (a monotonic time) and
+        up to ``cap`` bytes: a larger one raises :class:`AnswerTooLarge` at once, whether
+        its Content-Length says so or it runs on (chunked, or until the connection
+        closes). Out of memory while reading is not the batch's fault: a server error.
+
+        Raised in ``_bounded``, all of these drop the connection (its answer is unread).
+        """
+        cap = self.cap
+        declared = response.length  # None when chunked or ended by closing the connection
+        if declared is not None and declared > cap:
+            raise AnswerTooLarge(cap, response.status, declared)
+        pieces: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                # The watchdog shuts the socket down at the deadline, but data already
+                # received is still read after that: a fast stream is stopped here.
+                if time.monotonic() >= ends:
+                    raise TimeoutError(f"the answer was still arriving after {size} bytes")
+                piece = response.read(min(_PIECE, cap + 1 - size))
+                if not piece:
+                    return b"".join(pieces)
+                pieces.append(piece)
+                size += len(piece)
+                if size > cap:
+                    raise AnswerTooLarge(cap, response.status)
+        except MemoryError as error:
+            pieces.clear()
+            raise InfluxDBServerError(
+                f"ran out of memory reading the server's answer ({response.status}) after "
+                f"{size} bytes; the request may pass on a retry"
+            ) from error
 
     def _again(self) -> tuple[int, bytes, str | None]:
         """Send once more on a new connection, and read the answer, within what is left
