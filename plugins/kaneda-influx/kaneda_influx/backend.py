@@ -528,8 +528,9 @@ class InfluxBackend(Backend):
         """What ``error`` means for the metrics being written (``points`` of them, if known)."""
         where = f"InfluxDB at {self.client._host}:{self.client._port} (database {self.database!r})"
         detail = self.redact(f"{type(error).__name__}: {error}")
+        excerpt = _shortened(detail)  # detail is read below; a message shows the excerpt
         if isinstance(error, InfluxDBServerError):
-            return DeliveryError(f"{where} failed {doing}: {detail}", retryable=True)
+            return DeliveryError(f"{where} failed {doing}: {excerpt}", retryable=True)
         if isinstance(error, InfluxDBClientError):
             code = error.code
             if code == 401:
@@ -583,14 +584,14 @@ class InfluxBackend(Backend):
                 # policy): none was stored, and none need be sought by halving.
                 what = "the metric" if points == 1 else f"all {points} metrics"
                 return DeliveryError(
-                    f"{where} dropped {what} of the request ({code}): {detail}", retryable=False
+                    f"{where} dropped {what} of the request ({code}): {excerpt}", retryable=False
                 )
             if "partial write" in detail:
                 message = (
-                    f"{where} stored part of the batch and dropped the rest ({code}): {detail}"
+                    f"{where} stored part of the batch and dropped the rest ({code}): {excerpt}"
                 )
             else:
-                message = f"{where} refused the batch while {doing} ({code}): {detail}"
+                message = f"{where} refused the batch while {doing} ({code}): {excerpt}"
             # A point it cannot parse refuses the request (or that point alone) without
             # saying which metric it was: halving the batch finds it, the rest is stored.
             isolate = code == 400 and ("unable to parse" in detail or "partial write" in detail)
@@ -601,7 +602,7 @@ class InfluxBackend(Backend):
             # Retrying cannot help: the certificate will not change by itself.
             message = (
                 f"{where}: the server's TLS certificate did not verify while {doing}: "
-                f"{detail}. Give the server a certificate your system trusts, or pass "
+                f"{excerpt}. Give the server a certificate your system trusts, or pass "
                 "verify_ssl=False (?verify_ssl=false in a URL) for a self-signed one"
             )
             return DeliveryError(message, retryable=False)
@@ -625,7 +626,7 @@ class InfluxBackend(Backend):
             # Out of memory says nothing of the metrics (the transport says so of an
             # answer it was reading): they may pass once memory is free again.
             return DeliveryError(
-                f"ran out of memory while {doing} for {where}: {detail}", retryable=True
+                f"ran out of memory while {doing} for {where}: {excerpt}", retryable=True
             )
         if isinstance(error, (OSError, http.client.HTTPException, RequestException)):
             other = (
@@ -637,7 +638,7 @@ class InfluxBackend(Backend):
                 "that this machine can reach it",
                 retryable=True,
             )
-        return DeliveryError(f"{where} failed {doing}: {detail}", retryable=False)
+        return DeliveryError(f"{where} failed {doing}: {excerpt}", retryable=False)
 
     def destination(self) -> str:
         # The database, not the server: a server moved (a new host name or port) is
@@ -748,6 +749,20 @@ def _client_for_url(
         retries=1,  # one attempt per request: the dispatcher retries, with backoff
     )
     return client, password
+
+
+#: Characters of a server's answer an error message shows, at most: InfluxDB's 400 to a
+#: write repeats each line it could not parse (megabytes, for a large write).
+SHOWN_ANSWER_CHARS = 2000
+
+
+def _shortened(text: str) -> str:
+    """``text``, its middle left out past SHOWN_ANSWER_CHARS (its end says ``dropped=N``)."""
+    if len(text) <= SHOWN_ANSWER_CHARS:
+        return text
+    half = SHOWN_ANSWER_CHARS // 2
+    left_out = len(text) - 2 * half
+    return f"{text[:half]} ... ({left_out} characters left out) ... {text[-half:]}"
 
 
 def _network_reason(error: Exception) -> str:

@@ -354,3 +354,22 @@ def test_influxdbs_answer_repeating_a_large_writes_lines_is_read_whole(
     assert len(content) > transport.MAX_ANSWER_BYTES
     assert re.search(r"invalid tag format dropped=0\"\}\s*$", content), content[-200:]
     backend.close()
+
+
+def test_a_refusal_repeating_megabytes_of_lines_is_shown_shortened(
+    influx_server: InfluxServer, database: str
+) -> None:
+    """The error (and so the log line) of a large write influxd cannot parse shows the
+    start and the end of its answer, not the megabytes in between."""
+    influx_server.query(f'CREATE DATABASE "{database}"')
+    backend = InfluxBackend(database, host="127.0.0.1", port=influx_server.port, timeout=30)
+    lines = [b"m,t=a\\ value=1x%d" % i for i in range(100_000)]
+    with pytest.raises(InfluxDBClientError) as answer:
+        backend._transport.post("write", {"db": database}, b"\n".join(lines))
+    assert len(answer.value.content) > 1_000_000
+    error = backend._delivery_error("writing", answer.value)
+    assert len(str(error)) < 3000
+    assert "characters left out" in str(error)
+    assert "unable to parse" in str(error)
+    assert str(error).rstrip().endswith(answer.value.content.rstrip()[-50:])
+    backend.close()
