@@ -119,7 +119,7 @@ def test_a_gzip_bomb_is_not_inflated_past_the_bound(
     assert error.retryable, message
     assert "larger than" in message and "gzip" in message, message
     assert "no answer" not in message and len(message) < 1000
-    assert elapsed < 1.0, elapsed
+    assert elapsed < 2.0, elapsed  # (timing bounds leave room for a loaded machine)
     assert peak < 40 * MiB, peak
     # The connection was dropped, not kept with the rest of the bomb unread: the next
     # delivery goes through.
@@ -169,13 +169,13 @@ def test_an_answer_without_end_is_cut_off_at_the_bound_not_buffered_until_the_ti
     """Was: buffered until the watchdog fired (1.7 GB in 1 s), or 79 s and 11 GB for a
     body delimited by the connection's close; a Content-Length of 100 GB raised
     MemoryError, which was not retried."""
-    backend = backend_for(fake_es, timeout=3.0)
+    backend = backend_for(fake_es, timeout=5.0)
     fake_es.misbehave_next = [endless(status, framing)]
     error, elapsed, peak = failed_send(backend)
     message = str(error)
     assert error.retryable, message
     assert "larger than" in message and "no answer" not in message, message
-    assert elapsed < 2.5, elapsed
+    assert elapsed < 4.0, elapsed
     assert peak < 40 * MiB, peak
     backend.close()
 
@@ -190,7 +190,7 @@ def test_an_answer_that_started_but_did_not_finish_in_time_is_not_called_no_answ
     assert error.retryable, message
     assert "no answer" not in message and "unreachable" not in message, message
     assert "did not finish within 0.5" in message and "200" in message, message
-    assert elapsed < 1.5, elapsed
+    assert elapsed < 2.5, elapsed
     backend.close()
 
 
@@ -286,7 +286,7 @@ def test_a_hung_resolver_holds_a_send_no_longer_than_its_timeout(
         started = time.monotonic()
         with pytest.raises(DeliveryError) as caught:
             backend.send([Metric.create("g", "gauge", 1)])
-        assert time.monotonic() - started < 1.2
+        assert time.monotonic() - started < 2.5
         message = str(caught.value)
         assert caught.value.retryable, message
         assert "resolving the name 'slow.invalid'" in message and "within 0.5" in message
@@ -302,7 +302,7 @@ def test_a_call_without_batching_is_not_held_by_a_hung_resolver(resolver: HungRe
     metrics = Metrics(backend, batching=False)
     started = time.monotonic()
     metrics.gauge("g", 1)
-    assert time.monotonic() - started < 1.2
+    assert time.monotonic() - started < 2.5
     assert metrics.stats().failed == 1
     metrics.close(1)
 
