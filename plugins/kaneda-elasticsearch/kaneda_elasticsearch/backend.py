@@ -6,15 +6,18 @@ import contextlib
 import functools
 import json
 import os
+import re
+import reprlib
 import socket
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from elastic_transport import SerializationError, TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
+from urllib3.exceptions import NewConnectionError
 
 from kaneda_core import Backend, DeliveryError, InvalidMetric, Metric
 from kaneda_core.arguments import argument_error, check_arguments
@@ -29,6 +32,7 @@ from kaneda_core.urls import check_host, parse_url, url_password
 
 from . import quiet, schema
 from .layouts import LAYOUTS, Layout
+from .node import SERIALIZERS, AnswerCutShort, AnswerError, BoundedNode
 
 DEFAULT_PORT = 9200
 #: Lucene's limit on one keyword term, in bytes (names and tags are keywords).
@@ -50,7 +54,9 @@ class ElasticsearchBackend(Backend):
     :param user: HTTP basic auth username.
     :param password: HTTP basic auth password.
     :param timeout: bounds each request as a whole (seconds; None means the default),
-        plus a second per MB of the request's body.
+        plus a second per MB of the request's body: resolving the host's name and
+        connecting too, and reading the answer, which may be 16 MiB (decoded) plus four
+        bytes per byte of the request at most.
     :param verify_certs: check the server's TLS certificate (default True).
     :param ca_certs: path of a CA bundle to check it against.
     :param layout: ``"kaneda2"`` (the default) or ``"kaneda1"``, the documents kaneda
@@ -101,6 +107,10 @@ class ElasticsearchBackend(Backend):
             "request_timeout": timeout,
             "verify_certs": verify_certs,
             "max_retries": 0,  # the dispatcher retries, with backoff
+            # Answers read up to a bound, the name resolved within the timeout (node.py);
+            # errors that quote the start of an answer, not all of it.
+            "node_class": BoundedNode,
+            "serializers": SERIALIZERS,
         }
         if ca_certs:
             if not os.access(ca_certs, os.R_OK):
@@ -226,7 +236,8 @@ class ElasticsearchBackend(Backend):
                 raise self._too_large(batch, len(body)) from None
             raise self._delivery_error("writing", error) from None
         except Exception as error:  # noqa: BLE001 - translated below
-            raise self._delivery_error("writing", _timed_out(error, watch, seconds)) from None
+            late = _timed_out(error, watch, self._within(seconds))
+            raise self._delivery_error("writing", late) from None
         answer = response.body
         if not isinstance(answer, dict):
             # A 200 whose body is not a JSON object: a proxy's sign-in or error page.
@@ -317,13 +328,39 @@ class ElasticsearchBackend(Backend):
                 with deadline(self.timeout, self._abort) as watch, quiet.client_logs_held_back():
                     self.client.indices.put_index_template(name=self.index_name, **template)
             except Exception as error:  # noqa: BLE001 - translated below
-                error = _timed_out(error, watch, self.timeout)
+                error = _timed_out(error, watch, self._within(self.timeout))
                 raise self._delivery_error("installing the index template", error) from None
             self._template_ready = True
 
+    def _within(self, seconds: float) -> str:
+        """``within 1.0 s (timeout bounds the whole request)``, for a timeout's message."""
+        extra = seconds - self.timeout
+        allowance = f", plus {extra:.2f} s for its size" if extra >= 0.01 else ""
+        return f"within {self.timeout} s (timeout bounds the whole request{allowance})"
+
     def _delivery_error(self, doing: str, error: Exception) -> DeliveryError:
         where = f"Elasticsearch ({self._nodes()})"
-        detail = self.redact(f"{type(error).__name__}: {error}")
+        detail = self.redact(_error_text(error))
+        answer = _answer_error(error)
+        if isinstance(error, _Unfinished):
+            # The server answered, and the answer did not end in time: a server (or a
+            # proxy) that is slow, or that sends a body without end a byte at a time.
+            return DeliveryError(
+                f"{where} began answering while {doing}, but {self.redact(str(error))}, so "
+                "what was stored is unknown (sending again is harmless: every document has "
+                "its _id). The server, or a proxy in front of it, is slow or overloaded",
+                retryable=True,
+            )
+        if answer is not None:
+            # Too large, in an encoding the client cannot read (not Elasticsearch's answer:
+            # a proxy's doing?), or broken off: what was stored is unknown.
+            return DeliveryError(
+                f"{where}, while {doing}, answered {answer.status} "
+                f"{self.redact(answer.detail)}. What was stored is unknown (sending again "
+                "is harmless: every document has its _id); if a proxy stands in front of "
+                "Elasticsearch, check what it answers",
+                retryable=True,
+            )
         if isinstance(error, UnsupportedProductError):
             return DeliveryError(
                 f"{where} is not Elasticsearch (the product check failed while {doing}); "
@@ -362,7 +399,7 @@ class ElasticsearchBackend(Backend):
             if isinstance(error, TransportError):
                 reason = self.redact(_transport_reason(error))
             else:
-                reason = f"no answer within the {self.timeout} s timeout"
+                reason = self.redact(str(error))
             if isinstance(error, TlsError) and "CERTIFICATE_VERIFY_FAILED" in reason:
                 # Retrying cannot help: the certificate will not change by itself.
                 return DeliveryError(
@@ -453,18 +490,67 @@ def _track_connections(client: Elasticsearch, registry: weakref.WeakSet[Any]) ->
         pool.ConnectionCls = TrackedConnection
 
 
+_E = TypeVar("_E", bound=BaseException)
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring = 4, 20, 20, 200
+_SHORT.maxother = 200
+
+
 def _excerpt(answer: Any, limit: int = 200) -> str:
-    """The start of an answer, on one line."""
-    text = " ".join(str(answer).split())
+    """The start of an answer, on one line; only that much of it is ever copied."""
+    if isinstance(answer, bytes):
+        answer = answer[: limit * 2].decode("utf-8", "replace")
+    text = answer[: limit * 2] if isinstance(answer, str) else _SHORT.repr(answer)
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _timed_out(error: Exception, watch: Any, timeout: float) -> Exception:
-    if watch.expired:
-        return TimeoutError(
-            f"no complete answer within {timeout} s (timeout bounds the whole request): {error}"
+def _error_text(error: Exception, limit: int = 300) -> str:
+    """``Type: message`` of an error, without formatting a long answer it may hold."""
+    if isinstance(error, ApiError):
+        # Its str() is the whole answer (a proxy's page of any size) quoted with repr.
+        message = error.message if isinstance(error.message, str) else ""
+        if len(message) > limit or not isinstance(error.body, (dict, type(None))):
+            return f"{type(error).__name__}({error.meta.status}, {_excerpt(error.body, limit)})"
+    return f"{type(error).__name__}: {_excerpt(str(error), limit)}"
+
+
+def _caused_by(error: BaseException, kind: type[_E]) -> _E | None:
+    """The ``kind`` of error behind a client's error (the node raised it), if any."""
+    cause: BaseException | None = error
+    for _ in range(5):
+        if cause is None or isinstance(cause, kind):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _answer_error(error: BaseException) -> AnswerError | None:
+    """The :class:`AnswerError` behind a client's error: the answer's body not taken."""
+    return _caused_by(error, AnswerError)
+
+
+class _Unfinished(TimeoutError):
+    """The server began answering (status line and headers came), but did not finish."""
+
+
+def _timed_out(error: Exception, watch: Any, within: str) -> Exception:
+    """The error to report when ``watch`` fired: what was late, not what the shut socket
+    made the client raise."""
+    if not watch.expired or _caused_by(error, NewConnectionError):
+        return error  # not late, or it says itself what was (resolving, connecting)
+    answer = _answer_error(error)
+    if answer is not None and not isinstance(answer, AnswerCutShort):
+        return error  # too large, or unreadable: said as such, however long it took
+    if answer is not None:
+        return _Unfinished(
+            f"its answer ({answer.status}) did not finish {within}: {answer.received} bytes "
+            "of its body came"
         )
-    return error
+    if isinstance(error, (SerializationError, ApiError)):
+        # A body came, cut short at the deadline: what it held cannot be read.
+        return _Unfinished(f"its answer did not finish {within}")
+    return TimeoutError(f"no answer {within}")
 
 
 def _host_url(host: str, port: int) -> str:
@@ -490,5 +576,5 @@ def _transport_reason(error: TransportError) -> str:
     """What failed, from a transport error whose ``str`` may be only "Connection error"."""
     reason = str(error.args[0]) if error.args and error.args[0] else str(error)
     # "HTTPConnection(host='127.0.0.1', port=1): Failed to ..." -> "Failed to ..."
-    reason = reason.split("): ", 1)[1] if reason.startswith("HTTP") and "): " in reason else reason
+    reason = re.sub(r"^\w+\(host=[^)]*\): ", "", reason)
     return reason.strip().splitlines()[0] if reason.strip() else type(error).__name__

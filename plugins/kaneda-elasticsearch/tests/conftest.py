@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_elasticsearch import FakeElasticsearch
+
+TLS = Path(__file__).parent / "tls"
 
 
 @pytest.fixture
@@ -41,3 +46,36 @@ def failures() -> Iterator[_Failures]:
     get_plugin_manager().register(recorder)
     yield recorder
     get_plugin_manager().unregister(recorder)
+
+
+@pytest.fixture
+def self_signed_server() -> Iterator[int]:
+    """A TLS server on a loopback port whose certificate no one trusts."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)  # so the loop sees stop soon
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            connection.settimeout(5)
+            try:
+                with context.wrap_socket(connection, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                pass  # the client hung up: it did not trust us
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield port
+    stop.set()
+    listener.close()
+    thread.join(5)

@@ -5,19 +5,22 @@ It is not Elasticsearch: it answers the product check (``GET /`` and the
 documents per index and id, answering with a real-shaped bulk response. Tests inject
 whole-request failures (``fail_next``), answers that are not Elasticsearch's (``raw_next``),
 a request limit (``max_content_length``), lost answers (``hang_up_after_storing``) and
-per-item failures (``item_errors``), and read
+per-item failures (``item_errors``), answers written byte by byte on the socket
+(``misbehave_next``: a gzip bomb, a body without end), and read
 what arrived in ``requests``, ``templates`` and ``indices``. The real official client
 talks to it over a real socket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 PRODUCT_HEADER = ("X-Elastic-Product", "Elasticsearch")
@@ -52,6 +55,9 @@ class FakeElasticsearch(http.server.ThreadingHTTPServer):
         self.hang_up_after_storing = 0
         #: Seconds a ``_bulk`` request takes per MB of body (a server storing it).
         self.seconds_per_mb = 0.0
+        #: What answers the next ``_bulk`` or index template requests, given the socket:
+        #: it writes the status line, headers and body itself (then the connection closes).
+        self.misbehave_next: list[Callable[[socket.socket], None]] = []
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
@@ -144,7 +150,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         body = self._read()
         if path.startswith("/_index_template/"):
-            if self._injected_failure():
+            if self._injected_failure() or self._misbehaved():
                 return
             self.server.templates[path.rsplit("/", 1)[1]] = json.loads(body)
             self._reply(200, {"acknowledged": True})
@@ -157,7 +163,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path != "/_bulk":
             self._reply(404, {"error": {"type": "not_found", "reason": path}, "status": 404})
             return
-        if self._injected_failure():
+        if self._injected_failure() or self._misbehaved():
             return
         if self.server.raw_next:
             status, content_type, payload = self.server.raw_next.pop(0)
@@ -232,6 +238,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _misbehaved(self) -> bool:
+        if not self.server.misbehave_next:
+            return False
+        answer = self.server.misbehave_next.pop(0)
+        self.close_connection = True
+        # The client may hang up on it: what it should do with an answer without end.
+        with contextlib.suppress(OSError):
+            answer(self.connection)
+        return True
 
     def _injected_failure(self) -> bool:
         if not self.server.fail_next:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,39 +55,6 @@ def test_a_name_that_does_not_resolve_says_so() -> None:
     assert "kaneda-no-such-host.invalid" in str(caught.value)
     assert "resolve" in str(caught.value)
     backend.close()
-
-
-@pytest.fixture
-def self_signed_server() -> Iterator[int]:
-    """A TLS server on a loopback port whose certificate no one trusts."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.1)  # so the loop sees stop soon
-    port = listener.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            connection.settimeout(5)
-            try:
-                with context.wrap_socket(connection, server_side=True):
-                    pass
-            except (ssl.SSLError, OSError):
-                pass  # the client hung up: it did not trust us
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield port
-    stop.set()
-    listener.close()
-    thread.join(5)
 
 
 def test_a_certificate_that_does_not_verify_is_not_retried(self_signed_server: int) -> None:
