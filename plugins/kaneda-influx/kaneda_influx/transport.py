@@ -389,6 +389,10 @@ class Request:
             finally:
                 self._spent += time.monotonic() - started
         limit = self.limit - self._spent  # what is left of the request's bound
+        if limit <= 0:  # spent connecting (a thread kept off the CPU): the next try may not
+            timeout = RequestTimeout(f"no time left to send the request {self._within()}")
+            timeout.connected = True
+            raise timeout
         # Each read may take as long as the request may (its bound includes the body's
         # allowance); the watchdog bounds them all together.
         connection.timeout = limit

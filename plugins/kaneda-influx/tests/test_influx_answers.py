@@ -373,3 +373,26 @@ def test_a_refusal_repeating_megabytes_of_lines_is_shown_shortened(
     assert "unable to parse" in str(error)
     assert str(error).rstrip().endswith(answer.value.content.rstrip()[-50:])
     backend.close()
+
+
+def test_a_connection_opened_past_the_requests_bound_is_a_retryable_timeout(
+    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connect that ends just after the request's bound (its thread kept off the CPU on
+    a loaded machine) left a negative socket timeout: ValueError, a batch failed for good."""
+    connect = transport.connect_to_any
+
+    def descheduled(host: str, port: int, addresses: object, ends: float, within: str) -> object:
+        sock = connect(host, port, addresses, ends, within)
+        time.sleep(max(0.0, ends - time.monotonic()) + 0.01)
+        return sock
+
+    monkeypatch.setattr(transport, "connect_to_any", descheduled)
+    backend = backend_for(hostile, timeout=0.3)
+    with pytest.raises(DeliveryError) as caught:
+        backend.send([Metric.create("g", "gauge", 1.0)])
+    assert caught.value.retryable, caught.value
+    assert "no time left" in str(caught.value)
+    monkeypatch.setattr(transport, "connect_to_any", connect)
+    backend.send([Metric.create("g", "gauge", 1.0)])  # the next try delivers
+    backend.close()
