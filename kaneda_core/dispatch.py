@@ -1020,8 +1020,9 @@ class BatchingDispatcher(_Closable):
                     self.delivery.tell_hook, self.delivery.to_metrics(dropped), BufferFull(reason)
                 )
         elif incidents.drops_pending(total):
-            # Drops stopped (or the worker's last round, at close): the final total.
-            incidents.dropped(total, self._full_reason(), final=True)
+            # Drops stopped: the total, once REPEAT_AFTER has passed since the last line
+            # (a pause between bursts of an outage is no end of it), or now at close.
+            incidents.dropped(total, self._full_reason(), final=self._closed)
 
     def _full_reason(self) -> str:
         size = f"max_buffer={self.max_buffer} metrics"

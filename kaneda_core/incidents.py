@@ -147,8 +147,9 @@ class IncidentLog:
     def dropped(self, total: int, reason: str, *, final: bool = False) -> None:
         """``total`` metrics were dropped so far (``stats().dropped``) because ``reason``.
 
-        Logged when drops start, at most every ``REPEAT_AFTER`` seconds while they go
-        on, and (``final``) once they stopped, so the last line holds the final total.
+        Logged when drops start and at most every ``REPEAT_AFTER`` seconds after, so
+        that the last line, at the latest ``REPEAT_AFTER`` after drops stop (at once if
+        ``final``: at close), holds the final total.
         """
         if total <= self._drops_logged:
             return

@@ -198,3 +198,31 @@ def test_a_store_that_fails_on_and_off_is_not_a_pair_of_lines_per_swing(
         log.delivered()
         log.close()  # swings not said one by one are said at close
         assert "1 more outage" in caplog.records[-1].getMessage()
+
+
+def test_drops_in_bursts_through_an_outage_are_a_line_per_repeat_after_not_per_pause(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Traffic comes in bursts: a pause between two is no end of the drops. A line each
+    pause was about one a second, 4,000 an hour of outage."""
+    from kaneda_core import incidents
+
+    monkeypatch.setattr(incidents, "REPEAT_AFTER", 1.0)
+    backend = Switchable()
+    slow = RetryPolicy(attempts=1000, initial_delay=0.05, max_delay=0.05)
+    with caplog.at_level(logging.WARNING, logger="kaneda"):
+        metrics = Metrics(backend, max_buffer=20, flush_interval=0.01, retry=slow)
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:  # bursts of 50, pauses of 0.1 s
+            for i in range(50):
+                metrics.gauge("g", i)
+            time.sleep(0.1)
+        metrics.close(0.5)
+    counts = [
+        int(found.group(1))
+        for r in caplog.records
+        if (found := re.search(r"(\d+) metrics dropped so far", r.getMessage()))
+    ]
+    # The first, one a second after (REPEAT_AFTER), and the final total at close.
+    assert 2 <= len(counts) <= 5, counts
+    assert counts[-1] == metrics.stats().dropped, counts
