@@ -37,6 +37,8 @@ from kaneda_core.worker import (
 )
 
 from .backend import redis_address
+from .jobs import PoisonMessage
+from .trust import JobSerializer, KanedaJob
 
 log = logging.getLogger("kaneda.rq")
 
@@ -59,9 +61,13 @@ class JobKeepingWorker(SimpleWorker):
     RQ takes a job off the queue and then talks to Redis again (a heartbeat) before it
     records the job as started; when Redis goes away in between, the job is in neither
     place for RQ's worker to see. This one knows it took it.
+
+    It runs Kaneda's jobs only, and loads no object from Redis (see :mod:`kaneda_rq.trust`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("serializer", JobSerializer)
+        kwargs.setdefault("job_class", KanedaJob)
         super().__init__(*args, **kwargs)
         #: Ids of the jobs taken off the queue and not yet finished, failed or requeued.
         self.held: list[str] = []
@@ -102,6 +108,12 @@ class JobKeepingWorker(SimpleWorker):
         super().execute_job(job, queue)
         if job.id in self.held:  # finished, failed or requeued by RQ itself
             self.held.remove(job.id)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """RQ's logging of a failed job, but for poison: the handler logged it once."""
+        if isinstance(exc_info[1], PoisonMessage):
+            return
+        super().handle_exception(job, *exc_info)
 
     def subscribe(self) -> None:
         """Listen for RQ's commands to this worker, as RQ does, waking every PUBSUB_WAKE s.
@@ -148,7 +160,9 @@ def run_simple_worker(redis_url: str, queue_name: str, handler: MessageHandler) 
         try:
             connection.ping()
             outage.ended()
-            queue = Queue(queue_name, connection=connection)
+            queue = Queue(
+                queue_name, connection=connection, serializer=JobSerializer, job_class=KanedaJob
+            )
             for job_id in held:
                 give_back(queue, job_id)
             held = []

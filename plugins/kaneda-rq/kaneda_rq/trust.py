@@ -1,0 +1,162 @@
+"""What ``kaneda worker rq://...`` loads and runs of a job: Kaneda's jobs, plain values.
+
+RQ's worker runs whatever function a job names, and loads a job's data (and its meta)
+with ``pickle``, which calls whatever the data names: anyone who can write to the
+queue's Redis could run code in the worker. The kaneda worker loads them with
+:class:`JobSerializer` (RQ's pickle format, plain values only) and runs them as
+:class:`KanedaJob`: ``kaneda_rq.jobs.deliver(message)`` and kaneda 1.0's
+``kaneda.tasks.rq.report(name, metric, value, tags, id_=None)``, nothing else. Any other
+job is moved aside (RQ's failed job registry) as poison, counted, without running.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import logging
+import pickle
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Any, ClassVar, NoReturn
+
+from rq.exceptions import DeserializationError
+from rq.job import Job, JobStatus
+
+from .jobs import PoisonMessage
+
+log = logging.getLogger("kaneda.rq")
+
+#: How many distinct refusals (kind and function) are explained in the log, at most.
+MAX_NOTES = 100
+
+
+class RefusedJob(PoisonMessage):
+    """The job is not one of Kaneda's (or not as Kaneda's producers make them): not run."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads str, bytes, numbers, bools, None, tuples, lists, dicts and sets: no class,
+    no function. Kaneda's producers (and kaneda 1.0's) put nothing else in a job."""
+
+    def find_class(self, module: str, name: str) -> NoReturn:
+        raise pickle.UnpicklingError(
+            f"the data names {f'{module}.{name}'!r:.200}; a Kaneda job holds plain values only"
+        )
+
+
+class JobSerializer:
+    """RQ's serializer (pickle), loading plain values only: never an object."""
+
+    dumps: ClassVar[Callable[[Any], bytes]] = partial(
+        pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL
+    )
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return _PlainUnpickler(io.BytesIO(data)).load()
+
+
+def kaneda_jobs() -> dict[str, Callable[..., Any]]:
+    """The jobs the kaneda worker runs, by the name their producers enqueue them as."""
+    from .backend import JOB
+    from .jobs import deliver
+    from .legacy import LEGACY_JOB, report
+
+    return {JOB: deliver, LEGACY_JOB: report}
+
+
+class KanedaJob(Job):
+    """An RQ job as the kaneda worker runs it: one of :func:`kaneda_jobs`, or refused.
+
+    It calls no callback and posts no webhook named in Redis (Kaneda's producers set
+    none): RQ would import and call the one, and send a request to the other.
+    """
+
+    _unreadable: str | None = None
+    _notes: ClassVar[set[tuple[str, str]]] = set()
+    _notes_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def _deserialize_data(self) -> None:
+        try:
+            super()._deserialize_data()  # type: ignore[no-untyped-call]
+        except DeserializationError as error:
+            # Nothing to run; the data stays as it is in Redis, for ``rq info``.
+            self._unreadable = str(error.__cause__ or error)
+            self._func_name, self._instance, self._args, self._kwargs = None, None, (), {}  # type: ignore[assignment]
+        else:
+            self._unreadable = None
+
+    def _execute(self) -> Any:
+        function, refusal = self._judge()
+        if function is None:
+            self._refuse(*refusal)
+        return function(*self.args, **self.kwargs)
+
+    def _judge(self) -> tuple[Callable[..., Any] | None, tuple[str, str, str]]:
+        """The function to run, or why not: (kind, function name, reason)."""
+        name = self.func_name
+        where = f"RQ job {self.id!r:.80}"
+        if self._unreadable is not None:
+            reason = f"its data is not plain values ({self._unreadable:.200})"
+            return None, ("unreadable data", "", f"{where}: {reason}: not loaded, not run")
+        function = kaneda_jobs().get(name) if isinstance(name, str) else None
+        if function is None or self.instance is not None:
+            jobs = ", ".join(kaneda_jobs())
+            shown = f"{name!r:.200}" if self.instance is None else f"a method {name!r:.200}"
+            reason = f"{where} calls {shown}, not one of Kaneda's jobs ({jobs}): not run"
+            return None, ("not a Kaneda job", f"{name!r:.200}", reason)
+        name = str(name)
+        args, kwargs = self.args, self.kwargs
+        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+            return None, (
+                "wrong arguments",
+                name,
+                f"{where}: {name}'s arguments are not a list: not run",
+            )
+        try:
+            inspect.signature(function).bind(*args, **kwargs)
+        except TypeError as error:
+            keywords = f"{list(kwargs)!r:.200}"
+            reason = (
+                f"{where} gives {name} {len(args)} arguments, keywords {keywords}: {error}: not run"
+            )
+            return None, ("wrong arguments", name, reason)
+        return function, ("", "", "")
+
+    def _refuse(self, kind: str, name: str, reason: str) -> NoReturn:
+        from kaneda_core.worker import current_handler
+
+        with self._notes_lock:
+            first = (kind, name) not in self._notes and len(self._notes) < MAX_NOTES
+            if first:
+                self._notes.add((kind, name))
+        if first:
+            log.warning(
+                "Kaneda RQ worker: refusing jobs (%s%s): only Kaneda's jobs run here, with "
+                "plain values; whoever can write to this Redis enqueued it. Such jobs are "
+                "moved aside to RQ's failed job registry and counted as poison; this is "
+                "logged once per kind",
+                kind,
+                f" {name}" if name else "",
+            )
+        self.retries_left = 0  # never run again
+        current_handler().reject(reason)
+        raise RefusedJob(reason)
+
+    # -- names and URLs in Redis that RQ would import, call or send to ------------------
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
+
+    def send_webhooks(self, status: str | JobStatus, *, exc_string: str | None = None) -> None:
+        return None
