@@ -15,6 +15,7 @@ import inspect
 import io
 import logging
 import pickle
+import struct
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -35,11 +36,62 @@ class RefusedJob(PoisonMessage):
     """The job is not one of Kaneda's (or not as Kaneda's producers make them): not run."""
 
 
+#: numpy's number types by the code of their pickled dtype: their struct format.
+NUMPY_NUMBERS = {
+    "b1": "?",
+    "i1": "b",
+    "i2": "h",
+    "i4": "i",
+    "i8": "q",
+    "u1": "B",
+    "u2": "H",
+    "u4": "I",
+    "u8": "Q",
+    "f2": "e",
+    "f4": "f",
+    "f8": "d",
+}
+_NUMPY_SCALAR = {("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+
+class _PickledDtype:
+    """A ``numpy.dtype`` as pickle gives it: its code and byte order, nothing called."""
+
+    def __init__(self, code: object, *_: object) -> None:
+        self.code = code
+        self.order = "<"
+
+    def __setstate__(self, state: object) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">"):
+            self.order = state[1]
+
+
+def _numpy_number(dtype: object, data: object = None) -> bool | int | float:
+    """The plain number a pickled numpy scalar holds, read from its bytes."""
+    code = dtype.code if isinstance(dtype, _PickledDtype) else None
+    if not isinstance(code, str) or code not in NUMPY_NUMBERS or not isinstance(data, bytes):
+        raise pickle.UnpicklingError(
+            f"the data holds a numpy value of dtype {code!r:.50}, not a number"
+        )
+    assert isinstance(dtype, _PickledDtype)
+    try:
+        (number,) = struct.unpack(dtype.order + NUMPY_NUMBERS[code], data)
+    except struct.error as error:
+        raise pickle.UnpicklingError(f"a numpy {code} of {len(data)} bytes: {error}") from None
+    return number  # type: ignore[no-any-return]
+
+
 class _PlainUnpickler(pickle.Unpickler):
     """Loads str, bytes, numbers, bools, None, tuples, lists, dicts and sets: no class,
-    no function. Kaneda's producers (and kaneda 1.0's) put nothing else in a job."""
+    no function. Kaneda's producers (and kaneda 1.0's) put nothing else in a job, but
+    numpy's numbers, which an application may report (``numpy.float64(1.5)``): those are
+    read from their bytes as the plain number they hold, without numpy."""
 
-    def find_class(self, module: str, name: str) -> NoReturn:
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _NUMPY_SCALAR:
+            return _numpy_number
+        if (module, name) == ("numpy", "dtype"):
+            return _PickledDtype
         raise pickle.UnpicklingError(
             f"the data names {f'{module}.{name}'!r:.200}; a Kaneda job holds plain values only"
         )

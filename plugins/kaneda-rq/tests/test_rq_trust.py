@@ -208,3 +208,37 @@ def test_rqs_own_worker_given_kanedas_job_class_and_serializer_refuses_the_same(
     finally:
         handler.close()
         install_handler(None)
+
+
+def test_numpys_numbers_are_loaded_as_the_plain_numbers_they_hold() -> None:
+    """kaneda 1.0 (and the face) enqueue a numpy.float64 value as given: its job is
+    delivered, the number read from its bytes, with nothing called."""
+    np = pytest.importorskip("numpy")
+    from kaneda_rq.trust import JobSerializer
+
+    values = [
+        np.float64(1.5),
+        np.float32(-2.5),
+        np.float16(0.5),
+        np.int64(-3),
+        np.int32(7),
+        np.int8(-8),
+        np.uint64(2**64 - 1),
+        np.uint8(200),
+        np.bool_(True),
+        np.float64("nan"),
+    ]
+    for protocol in range(3, pickle.HIGHEST_PROTOCOL + 1):  # (RQ's: the highest)
+        job = (LEGACY_JOB, None, ("n", "gauge", values, {"k": np.int64(3)}, None), {})
+        loaded = JobSerializer.loads(pickle.dumps(job, protocol))
+        numbers = loaded[2][2]
+        assert [type(n) for n in numbers] == [float] * 3 + [int] * 5 + [bool, float]
+        assert numbers[:-1] == [
+            float(v) if "float" in type(v).__name__ else v.item() for v in values[:-1]
+        ]
+        assert numbers[-1] != numbers[-1]  # nan
+        assert loaded[2][3] == {"k": 3}
+    with pytest.raises(pickle.UnpicklingError, match="not a number"):
+        JobSerializer.loads(pickle.dumps(np.datetime64("2026-01-01"), pickle.HIGHEST_PROTOCOL))
+    with pytest.raises(pickle.UnpicklingError, match="plain values only"):
+        JobSerializer.loads(pickle.dumps(np.array([1.0]), pickle.HIGHEST_PROTOCOL))
