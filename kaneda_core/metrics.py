@@ -685,6 +685,10 @@ class Metrics:
         )
 
 
+#: Starts of one timer kept per thread or context, entered and not yet left there.
+MAX_OPEN_STARTS = 1024
+
+
 class Timer:
     """What :meth:`Metrics.timed` returns: a decorator and a context manager."""
 
@@ -705,6 +709,7 @@ class Timer:
         from contextvars import ContextVar  # imported with the first timer, not kaneda_core
 
         self._starts: ContextVar[tuple[float, ...]] = ContextVar("kaneda_timer_starts")
+        self._overflowed = False  # (told once: see __enter__)
 
     def _check(self, name: str) -> None:
         """Refuse now what reporting under ``name`` would refuse (the backend's rules too)."""
@@ -762,7 +767,23 @@ class Timer:
     def __enter__(self) -> Timer:
         if self.name is None:
             raise ConfigurationError("metrics.timed() used as a context manager needs a name")
-        self._starts.set((*self._starts.get(()), perf_counter()))
+        starts = self._starts.get(())
+        if len(starts) >= MAX_OPEN_STARTS:
+            # Entered here and left elsewhere, again and again: each start stays here. No
+            # block nests this deep (the recursion limit is 1,000): the oldest is dropped.
+            starts = starts[1 - MAX_OPEN_STARTS :]
+            if not self._overflowed:
+                self._overflowed = True
+                import logging
+
+                logging.getLogger("kaneda").warning(
+                    "Kaneda: timed(%r) was entered %d times in one thread or context "
+                    "without being left there; the oldest starts are forgotten. Enter and "
+                    "leave a timer in the same one.",
+                    self.name,
+                    MAX_OPEN_STARTS,
+                )
+        self._starts.set((*starts, perf_counter()))
         return self
 
     def __exit__(self, *exc_info: object) -> None:

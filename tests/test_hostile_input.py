@@ -304,6 +304,34 @@ def test_a_timer_left_in_another_thread_than_it_was_entered_never_raises(
     assert [m.name for m in backend.metrics] == ["request"]
 
 
+def test_a_timer_entered_in_one_thread_and_left_in_another_keeps_a_bounded_few_starts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each start stayed in the entering thread's context: memory and the cost of each
+    entry grew with every request (a copy of all the starts per entry)."""
+    import threading
+
+    from kaneda_core.metrics import MAX_OPEN_STARTS
+
+    backend = MemoryBackend()
+    metrics = Metrics(backend, batching=False)
+    timer = metrics.timed("request")
+
+    def enter_many() -> None:
+        for _ in range(MAX_OPEN_STARTS * 3):
+            timer.__enter__()
+        assert len(timer._starts.get()) == MAX_OPEN_STARTS
+        for _ in range(MAX_OPEN_STARTS):  # the newest starts are the ones kept
+            timer.__exit__(None, None, None)
+        assert timer._starts.get() == ()
+
+    entering = threading.Thread(target=enter_many)
+    entering.start()
+    entering.join()
+    assert len(backend.metrics) == MAX_OPEN_STARTS
+    assert caplog.text.count("without being left there") == 1
+
+
 @pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
 def test_a_backend_raising_a_base_exception_never_loses_metrics_silently(
     raised: BaseException, caplog: pytest.LogCaptureFixture
