@@ -190,6 +190,40 @@ def test_a_key_added_to_a_reported_dict_afterwards_injects_nothing(
     assert stored.value == {"q": 1.0}
 
 
+@pytest.mark.parametrize("tags", [0, 2, 8, 32])
+def test_the_series_caches_charge_is_what_it_holds(tags: int) -> None:
+    """Many small series: the bytes charged to the bound are at least those the cache
+    holds (they were 2 to 5 times fewer: a "16 MiB" cache held up to 80)."""
+    import gc
+    import tracemalloc
+
+    backend = InfluxBackend("db", host="127.0.0.1", port=1)
+    cache = backend.layout.cache
+    common = {f"t{k}": f"v{k}" for k in range(tags - 1)}
+    metrics = [
+        Metric.create(
+            "req" if tags else f"req{i}", "counter", 1, {**common, "user": f"u{i}"} if tags else {}
+        )
+        for i in range(5_000)
+    ]
+    tracemalloc.start()
+    try:
+        for metric in metrics:
+            backend.check(metric)
+        backend.layout.lines(metrics, {})
+        del metrics
+        gc.collect()
+        charged = cache.bytes
+        before = tracemalloc.get_traced_memory()[0]
+        cache.clear()
+        gc.collect()
+        held = before - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held <= charged * 1.1, (held, charged)
+    assert held >= charged * 0.5, (held, charged)  # and not so much more it holds few
+
+
 def test_series_caches_are_bounded_in_bytes_and_freed_on_close() -> None:
     import tracemalloc
 
