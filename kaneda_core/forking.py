@@ -335,10 +335,13 @@ def _deliver_on_terminate() -> None:
     signal, with the same status. Installed only from the main thread and only where
     the signal has its default action: a handler of the application's own (a server's)
     is kept, an ignored signal (``nohup``) stays ignored, and a handler set later
-    replaces this one.
+    replaces this one. A uvicorn server holding the signal is seen to apart
+    (:func:`_deliver_after_uvicorn_shutdown`).
     """
     import threading
 
+    # Looked at from any thread: no handler is set for it.
+    _deliver_after_uvicorn_shutdown()
     # eventlet's main greenlet is no main_thread(): signal.signal says whether this is
     # the main OS thread (ValueError, below).
     if threading.current_thread() is not threading.main_thread() and not threads_are_green():
@@ -354,6 +357,71 @@ def _deliver_on_terminate() -> None:
             _watch_for_a_missed_sigterm()
     except (ValueError, OSError) as error:  # not the main thread after all: keep the default
         log.debug("Kaneda: no SIGTERM handler in this multiprocessing child: %s", error)
+
+
+#: The uvicorn servers whose shutdown runs the exit callbacks.
+_uvicorn_servers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _deliver_after_uvicorn_shutdown() -> None:
+    """Where a uvicorn server holds SIGTERM, run the exit callbacks once it has shut down.
+
+    uvicorn (0.29 and later) sets its own handler for SIGINT and SIGTERM while it serves
+    and, once it has shut down, puts back the handlers it found and raises the signal
+    that stopped it again. A worker of ``uvicorn --workers N`` (or ``--reload``) imports
+    the application, and makes its ``Metrics``, while uvicorn holds the signals: Kaneda
+    then sets no handler, the one uvicorn puts back is the default action, and the
+    raised SIGTERM ended the worker with no exit callback run. So the server's shutdown
+    (its lifespan shutdown included) is followed by the exit callbacks, when the signal
+    it is about to raise again is SIGTERM (or SIGHUP): every ``Metrics`` of the process
+    delivers, as Kaneda's own handler would have had it. A process that has Kaneda's
+    handler from before the server started gets it back, and it still ends the process
+    by that signal (the callbacks it runs then find nothing left to do).
+    """
+    for number in _ending_signals():
+        server = _uvicorn_server_holding(signal.getsignal(number))
+        if server is not None and server not in _uvicorn_servers:
+            _uvicorn_servers.add(server)
+            _follow_shutdown(server)
+
+
+def _follow_shutdown(server: Any) -> None:
+    """Have ``server.shutdown()`` (a coroutine method) followed by the exit callbacks."""
+    shutdown = server.shutdown
+
+    async def shutdown_then_deliver(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await shutdown(*args, **kwargs)
+        finally:
+            _after_uvicorn_shutdown(server)
+
+    server.shutdown = shutdown_then_deliver
+
+
+def _uvicorn_server_holding(handler: object) -> Any:
+    """The ``uvicorn.server.Server`` whose ``handle_exit`` ``handler`` is, or None."""
+    module = sys.modules.get("uvicorn.server")
+    server = getattr(handler, "__self__", None)
+    if module is None or server is None or getattr(handler, "__name__", "") != "handle_exit":
+        return None
+    return server if isinstance(server, getattr(module, "Server", ())) else None
+
+
+def _after_uvicorn_shutdown(server: Any) -> None:
+    global _exiting
+    # What uvicorn raises again next (a list of signal numbers; not there in another
+    # version: its server shut down, the exit callbacks run).
+    captured = getattr(server, "_captured_signals", None)
+    if isinstance(captured, list) and not set(captured) & set(_ending_signals()):
+        return  # SIGINT (a KeyboardInterrupt), --limit-max-requests: the process exits
+    if _exiting:
+        return
+    try:
+        _run_exit_callbacks()
+    finally:
+        # The signal raised next may find Kaneda's own handler, put back: it must still
+        # end the process by that signal, as it would have without this.
+        _exiting = False
 
 
 def deliver_on_terminate() -> None:

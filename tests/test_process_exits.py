@@ -308,3 +308,66 @@ def test_a_metrics_made_in_a_del_at_the_interpreter_s_exit(tmp_path: Path, warm:
     else:
         assert done.stdout.startswith("KanedaError cannot "), done.stderr
         assert "while Python shuts down" in done.stdout
+
+
+UVICORN_SERVED = """
+    from kaneda_core import Metrics
+
+    metrics = Metrics("logger://{out}", flush_interval=60)
+    for i in range(300):
+        metrics.gauge("g", i)
+
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":  # --lifespan on: startup and shutdown answered
+            while True:
+                event = (await receive())["type"].rsplit(".", 1)[-1]
+                await send({{"type": f"lifespan.{{event}}.complete"}})
+                if event == "shutdown":
+                    return
+        await send({{"type": "http.response.start", "status": 204, "headers": []}})
+        await send({{"type": "http.response.body", "body": b""}})
+"""
+
+
+@pytest.mark.parametrize("before", [False, True], ids=["made-while-serving", "one-made-before"])
+@pytest.mark.parametrize("lifespan", ["on", "off"])
+def test_a_metrics_made_while_uvicorn_holds_sigterm_delivers_when_it_raises_it_again(
+    tmp_path: Path, lifespan: str, before: bool
+) -> None:
+    """A worker of ``uvicorn --workers N`` (or ``--reload``) imports the application while
+    uvicorn's handler holds SIGTERM: Kaneda set none, uvicorn put the default back after
+    its shutdown and raised the signal again, and the worker died with its queue (300 of
+    300 lost here). Ran in-process as the worker runs it: the server imports the app."""
+    pytest.importorskip("uvicorn.server")
+    out, early = tmp_path / "m.jsonl", tmp_path / "early.jsonl"
+    (tmp_path / "served.py").write_text(textwrap.dedent(UVICORN_SERVED.format(out=out)))
+    app = _run(
+        f"""
+        import sys
+        import uvicorn
+        sys.path.insert(0, {str(tmp_path)!r})
+        if {before!r}:  # Kaneda's handler set before the server: uvicorn puts it back
+            from kaneda_core import Metrics
+            Metrics("logger://{early}", flush_interval=60).gauge("early", 1)
+        config = uvicorn.Config(
+            "served:app", host="127.0.0.1", port=0, lifespan={lifespan!r}, log_level="info"
+        )
+        uvicorn.Server(config).run()
+        """,
+        tmp_path,
+    )
+    assert app.stderr is not None
+    heard = []
+    for line in app.stderr:
+        heard.append(line)
+        if "Uvicorn running on" in line:
+            break
+    else:
+        raise AssertionError("".join(heard))
+    app.send_signal(signal.SIGTERM)
+    _, err = app.communicate(timeout=60)
+    err = "".join(heard) + err
+    assert app.returncode == -signal.SIGTERM, err  # as uvicorn ends it without Kaneda
+    assert len(_lines(out)) == 300, err
+    assert len(_lines(early)) == (1 if before else 0), err

@@ -4,8 +4,10 @@ Each run starts the server on a free loopback port with ``KANEDA_URL`` pointing 
 fresh database, sends a fixed set of requests, stops the server with SIGTERM, and checks
 that InfluxDB holds exactly one timing per request, under route templates only. The apps
 flush every 60 s: what is stored was delivered while the server shut down. uvicorn ends
-its process (and each gunicorn worker running it) by raising that SIGTERM again, so no
-exit handler runs: the ASGI middleware's flush at lifespan shutdown is all there is.
+its process (and each gunicorn worker running it) by raising that SIGTERM again once it
+has shut down: the ASGI middleware flushes at lifespan shutdown, and Kaneda's SIGTERM
+handler (or, in a worker of ``uvicorn --workers``, the end of the server's shutdown)
+delivers what every Metrics of the process has left.
 """
 
 from __future__ import annotations
@@ -163,3 +165,40 @@ def test_fastapi_under_gunicorn_with_uvicorn_workers_into_influxdb(
     ]  # fmt: skip
     expected = expected_counts("/items/{item_id}", "/items/{item_id}")
     run_load(command, port, database, influx_server, server_log, expected)
+
+
+@pytest.mark.parametrize("lifespan", ["auto", "off"])
+def test_every_metrics_of_uvicorn_workers_delivers_into_influxdb(
+    influx_server: Any, database: str, server_log: Path, lifespan: str
+) -> None:
+    """``uvicorn --workers 2``: each worker imports the application while uvicorn holds
+    SIGTERM, and ends by raising it again with the default action back. Without lifespan
+    nothing was stored; with it, the middleware's Metrics only (here none of the 101
+    counts of the application's own)."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--no-access-log",
+        "--workers", "2",
+        "--lifespan", lifespan,
+        "two_metrics_app:app",
+    ]  # fmt: skip
+    expected = expected_counts("/items/{item_id}", "/items/{item_id}")
+    expected[("/items/{item_id}", "200")] += 1  # the request that waits for a worker
+    process = start(command, database, influx_server, server_log)
+    try:
+        wait_for_port(port, process, server_log)
+        # The parent listens before its workers have imported the application: one
+        # request, waited for, is served once a worker is up.
+        drive(port, [("/items/0", "GET", None, 1)], workers=1, timeout=180)
+        drive(port, LOAD)
+    finally:
+        code = stop(process)
+    log = server_log.read_text()
+    assert code == 0, log[-3000:]  # the parent exits once its workers are gone
+    assert influx_counts(influx_server, database, "timing") == expected, log[-3000:]
+    assert influx_counts(influx_server, database, "counter", "app.requests") == {
+        ("any", ""): REQUESTS + 1
+    }, log[-3000:]

@@ -58,8 +58,11 @@ def wait_for_port(port: int, process: Any, log: Any, timeout: float = 30) -> Non
     wait_until(accepting, timeout=timeout, what=f"a server on port {port}", log=log)
 
 
-def drive(port: int, load: list[tuple[str, str, Any, int]], workers: int = 4) -> None:
-    """Send every request of ``load`` (path, method, _, times), a few at a time."""
+def drive(
+    port: int, load: list[tuple[str, str, Any, int]], workers: int = 4, timeout: float = 10
+) -> None:
+    """Send every request of ``load`` (path, method, _, times), a few at a time, each
+    answered within ``timeout`` seconds."""
     import urllib.error
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
@@ -69,7 +72,7 @@ def drive(port: int, load: list[tuple[str, str, Any, int]], workers: int = 4) ->
             f"http://127.0.0.1:{port}{path}", method=method, data=b"" if method == "POST" else None
         )
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 response.read()
                 return int(response.status)
         except urllib.error.HTTPError as error:
