@@ -12,6 +12,7 @@ application processes and delivery that survives a worker's crash, use
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -150,31 +151,51 @@ def pull_messages(connection_url: str, handler: MessageHandler, stop: Any) -> No
         while not stop.is_set():
             if not socket.poll(500):
                 continue
-            calls = []
-            for _ in range(1000):
-                try:
-                    payload = socket.recv_json(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                except ValueError as error:
-                    handler.reject(f"a kaneda 1.0 message is not JSON: {error}")
-                    continue
-                if not isinstance(payload, dict) or not {"name", "metric", "value"} <= set(payload):
-                    handler.reject(f"not a kaneda 1.0 message: {payload!r:.200}")
-                    continue
-                calls.append(tuple(payload.get(field) for field in FIELDS))
-            # PULL cannot put a message back: keep what the backend could not take, and
-            # try again (the handler waits a little longer each time).
-            while calls and not stop.is_set():
-                outcomes = handler.handle_legacy_many(calls)
-                calls = [
-                    call
-                    for call, outcome in zip(calls, outcomes, strict=True)
-                    if outcome.verdict is Verdict.RETRY
-                ]
+            calls: list[tuple[Any, ...]] = []
+            try:
+                for _ in range(1000):
+                    try:
+                        frame = socket.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    call = legacy_call(frame, handler)
+                    if call is not None:
+                        calls.append(call)
+            finally:
+                # Even if reading a frame raised: what was taken before it is delivered.
+                deliver_legacy(calls, handler, stop)
     finally:
         socket.close(linger=0)
         context.term()
+
+
+def legacy_call(frame: bytes, handler: MessageHandler) -> tuple[Any, ...] | None:
+    """The call a kaneda 1.0 frame holds, or None (counted and logged as poison)."""
+    try:
+        payload = json.loads(frame)
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
+        reason = "nested too deep" if isinstance(error, RecursionError) else error
+        handler.reject(f"a kaneda 1.0 message is not JSON: {reason}: {frame[:120]!r}")
+        return None
+    except Exception as error:  # noqa: BLE001 - one frame must not stop the worker
+        handler.reject(f"a kaneda 1.0 message could not be read: {error!r:.200}")
+        return None
+    if not isinstance(payload, dict) or not {"name", "metric", "value"} <= set(payload):
+        handler.reject(f"not a kaneda 1.0 message: {payload!r:.200}")
+        return None
+    return tuple(payload.get(field) for field in FIELDS)
+
+
+def deliver_legacy(calls: list[tuple[Any, ...]], handler: MessageHandler, stop: Any) -> None:
+    """Deliver ``calls``; PULL cannot put a message back: keep what the backend could not
+    take, and try again (the handler waits a little longer each time) until ``stop``."""
+    while calls and not stop.is_set():
+        outcomes = handler.handle_legacy_many(calls)
+        calls = [
+            call
+            for call, outcome in zip(calls, outcomes, strict=True)
+            if outcome.verdict is Verdict.RETRY
+        ]
 
 
 if __name__ == "__main__":
