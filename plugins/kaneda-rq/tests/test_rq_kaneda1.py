@@ -115,3 +115,83 @@ def test_our_face_to_genuine_kaneda_1s_job(
     assert worker.popen.wait(120) == 0, worker.log()
     assert "kaneda.tasks.rq.report" in worker.log()
     assert count_points(influx_server, influx_db) == 12
+
+
+def name_as(server: InfluxServer, database: str, name: str) -> dict[str, int]:
+    """How many gauges ``database`` holds under ``name`` as a field (kaneda 1.0's layout)
+    and as a tag (this version's)."""
+
+    def count(kind: str) -> int:
+        query = f"SELECT count(value) FROM gauge WHERE \"name\"::{kind} = '{name}'"
+        series = server.query(query, db=database)["results"][0].get("series", [])
+        return int(series[0]["values"][0][1]) if series else 0
+
+    return {"field": count("field"), "tag": count("tag")}
+
+
+#: ``python producer.py RQ_URL COUNT NAME``: one batch of COUNT gauges, in this format.
+BATCH_PRODUCER = """
+import sys
+from kaneda_core import connect
+
+metrics = connect(sys.argv[1])
+for n in range(int(sys.argv[2])):
+    metrics.gauge(sys.argv[3], n, tags={"n": str(n)})
+assert metrics.close(timeout=30) == 0
+"""
+
+
+def test_kaneda_worker_stores_kaneda_1s_jobs_in_kaneda_1s_layout_and_batches_in_this_ones(
+    processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
+    influx_url: str, kaneda1: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    # A genuine kaneda 1.0 worker stores them in its layout (the name a field): stored in
+    # this version's (the name a tag), a 1.0 dashboard's WHERE "name" = '...' missed them.
+    queue_name = f"legacy-{os.urandom(3).hex()}"
+    env = producer_env(tmp_path, kaneda1_environment(kaneda1))
+    producer = processes.python(
+        "kaneda1-producer", LEGACY_PRODUCER, redis_server.url, queue_name, "40", "1.0", env=env
+    )
+    assert producer.popen.wait(60) == 0, producer.log()
+    url = f"rq://127.0.0.1:{redis_server.port}/0?queue_name={queue_name}"
+    batches = processes.python("producer", BATCH_PRODUCER, url, "30", "batch.rq")
+    assert batches.popen.wait(60) == 0, batches.log()
+    worker = processes.worker(url, influx_url)
+    wait_until(lambda: count_points(influx_server, influx_db) == 70, 60, worker.log)
+    assert worker.stop() == 0
+    assert name_as(influx_server, influx_db, "legacy.rq") == {"field": 40, "tag": 0}
+    assert name_as(influx_server, influx_db, "batch.rq") == {"field": 0, "tag": 30}
+    assert "kaneda 1.0's messages are stored in kaneda 1.0's layout" in worker.log()
+
+
+def test_a_layout_the_worker_url_names_is_the_one_kaneda_1s_jobs_are_stored_in(
+    processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
+    influx_url: str, kaneda1: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    queue_name = f"legacy-{os.urandom(3).hex()}"
+    env = producer_env(tmp_path, kaneda1_environment(kaneda1))
+    producer = processes.python(
+        "kaneda1-producer", LEGACY_PRODUCER, redis_server.url, queue_name, "20", "1.0", env=env
+    )
+    assert producer.popen.wait(60) == 0, producer.log()
+    url = f"rq://127.0.0.1:{redis_server.port}/0?queue_name={queue_name}"
+    worker = processes.worker(url, f"{influx_url}&layout=kaneda2")
+    wait_until(lambda: count_points(influx_server, influx_db) == 20, 60, worker.log)
+    assert worker.stop() == 0
+    assert name_as(influx_server, influx_db, "legacy.rq") == {"field": 0, "tag": 20}
+
+
+def test_rqs_own_worker_stores_kaneda_1s_jobs_into_kaneda_url_in_kaneda_1s_layout(
+    processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
+    influx_url: str, kaneda1: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    queue_name = f"legacy-{os.urandom(3).hex()}"
+    env = producer_env(tmp_path, kaneda1_environment(kaneda1))
+    producer = processes.python(
+        "kaneda1-producer", LEGACY_PRODUCER, redis_server.url, queue_name, "12", "1.0", env=env
+    )
+    assert producer.popen.wait(60) == 0, producer.log()
+    ours = {**os.environ, "KANEDA_URL": influx_url}
+    worker = processes.python("rq-worker", RQ_WORKER, redis_server.url, queue_name, env=ours)
+    assert worker.popen.wait(120) == 0, worker.log()
+    assert name_as(influx_server, influx_db, "legacy.rq") == {"field": 12, "tag": 0}

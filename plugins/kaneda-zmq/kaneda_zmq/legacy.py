@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -105,12 +106,14 @@ def zmq_task(argv: Sequence[str] | None = None) -> int:
 
     Without ``--connection_url`` the settings module's ``ZMQ_CONNECTION_URL`` is used.
     Metrics go to the settings module's backend (``BACKEND = ...``), or to the one
-    ``KANEDA_URL`` names. It sleeps until a message arrives, unlike kaneda 1.0's, which
-    polled without pause.
+    ``KANEDA_URL`` names, in kaneda 1.0's layout unless the URL names one. It sleeps
+    until a message arrives, unlike kaneda 1.0's, which polled without pause.
     """
     from kaneda.queues import worker_backend
     from kaneda.utils import get_settings
-    from kaneda_core import Metrics
+    from kaneda_core import Metrics, create_backend
+    from kaneda_core.config import URL_VARIABLE
+    from kaneda_core.worker import kaneda1_url
 
     parser = argparse.ArgumentParser(prog="zmqworker", description=zmq_task.__doc__)
     parser.add_argument(
@@ -126,7 +129,11 @@ def zmq_task(argv: Sequence[str] | None = None) -> int:
                 "Pass --connection_url option or define ZMQ_CONNECTION_URL on Kaneda settings "
                 "file before use ZMQ task processor."
             ) from None
-    backend = worker_backend()
+    # KANEDA_URL naming a store: kaneda 1.0's layout, as 1.0's worker stored, unless the
+    # URL names a layout (see kaneda_core.worker.kaneda1_url).
+    url = os.environ.get(URL_VARIABLE, "").strip()
+    legacy_url = kaneda1_url(url) if "://" in url else None
+    backend = create_backend(legacy_url) if legacy_url is not None else worker_backend()
     handler = MessageHandler(Metrics(backend))
     print(f"Running ZMQ worker - listening at {connection_url}.")
     print(f"Using {type(backend).__name__}.", flush=True)

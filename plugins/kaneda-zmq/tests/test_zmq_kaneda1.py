@@ -158,3 +158,27 @@ def test_our_zmqworker_refuses_json_nested_too_deep_and_goes_on(
     assert worker.stop() == 0, worker.log()
     assert "poison=1" in worker.log(), worker.log()
     assert "nested too deep" in worker.log() or "recursion" in worker.log().lower()
+
+
+def test_our_zmqworker_stores_into_kaneda_url_in_kaneda_1s_layout_unless_it_names_one(
+    processes: Processes, influx_server: InfluxServer, kaneda1: Path
+) -> None:
+    # kaneda 1.0's worker stored the name as a field; into KANEDA_URL's database this
+    # one stored it as a tag (this version's layout), which 1.0's queries missed.
+    for layout, where in (("", "field"), ("&layout=kaneda2", "tag")):
+        database = f"kaneda_{os.urandom(6).hex()}"
+        url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=10{layout}"
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        env = {**os.environ, "KANEDA_URL": url}
+        worker = processes.start("zmqworker", [zmqworker(), "-u", endpoint], env=env)
+        worker.wait_for_log("Running ZMQ worker")
+        producer = processes.python(
+            "kaneda1-producer", LEGACY_PRODUCER, endpoint, "30", "1.0",
+            env=kaneda1_environment(kaneda1),
+        )  # fmt: skip
+        assert producer.popen.wait(60) == 0, producer.log()
+        wait_until(lambda: count_points(influx_server, database) == 30, 30, worker.log)  # noqa: B023
+        assert worker.stop() == 0
+        query = f"SELECT count(value) FROM gauge WHERE \"name\"::{where} = 'legacy.zmq'"
+        [series] = influx_server.query(query, db=database)["results"][0]["series"]
+        assert series["values"][0][1] == 30
