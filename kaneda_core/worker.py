@@ -203,23 +203,42 @@ class MessageHandler:
         return self._deliver(groups)
 
     def handle_legacy(
-        self, name: Any, metric: Any, value: Any, tags: Any = None, id_: Any = None
+        self,
+        name: Any,
+        metric: Any,
+        value: Any,
+        tags: Any = None,
+        id_: Any = None,
+        *,
+        origin: str | None = None,
+        ns: int | None = None,
     ) -> Outcome:
-        """Deliver one kaneda 1.0 message: a single call, stored at the time it arrives."""
-        return self.handle_legacy_many([(name, metric, value, tags, id_)])[0]
+        """Deliver one kaneda 1.0 message: a single call, stored at the time it arrives.
 
-    def handle_legacy_many(self, calls: Sequence[Sequence[Any]]) -> list[Outcome]:
-        """Deliver several kaneda 1.0 messages, each ``(name, metric, value, tags, id_)``."""
+        ``origin`` (the broker's id of the message) and ``ns`` (a time the broker keeps
+        for it): see :func:`~kaneda_core.message.legacy_metric`.
+        """
+        call = (name, metric, value, tags, id_)
+        return self.handle_legacy_many([call], [(origin, ns)])[0]
+
+    def handle_legacy_many(
+        self,
+        calls: Sequence[Sequence[Any]],
+        origins: Sequence[tuple[str | None, int | None]] | None = None,
+    ) -> list[Outcome]:
+        """Deliver several kaneda 1.0 messages, each ``(name, metric, value, tags, id_)``;
+        ``origins`` gives each one's ``(origin, ns)`` (see :meth:`handle_legacy`)."""
         if self._legacy_metrics is not None:
-            return self._legacy_handler().handle_legacy_many(calls)
+            return self._legacy_handler().handle_legacy_many(calls, origins)
         groups: list[list[Metric] | Outcome] = []
-        for call in calls:
+        for index, call in enumerate(calls):
             if not 3 <= len(call) <= 5:
                 groups.append(
                     Outcome(Verdict.POISON, f"a kaneda 1.0 call has 3 to 5 fields, got {call!r}")
                 )
                 continue
-            groups.append([legacy_metric(*call)])
+            origin, ns = origins[index] if origins is not None else (None, None)
+            groups.append([legacy_metric(*call, origin=origin, ns=ns)])
         return self._deliver(groups)
 
     def _legacy_handler(self) -> MessageHandler:

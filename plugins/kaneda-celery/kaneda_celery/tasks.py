@@ -70,7 +70,10 @@ def report(task: Task, *args: Any, **kwargs: Any) -> int:
             f"got {_arguments(args, kwargs)}"
         )
         return conclude(task, handler.reject(reason))
-    return conclude(task, handler.handle_legacy(*call))
+    # The task's id is the same each time the broker delivers it (a worker killed
+    # before it acknowledged): the call's id, so that stores keying by id keep one copy.
+    # Celery keeps no time for a message: it is stored at the time it arrives.
+    return conclude(task, handler.handle_legacy(*call, origin=task.request.id))
 
 
 def _legacy_call(

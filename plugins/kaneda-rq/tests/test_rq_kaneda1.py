@@ -7,6 +7,7 @@ one per metric, on the queue ``kaneda``. Genuine kaneda 1.0 comes from PyPI.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from brokers import RedisServer
@@ -195,3 +196,47 @@ def test_rqs_own_worker_stores_kaneda_1s_jobs_into_kaneda_url_in_kaneda_1s_layou
     worker = processes.python("rq-worker", RQ_WORKER, redis_server.url, queue_name, env=ours)
     assert worker.popen.wait(120) == 0, worker.log()
     assert name_as(influx_server, influx_db, "legacy.rq") == {"field": 12, "tag": 0}
+
+
+def test_a_kaneda_1_job_run_twice_is_stored_once(
+    processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
+    influx_url: str, kaneda1: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    # A job comes back when its worker is killed before it finished. Stamped at arrival
+    # and given no id, its metric was stored again (a new time, a new document); it now
+    # keeps its job's creation time and id.
+    from redis import Redis
+    from rq import Queue
+    from rq.registry import FinishedJobRegistry
+
+    queue_name = f"legacy-{os.urandom(3).hex()}"
+    env = producer_env(tmp_path, kaneda1_environment(kaneda1))
+    producer = processes.python(
+        "kaneda1-producer", LEGACY_PRODUCER, redis_server.url, queue_name, "20", "1.0", env=env
+    )
+    assert producer.popen.wait(60) == 0, producer.log()
+    url = f"rq://127.0.0.1:{redis_server.port}/0?queue_name={queue_name}"
+    to = f"{influx_url}&layout=kaneda2"  # stores the id, as the document stores do
+    worker = processes.worker(url, to)
+    wait_until(lambda: count_points(influx_server, influx_db) == 20, 60, worker.log)
+    assert worker.stop() == 0
+    queue = Queue(queue_name, connection=Redis.from_url(redis_server.url))
+    job_ids = FinishedJobRegistry(queue=queue).get_job_ids()
+    assert len(job_ids) == 20
+    for job_id in job_ids:  # delivered again, as after a kill
+        job = queue.fetch_job(job_id)
+        assert job is not None
+        queue.enqueue_job(job)
+    worker = processes.worker(url, to)
+
+    def all_finished() -> bool:
+        jobs = [queue.fetch_job(job_id) for job_id in job_ids]
+        return all(job is not None and job.get_status() == "finished" for job in jobs)
+
+    wait_until(lambda: not queue.count and all_finished(), 60, worker.log)
+    time.sleep(1)  # the last one's metric reaches InfluxDB before the job ends: settled
+    assert worker.stop() == 0
+    assert count_points(influx_server, influx_db) == 20
+    answer = influx_server.query("SELECT id FROM gauge", db=influx_db)
+    stored_ids = {row[1] for row in answer["results"][0]["series"][0]["values"]}
+    assert stored_ids == {f"{job_id}-0" for job_id in job_ids}
