@@ -194,15 +194,31 @@ def _refuse_time_or_host(index: int, ns: object, host: object) -> None:
     )
 
 
-def legacy_metric(name: Any, metric: Any, value: Any, tags: Any = None, id_: Any = None) -> Metric:
+def legacy_metric(
+    name: Any,
+    metric: Any,
+    value: Any,
+    tags: Any = None,
+    id_: Any = None,
+    *,
+    ns: int | None = None,
+    origin: str | None = None,
+) -> Metric:
     """The metric of a kaneda 1.0 message (one call, without time or host).
 
     kaneda 1.0's workers stored such a call at the time they received it, under their
-    own host name: so does this.
+    own host name: so does this, unless the broker keeps a time for the message, given
+    as ``ns`` (nanoseconds since the epoch). ``origin``, the broker's id of the message
+    (the same each time it is delivered), makes the id of a call given without one,
+    ``ORIGIN-0`` (the call's index in its message), so that stores keying by id keep
+    one copy of a message delivered twice.
     """
-    ns = now_ns()
+    if ns is None:
+        ns = now_ns()
     if tags is None:
         tags = {}
+    if id_ is None and origin is not None:
+        id_ = f"{origin}-0"
     return Metric(name, metric, value, tags, timestamp_from_ns(ns), host_name(), id_, ns)
 
 

@@ -20,6 +20,7 @@ workers (``celery worker``, ``rq worker``) find their handler with
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -141,15 +142,29 @@ class MessageHandler:
     STORED once its metrics are on disk; otherwise once the backend has them. Several
     threads may call it at once (a consumer with a thread pool): while one waits for
     the backend, another reads its next message.
+
+    With ``legacy``, kaneda 1.0's messages (:meth:`handle_legacy`) are delivered through
+    the ``Metrics`` it returns, made on the first of them, instead of ``metrics``: the
+    same store in kaneda 1.0's layout (see :func:`kaneda1_url`). They are counted in
+    this handler's :attr:`stats` all the same.
     """
 
-    def __init__(self, metrics: Metrics, *, acknowledge_buffered: bool = False) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        acknowledge_buffered: bool = False,
+        legacy: Callable[[], Metrics] | None = None,
+    ) -> None:
         from .plugins import get_plugin_manager
 
         self.metrics = metrics
         self.acknowledge_buffered = acknowledge_buffered
         self.stats = WorkerStats()
         self._lock = threading.Lock()
+        self._legacy_metrics = legacy
+        self._legacy: MessageHandler | None = None
+        self._legacy_lock = threading.Lock()
         self._retry_pause = 0.0
         self._recorder = _FailureRecorder(metrics.backend)
         track_resettable(self)
@@ -165,9 +180,12 @@ class MessageHandler:
         store before the process exits: stores keep a point sent twice once (InfluxDB's
         same series and time, a document's id)."""
         self._stopping.set()
+        if self._legacy is not None:
+            self._legacy.stop_waiting()
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        self._legacy_lock = threading.Lock()
         self._stopping = threading.Event()
 
     def handle(self, message: Any) -> Outcome:
@@ -185,22 +203,56 @@ class MessageHandler:
         return self._deliver(groups)
 
     def handle_legacy(
-        self, name: Any, metric: Any, value: Any, tags: Any = None, id_: Any = None
+        self,
+        name: Any,
+        metric: Any,
+        value: Any,
+        tags: Any = None,
+        id_: Any = None,
+        *,
+        origin: str | None = None,
+        ns: int | None = None,
     ) -> Outcome:
-        """Deliver one kaneda 1.0 message: a single call, stored at the time it arrives."""
-        return self.handle_legacy_many([(name, metric, value, tags, id_)])[0]
+        """Deliver one kaneda 1.0 message: a single call, stored at the time it arrives.
 
-    def handle_legacy_many(self, calls: Sequence[Sequence[Any]]) -> list[Outcome]:
-        """Deliver several kaneda 1.0 messages, each ``(name, metric, value, tags, id_)``."""
+        ``origin`` (the broker's id of the message) and ``ns`` (a time the broker keeps
+        for it): see :func:`~kaneda_core.message.legacy_metric`.
+        """
+        call = (name, metric, value, tags, id_)
+        return self.handle_legacy_many([call], [(origin, ns)])[0]
+
+    def handle_legacy_many(
+        self,
+        calls: Sequence[Sequence[Any]],
+        origins: Sequence[tuple[str | None, int | None]] | None = None,
+    ) -> list[Outcome]:
+        """Deliver several kaneda 1.0 messages, each ``(name, metric, value, tags, id_)``;
+        ``origins`` gives each one's ``(origin, ns)`` (see :meth:`handle_legacy`)."""
+        if self._legacy_metrics is not None:
+            return self._legacy_handler().handle_legacy_many(calls, origins)
         groups: list[list[Metric] | Outcome] = []
-        for call in calls:
+        for index, call in enumerate(calls):
             if not 3 <= len(call) <= 5:
                 groups.append(
                     Outcome(Verdict.POISON, f"a kaneda 1.0 call has 3 to 5 fields, got {call!r}")
                 )
                 continue
-            groups.append([legacy_metric(*call)])
+            origin, ns = origins[index] if origins is not None else (None, None)
+            groups.append([legacy_metric(*call, origin=origin, ns=ns)])
         return self._deliver(groups)
+
+    def _legacy_handler(self) -> MessageHandler:
+        """The handler of kaneda 1.0's messages, made on first use (see ``legacy``)."""
+        legacy = self._legacy
+        if legacy is not None:
+            return legacy
+        with self._legacy_lock:
+            if self._legacy is None:
+                assert self._legacy_metrics is not None
+                self._legacy = _LegacyHandler(self, self._legacy_metrics())
+                if self._stopping.is_set():
+                    self._legacy.stop_waiting()
+            return self._legacy
 
     def reject(self, reason: str) -> Outcome:
         """Count and log a message the consumer could not even read off its transport."""
@@ -223,7 +275,11 @@ class MessageHandler:
         self._closed = True
         if timeout is None and self._stopping.is_set():
             timeout = STOPPING_CLOSE_TIMEOUT
+        with self._legacy_lock:
+            legacy, self._legacy_metrics = self._legacy, None  # none made from now on
         left = self.metrics.close(timeout)
+        if legacy is not None:
+            left += legacy.close(timeout)
         if get_plugin_manager().is_registered(self._recorder):
             get_plugin_manager().unregister(self._recorder)
         return left
@@ -373,6 +429,50 @@ class MessageHandler:
             self._retry_pause = 0.0
 
 
+class _LegacyHandler(MessageHandler):
+    """Delivers an owner handler's kaneda 1.0 messages through a ``Metrics`` of their own,
+    and counts them in the owner's stats."""
+
+    def __init__(self, owner: MessageHandler, metrics: Metrics) -> None:
+        super().__init__(metrics, acknowledge_buffered=owner.acknowledge_buffered)
+        self._owner = owner
+        self.stats = owner.stats
+
+    def _count(self, outcomes: Sequence[Outcome]) -> None:
+        with self._owner._lock:  # the owner's counters, under the owner's lock
+            self._owner._count(outcomes)
+
+
+def kaneda1_url(url: str) -> str | None:
+    """``url`` with ``layout=kaneda1``, for kaneda 1.0's messages, or None to keep ``url``.
+
+    kaneda 1.0's workers stored its messages in kaneda 1.0's layout, and the ``kaneda``
+    package's backends still do: a worker given a store's URL stores them in that
+    layout too, unless the URL names a layout itself (``?layout=kaneda2``), so that a
+    database written by kaneda 1.0 keeps one layout whatever worker delivers into it.
+    None when the URL names a layout, or its backend has no ``layout`` option (a queue,
+    ``memory://``), or its default layout is kaneda 1.0's already.
+    """
+    import inspect
+    from urllib.parse import parse_qsl, urlsplit
+
+    from .config import backend_name
+    from .layouts import KANEDA1
+    from .registry import load_backend
+
+    try:
+        query = urlsplit(url.strip()).query
+        if any(key == "layout" for key, _ in parse_qsl(query, keep_blank_values=True)):
+            return None
+        parameter = inspect.signature(load_backend(backend_name(url))).parameters.get("layout")
+    except Exception:  # noqa: BLE001 - a URL the worker cannot use: its own error says why
+        return None
+    if parameter is None or parameter.default == KANEDA1:
+        return None
+    base, mark, fragment = url.strip().partition("#")
+    return f"{base}{'&' if '?' in base else '?'}layout={KANEDA1}{mark}{fragment}"
+
+
 def _key(metric: Metric) -> tuple[Any, ...]:
     key = (metric.id, metric.epoch_ns, metric.name, metric.kind)
     try:
@@ -456,7 +556,8 @@ def current_handler(backend: Callable[[], Backend] | None = None) -> MessageHand
 
     The one ``kaneda worker`` installed; otherwise (an engine's own worker) one made on
     first use from ``backend()``, or from ``KANEDA_URL`` or the settings module, and kept
-    for this process (a forked child makes its own).
+    for this process (a forked child makes its own). With ``KANEDA_URL``, kaneda 1.0's
+    messages go to its store in kaneda 1.0's layout (see :func:`kaneda1_url`).
     """
     installed = _installed
     if installed is not None and installed[0] == os.getpid():
@@ -464,10 +565,15 @@ def current_handler(backend: Callable[[], Backend] | None = None) -> MessageHand
     with _install_lock:
         installed = _installed
         if installed is None or installed[0] != os.getpid():
+            from .config import URL_VARIABLE
             from .metrics import Metrics
 
             metrics = Metrics(backend() if backend is not None else None)
-            install_handler(MessageHandler(metrics))
+            # KANEDA_URL names the store: kaneda 1.0's messages in kaneda 1.0's layout.
+            url = os.environ.get(URL_VARIABLE, "").strip()
+            legacy_url = kaneda1_url(url) if "://" in url else None
+            legacy = None if legacy_url is None else functools.partial(Metrics, legacy_url)
+            install_handler(MessageHandler(metrics, legacy=legacy))
             installed = _installed
         assert installed is not None
         return installed[1]
@@ -545,6 +651,28 @@ def exit_unless_stopped_within(seconds: float, broker: str) -> None:
         _stop_watch = None
 
 
+def _legacy_metrics(to: str, metrics_options: dict[str, Any]) -> Callable[[], Metrics] | None:
+    """What makes the ``Metrics`` a worker delivers kaneda 1.0's messages through, if not
+    its own: ``to`` in kaneda 1.0's layout (see :func:`kaneda1_url`), with a disk buffer
+    of its own beside the worker's (``worker-kaneda1.sqlite`` for ``worker.sqlite``)."""
+    from .config import create_backend
+    from .metrics import Metrics
+
+    url = kaneda1_url(to)
+    if url is None:
+        return None
+    options = dict(metrics_options)
+    if options.get("buffer_path") is not None:
+        root, extension = os.path.splitext(os.fspath(options["buffer_path"]))
+        options["buffer_path"] = f"{root}-kaneda1{extension}"
+
+    def make() -> Metrics:
+        log.info("Kaneda worker: kaneda 1.0's messages are stored in kaneda 1.0's layout")
+        return Metrics(create_backend(url), **options)
+
+    return make
+
+
 def run_worker(queue_url: str, to: str, **metrics_options: Any) -> WorkerStats:
     """Deliver what arrives on ``queue_url`` to the backend ``to`` until SIGTERM or SIGINT.
 
@@ -567,7 +695,9 @@ def run_worker(queue_url: str, to: str, **metrics_options: Any) -> WorkerStats:
     metrics_options.setdefault("overflow", "drop_newest")
     metrics = Metrics(create_backend(to), **metrics_options)
     handler = MessageHandler(
-        metrics, acknowledge_buffered=metrics_options.get("buffer_path") is not None
+        metrics,
+        acknowledge_buffered=metrics_options.get("buffer_path") is not None,
+        legacy=_legacy_metrics(to, metrics_options),
     )
     install_handler(handler)
     log.info(

@@ -20,6 +20,8 @@ from kaneda_core.message import (
 )
 from kaneda_core.model import timestamp_from_ns
 
+PAST_NS = 1_600_000_000_123_456_789
+
 text = st.text(min_size=1, max_size=20)
 scalars = st.one_of(
     text,
@@ -107,3 +109,13 @@ def test_a_kaneda_1_call_is_stamped_when_it_arrives_on_this_host() -> None:
         "hits", "counter", 1, {}, None,
     )  # fmt: skip
     assert metric.host == before.host and metric.epoch_ns >= before.epoch_ns
+
+
+def test_a_kaneda_1_message_takes_its_id_and_time_from_the_broker_when_it_keeps_them() -> None:
+    # Delivered twice (a worker killed before it acknowledged), it is the same metric.
+    first = legacy_metric("hits", "counter", 1, None, None, origin="job-7", ns=PAST_NS)
+    again = legacy_metric("hits", "counter", 1, None, None, origin="job-7", ns=PAST_NS)
+    assert first == again and first.id == "job-7-0" and first.epoch_ns == PAST_NS
+    assert first.timestamp == timestamp_from_ns(PAST_NS)
+    own = legacy_metric("hits", "counter", 1, None, "mine", origin="job-7")
+    assert own.id == "mine"  # the call's own id wins

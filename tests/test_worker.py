@@ -28,6 +28,7 @@ from kaneda_core.worker import (
     Verdict,
     current_handler,
     install_handler,
+    kaneda1_url,
     load_queue_backend,
 )
 
@@ -277,6 +278,45 @@ def test_a_kaneda_1_call_is_stored_at_arrival_and_bad_ones_are_poison() -> None:
     [stored] = handler.metrics.backend.metrics  # type: ignore[attr-defined]
     assert (stored.name, stored.value, stored.tags) == ("hits", 1, {"page": "/"})
     handler.close()
+
+
+def test_kaneda_1_calls_go_through_the_legacy_metrics_and_count_in_the_handlers_stats() -> None:
+    legacy_backend = MemoryBackend()
+    made: list[Metrics] = []
+
+    def legacy() -> Metrics:
+        made.append(Metrics(legacy_backend, retry=ONE_TRY))
+        return made[-1]
+
+    handler = MessageHandler(Metrics(MemoryBackend(), retry=ONE_TRY), legacy=legacy)
+    assert handler.handle(encode_batch([produced("batch")])).verdict is Verdict.STORED
+    assert not made  # made on the first kaneda 1.0 message only
+    assert handler.handle_legacy("hits", "counter", 1, None, None).verdict is Verdict.STORED
+    assert handler.handle_legacy("", "gauge", 1, None, None).verdict is Verdict.POISON
+    assert [m.name for m in legacy_backend.metrics] == ["hits"]
+    assert [m.name for m in handler.metrics.backend.metrics] == ["batch"]  # type: ignore[attr-defined]
+    assert (handler.stats.messages, handler.stats.stored, handler.stats.poison) == (3, 2, 1)
+    assert handler.close() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("influxdb://h:8086/db", "influxdb://h:8086/db?layout=kaneda1"),
+        ("influxdb://h:8086/db?timeout=5", "influxdb://h:8086/db?timeout=5&layout=kaneda1"),
+        ("influxdb://h:8086/db?layout=kaneda2", None),  # named: kept
+        ("influxdb://h:8086/db?layout=kaneda1", None),
+        ("mongodb://h/db?collection_name=m", "mongodb://h/db?collection_name=m&layout=kaneda1"),
+        ("logger:///tmp/x.log", "logger:///tmp/x.log?layout=kaneda1"),
+        ("memory://", None),  # no layout option
+        ("rq://h:6379/0?queue_name=next", None),  # a queue: its own worker decides
+        ("nosuchscheme://h/", None),
+    ],
+)
+def test_kaneda_1s_messages_are_stored_in_kaneda_1s_layout_unless_the_url_names_one(
+    url: str, expected: str | None
+) -> None:
+    assert kaneda1_url(url) == expected
 
 
 def test_with_a_disk_buffer_a_message_is_acknowledged_once_on_disk(tmp_path: Path) -> None:

@@ -38,17 +38,54 @@ def register_tasks(app: Celery) -> None:
     app.task(name=LEGACY_TASK, **TASK_OPTIONS)(report)
 
 
-def deliver(task: Task, message: Any) -> int:
-    """Deliver one batch message; returns how many metrics the backend stored."""
-    return conclude(task, current_handler().handle(message))
+def deliver(task: Task, *args: Any, **kwargs: Any) -> int:
+    """Deliver one batch message; returns how many metrics the backend stored.
+
+    Any arguments are taken, so that a message called with the wrong ones reaches
+    Kaneda (Celery would raise ``TypeError`` and acknowledge it) and is moved aside.
+    """
+    handler = current_handler()
+    if len(args) == 1 and not kwargs:
+        return conclude(task, handler.handle(args[0]))
+    if not args and list(kwargs) == ["message"]:
+        return conclude(task, handler.handle(kwargs["message"]))
+    reason = f"{TASK} takes one argument, the batch message; got {_arguments(args, kwargs)}"
+    return conclude(task, handler.reject(reason))
 
 
-def report(task: Task, name: Any, metric: Any, value: Any, tags: Any, id_: Any = None) -> int:
-    """Deliver one kaneda 1.0 call (stored at the time it arrives, as kaneda 1.0 did)."""
+def report(task: Task, *args: Any, **kwargs: Any) -> int:
+    """Deliver one kaneda 1.0 call (stored at the time it arrives, as kaneda 1.0 did).
+
+    ``(name, metric, value, tags, id_=None)``, by position or name; a call that does
+    not fit is moved aside.
+    """
     from kaneda.queues import worker_backend
 
     handler = current_handler(worker_backend)
-    return conclude(task, handler.handle_legacy(name, metric, value, tags, id_))
+    try:
+        call = _legacy_call(*args, **kwargs)
+    except TypeError:
+        reason = (
+            f"{LEGACY_TASK} takes (name, metric, value, tags, id_=None); "
+            f"got {_arguments(args, kwargs)}"
+        )
+        return conclude(task, handler.reject(reason))
+    # The task's id is the same each time the broker delivers it (a worker killed
+    # before it acknowledged): the call's id, so that stores keying by id keep one copy.
+    # Celery keeps no time for a message: it is stored at the time it arrives.
+    return conclude(task, handler.handle_legacy(*call, origin=task.request.id))
+
+
+def _legacy_call(
+    name: Any, metric: Any, value: Any, tags: Any, id_: Any = None
+) -> tuple[Any, Any, Any, Any, Any]:
+    return name, metric, value, tags, id_
+
+
+def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    text = ", ".join([*map(repr, args), *(f"{key}={value!r}" for key, value in kwargs.items())])
+    text = f"({text})"
+    return text if len(text) <= 200 else text[:200] + "...)"
 
 
 def conclude(task: Task, outcome: Outcome) -> int:

@@ -137,6 +137,35 @@ def test_a_poison_message_is_moved_aside_and_the_worker_carries_on(
     app.close()
 
 
+def test_a_task_called_with_the_wrong_arguments_is_moved_aside_too(
+    processes: Processes, broker: str, influx_server: InfluxServer, influx_db: str,
+    influx_url: str,
+) -> None:  # fmt: skip
+    # Celery raised TypeError calling the task before any of Kaneda's code ran, and
+    # acknowledged the message: it was lost, neither moved aside nor counted.
+    queue_name = f"arity-{os.urandom(3).hex()}"
+    url = celery_url(broker, queue_name)
+    app = Celery(broker=broker, set_as_current=False)
+    app.send_task("kaneda.deliver", args=(), queue=queue_name)
+    app.send_task("kaneda.deliver", args=("a", "b"), queue=queue_name)
+    app.send_task("kaneda.deliver", kwargs={"msg": "x"}, queue=queue_name)
+    app.send_task("kaneda.tasks.celery.report", args=("n", "gauge"), queue=queue_name)
+    app.send_task(
+        "kaneda.tasks.celery.report", args=("n", "gauge", 1, None, None, 6), queue=queue_name
+    )
+    producer = processes.python("producer", PRODUCER, url, "500", "app")
+    assert producer.popen.wait(60) == 0, producer.log()
+    worker = processes.worker(url, influx_url)
+    wait_until(lambda: count_points(influx_server, influx_db) == 500, 60, worker.log)
+    wait_until(lambda: queue_length(broker, f"{queue_name}.dead") == 5, 30, worker.log)
+    assert worker.alive() and queue_length(broker, queue_name) == 0
+    assert worker.stop() == 0
+    assert final_stats(worker.log())["poison"] == 5
+    assert "kaneda.deliver takes one argument" in worker.log()
+    assert "kaneda.tasks.celery.report takes" in worker.log()
+    app.close()
+
+
 def test_rabbitmq_down_at_start_and_mid_stream_loses_nothing(
     processes: Processes, influx_server: InfluxServer, influx_db: str, influx_url: str,
 ) -> None:  # fmt: skip

@@ -106,3 +106,32 @@ def test_our_face_to_genuine_kaneda_1s_task(
     worker.stop()
     # kaneda 1.0's own module ran the task (its worker does not speak of a "Kaneda worker").
     assert "Task kaneda.tasks.celery.report" in worker.log() and "Kaneda" not in worker.log()
+
+
+def test_a_kaneda_1_task_delivered_twice_carries_one_id(
+    processes: Processes, redis_server: RedisServer, influx_server: InfluxServer, influx_db: str,
+    influx_url: str,
+) -> None:  # fmt: skip
+    # A task comes back when its worker is killed before it acknowledged, with the same
+    # task id. Its metric had no id, so document stores kept both copies; it now has
+    # TASK_ID-0. Celery keeps no time for a message: InfluxDB, keying by time, keeps two.
+    from celery import Celery
+
+    queue_name = f"legacy-{os.urandom(3).hex()}"
+    app = Celery(broker=redis_server.url, set_as_current=False)
+    for _ in range(2):  # the same message, delivered twice
+        app.send_task(
+            "kaneda.tasks.celery.report", args=("twice", "gauge", 1, {"a": "b"}, None),
+            queue=queue_name, task_id="task-7",
+        )  # fmt: skip
+    app.send_task(
+        "kaneda.tasks.celery.report", args=("own", "gauge", 2, None, "mine"), queue=queue_name
+    )
+    url = f"celery+{redis_server.url}?queue_name={queue_name}"
+    worker = processes.worker(url, f"{influx_url}&layout=kaneda2")
+    wait_until(lambda: count_points(influx_server, influx_db) == 3, 60, worker.log)
+    assert worker.stop() == 0
+    answer = influx_server.query('SELECT "name"::tag, id FROM gauge', db=influx_db)
+    rows = sorted((row[1], row[2]) for row in answer["results"][0]["series"][0]["values"])
+    assert rows == [("own", "mine"), ("twice", "task-7-0"), ("twice", "task-7-0")]
+    app.close()

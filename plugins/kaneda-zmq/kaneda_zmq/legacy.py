@@ -12,7 +12,9 @@ application processes and delivery that survives a worker's crash, use
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -104,12 +106,14 @@ def zmq_task(argv: Sequence[str] | None = None) -> int:
 
     Without ``--connection_url`` the settings module's ``ZMQ_CONNECTION_URL`` is used.
     Metrics go to the settings module's backend (``BACKEND = ...``), or to the one
-    ``KANEDA_URL`` names. It sleeps until a message arrives, unlike kaneda 1.0's, which
-    polled without pause.
+    ``KANEDA_URL`` names, in kaneda 1.0's layout unless the URL names one. It sleeps
+    until a message arrives, unlike kaneda 1.0's, which polled without pause.
     """
     from kaneda.queues import worker_backend
     from kaneda.utils import get_settings
-    from kaneda_core import Metrics
+    from kaneda_core import Metrics, create_backend
+    from kaneda_core.config import URL_VARIABLE
+    from kaneda_core.worker import kaneda1_url
 
     parser = argparse.ArgumentParser(prog="zmqworker", description=zmq_task.__doc__)
     parser.add_argument(
@@ -125,7 +129,11 @@ def zmq_task(argv: Sequence[str] | None = None) -> int:
                 "Pass --connection_url option or define ZMQ_CONNECTION_URL on Kaneda settings "
                 "file before use ZMQ task processor."
             ) from None
-    backend = worker_backend()
+    # KANEDA_URL naming a store: kaneda 1.0's layout, as 1.0's worker stored, unless the
+    # URL names a layout (see kaneda_core.worker.kaneda1_url).
+    url = os.environ.get(URL_VARIABLE, "").strip()
+    legacy_url = kaneda1_url(url) if "://" in url else None
+    backend = create_backend(legacy_url) if legacy_url is not None else worker_backend()
     handler = MessageHandler(Metrics(backend))
     print(f"Running ZMQ worker - listening at {connection_url}.")
     print(f"Using {type(backend).__name__}.", flush=True)
@@ -150,31 +158,51 @@ def pull_messages(connection_url: str, handler: MessageHandler, stop: Any) -> No
         while not stop.is_set():
             if not socket.poll(500):
                 continue
-            calls = []
-            for _ in range(1000):
-                try:
-                    payload = socket.recv_json(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                except ValueError as error:
-                    handler.reject(f"a kaneda 1.0 message is not JSON: {error}")
-                    continue
-                if not isinstance(payload, dict) or not {"name", "metric", "value"} <= set(payload):
-                    handler.reject(f"not a kaneda 1.0 message: {payload!r:.200}")
-                    continue
-                calls.append(tuple(payload.get(field) for field in FIELDS))
-            # PULL cannot put a message back: keep what the backend could not take, and
-            # try again (the handler waits a little longer each time).
-            while calls and not stop.is_set():
-                outcomes = handler.handle_legacy_many(calls)
-                calls = [
-                    call
-                    for call, outcome in zip(calls, outcomes, strict=True)
-                    if outcome.verdict is Verdict.RETRY
-                ]
+            calls: list[tuple[Any, ...]] = []
+            try:
+                for _ in range(1000):
+                    try:
+                        frame = socket.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    call = legacy_call(frame, handler)
+                    if call is not None:
+                        calls.append(call)
+            finally:
+                # Even if reading a frame raised: what was taken before it is delivered.
+                deliver_legacy(calls, handler, stop)
     finally:
         socket.close(linger=0)
         context.term()
+
+
+def legacy_call(frame: bytes, handler: MessageHandler) -> tuple[Any, ...] | None:
+    """The call a kaneda 1.0 frame holds, or None (counted and logged as poison)."""
+    try:
+        payload = json.loads(frame)
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
+        reason = "nested too deep" if isinstance(error, RecursionError) else error
+        handler.reject(f"a kaneda 1.0 message is not JSON: {reason}: {frame[:120]!r}")
+        return None
+    except Exception as error:  # noqa: BLE001 - one frame must not stop the worker
+        handler.reject(f"a kaneda 1.0 message could not be read: {error!r:.200}")
+        return None
+    if not isinstance(payload, dict) or not {"name", "metric", "value"} <= set(payload):
+        handler.reject(f"not a kaneda 1.0 message: {payload!r:.200}")
+        return None
+    return tuple(payload.get(field) for field in FIELDS)
+
+
+def deliver_legacy(calls: list[tuple[Any, ...]], handler: MessageHandler, stop: Any) -> None:
+    """Deliver ``calls``; PULL cannot put a message back: keep what the backend could not
+    take, and try again (the handler waits a little longer each time) until ``stop``."""
+    while calls and not stop.is_set():
+        outcomes = handler.handle_legacy_many(calls)
+        calls = [
+            call
+            for call, outcome in zip(calls, outcomes, strict=True)
+            if outcome.verdict is Verdict.RETRY
+        ]
 
 
 if __name__ == "__main__":

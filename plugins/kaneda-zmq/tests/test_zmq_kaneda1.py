@@ -118,3 +118,67 @@ def test_our_face_to_genuine_kaneda_1_zmqworker(
     assert producer.popen.wait(60) == 0, producer.log()
     wait_until(lambda: count_points(influx_server, influx_db) == 200, 30, worker.log)
     worker.kill()  # kaneda 1.0's worker has no way to stop but a signal
+
+
+#: ``python poison_producer.py ENDPOINT``: 50 kaneda 1.0 messages, a frame of JSON nested
+#: deeper than Python reads, 50 more.
+POISON_PRODUCER = """
+import json, sys, time, zmq
+socket = zmq.Context().socket(zmq.PUSH)
+socket.bind(sys.argv[1])
+time.sleep(1)  # the worker connects to the bound socket
+def good(n):
+    socket.send_json({"name": "legacy.zmq", "metric": "gauge", "value": n,
+                      "tags": {"n": str(n)}, "id_": None})
+for n in range(50):
+    good(n)
+socket.send(b"[" * 100000 + b"]" * 100000)
+for n in range(50, 100):
+    good(n)
+time.sleep(1)
+print("sent", flush=True)
+"""
+
+
+def test_our_zmqworker_refuses_json_nested_too_deep_and_goes_on(
+    processes: Processes, influx_server: InfluxServer, influx_db: str, tmp_path: Path
+) -> None:
+    # json.loads raises RecursionError, not ValueError, on such a frame: the worker
+    # exited with it, losing the metrics of its round.
+    influx_settings(tmp_path, influx_server, influx_db)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    worker = processes.start("zmqworker", [zmqworker(), "--connection_url", endpoint], env=env)
+    worker.wait_for_log("Running ZMQ worker")
+    producer = processes.python("producer", POISON_PRODUCER, endpoint, env=env)
+    assert producer.popen.wait(60) == 0, producer.log()
+    wait_until(lambda: count_points(influx_server, influx_db) == 100, 30, worker.log, alive=worker)
+    assert worker.alive(), worker.log()
+    assert worker.stop() == 0, worker.log()
+    assert "poison=1" in worker.log(), worker.log()
+    assert "nested too deep" in worker.log() or "recursion" in worker.log().lower()
+
+
+def test_our_zmqworker_stores_into_kaneda_url_in_kaneda_1s_layout_unless_it_names_one(
+    processes: Processes, influx_server: InfluxServer, kaneda1: Path
+) -> None:
+    # kaneda 1.0's worker stored the name as a field; into KANEDA_URL's database this
+    # one stored it as a tag (this version's layout), which 1.0's queries missed.
+    for layout, where in (("", "field"), ("&layout=kaneda2", "tag")):
+        database = f"kaneda_{os.urandom(6).hex()}"
+        url = f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=10{layout}"
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        env = {**os.environ, "KANEDA_URL": url}
+        worker = processes.start("zmqworker", [zmqworker(), "-u", endpoint], env=env)
+        worker.wait_for_log("Running ZMQ worker")
+        producer = processes.python(
+            "kaneda1-producer", LEGACY_PRODUCER, endpoint, "30", "1.0",
+            env=kaneda1_environment(kaneda1),
+        )  # fmt: skip
+        assert producer.popen.wait(60) == 0, producer.log()
+        wait_until(lambda: count_points(influx_server, database) == 30, 30, worker.log)  # noqa: B023
+        assert worker.stop() == 0
+        query = f"SELECT count(value) FROM gauge WHERE \"name\"::{where} = 'legacy.zmq'"
+        [series] = influx_server.query(query, db=database)["results"][0]["series"]
+        assert series["values"][0][1] == 30
