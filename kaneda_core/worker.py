@@ -34,6 +34,7 @@ from .delivery import BufferFull
 from .errors import ConfigurationError, DeliveryError, InvalidMetric
 from .forking import reinit_after_fork, track_resettable
 from .hookspecs import hookimpl
+from .layouts import KANEDA2
 from .message import IdMaker, MessageError, decode_batch, legacy_metric, with_ids
 from .model import Metric
 
@@ -231,6 +232,10 @@ class MessageHandler:
         if self._legacy_metrics is not None:
             return self._legacy_handler().handle_legacy_many(calls, origins)
         groups: list[list[Metric] | Outcome] = []
+        # kaneda 1.0 gave such a call no id: stored in its layout (or by a backend of the
+        # kaneda package's, or a 1.0 BaseBackend) it keeps none, as 1.0's did (an id is a
+        # MongoDB _id, a RethinkDB id, a log line's key); in this version's, the broker's.
+        keeps_ids = _layout_of(self.metrics.backend) == KANEDA2
         for index, call in enumerate(calls):
             if not 3 <= len(call) <= 5:
                 groups.append(
@@ -238,6 +243,8 @@ class MessageHandler:
                 )
                 continue
             origin, ns = origins[index] if origins is not None else (None, None)
+            if not keeps_ids:
+                origin = None
             groups.append([legacy_metric(*call, origin=origin, ns=ns)])
         return self._deliver(groups)
 
@@ -441,6 +448,12 @@ class _LegacyHandler(MessageHandler):
     def _count(self, outcomes: Sequence[Outcome]) -> None:
         with self._owner._lock:  # the owner's counters, under the owner's lock
             self._owner._count(outcomes)
+
+
+def _layout_of(backend: object) -> str | None:
+    """The name of the layout ``backend`` stores in, if it has one."""
+    layout = getattr(backend, "layout", None)
+    return layout if isinstance(layout, str) else getattr(layout, "name", None)
 
 
 def kaneda1_url(url: str) -> str | None:

@@ -391,3 +391,26 @@ def test_a_metric_whose_field_is_a_json_object_is_refused_and_the_rest_stored(fi
     assert outcome.verdict is Verdict.STORED and outcome.refused == 1
     assert [m.name for m in handler.metrics.backend.metrics] == ["good"]  # type: ignore[attr-defined]
     handler.close()
+
+
+@pytest.mark.parametrize(("layout", "given"), [("kaneda1", None), ("kaneda2", "job-7-0")])
+def test_a_kaneda_1_message_gets_the_brokers_id_only_in_this_versions_layout(
+    layout: str, given: str | None
+) -> None:
+    """kaneda 1.0 stored such a call without an id (MongoDB made an ObjectId, a log line
+    had no ``_id``): in its layout it still has none; in this version's, the broker's id
+    of the message keeps one copy of a message delivered twice."""
+
+    class Laid(MemoryBackend):
+        pass
+
+    backend = Laid()
+    backend.layout = layout  # type: ignore[attr-defined]
+    handler = MessageHandler(Metrics(backend, retry=ONE_TRY))
+    handler.handle_legacy("hits", "counter", 1, None, None, origin="job-7", ns=10**18)
+    handler.handle_legacy("own", "counter", 1, None, "mine", origin="job-8", ns=10**18)
+    handler.close(5)
+    assert [(m.name, m.id, m.epoch_ns) for m in backend.metrics] == [
+        ("hits", given, 10**18),
+        ("own", "mine", 10**18),
+    ]
