@@ -10,18 +10,23 @@ request several times its timeout. Here each step ends by the request's deadline
 * a name is resolved in a daemon thread of Kaneda's, which the request waits for only
   until its deadline. A resolution still running when the next connection is opened is
   waited for again, not asked twice: a resolver that hangs holds one thread per
-  :class:`Resolver` at most (a transport, a client's node). Its answer serves the
-  connection being opened and is then forgotten (caching is the system resolver's
-  business); an answer that came after its request gave up is not used. An IP address
-  is not resolved at all (``getaddrinfo`` with ``AI_NUMERICHOST``, in place).
+  :class:`Resolver` at most (a transport, a client's node, a RethinkDB host and port).
+  Its answer serves the connection being opened and is then forgotten (caching is the
+  system resolver's business); an answer that came after its request gave up is not
+  used. An IP address is not resolved at all (``getaddrinfo`` with ``AI_NUMERICHOST``,
+  in place). The lookup runs inside the fork gate (:mod:`kaneda_core.fork_gate`), as a
+  send does: a fork waits for it (the resolver's locks, the modules it imports, such as
+  ``encodings.idna``) rather than copy it half done.
 * the addresses are tried in order, as ``socket.create_connection`` does, but each is
   given an equal share of the time left, and the last one all of it: a black-holed first
   address costs its share rather than the whole bound, and one refused at once leaves
-  its share to the addresses after it.
-* the TLS handshake is the caller's, on the socket this returns, with the host's name
-  (not the address) as the name the certificate must carry.
+  its share to the addresses after it. Each socket can be handed to the caller as it is
+  made (``opened``), for a watchdog to shut down.
+* the TLS handshake (or RethinkDB's) is the caller's, on the socket this returns, with
+  the host's name (not the address) as the name the certificate must carry.
 
-Used by kaneda-influx's transport and kaneda-elasticsearch's client nodes.
+Used by kaneda-influx's transport, kaneda-elasticsearch's client nodes and
+kaneda-rethink's connections.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from kaneda_core.fork_gate import inside_gate
 from kaneda_core.forking import ThreadStartError, start_thread
 
 #: One answer of ``getaddrinfo``: family, type, protocol, canonical name, address.
@@ -97,7 +104,9 @@ class Resolver:
                 resolution, start = pending, False
         if start:
             try:
-                start_thread(self._lookup, "kaneda-resolve", resolution)
+                # Inside the fork gate, as a send is: a fork waits for the lookup (its
+                # resolver's locks, the modules it imports) rather than copy it half done.
+                start_thread(inside_gate, "kaneda-resolve", self._lookup, resolution)
             except ThreadStartError:  # a thread limit reached: looked up here, unbounded
                 self._lookup(resolution)
         if not resolution.done.wait(max(ends - time.monotonic(), 0.0)):
@@ -140,18 +149,27 @@ class Resolver:
 
 
 def connect_to_any(
-    host: str, port: int, addresses: list[AddressInfo], ends: float, within: str
+    host: str,
+    port: int,
+    addresses: list[AddressInfo],
+    ends: float,
+    within: str,
+    opened: Callable[[socket.socket], None] | None = None,
 ) -> socket.socket:
     """A socket connected to the first of ``addresses`` that takes it, by ``ends``.
 
-    Each attempt has an equal share of the time left (the last one all of it). Raises
-    :class:`RequestTimeout` when the time ran out, naming each address tried;
+    Each attempt has an equal share of the time left (the last one all of it).
+    ``opened``, if given, is called with each socket as it is made, before it connects
+    (for a watchdog to shut it down). Raises :class:`RequestTimeout` when the time ran
+    out, naming each address tried (a single one only once, when ``host`` is it);
     :class:`ConnectFailed` when every address failed before that.
     """
     host = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
     failures: list[str] = []
     out_of_time = False
+    named = not is_ip_address(host) or len(addresses) > 1  # else the target says it
     for index, (family, kind, protocol, _, address) in enumerate(addresses):
+        where = f"{show_address(address)}: " if named else ""
         left = ends - time.monotonic()
         if left <= 0:
             out_of_time = True
@@ -163,20 +181,21 @@ def connect_to_any(
         sock = None
         try:
             sock = socket.socket(family, kind, protocol)
+            if opened is not None:
+                opened(sock)
             sock.settimeout(share)
             sock.connect(address)
         except TimeoutError:
-            failures.append(f"{show_address(address)}: no answer within {share:.2f} s")
+            failures.append(f"{where}no answer within {share:.2f} s")
             out_of_time = last
         except OSError as error:
-            failures.append(f"{show_address(address)}: {error.strerror or error}")
+            failures.append(f"{where}{error.strerror or error}")
         else:
             return sock
         if sock is not None:
             sock.close()
     tried = "; ".join(failures)
-    # "to 127.0.0.1:8086" (its address is named with its failure), "to 'influx.internal'"
-    target = show_address((host, port)) if is_ip_address(host) else f"{host!r} port {port}"
+    target = connect_target(host, port)
     if out_of_time:
         raise RequestTimeout(f"could not connect to {target} {within}: {tried}")
     raise ConnectFailed(f"could not connect to {target}: {tried}")
@@ -195,3 +214,9 @@ def show_address(address: tuple[Any, ...]) -> str:
     """``127.0.0.1:8086``, ``[::1]:8086``."""
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def connect_target(host: str, port: int) -> str:
+    """What an error names as the place connected to: ``127.0.0.1:8086`` (an address),
+    ``'influx.internal' port 8086`` (a name)."""
+    return show_address((host, port)) if is_ip_address(host) else f"{host!r} port {port}"

@@ -243,6 +243,24 @@ def test_whatever_kanedas_threads_import_they_import_inside_the_fork_gate(
     assert result["imported"]["outside"] == [], result["imported"]
 
 
+def test_a_host_name_is_looked_up_inside_the_fork_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kaneda_core.connecting's lookup thread (InfluxDB's, Elasticsearch's and RethinkDB's
+    connections): a first lookup imports encodings.idna, which a fork must not copy half
+    done. The probes above connect to IP addresses, or import it before (InfluxDB's and
+    Elasticsearch's clients), so this asks the Resolver itself."""
+    from kaneda_core.connecting import Resolver
+
+    seen: list[tuple[str, bool]] = []
+
+    def getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
+        seen.append((threading.current_thread().name, gate.entered()))
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 1))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    assert Resolver("gate-probe.internal", 1).resolve(time.monotonic() + 5, "within 5 s")
+    assert seen == [("kaneda-resolve", True)]
+
+
 def test_a_thread_inside_enters_again_without_waiting_for_a_fork_that_waits_for_it() -> None:
     """A hook that reports through a synchronous Metrics while a fork is waiting."""
     from kaneda_core.fork_gate import ForkGate

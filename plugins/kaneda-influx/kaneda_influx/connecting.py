@@ -1,5 +1,6 @@
 """Opening a connection within what is left of a request's bound: see
-:mod:`kaneda_core.connecting`, where this lives now (kaneda-elasticsearch uses it too)."""
+:mod:`kaneda_core.connecting`, where this lives now (kaneda-elasticsearch and kaneda-rethink
+use it too)."""
 
 from __future__ import annotations
 

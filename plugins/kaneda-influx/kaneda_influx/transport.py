@@ -9,7 +9,7 @@ parent's connection: :meth:`HTTPTransport.forget` drops it without a word on the
 
 A new connection is opened within the bound of the request that needs it: resolving the
 name, connecting to each address in turn and the TLS handshake take what is left of it
-(:mod:`kaneda_influx.connecting`), and an error says which of them failed. A kept-alive
+(:mod:`kaneda_core.connecting`), and an error says which of them failed. A kept-alive
 connection is used as it is.
 
 An answer is read up to a size (:data:`MAX_ANSWER_BYTES`, more for a write with a large

@@ -13,12 +13,14 @@ The driver's ``r.connect(timeout=...)`` bounds less than it says:
 socket replaced (``r.connection_type``), opens the socket itself and runs the handshake
 on it:
 
-* the name is resolved in a daemon thread of Kaneda's, waited for until the deadline
-  only. A resolution still running when the next connect starts is waited for again,
-  not asked twice: a resolver that hangs holds one thread per host and port at most.
-  An IP address is not looked up at all.
-* the addresses are tried in order, each given an equal share of the time left (the
-  last one all of it).
+* the name is resolved and the addresses connected to by :mod:`kaneda_core.connecting`
+  (kaneda-influx's and kaneda-elasticsearch's code too): the lookup runs in a daemon
+  thread of Kaneda's, inside the fork gate, waited for until the deadline only. A
+  resolution still running when the next connect starts is waited for again, not asked
+  twice: one :class:`~kaneda_core.connecting.Resolver` per host and port, so a resolver
+  that hangs holds one thread per host and port at most. An IP address is not looked up
+  at all. The addresses are tried in order, each given an equal share of the time left
+  (the last one all of it).
 * each handshake answer is read with the time left as its socket timeout, and may be
   :data:`MAX_ANSWER` bytes long at most; the server's PBKDF2 iteration count is refused
   above :data:`MAX_ITERATIONS` (the password's hashing would otherwise hold the thread,
@@ -32,7 +34,6 @@ Queries then run on the driver's own code, each under the backend's deadline.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import socket
 import threading
@@ -42,12 +43,17 @@ from typing import Any
 from rethinkdb import net
 from rethinkdb.errors import ReqlDriverError, ReqlTimeoutError
 
+from kaneda_core.connecting import (
+    AddressInfo,
+    ConnectFailed,
+    NameNotResolved,
+    RequestTimeout,
+    Resolver,
+    connect_target,
+    connect_to_any,
+)
 from kaneda_core.deadline import deadline
-from kaneda_core.fork_gate import inside_gate
-from kaneda_core.forking import ThreadStartError, reinit_after_fork, start_thread
-
-#: One answer of ``getaddrinfo``: family, type, protocol, canonical name, address.
-AddressInfo = tuple[Any, ...]
+from kaneda_core.forking import reinit_after_fork
 
 #: The longest handshake answer taken, NUL included (a server's are ~200 bytes).
 MAX_ANSWER = 64 * 1024
@@ -64,84 +70,43 @@ class ConnectTimeout(ReqlTimeoutError):  # type: ignore[misc]
         ReqlDriverError.__init__(self, message)
 
 
-class _Resolution:
-    """One ``getaddrinfo`` call, run in a thread; ``done`` is set when it returns."""
-
-    __slots__ = ("addresses", "done", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.addresses: list[AddressInfo] = []
-        self.error: Exception | None = None
-
-
-#: The resolution in flight for each (host, port), shared by every connect to it.
-_pending: dict[tuple[str, int], _Resolution] = {}
-_pending_lock = threading.Lock()
+#: The resolver of each (host, port) connected to, shared by every connect to it: one
+#: lookup in flight per host and port. As many as the hosts this process connects to.
+_resolvers: dict[tuple[str, int], Resolver] = {}
+_resolvers_lock = threading.Lock()
 
 
 @reinit_after_fork
-def _forget_resolutions() -> None:
+def _forget_resolvers() -> None:
     # The resolving threads are not in a forked child, and the lock may be held.
-    global _pending_lock
-    _pending_lock = threading.Lock()
-    _pending.clear()
+    global _resolvers_lock
+    _resolvers_lock = threading.Lock()
+    _resolvers.clear()
+
+
+def resolver_for(host: str, port: int) -> Resolver:
+    """The :class:`~kaneda_core.connecting.Resolver` every connect to ``host`` and
+    ``port`` shares."""
+    with _resolvers_lock:
+        resolver = _resolvers.get((host, port))
+        if resolver is None:
+            resolver = _resolvers[(host, port)] = Resolver(host, port)
+        return resolver
 
 
 def resolve(host: str, port: int, ends: float, within: str) -> list[AddressInfo]:
     """``host``'s addresses, by the deadline ``ends`` (a ``time.monotonic()`` value);
-    ``within`` ends the timeout's message.
-
-    A resolution still running is waited for again, not asked twice; one that ended
-    after every connect waiting for it gave up is not used (the resolver's cache is the
-    system's business).
-    """
-    if is_ip_address(host):  # nothing to wait for: answered in place
-        numeric = _Resolution()
-        _lookup(numeric, host, port, socket.AI_NUMERICHOST)
-        return _answer(numeric, host)
-    key = (host, port)
-    with _pending_lock:
-        resolution = _pending.get(key)
-        fresh = resolution is None or resolution.done.is_set()
-        if fresh:
-            resolution = _pending[key] = _Resolution()
-    assert resolution is not None
-    if fresh:
-        try:
-            # Inside the fork gate, as a send is: a fork waits for the lookup (its
-            # resolver's locks, the modules it imports) rather than copy it half done.
-            start_thread(inside_gate, "kaneda-resolve", _lookup, resolution, host, port)
-        except ThreadStartError:  # a thread limit reached: looked up here, unbounded
-            _lookup(resolution, host, port)
-    if not resolution.done.wait(max(ends - time.monotonic(), 0.0)):
-        raise ConnectTimeout(
-            f"resolving the name {host!r} gave no answer {within}; the resolver (DNS) is "
-            "slow or unreachable"
-        )
-    with _pending_lock:
-        if _pending.get(key) is resolution:
-            del _pending[key]
-    return _answer(resolution, host)
-
-
-def _answer(resolution: _Resolution, host: str) -> list[AddressInfo]:
-    error = resolution.error
-    if error is not None:
-        reason = (error.strerror if isinstance(error, OSError) else None) or str(error)
-        raise ReqlDriverError(f"could not resolve the name {host!r}: {reason}")
-    if not resolution.addresses:
-        raise ReqlDriverError(f"could not resolve the name {host!r}: no address")
-    return resolution.addresses
-
-
-def _lookup(resolution: _Resolution, host: str, port: int, flags: int = 0) -> None:
+    ``within`` ends the timeout's message. Raises :class:`ConnectTimeout` when the
+    lookup gave no answer in time, a ``ReqlDriverError`` when it failed."""
     try:
-        resolution.addresses = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, flags)
-    except Exception as error:  # noqa: BLE001 - handed to the waiting connect
-        resolution.error = error
-    finally:
-        resolution.done.set()
+        return resolver_for(host, port).resolve(ends, within)
+    except RequestTimeout as error:
+        raise ConnectTimeout(str(error)) from None
+    except NameNotResolved as error:
+        raise ReqlDriverError(str(error)) from None
+    except Exception as error:  # noqa: BLE001 - the lookup's own (a label too long)
+        reason = (error.strerror if isinstance(error, OSError) else None) or str(error)
+        raise ReqlDriverError(f"could not resolve the name {host!r}: {reason}") from None
 
 
 class _Opening:
@@ -219,7 +184,7 @@ class _BoundedInstance(net.ConnectionInstance):  # type: ignore[misc]
                         if opening.step == "handshake":
                             raise ConnectTimeout(_no_handshake(host, port, within)) from None
                         raise ConnectTimeout(
-                            f"could not connect to {_target(host, port)} {within}"
+                            f"could not connect to {connect_target(host, port)} {within}"
                         ) from None
                     raise
         except BaseException:
@@ -236,40 +201,14 @@ def _connect_to_any(
     within: str,
     opening: _Opening,
 ) -> socket.socket:
-    """A socket connected to the first of ``addresses`` that takes it, by ``ends``."""
-    failures: list[str] = []
-    out_of_time = False
-    named = not is_ip_address(host) or len(addresses) > 1  # else the target says it
-    for index, (family, kind, protocol, _, address) in enumerate(addresses):
-        where = f"{show_address(address)}: " if named else ""
-        left = ends - time.monotonic()
-        if left <= 0:
-            out_of_time = True
-            untried = len(addresses) - index
-            failures.append(f"{untried} more address{'es' if untried > 1 else ''} not tried")
-            break
-        last = index == len(addresses) - 1
-        share = left if last else left / (len(addresses) - index)
-        sock = None
-        try:
-            sock = socket.socket(family, kind, protocol)
-            opening.register(sock)
-            sock.settimeout(share)
-            sock.connect(address)
-        except TimeoutError:
-            failures.append(f"{where}no answer within {share:.2f} s")
-            out_of_time = last
-        except OSError as error:
-            failures.append(f"{where}{error.strerror or error}")
-        else:
-            return sock
-        if sock is not None:
-            sock.close()
-    tried = "; ".join(failures)
-    target = _target(host, port)
-    if out_of_time:
-        raise ConnectTimeout(f"could not connect to {target} {within}: {tried}")
-    raise ReqlDriverError(f"could not connect to {target}: {tried}")
+    """A socket connected to the first of ``addresses`` that takes it, by ``ends``
+    (:func:`kaneda_core.connecting.connect_to_any`, its errors the driver's)."""
+    try:
+        return connect_to_any(host, port, addresses, ends, within, opening.register)
+    except RequestTimeout as error:
+        raise ConnectTimeout(str(error)) from None
+    except ConnectFailed as error:
+        raise ReqlDriverError(str(error)) from None
 
 
 class _HandshakenSocket(net.SocketWrapper):  # type: ignore[misc]
@@ -299,7 +238,7 @@ class _HandshakenSocket(net.SocketWrapper):  # type: ignore[misc]
                 raise
             except Exception as error:  # noqa: BLE001 - an answer the driver cannot read
                 raise ReqlDriverError(
-                    f"the server at {_target(self.host, self.port)} answered RethinkDB's "
+                    f"the server at {connect_target(self.host, self.port)} answered RethinkDB's "
                     f"handshake with something it cannot read ({type(error).__name__}: "
                     f"{error})"
                 ) from None
@@ -324,7 +263,7 @@ class _HandshakenSocket(net.SocketWrapper):  # type: ignore[misc]
             self._left(0.0)  # raises ConnectTimeout
         except OSError as error:
             raise ReqlDriverError(
-                f"the connection to {_target(self.host, self.port)} failed during "
+                f"the connection to {connect_target(self.host, self.port)} failed during "
                 f"RethinkDB's handshake: {error.strerror or error}"
             ) from None
 
@@ -342,12 +281,12 @@ class _HandshakenSocket(net.SocketWrapper):  # type: ignore[misc]
                 raise  # not reached
             except OSError as error:
                 raise ReqlDriverError(
-                    f"the connection to {_target(self.host, self.port)} failed during "
+                    f"the connection to {connect_target(self.host, self.port)} failed during "
                     f"RethinkDB's handshake: {error.strerror or error}"
                 ) from None
             if not taken:
                 raise ReqlDriverError(
-                    f"the server at {_target(self.host, self.port)} closed the connection "
+                    f"the server at {connect_target(self.host, self.port)} closed the connection "
                     "during RethinkDB's handshake"
                 )
             answer += taken
@@ -355,7 +294,7 @@ class _HandshakenSocket(net.SocketWrapper):  # type: ignore[misc]
                 return bytes(answer[:-1])
             if len(answer) >= MAX_ANSWER:
                 raise ReqlDriverError(
-                    f"the server at {_target(self.host, self.port)} sent over {MAX_ANSWER} "
+                    f"the server at {connect_target(self.host, self.port)} sent over {MAX_ANSWER} "
                     "bytes without ending its handshake answer (RethinkDB's are a few "
                     "hundred)"
                 )
@@ -369,31 +308,12 @@ class _HandshakenSocket(net.SocketWrapper):  # type: ignore[misc]
             return  # not a well-formed answer: the driver says what is wrong with it
         if iterations > MAX_ITERATIONS:
             raise ReqlDriverError(
-                f"the server at {_target(self.host, self.port)} asks for the password to be "
+                f"the server at {connect_target(self.host, self.port)} asks for the password to be "
                 f"hashed with {iterations} PBKDF2 iterations; Kaneda does at most "
                 f"{MAX_ITERATIONS}"
             )
 
 
-def is_ip_address(host: str) -> bool:
-    """Whether ``host`` is an IPv4 or IPv6 address (``fe80::1%eth0`` too)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def show_address(address: tuple[Any, ...]) -> str:
-    """``127.0.0.1:28015``, ``[::1]:28015``."""
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
 def _no_handshake(host: str, port: int, within: str) -> str:
-    return f"the server at {_target(host, port)} did not complete RethinkDB's handshake {within}"
-
-
-def _target(host: str, port: int) -> str:
-    # "127.0.0.1:28015" (an address), "'db.internal' port 28015" (a name)
-    return show_address((host, port)) if is_ip_address(host) else f"{host!r} port {port}"
+    target = connect_target(host, port)
+    return f"the server at {target} did not complete RethinkDB's handshake {within}"
