@@ -373,6 +373,11 @@ class BatchingDispatcher(_Closable):
         self._wait_for_a_call()
         track_dispatcher(self)
         _track(self)
+        if disk is not None and disk.queued():
+            # Rows an earlier process left (the store was down, it was killed): delivered
+            # in the background as they always were, although no call may ever come (a
+            # `kaneda worker` restarted on its buffer with its queue empty).
+            self.start_at_first_call()
 
     def _init_threading(self, *, start: bool = True) -> None:
         # Called again in a forked child: locks held by the parent's threads at the
@@ -444,6 +449,14 @@ class BatchingDispatcher(_Closable):
             # with no series known, each call's first is admitted, which starts the
             # worker (a method taken before included).
             self.aggregator.on_new_series = self.start_at_first_call
+
+    def waiting(self) -> bool:
+        """Whether the worker waits for the first call to start it."""
+        return self._waiting_for_a_call
+
+    def in_callers(self) -> bool:
+        """Whether calls deliver in the caller's thread (no worker could be had)."""
+        return self._callers is not None
 
     def waiting_submit(self) -> Submit:
         """The submit function a Metrics' calls go through once the worker is started."""

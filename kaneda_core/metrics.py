@@ -235,9 +235,13 @@ class Metrics:
         if isinstance(self._dispatcher, BatchingDispatcher):
             self._dispatcher.on_fork(self._forked)
             self._dispatcher.on_switch(self._switched)
-            self._forked(True)  # no worker yet: the first call starts it
+            if self._dispatcher.waiting():
+                self._forked(True)  # no worker yet: the first call starts it
         if aggregator is not None:
             self._aggregate_calls(aggregator)
+        if isinstance(self._dispatcher, BatchingDispatcher) and self._dispatcher.in_callers():
+            # Started when made (a disk buffer's rows), no thread to be had: in the caller.
+            self._switched(self._dispatcher.submit)
 
     def _closed(self, submit_after_close: Submit) -> None:
         # After close(), a call is counted as dropped (and said once), never queued.

@@ -77,6 +77,27 @@ def test_a_disk_buffers_rows_from_an_earlier_process_are_delivered_by_a_flush(
     later.close(10)
 
 
+def test_a_disk_buffers_rows_from_an_earlier_process_are_delivered_without_a_call(
+    tmp_path: Path,
+) -> None:
+    # A worker that forwards from a queue, restarted on its buffer with the queue empty
+    # (kaneda-rq's end-to-end test): no call comes, the rows are delivered all the same.
+    buffer = str(tmp_path / "b.sqlite")
+    earlier = Metrics(_Down(), buffer_path=buffer, flush_interval=60)
+    for n in range(5):
+        earlier.gauge("earlier", n)
+    earlier.close(2)
+    backend = MemoryBackend()
+    later = Metrics(backend, buffer_path=buffer, flush_interval=0.05)
+    deadline = time.monotonic() + 20
+    while len(backend.metrics) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [m.name for m in backend.metrics] == ["earlier"] * 5
+    later.increment("later")  # the usual path, the worker started
+    assert later.flush(10) == 0 and len(backend.metrics) == 6
+    later.close(10)
+
+
 class _Down(Backend):
     def send(self, batch: Sequence[Metric]) -> None:
         raise ConnectionRefusedError("down")

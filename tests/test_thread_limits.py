@@ -113,6 +113,41 @@ def test_with_no_worker_thread_a_method_taken_before_the_first_call_loses_nothin
     assert done.stdout.split() == ["0", "0", "0", "0", "6", "0", "0", "7"], done.stdout
 
 
+def test_with_no_worker_thread_a_disk_buffer_holding_rows_keeps_them_and_delivers_calls(
+    tmp_path: Path,
+) -> None:
+    # Rows an earlier process left start the worker when the Metrics is made: with no
+    # thread to be had, the rows stay on disk and the calls deliver in the caller's thread.
+    done = run(
+        f"""
+        from kaneda_core import Backend, Metrics
+        from kaneda_core.backends import MemoryBackend
+        class Down(Backend):
+            def send(self, batch):
+                raise ConnectionRefusedError("down")
+        BUFFER = {str(tmp_path / "buffer.sqlite")!r}
+        REFUSED.clear()
+        earlier = Metrics(Down(), buffer_path=BUFFER, flush_interval=60)
+        for n in range(3):
+            earlier.gauge("earlier", n)
+        earlier.close(2)
+        REFUSED.add("kaneda-worker")
+        backend = MemoryBackend()
+        metrics = Metrics(backend, buffer_path=BUFFER, aggregate=True)
+        metrics.increment("a")
+        metrics.gauge("g", 1)
+        print(sorted(m.name for m in backend.metrics), metrics.close(5))
+        REFUSED.clear()
+        later = MemoryBackend()
+        Metrics(later, buffer_path=BUFFER).close(10)
+        print(len(later.metrics))
+        """,
+        refused=(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['a',", "'g']", "0", "3"], done.stdout + done.stderr
+
+
 def test_without_closer_or_signal_watcher_threads_metrics_works(tmp_path: Path) -> None:
     path = tmp_path / "m.jsonl"
     done = run(
