@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -185,6 +186,7 @@ class Delivery:
         retry: bool,
         stop: threading.Event | None = None,
         keep_transient: bool = False,
+        keep_at_shutdown: bool = False,
         answers: list[Any] | None = None,
         while_waiting: Callable[[], bool] | None = None,
         settled: Callable[[int], None] | None = None,
@@ -201,7 +203,11 @@ class Delivery:
         ones fail. Metrics that still fail for a transient reason after the retries (or
         at ``stop``) fail for good, unless ``keep_transient`` is set: then their
         positions in ``items`` are returned and the caller keeps them to send later
-        (the disk buffer does). Never raises: failures are logged, counted and passed
+        (the disk buffer does). With ``keep_at_shutdown`` (or ``keep_transient``),
+        metrics that failed because the interpreter is exiting (see :func:`at_shutdown`)
+        are kept at once, without retries: a retry from this thread fails the same way,
+        and the caller hands them to one that can still send. Never raises: failures
+        are logged, counted and passed
         to the ``kaneda_batch_failed`` hook. With ``answers``, what the backend's
         ``send`` returned is appended to it for each part that was stored. ``settled``
         is called with each number of ``items`` counted sent, failed or filtered, under
@@ -234,6 +240,10 @@ class Delivery:
                 if rejected:
                     self.fail(rejected, error, settled)
                 self.count_settled(settled, sent=len(pending) - len(failed) - len(rejected))
+                if (keep_at_shutdown or keep_transient) and at_shutdown(error):
+                    self.incidents.transient(self.describe(error), len(failed), None)
+                    kept.extend(failed)
+                    continue
                 if not retryable:
                     if isolate and len(failed) > 1:
                         half = len(failed) // 2
@@ -302,6 +312,11 @@ class Delivery:
         self, error: Exception, pending: Sequence[Metric]
     ) -> tuple[Sequence[Metric], bool, bool]:
         """(the metrics that failed, whether a retry may help, whether halving may help)."""
+        if at_shutdown(error):
+            # Not the metrics' fault: sent from another thread, or by the next process
+            # from a disk buffer, they may still be stored.
+            failed = getattr(error, "metrics", None)
+            return (pending if failed is None else failed), True, False
         if isinstance(error, DeliveryError):
             failed = error.metrics if error.metrics is not None else pending
             return failed, error.retryable, error.isolate
@@ -422,6 +437,39 @@ class Delivery:
         """A copy of the counters."""
         with self._lock:
             return Stats(**self.stats.as_dict())
+
+
+#: What a client library raises when it needs a new thread, an atexit callback or an
+#: executor once the interpreter's shutdown began (threading's _shutdown ran): gevent's
+#: hub in a thread started before the monkey-patch, a driver's thread pool.
+_SHUTDOWN_ERRORS = (
+    "can't register atexit after shutdown",
+    "cannot schedule new futures after interpreter shutdown",
+    "cannot schedule new futures after shutdown",
+    "can't create new thread at interpreter shutdown",
+)
+
+
+def at_shutdown(error: BaseException) -> bool:
+    """Whether ``error`` came of the interpreter exiting, not of the metrics or the store.
+
+    The interpreter finalizing, or one of the errors above, as raised or wrapped by a
+    backend (kaneda-influx's DeliveryError quotes it), here or in its causes.
+    """
+    if sys.is_finalizing():
+        return True
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 8:
+        try:
+            text = str(current)
+        except Exception:  # noqa: BLE001 - an exception whose __str__ raises
+            text = ""
+        if any(phrase in text for phrase in _SHUTDOWN_ERRORS):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
 
 
 class BufferFull(KanedaError):

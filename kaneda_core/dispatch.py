@@ -36,6 +36,7 @@ from .forking import (
     _deliver_on_terminate,
     at_exit,
     hold_across_fork,
+    load_what_a_green_exit_needs,
     reinit_after_fork,
     start_thread,
     threads_are_green,
@@ -350,16 +351,33 @@ class BatchingDispatcher(_Closable):
         self._starting = False  # that call is starting it, outside the worker's lock
         self._started_submit: Submit | None = None
         self._fork_listeners: list[Callable[[], Callable[[bool], None] | None]] = []
-        self._init_threading()
-        if self._worker is None:
-            # No thread to be had (a thread limit reached): Metrics delivers in the
-            # caller's thread instead (see Metrics.__init__).
-            raise self._start_error
+        self._switch_listeners: list[Callable[[], Callable[[Submit], None] | None]] = []
+        # A forked child's (its thread limit met at the first call: its metrics wait for
+        # a thread), or a Metrics made here (they are delivered in the callers' threads).
+        self._forked = False
+        # No worker could be had at the first call: the callers' threads deliver (see
+        # _deliver_in_callers), through this, one at a time.
+        self._callers: SyncDispatcher | None = None
+        self._forwarding = threading.Lock()
+        # The worker handed back metrics it could not send because the interpreter is
+        # exiting (see _drain): the close delivers them in its own thread.
+        self._handed_back = False
+        # No worker yet: the first reporting call starts it (see start_at_first_call), in
+        # what the calls' threads are then. A Metrics made before gevent's monkey-patch
+        # (gunicorn's post_fork hook, a module imported before patch_all()) and used after
+        # it gets a green worker, not a real thread in a process of greenlets.
+        self._init_threading(start=False)
         self.submit: Submit = self._make_submit()
         # Aggregated points go in through the same door, bounds and all, even once closed.
         self._accept = self.submit
+        self._wait_for_a_call()
         track_dispatcher(self)
         _track(self)
+        if disk is not None and disk.queued():
+            # Rows an earlier process left (the store was down, it was killed): delivered
+            # in the background as they always were, although no call may ever come (a
+            # `kaneda worker` restarted on its buffer with its queue empty).
+            self.start_at_first_call()
 
     def _init_threading(self, *, start: bool = True) -> None:
         # Called again in a forked child: locks held by the parent's threads at the
@@ -380,7 +398,7 @@ class BatchingDispatcher(_Closable):
         self._worker: threading.Thread | None = None
         if start:
             self._start_worker()
-        else:  # a forked child's, started by its first call: none to wait for until then
+        else:  # started by the first call (see start_at_first_call): none to wait for until then
             self._exited.set()
 
     def _start_worker(self) -> None:
@@ -400,6 +418,9 @@ class BatchingDispatcher(_Closable):
         A forked child that has not started one yet starts it if it has metrics to deliver
         (a flush or close with none starts nothing).
         """
+        if self._callers is not None:
+            self._forward()
+            return
         if self._waiting_for_a_call:
             if self._has_work():
                 self.start_at_first_call()
@@ -415,6 +436,40 @@ class BatchingDispatcher(_Closable):
                 if self._worker is None:
                     log.warning("Kaneda: %s; metrics stay queued", self._start_error)
 
+    def _wait_for_a_call(self) -> None:
+        """No worker until the first reporting call (or a flush or close with something
+        to deliver) starts it: see :meth:`start_at_first_call`."""
+        if not self._waiting_for_a_call:  # (else a child of a child that never reported)
+            self._waiting_for_a_call = True
+            self._first_call = [True]
+            self._started_submit = self.submit
+            self.submit = self._submit_first
+        if self.aggregator is not None:
+            # Aggregated calls queue a known series' key, out of the dispatcher's sight:
+            # with no series known, each call's first is admitted, which starts the
+            # worker (a method taken before included).
+            self.aggregator.on_new_series = self.start_at_first_call
+
+    def waiting(self) -> bool:
+        """Whether the worker waits for the first call to start it."""
+        return self._waiting_for_a_call
+
+    def in_callers(self) -> bool:
+        """Whether calls deliver in the caller's thread (no worker could be had)."""
+        return self._callers is not None
+
+    def waiting_submit(self) -> Submit:
+        """The submit function a Metrics' calls go through once the worker is started."""
+        if self._waiting_for_a_call and self._started_submit is not None:
+            return self._started_submit
+        return self.submit
+
+    def on_switch(self, listener: Callable[[Submit], None]) -> None:
+        """Call ``listener`` with the submit function calls go through from then on,
+        when no worker could be had at the first call (they deliver in the caller's
+        thread). A bound method is held weakly (see :meth:`on_close`)."""
+        self._switch_listeners.append(_held(listener))
+
     def on_fork(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(True)`` in a forked child, where the first reporting call must
         call :meth:`start_at_first_call`, and ``listener(False)`` once it has. A bound
@@ -428,13 +483,16 @@ class BatchingDispatcher(_Closable):
                 listener(waiting)
 
     def start_at_first_call(self) -> None:
-        """Start the worker of a forked child, at its first reporting call (once).
+        """Start the worker at the first reporting call (once), in a forked child too.
 
-        Not at the fork: the child may patch ``threading`` after it (gunicorn's gevent
-        workers, with ``--preload``), and a thread started before the patch is a real
-        one, which Kaneda's locks and wake-ups, and threading's own bookkeeping (it
-        printed "Exception ignored ... KeyError" when that thread ended), then take for a
-        greenlet. Started by a call, it is what the child's threads are.
+        Not when the Metrics is made, nor at a fork: the process may patch ``threading``
+        after that (gevent: gunicorn's workers patch after the ``post_fork`` hook and
+        after a ``--preload`` fork; a module imported before ``patch_all()``), and a
+        thread started before the patch is a real one, which Kaneda's locks and wake-ups,
+        and threading's own bookkeeping (it printed "Exception ignored ... KeyError" when
+        that thread ended), then take for a greenlet; its first send at exit failed
+        (gevent's hub for that thread imports ``concurrent.futures`` after the shutdown
+        began). Started by a call, it is what the calls' threads are.
         """
         try:
             self._first_call.pop()
@@ -458,22 +516,28 @@ class BatchingDispatcher(_Closable):
             else:
                 self._starting = False
         if start:
+            load_what_a_green_exit_needs()
             # Outside the lock: a green thread runs at once, in this very OS thread,
-            # and the lock (made at the fork, before a patch) is a real one.
+            # and the lock (made before a patch) is a real one.
             try:
                 self._start_worker()
             finally:
                 self._starting = False
             if self._worker is None:
                 self._restart_at = time.monotonic() + 1.0
-                log.warning(
-                    "Kaneda: %s in this forked child; its metrics stay queued until one can "
-                    "be started",
-                    self._start_error,
-                )
+                if self._forked:
+                    log.warning(
+                        "Kaneda: %s in this forked child; its metrics stay queued until one "
+                        "can be started",
+                        self._start_error,
+                    )
         self._tell_fork_listeners(False)
-        if _closer is None and not _let_go.empty():
-            _start_closer()  # those the parent let go of (see _no_closer_in_child)
+        if start and self._worker is None and not self._forked:
+            self._deliver_in_callers()
+        if start and _closer is None:
+            # Started with the first worker, not with the first Metrics: a thread of the
+            # callers' kind (and those a parent let go of: see _no_closer_in_child).
+            _start_closer()
 
     def _submit_first(self, item: Any) -> None:
         self.start_at_first_call()
@@ -488,6 +552,57 @@ class BatchingDispatcher(_Closable):
             or self._dropped
             or (aggregator is not None and (aggregator.pending() or aggregator.series()))
         )
+
+    def _deliver_in_callers(self) -> None:
+        """No worker thread could be had at the first call (a container's pids limit,
+        ``ulimit -u``): from now on each call delivers its metric in the caller's thread
+        before it returns, as ``batching=False`` does, with no aggregation and no disk
+        buffer (its file is closed, its rows kept for the next process). What was queued
+        or folded before (the first calls, a method taken before that still folds) is
+        delivered with the next call, flush, close or exit (see :meth:`_forward`).
+        """
+        self._callers = SyncDispatcher(self.delivery)
+        log.warning(
+            "Kaneda: %s; this Metrics delivers each metric in the caller's thread "
+            "(batching=False; no aggregation, no buffer_path)",
+            self._start_error,
+        )
+        disk = self.disk
+        if disk is not None:
+            disk.close()  # (rows the first calls wrote stay for the next process)
+            self.disk = None
+            self._accept = self._make_submit()  # aggregated points: in memory, then here
+        self.submit = self._started_submit = self._submit_in_caller
+        for held in self._switch_listeners:
+            listener = held()
+            if listener is not None:
+                listener(self._submit_in_caller)
+        self._forward()
+
+    def _submit_in_caller(self, item: Any) -> None:
+        aggregator = self.aggregator
+        if self.queue or (aggregator is not None and aggregator.pending()):
+            self._forward()
+        callers = self._callers
+        assert callers is not None
+        callers.submit(item)
+
+    def _forward(self) -> None:
+        """Without a worker: deliver, in this thread, what is queued and what was folded."""
+        callers = self._callers
+        if callers is None or not self._forwarding.acquire(False):
+            return  # another thread forwards, or a signal handler interrupted this one
+        try:
+            aggregator = self.aggregator
+            if aggregator is not None and aggregator.pending():
+                self._emits_asked += 1  # every call folded so far is emitted now
+                self._fold_and_emit(aggregator)
+            items = self._take_queued()
+        finally:
+            self._forwarding.release()
+        for item in items:
+            callers._defer(item)
+        callers.flush()
 
     # -- the calling side ------------------------------------------------------------
 
@@ -813,7 +928,12 @@ class BatchingDispatcher(_Closable):
 
     def _deliver_queued(self) -> None:
         """Deliver what is queued now (from the worker, between parts of an emit)."""
-        if self.disk is not None:
+        callers = self._callers
+        if callers is not None:  # no worker: one attempt, in this caller's thread
+            for item in self._take_queued():
+                callers._defer(item)
+            callers.flush()
+        elif self.disk is not None:
             self._drain_disk()
         else:
             self._drain()
@@ -848,20 +968,38 @@ class BatchingDispatcher(_Closable):
                 batch = [popleft() for _ in range(min(self.batch_size, len(queue)))]
                 self._inflight = len(batch)
                 owed -= len(batch)
-            self._deliver_or_count(batch)
+            kept = self._deliver_or_count(batch)
+            done = batch
+            if kept:
+                kept_at = set(kept)
+                done = [item for i, item in enumerate(batch) if i not in kept_at]
             if self.aggregator is not None:
-                self.aggregator.settled(batch)  # the calls its points carried: forgotten
+                self.aggregator.settled(done)  # the calls its points carried: forgotten
             if self.max_buffer_bytes is not None:
                 # Counted until settled: a batch being retried still holds its memory.
-                self._count_bytes(-sum(item_bytes(item) for item in batch))
+                self._count_bytes(-sum(item_bytes(item) for item in done))
+            if kept:
+                # Not sent because the interpreter is exiting (this thread cannot send
+                # any more: a real thread in a process gevent patched since): first in
+                # line again, for the close, which delivers them in its own thread.
+                with self._state:
+                    self.queue.extendleft(reversed([batch[i] for i in kept]))
+                    self._handed_back = True
+                    self._busy = False
+                    self._inflight = 0
+                    self._state.notify_all()
+                return False
 
-    def _deliver_or_count(self, batch: list[Any]) -> None:
+    def _deliver_or_count(self, batch: list[Any]) -> list[int]:
+        """Deliver ``batch``; the positions of those that failed because the interpreter
+        is exiting, which are not counted (see Delivery.deliver's keep_at_shutdown)."""
         try:
-            inside_gate(
+            return inside_gate(
                 self.delivery.deliver,
                 batch,
                 retry=True,
                 stop=self._stop,
+                keep_at_shutdown=True,
                 while_waiting=self._while_retrying,
                 settled=self._counted_in_flight,
                 wait_step=self._wait_step,
@@ -875,6 +1013,7 @@ class BatchingDispatcher(_Closable):
                 len(batch),
                 self.delivery.describe(error),  # secrets masked, shortened
             )
+            return []
 
     def _counted_in_flight(self, metrics: int) -> None:
         # The delivery counted them, under its lock (see Delivery.count_settled).
@@ -1168,6 +1307,8 @@ class BatchingDispatcher(_Closable):
             # its batches under the lock taken here: a batch it took is not given up too
             # (it was counted sent or failed, and hooked).
             items = self._take_queued()
+            if items and not alive and self._handed_back:
+                items = self._deliver_at_close(items, deadline)
             if items:
                 self._give_up(items, "could be delivered", deadline)
             left = len(items) + stuck
@@ -1178,6 +1319,37 @@ class BatchingDispatcher(_Closable):
         # Still reset in a forked child (see _after_fork_in_child): its locks, which a
         # thread of the parent may hold at the fork (stats() takes one), made anew there.
         _live.discard(self)
+        return left
+
+    def _deliver_at_close(self, items: list[Any], deadline: float | None) -> list[Any]:
+        """Deliver, in this thread and before ``deadline``, what the worker handed back
+        because the interpreter is exiting (see _drain); returns what is left.
+
+        The thread that runs the exit can still send where the worker cannot (a real
+        thread started before gevent's monkey-patch: its hub's thread pool is refused
+        at shutdown). Transient failures are tried again while there is time.
+        """
+        delivery = self.delivery
+        left = items
+        failures = 0
+        while left:
+            batch, left = left[: self.batch_size], left[self.batch_size :]
+            kept = inside_gate(delivery.deliver, batch, retry=False, keep_transient=True)
+            done = batch
+            if kept:
+                kept_at = set(kept)
+                done = [item for i, item in enumerate(batch) if i not in kept_at]
+                left = [batch[i] for i in kept] + left
+                failures += 1
+            if self.aggregator is not None:
+                self.aggregator.settled(done)
+            if not kept:
+                continue
+            pause = delivery.retry.delay(failures)
+            out_of_time = deadline is not None and time.monotonic() + pause >= deadline
+            if failures >= delivery.retry.attempts or out_of_time:
+                break
+            time.sleep(pause)
         return left
 
     def _take_queued(self) -> list[Any]:
@@ -1206,7 +1378,9 @@ class BatchingDispatcher(_Closable):
             if self._backend_closed:
                 return
             self._backend_closed = True
-        _close_backend(self.delivery, deadline)
+        callers = self._callers
+        # Without a worker, once no caller's thread is in a send.
+        _close_backend(self.delivery, deadline, None if callers is None else callers._lock)
 
     def settle(self) -> None:
         """Count what calls that raced close() added after it: dropped, as later calls.
@@ -1247,21 +1421,21 @@ class BatchingDispatcher(_Closable):
         self._bytes[0] = 0
         if self.disk is not None:
             self.disk.after_fork_in_child()
+        self._forwarding = threading.Lock()
+        self._handed_back = False
+        if not self._closed and self._callers is not None:
+            # Its calls deliver in the caller's thread (no worker could be had), the
+            # child's as the parent's: nothing to start.
+            self._init_threading(start=False)
+            return
         if not self._closed:
             # No worker yet: the child's first call starts it (see start_at_first_call).
             # One that never reports starts none and has none to end at its exit.
+            self._forked = True
             self._init_threading(start=False)
-            if not self._waiting_for_a_call:  # (else a child of a child that never reported)
-                self._waiting_for_a_call = True
-                self._first_call = [True]
-                self._started_submit = self.submit
-                self.submit = self._submit_first
             if self.aggregator is not None:
-                # Aggregated calls queue a known series' key, out of the dispatcher's
-                # sight: the series forgotten, each call's first is admitted, which
-                # starts the worker (a method taken before the fork included).
-                self.aggregator.forget_series()
-                self.aggregator.on_new_series = self.start_at_first_call
+                self.aggregator.forget_series()  # each call's first is admitted again
+            self._wait_for_a_call()
             self._tell_fork_listeners(True)
             return
         # Closed by the parent (maybe still closing, in a thread the child does not have):
@@ -1400,8 +1574,8 @@ def _no_closer_in_child() -> None:
     inherited, _let_go, _closer = _let_go, SimpleQueue(), None
     # Let go of by the parent and not yet closed: the child's copies are let go of too.
     # Their closer is started with the child's first worker, not here (no thread is
-    # started at the fork: see BatchingDispatcher.start_at_first_call), or by the next
-    # Metrics; their queues were emptied, so at exit at the latest.
+    # started at the fork: see BatchingDispatcher.start_at_first_call); their queues
+    # were emptied, so at exit at the latest.
     while not inherited.empty():
         _let_go.put(inherited.get())
 
@@ -1432,15 +1606,14 @@ def _start_closer() -> None:
     try:
         _closer = start_thread(_close_let_go, "kaneda-closer")
     except ThreadStartError as error:
-        # Tried again by the next Metrics; those let go of meanwhile are closed then, or
+        # Tried again by the next worker started; those let go of meanwhile are closed then, or
         # at exit.
         log.warning("Kaneda: %s; a Metrics let go of unclosed is closed later", error)
 
 
 def _track(dispatcher: BatchingDispatcher) -> None:
+    # The closer is started with the first worker (see start_at_first_call), not here.
     global _exit_hook_installed
-    if _closer is None:
-        _start_closer()
     if not _exit_hook_installed:
         at_exit(_close_all_at_exit)
         _exit_hook_installed = True

@@ -644,6 +644,27 @@ def threads_are_green() -> bool:
     return patcher is not None and bool(patcher.is_monkey_patched("thread"))
 
 
+def load_what_a_green_exit_needs() -> None:
+    """gevent: import now what a send at exit needs, while imports can still register.
+
+    gevent's hub makes its thread pool (for DNS lookups, with its default resolver) the
+    first time it is needed, importing ``gevent.threadpool`` and ``concurrent.futures``,
+    which registers an atexit callback with ``threading``: refused once the
+    interpreter's shutdown began ("can't register atexit after shutdown"). A worker
+    whose first send came at exit (a Metrics with a long flush_interval, a short-lived
+    gunicorn worker) lost its batch. Called when a worker starts in a patched process:
+    an import, once.
+    """
+    if "gevent.threadpool" in sys.modules or not _gevent_patched():
+        return
+    import importlib
+
+    try:
+        importlib.import_module("gevent.threadpool")
+    except Exception as error:  # noqa: BLE001 - the worker starts all the same
+        log.debug("Kaneda: could not load gevent.threadpool: %r", error)
+
+
 def _gevent_patched() -> bool:
     monkey = sys.modules.get("gevent.monkey")
     return monkey is not None and bool(monkey.is_module_patched("threading"))

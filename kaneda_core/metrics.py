@@ -23,7 +23,6 @@ from .dispatch import (
     let_go,
 )
 from .errors import ConfigurationError, InvalidMetric
-from .forking import ThreadStartError
 from .model import (
     COUNTER,
     EVENT,
@@ -194,36 +193,27 @@ class Metrics:
                     on_unreadable=lambda rows: delivery.count(unreadable=rows),
                     on_refused=lambda item, why: delivery.fail([item], InvalidMetric(why)),
                 )
-            try:
-                self._dispatcher = BatchingDispatcher(
-                    delivery,
-                    batch_size=batch_size,
-                    flush_interval=flush_interval,
-                    max_buffer=max_buffer,
-                    max_buffer_bytes=max_buffer_bytes,
-                    disk=disk,
-                    overflow=overflow,
-                    block_timeout=block_timeout,
-                    exit_timeout=exit_timeout,
-                    aggregator=aggregator,
-                )
-            except ThreadStartError as error:
-                # The process's thread limit, say: the application starts all the same.
-                log.warning(
-                    "Kaneda: %s; this Metrics delivers each metric in the caller's thread "
-                    "(batching=False; no aggregation, no buffer_path)",
-                    error,
-                )
-                if disk is not None:
-                    disk.close()
-                aggregator = None
-                self._dispatcher = self._sync_dispatcher(delivery)
-            else:
-                # Let go of unclosed, it is closed for the application (see dispatch.let_go).
-                weakref.finalize(self, let_go, self._dispatcher).atexit = False
+            # No thread is started here: the first reporting call starts the worker (see
+            # BatchingDispatcher.start_at_first_call); where none can be had then (the
+            # process's thread limit), the calls deliver in the caller's thread instead.
+            self._dispatcher = BatchingDispatcher(
+                delivery,
+                batch_size=batch_size,
+                flush_interval=flush_interval,
+                max_buffer=max_buffer,
+                max_buffer_bytes=max_buffer_bytes,
+                disk=disk,
+                overflow=overflow,
+                block_timeout=block_timeout,
+                exit_timeout=exit_timeout,
+                aggregator=aggregator,
+            )
+            # Let go of unclosed, it is closed for the application (see dispatch.let_go).
+            weakref.finalize(self, let_go, self._dispatcher).atexit = False
+            self._submit = self._dispatcher.waiting_submit()
         else:
             self._dispatcher = self._sync_dispatcher(delivery)
-        self._submit = self._dispatcher.submit
+            self._submit = self._dispatcher.submit
         # Only backends that refuse some metrics pay for a check at every call.
         self._check = backend.check if type(backend).check is not Backend.check else None
         self._check_broke_logged = False
@@ -238,14 +228,20 @@ class Metrics:
         if isinstance(self._dispatcher, BatchingDispatcher):
             self._queue, self._mark = self._dispatcher.direct_queue() or (None, 0)
         self._dispatcher.on_close(self._closed)
-        # In a forked child until its first call (see _forked): the function that call
-        # goes through, and what it replaced.
+        # Until the first call (see _forked): the function that call goes through, and
+        # what it replaced.
         self._first_submit: Submit | None = None
         self._started = (self._submit, self._mark)
         if isinstance(self._dispatcher, BatchingDispatcher):
             self._dispatcher.on_fork(self._forked)
+            self._dispatcher.on_switch(self._switched)
+            if self._dispatcher.waiting():
+                self._forked(True)  # no worker yet: the first call starts it
         if aggregator is not None:
             self._aggregate_calls(aggregator)
+        if isinstance(self._dispatcher, BatchingDispatcher) and self._dispatcher.in_callers():
+            # Started when made (a disk buffer's rows), no thread to be had: in the caller.
+            self._switched(self._dispatcher.submit)
 
     def _closed(self, submit_after_close: Submit) -> None:
         # After close(), a call is counted as dropped (and said once), never queued.
@@ -255,7 +251,8 @@ class Metrics:
             self.__dict__.pop(name, None)  # back to the class's methods, which drop
 
     def _forked(self, waiting: bool) -> None:
-        """In a forked child (``waiting``), the first call starts the dispatcher's worker.
+        """Until its first call (``waiting``: made, or in a forked child), the first call
+        starts the dispatcher's worker.
 
         A call reaches the dispatcher when its queue reaches the mark, which is 1 until
         then, or through ``_submit``, then a function that starts the worker first; the
@@ -271,7 +268,10 @@ class Metrics:
 
             def first_submit(item: Item) -> None:
                 start()
-                submit(item)
+                # Through what the start left: the usual path, or the caller's thread
+                # where no worker could be had (see _switched).
+                now = self._submit
+                (submit if now is first_submit else now)(item)
 
             self._started = (submit, self._mark)
             self._first_submit = first_submit
@@ -284,6 +284,17 @@ class Metrics:
         submit, self._mark = self._started
         if self._submit is first:  # not once closed
             self._submit = submit
+
+    def _switched(self, submit: Submit) -> None:
+        """No worker could be had at the first call: each call delivers in its thread
+        through ``submit``, checked as before, without aggregation (as batching=False)."""
+        self._first_submit = None
+        self._submit = self._checked(submit) if self._check is not None else submit
+        self._queue = None
+        self._mark = 0
+        self._started = (self._submit, 0)
+        for name in _AGGREGATED:
+            self.__dict__.pop(name, None)  # back to the class's methods
 
     def _aggregate_calls(self, aggregator: Aggregator) -> None:
         """Counters, gauges and timings queue their series for folding (see aggregate).

@@ -201,6 +201,53 @@ def test_a_signal_handler_reporting_during_a_childs_first_call_starts_no_second_
     metrics.close()
 
 
+def test_a_signal_handler_reporting_during_the_first_call_starts_no_second_worker() -> None:
+    # A handler may run between any two lines of the first call, under its reentrant
+    # lock: one Metrics (never forked) per line of start_at_first_call, the handler's
+    # report made there.
+    from kaneda_core.dispatch import BatchingDispatcher
+
+    code = BatchingDispatcher.start_at_first_call.__code__
+    lines = sorted({line for _, _, line in code.co_lines() if line and line > code.co_firstlineno})
+    failed = [line for line in lines if not _first_call_interrupted_at(code, line)]
+    assert not failed, f"a report at line(s) {failed} started two workers or lost metrics"
+
+
+def _first_call_interrupted_at(code: Any, line: int) -> bool:
+    """One worker started, and both metrics delivered, a report made at ``line``."""
+    from kaneda_core.dispatch import BatchingDispatcher
+
+    metrics = Metrics(MemoryBackend(), flush_interval=0.5)
+    dispatcher = metrics._dispatcher
+    assert isinstance(dispatcher, BatchingDispatcher)
+    started: list[threading.Thread] = []
+    start_worker = dispatcher._start_worker
+
+    def counting_start() -> None:
+        start_worker()
+        if dispatcher._worker is not None:
+            started.append(dispatcher._worker)
+
+    dispatcher._start_worker = counting_start  # type: ignore[method-assign]
+    fired: list[bool] = []
+
+    def trace(frame: Any, event: str, _: Any) -> Any:
+        if frame.f_code is not code:
+            return None
+        if event == "line" and frame.f_lineno == line and not fired:
+            fired.append(True)
+            metrics.event("signal", "s")  # what a signal handler's report does
+        return trace
+
+    sys.settrace(trace)
+    try:
+        metrics.event("call", "c")
+    finally:
+        sys.settrace(None)
+    delivered = metrics.close(5) == 0 and metrics.stats().sent == 1 + len(fired)
+    return len(started) == 1 and delivered
+
+
 def test_every_backend_gets_its_fork_step_once_even_when_shared() -> None:
     backend = Connected()
     first, second = Metrics(backend), Metrics(backend, batching=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REFUSING = """
-import threading
+import sys, threading
 REFUSED = set({refused!r})
 _start = threading.Thread.start
 def start(self):
@@ -53,6 +53,7 @@ def test_with_no_worker_thread_metrics_starts_and_delivers_in_the_callers_thread
         BUFFER = {str(tmp_path / "buffer.sqlite")!r}
         backend = MemoryBackend()
         metrics = Metrics(backend, {options})
+        sys.stderr.write("made\\n")
         metrics.increment("a")
         metrics.gauge("g", 1)
         print(len(backend.metrics), metrics.stats().sent)
@@ -62,8 +63,89 @@ def test_with_no_worker_thread_metrics_starts_and_delivers_in_the_callers_thread
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["2", "2"]
-    assert "cannot start Kaneda's kaneda-worker thread" in done.stderr
-    assert "in the caller's thread" in done.stderr
+    # Said once, at the first call: no thread is started when a Metrics is made.
+    warning = "cannot start Kaneda's kaneda-worker thread"
+    assert done.stderr.count(warning) == 1, done.stderr
+    assert done.stderr.index("made") < done.stderr.index(warning), done.stderr
+    assert "delivers each metric in the caller's thread" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        "",
+        "aggregate=True",
+        "buffer_path=BUFFER",
+        "max_buffer_bytes=10**6",
+        "aggregate=True, buffer_path=BUFFER",
+        "aggregate=True, max_buffer_bytes=10**6",
+    ],
+)
+def test_with_no_worker_thread_a_method_taken_before_the_first_call_loses_nothing(
+    options: str, tmp_path: Path
+) -> None:
+    # Taken before the first call, an aggregated increment folds as before: what it
+    # folds is delivered with the next call, flush, close or exit, in the caller's thread.
+    done = run(
+        f"""
+        import threading
+        from kaneda_core import Metrics
+        from kaneda_core.backends import MemoryBackend
+        BUFFER = {str(tmp_path / "buffer.sqlite")!r}
+        backend = MemoryBackend()
+        metrics = Metrics(backend, {options})
+        increment = metrics.increment
+        for _ in range(5):
+            increment("a")
+        metrics.gauge("g", 1)
+        increment("a")
+        left = metrics.flush(5)
+        stats = metrics.stats()
+        total = sum(m.value for m in backend.metrics if m.name == "a")
+        workers = [t for t in threading.enumerate() if t.name == "kaneda-worker"]
+        print(left, stats.queued, stats.failed, stats.dropped, total, len(workers))
+        increment("a")
+        print(metrics.close(5), sum(m.value for m in backend.metrics if m.name == "a"))
+        """,
+        refused=("kaneda-worker",),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0", "0", "0", "6", "0", "0", "7"], done.stdout
+
+
+def test_with_no_worker_thread_a_disk_buffer_holding_rows_keeps_them_and_delivers_calls(
+    tmp_path: Path,
+) -> None:
+    # Rows an earlier process left start the worker when the Metrics is made: with no
+    # thread to be had, the rows stay on disk and the calls deliver in the caller's thread.
+    done = run(
+        f"""
+        from kaneda_core import Backend, Metrics
+        from kaneda_core.backends import MemoryBackend
+        class Down(Backend):
+            def send(self, batch):
+                raise ConnectionRefusedError("down")
+        BUFFER = {str(tmp_path / "buffer.sqlite")!r}
+        REFUSED.clear()
+        earlier = Metrics(Down(), buffer_path=BUFFER, flush_interval=60)
+        for n in range(3):
+            earlier.gauge("earlier", n)
+        earlier.close(2)
+        REFUSED.add("kaneda-worker")
+        backend = MemoryBackend()
+        metrics = Metrics(backend, buffer_path=BUFFER, aggregate=True)
+        metrics.increment("a")
+        metrics.gauge("g", 1)
+        print(sorted(m.name for m in backend.metrics), metrics.close(5))
+        REFUSED.clear()
+        later = MemoryBackend()
+        Metrics(later, buffer_path=BUFFER).close(10)
+        print(len(later.metrics))
+        """,
+        refused=(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['a',", "'g']", "0", "3"], done.stdout + done.stderr
 
 
 def test_without_closer_or_signal_watcher_threads_metrics_works(tmp_path: Path) -> None:
