@@ -35,6 +35,7 @@ from .forking import (
     ThreadStartError,
     _deliver_on_terminate,
     at_exit,
+    deliver_after_server_shutdown,
     hold_across_fork,
     load_what_a_green_exit_needs,
     reinit_after_fork,
@@ -538,6 +539,11 @@ class BatchingDispatcher(_Closable):
             # Started with the first worker, not with the first Metrics: a thread of the
             # callers' kind (and those a parent let go of: see _no_closer_in_child).
             _start_closer()
+        if start:
+            # A server that took SIGTERM since the Metrics was made (a gunicorn
+            # UvicornWorker forked with --preload: uvicorn's handler is set in the worker
+            # after the fork) ends the process by raising it with its default action.
+            deliver_after_server_shutdown()
 
     def _submit_first(self, item: Any) -> None:
         self.start_at_first_call()

@@ -363,6 +363,13 @@ def _deliver_on_terminate() -> None:
 _uvicorn_servers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+def deliver_after_server_shutdown() -> None:
+    """Where a server now holds SIGTERM and will end the process by raising it again
+    once it has shut down (uvicorn), run the exit callbacks after that shutdown: called
+    when a Metrics is made, and at its first reporting call."""
+    _deliver_after_uvicorn_shutdown()
+
+
 def _deliver_after_uvicorn_shutdown() -> None:
     """Where a uvicorn server holds SIGTERM, run the exit callbacks once it has shut down.
 

@@ -202,3 +202,37 @@ def test_every_metrics_of_uvicorn_workers_delivers_into_influxdb(
     assert influx_counts(influx_server, database, "counter", "app.requests") == {
         ("any", ""): REQUESTS + 1
     }, log[-3000:]
+
+
+def test_every_metrics_of_gunicorns_uvicorn_workers_with_preload_delivers_into_influxdb(
+    influx_server: Any, database: str, server_log: Path
+) -> None:
+    """gunicorn ``-k uvicorn.workers.UvicornWorker --preload``: the application (and its
+    Metrics) is made in the master; each worker puts SIGTERM's default back, then uvicorn
+    takes it and ends the worker by raising it again. The application's own Metrics (not
+    flushed at lifespan shutdown) lost what it had queued."""
+    pytest.importorskip("uvicorn.workers")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "--workers", "2",
+        "--worker-class", "uvicorn.workers.UvicornWorker",
+        "--preload",
+        "--bind", f"127.0.0.1:{port}",
+        "--graceful-timeout", "20",
+        *gunicorn_options(),
+        "two_metrics_app:app",
+    ]  # fmt: skip
+    expected = expected_counts("/items/{item_id}", "/items/{item_id}")
+    process = start(command, database, influx_server, server_log)
+    try:
+        wait_for_port(port, process, server_log)
+        drive(port, LOAD)
+    finally:
+        code = stop(process)
+    log = server_log.read_text()
+    assert code == 0, log[-3000:]
+    assert influx_counts(influx_server, database, "timing") == expected, log[-3000:]
+    assert influx_counts(influx_server, database, "counter", "app.requests") == {
+        ("any", ""): REQUESTS
+    }, log[-3000:]
