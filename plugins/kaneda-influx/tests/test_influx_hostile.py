@@ -204,7 +204,7 @@ def test_the_series_caches_charge_is_what_it_holds(tags: int) -> None:
         Metric.create(
             "req" if tags else f"req{i}", "counter", 1, {**common, "user": f"u{i}"} if tags else {}
         )
-        for i in range(5_000)
+        for i in range(1_500)
     ]
     tracemalloc.start()
     try:
