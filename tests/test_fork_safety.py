@@ -175,23 +175,9 @@ def test_a_signal_handler_reporting_during_a_childs_first_call_starts_no_second_
 
     def child_interrupted_at(line: int) -> Callable[[], bool]:
         def child() -> bool:
-            fired: list[bool] = []
-
-            def trace(frame: Any, event: str, _: Any) -> Any:
-                if frame.f_code is not code:
-                    return None
-                if event == "line" and frame.f_lineno == line and not fired:
-                    fired.append(True)
-                    metrics.event("signal", "s")  # what a signal handler's report does
-                return trace
-
-            sys.settrace(trace)
-            try:
-                metrics.event("call", "c")
-            finally:
-                sys.settrace(None)
+            fired = _call_interrupted_at(metrics, code, line)
             workers = [t for t in threading.enumerate() if t.name == "kaneda-worker"]
-            delivered = metrics.close(5) == 0 and metrics.stats().sent == 1 + len(fired)
+            delivered = metrics.close(5) == 0 and metrics.stats().sent == 1 + fired
             return len(workers) == 1 and delivered
 
         return child
@@ -229,6 +215,14 @@ def _first_call_interrupted_at(code: Any, line: int) -> bool:
             started.append(dispatcher._worker)
 
     dispatcher._start_worker = counting_start  # type: ignore[method-assign]
+    fired = _call_interrupted_at(metrics, code, line)
+    delivered = metrics.close(5) == 0 and metrics.stats().sent == 1 + fired
+    return len(started) == 1 and delivered
+
+
+def _call_interrupted_at(metrics: Metrics, code: Any, line: int) -> int:
+    """Report once, a second report made when ``code`` reaches ``line`` (what a signal
+    handler run there does); how many such reports were made (0 or 1)."""
     fired: list[bool] = []
 
     def trace(frame: Any, event: str, _: Any) -> Any:
@@ -244,8 +238,7 @@ def _first_call_interrupted_at(code: Any, line: int) -> bool:
         metrics.event("call", "c")
     finally:
         sys.settrace(None)
-    delivered = metrics.close(5) == 0 and metrics.stats().sent == 1 + len(fired)
-    return len(started) == 1 and delivered
+    return len(fired)
 
 
 def test_every_backend_gets_its_fork_step_once_even_when_shared() -> None:
