@@ -42,4 +42,6 @@ python3 -m ruff format --check .
 step "mypy"
 python3 -m mypy
 step "pytest (skipped tests are listed at the end, with what they need)"
-python3 -m pytest "$@"
+# Two processes, a test file to each at a time (most of the time is spent waiting on
+# servers and subprocesses); each starts its own throwaway servers. -n 0: one process.
+python3 -m pytest -n 2 --dist loadfile "$@"

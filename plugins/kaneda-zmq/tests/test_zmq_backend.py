@@ -37,6 +37,27 @@ def free_endpoint() -> str:
         return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
+def wait_until_connected(
+    socket: zmq.Socket[Any], endpoints: list[str], timeout: float = 10
+) -> None:
+    """Connect ``socket`` to ``endpoints`` afresh, watched, and wait for every handshake."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    try:
+        for endpoint in endpoints:  # connected before the monitor could see it: again
+            socket.disconnect(endpoint)
+            socket.connect(endpoint)
+        connected, deadline = 0, time.monotonic() + timeout
+        while connected < len(endpoints):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0 and monitor.poll(int(remaining * 1000)), f"{connected} up"
+            connected += recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+    finally:
+        socket.disable_monitor()
+        monitor.close(linger=0)
+
+
 class DownBackend(MemoryBackend):
     """A store that is down."""
 
@@ -268,7 +289,7 @@ def test_batches_take_turns_between_workers_and_skip_a_dead_one() -> None:
     one, two = RunningWorker(first, MemoryBackend()), RunningWorker(second, MemoryBackend())
     backend = ZMQBackend(f"{first},{second}", timeout=0.5)
     try:
-        time.sleep(0.3)  # both connections up
+        wait_until_connected(backend._connected(), [first, second])  # else one takes all
         for n in range(6):
             backend.send([produced(f"m{n}")])
         assert one.backend.metrics and two.backend.metrics  # each took some
