@@ -21,13 +21,13 @@ import sys
 import threading
 import time
 import weakref
-from _queue import SimpleQueue
 from collections import deque
 from collections.abc import Callable
 from types import FrameType, MethodType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from . import stamps
+from .closer import closer_started, start_closer, tell_totals
 from .delivery import BufferFull, Delivery, Item, log
 from .errors import InvalidMetric
 from .fork_gate import inside_gate
@@ -38,9 +38,7 @@ from .forking import (
     deliver_after_server_shutdown,
     hold_across_fork,
     load_what_a_green_exit_needs,
-    reinit_after_fork,
     start_thread,
-    threads_are_green,
     track_dispatcher,
 )
 
@@ -535,10 +533,10 @@ class BatchingDispatcher(_Closable):
         self._tell_fork_listeners(False)
         if start and self._worker is None and not self._forked:
             self._deliver_in_callers()
-        if start and _closer is None:
+        if start and not closer_started():
             # Started with the first worker, not with the first Metrics: a thread of the
-            # callers' kind (and those a parent let go of: see _no_closer_in_child).
-            _start_closer()
+            # callers' kind (and those a parent let go of: see closer._no_closer_in_child).
+            start_closer()
         if start:
             # A server that took SIGTERM since the Metrics was made (a gunicorn
             # UvicornWorker forked with --preload: uvicorn's handler is set in the worker
@@ -1240,6 +1238,11 @@ class BatchingDispatcher(_Closable):
         """
         return self._close(timeout, waiting=not _inside_kaneda(sys._getframe(1)))
 
+    def stop_retrying(self) -> None:
+        """Closing: deliver what is queued with one try each, no waiting between retries."""
+        self._stop.set()
+        self._wake.set()
+
     def _close(self, timeout: float | None, *, waiting: bool) -> int:
         if self._finished:
             return self.queued()
@@ -1541,51 +1544,6 @@ _live: weakref.WeakSet[BatchingDispatcher] = weakref.WeakSet()
 _exit_hook_installed = False
 
 
-#: Dispatchers whose Metrics the application let go of, unclosed, for the closer thread.
-#: A SimpleQueue: putting takes no lock a collection could interrupt (see let_go).
-_let_go: SimpleQueue[BatchingDispatcher] = SimpleQueue()
-_closer: threading.Thread | None = None
-
-
-def let_go(dispatcher: BatchingDispatcher) -> None:
-    """Close ``dispatcher`` soon: its :class:`~kaneda_core.Metrics` was collected unclosed.
-
-    Called by the garbage collector, in whatever thread it runs in, maybe inside code
-    that holds a lock of Kaneda's: it only hands the dispatcher to Kaneda's closer
-    thread, which delivers what is queued, ends the worker and closes the backend (an
-    application that makes a Metrics per request and never closes it would otherwise
-    keep a thread, and the backend's connections, for each).
-    """
-    _let_go.put(dispatcher)
-
-
-def _close_let_go() -> None:
-    while True:
-        # Every one let go of meanwhile, closed side by side (as at exit): one at a time,
-        # a store that is down made each wait its exit_timeout, and a Metrics made per
-        # request outran the closing, a worker thread each.
-        waiting = [_let_go.get()]
-        while not _let_go.empty():
-            waiting.append(_let_go.get())
-        try:
-            _close_each(waiting, waiting=True, when="when a Metrics let go of was closed")
-        except Exception:  # noqa: BLE001 - this thread closes the next ones too
-            log.exception("Kaneda: closing a Metrics let go of failed")
-        del waiting  # not kept alive while this thread waits for the next
-
-
-@reinit_after_fork
-def _no_closer_in_child() -> None:
-    global _let_go, _closer
-    inherited, _let_go, _closer = _let_go, SimpleQueue(), None
-    # Let go of by the parent and not yet closed: the child's copies are let go of too.
-    # Their closer is started with the child's first worker, not here (no thread is
-    # started at the fork: see BatchingDispatcher.start_at_first_call); their queues
-    # were emptied, so at exit at the latest.
-    while not inherited.empty():
-        _let_go.put(inherited.get())
-
-
 _Listener = TypeVar("_Listener", bound=Callable[..., None])
 
 
@@ -1595,26 +1553,6 @@ def _held(listener: _Listener) -> Callable[[], _Listener | None]:
     if isinstance(listener, MethodType):
         return weakref.WeakMethod(listener)
     return lambda: listener
-
-
-def _start_closer() -> None:
-    """Start the thread that closes what is let go of; without one, they wait for it."""
-    global _closer, _let_go
-    if threads_are_green() and type(_let_go) is SimpleQueue:
-        # The closer, a greenlet, waiting in the C queue's get() would hold up every
-        # greenlet of the process: the patched queue's waits as they do.
-        import queue
-
-        green: SimpleQueue[BatchingDispatcher] = queue.SimpleQueue()
-        while not _let_go.empty():
-            green.put(_let_go.get())
-        _let_go = green
-    try:
-        _closer = start_thread(_close_let_go, "kaneda-closer")
-    except ThreadStartError as error:
-        # Tried again by the next worker started; those let go of meanwhile are closed then, or
-        # at exit.
-        log.warning("Kaneda: %s; a Metrics let go of unclosed is closed later", error)
 
 
 def _track(dispatcher: BatchingDispatcher) -> None:
@@ -1645,6 +1583,7 @@ def _close_all_at_exit() -> None:
     dispatchers = list(_live)
     if not _inside_kaneda(sys._getframe(1)):
         _close_each(dispatchers, waiting=True)
+        tell_totals()  # the failures of Metrics let go of, held back to be told together
         return
     # A SIGTERM handler that interrupted the main thread inside Kaneda: most often parked
     # in flush() or close(), which hold no lock while they wait. A thread of Kaneda's
@@ -1661,9 +1600,7 @@ def _close_all_at_exit() -> None:
     _close_each([d for d in dispatchers if not d._finished], waiting=False)
 
 
-def _close_each(
-    dispatchers: list[BatchingDispatcher], waiting: bool, when: str = "at exit"
-) -> None:
+def _close_each(dispatchers: list[BatchingDispatcher], waiting: bool) -> None:
     # Every worker told first: they deliver side by side, and each has its exit_timeout
     # from now. One after the other, an exit waited for the sum (four Metrics with a
     # store down: 16 s, past the 10 s a container is given to stop).
@@ -1675,8 +1612,8 @@ def _close_each(
         try:
             left = dispatcher._close(remaining, waiting=waiting)
         except Exception:  # noqa: BLE001 - the others are closed all the same
-            log.exception("Kaneda: closing a Metrics %s failed", when)
+            log.exception("Kaneda: closing a Metrics at exit failed")
             continue
         if left:
             where = "kept on disk" if dispatcher.disk is not None else "not delivered"
-            log.error("Kaneda: %d metrics %s %s", left, where, when)
+            log.error("Kaneda: %d metrics %s at exit", left, where)

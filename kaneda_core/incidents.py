@@ -323,3 +323,16 @@ class IncidentLog:
                 then,
                 error,
             )
+
+
+class SharedIncidentLog(IncidentLog):
+    """One log for the failures of many deliveries to one kind of backend (the Metrics
+    an application let go of, closed by Kaneda's closer): a repeated failure is one line
+    per ``REPEAT_AFTER`` seconds for all of them, not a line each."""
+
+    def close(self) -> None:
+        """Ignored: one delivery's close; the totals held back are told by :meth:`end`."""
+
+    def end(self) -> None:
+        """Log every total still held back (the closer is idle, or the process exits)."""
+        IncidentLog.close(self)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import descriptors, plugins, stamps
 from .backend import Backend
+from .closer import let_go
 from .delivery import Delivery, Item, RetryPolicy, Stats, log
 from .dispatch import (
     BatchingDispatcher,
@@ -20,7 +21,6 @@ from .dispatch import (
     Submit,
     SyncDispatcher,
     exit_callback_ran,
-    let_go,
 )
 from .errors import ConfigurationError, InvalidMetric
 from .model import (
@@ -176,7 +176,7 @@ class Metrics:
 
             aggregator = Aggregator(
                 # Not a bound method: the worker keeps the aggregator, which must not keep
-                # this Metrics from being collected (see dispatch.let_go).
+                # this Metrics from being collected (see closer.let_go).
                 functools.partial(_tags_with_defaults, defaults=self._default_tags),
                 backend.check,
                 self._host,
@@ -208,7 +208,7 @@ class Metrics:
                 exit_timeout=exit_timeout,
                 aggregator=aggregator,
             )
-            # Let go of unclosed, it is closed for the application (see dispatch.let_go).
+            # Let go of unclosed, it is closed for the application (see closer.let_go).
             weakref.finalize(self, let_go, self._dispatcher).atexit = False
             self._submit = self._dispatcher.waiting_submit()
         else:
@@ -387,7 +387,7 @@ class Metrics:
         }
         for name, call in calls.items():
             # Held as a bound method holds its object: ``count = Metrics(...).increment``
-            # keeps the Metrics, which is closed once let go of (see dispatch.let_go).
+            # keeps the Metrics, which is closed once let go of (see closer.let_go).
             call.__self__ = self  # type: ignore[attr-defined]
             setattr(self, name, call)
 

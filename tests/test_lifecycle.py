@@ -4,6 +4,7 @@ at once, closed while a call or a send is still running, several at exit."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import subprocess
@@ -82,6 +83,60 @@ def test_metrics_let_go_of_while_the_store_is_down_are_closed_side_by_side() -> 
         time.sleep(0.05)
     assert len(_kaneda_threads()) <= before
     assert time.monotonic() - started < 4  # about one exit_timeout, not twenty
+
+
+LET_GO_PER_REQUEST = """
+import gc, json, logging, sys, threading, time
+from kaneda_core import Backend, DeliveryError, Metrics
+from kaneda_core.closer import MAX_CLOSING
+
+logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+sends = []
+
+
+class Down(Backend):
+    def send(self, batch):
+        sends.append(len(batch))
+        raise DeliveryError("connection refused", retryable=True)
+
+
+def workers():
+    return sum(t.name == "kaneda-worker" for t in threading.enumerate())
+
+
+peak = 0
+for request in range(300):  # a Metrics per request, never closed
+    metrics = Metrics(Down(), exit_timeout=5.0)
+    metrics.increment("requests")
+    del metrics
+    gc.collect()
+    time.sleep(0.002)
+    peak = max(peak, workers())
+deadline = time.monotonic() + 20
+while workers() and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps({"peak": peak, "left": workers(), "tried": sum(sends), "most": MAX_CLOSING}))
+"""
+
+
+def test_metrics_let_go_of_per_request_while_the_store_is_down_keep_few_threads() -> None:
+    """Each let-go Metrics kept its worker thread for its whole exit_timeout, retrying a
+    store that was down, and the next ones waited with theirs for the closer: 800 threads
+    at 200 requests a second, and two error lines per request. Past MAX_CLOSING at once,
+    the next are tried once; their failures are folded into a line, and the application
+    is told it lets Metrics go."""
+    done = subprocess.run(
+        [sys.executable, "-c", LET_GO_PER_REQUEST], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["left"] == 0
+    assert seen["peak"] <= seen["most"] + 20, seen  # 300 before
+    assert seen["tried"] >= 300  # every one tried before it was given up
+    lines = done.stderr.splitlines()
+    assert sum("not delivered" in line for line in lines) <= 5, done.stderr[-3000:]
+    told = [line for line in lines if "Metrics were let go of without close()" in line]
+    assert len(told) == 1 and "make one Metrics and share it" in told[0]
 
 
 def test_a_metrics_still_referenced_is_left_alone() -> None:
