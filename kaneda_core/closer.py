@@ -36,6 +36,7 @@ TELL_AFTER = 10
 #: A SimpleQueue: putting takes no lock a collection could interrupt (see let_go).
 _let_go: SimpleQueue[BatchingDispatcher] = SimpleQueue()
 _closer: threading.Thread | None = None
+_starting = threading.Lock()
 #: One log per backend name for the failures of every Metrics let go of (see _Closer).
 _logs: dict[str, SharedIncidentLog] = {}
 _logs_lock = threading.Lock()
@@ -60,6 +61,18 @@ def closer_started() -> bool:
 
 def start_closer() -> None:
     """Start the thread that closes what is let go of; without one, they wait for it."""
+    # Not waited for: another thread is starting it (or this one, interrupted there by a
+    # signal handler whose first call lands here).
+    if not _starting.acquire(blocking=False):
+        return
+    try:
+        if _closer is None:
+            _start_closer()
+    finally:
+        _starting.release()
+
+
+def _start_closer() -> None:
     global _closer, _let_go
     if threads_are_green() and type(_let_go) is SimpleQueue:
         # The closer, a greenlet, waiting in the C queue's get() would hold up every
@@ -182,9 +195,9 @@ class _Closer:
 
 @reinit_after_fork
 def _no_closer_in_child() -> None:
-    global _let_go, _closer, _logs_lock
+    global _let_go, _closer, _logs_lock, _starting
     inherited, _let_go, _closer = _let_go, SimpleQueue(), None
-    _logs_lock = threading.Lock()
+    _logs_lock, _starting = threading.Lock(), threading.Lock()
     # Let go of by the parent and not yet closed: the child's copies are let go of too.
     # Their closer is started with the child's first worker, not here (no thread is
     # started at the fork: see BatchingDispatcher.start_at_first_call); their queues
