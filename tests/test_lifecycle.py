@@ -163,7 +163,7 @@ print(sum(thread.name == "kaneda-closer" for thread in threading.enumerate()))
 
 
 def test_first_calls_in_several_threads_at_once_start_one_closer() -> None:
-    """Each saw no closer yet and started one: 2 to 8 closer threads in 10 runs of 10."""
+    """Each saw no closer yet and started one: 2 to 8 closer threads in each of 10 runs."""
     for _ in range(3):
         done = subprocess.run(
             [sys.executable, "-c", FIRST_CALLS_AT_ONCE], capture_output=True, text=True, timeout=60
