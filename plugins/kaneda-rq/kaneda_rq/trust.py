@@ -17,6 +17,7 @@ import logging
 import pickle
 import struct
 import threading
+import zlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar, NoReturn
@@ -30,6 +31,25 @@ log = logging.getLogger("kaneda.rq")
 
 #: How many distinct refusals (kind and function) are explained in the log, at most.
 MAX_NOTES = 100
+#: The most a job's data (or error text) is let grow to as it is decompressed: this, or
+#: INFLATE_RATIO times its size in Redis if more. Kaneda's batches compress by 5 to 20
+#: times; a few hundred KB written to Redis can decompress to gigabytes.
+MIN_INFLATED_BYTES = 64 * 1024 * 1024
+INFLATE_RATIO = 100
+
+
+def inflated(stored: bytes) -> tuple[bytes | None, int]:
+    """``stored`` decompressed as RQ decompresses it (or as it is, if it is not zlib's),
+    and the bound it was held to; None if it grows past that bound."""
+    bound = max(MIN_INFLATED_BYTES, INFLATE_RATIO * len(stored))
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(stored, bound)
+    except zlib.error:
+        return stored, bound  # RQ's fallback: stored uncompressed
+    if inflater.unconsumed_tail:
+        return None, bound
+    return data, bound
 
 
 class RefusedJob(PoisonMessage):
@@ -129,12 +149,42 @@ class KanedaJob(Job):
     _notes: ClassVar[set[tuple[str, str]]] = set()
     _notes_lock: ClassVar[threading.Lock] = threading.Lock()
 
+    def restore(self, raw_data: Any) -> Any:
+        """RQ's restore, with the data and error text decompressed within a bound (RQ
+        decompresses them whole: a small job in Redis could take the worker's memory)."""
+        fields = {key.decode() if isinstance(key, bytes) else key: v for key, v in raw_data.items()}
+        data, exc_info = fields.get("data"), fields.pop("exc_info", None)
+        if isinstance(data, bytes):
+            fields["data"] = b""  # decompressed here, not by RQ
+        result = super().restore(fields)
+        self._too_large = None
+        if isinstance(data, bytes):
+            loaded, bound = inflated(data)
+            if loaded is None:
+                self._too_large = (
+                    f"its data, {len(data):,} bytes in Redis, grows past {bound:,} bytes "
+                    "as it is decompressed"
+                )
+                loaded = b""
+            self.data = loaded
+        if isinstance(exc_info, bytes):
+            text, bound = inflated(exc_info)
+            shown = f"(an error text larger than {bound:,} bytes)" if text is None else text
+            self._exc_info = shown if isinstance(shown, str) else shown.decode("utf-8", "replace")
+        return result
+
+    _too_large: str | None = None
+
     def _deserialize_data(self) -> None:
+        if self._too_large is not None:
+            # Nothing to run; the data stays as it is in Redis, for ``rq info``.
+            self._unreadable = self._too_large
+            self._func_name, self._instance, self._args, self._kwargs = None, None, (), {}  # type: ignore[assignment]
+            return
         try:
             super()._deserialize_data()  # type: ignore[no-untyped-call]
         except DeserializationError as error:
-            # Nothing to run; the data stays as it is in Redis, for ``rq info``.
-            self._unreadable = str(error.__cause__ or error)
+            self._unreadable = f"its data is not plain values ({error.__cause__ or error!s:.200})"
             self._func_name, self._instance, self._args, self._kwargs = None, None, (), {}  # type: ignore[assignment]
         else:
             self._unreadable = None
@@ -150,8 +200,8 @@ class KanedaJob(Job):
         name = self.func_name
         where = f"RQ job {self.id!r:.80}"
         if self._unreadable is not None:
-            reason = f"its data is not plain values ({self._unreadable:.200})"
-            return None, ("unreadable data", "", f"{where}: {reason}: not loaded, not run")
+            reason = f"{where}: {self._unreadable}: not loaded, not run"
+            return None, ("unreadable data", "", reason)
         function = kaneda_jobs().get(name) if isinstance(name, str) else None
         if function is None or self.instance is not None:
             jobs = ", ".join(kaneda_jobs())

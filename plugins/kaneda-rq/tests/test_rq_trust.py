@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import socket
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,44 @@ def test_kaneda_worker_runs_no_foreign_function_and_unpickles_no_object(
     assert log.count("message moved aside") == len(poison), log
     assert log.count("'os.system'") == 3, log  # two jobs, and one note
     assert "exception raised while executing" not in log, log  # no RQ traceback as well
+
+
+def zlib_bomb(size: int) -> bytes:
+    """``size`` zero bytes, compressed: about a thousandth of that in Redis."""
+    packer = zlib.compressobj(9)
+    chunk = bytes(1 << 20)
+    return b"".join(packer.compress(chunk) for _ in range(size >> 20)) + packer.flush()
+
+
+def test_job_data_that_decompresses_to_gigabytes_is_refused_within_a_bound(
+    processes: Processes, redis_server: RedisServer, queue: Queue
+) -> None:
+    """RQ decompresses a job's data, and its error text, whole: 512 KB written to Redis
+    took the worker to 512 MB more before the data was found unreadable."""
+    bomb = zlib_bomb(512 << 20)
+    assert len(bomb) < 1 << 20
+    good(queue, "first")
+    raw_job(queue, "bomb", bomb)
+    with_error = good(queue, "error-text")  # delivered: its error text is not run
+    queue.connection.hset(with_error.key, "exc_info", bomb)
+    last = good(queue, "last")
+    worker = processes.worker(
+        f"rq://127.0.0.1:{redis_server.port}/0?queue_name={queue.name}", "memory://"
+    )
+
+    def done() -> bool:
+        return last.get_status(refresh=True) in (JobStatus.FINISHED, JobStatus.FAILED)
+
+    wait_until(done, 60, worker.log, alive=worker)
+    status = Path(f"/proc/{worker.pid}/status").read_text()
+    peak_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+    assert worker.stop() == 0
+    log = worker.log()
+    assert peak_kb < 256 * 1024, log  # the worker is about 60 MB; the bomb 512 MB
+    stats = final_stats(log)
+    assert (stats["stored"], stats["poison"]) == (9, 1), log
+    assert FailedJobRegistry(queue=queue).get_job_ids() == ["bomb"]
+    assert "grows past 67,108,864 bytes as it is decompressed" in log, log
 
 
 def test_a_job_names_no_callback_or_webhook_the_worker_calls(queue: Queue, tmp_path: Path) -> None:
