@@ -39,7 +39,8 @@ class Metrics(AnsweringMetrics):
         batching: bool = False,
         **options: Any,
     ) -> None:
-        if backend is None and queue is None:
+        from_settings = backend is None and queue is None
+        if from_settings:
             from .utils import get_kaneda_objects
 
             backend, queue = get_kaneda_objects()
@@ -51,6 +52,8 @@ class Metrics(AnsweringMetrics):
         #: The queue metrics go through (None when a backend was given, as in kaneda 1.0).
         self.queue = queue if backend is None else None
         super().__init__(backend if backend is not None else queue, batching=batching, **options)
+        if from_settings:
+            self._delivery.owns_backend = True  # made for it: closed when it is let go of
         self._takes_bools = _stores_as_given(self.backend)
 
     # kaneda 1.0 passed any value to its backend: a bool gauge or timing was stored as a

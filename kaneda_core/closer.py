@@ -148,6 +148,8 @@ class _Closer:
         delivery = dispatcher.delivery
         delivery.incidents.close()  # its own totals told; from now on, told together
         delivery.incidents = _shared_log(delivery.incidents.backend_name)
+        # A backend the application passed in may serve its other Metrics: left open.
+        dispatcher.keeps_backend = not delivery.owns_backend
         dispatcher._close(None, waiting=False)  # later calls dropped; a last delivery
         timeout = dispatcher.exit_timeout
         stop_at: float | None = now + timeout * 0.75  # as close() does: see _close_waiting

@@ -476,7 +476,9 @@ def connect(url: str, **metrics_options: Any) -> Metrics:
 
     _check_metrics_option_names(Metrics, metrics_options)
     url, from_url = split_metrics_options(url)
-    return Metrics(create_backend(url), **{**from_url, **metrics_options})
+    metrics = Metrics(create_backend(url), **{**from_url, **metrics_options})
+    metrics._delivery.owns_backend = True  # made for it: closed when it is let go of
+    return metrics
 
 
 def _check_metrics_option_names(cls: type, options: dict[str, Any]) -> None:

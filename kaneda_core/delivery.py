@@ -22,6 +22,7 @@ from .fork_gate import gate
 from .forking import track_delivery
 from .incidents import IncidentLog
 from .model import Metric
+from .sharing import use_of
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -154,6 +155,12 @@ class Delivery:
         #: at one instant (Metrics.stats).
         self.changes = 0
         self.incidents = IncidentLog(type(backend).__name__)
+        #: Taken around each send and the close: other Metrics may use this backend too.
+        self.use = use_of(backend)
+        #: Whether the Metrics made the backend (from a URL or a name): then it is closed
+        #: when the application lets go of the Metrics unclosed; one it passed in, which
+        #: it may share, is left open.
+        self.owns_backend = False
         self._filter = implements("kaneda_filter_metric")
         self._plugins_seen = plugins.changes
         self._hears_losses = implements("kaneda_batch_failed")
@@ -170,6 +177,7 @@ class Delivery:
         self._counting = False
         self._deferred_counts = deque()
         self.incidents = IncidentLog(self.incidents.backend_name)
+        self.use = use_of(self.backend)
 
     def to_metrics(self, items: Sequence[Any]) -> list[Metric]:
         """The metric records of queued items (plain tuples of a Metric's fields, or Metrics).
@@ -233,7 +241,8 @@ class Delivery:
             try:
                 # A copy: a send that consumes its list (pops what it wrote) must not
                 # change what is counted, retried or halved here.
-                answer = self.backend.send(list(pending))
+                with self.use:
+                    answer = self.backend.send(list(pending))
             except Exception as error:  # noqa: BLE001 - a backend failure must not escape
                 failed, retryable, isolate = self._classify(error, pending)
                 rejected = getattr(error, "rejected", ())

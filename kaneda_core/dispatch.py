@@ -1238,6 +1238,10 @@ class BatchingDispatcher(_Closable):
         """
         return self._close(timeout, waiting=not _inside_kaneda(sys._getframe(1)))
 
+    #: Set for a Metrics let go of unclosed whose backend the application passed in (it
+    #: may share it): its close leaves the backend open.
+    keeps_backend = False
+
     def stop_retrying(self) -> None:
         """Closing: deliver what is queued with one try each, no waiting between retries."""
         self._stop.set()
@@ -1389,7 +1393,8 @@ class BatchingDispatcher(_Closable):
             self._backend_closed = True
         callers = self._callers
         # Without a worker, once no caller's thread is in a send.
-        _close_backend(self.delivery, deadline, None if callers is None else callers._lock)
+        in_use = None if callers is None else callers._lock
+        _close_backend(self.delivery, deadline, in_use, keep_backend=self.keeps_backend)
 
     def settle(self) -> None:
         """Count what calls that raced close() added after it: dropped, as later calls.
@@ -1479,24 +1484,33 @@ def _within(deadline: float | None, name: str, call: Callable[..., None], *args:
 
 
 def _close_backend(
-    delivery: Delivery, deadline: float | None, in_use: threading.Lock | None = None
+    delivery: Delivery,
+    deadline: float | None,
+    in_use: threading.Lock | None = None,
+    *,
+    keep_backend: bool = False,
 ) -> None:
-    """Close the backend within ``deadline`` (once ``in_use`` is free, if given); what
-    it raises is logged, never raised."""
+    """Close the backend within ``deadline`` (once ``in_use`` is free, if given; not at
+    all if ``keep_backend``); what it raises is logged, never raised."""
 
     def close() -> None:
         try:
             if in_use is None:
-                delivery.incidents.close()  # the failures held back, told: totals final
-                delivery.backend.close()
+                _close_now(delivery, keep_backend)
             else:
                 with in_use:
-                    delivery.incidents.close()
-                    delivery.backend.close()
+                    _close_now(delivery, keep_backend)
         except Exception as error:  # noqa: BLE001 - closing must not raise into the app
             log.error("Kaneda: closing the backend failed: %s", delivery.describe(error))
 
     _within(deadline, "kaneda-close", close)
+
+
+def _close_now(delivery: Delivery, keep_backend: bool) -> None:
+    delivery.incidents.close()  # the failures held back, told: totals final
+    if not keep_backend:
+        with delivery.use:  # not while another Metrics of the same backend sends
+            delivery.backend.close()
 
 
 def item_bytes(item: Any) -> int:

@@ -106,6 +106,7 @@ class Metrics:
         aggregate: bool | None = None,
         percentiles: Sequence[float] | None = None,
     ) -> None:
+        made = not isinstance(backend, Backend)  # from a URL, a name or the environment
         if isinstance(backend, str) or backend is None:
             # A URL (or KANEDA_URL) may carry the Metrics' own options: ?aggregate=true
             from .config import URL_VARIABLE, split_metrics_options
@@ -155,6 +156,7 @@ class Metrics:
         self.backend: Backend = backend
         self._exit_timeout = exit_timeout
         delivery = Delivery(backend, retry)
+        delivery.owns_backend = made
         self._delivery = delivery
         self._default_tags = hooks_default_tags(backend)
         self._dispatcher: SyncDispatcher | BatchingDispatcher
