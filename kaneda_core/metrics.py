@@ -641,8 +641,9 @@ class Metrics:
 
         Reports seconds as a float, or whole milliseconds with ``use_ms=True``. The
         decorator's default name is ``module.function``; ``async def`` functions are
-        timed until their coroutine finishes. The time is reported even if the code
-        raises.
+        timed until their coroutine finishes, generators and async generators over
+        their iteration (see :mod:`kaneda_core.timed`). The time is reported even if the
+        code raises.
         """
         return Timer(self, name, tags, use_ms)
 
@@ -752,30 +753,9 @@ class Timer:
         name = self.name or self._default_name(func)
         if self.name is None:
             self._check(name)
-        report = self.report
-        if _is_coroutine_function(func) or (
-            not isinstance(func, type) and _is_coroutine_function(type(func).__call__)
-        ):
+        from .timed import timed
 
-            @functools.wraps(func)
-            async def timed_coroutine(*args: Any, **kwargs: Any) -> Any:
-                start = perf_counter()
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    report(perf_counter() - start, name)
-
-            return cast(F, timed_coroutine)
-
-        @functools.wraps(func)
-        def timed_function(*args: Any, **kwargs: Any) -> Any:
-            start = perf_counter()
-            try:
-                return func(*args, **kwargs)
-            finally:
-                report(perf_counter() - start, name)
-
-        return cast(F, timed_function)
+        return cast(F, timed(func, self.report, name))
 
     def __enter__(self) -> Timer:
         if self.name is None:
@@ -858,12 +838,6 @@ def _own_forwarded(metric: Metric) -> Metric:
     if ns is None:
         ns = metric.epoch_ns
     return tuple.__new__(Metric, (name, kind, value, tags, None, host, id_, ns))
-
-
-def _is_coroutine_function(func: Callable[..., Any]) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(func)
 
 
 def hooks_default_tags(backend: Backend) -> dict[str, Scalar]:

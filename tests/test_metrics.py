@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import inspect
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -204,6 +206,77 @@ def test_timed_async_function_is_timed_until_it_finishes() -> None:
     assert asyncio.run(fetch()) == 7
     [metric] = metrics.backend.metrics  # type: ignore[attr-defined]
     assert metric.name == f"{__name__}.fetch" and metric.value >= 30
+
+
+def test_timed_generator_is_timed_over_its_iteration_and_passes_sends_on() -> None:
+    """A generator was timed while it was made (0.0 s), before any of its work."""
+    metrics = Metrics(MemoryBackend(), batching=False)
+
+    @metrics.timed("rows")
+    def rows() -> Iterator[int]:
+        total = 0
+        for n in range(3):
+            time.sleep(0.01)
+            total += (yield n) or 0
+        return total
+
+    made = rows()
+    assert inspect.isgeneratorfunction(rows) and metrics.backend.metrics == []  # type: ignore[attr-defined]
+    assert next(made) == 0 and made.send(5) == 1 and made.send(6) == 2
+    with pytest.raises(StopIteration) as finished:
+        made.send(7)
+    assert finished.value.value == 18
+    [metric] = metrics.backend.metrics  # type: ignore[attr-defined]
+    assert metric.name == "rows" and metric.value >= 0.03
+
+    thrown = rows()
+    next(thrown)
+    with pytest.raises(KeyError):
+        thrown.throw(KeyError("passed on"))
+    closed = rows()
+    next(closed)
+    closed.close()
+    assert len(metrics.backend.metrics) == 3  # type: ignore[attr-defined]
+
+
+def test_timed_async_generator_is_timed_over_its_iteration_and_stays_one() -> None:
+    """An async generator (a FastAPI dependency that holds a session) was timed while it
+    was made, and was no async generator function any more once decorated."""
+    metrics = Metrics(MemoryBackend(), batching=False)
+    seen: list[object] = []
+
+    @metrics.timed("session", use_ms=True)
+    async def session() -> AsyncIterator[str]:
+        try:
+            await asyncio.sleep(0.02)
+            sent = yield "s1"
+            seen.append(sent)
+            await asyncio.sleep(0.02)
+            yield "s2"
+        except ValueError as error:
+            seen.append(error)
+            yield "recovered"
+
+    async def main() -> None:
+        assert [item async for item in session()] == ["s1", "s2"]
+        talking = session()
+        assert await talking.__anext__() == "s1"
+        assert await talking.asend("hello") == "s2"
+        await talking.aclose()
+        thrown = session()
+        await thrown.__anext__()
+        assert await thrown.athrow(ValueError("into it")) == "recovered"
+        await thrown.aclose()
+        held = contextlib.asynccontextmanager(session)
+        with pytest.raises(KeyError):
+            async with held():
+                raise KeyError("in the block")  # passed into the generator, and out
+
+    assert inspect.isasyncgenfunction(session)
+    asyncio.run(main())
+    values = [m.value for m in metrics.backend.metrics]  # type: ignore[attr-defined]
+    assert len(values) == 4 and all(value >= 20 for value in values)
+    assert seen[:2] == [None, "hello"] and isinstance(seen[2], ValueError)
 
 
 def test_timed_decorator_is_safe_across_threads() -> None:
