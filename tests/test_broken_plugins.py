@@ -84,3 +84,44 @@ def test_a_backend_name_claimed_twice_names_both_distributions(tmp_path: Path) -
     sent = run(folder, "-m", "kaneda_core", "send", f"logger://{tmp_path / 'm.jsonl'}", "gauge",
                "g", "1")  # fmt: skip
     assert sent.returncode == 0, sent.stderr
+
+
+def test_a_plugin_whose_dependencies_warn_at_import_loads_under_warnings_as_errors(
+    tmp_path: Path,
+) -> None:
+    """influxdb warns at import on Python 3.12 (datetime.utcfromtimestamp): under -W error,
+    or pytest's filterwarnings = error, the backend failed to load, with advice to
+    reinstall it; and stevedore's open() without an encoding failed every backend under
+    -X warn_default_encoding. Shown, not raised."""
+    folder = fake_distribution(
+        tmp_path,
+        "kaneda_warns",
+        """
+        [kaneda.backends]
+        warns = kaneda_warns:WarnsBackend
+        """,
+        """
+        import warnings
+        warnings.warn("utcfromtimestamp() is deprecated", DeprecationWarning)
+        from kaneda_core.backends import MemoryBackend
+
+        class WarnsBackend(MemoryBackend):
+            pass
+        """,
+    )
+    script = """
+import warnings
+from kaneda_core import Metrics
+metrics = Metrics("warns", batching=False)
+metrics.increment("loaded")
+print(len(metrics.backend.metrics))
+metrics.close()
+try:
+    warnings.warn("the application's own", DeprecationWarning)
+except DeprecationWarning:
+    print("still an error")
+"""
+    done = run(folder, "-X", "warn_default_encoding", "-W", "error", "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["1", "still an error"], done.stdout + done.stderr
+    assert "utcfromtimestamp() is deprecated" in done.stderr  # shown once
