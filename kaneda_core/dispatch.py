@@ -1506,6 +1506,22 @@ def _close_backend(
     _within(deadline, "kaneda-close", close)
 
 
+def close_made_backend(dispatcher: SyncDispatcher) -> None:
+    """Close the backend a delivering-in-the-caller's-thread Metrics made, once the
+    application let go of it unclosed, or at exit (a backend passed in is left open).
+
+    Called by the garbage collector, in whatever thread: the Metrics is gone, so nothing
+    else sends on the backend it made, and its close takes no lock a thread could hold.
+    """
+    delivery = dispatcher.delivery
+    if dispatcher._closed or not delivery.owns_backend:
+        return
+    try:
+        _close_now(delivery, keep_backend=False)
+    except Exception as error:  # noqa: BLE001 - a collection must not raise
+        log.error("Kaneda: closing the backend failed: %s", delivery.describe(error))
+
+
 def _close_now(delivery: Delivery, keep_backend: bool) -> None:
     delivery.incidents.close()  # the failures held back, told: totals final
     if not keep_backend:

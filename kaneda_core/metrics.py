@@ -20,6 +20,7 @@ from .dispatch import (
     Overflow,
     Submit,
     SyncDispatcher,
+    close_made_backend,
     exit_callback_ran,
 )
 from .errors import ConfigurationError, InvalidMetric
@@ -216,6 +217,9 @@ class Metrics:
         else:
             self._dispatcher = self._sync_dispatcher(delivery)
             self._submit = self._dispatcher.submit
+            # Let go of unclosed, or alive at exit: the backend it made is closed (kaneda
+            # 1.0's Metrics() from the settings, made per request, kept a socket each).
+            weakref.finalize(self, close_made_backend, self._dispatcher)
         # Only backends that refuse some metrics pay for a check at every call.
         self._check = backend.check if type(backend).check is not Backend.check else None
         self._check_broke_logged = False

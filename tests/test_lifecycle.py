@@ -234,6 +234,51 @@ def test_first_calls_in_several_threads_at_once_start_one_closer() -> None:
         assert (done.returncode, done.stdout.split()) == (0, ["1"]), done.stderr
 
 
+SYNC_PER_REQUEST = """
+import os, sys
+from kaneda_core import Metrics, connect
+from kaneda_core.backends import LoggerBackend
+
+folder = sys.argv[1]
+given = LoggerBackend(filename=os.path.join(folder, "given.jsonl"))
+fds = []
+for n in range(300):
+    made = connect(f"logger://{folder}/made.jsonl", batching=False)
+    made.increment("requests")
+    Metrics(given, batching=False).increment("requests")
+    del made
+    if n % 100 == 99:
+        fds.append(len(os.listdir("/proc/self/fd")))
+print(fds, given._file is not None)  # left open: the application's to close
+given.close()
+alive = connect(f"logger://{folder}/alive.jsonl", batching=False)  # at exit
+alive.increment("requests")
+"""
+
+
+def test_a_sync_metrics_let_go_of_closes_the_backend_it_made_and_no_other(
+    tmp_path: Path,
+) -> None:
+    """kaneda 1.0's Metrics() made from the settings in each request, never closed (it
+    delivers in the caller's thread): its backend kept a file or socket until a garbage
+    collection, 300 "unclosed file" ResourceWarnings, and one more at exit."""
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", SYNC_PER_REQUEST, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ResourceWarning" not in done.stderr, done.stderr[-2000:]
+    fds, given_open = done.stdout.rsplit("]", 1)
+    counts = json.loads(fds + "]")
+    assert max(counts) - min(counts) <= 2 and given_open.strip() == "True"
+    for name in ("made", "given", "alive"):
+        assert len((tmp_path / f"{name}.jsonl").read_text().splitlines()) == (
+            1 if name == "alive" else 300
+        )
+
+
 def test_a_metrics_still_referenced_is_left_alone() -> None:
     backend = ClosingCounted()
     metrics = Metrics(backend, flush_interval=60)
