@@ -620,6 +620,9 @@ def start_thread(target: Callable[..., object], name: str, *args: Any) -> thread
     Raises :class:`ThreadStartError` when no thread can be started (the process's or
     the user's thread limit, no memory for its stack).
     """
+    refusal = _no_threads_in_this_process()
+    if refusal:
+        raise ThreadStartError(refusal)
     blocked = {getattr(signal, name) for name in _PROCESS_SIGNALS if hasattr(signal, name)}
     # A green thread (gevent, eventlet) runs on the OS thread that starts it: blocking
     # signals there would block them for the application's greenlets, SIGTERM included.
@@ -639,6 +642,42 @@ def start_thread(target: Callable[..., object], name: str, *args: Any) -> thread
     except RuntimeError as error:  # "can't start new thread"
         raise ThreadStartError(f"cannot start Kaneda's {name} thread: {error}") from None
     return thread
+
+
+#: uWSGI options under which its master forks with Python's fork steps, or loads the
+#: application in each worker instead.
+_UWSGI_SAFE_FORKS = ("py-call-uwsgi-fork-hooks", "lazy-apps", "lazy")
+
+
+def _no_threads_in_this_process() -> str:
+    """Why no thread of Kaneda's may run in this process (empty if one may).
+
+    uWSGI's master (and, without ``--master``, the process that loads the application)
+    forks its workers in C, without Python's fork steps: a thread of Kaneda's that
+    holds the GIL, or any lock, at that instant leaves the worker hung for ever (all 4
+    workers of a master that reported 1,000 metrics while it loaded, hung before their
+    first request). Unless uWSGI runs them (``--py-call-uwsgi-fork-hooks``) or loads
+    the application in each worker (``--lazy-apps``), no thread runs there: its calls
+    are delivered in the caller's thread. A worker, a mule or the spooler may have one.
+    """
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is None:
+        return ""
+    try:
+        options = uwsgi.opt
+        if any(options.get(name) for name in _UWSGI_SAFE_FORKS):
+            return ""
+        if uwsgi.worker_id() or getattr(uwsgi, "mule_id", lambda: 0)():
+            return ""
+        if getattr(uwsgi, "i_am_the_spooler", lambda: False)():
+            return ""
+    except Exception:  # noqa: BLE001 - not uWSGI's module after all: threads as usual
+        return ""
+    return (
+        "uWSGI forks its workers from this process without Python's fork steps, where a "
+        "thread of Kaneda's could leave them hung (run uWSGI with "
+        "--py-call-uwsgi-fork-hooks, or --lazy-apps, to batch here)"
+    )
 
 
 def threads_are_green() -> bool:
