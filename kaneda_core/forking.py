@@ -138,6 +138,7 @@ def at_exit(callback: Callable[[], None]) -> None:
     _install()
     if not _exit_callbacks:
         atexit.register(_run_exit_callbacks)
+        _hook_uwsgi_exit()
     _exit_callbacks.append(callback)
     if _pools_imported():
         _hook_pool_exits()
@@ -592,6 +593,31 @@ def _spawn_green(function: Callable[..., object], *args: Any) -> None:
         sys.modules["eventlet"].spawn(function, *args)
 
 
+def _hook_uwsgi_exit() -> None:
+    """Under uWSGI, run the exit callbacks from ``uwsgi.atexit`` too.
+
+    uWSGI calls ``uwsgi.atexit`` as a worker ends, before it tears the interpreter down
+    (which runs Python's exit callbacks); with ``--skip-atexit-teardown`` it tears
+    nothing down, so only ``uwsgi.atexit`` runs: every worker's queue was lost at each
+    stop, reload and recycle (0 of 2,000 metrics stored). Kaneda's callbacks run after
+    a hook set before them (it may report); run again at the teardown, they find every
+    Metrics closed.
+    """
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is None:
+        return
+    previous = getattr(uwsgi, "atexit", None)
+
+    def run_at_exit() -> None:
+        try:
+            if callable(previous):
+                previous()
+        finally:
+            _run_exit_callbacks()
+
+    uwsgi.atexit = run_at_exit  # type: ignore[attr-defined]
+
+
 def _run_exit_callbacks() -> None:
     global _exiting
     _exiting = True
@@ -623,6 +649,7 @@ def start_thread(target: Callable[..., object], name: str, *args: Any) -> thread
     refusal = _no_threads_in_this_process()
     if refusal:
         raise ThreadStartError(refusal)
+    _warn_if_threads_stall()
     blocked = {getattr(signal, name) for name in _PROCESS_SIGNALS if hasattr(signal, name)}
     # A green thread (gevent, eventlet) runs on the OS thread that starts it: blocking
     # signals there would block them for the application's greenlets, SIGTERM included.
@@ -677,6 +704,26 @@ def _no_threads_in_this_process() -> str:
         "uWSGI forks its workers from this process without Python's fork steps, where a "
         "thread of Kaneda's could leave them hung (run uWSGI with "
         "--py-call-uwsgi-fork-hooks, or --lazy-apps, to batch here)"
+    )
+
+
+_stall_told = False
+
+
+def _warn_if_threads_stall() -> None:
+    """uWSGI before 2.0.31 runs Python threads only with ``--enable-threads``: without
+    it, Kaneda's thread runs while a request does, and metrics wait while it is idle."""
+    global _stall_told
+    uwsgi = sys.modules.get("uwsgi")
+    if _stall_told or uwsgi is None:
+        return
+    if getattr(uwsgi, "has_threads", True):
+        return
+    _stall_told = True
+    log.warning(
+        "Kaneda: uWSGI runs without --enable-threads, so Kaneda's delivery thread runs "
+        "only while a request does: metrics wait while the server is idle. Run uWSGI "
+        "with --enable-threads"
     )
 
 

@@ -371,3 +371,33 @@ def test_a_metrics_made_while_uvicorn_holds_sigterm_delivers_when_it_raises_it_a
     assert app.returncode == -signal.SIGTERM, err  # as uvicorn ends it without Kaneda
     assert len(_lines(out)) == 300, err
     assert len(_lines(early)) == (1 if before else 0), err
+
+
+UWSGI_WITHOUT_THREADS = """
+    import logging, sys, types
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # uWSGI 2.0.21 (Debian 12's) without --enable-threads, in a worker.
+    uwsgi = types.ModuleType("uwsgi")
+    uwsgi.has_threads = 0
+    uwsgi.opt = {{}}
+    uwsgi.worker_id = lambda: 1
+    sys.modules["uwsgi"] = uwsgi
+
+    from kaneda_core import Metrics
+    for name in ("a", "b"):
+        metrics = Metrics("logger://{out}")
+        metrics.gauge(name, 1)
+        metrics.close()
+"""
+
+
+def test_a_uwsgi_without_threads_is_told_once_that_metrics_wait_while_it_is_idle(
+    tmp_path: Path,
+) -> None:
+    """uWSGI before 2.0.31 runs Python threads only with --enable-threads: 500 metrics
+    of 500 requests waited 30 s of idleness, until the stop, with nothing said."""
+    script = textwrap.dedent(UWSGI_WITHOUT_THREADS.format(out=tmp_path / "m.jsonl"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("uWSGI runs without --enable-threads") == 1, done.stderr

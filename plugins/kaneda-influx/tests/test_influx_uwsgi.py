@@ -87,3 +87,33 @@ def test_uwsgi_workers_forked_after_the_master_reported_serve_and_store_everythi
         assert count(influx_server, database, where) == 200, output
     imports = 4000 if lazy else 1000  # each worker loads the application, or the master
     assert count(influx_server, database, "WHERE \"name\" = 'import'") == 3 * imports
+
+
+def test_uwsgi_workers_without_teardown_deliver_their_queue_when_they_end(
+    influx_server: InfluxServer, database: str, tmp_path: Path
+) -> None:
+    """--skip-atexit-teardown: uWSGI calls uwsgi.atexit as a worker ends, and tears
+    nothing down, so Python's exit callbacks never ran: each worker's queue was lost at
+    every recycle and stop (0 of 2,000 stored)."""
+    env = {
+        **os.environ,
+        "KANEDA_URL": f"influxdb://127.0.0.1:{influx_server.port}/{database}?timeout=5",
+        "IMPORT_METRICS": "0",  # the workers batch: their queues wait for their exits
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    options = ("--skip-atexit-teardown", "--max-requests", "100", "--min-worker-lifetime", "0")
+    port, log = free_port(), tmp_path / "uwsgi.log"
+    server = _serve(port, env, options, log)
+    try:
+        _wait_listening(port, server)
+        _wait_loaded(log, 1, server)
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(_get, [port] * 1000, ["a=1"] * 1000))
+        assert statuses == [200] * 1000
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(60)
+    output = log.read_text()
+    assert server.returncode == 0, output
+    assert output.count("Respawned uWSGI worker") >= 4, output  # recycled mid-test
+    assert count(influx_server, database, "WHERE \"name\" = 'request'") == 1000, output
