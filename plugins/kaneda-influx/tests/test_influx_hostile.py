@@ -194,6 +194,14 @@ def test_a_key_added_to_a_reported_dict_afterwards_injects_nothing(
 def test_the_series_caches_charge_is_what_it_holds(tags: int) -> None:
     """Many small series: the bytes charged to the bound are at least those the cache
     holds (they were 2 to 5 times fewer: a "16 MiB" cache held up to 80)."""
+    # tracemalloc counts every thread's memory: another test's thread still running in
+    # this process moves a measurement. A charge that is wrong is wrong in all three.
+    seen = [_charged_and_held(tags) for _ in range(3)]
+    assert any(charged * 0.5 <= held <= charged * 1.1 for charged, held in seen), seen
+
+
+def _charged_and_held(tags: int) -> tuple[int, int]:
+    """What the series cache charged for 1,500 series, and what clearing it freed."""
     import gc
     import tracemalloc
 
@@ -220,8 +228,7 @@ def test_the_series_caches_charge_is_what_it_holds(tags: int) -> None:
         held = before - tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    assert held <= charged * 1.1, (held, charged)
-    assert held >= charged * 0.5, (held, charged)  # and not so much more it holds few
+    return charged, held
 
 
 def test_series_caches_are_bounded_in_bytes_and_freed_on_close() -> None:
