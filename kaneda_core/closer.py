@@ -92,7 +92,7 @@ def _start_closer() -> None:
 
 
 def tell_totals() -> None:
-    """Log the failure totals the let-go Metrics' log holds back (at exit, when idle)."""
+    """Log the failure totals the let-go Metrics' log holds back (at exit)."""
     with _logs_lock:
         logs = list(_logs.values())
         _logs.clear()
@@ -130,9 +130,10 @@ class _Closer:
         now = time.monotonic()
         times = self.closing.values()
         wait = min((stop if stop is not None else end for stop, end in times), default=None)
-        if wait is None:
-            tell_totals()  # idle: what the log holds back, told now
-        else:
+        # Idle, the shared log is kept (not told and made anew): Metrics let go of one at
+        # a time, a second apart, with the store down, each got a line of its own. What
+        # it holds back is told when delivery works again, or at exit.
+        if wait is not None:
             wait = min(wait, now + 0.1)  # a worker that ended: its backend closed soon
         try:
             dispatcher = self.arrivals.get(timeout=None if wait is None else max(0.0, wait - now))

@@ -334,5 +334,5 @@ class SharedIncidentLog(IncidentLog):
         """Ignored: one delivery's close; the totals held back are told by :meth:`end`."""
 
     def end(self) -> None:
-        """Log every total still held back (the closer is idle, or the process exits)."""
+        """Log every total still held back (the process exits)."""
         IncidentLog.close(self)

@@ -279,6 +279,37 @@ def test_a_sync_metrics_let_go_of_closes_the_backend_it_made_and_no_other(
         )
 
 
+LET_GO_ONE_AT_A_TIME = """
+import gc, logging, sys, time
+from kaneda_core import Backend, DeliveryError, Metrics
+
+logging.basicConfig(level=logging.ERROR, format="%(message)s", stream=sys.stderr)
+
+
+class Down(Backend):
+    def send(self, batch):
+        raise DeliveryError("connection refused", retryable=True)
+
+
+for _ in range(5):
+    metrics = Metrics(Down(), exit_timeout=0.2)
+    metrics.increment("requests")
+    del metrics
+    gc.collect()
+    time.sleep(0.5)  # each closed before the next is let go of
+"""
+
+
+def test_metrics_let_go_of_one_at_a_time_share_one_folded_log() -> None:
+    """The closer, idle between two, told its log and made a new one: a line each."""
+    done = subprocess.run(
+        [sys.executable, "-c", LET_GO_ONE_AT_A_TIME], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("not delivered") == 2, done.stderr  # the first, then the total
+    assert "4 more batches (4 metrics) not delivered" in done.stderr, done.stderr
+
+
 def test_a_metrics_still_referenced_is_left_alone() -> None:
     backend = ClosingCounted()
     metrics = Metrics(backend, flush_interval=60)
