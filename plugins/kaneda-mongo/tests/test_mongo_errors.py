@@ -124,7 +124,9 @@ def test_the_timeout_bounds_a_send_to_no_server(timeout: int) -> None:
     with pytest.raises(DeliveryError) as caught:
         backend.send([Metric.create("g", "gauge", 1)])
     elapsed = time.monotonic() - started
-    assert elapsed < timeout / 1000 + 0.1, f"{elapsed:.3f} s for timeout={timeout}"
+    # Bounded by the timeout, not pymongo's 30 s; the slack is the first connection's
+    # own start-up, 0.35 s once beside the two-process suite.
+    assert elapsed < timeout / 1000 + 0.5, f"{elapsed:.3f} s for timeout={timeout}"
     assert caught.value.retryable and f"within {timeout} ms" in str(caught.value)
     backend.close()
 
